@@ -1,0 +1,524 @@
+"""The config schema (pydantic), durations and percentages, and the cross-reference rules.
+
+Loading from YAML with environment overrides and formatting errors as ``FILE: yaml.path:
+message`` lives in :mod:`driftowner.configload`; this module only says what a valid config is.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from driftowner.model import BadDirection, Layer
+
+_DURATION_PART = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
+_UNIT_SECONDS = {
+    "ms": 0.001,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 7 * 86400,
+    "y": 365 * 86400,
+}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse a Prometheus-style duration (``30s``, ``15m``, ``1h30m``, ``7d``, ``1w``).
+
+    Raises:
+        ValueError: naming the accepted syntax, when ``value`` is not one.
+    """
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 15m, 2h, 7d, 1w")
+    if isinstance(value, int):
+        if value == 0:
+            return timedelta(0)
+        raise ValueError(f"invalid duration {value!r}: give a unit, e.g. {value}s or {value}m")
+    text = value.strip()
+    if text == "0":
+        return timedelta(0)
+    position = 0
+    seconds = 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            break
+        seconds += int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+    if position != len(text) or not text:
+        raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 15m, 2h, 7d, 1w")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest Prometheus-style spelling of ``value`` (``1h30m``, ``45s``, ``0s``)."""
+    total_ms = round(value.total_seconds() * 1000)
+    if total_ms == 0:
+        return "0s"
+    parts = []
+    for unit in ("w", "d", "h", "m", "s", "ms"):
+        size = round(_UNIT_SECONDS[unit] * 1000)
+        count, total_ms = divmod(total_ms, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def parse_percent(value: object) -> float:
+    """Parse ``20%`` (or a bare fraction ``0.2``) into a fraction.
+
+    Raises:
+        ValueError: when ``value`` is neither.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"invalid percentage {value!r}: expected e.g. 20%")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            if text.endswith("%"):
+                return float(text[:-1]) / 100
+            return float(text)
+        except ValueError:
+            pass
+    raise ValueError(f"invalid percentage {value!r}: expected e.g. 20%")
+
+
+Duration = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    PlainSerializer(format_duration, return_type=str, when_used="json"),
+]
+Percent = Annotated[float, BeforeValidator(parse_percent)]
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ServerConfig(Strict):
+    listen: str = "127.0.0.1:9587"
+    external_url: str | None = None
+    """Base of the links in notifications; defaults to ``http://<listen>``."""
+    api_token: SecretStr | None = None
+    """Bearer token for state-changing HTTP requests."""
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"invalid listen address {value!r}: expected HOST:PORT")
+        return value
+
+    @property
+    def base_url(self) -> str:
+        return (self.external_url or f"http://{self.listen}").rstrip("/")
+
+
+class StorageConfig(Strict):
+    url: str = "sqlite:///var/driftowner.db"
+    """SQLAlchemy URL; ``sqlite:////abs/path`` or ``sqlite:///relative/path``."""
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if not value.startswith("sqlite:///"):
+            raise ValueError(
+                f"unsupported storage url {value!r}: expected sqlite:///PATH "
+                "(PostgreSQL is not supported yet)"
+            )
+        return value
+
+
+class EvaluationConfig(Strict):
+    interval: Duration = timedelta(minutes=1)
+    escalation_interval: Duration = timedelta(seconds=5)
+    """How often due escalation steps are derived and the outbox delivered."""
+
+    @field_validator("interval", "escalation_interval")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return value
+
+
+class PrometheusSourceConfig(Strict):
+    type: Literal["prometheus"]
+    url: str
+    timeout: Duration = timedelta(seconds=10)
+    username: str | None = None
+    password: SecretStr | None = None
+    bearer_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> PrometheusSourceConfig:
+        if self.bearer_token is not None and self.username is not None:
+            raise ValueError("give either username/password or bearer_token, not both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("basic auth needs both username and password")
+        return self
+
+
+class FileSourceConfig(Strict):
+    type: Literal["file"]
+    path: Path
+
+
+class DemoSourceConfig(Strict):
+    type: Literal["demo"]
+    seed: int = 1
+    drift_starts_after: Duration = timedelta(seconds=20)
+    drift_lasts: Duration = timedelta(seconds=150)
+
+
+SourceConfig = Annotated[
+    PrometheusSourceConfig | FileSourceConfig | DemoSourceConfig,
+    Field(discriminator="type"),
+]
+
+
+class OwnerConfig(Strict):
+    name: str
+    email: str | None = None
+    slack: str | None = None
+    """Slack member id (``U024BE7LH``)."""
+
+
+class TeamConfig(Strict):
+    email: str | None = None
+    slack_channel: str | None = None
+
+
+class LogChannelConfig(Strict):
+    type: Literal["log"]
+
+
+class SlackChannelConfig(Strict):
+    type: Literal["slack"]
+    webhook_url: SecretStr
+    timeout: Duration = timedelta(seconds=10)
+
+
+class EmailChannelConfig(Strict):
+    type: Literal["email"]
+    host: str
+    port: int = 587
+    starttls: bool = True
+    use_tls: bool = False
+    """Implicit TLS (port 465); exclusive with ``starttls``."""
+    username: str | None = None
+    password: SecretStr | None = None
+    from_: str = Field(alias="from")
+    timeout: Duration = timedelta(seconds=10)
+    ca_file: Path | None = None
+    """Extra CA bundle to trust (a private relay's certificate)."""
+
+    @model_validator(mode="after")
+    def _tls_mode(self) -> EmailChannelConfig:
+        if self.starttls and self.use_tls:
+            raise ValueError("starttls and use_tls exclude each other")
+        return self
+
+
+class WebhookChannelConfig(Strict):
+    type: Literal["webhook"]
+    url: SecretStr
+    timeout: Duration = timedelta(seconds=10)
+
+
+ChannelConfig = Annotated[
+    LogChannelConfig | SlackChannelConfig | EmailChannelConfig | WebhookChannelConfig,
+    Field(discriminator="type"),
+]
+
+CONTACT_FIELD: dict[str, str | None] = {
+    "slack": "slack",
+    "email": "email",
+    "webhook": None,
+    "log": None,
+}
+"""Which owner field a channel type needs to reach a person (``None``: reaches anyone)."""
+
+
+class StepConfig(Strict):
+    after: Duration = timedelta(0)
+    notify: Literal["owner"] | list[str]
+    via: list[str] | None = None
+    """Channel names; default: every configured channel the recipient has a contact for."""
+
+
+class ChainConfig(Strict):
+    steps: list[StepConfig] = Field(min_length=1)
+    repeat: int = Field(default=0, ge=0)
+    remind_every: Duration | None = None
+    ack_timeout: Duration | None = None
+
+
+class ThresholdConfig(Strict):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ThresholdConfig:
+        if self.min is None and self.max is None:
+            raise ValueError("threshold needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class BaselineConfig(Strict):
+    reference: Duration
+    """Length of the window, ending now, whose mean is the reference."""
+    max_change: Percent
+    min_samples: int = Field(default=3, ge=1)
+
+    @field_validator("max_change")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("max_change must be above 0%")
+        return value
+
+
+class DetectConfig(Strict):
+    threshold: ThresholdConfig | None = None
+    baseline: BaselineConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DetectConfig:
+        chosen = [name for name in ("threshold", "baseline") if getattr(self, name) is not None]
+        if len(chosen) != 1:
+            raise ValueError("detect needs exactly one detector: threshold or baseline")
+        return self
+
+
+class SignalConfig(Strict):
+    layer: Layer
+    source: str
+    query: str
+    bad: BadDirection = "both"
+    detect: DetectConfig
+    for_: Duration = Field(default=timedelta(0), alias="for")
+    resolve_after: Duration | None = None
+    stale_after: Duration | None = None
+    """A newest sample older than this counts as no data (default: any sample counts)."""
+
+
+class DisagreementConfig(Strict):
+    name: str
+    healthy: list[str] = Field(min_length=1)
+    degraded: list[str] = Field(min_length=1)
+    for_: Duration = Field(default=timedelta(0), alias="for")
+    resolve_after: Duration | None = None
+
+
+class SystemConfig(Strict):
+    owner: str
+    escalation: str
+    ack_within: Duration | None = None
+    resolve_within: Duration | None = None
+    runbook: str | None = None
+    contributors: dict[Layer, str] = Field(default_factory=dict)
+    signals: dict[str, SignalConfig] = Field(min_length=1)
+    disagreements: list[DisagreementConfig] = Field(default_factory=list)
+    resolve_after: Duration = timedelta(minutes=5)
+    """How long a condition must stay clear before its incident resolves itself."""
+    stale_for: Duration = timedelta(minutes=10)
+    """How long a signal must have no data (its source up) before a stale incident opens."""
+
+
+class Config(Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    sources: dict[str, SourceConfig] = Field(min_length=1)
+    owners: dict[str, OwnerConfig] = Field(min_length=1)
+    teams: dict[str, TeamConfig] = Field(default_factory=dict)
+    channels: dict[str, ChannelConfig] = Field(min_length=1)
+    escalation_chains: dict[str, ChainConfig] = Field(min_length=1)
+    systems: dict[str, SystemConfig] = Field(min_length=1)
+
+
+ConfigIssue = tuple[tuple[str | int, ...], str]
+"""A YAML path and what is wrong there."""
+
+
+def cross_check(config: Config) -> list[ConfigIssue]:
+    """Every reference the schema alone cannot check: names that must exist, owners reachable
+    through every channel their steps use, the shape of escalation chains.
+
+    Returns:
+        All violations, in config order; empty when the config is consistent.
+    """
+    issues: list[ConfigIssue] = []
+    for chain_name, chain in config.escalation_chains.items():
+        issues.extend(_check_chain(config, chain_name, chain))
+    for system_name, system in config.systems.items():
+        issues.extend(_check_system(config, system_name, system))
+    return issues
+
+
+def _check_chain(config: Config, chain_name: str, chain: ChainConfig) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    base = ("escalation_chains", chain_name, "steps")
+    first = chain.steps[0]
+    if first.notify != "owner":
+        issues.append(((*base, 0, "notify"), "the first step must notify the owner"))
+    if first.after != timedelta(0):
+        issues.append(((*base, 0, "after"), "the first step fires at once: remove 'after'"))
+    previous = timedelta(0)
+    for index, step in enumerate(chain.steps):
+        if index > 0 and step.after <= previous:
+            issues.append(
+                (
+                    (*base, index, "after"),
+                    f"must be later than the previous step's {format_duration(previous)}",
+                )
+            )
+        previous = max(previous, step.after)
+        if isinstance(step.notify, list):
+            for position, who in enumerate(step.notify):
+                if who != "owner" and who not in config.owners:
+                    issues.append(((*base, index, "notify", position), f"unknown owner {who!r}"))
+        for position, channel in enumerate(step.via or []):
+            if channel not in config.channels:
+                issues.append(((*base, index, "via", position), f"unknown channel {channel!r}"))
+    return issues
+
+
+def step_channels(config: Config, step: StepConfig) -> list[str]:
+    """The channel names a step sends through (explicit ``via``, else every channel)."""
+    if step.via is not None:
+        return [name for name in step.via if name in config.channels]
+    return list(config.channels)
+
+
+def step_owner_keys(step: StepConfig, accountable: str) -> list[str]:
+    """The owner keys a step notifies, with ``owner`` resolved to the accountable owner."""
+    targets = ["owner"] if step.notify == "owner" else step.notify
+    return [accountable if who == "owner" else who for who in targets]
+
+
+def owner_contact(config: Config, owner_key: str, channel_name: str) -> str | None:
+    """The address of an owner on a channel, or ``None`` when the owner has none there.
+
+    Channels that need no contact (log, webhook) answer the owner key itself.
+    """
+    owner = config.owners.get(owner_key)
+    channel = config.channels.get(channel_name)
+    if owner is None or channel is None:
+        return None
+    contact_field = CONTACT_FIELD[channel.type]
+    if contact_field is None:
+        return owner_key
+    value = getattr(owner, contact_field)
+    return value if isinstance(value, str) and value else None
+
+
+def team_contact(config: Config, team_key: str, channel_name: str) -> str | None:
+    """The address of a team on a channel, or ``None`` when the team has none there."""
+    team = config.teams.get(team_key)
+    channel = config.channels.get(channel_name)
+    if team is None or channel is None:
+        return None
+    if channel.type == "email":
+        return team.email
+    if channel.type == "slack":
+        return team.slack_channel
+    return team_key
+
+
+def _check_system(config: Config, name: str, system: SystemConfig) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    base: tuple[str | int, ...] = ("systems", name)
+    if system.owner not in config.owners:
+        issues.append(((*base, "owner"), f"unknown owner {system.owner!r}"))
+    chain = config.escalation_chains.get(system.escalation)
+    if chain is None:
+        issues.append(((*base, "escalation"), f"unknown escalation chain {system.escalation!r}"))
+    for layer, team in system.contributors.items():
+        if team not in config.teams:
+            issues.append(((*base, "contributors", layer), f"unknown team {team!r}"))
+    for signal_name, signal in system.signals.items():
+        if signal.source not in config.sources:
+            issues.append(
+                ((*base, "signals", signal_name, "source"), f"unknown source {signal.source!r}")
+            )
+    seen_disagreements: set[str] = set()
+    for index, disagreement in enumerate(system.disagreements):
+        where = (*base, "disagreements", index)
+        if disagreement.name in seen_disagreements:
+            issues.append(((*where, "name"), f"duplicate disagreement {disagreement.name!r}"))
+        seen_disagreements.add(disagreement.name)
+        for side in ("healthy", "degraded"):
+            for position, signal_name in enumerate(getattr(disagreement, side)):
+                if signal_name not in system.signals:
+                    issues.append(((*where, side, position), f"unknown signal {signal_name!r}"))
+        both = set(disagreement.healthy) & set(disagreement.degraded)
+        if both:
+            issues.append(
+                ((*where, "degraded"), f"signal {sorted(both)[0]!r} is both healthy and degraded")
+            )
+    if chain is not None and system.owner in config.owners:
+        issues.extend(_check_reachable(config, name, system, chain))
+    return issues
+
+
+def _check_reachable(
+    config: Config, name: str, system: SystemConfig, chain: ChainConfig
+) -> list[ConfigIssue]:
+    """Every person a step notifies must have a contact on every channel the step uses."""
+    issues: list[ConfigIssue] = []
+    for index, step in enumerate(chain.steps):
+        for owner_key in step_owner_keys(step, system.owner):
+            if owner_key not in config.owners:
+                continue
+            channels = step_channels(config, step)
+            reachable = [c for c in channels if owner_contact(config, owner_key, c) is not None]
+            if step.via is not None:
+                for channel_name in channels:
+                    if owner_contact(config, owner_key, channel_name) is None:
+                        field_name = CONTACT_FIELD[config.channels[channel_name].type]
+                        issues.append(
+                            (
+                                ("systems", name, "escalation"),
+                                f"chain {system.escalation!r} step {index + 1} sends "
+                                f"{owner_key!r} through {channel_name!r}, but owner "
+                                f"{owner_key!r} has no {field_name}",
+                            )
+                        )
+            elif not reachable:
+                issues.append(
+                    (
+                        ("systems", name, "escalation"),
+                        f"chain {system.escalation!r} step {index + 1}: owner {owner_key!r} "
+                        "has no contact on any channel",
+                    )
+                )
+    return issues
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the config file (``driftowner schema``)."""
+    return Config.model_json_schema(by_alias=True, mode="validation")

@@ -1,0 +1,280 @@
+"""Frozen value types that move between the stages: samples, findings, conditions, incidents,
+events, notifications and deliveries. No I/O, no behaviour beyond small derived properties."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+Layer = Literal["data", "model", "engineering", "business"]
+LAYERS: tuple[Layer, ...] = ("data", "model", "engineering", "business")
+BadDirection = Literal["down", "up", "both"]
+Status = Literal["ok", "degraded", "no_data"]
+STATUSES: tuple[Status, ...] = ("ok", "degraded", "no_data")
+Kind = Literal["drift", "disagreement", "stale"]
+State = Literal["open", "acknowledged", "resolved"]
+STATES: tuple[State, ...] = ("open", "acknowledged", "resolved")
+EventKind = Literal[
+    "opened",
+    "notified",
+    "escalated",
+    "acknowledged",
+    "unacknowledged",
+    "reassigned",
+    "condition_cleared",
+    "condition_returned",
+    "reminded",
+    "resolved",
+    "reopened",
+    "note",
+]
+Purpose = Literal["opened", "escalated", "reminder", "resolved", "informed", "test"]
+
+AUTO = "auto"
+"""The actor that stands for driftowner itself (auto-resolve, escalation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One value of one series at one instant (UTC)."""
+
+    at: datetime
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class SourceResult:
+    """What a source returned for one query: samples oldest first, or why there are none.
+
+    ``error`` is set when the source itself failed (unreachable, HTTP error, ``status: error``,
+    timeout): the operator's problem, never the owner's. An empty ``samples`` with no error
+    means the source answered but has no data for the query.
+    """
+
+    samples: tuple[Sample, ...] = ()
+    error: str | None = None
+    error_reason: str | None = None
+    """A short, bounded label for ``driftowner_source_errors_total{reason}``."""
+
+    @property
+    def source_up(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One signal's verdict at one evaluation, with the evidence behind it."""
+
+    system: str
+    signal: str
+    layer: Layer
+    status: Status
+    at: datetime
+    value: float | None = None
+    reference: float | None = None
+    statistic: float | None = None
+    limit: float | None = None
+    detector: str = ""
+    reason: str = ""
+    """Human-readable, one line: why this status (``0.71 < min 0.90``)."""
+    source_up: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A rule that holds for one system right now: the would-be incident of a fingerprint."""
+
+    system: str
+    rule: str
+    """``drift:<signal>``, ``disagreement:<name>`` or ``stale:<signal>``."""
+    kind: Kind
+    layers: tuple[Layer, ...]
+    signals: tuple[str, ...]
+    hold_for: timedelta
+    resolve_after: timedelta
+    evidence: tuple[Finding, ...]
+    summary: str
+
+    @property
+    def fingerprint(self) -> tuple[str, str]:
+        return (self.system, self.rule)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A condition seen but not yet held for its ``for`` duration (persisted across restarts)."""
+
+    system: str
+    rule: str
+    since: datetime
+    last_seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStep:
+    """One step of an escalation chain, resolved to recipients at snapshot time."""
+
+    after: timedelta
+    recipients: tuple[str, ...]
+    """Owner keys (``alice``); the accountable owner's key for step one."""
+    via: tuple[str, ...]
+    """Channel names; empty means every channel the recipient has a contact for."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSnapshot:
+    """The escalation chain as it was when the incident opened; later config changes don't
+    rewrite history."""
+
+    name: str
+    steps: tuple[ChainStep, ...]
+    repeat: int = 0
+    remind_every: timedelta | None = None
+    ack_timeout: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """One problem of one system. ``escalation_epoch`` is when the current round of escalation
+    began (opening, or an expired ack); ``escalation_steps_done`` counts steps fired since."""
+
+    id: str
+    system: str
+    owner: str
+    kind: Kind
+    rule: str
+    layers: tuple[Layer, ...]
+    signals: tuple[str, ...]
+    state: State
+    opened_at: datetime
+    summary: str
+    chain: ChainSnapshot
+    evidence: tuple[Finding, ...] = ()
+    condition_began_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    first_acknowledged_at: datetime | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    cleared_at: datetime | None = None
+    """Set while the condition is clear but the incident not yet auto-resolved."""
+    resolve_after: timedelta = timedelta(0)
+    escalation_epoch: datetime | None = None
+    escalation_steps_done: int = 0
+    last_reminded_at: datetime | None = None
+    ack_within: timedelta | None = None
+    resolve_within: timedelta | None = None
+    runbook: str | None = None
+
+    @property
+    def fingerprint(self) -> tuple[str, str]:
+        return (self.system, self.rule)
+
+    @property
+    def unresolved(self) -> bool:
+        return self.state != "resolved"
+
+    @property
+    def time_to_acknowledge(self) -> timedelta | None:
+        if self.first_acknowledged_at is None:
+            return None
+        return self.first_acknowledged_at - self.opened_at
+
+    @property
+    def time_to_resolve(self) -> timedelta | None:
+        if self.resolved_at is None:
+            return None
+        return self.resolved_at - self.opened_at
+
+    def age(self, now: datetime) -> timedelta:
+        return (self.resolved_at or now) - self.opened_at
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of an incident's append-only log."""
+
+    incident_id: str
+    at: datetime
+    kind: EventKind
+    actor: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """What a notification says, channel-independent. Every field a human needs to act."""
+
+    purpose: Purpose
+    incident_id: str
+    system: str
+    owner: str
+    owner_name: str
+    kind: Kind
+    rule: str
+    state: State
+    layers: tuple[Layer, ...]
+    summary: str
+    evidence: tuple[str, ...]
+    opened_at: datetime
+    age_seconds: float
+    step: int
+    """1-based escalation step; 0 for messages outside the chain (resolution, test)."""
+    recipient_name: str
+    runbook: str | None = None
+    incident_url: str | None = None
+    ack_url: str | None = None
+    resolve_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One message to one recipient through one channel; a row of the outbox."""
+
+    id: str
+    incident_id: str
+    channel: str
+    recipient: str
+    """Owner or team key."""
+    address: str
+    """Where the channel sends it: email address, Slack member or channel id, URL alias."""
+    message: Message
+    created_at: datetime
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    failed_at: datetime | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The outcome of one send. ``recoverable`` says whether retrying may help;
+    ``retry_after`` is the server's hint (Slack 429), in seconds."""
+
+    ok: bool
+    recoverable: bool = False
+    detail: str = ""
+    retry_after: float | None = None
+
+    @classmethod
+    def delivered(cls, detail: str = "") -> Delivery:
+        return cls(ok=True, detail=detail)
+
+    @classmethod
+    def retry(cls, detail: str, retry_after: float | None = None) -> Delivery:
+        return cls(ok=False, recoverable=True, detail=detail, retry_after=retry_after)
+
+    @classmethod
+    def give_up(cls, detail: str) -> Delivery:
+        return cls(ok=False, recoverable=False, detail=detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The result of a pure lifecycle step: the incident as it now is, and the events to append."""
+
+    incident: Incident
+    events: tuple[Event, ...] = field(default_factory=tuple)
+    notifications: tuple[Notification, ...] = field(default_factory=tuple)
