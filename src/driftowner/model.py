@@ -47,19 +47,19 @@ class Sample:
 class SourceResult:
     """What a source returned for one query: samples oldest first, or why there are none.
 
-    ``error`` is set when the source itself failed (unreachable, HTTP error, ``status: error``,
-    timeout): the operator's problem, never the owner's. An empty ``samples`` with no error
-    means the source answered but has no data for the query.
+    ``error`` is set when the query produced no usable answer (unreachable, timeout, HTTP error,
+    ``status: error``, several series, only NaN/Inf): the operator's problem, never the owner's,
+    so it never opens a stale incident. ``source_up`` is false only when the source itself did
+    not answer properly (unreachable, timeout, 5xx, unparseable body); a bad query against a
+    healthy source keeps it up. An empty ``samples`` with no error means the source answered
+    but has no data for the query: that is what the stale rule watches.
     """
 
     samples: tuple[Sample, ...] = ()
     error: str | None = None
     error_reason: str | None = None
     """A short, bounded label for ``driftowner_source_errors_total{reason}``."""
-
-    @property
-    def source_up(self) -> bool:
-        return self.error is None
+    source_up: bool = True
 
 
 @dataclass(frozen=True, slots=True)
