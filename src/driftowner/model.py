@@ -3,7 +3,7 @@ events, notifications and deliveries. No I/O, no behaviour beyond small derived 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -79,6 +79,8 @@ class Finding:
     reason: str = ""
     """Human-readable, one line: why this status (``0.71 < min 0.90``)."""
     source_up: bool = True
+    source_error: bool = False
+    """The query produced no usable answer (source down, bad query): not a stale signal."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +168,8 @@ class Incident:
     ack_within: timedelta | None = None
     resolve_within: timedelta | None = None
     runbook: str | None = None
+    version: int = 0
+    """Optimistic-lock counter: a write based on a stale read is refused, never merged."""
 
     @property
     def fingerprint(self) -> tuple[str, str]:
@@ -269,12 +273,3 @@ class Delivery:
     @classmethod
     def give_up(cls, detail: str) -> Delivery:
         return cls(ok=False, recoverable=False, detail=detail)
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """The result of a pure lifecycle step: the incident as it now is, and the events to append."""
-
-    incident: Incident
-    events: tuple[Event, ...] = field(default_factory=tuple)
-    notifications: tuple[Notification, ...] = field(default_factory=tuple)

@@ -1,0 +1,185 @@
+"""HTTP: /metrics, health, the incidents API and reload. Thin: every operation is a service
+function; this module maps requests to them and errors to status codes with the field named."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from driftowner import __version__, service
+from driftowner.config import Config, parse_duration
+from driftowner.escalation import Links
+from driftowner.incidents import LifecycleError
+from driftowner.metrics import Metrics
+from driftowner.store import Conflict, Store
+
+
+@dataclass
+class Runtime:
+    """What the HTTP layer needs from the running daemon. ``config`` changes on reload."""
+
+    config: Config
+    store: Store
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    links: Links
+    healthy: Callable[[], bool]
+    reload: Callable[[], Any] | None = None
+    findings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class ActionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    by: str = Field(min_length=1)
+    note: str = ""
+
+
+class ReassignBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+    by: str = "api"
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The driftowner HTTP application over a running daemon's runtime."""
+    app = FastAPI(title="driftowner", version=__version__, docs_url=None, redoc_url=None)
+
+    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+        token = runtime.config.server.api_token
+        if token is None:
+            raise HTTPException(403, "state-changing requests are disabled: set server.api_token")
+        expected = f"Bearer {token.get_secret_value()}"
+        if authorization is None or not hmac.compare_digest(authorization, expected):
+            raise HTTPException(
+                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    @app.exception_handler(service.NotFound)
+    async def _not_found(_: Request, error: service.NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=404)
+
+    @app.exception_handler(service.BadRequest)
+    async def _bad(_: Request, error: service.BadRequest) -> JSONResponse:
+        return JSONResponse(
+            {"detail": [{"loc": ["body", error.field], "msg": str(error)}]}, status_code=422
+        )
+
+    @app.exception_handler(LifecycleError)
+    async def _lifecycle(_: Request, error: LifecycleError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=409)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, error: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": f"{error}; retry"}, status_code=409)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz", response_class=PlainTextResponse)
+    def healthz() -> PlainTextResponse:
+        if runtime.healthy():
+            return PlainTextResponse("ok\n")
+        return PlainTextResponse("evaluation loop stalled\n", status_code=503)
+
+    @app.get("/readyz", response_class=PlainTextResponse)
+    def readyz() -> PlainTextResponse:
+        if not runtime.store.ping():
+            return PlainTextResponse("store unreachable\n", status_code=503)
+        return PlainTextResponse("ready\n")
+
+    @app.get("/api/v1/incidents")
+    def list_incidents(
+        state: Annotated[Literal["open", "acknowledged", "resolved"] | None, Query()] = None,
+        owner: str | None = None,
+        system: str | None = None,
+    ) -> dict[str, Any]:
+        now = runtime.clock()
+        found = runtime.store.incidents(state=state, owner=owner, system=system)
+        return {"incidents": [service.incident_json(i, now) for i in found]}
+
+    @app.get("/api/v1/incidents/{incident_id}")
+    def show_incident(incident_id: str) -> dict[str, Any]:
+        incident = service.get(runtime.store, incident_id)
+        body = service.incident_json(incident, runtime.clock())
+        body["events"] = [service.event_json(e) for e in runtime.store.events(incident_id)]
+        return body
+
+    @app.post("/api/v1/incidents/{incident_id}/ack", dependencies=[Depends(authorized)])
+    def ack(incident_id: str, body: ActionBody) -> dict[str, Any]:
+        now = runtime.clock()
+        incident = service.acknowledge(
+            runtime.store, runtime.config, incident_id, body.by, body.note, now
+        )
+        return service.incident_json(incident, now)
+
+    @app.post("/api/v1/incidents/{incident_id}/resolve", dependencies=[Depends(authorized)])
+    def resolve(incident_id: str, body: ActionBody) -> dict[str, Any]:
+        now = runtime.clock()
+        incident = service.resolve(
+            runtime.store, runtime.config, incident_id, body.by, body.note, now, runtime.links
+        )
+        return service.incident_json(incident, now)
+
+    @app.post("/api/v1/incidents/{incident_id}/reassign", dependencies=[Depends(authorized)])
+    def reassign(incident_id: str, body: ReassignBody) -> dict[str, Any]:
+        now = runtime.clock()
+        incident = service.reassign(
+            runtime.store, runtime.config, incident_id, body.to, body.reason, body.by, now
+        )
+        return service.incident_json(incident, now)
+
+    @app.get("/api/v1/report")
+    def report(since: str = "30d") -> dict[str, Any]:
+        try:
+            window = parse_duration(since)
+        except ValueError as error:
+            raise HTTPException(422, [{"loc": ["query", "since"], "msg": str(error)}]) from error
+        rows = service.report(runtime.store, window, runtime.clock())
+        return {"since": since, "rows": [service.report_row_json(r) for r in rows]}
+
+    @app.get("/api/v1/systems")
+    def systems() -> dict[str, Any]:
+        config = runtime.config
+        out = []
+        for name, system in config.systems.items():
+            owner = config.owners.get(system.owner)
+            out.append(
+                {
+                    "name": name,
+                    "owner": system.owner,
+                    "owner_name": owner.name if owner else None,
+                    "escalation": system.escalation,
+                    "runbook": system.runbook,
+                    "contributors": dict(system.contributors),
+                    "signals": [
+                        {
+                            "name": signal_name,
+                            "layer": signal.layer,
+                            **runtime.findings.get(name, {}).get(signal_name, {"status": None}),
+                        }
+                        for signal_name, signal in system.signals.items()
+                    ],
+                }
+            )
+        return {"systems": out}
+
+    @app.post("/-/reload", dependencies=[Depends(authorized)])
+    def reload() -> dict[str, Any]:
+        if runtime.reload is None:
+            raise HTTPException(503, "reload is not available")
+        errors = runtime.reload()
+        if errors:
+            return JSONResponse({"reloaded": False, "errors": errors}, status_code=422)  # type: ignore[return-value]
+        return {"reloaded": True}
+
+    return app

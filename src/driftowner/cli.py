@@ -1,0 +1,381 @@
+"""The command line: a thin entry point over the daemon and the service functions."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from driftowner import __version__, service
+from driftowner.config import Config, config_json_schema, format_duration, parse_duration
+from driftowner.configload import ConfigError, default_secrets_dir, load_config
+from driftowner.escalation import Links
+from driftowner.incidents import LifecycleError
+from driftowner.model import STATES
+from driftowner.store import Conflict, Store, StoreError
+
+DEFAULT_CONFIG = Path("config/driftowner.yaml")
+DEMO_CONFIG = Path("config/demo.yaml")
+
+
+class Failure(Exception):
+    """An error to print as one line and exit 1 with."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _config_path(value: str | None) -> Path:
+    if value:
+        return Path(value)
+    from_env = os.environ.get("DRIFTOWNER_CONFIG")
+    return Path(from_env) if from_env else DEFAULT_CONFIG
+
+
+def _load(path: Path) -> Config:
+    return load_config(path, secrets_dir=default_secrets_dir())
+
+
+def _store(config: Config) -> Store:
+    store = Store(config.storage.url)
+    store.open()
+    return store
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, sort_keys=False))
+
+
+def _links_for(config: Config) -> Links:
+    def links(incident_id: str, action: str) -> str | None:
+        if action != "view":
+            return None
+        return f"{config.server.base_url}/api/v1/incidents/{incident_id}"
+
+    return links
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from driftowner.daemon import Daemon, configure_logging
+
+    configure_logging()
+    return asyncio.run(Daemon(_config_path(args.config), listen=args.listen).run())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from driftowner.daemon import Daemon, configure_logging
+
+    if not DEMO_CONFIG.exists():
+        raise Failure(f"{DEMO_CONFIG}: not found; run the demo from the driftowner checkout")
+    configure_logging()
+    return asyncio.run(Daemon(DEMO_CONFIG, listen=args.listen).run())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(Path(args.path))
+    print(
+        f"{args.path}: ok ({len(config.systems)} systems, {len(config.owners)} owners, "
+        f"{len(config.sources)} sources, {len(config.channels)} channels)"
+    )
+    return 0
+
+
+def cmd_schema(_: argparse.Namespace) -> int:
+    _print_json(config_json_schema())
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from driftowner import engine
+    from driftowner.detect import rules
+    from driftowner.sources import build_source
+
+    config = _load(_config_path(args.config))
+
+    async def once() -> engine.Findings:
+        sources = {n: build_source(n, s, clock=_now) for n, s in config.sources.items()}
+        try:
+            findings, _ = await engine.poll(config, sources, _now())
+        finally:
+            for source in sources.values():
+                await source.aclose()
+        return findings
+
+    findings = asyncio.run(once())
+    holding = {
+        system: rules.conditions(system, config.systems[system], signals)
+        for system, signals in findings.items()
+    }
+    if args.json:
+        _print_json(
+            {
+                "findings": [
+                    {
+                        "system": f.system,
+                        "signal": f.signal,
+                        "layer": f.layer,
+                        "status": f.status,
+                        "value": f.value,
+                        "reference": f.reference,
+                        "limit": f.limit,
+                        "detector": f.detector,
+                        "reason": f.reason,
+                    }
+                    for signals in findings.values()
+                    for f in signals.values()
+                ],
+                "conditions": [
+                    {
+                        "system": c.system,
+                        "rule": c.rule,
+                        "kind": c.kind,
+                        "layers": list(c.layers),
+                        "summary": c.summary,
+                        "for": format_duration(c.hold_for),
+                    }
+                    for conditions in holding.values()
+                    for c in conditions
+                ],
+            }
+        )
+        return 0
+    for system, signals in findings.items():
+        print(system)
+        for f in signals.values():
+            print(f"  {f.signal:<24} {f.layer:<12} {f.status:<9} {f.reason}")
+        for c in holding[system]:
+            print(f"  ! {c.rule}: {c.summary} (opens after {format_duration(c.hold_for)})")
+    return 0
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    config = _load(_config_path(args.config))
+    now = _now()
+    found = _store(config).incidents(state=args.state, owner=args.owner, system=args.system)
+    if args.json:
+        _print_json({"incidents": [service.incident_json(i, now) for i in found]})
+        return 0
+    if not found:
+        print("no incidents")
+        return 0
+    print(f"{'ID':<15} {'STATE':<13} {'SYSTEM':<20} {'OWNER':<10} {'AGE':>9}  SUMMARY")
+    for i in found:
+        age = format_duration(_whole(i.age(now)))
+        print(f"{i.id:<15} {i.state:<13} {i.system:<20} {i.owner:<10} {age:>9}  {i.summary}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    config = _load(_config_path(args.config))
+    store = _store(config)
+    incident = service.get(store, args.id)
+    now = _now()
+    events = store.events(args.id)
+    if args.json:
+        body = service.incident_json(incident, now)
+        body["events"] = [service.event_json(e) for e in events]
+        _print_json(body)
+        return 0
+    body = service.incident_json(incident, now)
+    for key in (
+        "id",
+        "system",
+        "owner",
+        "kind",
+        "rule",
+        "state",
+        "summary",
+        "opened_at",
+        "acknowledged_at",
+        "resolved_at",
+    ):
+        print(f"{key + ':':<17} {body[key] if body[key] is not None else '-'}")
+    print(f"{'layers:':<17} {', '.join(incident.layers)}")
+    for key, label in (
+        ("time_to_acknowledge_seconds", "time to ack:"),
+        ("time_to_resolve_seconds", "time to resolve:"),
+    ):
+        if body[key] is not None:
+            print(f"{label:<17} {body[key]:.1f}s")
+    print("events:")
+    for e in events:
+        print(f"  {e.at.isoformat(timespec='seconds')}  {e.kind:<19} {e.actor:<8} {e.detail}")
+    return 0
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    config = _load(_config_path(args.config))
+    incident = service.acknowledge(
+        _store(config), config, args.id, args.by, args.note or "", _now()
+    )
+    print(f"{incident.id} acknowledged by {args.by}; escalation stopped")
+    return 0
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    config = _load(_config_path(args.config))
+    incident = service.resolve(
+        _store(config), config, args.id, args.by, args.note or "", _now(), _links_for(config)
+    )
+    ttr = incident.time_to_resolve
+    took = format_duration(_whole(ttr)) if ttr is not None else "?"
+    print(f"{incident.id} resolved by {args.by} after {took}")
+    return 0
+
+
+def cmd_reassign(args: argparse.Namespace) -> int:
+    config = _load(_config_path(args.config))
+    incident = service.reassign(
+        _store(config), config, args.id, args.to, args.reason, os.environ.get("USER", "cli"), _now()
+    )
+    print(f"{incident.id} now owned by {incident.owner}; escalation restarts with them")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    config = _load(_config_path(args.config))
+    try:
+        since = parse_duration(args.since)
+    except ValueError as error:
+        raise Failure(f"--since: {error}") from error
+    rows = service.report(_store(config), since, _now())
+    if args.json:
+        _print_json({"since": args.since, "rows": [service.report_row_json(r) for r in rows]})
+        return 0
+    print(
+        f"{'OWNER':<10} {'SYSTEM':<20} {'OPEN':>4} {'ACKED':>5} {'RESOLVED':>8} "
+        f"{'TTA p50':>8} {'TTA p90':>8} {'TTR p50':>8} {'TTR p90':>8} {'BREACH':>6} "
+        f"{'OLDEST':>8}"
+    )
+    for r in rows:
+        print(
+            f"{r.owner:<10} {r.system:<20} {r.open:>4} {r.acknowledged:>5} {r.resolved:>8} "
+            f"{_fmt_s(r.ack_median_s):>8} {_fmt_s(r.ack_p90_s):>8} "
+            f"{_fmt_s(r.resolve_median_s):>8} {_fmt_s(r.resolve_p90_s):>8} "
+            f"{r.ack_slo_breaches + r.resolve_slo_breaches:>6} "
+            f"{_fmt_s(r.oldest_unresolved_s):>8}"
+        )
+    return 0
+
+
+def _fmt_s(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    from datetime import timedelta
+
+    return format_duration(timedelta(seconds=round(seconds)))
+
+
+def _whole(value: Any) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=round(value.total_seconds()))
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="driftowner",
+        description="One accountable owner for every production AI system.",
+    )
+    p.add_argument("--version", action="version", version=f"driftowner {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def config_arg(c: argparse.ArgumentParser) -> None:
+        c.add_argument(
+            "--config",
+            help="config file (default: $DRIFTOWNER_CONFIG, then ./config/driftowner.yaml)",
+        )
+
+    c = sub.add_parser("run", help="run the daemon")
+    config_arg(c)
+    c.add_argument("--listen", help="HOST:PORT to serve HTTP on (overrides server.listen)")
+    c.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("demo", help="run the daemon on config/demo.yaml (simulated metrics)")
+    c.add_argument("--listen", help="HOST:PORT to serve HTTP on")
+    c.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.add_argument("path")
+    c.set_defaults(func=cmd_check_config)
+
+    c = sub.add_parser("schema", help="print the JSON Schema of the config")
+    c.set_defaults(func=cmd_schema)
+
+    c = sub.add_parser("evaluate", help="one poll + detect cycle; prints findings, changes nothing")
+    config_arg(c)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("incidents", help="list incidents")
+    config_arg(c)
+    c.add_argument("--state", choices=STATES)
+    c.add_argument("--owner")
+    c.add_argument("--system")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_incidents)
+
+    c = sub.add_parser("show", help="one incident with its event timeline")
+    config_arg(c)
+    c.add_argument("id")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_show)
+
+    for name, func, text in (
+        ("ack", cmd_ack, "acknowledge an incident: escalation stops"),
+        ("resolve", cmd_resolve, "resolve an incident"),
+    ):
+        c = sub.add_parser(name, help=text)
+        config_arg(c)
+        c.add_argument("id")
+        c.add_argument("--by", required=True, help="owner key of the person acting")
+        c.add_argument("--note")
+        c.set_defaults(func=func)
+
+    c = sub.add_parser("reassign", help="make another owner accountable for an incident")
+    config_arg(c)
+    c.add_argument("id")
+    c.add_argument("--to", required=True)
+    c.add_argument("--reason", required=True)
+    c.set_defaults(func=cmd_reassign)
+
+    c = sub.add_parser("report", help="time to acknowledge and resolve, per owner and system")
+    config_arg(c)
+    c.add_argument("--since", default="30d")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as error:
+        for line in error.errors:
+            print(line, file=sys.stderr)
+        return 1
+    except (Failure, service.NotFound, LifecycleError, Conflict, StoreError) as error:
+        print(f"driftowner {args.command}: {error}", file=sys.stderr)
+        return 1
+    except service.BadRequest as error:
+        print(f"driftowner {args.command}: --{error.field}: {error}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

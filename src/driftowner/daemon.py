@@ -1,0 +1,330 @@
+"""Wiring of the running daemon: config, store, sources, channels, the scheduler's jobs, the
+HTTP server in the same event loop, signals (TERM and INT stop, HUP reloads) and logging."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+import uvicorn
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from driftowner import engine, outbox
+from driftowner.api import Runtime, create_app
+from driftowner.channels import Channel, build_channel
+from driftowner.config import Config
+from driftowner.configload import ConfigError, default_secrets_dir, load_config
+from driftowner.metrics import Metrics
+from driftowner.sources import Source, build_source
+from driftowner.store import Store
+
+log = structlog.get_logger("driftowner.daemon")
+
+STOP_TIMEOUT_S = 4.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def configure_logging(*, json_lines: bool | None = None, level: int = logging.INFO) -> None:
+    """structlog for driftowner and the libraries it runs (uvicorn, APScheduler): readable
+    console lines on a terminal, one JSON object per line otherwise. Called once, at start."""
+    if json_lines is None:
+        json_lines = not sys.stderr.isatty()
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json_lines
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info if json_lines else _keep,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Access logs are noise for a daemon scraped every few seconds.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _keep(_logger: Any, _name: str, event: Any) -> Any:
+    return event
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns TERM, INT and HUP."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Daemon:
+    """One driftowner process. Construction does no I/O; :meth:`run` does everything."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        *,
+        listen: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config_path = config_path
+        self.listen_override = listen
+        self.clock = clock
+        self.config: Config | None = None
+        self.store: Store | None = None
+        self.metrics: Metrics | None = None
+        self.sources: dict[str, Source] = {}
+        self.channels: dict[str, Channel] = {}
+        self.runtime: Runtime | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self.last_cycle_at: float = time.monotonic()
+        self._stop = asyncio.Event()
+
+    # -- config ------------------------------------------------------------------------------
+
+    def _load(self) -> Config:
+        config = load_config(self.config_path, secrets_dir=default_secrets_dir())
+        if self.listen_override:
+            config = config.model_copy(
+                update={"server": config.server.model_copy(update={"listen": self.listen_override})}
+            )
+        return config
+
+    def _build_edges(self, config: Config) -> tuple[dict[str, Source], dict[str, Channel]]:
+        sources = {
+            name: build_source(name, spec, clock=self.clock)
+            for name, spec in config.sources.items()
+        }
+        channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
+        return sources, channels
+
+    async def reload(self) -> list[str]:
+        """Load the config again; on any error keep running on the old one.
+
+        Returns:
+            The errors, empty on success.
+        """
+        assert self.metrics is not None and self.runtime is not None
+        try:
+            config = self._load()
+        except ConfigError as error:
+            self.metrics.config_reload_ok.set(0)
+            log.error("config reload failed; keeping the running config", errors=error.errors)
+            return list(error.errors)
+        if config.storage.url != (self.config.storage.url if self.config else None):
+            log.warning("storage.url changed; restart driftowner to use the new store")
+        old_sources, old_channels = self.sources, self.channels
+        self.sources, self.channels = self._build_edges(config)
+        self.config = config
+        self.runtime.config = config
+        self._schedule(config)
+        self.metrics.config_reload_ok.set(1)
+        self.metrics.config_reload_time.set(time.time())
+        log.info("config reloaded", systems=len(config.systems), path=str(self.config_path))
+        await _close_all(old_sources, old_channels)
+        return []
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def links(self, incident_id: str, action: str) -> str | None:
+        """URLs carried by notifications. Signed ack/resolve links are not built yet, so only
+        the incident's API view is linked."""
+        if action != "view" or self.config is None:
+            return None
+        return f"{self.config.server.base_url}/api/v1/incidents/{incident_id}"
+
+    async def evaluate(self) -> None:
+        """Poll, detect, reconcile; then escalate at once so an opened incident's owner hears
+        of it in the same cycle; then deliver."""
+        assert self.config and self.store and self.metrics
+        config, store, metrics = self.config, self.store, self.metrics
+        try:
+            started = time.perf_counter()
+            now = self.clock()
+            findings, stats = await engine.poll(config, self.sources, now)
+            for source, up in stats.up.items():
+                metrics.source_up.labels(source).set(1 if up else 0)
+            for (source, reason), count in stats.errors.items():
+                metrics.source_errors.labels(source, reason).inc(count)
+            for source, durations in stats.durations.items():
+                for seconds in durations:
+                    metrics.source_query_duration.labels(source).observe(seconds)
+            metrics.record_findings(f for signals in findings.values() for f in signals.values())
+            if self.runtime is not None:
+                self.runtime.findings = {
+                    system: {
+                        name: {"status": f.status, "value": f.value, "reason": f.reason}
+                        for name, f in signals.items()
+                    }
+                    for system, signals in findings.items()
+                }
+            engine.record(store, config, findings, now, self.links)
+            metrics.evaluation_duration.observe(time.perf_counter() - started)
+            self.last_cycle_at = time.monotonic()
+        except Exception:
+            log.exception("evaluation failed")
+        await self.escalate_and_deliver()
+
+    async def escalate_and_deliver(self) -> None:
+        assert self.config and self.store and self.metrics
+        try:
+            engine.escalate(self.store, self.config, self.clock(), self.links, self.metrics)
+        except Exception:
+            log.exception("escalation failed")
+        try:
+            await outbox.deliver_due(self.store, self.channels, self.clock, self.metrics)
+        except Exception:
+            log.exception("delivery failed")
+
+    def _schedule(self, config: Config) -> None:
+        assert self.scheduler is not None
+        jobs = {
+            "evaluate": (self.evaluate, config.evaluation.interval.total_seconds()),
+            "escalate": (
+                self.escalate_and_deliver,
+                config.evaluation.escalation_interval.total_seconds(),
+            ),
+        }
+        for job_id, (func, seconds) in jobs.items():
+            existing = self.scheduler.get_job(job_id)
+            if existing is not None and existing.trigger.interval.total_seconds() == seconds:
+                continue
+            self.scheduler.add_job(
+                func,
+                "interval",
+                seconds=seconds,
+                id=job_id,
+                replace_existing=True,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(int(seconds), 1),
+                next_run_time=datetime.now(UTC),
+            )
+
+    def healthy(self) -> bool:
+        """The evaluation loop completed a cycle within three intervals."""
+        if self.config is None:
+            return False
+        limit = 3 * self.config.evaluation.interval.total_seconds() + 30
+        return time.monotonic() - self.last_cycle_at < limit
+
+    # -- run ---------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until TERM or INT. Returns the process exit code."""
+        try:
+            config = self._load()
+        except ConfigError as error:
+            for line in error.errors:
+                print(line, file=sys.stderr)
+            return 1
+        self.config = config
+        self.store = Store(config.storage.url)
+        self.store.open()
+        self.metrics = Metrics(self.store, self.clock)
+        self.metrics.config_reload_ok.set(1)
+        self.metrics.config_reload_time.set(time.time())
+        self.metrics.leader.set(1)
+        self.sources, self.channels = self._build_edges(config)
+        loop = asyncio.get_running_loop()
+        self.runtime = Runtime(
+            config=config,
+            store=self.store,
+            metrics=self.metrics,
+            clock=self.clock,
+            links=self.links,
+            healthy=self.healthy,
+            reload=lambda: asyncio.run_coroutine_threadsafe(self.reload(), loop).result(30),
+        )
+        host, _, port = config.server.listen.rpartition(":")
+        server = _Server(
+            uvicorn.Config(
+                create_app(self.runtime),
+                host=host.strip("[]"),
+                port=int(port),
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        self.scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
+        self._schedule(config)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self.scheduler.start()
+        serving = asyncio.create_task(server.serve())
+        log.info(
+            "driftowner started",
+            listen=config.server.listen,
+            config=str(self.config_path),
+            systems=len(config.systems),
+            store=_safe_url(config.storage.url),
+        )
+        stopped = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        code = 0
+        if serving in done and serving.exception() is not None:
+            log.error("http server failed", error=str(serving.exception()))
+            code = 1
+        elif serving in done and not self._stop.is_set():
+            # uvicorn returns (rather than raising) when it cannot bind its socket.
+            log.error("http server stopped", listen=config.server.listen)
+            code = 1
+        log.info("stopping")
+        self.scheduler.shutdown(wait=False)
+        server.should_exit = True
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(serving, STOP_TIMEOUT_S / 2)
+        stopped.cancel()
+        await _close_all(self.sources, self.channels)
+        self.store.close()
+        log.info("stopped")
+        return code
+
+
+async def _close_all(sources: dict[str, Source], channels: dict[str, Channel]) -> None:
+    closables: list[Source | Channel] = [*sources.values(), *channels.values()]
+    for closable in closables:
+        try:
+            await asyncio.wait_for(closable.aclose(), 1.0)
+        except Exception:
+            log.warning("close failed", edge=getattr(closable, "name", "?"))
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

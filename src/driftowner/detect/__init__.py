@@ -1,0 +1,1 @@
+"""Detection: detectors judge signals into findings, rules turn findings into conditions."""

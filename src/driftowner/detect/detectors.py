@@ -1,0 +1,130 @@
+"""Detectors: one signal's samples and spec in, one Finding out. Pure; the clock is passed in."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from datetime import datetime, timedelta
+from statistics import fmean
+
+from driftowner.config import BaselineConfig, SignalConfig, ThresholdConfig, format_duration
+from driftowner.model import BadDirection, Finding, Sample, SourceResult
+
+
+def lookback(signal: SignalConfig) -> timedelta:
+    """How much history a signal's detector needs: 0 means one instant read suffices."""
+    if signal.detect.baseline is not None:
+        return signal.detect.baseline.reference
+    return timedelta(0)
+
+
+def read_step(signal: SignalConfig, interval: timedelta) -> timedelta:
+    """The resolution of a range read: the evaluation interval, or coarser so a window holds
+    at most 500 points (a 7-day reference at a 1-minute interval is read at ~20 minutes)."""
+    window = lookback(signal)
+    if window <= timedelta(0):
+        return interval
+    return max(interval, window / 500)
+
+
+def judge(
+    system: str, signal_name: str, signal: SignalConfig, result: SourceResult, now: datetime
+) -> Finding:
+    """The verdict on one signal at ``now`` from what its source returned."""
+    base = Finding(system=system, signal=signal_name, layer=signal.layer, status="no_data", at=now)
+    if result.error is not None:
+        return replace(
+            base,
+            reason=result.error,
+            source_up=result.source_up,
+            source_error=True,
+        )
+    if not result.samples:
+        return replace(base, reason="the query returned no samples", detector="staleness")
+    latest = result.samples[-1]
+    if signal.stale_after is not None and now - latest.at > signal.stale_after:
+        age = format_duration(timedelta(seconds=round((now - latest.at).total_seconds())))
+        limit = format_duration(signal.stale_after)
+        return replace(
+            base,
+            value=latest.value,
+            detector="staleness",
+            reason=f"newest sample is {age} old (stale_after {limit})",
+        )
+    if signal.detect.threshold is not None:
+        return threshold(base, signal.detect.threshold, latest)
+    assert signal.detect.baseline is not None  # DetectConfig guarantees exactly one detector
+    return baseline(base, signal.detect.baseline, signal.bad, result.samples)
+
+
+def threshold(base: Finding, spec: ThresholdConfig, latest: Sample) -> Finding:
+    """Degraded when the newest value is below ``min`` or above ``max``."""
+    value = latest.value
+    found = replace(base, value=value, detector="threshold", status="ok")
+    if spec.min is not None and value < spec.min:
+        return replace(
+            found, status="degraded", limit=spec.min, reason=f"{_fmt(value)} < min {_fmt(spec.min)}"
+        )
+    if spec.max is not None and value > spec.max:
+        return replace(
+            found, status="degraded", limit=spec.max, reason=f"{_fmt(value)} > max {_fmt(spec.max)}"
+        )
+    bounds = [f"min {_fmt(spec.min)}" if spec.min is not None else ""]
+    bounds.append(f"max {_fmt(spec.max)}" if spec.max is not None else "")
+    return replace(found, reason=f"{_fmt(value)} within {' '.join(b for b in bounds if b)}")
+
+
+def baseline(
+    base: Finding, spec: BaselineConfig, bad: BadDirection, samples: tuple[Sample, ...]
+) -> Finding:
+    """Degraded when the newest value moved more than ``max_change`` from the mean of the
+    reference window (the samples before it) in the ``bad`` direction."""
+    latest = samples[-1]
+    history = [s.value for s in samples[:-1] if s.at >= latest.at - spec.reference]
+    found = replace(base, value=latest.value, detector="baseline", limit=spec.max_change)
+    if len(history) < spec.min_samples:
+        return replace(
+            found,
+            status="no_data",
+            detector="staleness",
+            reason=f"{len(history)} reference samples, baseline needs {spec.min_samples}",
+        )
+    reference = fmean(history)
+    change = _relative_change(latest.value, reference)
+    breached = {
+        "down": change < -spec.max_change,
+        "up": change > spec.max_change,
+        "both": abs(change) > spec.max_change,
+    }[bad]
+    reason = (
+        f"{_fmt(latest.value)} is {_percent(change)} against the "
+        f"{format_duration(spec.reference)} mean {_fmt(reference)} "
+        f"(limit {'±' if bad == 'both' else ('-' if bad == 'down' else '+')}"
+        f"{_percent(spec.max_change, signed=False)})"
+    )
+    return replace(
+        found,
+        status="degraded" if breached else "ok",
+        reference=reference,
+        statistic=change,
+        reason=reason,
+    )
+
+
+def _relative_change(value: float, reference: float) -> float:
+    if reference == 0:
+        if value == 0:
+            return 0.0
+        return math.copysign(math.inf, value)
+    return (value - reference) / abs(reference)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _percent(value: float, *, signed: bool = True) -> str:
+    if math.isinf(value):
+        return "+inf%" if value > 0 else "-inf%"
+    text = f"{value * 100:+.1f}%" if signed else f"{value * 100:.1f}%"
+    return text.replace(".0%", "%")

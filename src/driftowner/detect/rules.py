@@ -1,0 +1,113 @@
+"""Rules: one system's findings in, the conditions that hold now out (drift, disagreement,
+stale). Pure. A degraded signal inside a holding disagreement raises no drift of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from driftowner.config import SystemConfig
+from driftowner.model import LAYERS, BadDirection, Condition, Finding, Layer
+
+_MOVED = {"down": "falling", "up": "rising", "both": "shifted"}
+
+
+def conditions(
+    system_name: str, system: SystemConfig, findings: Mapping[str, Finding]
+) -> list[Condition]:
+    """The conditions holding for one system, given the finding of each of its signals.
+
+    Args:
+        system_name: the system's key.
+        system: its config.
+        findings: signal name → this evaluation's finding; a signal missing here counts as
+            no data from a failed source (it neither fires nor clears anything).
+
+    Returns:
+        Disagreements first, then drifts, then stale signals, each in config order.
+    """
+    holding: list[Condition] = []
+    explained: set[str] = set()
+    for disagreement in system.disagreements:
+        healthy = [findings.get(name) for name in disagreement.healthy]
+        degraded = [findings.get(name) for name in disagreement.degraded]
+        if all(f is not None and f.status == "ok" for f in healthy) and all(
+            f is not None and f.status == "degraded" for f in degraded
+        ):
+            names = [*disagreement.healthy, *disagreement.degraded]
+            evidence = tuple(f for f in (*healthy, *degraded) if f is not None)
+            summary = f"{_join(disagreement.healthy)} fine, " + ", ".join(
+                f"{name} {_MOVED[system.signals[name].bad]}" for name in disagreement.degraded
+            )
+            holding.append(
+                Condition(
+                    system=system_name,
+                    rule=f"disagreement:{disagreement.name}",
+                    kind="disagreement",
+                    layers=_layers(system, names),
+                    signals=tuple(names),
+                    hold_for=disagreement.for_,
+                    resolve_after=disagreement.resolve_after or system.resolve_after,
+                    evidence=evidence,
+                    summary=summary,
+                )
+            )
+            explained.update(disagreement.degraded)
+    for name, signal in system.signals.items():
+        finding = findings.get(name)
+        if finding is None or name in explained:
+            continue
+        if finding.status == "degraded":
+            holding.append(
+                Condition(
+                    system=system_name,
+                    rule=f"drift:{name}",
+                    kind="drift",
+                    layers=(signal.layer,),
+                    signals=(name,),
+                    hold_for=signal.for_,
+                    resolve_after=signal.resolve_after or system.resolve_after,
+                    evidence=(finding,),
+                    summary=f"{name} {_moved(signal.bad)}: {finding.reason}",
+                )
+            )
+    for name, signal in system.signals.items():
+        finding = findings.get(name)
+        if finding is None or finding.status != "no_data" or finding.source_error:
+            continue
+        holding.append(
+            Condition(
+                system=system_name,
+                rule=f"stale:{name}",
+                kind="stale",
+                layers=(signal.layer,),
+                signals=(name,),
+                hold_for=system.stale_for,
+                resolve_after=signal.resolve_after or system.resolve_after,
+                evidence=(finding,),
+                summary=f"{name} has no data: {finding.reason}",
+            )
+        )
+    return holding
+
+
+def undecided(findings: Mapping[str, Finding], signals: tuple[str, ...]) -> bool:
+    """True when a condition over ``signals`` can be neither confirmed nor cleared now: one of
+    them has no data (no data is not evidence of recovery; the stale rule reports it)."""
+    for name in signals:
+        finding = findings.get(name)
+        if finding is None or finding.status == "no_data":
+            return True
+    return False
+
+
+def _layers(system: SystemConfig, names: list[str]) -> tuple[Layer, ...]:
+    present = {system.signals[name].layer for name in names}
+    return tuple(layer for layer in LAYERS if layer in present)
+
+
+def _moved(bad: BadDirection) -> str:
+    return _MOVED[bad]
+
+
+def _join(names: list[str]) -> str:
+    return ", ".join(names)

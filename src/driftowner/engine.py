@@ -1,0 +1,196 @@
+"""The evaluation and escalation cycles: poll sources, judge signals, reconcile incidents,
+fire due escalation steps. I/O at the edges (sources, store); decisions in the pure core."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from driftowner import escalation, incidents
+from driftowner.config import Config
+from driftowner.detect import detectors, rules
+from driftowner.escalation import Links
+from driftowner.metrics import Metrics
+from driftowner.model import Finding, Incident, Notification, SourceResult
+from driftowner.service import new_incident_id, new_notification_id
+from driftowner.sources import Source
+from driftowner.store import Changes, Conflict, Store
+
+log = structlog.get_logger("driftowner.engine")
+
+Findings = dict[str, dict[str, Finding]]
+"""system → signal → finding."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStats:
+    """How each source fared in one poll (for ``driftowner_source_*``)."""
+
+    up: dict[str, bool]
+    errors: dict[tuple[str, str], int]
+    durations: dict[str, list[float]]
+
+
+async def poll(
+    config: Config, sources: Mapping[str, Source], now: datetime
+) -> tuple[Findings, SourceStats]:
+    """Read every signal of every system at ``now`` and judge it. Queries run concurrently."""
+    interval = config.evaluation.interval
+    stats = SourceStats(up={name: True for name in config.sources}, errors={}, durations={})
+
+    async def read(system: str, signal_name: str) -> tuple[str, str, Finding]:
+        signal = config.systems[system].signals[signal_name]
+        source = sources[signal.source]
+        started = time.perf_counter()
+        window = detectors.lookback(signal)
+        result: SourceResult = await source.read(
+            signal.query, now - window, now, detectors.read_step(signal, interval)
+        )
+        stats.durations.setdefault(signal.source, []).append(time.perf_counter() - started)
+        if not result.source_up:
+            stats.up[signal.source] = False
+        if result.error is not None:
+            key = (signal.source, result.error_reason or "other")
+            stats.errors[key] = stats.errors.get(key, 0) + 1
+            log.warning(
+                "source query failed",
+                source=signal.source,
+                system=system,
+                signal=signal_name,
+                error=result.error,
+            )
+        return system, signal_name, detectors.judge(system, signal_name, signal, result, now)
+
+    jobs = [read(system, name) for system, spec in config.systems.items() for name in spec.signals]
+    findings: Findings = {system: {} for system in config.systems}
+    for system, name, finding in await asyncio.gather(*jobs):
+        findings[system][name] = finding
+    return findings, stats
+
+
+def record(
+    store: Store,
+    config: Config,
+    findings: Findings,
+    now: datetime,
+    links: Links,
+) -> list[Incident]:
+    """Reconcile each system's conditions with its incidents and persist the outcome, one
+    transaction per system. Returns the incidents opened or changed."""
+    changed: list[Incident] = []
+    for system_name, system_findings in findings.items():
+        holding = rules.conditions(system_name, config.systems[system_name], system_findings)
+        unresolved = {
+            i.fingerprint: i for i in store.incidents(system=system_name, unresolved=True)
+        }
+        outcome = incidents.reconcile(
+            config,
+            system_name,
+            holding,
+            system_findings,
+            store.pending(system_name),
+            unresolved,
+            now,
+            new_incident_id,
+        )
+        notifications: list[Notification] = []
+        for incident in outcome.updated:
+            if incident.state == "resolved":
+                notifications.extend(
+                    escalation.on_resolved(
+                        config,
+                        incident,
+                        store.notifications(incident.id),
+                        now,
+                        new_notification_id,
+                        links,
+                    )
+                )
+        try:
+            store.apply(
+                Changes(
+                    opened=outcome.opened,
+                    updated=outcome.updated,
+                    events=outcome.events,
+                    notifications=notifications,
+                    pending_system=system_name,
+                    pending=outcome.pending,
+                )
+            )
+        except Conflict as conflict:
+            # Someone acted on an incident between our read and write; the next cycle
+            # sees their change and decides again.
+            log.info("evaluation deferred", system=system_name, reason=str(conflict))
+            continue
+        for incident in outcome.opened:
+            log.info(
+                "incident opened",
+                incident=incident.id,
+                system=incident.system,
+                owner=incident.owner,
+                kind=incident.kind,
+                summary=incident.summary,
+            )
+        for incident in outcome.updated:
+            if incident.state == "resolved":
+                log.info(
+                    "incident resolved",
+                    incident=incident.id,
+                    system=incident.system,
+                    owner=incident.owner,
+                    by=incident.resolved_by,
+                    time_to_resolve=_seconds(incident),
+                )
+        changed.extend([*outcome.opened, *outcome.updated])
+    return changed
+
+
+def escalate(
+    store: Store,
+    config: Config,
+    now: datetime,
+    links: Links,
+    metrics: Metrics | None = None,
+) -> int:
+    """Fire every due escalation step, expired ack and reminder; one transaction per incident.
+    Returns the number of notifications queued."""
+    queued = 0
+    for incident in store.incidents(unresolved=True):
+        outcome = escalation.tick(config, incident, now, new_notification_id, links)
+        if not outcome.events:
+            continue
+        try:
+            store.apply(
+                Changes(
+                    updated=[outcome.incident],
+                    events=outcome.events,
+                    notifications=outcome.notifications,
+                )
+            )
+        except Conflict:
+            continue  # acknowledged or changed meanwhile: decide again next tick
+        queued += len(outcome.notifications)
+        for step in outcome.steps_fired:
+            if metrics is not None:
+                metrics.escalations.labels(incident.system, str(step)).inc()
+            log.info(
+                "escalation step",
+                incident=incident.id,
+                system=incident.system,
+                owner=incident.owner,
+                step=step,
+            )
+    return queued
+
+
+def _seconds(incident: Incident) -> float | None:
+    ttr = incident.time_to_resolve
+    return None if ttr is None else round(ttr.total_seconds(), 1)
+
+
+Clock = Callable[[], datetime]

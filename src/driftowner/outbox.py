@@ -1,0 +1,111 @@
+"""The outbox worker: lease due notifications, send each through its channel, record the
+outcome, retry with backoff, and give up loudly. A notification is never dropped silently."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+
+import structlog
+
+from driftowner.channels import Channel
+from driftowner.metrics import Metrics
+from driftowner.model import AUTO, Delivery, Event, Notification
+from driftowner.store import Changes, Store
+
+log = structlog.get_logger("driftowner.outbox")
+
+LEASE = timedelta(minutes=2)
+MAX_ATTEMPTS = 12
+MAX_AGE = timedelta(hours=24)
+FIRST_RETRY = timedelta(seconds=5)
+LONGEST_RETRY = timedelta(minutes=15)
+
+
+def next_attempt(attempts: int, now: datetime, retry_after: float | None) -> datetime:
+    """Exponential backoff from 5 s to 15 min, never sooner than the server asked."""
+    backoff: timedelta = min(FIRST_RETRY * 2 ** max(attempts - 1, 0), LONGEST_RETRY)
+    if retry_after is not None:
+        backoff = max(backoff, timedelta(seconds=retry_after))
+    return now + backoff
+
+
+def gives_up(notification: Notification, delivery: Delivery, now: datetime) -> str | None:
+    """Why this failure is final, or None when it is worth another attempt."""
+    if not delivery.recoverable:
+        return delivery.detail
+    if notification.attempts + 1 >= MAX_ATTEMPTS:
+        return f"{delivery.detail} (gave up after {notification.attempts + 1} attempts)"
+    if now - notification.created_at >= MAX_AGE:
+        return f"{delivery.detail} (gave up: undelivered for 24h)"
+    return None
+
+
+async def deliver_due(
+    store: Store,
+    channels: Mapping[str, Channel],
+    clock: Callable[[], datetime],
+    metrics: Metrics | None = None,
+    limit: int = 100,
+) -> int:
+    """One pass over the outbox. Returns how many notifications were delivered."""
+    leased = store.lease_due(clock(), LEASE, limit)
+    if not leased:
+        return 0
+    outcomes = await asyncio.gather(*(_send(channels, n) for n in leased))
+    delivered = 0
+    for notification, delivery in zip(leased, outcomes, strict=True):
+        now = clock()
+        if delivery.ok:
+            store.mark_delivered(notification.id, now)
+            delivered += 1
+            outcome = "delivered"
+            if metrics is not None:
+                metrics.notification_latency.labels(notification.channel).observe(
+                    max((now - notification.created_at).total_seconds(), 0.0)
+                )
+        elif (reason := gives_up(notification, delivery, now)) is not None:
+            store.mark_failed(notification.id, now, reason)
+            outcome = "failed"
+            detail = (
+                f"notification to {notification.recipient} via {notification.channel} "
+                f"failed for good: {reason}"
+            )
+            store.apply(
+                Changes(events=[Event(notification.incident_id, now, "note", AUTO, detail)])
+            )
+            log.error(
+                "notification failed",
+                notification=notification.id,
+                incident=notification.incident_id,
+                channel=notification.channel,
+                recipient=notification.recipient,
+                error=reason,
+            )
+        else:
+            when = next_attempt(notification.attempts + 1, now, delivery.retry_after)
+            store.mark_retry(notification.id, now, delivery.detail, when)
+            outcome = "retry"
+            log.warning(
+                "notification will be retried",
+                notification=notification.id,
+                channel=notification.channel,
+                recipient=notification.recipient,
+                error=delivery.detail,
+                next_attempt_at=when.isoformat(),
+            )
+        if metrics is not None:
+            metrics.notifications.labels(notification.channel, outcome).inc()
+    return delivered
+
+
+async def _send(channels: Mapping[str, Channel], notification: Notification) -> Delivery:
+    channel = channels.get(notification.channel)
+    if channel is None:
+        return Delivery.give_up(f"channel {notification.channel!r} is no longer configured")
+    try:
+        return await channel.send(notification)
+    except Exception as error:  # a channel bug must not lose the notification
+        log.exception("channel raised", channel=notification.channel)
+        return Delivery.retry(f"{type(error).__name__} in channel {notification.channel!r}")

@@ -1,0 +1,281 @@
+"""Incident operations shared by the CLI and the HTTP API: list, show, acknowledge, resolve,
+reassign, report. Each reads, decides with the pure core, and writes in one transaction."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from statistics import median, quantiles
+from typing import Any
+
+from driftowner import escalation, incidents
+from driftowner.config import Config
+from driftowner.escalation import Links
+from driftowner.model import Event, Incident
+from driftowner.store import Changes, Store
+from driftowner.store.codec import rfc3339
+
+
+class NotFound(Exception):
+    """No incident has that id."""
+
+
+class BadRequest(Exception):
+    """The request names something that does not exist (an unknown owner, ...).
+
+    ``field`` names the request field at fault (``by``, ``to``).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def new_incident_id() -> str:
+    """Short, unguessable, easy to type: ``inc-3f9a1c2b7e``."""
+    return f"inc-{secrets.token_hex(5)}"
+
+
+def new_notification_id() -> str:
+    return secrets.token_hex(12)
+
+
+def get(store: Store, incident_id: str) -> Incident:
+    """The incident with that id.
+
+    Raises:
+        NotFound: no such incident.
+    """
+    incident = store.incident(incident_id)
+    if incident is None:
+        raise NotFound(f"no incident {incident_id!r}")
+    return incident
+
+
+def _known_owner(config: Config, field: str, who: str) -> None:
+    if who not in config.owners:
+        known = ", ".join(sorted(config.owners))
+        raise BadRequest(field, f"unknown owner {who!r} (known: {known})")
+
+
+def acknowledge(
+    store: Store, config: Config, incident_id: str, by: str, note: str, now: datetime
+) -> Incident:
+    """Acknowledge an incident on behalf of ``by``: escalation stops.
+
+    Raises:
+        NotFound, BadRequest, incidents.LifecycleError, store.Conflict.
+    """
+    _known_owner(config, "by", by)
+    transition = incidents.acknowledge(get(store, incident_id), by, now, note)
+    store.apply(Changes(updated=[transition.incident], events=transition.events))
+    return transition.incident
+
+
+def resolve(
+    store: Store,
+    config: Config,
+    incident_id: str,
+    by: str,
+    note: str,
+    now: datetime,
+    links: Links,
+) -> Incident:
+    """Resolve an incident on behalf of ``by``; everyone who was notified hears of it.
+
+    Raises:
+        NotFound, BadRequest, incidents.LifecycleError, store.Conflict.
+    """
+    _known_owner(config, "by", by)
+    incident = get(store, incident_id)
+    transition = incidents.resolve(incident, by, now, note)
+    store.apply(
+        Changes(
+            updated=[transition.incident],
+            events=transition.events,
+            notifications=escalation.on_resolved(
+                config,
+                transition.incident,
+                store.notifications(incident_id),
+                now,
+                new_notification_id,
+                links,
+            ),
+        )
+    )
+    return transition.incident
+
+
+def reassign(
+    store: Store,
+    config: Config,
+    incident_id: str,
+    to: str,
+    reason: str,
+    by: str,
+    now: datetime,
+) -> Incident:
+    """Make ``to`` the accountable owner of one incident; escalation restarts with them.
+
+    Raises:
+        NotFound, BadRequest, incidents.LifecycleError, store.Conflict.
+    """
+    _known_owner(config, "to", to)
+    if not reason.strip():
+        raise BadRequest("reason", "a reassignment needs a reason")
+    incident = get(store, incident_id)
+    system = config.systems.get(incident.system)
+    chain = (
+        incidents.snapshot_chain(config, system, owner=to) if system is not None else incident.chain
+    )
+    transition = incidents.reassign(incident, to, reason, now, by, chain)
+    store.apply(Changes(updated=[transition.incident], events=transition.events))
+    return transition.incident
+
+
+def incident_json(incident: Incident, now: datetime) -> dict[str, Any]:
+    """The public JSON shape of an incident (CLI ``--json`` and the HTTP API)."""
+    tta = incident.time_to_acknowledge
+    ttr = incident.time_to_resolve
+    return {
+        "id": incident.id,
+        "system": incident.system,
+        "owner": incident.owner,
+        "kind": incident.kind,
+        "rule": incident.rule,
+        "layers": list(incident.layers),
+        "signals": list(incident.signals),
+        "state": incident.state,
+        "summary": incident.summary,
+        "opened_at": rfc3339(incident.opened_at),
+        "condition_began_at": rfc3339(incident.condition_began_at),
+        "acknowledged_at": rfc3339(incident.acknowledged_at),
+        "acknowledged_by": incident.acknowledged_by,
+        "first_acknowledged_at": rfc3339(incident.first_acknowledged_at),
+        "resolved_at": rfc3339(incident.resolved_at),
+        "resolved_by": incident.resolved_by,
+        "age_seconds": round(incident.age(now).total_seconds(), 3),
+        "time_to_acknowledge_seconds": None if tta is None else tta.total_seconds(),
+        "time_to_resolve_seconds": None if ttr is None else ttr.total_seconds(),
+        "escalation": {
+            "chain": incident.chain.name,
+            "steps_done": incident.escalation_steps_done,
+            "steps": len(incident.chain.steps),
+        },
+        "evidence": [
+            {
+                "signal": f.signal,
+                "layer": f.layer,
+                "status": f.status,
+                "value": f.value,
+                "reference": f.reference,
+                "limit": f.limit,
+                "reason": f.reason,
+            }
+            for f in incident.evidence
+        ],
+        "runbook": incident.runbook,
+    }
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    return {
+        "at": rfc3339(event.at),
+        "kind": event.kind,
+        "actor": event.actor,
+        "detail": event.detail,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    owner: str
+    system: str
+    open: int
+    acknowledged: int
+    resolved: int
+    ack_median_s: float | None
+    ack_p90_s: float | None
+    resolve_median_s: float | None
+    resolve_p90_s: float | None
+    ack_slo_breaches: int
+    resolve_slo_breaches: int
+    oldest_unresolved_s: float | None
+
+
+def report(store: Store, since: timedelta, now: datetime) -> list[ReportRow]:
+    """Per owner and system, over incidents opened within ``since`` plus every unresolved one:
+    counts by state, median and p90 time to acknowledge and to resolve, SLO breaches, and the
+    age of the oldest unresolved incident."""
+    recent = {i.id: i for i in store.incidents(opened_since=now - since)}
+    recent.update({i.id: i for i in store.incidents(unresolved=True)})
+    groups: dict[tuple[str, str], list[Incident]] = {}
+    for incident in recent.values():
+        groups.setdefault((incident.owner, incident.system), []).append(incident)
+    rows = []
+    for (owner, system), group in sorted(groups.items()):
+        acks = [t.total_seconds() for i in group if (t := i.time_to_acknowledge) is not None]
+        fixes = [t.total_seconds() for i in group if (t := i.time_to_resolve) is not None]
+        unresolved_ages = [i.age(now).total_seconds() for i in group if i.unresolved]
+        rows.append(
+            ReportRow(
+                owner=owner,
+                system=system,
+                open=sum(i.state == "open" for i in group),
+                acknowledged=sum(i.state == "acknowledged" for i in group),
+                resolved=sum(i.state == "resolved" for i in group),
+                ack_median_s=_median(acks),
+                ack_p90_s=_p90(acks),
+                resolve_median_s=_median(fixes),
+                resolve_p90_s=_p90(fixes),
+                ack_slo_breaches=sum(breached_ack(i, now) for i in group),
+                resolve_slo_breaches=sum(breached_resolve(i, now) for i in group),
+                oldest_unresolved_s=max(unresolved_ages) if unresolved_ages else None,
+            )
+        )
+    return rows
+
+
+def breached_ack(incident: Incident, now: datetime) -> bool:
+    """Acknowledged later than ``ack_within``, or still unacknowledged past it."""
+    if incident.ack_within is None:
+        return False
+    waited = incident.time_to_acknowledge
+    if waited is None:
+        waited = (incident.resolved_at or now) - incident.opened_at
+    return waited > incident.ack_within
+
+
+def breached_resolve(incident: Incident, now: datetime) -> bool:
+    """Resolved later than ``resolve_within``, or still unresolved past it."""
+    if incident.resolve_within is None:
+        return False
+    return incident.age(now) > incident.resolve_within
+
+
+def _median(values: list[float]) -> float | None:
+    return median(values) if values else None
+
+
+def _p90(values: list[float]) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return quantiles(values, n=10, method="inclusive")[-1]
+
+
+def report_row_json(row: ReportRow) -> dict[str, Any]:
+    """The public JSON shape of one report row."""
+    return {
+        "owner": row.owner,
+        "system": row.system,
+        "open": row.open,
+        "acknowledged": row.acknowledged,
+        "resolved": row.resolved,
+        "time_to_acknowledge_seconds": {"median": row.ack_median_s, "p90": row.ack_p90_s},
+        "time_to_resolve_seconds": {"median": row.resolve_median_s, "p90": row.resolve_p90_s},
+        "slo_breaches": {"ack": row.ack_slo_breaches, "resolve": row.resolve_slo_breaches},
+        "oldest_unresolved_seconds": row.oldest_unresolved_s,
+    }

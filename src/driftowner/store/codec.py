@@ -1,0 +1,155 @@
+"""JSON encoding of the value types the store keeps whole (incidents, messages). Pure."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from driftowner.model import ChainSnapshot, ChainStep, Finding, Incident, Message
+
+
+def ts(value: datetime | None) -> float | None:
+    """A UTC datetime as Unix seconds (the store's time column type)."""
+    return None if value is None else value.timestamp()
+
+
+def from_ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    """RFC 3339 in UTC with a ``Z`` (the CLI and API spelling)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _secs(value: timedelta | None) -> float | None:
+    return None if value is None else value.total_seconds()
+
+
+def _delta(value: float | None) -> timedelta | None:
+    return None if value is None else timedelta(seconds=value)
+
+
+def _finding(f: Finding) -> dict[str, Any]:
+    return {
+        "system": f.system,
+        "signal": f.signal,
+        "layer": f.layer,
+        "status": f.status,
+        "at": ts(f.at),
+        "value": f.value,
+        "reference": f.reference,
+        "statistic": f.statistic,
+        "limit": f.limit,
+        "detector": f.detector,
+        "reason": f.reason,
+        "source_up": f.source_up,
+        "source_error": f.source_error,
+    }
+
+
+def _finding_from(d: dict[str, Any]) -> Finding:
+    at = from_ts(d["at"])
+    assert at is not None
+    return Finding(**{**d, "at": at})
+
+
+def _chain(c: ChainSnapshot) -> dict[str, Any]:
+    return {
+        "name": c.name,
+        "steps": [
+            {"after": s.after.total_seconds(), "recipients": list(s.recipients), "via": list(s.via)}
+            for s in c.steps
+        ],
+        "repeat": c.repeat,
+        "remind_every": _secs(c.remind_every),
+        "ack_timeout": _secs(c.ack_timeout),
+    }
+
+
+def _chain_from(d: dict[str, Any]) -> ChainSnapshot:
+    return ChainSnapshot(
+        name=d["name"],
+        steps=tuple(
+            ChainStep(timedelta(seconds=s["after"]), tuple(s["recipients"]), tuple(s["via"]))
+            for s in d["steps"]
+        ),
+        repeat=d["repeat"],
+        remind_every=_delta(d["remind_every"]),
+        ack_timeout=_delta(d["ack_timeout"]),
+    )
+
+
+_INCIDENT_TIMES = (
+    "opened_at",
+    "condition_began_at",
+    "acknowledged_at",
+    "first_acknowledged_at",
+    "resolved_at",
+    "cleared_at",
+    "escalation_epoch",
+    "last_reminded_at",
+)
+_INCIDENT_DURATIONS = ("resolve_after", "ack_within", "resolve_within")
+
+
+def incident_to_json(incident: Incident) -> str:
+    d: dict[str, Any] = {
+        "id": incident.id,
+        "system": incident.system,
+        "owner": incident.owner,
+        "kind": incident.kind,
+        "rule": incident.rule,
+        "layers": list(incident.layers),
+        "signals": list(incident.signals),
+        "state": incident.state,
+        "summary": incident.summary,
+        "chain": _chain(incident.chain),
+        "evidence": [_finding(f) for f in incident.evidence],
+        "acknowledged_by": incident.acknowledged_by,
+        "resolved_by": incident.resolved_by,
+        "escalation_steps_done": incident.escalation_steps_done,
+        "runbook": incident.runbook,
+    }
+    for name in _INCIDENT_TIMES:
+        d[name] = ts(getattr(incident, name))
+    for name in _INCIDENT_DURATIONS:
+        d[name] = _secs(getattr(incident, name))
+    return json.dumps(d, sort_keys=True)
+
+
+def incident_from_json(text: str, version: int) -> Incident:
+    d = json.loads(text)
+    for name in _INCIDENT_TIMES:
+        d[name] = from_ts(d[name])
+    for name in _INCIDENT_DURATIONS:
+        d[name] = _delta(d[name])
+    d["resolve_after"] = d["resolve_after"] or timedelta(0)
+    d["layers"] = tuple(d["layers"])
+    d["signals"] = tuple(d["signals"])
+    d["chain"] = _chain_from(d["chain"])
+    d["evidence"] = tuple(_finding_from(f) for f in d["evidence"])
+    return Incident(**d, version=version)
+
+
+def message_to_json(message: Message) -> str:
+    d = {
+        name: getattr(message, name)
+        for name in Message.__dataclass_fields__
+        if name not in ("opened_at", "layers", "evidence")
+    }
+    d["opened_at"] = ts(message.opened_at)
+    d["layers"] = list(message.layers)
+    d["evidence"] = list(message.evidence)
+    return json.dumps(d, sort_keys=True)
+
+
+def message_from_json(text: str) -> Message:
+    d = json.loads(text)
+    d["opened_at"] = from_ts(d["opened_at"])
+    d["layers"] = tuple(d["layers"])
+    d["evidence"] = tuple(d["evidence"])
+    return Message(**d)

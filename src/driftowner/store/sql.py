@@ -1,0 +1,436 @@
+"""The durable store: incidents, their append-only events, the notification outbox and pending
+conditions, in SQLite (WAL) through SQLAlchemy Core. The schema is created and versioned at
+open; every write that belongs together is one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from driftowner.model import Event, Incident, Notification, Pending, State
+from driftowner.store.codec import (
+    from_ts,
+    incident_from_json,
+    incident_to_json,
+    message_from_json,
+    message_to_json,
+    ts,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = sa.MetaData()
+
+meta = sa.Table(
+    "driftowner_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+
+incidents = sa.Table(
+    "incidents",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("system", sa.String(256), nullable=False),
+    sa.Column("rule", sa.String(512), nullable=False),
+    sa.Column("owner", sa.String(256), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("resolved_at", sa.Float),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    # At most one unresolved incident per fingerprint, enforced by the database itself.
+    sa.Index(
+        "one_unresolved_per_fingerprint",
+        "system",
+        "rule",
+        unique=True,
+        sqlite_where=sa.text("state != 'resolved'"),
+        postgresql_where=sa.text("state != 'resolved'"),
+    ),
+    sa.Index("incidents_by_state", "state", "opened_at"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("incident_id", sa.String(32), sa.ForeignKey("incidents.id"), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Index("events_by_incident", "incident_id", "seq"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("incident_id", sa.String(32), sa.ForeignKey("incidents.id"), nullable=False),
+    sa.Column("channel", sa.String(128), nullable=False),
+    sa.Column("recipient", sa.String(256), nullable=False),
+    sa.Column("address", sa.String(512), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.Float),
+    sa.Column("leased_until", sa.Float),
+    sa.Column("delivered_at", sa.Float),
+    sa.Column("failed_at", sa.Float),
+    sa.Column("last_error", sa.Text),
+    sa.Index("outbox_due", "delivered_at", "failed_at", "next_attempt_at"),
+    sa.Index("outbox_by_incident", "incident_id"),
+)
+
+pending = sa.Table(
+    "pending_conditions",
+    metadata,
+    sa.Column("system", sa.String(256), primary_key=True),
+    sa.Column("rule", sa.String(512), primary_key=True),
+    sa.Column("since", sa.Float, nullable=False),
+    sa.Column("last_seen_at", sa.Float, nullable=False),
+)
+
+
+class StoreError(Exception):
+    """The store cannot be used (unreachable, newer schema, corrupt)."""
+
+
+class Conflict(Exception):
+    """An incident changed since it was read; the write was refused and nothing was applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """Writes that belong together: applied in one transaction, or not at all."""
+
+    opened: Sequence[Incident] = ()
+    updated: Sequence[Incident] = ()
+    events: Sequence[Event] = ()
+    notifications: Sequence[Notification] = ()
+    pending_system: str | None = None
+    """When set, the pending conditions of this system are replaced by ``pending``."""
+    pending: Sequence[Pending] = ()
+
+
+class Store:
+    """Incidents, events, outbox and pending conditions behind one SQLAlchemy engine.
+
+    Construction does no I/O; :meth:`open` connects, creates or checks the schema.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect, switch SQLite to WAL, create the schema or check its version.
+
+        Raises:
+            StoreError: the database is unreachable or was written by a newer driftowner.
+        """
+        if self._engine is not None:
+            return
+        url = sa.make_url(self.url)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        try:
+            with engine.begin() as conn:
+                metadata.create_all(conn)
+                found = conn.execute(
+                    sa.select(meta.c.value).where(meta.c.key == "schema_version")
+                ).scalar_one_or_none()
+                if found is None:
+                    conn.execute(sa.insert(meta).values(key="schema_version", value="1"))
+                elif int(found) > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"the store at {url.render_as_string(hide_password=True)} has schema "
+                        f"version {found}; this driftowner knows up to {SCHEMA_VERSION}"
+                    )
+        except sa.exc.SQLAlchemyError as error:
+            engine.dispose()
+            raise StoreError(
+                f"cannot open the store at {url.render_as_string(hide_password=True)}: "
+                f"{error.__class__.__name__}: {error.orig if hasattr(error, 'orig') else error}"
+            ) from error
+        self._engine = engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        if self._engine is None:
+            self.open()
+        assert self._engine is not None
+        with self._engine.begin() as conn:
+            yield conn
+
+    def ping(self) -> bool:
+        """True when the store answers a trivial query."""
+        try:
+            with self._tx() as conn:
+                conn.execute(sa.select(1))
+        except (sa.exc.SQLAlchemyError, StoreError):
+            return False
+        return True
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def incident(self, incident_id: str) -> Incident | None:
+        with self._tx() as conn:
+            row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).first()
+        return None if row is None else incident_from_json(row.body, row.version)
+
+    def incidents(
+        self,
+        *,
+        state: State | None = None,
+        owner: str | None = None,
+        system: str | None = None,
+        unresolved: bool = False,
+        opened_since: datetime | None = None,
+    ) -> list[Incident]:
+        """Incidents matching every given filter, oldest first."""
+        query = sa.select(incidents.c.body, incidents.c.version).order_by(
+            incidents.c.opened_at, incidents.c.id
+        )
+        if state is not None:
+            query = query.where(incidents.c.state == state)
+        if unresolved:
+            query = query.where(incidents.c.state != "resolved")
+        if owner is not None:
+            query = query.where(incidents.c.owner == owner)
+        if system is not None:
+            query = query.where(incidents.c.system == system)
+        if opened_since is not None:
+            query = query.where(incidents.c.opened_at >= ts(opened_since))
+        with self._tx() as conn:
+            rows = conn.execute(query).all()
+        return [incident_from_json(row.body, row.version) for row in rows]
+
+    def events(self, incident_id: str) -> list[Event]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(events).where(events.c.incident_id == incident_id).order_by(events.c.seq)
+            ).all()
+        return [_event(row) for row in rows]
+
+    def pending(self, system: str) -> dict[tuple[str, str], Pending]:
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(pending).where(pending.c.system == system)).all()
+        return {
+            (row.system, row.rule): Pending(
+                row.system, row.rule, _at(row.since), _at(row.last_seen_at)
+            )
+            for row in rows
+        }
+
+    def notifications(self, incident_id: str) -> list[Notification]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(outbox)
+                .where(outbox.c.incident_id == incident_id)
+                .order_by(outbox.c.created_at, outbox.c.id)
+            ).all()
+        return [_notification(row) for row in rows]
+
+    def outbox_pending(self) -> int:
+        """Notifications neither delivered nor given up on."""
+        with self._tx() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(outbox)
+                    .where(outbox.c.delivered_at.is_(None), outbox.c.failed_at.is_(None))
+                ).scalar_one()
+            )
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def apply(self, changes: Changes) -> None:
+        """Write incidents, events, notifications and pending conditions in one transaction.
+
+        Raises:
+            Conflict: an updated incident changed since it was read; nothing was written.
+        """
+        with self._tx() as conn:
+            for incident in changes.opened:
+                conn.execute(sa.insert(incidents).values(**_incident_row(incident, 0)))
+            for incident in changes.updated:
+                result = conn.execute(
+                    sa.update(incidents)
+                    .where(incidents.c.id == incident.id, incidents.c.version == incident.version)
+                    .values(**_incident_row(incident, incident.version + 1))
+                )
+                if result.rowcount != 1:
+                    raise Conflict(f"incident {incident.id} changed since it was read")
+            if changes.events:
+                conn.execute(
+                    sa.insert(events),
+                    [
+                        {
+                            "incident_id": e.incident_id,
+                            "at": ts(e.at),
+                            "kind": e.kind,
+                            "actor": e.actor,
+                            "detail": e.detail,
+                        }
+                        for e in changes.events
+                    ],
+                )
+            if changes.notifications:
+                conn.execute(sa.insert(outbox), [_outbox_row(n) for n in changes.notifications])
+            if changes.pending_system is not None:
+                conn.execute(sa.delete(pending).where(pending.c.system == changes.pending_system))
+                if changes.pending:
+                    conn.execute(
+                        sa.insert(pending),
+                        [
+                            {
+                                "system": p.system,
+                                "rule": p.rule,
+                                "since": ts(p.since),
+                                "last_seen_at": ts(p.last_seen_at),
+                            }
+                            for p in changes.pending
+                        ],
+                    )
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    def lease_due(self, now: datetime, lease: timedelta, limit: int = 100) -> list[Notification]:
+        """Claim notifications due for a delivery attempt for ``lease``; a worker that dies
+        leaves them to be claimed again once the lease runs out."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(outbox)
+                .where(
+                    outbox.c.delivered_at.is_(None),
+                    outbox.c.failed_at.is_(None),
+                    sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= ts(now)),
+                    sa.or_(outbox.c.leased_until.is_(None), outbox.c.leased_until <= ts(now)),
+                )
+                .order_by(outbox.c.created_at, outbox.c.id)
+                .limit(limit)
+            ).all()
+            claimed = []
+            for row in rows:
+                result = conn.execute(
+                    sa.update(outbox)
+                    .where(
+                        outbox.c.id == row.id,
+                        sa.or_(outbox.c.leased_until.is_(None), outbox.c.leased_until <= ts(now)),
+                    )
+                    .values(leased_until=ts(now + lease))
+                )
+                if result.rowcount == 1:
+                    claimed.append(_notification(row))
+        return claimed
+
+    def mark_delivered(self, notification_id: str, at: datetime) -> None:
+        self._finish(notification_id, delivered_at=ts(at), leased_until=None, last_error=None)
+
+    def mark_retry(
+        self, notification_id: str, at: datetime, error: str, next_attempt_at: datetime
+    ) -> None:
+        self._finish(
+            notification_id,
+            next_attempt_at=ts(next_attempt_at),
+            leased_until=None,
+            last_error=error,
+        )
+
+    def mark_failed(self, notification_id: str, at: datetime, error: str) -> None:
+        self._finish(notification_id, failed_at=ts(at), leased_until=None, last_error=error)
+
+    def _finish(self, notification_id: str, **values: Any) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.id == notification_id)
+                .values(attempts=outbox.c.attempts + 1, **values)
+            )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _at(value: float) -> datetime:
+    at = from_ts(value)
+    assert at is not None
+    return at
+
+
+def _incident_row(incident: Incident, version: int) -> dict[str, Any]:
+    return {
+        "id": incident.id,
+        "system": incident.system,
+        "rule": incident.rule,
+        "owner": incident.owner,
+        "state": incident.state,
+        "opened_at": ts(incident.opened_at),
+        "resolved_at": ts(incident.resolved_at),
+        "version": version,
+        "body": incident_to_json(incident),
+    }
+
+
+def _event(row: Any) -> Event:
+    return Event(row.incident_id, _at(row.at), row.kind, row.actor, row.detail)
+
+
+def _outbox_row(n: Notification) -> dict[str, Any]:
+    return {
+        "id": n.id,
+        "incident_id": n.incident_id,
+        "channel": n.channel,
+        "recipient": n.recipient,
+        "address": n.address,
+        "message": message_to_json(n.message),
+        "created_at": ts(n.created_at),
+        "attempts": n.attempts,
+        "next_attempt_at": ts(n.next_attempt_at),
+        "delivered_at": ts(n.delivered_at),
+        "failed_at": ts(n.failed_at),
+        "last_error": n.last_error,
+    }
+
+
+def _notification(row: Any) -> Notification:
+    return Notification(
+        id=row.id,
+        incident_id=row.incident_id,
+        channel=row.channel,
+        recipient=row.recipient,
+        address=row.address,
+        message=message_from_json(row.message),
+        created_at=_at(row.created_at),
+        attempts=row.attempts,
+        next_attempt_at=from_ts(row.next_attempt_at),
+        delivered_at=from_ts(row.delivered_at),
+        failed_at=from_ts(row.failed_at),
+        last_error=row.last_error,
+    )
