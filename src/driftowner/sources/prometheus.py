@@ -1,0 +1,320 @@
+"""The Prometheus source: PromQL over the Prometheus HTTP API (``/api/v1/query`` and
+``/api/v1/query_range``), with basic or bearer auth, turned into one series of samples.
+
+Every way the server or the network can fail becomes a :class:`SourceResult` error whose text
+names the source and never contains a password or token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from pydantic import SecretStr
+
+from driftowner import __version__
+from driftowner.model import Sample, SourceResult
+from driftowner.sources import as_utc, clamp_step, finite_result, one_line
+
+_MAX_DETAIL = 200
+"""Characters of a server's error text kept in an error message."""
+
+
+class PrometheusSource:
+    """Reads PromQL from one Prometheus server (or anything speaking its HTTP API).
+
+    Args:
+        name: The source's name in the config, used in error messages.
+        url: Base URL of the server (``http://localhost:9090``, may carry a path prefix).
+        timeout: How long one HTTP request may take, connecting included.
+        username: Basic auth user; needs ``password``.
+        password: Basic auth password.
+        bearer_token: Sent as ``Authorization: Bearer ...``; exclusive with basic auth.
+        transport: The HTTP transport to use instead of the network (tests).
+
+    Nothing is opened at construction: the HTTP client is created on the first read and
+    closed by :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        timeout: timedelta,
+        username: str | None = None,
+        password: SecretStr | None = None,
+        bearer_token: SecretStr | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self._url = url.rstrip("/")
+        self._shown_url = _without_userinfo(self._url)
+        self._timeout = timeout
+        self._username = username
+        self._password = password
+        self._bearer_token = bearer_token
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._secrets = _secret_texts(url, password, bearer_token)
+        self._label = f"prometheus source {name!r}"
+
+    def __repr__(self) -> str:
+        return f"PrometheusSource(name={self.name!r}, url={self._shown_url!r})"
+
+    async def read(
+        self, query: str, start: datetime, end: datetime, step: timedelta
+    ) -> SourceResult:
+        """Evaluate ``query``: an instant query at ``end`` when ``start == end``, else a range
+        query from ``start`` to ``end`` every ``step`` (widened to at most 11,000 points).
+
+        Returns:
+            The one series the query selects, NaN/Inf dropped; or the error that prevented it.
+        """
+        start, end = as_utc(start), as_utc(end)
+        if end < start:
+            return self._error(
+                f"range start {start.isoformat()} is after its end {end.isoformat()}",
+                "query_error",
+                up=True,
+            )
+        instant = start == end
+        if instant:
+            path = "/api/v1/query"
+            params = {"query": query, "time": _unix(end)}
+        else:
+            path = "/api/v1/query_range"
+            params = {
+                "query": query,
+                "start": _unix(start),
+                "end": _unix(end),
+                "step": _seconds(clamp_step(start, end, step)),
+            }
+        try:
+            # httpx's timeout bounds each phase; this bounds the whole request (slow drips too).
+            async with asyncio.timeout(self._timeout.total_seconds()):
+                response = await self._http().get(path, params=params)
+        except (httpx.TimeoutException, TimeoutError):
+            return self._error(
+                f"no answer from {self._shown_url} within {_seconds(self._timeout)}s",
+                "timeout",
+                up=False,
+            )
+        except httpx.DecodingError as exc:
+            return self._error(f"cannot decode the answer: {exc}", "bad_response", up=False)
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            detail = str(exc) or type(exc).__name__
+            return self._error(f"cannot reach {self._shown_url}: {detail}", "unreachable", up=False)
+        return self._interpret(response, instant=instant, end=end)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client, if one was opened; a later read opens a new one."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            headers = {"User-Agent": f"driftowner/{__version__}", "Accept": "application/json"}
+            auth: httpx.Auth | None = None
+            if self._bearer_token is not None:
+                headers["Authorization"] = f"Bearer {self._bearer_token.get_secret_value()}"
+            elif self._username is not None and self._password is not None:
+                auth = httpx.BasicAuth(self._username, self._password.get_secret_value())
+            self._client = httpx.AsyncClient(
+                base_url=self._url,
+                headers=headers,
+                auth=auth,
+                timeout=httpx.Timeout(self._timeout.total_seconds()),
+                transport=self._transport,
+            )
+        return self._client
+
+    def _interpret(self, response: httpx.Response, *, instant: bool, end: datetime) -> SourceResult:
+        """Turn an HTTP response into samples or the error it carries."""
+        status = response.status_code
+        body = _json_or_none(response)
+        api_error = _api_error(body)
+        if status >= 500:
+            reason = "timeout" if api_error and api_error[0] == "timeout" else "http_status"
+            return self._error(_http_detail(response, api_error), reason, up=False)
+        if status >= 400 and api_error is not None:
+            # Prometheus refused the query (bad_data, execution): the server itself is fine.
+            return self._error(
+                f"query rejected (HTTP {status}): {_api_detail(api_error)}", "query_error", up=True
+            )
+        if not 200 <= status < 300:
+            return self._error(_http_detail(response, api_error), "http_status", up=False)
+        if body is None:
+            snippet = one_line(response.text, 80) if response.text else "empty body"
+            return self._error(f"the answer is not JSON: {snippet}", "bad_response", up=False)
+        if api_error is not None:
+            return self._error(f"query rejected: {_api_detail(api_error)}", "query_error", up=True)
+        try:
+            return self._samples(body, instant=instant, end=end)
+        except (KeyError, IndexError, TypeError, ValueError, OverflowError, OSError) as exc:
+            return self._error(
+                f"unexpected answer from the query API ({type(exc).__name__}: {exc})",
+                "bad_response",
+                up=False,
+            )
+
+    def _samples(self, body: Any, *, instant: bool, end: datetime) -> SourceResult:
+        """The samples of a ``status: success`` body.
+
+        Raises:
+            KeyError, IndexError, TypeError, ValueError: the body is not shaped like the API's.
+        """
+        if not isinstance(body, dict) or body.get("status") != "success":
+            raise ValueError("status is not 'success'")
+        data = body["data"]
+        result_type = data["resultType"]
+        result = data["result"]
+        if result_type == "scalar":
+            return finite_result(self._label, [_sample(result)])
+        if result_type == "string":
+            return self._error("the query returns a string, not a number", "query_error", up=True)
+        if result_type not in ("vector", "matrix"):
+            raise ValueError(f"unknown resultType {result_type!r}")
+        if not isinstance(result, list):
+            raise TypeError("result is not a list")
+        if not result:
+            return SourceResult()
+        if len(result) > 1:
+            shown = ", ".join(_labels(series.get("metric", {})) for series in result[:3])
+            more = ", ..." if len(result) > 3 else ""
+            return self._error(
+                f"the query returns {len(result)} series ({shown}{more}); it must return one: "
+                "aggregate it (sum, avg, max) or select one series by its labels",
+                "multiple_series",
+                up=True,
+            )
+        series = result[0]
+        if not isinstance(series, dict):
+            raise TypeError("a series is not an object")
+        if result_type == "vector":
+            if "value" not in series and "histogram" in series:
+                return self._error(
+                    "the query returns a native histogram, not a number", "query_error", up=True
+                )
+            samples = [_sample(series["value"])]
+        else:
+            if "values" not in series and "histograms" in series:
+                return self._error(
+                    "the query returns native histograms, not numbers", "query_error", up=True
+                )
+            samples = sorted((_sample(point) for point in series["values"]), key=_at)
+            if instant:
+                # A range selector evaluated at one instant: its latest sample stands for it.
+                samples = [sample for sample in samples if sample.at <= end][-1:]
+        return finite_result(self._label, samples)
+
+    def _error(self, detail: str, reason: str, *, up: bool) -> SourceResult:
+        return SourceResult(
+            error=self._scrub(one_line(f"{self._label}: {detail}", 400)),
+            error_reason=reason,
+            source_up=up,
+        )
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+def _secret_texts(url: str, *secrets: SecretStr | None) -> list[str]:
+    """Every secret value that must never appear in an error, longest first."""
+    found = [secret.get_secret_value() for secret in secrets if secret is not None]
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        found.append(password)
+    return sorted({text for text in found if text}, key=len, reverse=True)
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` without ``user:password@``, for messages."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<invalid url>"
+    if "@" not in parts.netloc:
+        return url
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    """The parsed JSON body, or ``None`` when there is none or it does not parse."""
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        return None
+
+
+def _api_error(body: Any) -> tuple[str, str] | None:
+    """``(errorType, error)`` of a Prometheus ``status: error`` body, else ``None``."""
+    if isinstance(body, dict) and body.get("status") == "error":
+        return (str(body.get("errorType") or "unknown"), str(body.get("error") or "no detail"))
+    return None
+
+
+def _api_detail(api_error: tuple[str, str]) -> str:
+    error_type, error = api_error
+    return one_line(f"{error_type}: {error}", _MAX_DETAIL)
+
+
+def _http_detail(response: httpx.Response, api_error: tuple[str, str] | None) -> str:
+    status = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+    if api_error is not None:
+        return f"{status}: {_api_detail(api_error)}"
+    return status
+
+
+def _sample(point: Sequence[Any]) -> Sample:
+    """One ``[unix_seconds, "value"]`` pair of the API as a sample.
+
+    Raises:
+        TypeError, ValueError, IndexError: the pair is not shaped like that.
+    """
+    if not isinstance(point, list | tuple) or len(point) != 2:
+        raise ValueError(f"a sample is not a [time, value] pair: {one_line(repr(point), 60)}")
+    timestamp, value = point
+    if not isinstance(timestamp, int | float) or isinstance(timestamp, bool):
+        raise TypeError(f"a sample time is not a number: {timestamp!r}")
+    if not isinstance(value, str):
+        raise TypeError(f"a sample value is not a string: {one_line(repr(value), 60)}")
+    # float() reads the API's "NaN", "+Inf" and "-Inf" spellings too.
+    return Sample(at=datetime.fromtimestamp(timestamp, tz=UTC), value=float(value))
+
+
+def _at(sample: Sample) -> datetime:
+    return sample.at
+
+
+def _labels(metric: Any) -> str:
+    if not isinstance(metric, dict):
+        return "{?}"
+    inner = ",".join(f'{key}="{value}"' for key, value in sorted(metric.items()))
+    return one_line("{" + inner + "}", 80)
+
+
+def _unix(moment: datetime) -> str:
+    """An API timestamp: Unix seconds with millisecond precision."""
+    return f"{moment.timestamp():.3f}"
+
+
+def _seconds(duration: timedelta) -> str:
+    """A duration as the API's float seconds (``60``, ``0.5``)."""
+    return f"{duration.total_seconds():.3f}".rstrip("0").rstrip(".")

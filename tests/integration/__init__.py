@@ -1,0 +1,1 @@
+"""Integration tests: driftowner against real external parts (Prometheus, SMTP, ...)."""

@@ -1,0 +1,1 @@
+"""Unit tests: pure logic and single components, no real external parts."""

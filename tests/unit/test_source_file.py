@@ -1,0 +1,239 @@
+"""The file source: CSV parsing, timestamps, instant and range reads, caching, and errors that
+name the file and line."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from driftowner.sources.file import FileSource, parse_timestamp
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def csv_file(tmp_path: Path) -> Path:
+    return write(
+        tmp_path / "metrics.csv",
+        "timestamp,series,value\n"
+        "2024-05-01T12:00:00Z,adoption,0.62\n"
+        "2024-05-01T12:01:00Z,adoption,0.61\n"
+        "2024-05-01T12:02:00Z,adoption,0.40\n"
+        "2024-05-01T12:00:00Z,accuracy,0.94\n",
+    )
+
+
+async def test_range_read_returns_the_series_samples_within_the_range_oldest_first(
+    csv_file: Path,
+) -> None:
+    """A range read returns exactly the named series' samples in [start, end], in time order."""
+    source = FileSource("csv", csv_file)
+    result = await source.read("adoption", T0, T0 + MINUTE, MINUTE)
+    assert result.error is None
+    assert [(s.at, s.value) for s in result.samples] == [(T0, 0.62), (T0 + MINUTE, 0.61)]
+
+
+async def test_instant_read_returns_the_latest_sample_at_or_before_end(csv_file: Path) -> None:
+    """An instant read (start == end) gives one sample: the newest one not after ``end``."""
+    source = FileSource("csv", csv_file)
+    at = T0 + timedelta(minutes=1, seconds=30)
+    result = await source.read("adoption", at, at, MINUTE)
+    assert [(s.at, s.value) for s in result.samples] == [(T0 + MINUTE, 0.61)]
+
+
+async def test_instant_read_before_the_first_sample_is_empty_without_error(
+    csv_file: Path,
+) -> None:
+    """Before the series begins there is no value, and that is not an error."""
+    source = FileSource("csv", csv_file)
+    at = T0 - MINUTE
+    result = await source.read("adoption", at, at, MINUTE)
+    assert result.samples == ()
+    assert result.error is None
+
+
+async def test_unknown_series_is_an_empty_result_without_error(csv_file: Path) -> None:
+    """A series the file lacks means no data yet (the stale rule's job), not a broken source."""
+    result = await FileSource("csv", csv_file).read("latency", T0, T0 + MINUTE, MINUTE)
+    assert result.samples == ()
+    assert result.error is None
+    assert result.source_up
+
+
+async def test_header_only_file_has_no_series(tmp_path: Path) -> None:
+    """A file with just the header is valid and empty."""
+    path = write(tmp_path / "m.csv", "timestamp,series,value\n")
+    result = await FileSource("csv", path).read("adoption", T0, T0, MINUTE)
+    assert result.samples == ()
+    assert result.error is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2024-05-01T12:00:00Z", T0),
+        ("2024-05-01T14:00:00+02:00", T0),
+        ("2024-05-01T12:00:00", T0),
+        ("2024-05-01 12:00:00.000Z", T0),
+        ("1714564800", T0),
+        ("1714564800.5", T0 + timedelta(milliseconds=500)),
+    ],
+)
+def test_timestamps_are_rfc3339_or_unix_seconds_and_naive_means_utc(
+    text: str, expected: datetime
+) -> None:
+    """Every accepted timestamp spelling parses to the same aware UTC instant."""
+    parsed = parse_timestamp(text)
+    assert parsed == expected
+    assert parsed is not None
+    assert parsed.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2024-05-01", "", "1.5e9", "nan", "-5"])
+def test_timestamps_that_are_neither_format_are_refused(text: str) -> None:
+    """Dates without a time, words, and exotic numbers are not guessed at."""
+    assert parse_timestamp(text) is None
+
+
+async def test_samples_read_back_in_utc_whatever_offset_the_file_used(tmp_path: Path) -> None:
+    """Rows written with offsets, ``Z`` and Unix seconds all come back as UTC and sorted."""
+    path = write(
+        tmp_path / "m.csv",
+        "timestamp,series,value\n"
+        "1714564920,s,3\n"
+        "2024-05-01T14:01:00+02:00,s,2\n"
+        "2024-05-01T12:00:00Z,s,1\n",
+    )
+    result = await FileSource("csv", path).read("s", T0, T0 + 2 * MINUTE, MINUTE)
+    assert [s.value for s in result.samples] == [1.0, 2.0, 3.0]
+    assert all(s.at.tzinfo is UTC for s in result.samples)
+
+
+async def test_header_columns_may_come_in_any_order(tmp_path: Path) -> None:
+    """The header names the columns; their order is free."""
+    path = write(tmp_path / "m.csv", "series,value,timestamp\ns,0.5,2024-05-01T12:00:00Z\n")
+    result = await FileSource("csv", path).read("s", T0, T0, MINUTE)
+    assert [s.value for s in result.samples] == [0.5]
+
+
+async def test_missing_file_is_file_missing_and_the_source_is_down(tmp_path: Path) -> None:
+    """A file that is not there makes the source itself fail, with reason file_missing."""
+    path = tmp_path / "absent.csv"
+    result = await FileSource("csv", path).read("s", T0, T0, MINUTE)
+    assert result.error_reason == "file_missing"
+    assert not result.source_up
+    assert result.error is not None
+    assert "'csv'" in result.error
+    assert str(path) in result.error
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("time,series,value\n", 1, "header"),
+        ("timestamp,series,value\n2024-05-01T12:00:00Z,s,0.5\nnot-a-time,s,1\n", 3, "timestamp"),
+        ("timestamp,series,value\n2024-05-01T12:00:00Z,s,high\n", 2, "value"),
+        ("timestamp,series,value\n\n2024-05-01T12:00:00Z,s\n", 3, "3 fields"),
+        ("timestamp,series,value\n2024-05-01T12:00:00Z,,1\n", 2, "series"),
+    ],
+)
+async def test_a_malformed_row_is_file_invalid_naming_file_and_line(
+    tmp_path: Path, text: str, line: int, fragment: str
+) -> None:
+    """A broken file is a broken source: file_invalid, down, and the message says where."""
+    path = write(tmp_path / "bad.csv", text)
+    result = await FileSource("csv", path).read("s", T0, T0, MINUTE)
+    assert result.error_reason == "file_invalid"
+    assert not result.source_up
+    assert result.error is not None
+    assert f"{path} line {line}:" in result.error
+    assert fragment in result.error
+    assert "\n" not in result.error
+
+
+async def test_non_utf8_file_is_file_invalid(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 are reported, not a crash."""
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"timestamp,series,value\n2024-05-01T12:00:00Z,caf\xe9,1\n")
+    result = await FileSource("csv", path).read("s", T0, T0, MINUTE)
+    assert result.error_reason == "file_invalid"
+
+
+async def test_nan_and_inf_are_dropped_and_only_nan_is_non_finite(tmp_path: Path) -> None:
+    """NaN/Inf rows are skipped; when nothing finite remains the read says so (source up)."""
+    path = write(
+        tmp_path / "m.csv",
+        "timestamp,series,value\n"
+        "2024-05-01T12:00:00Z,mixed,NaN\n"
+        "2024-05-01T12:01:00Z,mixed,0.5\n"
+        "2024-05-01T12:00:00Z,broken,+Inf\n"
+        "2024-05-01T12:01:00Z,broken,nan\n",
+    )
+    source = FileSource("csv", path)
+    mixed = await source.read("mixed", T0, T0 + MINUTE, MINUTE)
+    assert [s.value for s in mixed.samples] == [0.5]
+    broken = await source.read("broken", T0, T0 + MINUTE, MINUTE)
+    assert broken.samples == ()
+    assert broken.error_reason == "non_finite"
+    assert broken.error is not None
+    assert "only NaN/Inf" in broken.error
+    assert broken.source_up
+
+
+async def test_file_is_cached_until_its_mtime_or_size_changes(tmp_path: Path) -> None:
+    """Same mtime and size: the cached parse is used (a same-size rewrite with the old mtime
+    is not seen); a new mtime makes the next read parse the file again."""
+    path = write(tmp_path / "m.csv", "timestamp,series,value\n2024-05-01T12:00:00Z,s,1\n")
+    source = FileSource("csv", path)
+    assert [s.value for s in (await source.read("s", T0, T0, MINUTE)).samples] == [1.0]
+
+    before = path.stat()
+    write(path, "timestamp,series,value\n2024-05-01T12:00:00Z,s,2\n")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert [s.value for s in (await source.read("s", T0, T0, MINUTE)).samples] == [1.0]
+
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    assert [s.value for s in (await source.read("s", T0, T0, MINUTE)).samples] == [2.0]
+
+
+async def test_file_is_read_again_when_its_size_changes(tmp_path: Path) -> None:
+    """Appending rows changes the size, so new samples show up on the next read."""
+    path = write(tmp_path / "m.csv", "timestamp,series,value\n2024-05-01T12:00:00Z,s,1\n")
+    source = FileSource("csv", path)
+    before = path.stat()
+    assert len((await source.read("s", T0, T0 + MINUTE, MINUTE)).samples) == 1
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write("2024-05-01T12:01:00Z,s,2\n")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    result = await source.read("s", T0, T0 + MINUTE, MINUTE)
+    assert [s.value for s in result.samples] == [1.0, 2.0]
+
+
+async def test_a_fixed_file_recovers_after_an_error(tmp_path: Path) -> None:
+    """Errors are not sticky: once the file is valid again, reads succeed."""
+    path = tmp_path / "m.csv"
+    source = FileSource("csv", path)
+    assert (await source.read("s", T0, T0, MINUTE)).error_reason == "file_missing"
+    write(path, "timestamp,series,value\n2024-05-01T12:00:00Z,s,1\n")
+    result = await source.read("s", T0, T0, MINUTE)
+    assert result.error is None
+    assert [s.value for s in result.samples] == [1.0]
+
+
+async def test_a_later_row_for_the_same_instant_replaces_the_earlier(tmp_path: Path) -> None:
+    """Duplicate timestamps of a series keep one sample: the last one written."""
+    path = write(
+        tmp_path / "m.csv",
+        "timestamp,series,value\n2024-05-01T12:00:00Z,s,1\n1714564800,s,2\n",
+    )
+    result = await FileSource("csv", path).read("s", T0, T0 + MINUTE, MINUTE)
+    assert [s.value for s in result.samples] == [2.0]
