@@ -1,0 +1,151 @@
+"""Delivery channels: the ``Channel`` protocol, ``build_channel`` from config, and the small
+helpers every channel shares (one-line, secret-free details; ``Retry-After`` parsing).
+
+A channel turns one ``Notification`` into one ``Delivery`` and never raises for delivery
+trouble; the outbox owns retries and backoff.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from driftowner.config import (
+    ChannelConfig,
+    EmailChannelConfig,
+    LogChannelConfig,
+    SlackChannelConfig,
+    WebhookChannelConfig,
+)
+from driftowner.model import Delivery, Notification
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+__all__ = [
+    "Channel",
+    "build_channel",
+    "parse_retry_after",
+    "safe_detail",
+    "timeout_seconds",
+]
+
+_DETAIL_LIMIT = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """A delivery mechanism. ``send`` reports trouble as a ``Delivery``, never by raising."""
+
+    name: str
+
+    async def send(self, notification: Notification) -> Delivery:
+        """Deliver one notification once.
+
+        Returns:
+            ``Delivery.delivered()``, ``Delivery.retry(detail, retry_after)`` when trying again
+            may help, or ``Delivery.give_up(detail)`` when it cannot.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the channel may be used again afterwards."""
+        ...
+
+
+def build_channel(name: str, config: ChannelConfig) -> Channel:
+    """The channel a config section describes. Opens nothing: connections are made on send.
+
+    Args:
+        name: The channel's name in the config (``slack``, ``email``, ...).
+        config: Its validated config section.
+
+    Returns:
+        A ``LogChannel``, ``SlackWebhookChannel``, ``EmailChannel`` or ``WebhookChannel``.
+    """
+    # Imported here so that importing the protocol does not import every client library.
+    if isinstance(config, LogChannelConfig):
+        from driftowner.channels.log import LogChannel
+
+        return LogChannel(name)
+    if isinstance(config, SlackChannelConfig):
+        from driftowner.channels.slack import SlackWebhookChannel
+
+        return SlackWebhookChannel(name, config.webhook_url, timeout=config.timeout)
+    if isinstance(config, EmailChannelConfig):
+        from driftowner.channels.email import EmailChannel
+
+        return EmailChannel(
+            name,
+            host=config.host,
+            port=config.port,
+            starttls=config.starttls,
+            use_tls=config.use_tls,
+            username=config.username,
+            password=config.password,
+            sender=config.from_,
+            timeout=config.timeout,
+            ca_file=config.ca_file,
+        )
+    if isinstance(config, WebhookChannelConfig):
+        from driftowner.channels.webhook import WebhookChannel
+
+        return WebhookChannel(name, config.url, timeout=config.timeout)
+    raise TypeError(f"unknown channel config {type(config).__name__}")  # pragma: no cover
+
+
+def safe_detail(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` as one short line with every secret replaced by ``***``.
+
+    Args:
+        text: A message built from a server's answer or an exception.
+        secrets: Values that must never appear (webhook URLs, passwords); empty ones are
+            ignored.
+    """
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _CONTROL.sub(" ", text).strip()
+    if len(text) > _DETAIL_LIMIT:
+        text = text[: _DETAIL_LIMIT - 1] + "…"
+    return text
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait according to an HTTP ``Retry-After`` header, or ``None``.
+
+    Accepts delay-seconds (``30``) and an HTTP date; a date in the past reads as ``0``.
+
+    Args:
+        value: The header's value, if present.
+        now: The current time, for the HTTP-date form (default: the system clock).
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        # Imported by name: ``import email`` here would be shadowed by the submodule
+        # driftowner.channels.email, which becomes this package's attribute ``email``.
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if seconds != seconds or seconds == float("inf"):  # NaN or infinite
+        return None
+    return max(0.0, seconds)
+
+
+def timeout_seconds(timeout: timedelta) -> float:
+    """A positive timeout in seconds for client libraries."""
+    return max(0.001, timeout.total_seconds())

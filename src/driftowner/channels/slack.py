@@ -1,0 +1,233 @@
+"""The ``slack`` channel: a Block Kit message posted to a Slack incoming webhook, and the
+mapping of Slack's answers to deliveries.
+
+Slack answers an incoming webhook with ``200 ok``; with 400 (``invalid_payload``,
+``user_not_found``, ...), 403 (``action_prohibited``, ``invalid_token``, ...), 404
+(``no_service``, ``channel_not_found``, ...) or 410 (``channel_is_archived``) when the message
+can never be posted as sent; with 429 and ``Retry-After`` when rate limited; with 5xx
+(``rollup_error``) when something broke on its side.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import SecretStr
+from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    Block,
+    ButtonElement,
+    ContextBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
+
+from driftowner import render
+from driftowner.channels import parse_retry_after, safe_detail, timeout_seconds
+from driftowner.model import Delivery, Message, Notification
+
+_MEMBER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_CONVERSATION_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
+_HEADER_LIMIT = 150
+_SECTION_LIMIT = 3000
+_FIELD_LIMIT = 2000
+_BUTTON_URL_LIMIT = 3000
+_ERROR_LIMIT = 100
+
+
+def escape(text: str) -> str:
+    """``text`` safe inside Slack mrkdwn: ``&``, ``<`` and ``>`` escaped, so user text can
+    neither form links nor mention ``<!channel>``."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def mention(address: str) -> str:
+    """How a message addresses its recipient: ``<@U024BE7LH>`` for a member id, ``<#C123>``
+    for a conversation id, ``#ml-fraud`` for a channel name, else nothing."""
+    address = address.strip()
+    if _MEMBER_ID.match(address):
+        return f"<@{address}>"
+    if _CONVERSATION_ID.match(address):
+        return f"<#{address}>"
+    if address.startswith("#") and len(address) > 1:
+        return escape(address)
+    return ""
+
+
+def _link(url: str, label: str) -> str:
+    return f"<{escape(url)}|{escape(label)}>"
+
+
+def build_blocks(message: Message, address: str) -> list[Block]:
+    """The Block Kit blocks of one message, every text within Slack's size limits.
+
+    Args:
+        message: What to say.
+        address: The notification's address (member id, channel id or ``#name``).
+    """
+    who = mention(address)
+    lead = f"{who} " if who else ""
+    blocks: list[Block] = [
+        HeaderBlock(
+            text=PlainTextObject(
+                text=_clip(f"{render.label(message)} {message.system}", _HEADER_LIMIT)
+            )
+        ),
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=_clip(
+                    f"{lead}*{escape(render.one_line(message.summary))}*\n"
+                    f"{escape(render.intro(message))}",
+                    _SECTION_LIMIT,
+                )
+            )
+        ),
+    ]
+    fields = [
+        f"*Accountable owner*\n{escape(message.owner_name)}",
+        f"*Layers*\n{escape(', '.join(message.layers) or '-')}",
+        f"*State*\n{escape(message.state)} ({escape(message.purpose)})",
+        f"*Age*\n{escape(render.age_phrase(message))}",
+        f"*Kind*\n{escape(message.kind)}: `{escape(message.rule)}`",
+    ]
+    if message.step > 0:
+        fields.append(f"*Escalation*\n{render.step_label(message)}")
+    if message.runbook:
+        fields.append(f"*Runbook*\n{_link(message.runbook, 'runbook')}")
+    blocks.append(
+        SectionBlock(fields=[MarkdownTextObject(text=_clip(f, _FIELD_LIMIT)) for f in fields])
+    )
+    evidence = "\n".join(f"• {escape(line)}" for line in message.evidence) or "(none recorded)"
+    blocks.append(
+        SectionBlock(text=MarkdownTextObject(text=_clip(f"*Evidence*\n{evidence}", _SECTION_LIMIT)))
+    )
+    buttons = [
+        ButtonElement(text=PlainTextObject(text=text), action_id=action_id, url=url, style=style)
+        for text, action_id, url, style in (
+            ("Acknowledge", "driftowner_ack", message.ack_url, "primary"),
+            ("Resolve", "driftowner_resolve", message.resolve_url, None),
+            ("Open incident", "driftowner_incident", message.incident_url, None),
+        )
+        if url and len(url) <= _BUTTON_URL_LIMIT
+    ]
+    if buttons:
+        blocks.append(ActionsBlock(elements=buttons))
+    blocks.append(
+        ContextBlock(
+            elements=[
+                MarkdownTextObject(
+                    text=_clip(
+                        f"driftowner · incident `{escape(message.incident_id)}` · "
+                        f"recipient {escape(message.recipient_name)}",
+                        _FIELD_LIMIT,
+                    )
+                )
+            ]
+        )
+    )
+    return blocks
+
+
+def build_payload(notification: Notification) -> dict[str, Any]:
+    """The JSON body posted to the webhook: Block Kit blocks plus a ``text`` fallback (shown
+    in notifications and by clients that cannot render blocks).
+
+    Raises:
+        SlackObjectFormationError: when a block breaks Block Kit's rules.
+    """
+    message = notification.message
+    who = mention(notification.address)
+    fallback = escape(render.subject(message))
+    return {
+        "text": f"{who} {fallback}" if who else fallback,
+        "blocks": [block.to_dict() for block in build_blocks(message, notification.address)],
+    }
+
+
+class SlackWebhookChannel:
+    """Posts notifications to one Slack incoming webhook.
+
+    Args:
+        name: The channel's name in the config.
+        webhook_url: The incoming webhook URL; a secret, never shown in details.
+        timeout: The whole-request timeout.
+        transport: An httpx transport to use instead of the network (tests).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        webhook_url: SecretStr,
+        *,
+        timeout: timedelta,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self._url = webhook_url
+        self._timeout = timeout
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=timeout_seconds(self._timeout),
+                transport=self._transport,
+                follow_redirects=False,
+            )
+        return self._http
+
+    def _secrets(self) -> tuple[str, ...]:
+        url = self._url.get_secret_value()
+        path = urlsplit(url).path
+        return (url, path) if len(path) > 1 else (url,)
+
+    async def send(self, notification: Notification) -> Delivery:
+        """Post one notification; every outcome, failures included, comes back as a Delivery."""
+        try:
+            payload = build_payload(notification)
+        except SlackObjectFormationError as exc:
+            return Delivery.give_up(safe_detail(f"slack: cannot build the message: {exc}"))
+        try:
+            response = await self._client().post(self._url.get_secret_value(), json=payload)
+        except httpx.TimeoutException as exc:
+            return Delivery.retry(
+                f"slack: no answer within {timeout_seconds(self._timeout):g}s "
+                f"({type(exc).__name__})"
+            )
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            return Delivery.give_up(f"slack: the webhook URL is not usable ({type(exc).__name__})")
+        except httpx.TransportError as exc:
+            return Delivery.retry(
+                safe_detail(f"slack: {type(exc).__name__}: {exc}", self._secrets())
+            )
+        return self._judge(response)
+
+    def _judge(self, response: httpx.Response) -> Delivery:
+        status = response.status_code
+        error = safe_detail(response.text[:_ERROR_LIMIT], self._secrets()) or "(empty body)"
+        if 200 <= status < 300:
+            return Delivery.delivered()
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if status == 429:
+            return Delivery.retry(f"slack: HTTP 429 {error}", retry_after=retry_after)
+        if status == 408 or status >= 500:
+            return Delivery.retry(f"slack: HTTP {status} {error}", retry_after=retry_after)
+        return Delivery.give_up(f"slack: HTTP {status} {error}")
+
+    async def aclose(self) -> None:
+        """Close the HTTP client; a later send opens a new one."""
+        if self._http is not None:
+            client, self._http = self._http, None
+            await client.aclose()

@@ -1,0 +1,439 @@
+"""A fake Slack incoming webhook: a real HTTP server on loopback that validates payloads the
+way Slack does, records what it accepted, and answers with scripted errors on request.
+
+Usage::
+
+    with FakeSlack() as slack:
+        channel = SlackWebhookChannel("slack", SecretStr(slack.url), timeout=...)
+        slack.answer_next(rate_limited(30))      # the next request gets 429 + Retry-After
+        ...
+        assert slack.received[0]["blocks"][0]["type"] == "header"
+
+What it checks, following Slack's documented behaviour for incoming webhooks: only POST to the
+webhook's own path (another path is a removed webhook: ``404 no_service``); a JSON body (or a
+form field ``payload``) that is an object (else ``400 invalid_payload``); some ``text``,
+``blocks`` or ``attachments`` (else ``400 no_text``); at most 50 blocks (else ``400
+invalid_payload``); every block an object of a known type with valid text objects, within
+Block Kit's size limits, with unique ``block_id`` and ``action_id`` values (else ``400
+invalid_blocks``). A valid request gets ``200 ok``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs
+
+__all__ = [
+    "ACTION_PROHIBITED",
+    "CHANNEL_IS_ARCHIVED",
+    "CHANNEL_NOT_FOUND",
+    "INVALID_PAYLOAD",
+    "NO_SERVICE",
+    "OK",
+    "SERVER_ERROR",
+    "FakeSlack",
+    "RecordedRequest",
+    "Reply",
+    "rate_limited",
+]
+
+MAX_BLOCKS = 50
+KNOWN_BLOCK_TYPES = frozenset(
+    {
+        "actions",
+        "context",
+        "divider",
+        "file",
+        "header",
+        "image",
+        "input",
+        "markdown",
+        "rich_text",
+        "section",
+        "video",
+    }
+)
+KNOWN_ELEMENT_TYPES = frozenset(
+    {
+        "button",
+        "checkboxes",
+        "datepicker",
+        "datetimepicker",
+        "email_text_input",
+        "image",
+        "multi_static_select",
+        "overflow",
+        "plain_text_input",
+        "radio_buttons",
+        "static_select",
+        "timepicker",
+        "url_text_input",
+    }
+)
+TEXT_TYPES = frozenset({"plain_text", "mrkdwn"})
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One scripted answer: status, plain-text body, extra headers, and a delay before it."""
+
+    status: int
+    body: str
+    headers: tuple[tuple[str, str], ...] = ()
+    delay: float = 0.0
+
+
+OK = Reply(200, "ok")
+INVALID_PAYLOAD = Reply(400, "invalid_payload")
+ACTION_PROHIBITED = Reply(403, "action_prohibited")
+NO_SERVICE = Reply(404, "no_service")
+CHANNEL_NOT_FOUND = Reply(404, "channel_not_found")
+CHANNEL_IS_ARCHIVED = Reply(410, "channel_is_archived")
+SERVER_ERROR = Reply(500, "rollup_error")
+
+
+def rate_limited(retry_after: int = 30) -> Reply:
+    """Slack's answer to too many messages: ``429`` with ``Retry-After`` in seconds."""
+    return Reply(429, "rate_limited", (("Retry-After", str(retry_after)),))
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """A request as the fake saw it, accepted or not."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+    reply: Reply
+
+
+class BlockError(ValueError):
+    """A payload that Slack would refuse, with the error string Slack would answer."""
+
+    def __init__(self, error: str, why: str) -> None:
+        super().__init__(why)
+        self.error = error
+
+
+@dataclass
+class _State:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    script: deque[Reply] = field(default_factory=deque)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list)
+    rejections: list[str] = field(default_factory=list)
+    arrived: threading.Condition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.arrived = threading.Condition(self.lock)
+
+
+class FakeSlack:
+    """A Slack incoming webhook on ``127.0.0.1`` at a free port, served from a thread.
+
+    Args:
+        path: The webhook's path; requests to any other path get ``404 no_service``.
+    """
+
+    def __init__(self, path: str = "/services/T0FAKE/B0FAKE/fakeSecretToken123") -> None:
+        self.path = path
+        self._state = _State()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> FakeSlack:
+        """Bind a free loopback port and serve in a background thread."""
+        if self._server is not None:
+            return self
+        handler = _make_handler(self.path, self._state)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-slack",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and free the port."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> FakeSlack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- addresses ------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FakeSlack is not started")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The webhook URL to configure (``http://127.0.0.1:PORT/services/...``)."""
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+    # -- scripting and inspection ---------------------------------------------------------
+
+    def answer_next(self, reply: Reply, times: int = 1) -> None:
+        """Answer the next ``times`` requests with ``reply`` instead of validating them.
+
+        A scripted ``200`` still records the payload (when it parses) as received.
+        """
+        with self._state.lock:
+            self._state.script.extend([reply] * times)
+
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        """Payloads accepted with ``200 ok``, oldest first (a copy)."""
+        with self._state.lock:
+            return list(self._state.received)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request that arrived, accepted or not, oldest first (a copy)."""
+        with self._state.lock:
+            return list(self._state.requests)
+
+    @property
+    def rejections(self) -> list[str]:
+        """Why the fake refused payloads it validated, e.g. ``invalid_blocks: ...``."""
+        with self._state.lock:
+            return list(self._state.rejections)
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Block until ``count`` payloads were accepted, then return them.
+
+        Raises:
+            TimeoutError: when fewer arrived within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        with self._state.arrived:
+            while len(self._state.received) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"FakeSlack received {len(self._state.received)} of {count} payloads"
+                    )
+                self._state.arrived.wait(left)
+            return list(self._state.received)
+
+    def reset(self) -> None:
+        """Forget everything received and every scripted reply."""
+        with self._state.lock:
+            self._state.script.clear()
+            self._state.received.clear()
+            self._state.requests.clear()
+            self._state.rejections.clear()
+
+
+def _make_handler(path: str, state: _State) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Keep test output quiet."""
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            with state.lock:
+                scripted = state.script.popleft() if state.script else None
+            payload: dict[str, Any] | None = None
+            if scripted is not None:
+                reply = scripted
+                if reply.status == 200:
+                    try:
+                        payload = _parse(self.headers.get("Content-Type", ""), body)
+                    except BlockError:
+                        payload = None
+            elif self.path != path:
+                reply = NO_SERVICE
+            else:
+                try:
+                    payload = _parse(self.headers.get("Content-Type", ""), body)
+                    _validate(payload)
+                    reply = OK
+                except BlockError as exc:
+                    payload = None
+                    reply = Reply(400, exc.error)
+                    with state.lock:
+                        state.rejections.append(f"{exc.error}: {exc}")
+            with state.arrived:
+                state.requests.append(
+                    RecordedRequest("POST", self.path, dict(self.headers.items()), body, reply)
+                )
+                if payload is not None and reply.status == 200:
+                    state.received.append(payload)
+                    state.arrived.notify_all()
+            self._answer(reply)
+
+        def do_GET(self) -> None:
+            self._answer(Reply(405, "invalid_method"))
+
+        do_PUT = do_GET
+        do_DELETE = do_GET
+
+        def _answer(self, reply: Reply) -> None:
+            if reply.delay:
+                time.sleep(reply.delay)
+            data = reply.body.encode()
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in reply.headers:
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (a timeout test); nothing to answer
+
+    return Handler
+
+
+def _parse(content_type: str, body: bytes) -> dict[str, Any]:
+    media_type = content_type.split(";")[0].strip().lower()
+    try:
+        if media_type == "application/x-www-form-urlencoded":
+            fields = parse_qs(body.decode("utf-8"))
+            raw = fields.get("payload", [""])[0]
+        else:
+            raw = body.decode("utf-8")
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BlockError("invalid_payload", f"body is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise BlockError("invalid_payload", "payload is not a JSON object")
+    return payload
+
+
+def _validate(payload: dict[str, Any]) -> None:
+    text = payload.get("text")
+    blocks = payload.get("blocks")
+    if text is not None and not isinstance(text, str):
+        raise BlockError("invalid_payload", "text must be a string")
+    if blocks is not None and not isinstance(blocks, list):
+        raise BlockError("invalid_payload", "blocks must be a list")
+    if not text and not blocks and not payload.get("attachments"):
+        raise BlockError("no_text", "payload has no text, blocks or attachments")
+    if blocks is None:
+        return
+    if len(blocks) > MAX_BLOCKS:
+        raise BlockError("invalid_payload", f"{len(blocks)} blocks, at most {MAX_BLOCKS}")
+    block_ids: set[str] = set()
+    for index, block in enumerate(blocks):
+        _validate_block(index, block, block_ids)
+
+
+def _validate_block(index: int, block: object, block_ids: set[str]) -> None:
+    where = f"blocks[{index}]"
+    if not isinstance(block, dict):
+        raise BlockError("invalid_blocks", f"{where} is not an object")
+    kind = block.get("type")
+    if kind not in KNOWN_BLOCK_TYPES:
+        raise BlockError("invalid_blocks", f"{where} has unknown type {kind!r}")
+    block_id = block.get("block_id")
+    if block_id is not None:
+        if not isinstance(block_id, str) or not 0 < len(block_id) <= 255:
+            raise BlockError("invalid_blocks", f"{where}.block_id must be 1-255 characters")
+        if block_id in block_ids:
+            raise BlockError("invalid_blocks", f"{where}.block_id {block_id!r} is repeated")
+        block_ids.add(block_id)
+    if kind == "header":
+        _text_object(f"{where}.text", block.get("text"), limit=150, plain_only=True)
+    elif kind == "section":
+        text, fields = block.get("text"), block.get("fields")
+        if text is None and not fields:
+            raise BlockError("invalid_blocks", f"{where} needs text or fields")
+        if text is not None:
+            _text_object(f"{where}.text", text, limit=3000)
+        if fields is not None:
+            if not isinstance(fields, list) or not 0 < len(fields) <= 10:
+                raise BlockError("invalid_blocks", f"{where}.fields must hold 1-10 items")
+            for position, item in enumerate(fields):
+                _text_object(f"{where}.fields[{position}]", item, limit=2000)
+        if block.get("accessory") is not None:
+            _element(f"{where}.accessory", block["accessory"], set())
+    elif kind == "context":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 0 < len(elements) <= 10:
+            raise BlockError("invalid_blocks", f"{where}.elements must hold 1-10 items")
+        for position, item in enumerate(elements):
+            if isinstance(item, dict) and item.get("type") == "image":
+                continue
+            _text_object(f"{where}.elements[{position}]", item, limit=3000)
+    elif kind == "actions":
+        elements = block.get("elements")
+        if not isinstance(elements, list) or not 0 < len(elements) <= 25:
+            raise BlockError("invalid_blocks", f"{where}.elements must hold 1-25 items")
+        action_ids: set[str] = set()
+        for position, item in enumerate(elements):
+            _element(f"{where}.elements[{position}]", item, action_ids)
+
+
+def _text_object(where: str, value: object, *, limit: int, plain_only: bool = False) -> None:
+    if not isinstance(value, dict):
+        raise BlockError("invalid_blocks", f"{where} is not a text object")
+    kind = value.get("type")
+    allowed = {"plain_text"} if plain_only else TEXT_TYPES
+    if kind not in allowed:
+        raise BlockError("invalid_blocks", f"{where} has text type {kind!r}")
+    text = value.get("text")
+    if not isinstance(text, str) or not text:
+        raise BlockError("invalid_blocks", f"{where}.text must be a non-empty string")
+    if len(text) > limit:
+        raise BlockError("invalid_blocks", f"{where}.text is {len(text)} characters, max {limit}")
+
+
+def _element(where: str, value: object, action_ids: set[str]) -> None:
+    if not isinstance(value, dict):
+        raise BlockError("invalid_blocks", f"{where} is not an object")
+    kind = value.get("type")
+    if kind not in KNOWN_ELEMENT_TYPES:
+        raise BlockError("invalid_blocks", f"{where} has unknown element type {kind!r}")
+    action_id = value.get("action_id")
+    if action_id is not None:
+        if not isinstance(action_id, str) or not 0 < len(action_id) <= 255:
+            raise BlockError("invalid_blocks", f"{where}.action_id must be 1-255 characters")
+        if action_id in action_ids:
+            raise BlockError("invalid_blocks", f"{where}.action_id {action_id!r} is repeated")
+        action_ids.add(action_id)
+    if kind == "button":
+        _text_object(f"{where}.text", value.get("text"), limit=75, plain_only=True)
+        url = value.get("url")
+        if url is not None and (not isinstance(url, str) or not 0 < len(url) <= 3000):
+            raise BlockError("invalid_blocks", f"{where}.url must be 1-3000 characters")
+        style = value.get("style")
+        if style is not None and style not in ("primary", "danger"):
+            raise BlockError("invalid_blocks", f"{where}.style {style!r} is not allowed")

@@ -1,0 +1,383 @@
+"""The email channel against a real SMTP server (aiosmtpd) on loopback, with STARTTLS or
+implicit TLS using a throwaway CA from trustme; certificate verification stays on."""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import email.policy
+import socket
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from pydantic import SecretStr
+
+from driftowner.channels import build_channel
+from driftowner.channels.email import EmailChannel, message_id, thread_id
+from driftowner.config import EmailChannelConfig
+from driftowner.model import Message, Notification
+
+pytestmark = pytest.mark.integration
+
+USERNAME = "driftowner"
+PASSWORD = "s3cret-Pa55word"
+SENDER = "driftowner@example.com"
+
+
+def notification(
+    notification_id: str = "notif-1", address: str = "alice@example.com", **changes: Any
+) -> Notification:
+    message = Message(
+        purpose="opened",
+        incident_id="inc-42",
+        system="fraud-scoring",
+        owner="alice",
+        owner_name="Alice Chen",
+        kind="disagreement",
+        rule="disagreement:accuracy-fine-adoption-falling",
+        state="open",
+        layers=("model", "business"),
+        summary="accuracy fine, adoption falling",
+        evidence=("accuracy 0.95 >= min 0.90", "adoption 0.41 < 0.53 (20% below 0.66)"),
+        opened_at=datetime(2024, 5, 1, 9, 30, tzinfo=UTC),
+        age_seconds=252,
+        step=1,
+        recipient_name="Alice Chen",
+        runbook="https://wiki.example.com/fraud-scoring",
+        incident_url="https://driftowner.example.com/incidents/inc-42",
+        ack_url="https://driftowner.example.com/a/ack-token",
+        resolve_url="https://driftowner.example.com/a/resolve-token",
+    )
+    return Notification(
+        id=notification_id,
+        incident_id="inc-42",
+        channel="email",
+        recipient="alice",
+        address=address,
+        message=dataclasses.replace(message, **changes),
+        created_at=datetime(2024, 5, 1, 9, 30, tzinfo=UTC),
+    )
+
+
+@dataclass
+class Mailbox:
+    """An aiosmtpd handler that keeps every message it accepts."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append(parsed)
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 2.0.0 OK: queued"
+
+
+class RejectRecipient(Mailbox):
+    """Refuses every recipient permanently."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        return f"550 5.1.1 <{address}>: Recipient address rejected: no such user"
+
+
+class Greylist(Mailbox):
+    """Refuses every message temporarily, like a greylisting relay."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        return "451 4.7.1 Greylisted, please try again later"
+
+
+class GreylistRecipient(Mailbox):
+    """Refuses every recipient temporarily (mailbox busy)."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
+        return "450 4.2.1 Mailbox busy, try again later"
+
+
+def authenticate(
+    server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and (
+        auth_data.login.decode(),
+        auth_data.password.decode(),
+    ) == (USERNAME, PASSWORD)
+    return AuthResult(success=ok, handled=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Tls:
+    ca_file: Path
+    server_context: ssl.SSLContext
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    ca_file = tmp_path_factory.mktemp("tls") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return Tls(ca_file=ca_file, server_context=context)
+
+
+@dataclass
+class Server:
+    port: int
+    handler: Mailbox
+
+
+def serve(handler: Mailbox, tls: Tls, *, implicit_tls: bool = False, auth: bool = False) -> Any:
+    port = free_port()
+    kwargs: dict[str, Any] = {}
+    if implicit_tls:
+        kwargs["ssl_context"] = tls.server_context
+    else:
+        kwargs["tls_context"] = tls.server_context
+        kwargs["require_starttls"] = True
+    if auth:
+        kwargs.update(authenticator=authenticate, auth_required=True, auth_require_tls=True)
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **kwargs)
+    controller.start()
+    return controller, Server(port, handler)
+
+
+@pytest.fixture
+def mailbox(tls: Tls) -> Iterator[Server]:
+    controller, server = serve(Mailbox(), tls)
+    yield server
+    controller.stop()
+
+
+def channel(
+    port: int,
+    tls: Tls | None,
+    *,
+    starttls: bool = True,
+    use_tls: bool = False,
+    username: str | None = None,
+    password: str | None = None,
+    timeout: float = 5,
+) -> EmailChannel:
+    return EmailChannel(
+        "email",
+        host="127.0.0.1",
+        port=port,
+        starttls=starttls,
+        use_tls=use_tls,
+        username=username,
+        password=SecretStr(password) if password is not None else None,
+        sender=SENDER,
+        timeout=timedelta(seconds=timeout),
+        ca_file=tls.ca_file if tls else None,
+    )
+
+
+def parts(mail: EmailMessage) -> tuple[str, str]:
+    text = mail.get_body(preferencelist=("plain",))
+    html = mail.get_body(preferencelist=("html",))
+    assert text is not None and html is not None
+    return text.get_content(), html.get_content()
+
+
+async def test_mail_over_starttls_names_every_required_field(mailbox: Server, tls: Tls) -> None:
+    """Over verified STARTTLS the relay receives one multipart mail to the notification's
+    address whose subject, text and HTML name system, owner, layers, evidence, age, step,
+    state, summary, runbook and links."""
+    delivery = await channel(mailbox.port, tls).send(notification())
+    assert delivery.ok
+    assert "queued" in delivery.detail
+    [mail] = mailbox.handler.messages
+    assert mailbox.handler.envelopes == [(SENDER, ["alice@example.com"])]
+    assert mail["To"] == "alice@example.com"
+    assert mail["From"] == SENDER
+    assert mail["Subject"] == (
+        "[driftowner] OPEN fraud-scoring: accuracy fine, adoption falling"
+        " — owner Alice Chen (step 1)"
+    )
+    assert mail.get_content_type() == "multipart/alternative"
+    text, html = parts(mail)
+    for body in (text, html):
+        for needle in (
+            "fraud-scoring",
+            "Alice Chen",
+            "model, business",
+            "accuracy 0.95 &gt;= min 0.90" if body is html else "accuracy 0.95 >= min 0.90",
+            "4m 12s",
+            "step 1",
+            "open",
+            "accuracy fine, adoption falling",
+            "https://wiki.example.com/fraud-scoring",
+            "https://driftowner.example.com/a/ack-token",
+            "https://driftowner.example.com/a/resolve-token",
+            "https://driftowner.example.com/incidents/inc-42",
+        ):
+            assert needle in body, needle
+
+
+async def test_mails_of_one_incident_thread_together(mailbox: Server, tls: Tls) -> None:
+    """Every mail of an incident refers to the same thread id; each has its own, stable
+    Message-ID derived from the notification."""
+    sender = channel(mailbox.port, tls)
+    await sender.send(notification("notif-1"))
+    await sender.send(notification("notif-2", purpose="escalated", step=2))
+    first, second = mailbox.handler.messages
+    assert first["Message-ID"] == message_id("notif-1") == "<notification-notif-1@driftowner>"
+    assert second["Message-ID"] == message_id("notif-2")
+    for mail in (first, second):
+        assert mail["References"] == thread_id("inc-42") == "<incident-inc-42@driftowner>"
+        assert mail["In-Reply-To"] == thread_id("inc-42")
+        assert mail["Auto-Submitted"] == "auto-generated"
+        assert mail["Date"]
+
+
+async def test_authenticated_submission_over_tls(tls: Tls) -> None:
+    """A relay that demands AUTH after STARTTLS accepts the right credentials."""
+    controller, server = serve(Mailbox(), tls, auth=True)
+    try:
+        delivery = await channel(server.port, tls, username=USERNAME, password=PASSWORD).send(
+            notification()
+        )
+    finally:
+        controller.stop()
+    assert delivery.ok, delivery.detail
+    assert len(server.handler.messages) == 1
+
+
+async def test_wrong_password_gives_up_without_showing_it(tls: Tls) -> None:
+    """Bad credentials (535) will not get better by retrying; the password stays secret."""
+    controller, server = serve(Mailbox(), tls, auth=True)
+    wrong = "Wr0ng-but-secret"
+    try:
+        delivery = await channel(server.port, tls, username=USERNAME, password=wrong).send(
+            notification()
+        )
+    finally:
+        controller.stop()
+    assert not delivery.ok
+    assert not delivery.recoverable
+    assert "535" in delivery.detail
+    assert wrong not in delivery.detail
+    assert PASSWORD not in delivery.detail
+    assert server.handler.messages == []
+
+
+async def test_missing_credentials_where_auth_is_required_gives_up(tls: Tls) -> None:
+    """A relay that requires AUTH refuses an unauthenticated sender (530): give up."""
+    controller, server = serve(Mailbox(), tls, auth=True)
+    try:
+        delivery = await channel(server.port, tls).send(notification())
+    finally:
+        controller.stop()
+    assert not delivery.recoverable
+    assert "530" in delivery.detail
+
+
+async def test_rejected_recipient_gives_up(tls: Tls) -> None:
+    """A 550 for the recipient is permanent: give up, quoting the relay."""
+    controller, server = serve(RejectRecipient(), tls)
+    try:
+        delivery = await channel(server.port, tls).send(notification())
+    finally:
+        controller.stop()
+    assert not delivery.ok
+    assert not delivery.recoverable
+    assert "550" in delivery.detail
+    assert "no such user" in delivery.detail
+
+
+@pytest.mark.parametrize("handler", [Greylist, GreylistRecipient], ids=["451-data", "450-rcpt"])
+async def test_temporary_refusal_is_retried(tls: Tls, handler: type[Mailbox]) -> None:
+    """4xx replies (greylisting, busy mailbox) are temporary: retry."""
+    controller, server = serve(handler(), tls)
+    try:
+        delivery = await channel(server.port, tls).send(notification())
+    finally:
+        controller.stop()
+    assert not delivery.ok
+    assert delivery.recoverable
+    assert "45" in delivery.detail
+
+
+async def test_connection_refused_is_retried() -> None:
+    """Nobody listening on the port: the relay may be restarting, retry."""
+    port = free_port()
+    delivery = await channel(port, None).send(notification())
+    assert delivery.recoverable
+    assert "\n" not in delivery.detail
+
+
+async def test_silent_server_times_out_and_is_retried() -> None:
+    """A server that accepts the connection but never greets is a timeout: retry."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        delivery = await channel(port, None, timeout=0.3).send(notification())
+    assert delivery.recoverable
+    assert "Timeout" in delivery.detail or "timed out" in delivery.detail.lower()
+
+
+async def test_untrusted_certificate_gives_up(mailbox: Server) -> None:
+    """Without the test CA the relay's certificate fails verification; verification is never
+    switched off and retrying cannot fix it, so the delivery gives up."""
+    delivery = await channel(mailbox.port, None).send(notification())
+    assert not delivery.ok
+    assert not delivery.recoverable
+    assert "certificate" in delivery.detail.lower()
+    assert mailbox.handler.messages == []
+
+
+async def test_implicit_tls(tls: Tls) -> None:
+    """``use_tls`` speaks TLS from the first byte (port 465 style) and delivers."""
+    controller, server = serve(Mailbox(), tls, implicit_tls=True)
+    try:
+        delivery = await channel(server.port, tls, starttls=False, use_tls=True).send(
+            notification()
+        )
+    finally:
+        controller.stop()
+    assert delivery.ok, delivery.detail
+    assert len(server.handler.messages) == 1
+
+
+async def test_hostile_address_gives_up_instead_of_injecting_headers(
+    mailbox: Server, tls: Tls
+) -> None:
+    """An address with a line break cannot smuggle headers or recipients: give up."""
+    delivery = await channel(mailbox.port, tls).send(
+        notification(address="alice@example.com\r\nBcc: victim@example.com")
+    )
+    assert not delivery.ok
+    assert not delivery.recoverable
+    assert mailbox.handler.messages == []
+
+
+def test_build_channel_makes_an_email_channel_without_io() -> None:
+    """``build_channel`` maps an ``email`` config (``from`` included) to the channel."""
+    config = EmailChannelConfig.model_validate(
+        {"type": "email", "host": "smtp.invalid", "port": 587, "from": SENDER}
+    )
+    built = build_channel("email", config)
+    assert isinstance(built, EmailChannel)
+    assert built.name == "email"

@@ -1,0 +1,254 @@
+"""The generic webhook channel against a small real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from pydantic import SecretStr
+
+from driftowner.channels import build_channel
+from driftowner.channels.webhook import PAYLOAD_VERSION, WebhookChannel
+from driftowner.config import WebhookChannelConfig
+from driftowner.model import Delivery, Message, Notification
+
+pytestmark = pytest.mark.integration
+
+SECRET_PATH = "/hooks/driftowner?token=SECRETtoken42"
+
+
+def notification(notification_id: str = "notif-9") -> Notification:
+    message = Message(
+        purpose="reminder",
+        incident_id="inc-42",
+        system="fraud-scoring",
+        owner="alice",
+        owner_name="Alice Chen",
+        kind="drift",
+        rule="drift:accuracy",
+        state="acknowledged",
+        layers=("model",),
+        summary="accuracy below 0.90",
+        evidence=("accuracy 0.71 < min 0.90",),
+        opened_at=datetime(2024, 5, 1, 11, 30, tzinfo=timezone(timedelta(hours=2))),
+        age_seconds=90061.5,
+        step=0,
+        recipient_name="Alice Chen",
+        runbook=None,
+        incident_url="https://driftowner.example.com/incidents/inc-42",
+        ack_url=None,
+        resolve_url="https://driftowner.example.com/a/resolve-token",
+    )
+    return Notification(
+        id=notification_id,
+        incident_id="inc-42",
+        channel="hook",
+        recipient="alice",
+        address="ops-bridge",
+        message=message,
+        created_at=datetime(2024, 5, 2, tzinfo=UTC),
+    )
+
+
+@dataclass
+class Receiver:
+    """A loopback HTTP endpoint that records requests and answers from a script (default 200)."""
+
+    script: deque[tuple[int, dict[str, str], str]] = field(default_factory=deque)
+    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{SECRET_PATH}"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with lock:
+                state.requests.append((self.path, dict(self.headers.items()), body))
+                status, headers, text = (
+                    state.script.popleft() if state.script else (202, {}, "accepted")
+                )
+            data = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state.port = int(server.server_address[1])
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def channel_for(receiver: Receiver) -> WebhookChannel:
+    return WebhookChannel("hook", SecretStr(receiver.url), timeout=timedelta(seconds=5))
+
+
+async def test_posts_the_versioned_document_with_an_idempotency_key(receiver: Receiver) -> None:
+    """A 2xx answer is delivered; the body is the version-1 document with every Message
+    field, datetimes in RFC 3339 UTC, and the Idempotency-Key is the notification id."""
+    channel = channel_for(receiver)
+    delivery = await channel.send(notification())
+    await channel.aclose()
+    assert delivery == Delivery.delivered()
+    [(path, headers, body)] = receiver.requests
+    assert path == SECRET_PATH
+    assert headers["Idempotency-Key"] == "notif-9"
+    assert headers["Content-Type"] == "application/json"
+    document = json.loads(body)
+    assert document == {
+        "version": PAYLOAD_VERSION,
+        "notification_id": "notif-9",
+        "channel": "hook",
+        "recipient": "alice",
+        "address": "ops-bridge",
+        "message": {
+            "purpose": "reminder",
+            "incident_id": "inc-42",
+            "system": "fraud-scoring",
+            "owner": "alice",
+            "owner_name": "Alice Chen",
+            "kind": "drift",
+            "rule": "drift:accuracy",
+            "state": "acknowledged",
+            "layers": ["model"],
+            "summary": "accuracy below 0.90",
+            "evidence": ["accuracy 0.71 < min 0.90"],
+            "opened_at": "2024-05-01T09:30:00Z",
+            "age_seconds": 90061.5,
+            "step": 0,
+            "recipient_name": "Alice Chen",
+            "runbook": None,
+            "incident_url": "https://driftowner.example.com/incidents/inc-42",
+            "ack_url": None,
+            "resolve_url": "https://driftowner.example.com/a/resolve-token",
+        },
+    }
+
+
+async def test_a_retried_notification_keeps_its_idempotency_key(receiver: Receiver) -> None:
+    """At-least-once delivery: the second attempt of one notification carries the same key,
+    so the receiver can drop the duplicate."""
+    receiver.script.append((503, {}, "busy"))
+    channel = channel_for(receiver)
+    first = await channel.send(notification())
+    second = await channel.send(notification())
+    await channel.aclose()
+    assert first.recoverable
+    assert second.ok
+    keys = [headers["Idempotency-Key"] for _, headers, _ in receiver.requests]
+    assert keys == ["notif-9", "notif-9"]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 408])
+async def test_server_trouble_is_retried(receiver: Receiver, status: int) -> None:
+    """5xx and 408 are the receiver's passing trouble: retry."""
+    receiver.script.append((status, {}, "try later"))
+    channel = channel_for(receiver)
+    delivery = await channel.send(notification())
+    await channel.aclose()
+    assert not delivery.ok
+    assert delivery.recoverable
+    assert f"HTTP {status}" in delivery.detail
+
+
+async def test_rate_limit_honours_retry_after(receiver: Receiver) -> None:
+    """429 is retried no sooner than the receiver's Retry-After."""
+    receiver.script.append((429, {"Retry-After": "17"}, "slow down"))
+    channel = channel_for(receiver)
+    delivery = await channel.send(notification())
+    await channel.aclose()
+    assert delivery.recoverable
+    assert delivery.retry_after == 17
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 422])
+async def test_other_client_errors_give_up(receiver: Receiver, status: int) -> None:
+    """Any other 4xx means the request itself is wrong or unwelcome: give up."""
+    receiver.script.append((status, {}, "no"))
+    channel = channel_for(receiver)
+    delivery = await channel.send(notification())
+    await channel.aclose()
+    assert not delivery.ok
+    assert not delivery.recoverable
+    assert f"HTTP {status}" in delivery.detail
+
+
+async def test_url_and_its_token_never_appear_in_details(receiver: Receiver) -> None:
+    """Even when the receiver echoes the URL back, details show neither it nor its token."""
+    receiver.script.append((400, {}, f"bad request to {receiver.url}"))
+    receiver.script.append((500, {}, "token=SECRETtoken42 rejected"))
+    channel = channel_for(receiver)
+    details = [(await channel.send(notification())).detail for _ in range(2)]
+    await channel.aclose()
+    for detail in details:
+        assert "SECRETtoken42" not in detail
+        assert receiver.url not in detail
+
+
+async def test_nobody_listening_is_retried() -> None:
+    """A refused connection is retried later."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    channel = WebhookChannel(
+        "hook", SecretStr(f"http://127.0.0.1:{port}/x"), timeout=timedelta(seconds=2)
+    )
+    delivery = await channel.send(notification())
+    await channel.aclose()
+    assert delivery.recoverable
+    assert "ConnectError" in delivery.detail
+
+
+@respx.mock
+async def test_timeout_is_retried() -> None:
+    """No answer within the timeout: retry."""
+    respx.post("https://hooks.example/x").mock(side_effect=httpx.ReadTimeout("slow"))
+    channel = WebhookChannel(
+        "hook", SecretStr("https://hooks.example/x"), timeout=timedelta(seconds=2)
+    )
+    delivery = await channel.send(notification())
+    await channel.aclose()
+    assert delivery.recoverable
+    assert "within 2s" in delivery.detail
+
+
+async def test_build_channel_makes_a_webhook_channel_without_io() -> None:
+    """``build_channel`` maps a ``webhook`` config to the channel; the client opens lazily."""
+    built = build_channel(
+        "hook", WebhookChannelConfig(type="webhook", url=SecretStr("https://hooks.invalid/x"))
+    )
+    assert isinstance(built, WebhookChannel)
+    assert built._http is None
+    await built.aclose()

@@ -1,0 +1,114 @@
+"""The log channel: one structured ``notification`` event per notification, always delivered."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import structlog
+from structlog.testing import capture_logs
+
+from driftowner.channels import Channel, build_channel
+from driftowner.channels.log import LogChannel
+from driftowner.config import LogChannelConfig
+from driftowner.model import Delivery, Message, Notification
+
+
+def notification(step: int = 2, runbook: str | None = "https://wiki/fraud") -> Notification:
+    message = Message(
+        purpose="escalated",
+        incident_id="inc-7",
+        system="fraud-scoring",
+        owner="alice",
+        owner_name="Alice Chen",
+        kind="drift",
+        rule="drift:accuracy",
+        state="open",
+        layers=("model",),
+        summary="accuracy dropped\nbelow 0.90",
+        evidence=("accuracy 0.71 < min 0.90",),
+        opened_at=datetime(2024, 5, 1, tzinfo=UTC),
+        age_seconds=930,
+        step=step,
+        recipient_name="Bob Diaz",
+        runbook=runbook,
+        incident_url="http://127.0.0.1:9587/incidents/inc-7",
+        ack_url="http://127.0.0.1:9587/a/ack",
+        resolve_url=None,
+    )
+    return Notification(
+        id="n-1",
+        incident_id="inc-7",
+        channel="console",
+        recipient="bob",
+        address="bob",
+        message=message,
+        created_at=datetime(2024, 5, 1, tzinfo=UTC),
+    )
+
+
+async def test_log_channel_writes_one_event_with_every_field() -> None:
+    """A notification becomes one ``notification`` event naming purpose, system, owner,
+    recipient, step, layers, summary, age, incident id and the links."""
+    channel = LogChannel("console")
+    with capture_logs() as logs:
+        delivery = await channel.send(notification())
+    assert delivery == Delivery.delivered()
+    assert len(logs) == 1
+    event = logs[0]
+    assert event["event"] == "notification"
+    assert event["log_level"] == "info"
+    assert event["purpose"] == "escalated"
+    assert event["system"] == "fraud-scoring"
+    assert event["owner"] == "Alice Chen"
+    assert event["recipient"] == "bob"
+    assert event["step"] == "step 2"
+    assert event["layers"] == "model"
+    assert event["summary"] == "accuracy dropped below 0.90"
+    assert event["age"] == "15m 30s"
+    assert event["incident_id"] == "inc-7"
+    assert event["evidence"] == ["accuracy 0.71 < min 0.90"]
+    assert event["ack_url"] == "http://127.0.0.1:9587/a/ack"
+    assert event["incident_url"] == "http://127.0.0.1:9587/incidents/inc-7"
+    assert event["runbook"] == "https://wiki/fraud"
+
+
+async def test_log_channel_leaves_out_what_is_not_set() -> None:
+    """Step 0 and missing links are left out instead of logged as None."""
+    with capture_logs() as logs:
+        await LogChannel("console").send(notification(step=0, runbook=None))
+    event = logs[0]
+    assert "step" not in event
+    assert "runbook" not in event
+    assert "resolve_url" not in event
+    assert None not in event.values()
+
+
+async def test_log_channel_uses_the_notify_logger() -> None:
+    """Events go through ``structlog.get_logger('driftowner.notify')``: the daemon's
+    configuration decides where they land."""
+    seen: list[tuple[object, ...]] = []
+
+    class Recording:
+        def __init__(self, *args: object) -> None:
+            seen.append(args)
+
+        def msg(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        info = msg
+
+    structlog.configure(logger_factory=Recording, cache_logger_on_first_use=False)
+    try:
+        await LogChannel("console").send(notification())
+    finally:
+        structlog.reset_defaults()
+    assert ("driftowner.notify",) in seen
+
+
+async def test_build_channel_makes_a_log_channel_that_satisfies_the_protocol() -> None:
+    """``build_channel`` turns a ``log`` config section into a ready channel."""
+    channel = build_channel("console", LogChannelConfig(type="log"))
+    assert isinstance(channel, LogChannel)
+    assert isinstance(channel, Channel)
+    assert channel.name == "console"
+    await channel.aclose()
