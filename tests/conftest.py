@@ -14,7 +14,8 @@ def require_binary(name: str) -> str:
     Under ``CI=true`` a missing program fails the test (CI must install it); elsewhere the test
     is skipped with the reason shown, so a developer sees what to install.
     """
-    path = shutil.which(name) or (f"/usr/bin/{name}" if os.path.exists(f"/usr/bin/{name}") else None)
+    fallback = f"/usr/bin/{name}"
+    path = shutil.which(name) or (fallback if os.path.exists(fallback) else None)
     if path is None:
         message = f"{name} is not installed (apt-get install the package that provides it)"
         if os.environ.get("CI") == "true":
