@@ -6,7 +6,10 @@ message`` lives in :mod:`driftowner.configload`; this module only says what a va
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,9 +21,11 @@ from pydantic import (
     Field,
     PlainSerializer,
     SecretStr,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import GenerateJsonSchema
 
 from driftowner.model import BadDirection, Layer
 
@@ -82,30 +87,60 @@ def format_duration(value: timedelta) -> str:
 def parse_percent(value: object) -> float:
     """Parse ``20%`` (or a bare fraction ``0.2``) into a fraction.
 
+    A bare number above 1 (``20``) is refused rather than read as 2000%: write ``20%``.
+
     Raises:
-        ValueError: when ``value`` is neither.
+        ValueError: when ``value`` is neither, or is not a finite number.
     """
     if isinstance(value, bool):
         raise ValueError(f"invalid percentage {value!r}: expected e.g. 20%")
+    result: float | None = None
+    bare = True
     if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+        result = float(value)
+    elif isinstance(value, str):
         text = value.strip()
+        bare = not text.endswith("%")
         try:
-            if text.endswith("%"):
-                return float(text[:-1]) / 100
-            return float(text)
+            result = float(text) if bare else float(text[:-1].strip()) / 100
         except ValueError:
-            pass
-    raise ValueError(f"invalid percentage {value!r}: expected e.g. 20%")
+            result = None
+    if result is None or not math.isfinite(result):
+        raise ValueError(f"invalid percentage {value!r}: expected e.g. 20%")
+    if bare and abs(result) > 1:
+        raise ValueError(
+            f"ambiguous percentage {value!r}: write it with a percent sign, e.g. {value}%, "
+            "or as a fraction, e.g. 0.2"
+        )
+    return result
+
+
+_DURATION_JSON_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^(0|([0-9]+(ms|y|w|d|h|m|s))+)$",
+    "description": "Prometheus-style duration: 30s, 15m, 1h30m, 7d, 1w",
+    "examples": ["30s", "15m", "7d"],
+}
+_PERCENT_JSON_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?%$"},
+        {"type": "number", "minimum": -1, "maximum": 1},
+    ],
+    "description": "A percentage (20%) or a fraction (0.2)",
+}
 
 
 Duration = Annotated[
     timedelta,
     BeforeValidator(parse_duration),
     PlainSerializer(format_duration, return_type=str, when_used="json"),
+    WithJsonSchema(_DURATION_JSON_SCHEMA, mode="validation"),
 ]
-Percent = Annotated[float, BeforeValidator(parse_percent)]
+Percent = Annotated[
+    float,
+    BeforeValidator(parse_percent),
+    WithJsonSchema(_PERCENT_JSON_SCHEMA, mode="validation"),
+]
 
 
 class Strict(BaseModel):
@@ -233,6 +268,16 @@ class EmailChannelConfig(Strict):
     ca_file: Path | None = None
     """Extra CA bundle to trust (a private relay's certificate)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _implicit_tls_defaults(cls, data: Any) -> Any:
+        """``use_tls: true`` alone means port 465 without STARTTLS, not a conflict."""
+        if isinstance(data, dict) and data.get("use_tls") is True:
+            data = dict(data)
+            data.setdefault("starttls", False)
+            data.setdefault("port", 465)
+        return data
+
     @model_validator(mode="after")
     def _tls_mode(self) -> EmailChannelConfig:
         if self.starttls and self.use_tls:
@@ -260,9 +305,21 @@ CONTACT_FIELD: dict[str, str | None] = {
 """Which owner field a channel type needs to reach a person (``None``: reaches anyone)."""
 
 
+def _notify_targets(value: object) -> object:
+    """``owner``, or a list of owner keys; a single owner key stands for a list of one."""
+    if value == "owner":
+        return value
+    if isinstance(value, str) and value:
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(item, str) and item for item in value):
+        return value
+    raise ValueError("must be 'owner' or a non-empty list of owner keys, e.g. [bob]")
+
+
 class StepConfig(Strict):
     after: Duration = timedelta(0)
-    notify: Literal["owner"] | list[str]
+    notify: Annotated[Literal["owner"] | list[str], BeforeValidator(_notify_targets)]
+    """``owner`` (the system's accountable owner) or owner keys; ``owner`` may appear in a list."""
     via: list[str] | None = None
     """Channel names; default: every configured channel the recipient has a contact for."""
 
@@ -333,8 +390,18 @@ class DisagreementConfig(Strict):
     resolve_after: Duration | None = None
 
 
+def _one_owner(value: object) -> object:
+    if isinstance(value, list | tuple | dict):
+        raise ValueError(
+            "a system has exactly one accountable owner: give one owner key; "
+            "list other people as later escalation steps"
+        )
+    return value
+
+
 class SystemConfig(Strict):
-    owner: str
+    owner: Annotated[str, BeforeValidator(_one_owner)]
+    """The one accountable owner's key in ``owners``."""
     escalation: str
     ack_within: Duration | None = None
     resolve_within: Duration | None = None
@@ -379,6 +446,17 @@ def cross_check(config: Config) -> list[ConfigIssue]:
     return issues
 
 
+def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
+    """``unknown owner 'alicia', did you mean 'alice'?`` (or the names there are)."""
+    names = [str(each) for each in known]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if close:
+        return f"unknown {kind} {name!r}, did you mean {close[0]!r}?"
+    if names:
+        return f"unknown {kind} {name!r}: expected one of {', '.join(names)}"
+    return f"unknown {kind} {name!r}: none is configured"
+
+
 def _check_chain(config: Config, chain_name: str, chain: ChainConfig) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     base = ("escalation_chains", chain_name, "steps")
@@ -400,10 +478,14 @@ def _check_chain(config: Config, chain_name: str, chain: ChainConfig) -> list[Co
         if isinstance(step.notify, list):
             for position, who in enumerate(step.notify):
                 if who != "owner" and who not in config.owners:
-                    issues.append(((*base, index, "notify", position), f"unknown owner {who!r}"))
+                    issues.append(
+                        ((*base, index, "notify", position), _unknown("owner", who, config.owners))
+                    )
         for position, channel in enumerate(step.via or []):
             if channel not in config.channels:
-                issues.append(((*base, index, "via", position), f"unknown channel {channel!r}"))
+                issues.append(
+                    ((*base, index, "via", position), _unknown("channel", channel, config.channels))
+                )
     return issues
 
 
@@ -453,17 +535,25 @@ def _check_system(config: Config, name: str, system: SystemConfig) -> list[Confi
     issues: list[ConfigIssue] = []
     base: tuple[str | int, ...] = ("systems", name)
     if system.owner not in config.owners:
-        issues.append(((*base, "owner"), f"unknown owner {system.owner!r}"))
+        issues.append(((*base, "owner"), _unknown("owner", system.owner, config.owners)))
     chain = config.escalation_chains.get(system.escalation)
     if chain is None:
-        issues.append(((*base, "escalation"), f"unknown escalation chain {system.escalation!r}"))
+        issues.append(
+            (
+                (*base, "escalation"),
+                _unknown("escalation chain", system.escalation, config.escalation_chains),
+            )
+        )
     for layer, team in system.contributors.items():
         if team not in config.teams:
-            issues.append(((*base, "contributors", layer), f"unknown team {team!r}"))
+            issues.append(((*base, "contributors", layer), _unknown("team", team, config.teams)))
     for signal_name, signal in system.signals.items():
         if signal.source not in config.sources:
             issues.append(
-                ((*base, "signals", signal_name, "source"), f"unknown source {signal.source!r}")
+                (
+                    (*base, "signals", signal_name, "source"),
+                    _unknown("source", signal.source, config.sources),
+                )
             )
     seen_disagreements: set[str] = set()
     for index, disagreement in enumerate(system.disagreements):
@@ -474,7 +564,12 @@ def _check_system(config: Config, name: str, system: SystemConfig) -> list[Confi
         for side in ("healthy", "degraded"):
             for position, signal_name in enumerate(getattr(disagreement, side)):
                 if signal_name not in system.signals:
-                    issues.append(((*where, side, position), f"unknown signal {signal_name!r}"))
+                    issues.append(
+                        (
+                            (*where, side, position),
+                            _unknown("signal", signal_name, system.signals),
+                        )
+                    )
         both = set(disagreement.healthy) & set(disagreement.degraded)
         if both:
             issues.append(
@@ -519,6 +614,17 @@ def _check_reachable(
     return issues
 
 
+class _ConfigJsonSchema(GenerateJsonSchema):
+    """Defaults written the way a user writes them: durations as ``1m``, not ``PT1M``."""
+
+    def encode_default(self, dft: Any) -> Any:
+        if isinstance(dft, timedelta):
+            return format_duration(dft)
+        return super().encode_default(dft)
+
+
 def config_json_schema() -> dict[str, Any]:
-    """The JSON Schema of the config file (``driftowner schema``)."""
-    return Config.model_json_schema(by_alias=True, mode="validation")
+    """The JSON Schema of the config file (``driftowner schema``), in YAML spelling."""
+    return Config.model_json_schema(
+        by_alias=True, mode="validation", schema_generator=_ConfigJsonSchema
+    )

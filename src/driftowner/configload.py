@@ -1,0 +1,792 @@
+"""Loading the config: a YAML file, environment overrides and a secrets directory become one
+validated :class:`~driftowner.config.Config`, or a :class:`ConfigError` listing every mistake
+as ``FILE: yaml.path: message``.
+
+How values combine (later wins): the YAML file, then files in the secrets directory, then
+environment variables.
+
+Environment variables are ``DRIFTOWNER_`` + the YAML path joined with ``__``, e.g.
+``DRIFTOWNER_EVALUATION__INTERVAL=30s`` or ``DRIFTOWNER_CHANNELS__SLACK__WEBHOOK_URL=...``.
+They are read with pydantic-settings' ``EnvSettingsSource`` (``env_prefix="DRIFTOWNER_"``,
+``env_nested_delimiter="__"``, case-insensitive), one variable at a time so that every value
+remembers which variable it came from. What follows from that, and what this module adds:
+
+- Names are matched case-insensitively, and pydantic-settings lower-cases them. So a variable
+  addressing an existing key of a user-keyed section (``sources``, ``owners``, ``teams``,
+  ``channels``, ``escalation_chains``, ``systems``, ``signals``) is matched to the YAML key
+  ignoring case, or else treating ``_`` and ``-`` as the same:
+  ``DRIFTOWNER_SYSTEMS__FRAUD_SCORING__OWNER`` overrides ``systems.fraud-scoring.owner``, and
+  the key keeps its YAML spelling. A variable that matches two YAML keys that way
+  (``ml-fraud`` and ``ML-Fraud``) is an error. A variable naming a key that is not in the file
+  adds it, spelled in lower case (write such keys in lower case, or put them in the YAML file).
+  Shells cannot export a name with ``-``; ``env``, systemd and container runtimes can, and
+  such names work too.
+- A whole section may be given as JSON (``DRIFTOWNER_SERVER='{"listen": "0.0.0.0:9587"}'``);
+  it is deep-merged into the YAML section, and deeper variables win over it.
+- List items are addressed by index (``DRIFTOWNER_ESCALATION_CHAINS__STANDARD__STEPS__1__AFTER``,
+  an extension: pydantic-settings alone would turn the index into a mapping key); an index
+  past the end of the YAML list is an error. A whole list is given as JSON
+  (``..._VIA='["slack"]'``).
+- A ``DRIFTOWNER_`` variable with ``__`` that names no field is an error (a typo must not be
+  ignored silently); one without ``__`` that names no section (``DRIFTOWNER_CONFIG``) is not a
+  config override and is ignored.
+
+The secrets directory follows pydantic-settings' secrets semantics: each file is a variable
+named after the file (case-insensitive, content stripped of surrounding whitespace), so
+``driftowner_channels__slack__webhook_url`` holds the Slack webhook URL. Sub-directories stand
+for ``__`` (``driftowner_channels/slack/webhook_url``), as with ``secrets_nested_subdir``. Files
+not starting with ``driftowner_`` and hidden entries are ignored; so is any file that resolves
+outside the directory.
+
+Errors: every problem is found in one pass and reported at once, in file order: YAML syntax
+(``FILE: line N, column M: problem``; nothing else is checked then), duplicate mapping keys
+(``FILE: line N: duplicate key 'x' in systems ...``, which ``yaml.safe_load`` would hide),
+schema violations and then, only if the schema holds and no key is duplicated, the
+cross-references of :func:`~driftowner.config.cross_check`, each as ``FILE: yaml.path:
+message``. A value that came from a variable or secret file names it:
+``FILE: evaluation.interval (from DRIFTOWNER_EVALUATION__INTERVAL): invalid duration ...``.
+Plain mapping keys are read as the text written (an owner called ``no`` stays ``"no"``).
+
+Errors never show a secret: values of ``SecretStr`` fields and of secret files are masked
+wherever they would appear in a message, as are passwords inside URLs and Slack webhook paths.
+A secret typed into a field that is not a secret (a token pasted as ``listen``) can still be
+echoed by that field's error unless it matches those patterns.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from driftowner.config import Config, cross_check
+
+ENV_PREFIX = "DRIFTOWNER_"
+"""Prefix of the environment variables (and secret file names) that override the config."""
+ENV_NESTED_DELIMITER = "__"
+"""Joins the YAML path in an environment variable name."""
+
+YamlPath = tuple[str | int, ...]
+_MISSING: Any = object()
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_LOC_NOISE = re.compile(r"[\[\](),'\"]")
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@'\"]*:)[^@/\s'\"]+@")
+_SLACK_HOOK = re.compile(r"(?P<head>hooks\.slack\.com/services/)[^\s'\"]+")
+_MIN_RAW_SECRET = 4
+"""Shorter secrets are masked only where they appear quoted, so short words stay readable."""
+
+
+class ConfigError(Exception):
+    """The config is invalid; ``errors`` holds every problem as ``FILE: yaml.path: message``."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        """Keep the error lines; ``str()`` of the exception is the lines joined by newlines."""
+        self.errors: list[str] = list(errors)
+        super().__init__("\n".join(self.errors))
+
+    def __str__(self) -> str:
+        return "\n".join(self.errors)
+
+
+def default_secrets_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The secrets directory to use when none is given.
+
+    ``$CREDENTIALS_DIRECTORY`` when set (systemd ``LoadCredential=``), else ``/run/secrets``
+    when it is a directory (Docker and Kubernetes secrets), else ``None``.
+    """
+    env = os.environ if environ is None else environ
+    credentials = env.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        return Path(credentials)
+    run_secrets = Path("/run/secrets")
+    return run_secrets if run_secrets.is_dir() else None
+
+
+def load_config(
+    path: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    secrets_dir: Path | None = None,
+) -> Config:
+    """Read, merge and validate the config at ``path``.
+
+    Args:
+        path: The YAML file.
+        environ: The environment to take ``DRIFTOWNER_*`` overrides from (default: the
+            process environment).
+        secrets_dir: A directory of secret files (see the module docs); ``None`` reads none.
+
+    Returns:
+        The validated config, cross-references checked.
+
+    Raises:
+        ConfigError: with every problem found, each as ``FILE: yaml.path: message``.
+    """
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{name}: cannot read: not UTF-8 text ({exc.reason})"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot read: {exc.strerror or exc}"]) from None
+    return load_config_text(text, name=name, environ=environ, secrets_dir=secrets_dir)
+
+
+def load_config_text(
+    text: str,
+    *,
+    name: str = "<config>",
+    environ: Mapping[str, str] | None = None,
+    secrets_dir: Path | None = None,
+) -> Config:
+    """Like :func:`load_config`, for YAML already in memory (an embedded default config).
+
+    Args:
+        text: The YAML document.
+        name: What error lines call the document (their ``FILE`` part).
+        environ: As for :func:`load_config`.
+        secrets_dir: As for :func:`load_config`.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: with every problem found.
+    """
+    problems: list[_Problem] = []
+    document = _parse_yaml(text, problems)
+    # Duplicate keys: the data is not what its author meant, so cross-references would mislead.
+    document_problems = bool(problems)
+    if document.syntax_error:
+        raise ConfigError([_format(name, problem, frozenset()) for problem in problems])
+    data = document.data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
+        problems.append(
+            _Problem(
+                (),
+                f"the top level must be a mapping of sections (sources, owners, ...), not {kind}",
+            )
+        )
+        raise ConfigError([_format(name, problem, frozenset()) for problem in problems])
+
+    provenance: dict[YamlPath, str] = {}
+    secret_values: set[str] = set()
+    if secrets_dir is not None:
+        files = _read_secret_files(secrets_dir, problems)
+        secret_values.update(value for value in files.values() if value)
+        data = _apply_overrides(data, files, "secret file {}", provenance, problems)
+    env = os.environ if environ is None else environ
+    data = _apply_overrides(data, env, "{}", provenance, problems)
+    secret_values.update(_secret_strings(Config, data))
+
+    config: Config | None = None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_validation_problems(exc, data, provenance))
+    if config is not None and not document_problems:
+        for issue_path, message in cross_check(config):
+            problems.append(_Problem(issue_path, message, _origin(issue_path, provenance)))
+    if problems:
+        ordered = sorted(
+            enumerate(problems),
+            key=lambda item: (*_position(item[1], document.positions), item[0]),
+        )
+        secrets = frozenset(secret_values)
+        raise ConfigError([_format(name, problem, secrets) for _, problem in ordered])
+    assert config is not None
+    return config
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """One mistake: where (a YAML path, or a line of the file) and what."""
+
+    path: YamlPath
+    message: str
+    origin: str | None = None
+    """The variable or secret file the offending value came from."""
+    line: int | None = None
+    """1-based; set for mistakes found while parsing, which have no YAML path yet."""
+    column: int | None = None
+
+
+def _format(name: str, problem: _Problem, secrets: frozenset[str]) -> str:
+    message = _mask(problem.message, secrets)
+    if problem.line is not None:
+        where = f"line {problem.line}"
+        if problem.column is not None:
+            where += f", column {problem.column}"
+        return f"{name}: {where}: {message}"
+    if not problem.path:
+        prefix = f"{name}: (from {problem.origin})" if problem.origin else name
+        return f"{prefix}: {message}"
+    where = format_yaml_path(problem.path)
+    if problem.origin:
+        where += f" (from {problem.origin})"
+    return f"{name}: {where}: {message}"
+
+
+def format_yaml_path(path: YamlPath) -> str:
+    """A YAML path as error lines show it: ``escalation_chains.standard.steps[1].after``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int) and not isinstance(part, bool):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _mask(message: str, secrets: frozenset[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        message = message.replace(repr(secret), "'***'")
+        if len(secret) >= _MIN_RAW_SECRET:
+            message = message.replace(secret, "***")
+    message = _URL_PASSWORD.sub(r"\g<head>***@", message)
+    return _SLACK_HOOK.sub(r"\g<head>***", message)
+
+
+def _position(problem: _Problem, positions: Mapping[YamlPath, tuple[int, int]]) -> tuple[int, int]:
+    """Where a problem sits in the file, for sorting: its own line, else its path's (or the
+    nearest ancestor's, for a missing key or a value that came only from the environment)."""
+    if problem.line is not None:
+        return problem.line, problem.column or 0
+    path = problem.path
+    for length in range(len(path), 0, -1):
+        found = positions.get(path[:length])
+        if found is not None:
+            return found
+    return 0, 0
+
+
+def _origin(path: YamlPath, provenance: Mapping[YamlPath, str]) -> str | None:
+    for length in range(len(path), -1, -1):
+        origin = provenance.get(path[:length])
+        if origin is not None:
+            return origin
+    return None
+
+
+# --- YAML -------------------------------------------------------------------------------
+
+
+def _parse_yaml(text: str, problems: list[_Problem]) -> _DocumentResult:
+    """Parse one YAML document with the safe loader, noting where every key sits and every
+    duplicate key (which ``yaml.safe_load`` would silently resolve to the last one)."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return _DocumentResult(None, {}, False)
+        positions: dict[YamlPath, tuple[int, int]] = {}
+        _index_node(node, (), positions, problems, frozenset())
+        return _DocumentResult(loader.construct_document(node), positions, False)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        message = exc.problem or exc.context or "invalid YAML"
+        if exc.context and exc.problem:
+            started = exc.context_mark
+            since = f" started at line {started.line + 1}" if started is not None else ""
+            message = f"{exc.problem} ({exc.context}{since})"
+        if mark is None:
+            problems.append(_Problem((), message))
+        else:
+            problems.append(_Problem((), message, line=mark.line + 1, column=mark.column + 1))
+        return _DocumentResult(None, {}, True)
+    except yaml.YAMLError as exc:
+        problems.append(_Problem((), f"invalid YAML: {exc}"))
+        return _DocumentResult(None, {}, True)
+    finally:
+        loader.dispose()
+
+
+@dataclass(frozen=True)
+class _DocumentResult:
+    data: Any
+    positions: dict[YamlPath, tuple[int, int]]
+    syntax_error: bool
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, reading every plain mapping key as the text written.
+
+    Config keys are names, and YAML 1.1 would turn an owner called ``no`` into ``False`` or a
+    team called ``1`` into an integer.
+    """
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        self.flatten_mapping(node)
+        mapping: dict[Hashable, Any] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, ScalarNode):
+                key: Any = key_node.value
+            else:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, Hashable):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        "found an unhashable key",
+                        key_node.start_mark,
+                    )
+            mapping[key] = self.construct_object(value_node, deep=deep)
+        return mapping
+
+
+def _index_node(
+    node: Node,
+    path: YamlPath,
+    positions: dict[YamlPath, tuple[int, int]],
+    problems: list[_Problem],
+    ancestors: frozenset[int],
+) -> None:
+    if id(node) in ancestors:
+        return
+    ancestors = ancestors | {id(node)}
+    if isinstance(node, MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG or not isinstance(key_node, ScalarNode):
+                continue
+            key = key_node.value
+            line = key_node.start_mark.line + 1
+            first = seen.get(key)
+            if first is not None:
+                where = f"in {format_yaml_path(path)}" if path else "at the top level"
+                problems.append(
+                    _Problem(
+                        path,
+                        f"duplicate key {key!r} {where} (first at line {first}); "
+                        "only one of them would take effect",
+                        line=line,
+                    )
+                )
+            else:
+                seen[key] = line
+            positions.setdefault((*path, key), (line, key_node.start_mark.column + 1))
+            _index_node(value_node, (*path, key), positions, problems, ancestors)
+    elif isinstance(node, SequenceNode):
+        for index, item in enumerate(node.value):
+            mark = item.start_mark
+            positions.setdefault((*path, index), (mark.line + 1, mark.column + 1))
+            _index_node(item, (*path, index), positions, problems, ancestors)
+
+
+# --- environment and secrets ------------------------------------------------------------
+
+
+class _EnvShape(BaseSettings, Config):
+    """Config's fields as a settings class: what pydantic-settings' sources read against.
+
+    Never instantiated; validation runs on :class:`Config` itself.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        case_sensitive=False,
+        extra="forbid",
+    )
+
+
+def _read_secret_files(directory: Path, problems: list[_Problem]) -> dict[str, str]:
+    """Secret files as variables: ``{file name with sub-directories as '__': content}``."""
+    if not directory.is_dir():
+        problems.append(_Problem((), f"secrets directory {str(directory)!r} is not a directory"))
+        return {}
+    root = directory.resolve()
+    found: dict[str, str] = {}
+    for relative, file in _secret_files(directory, root, ()):
+        name = ENV_NESTED_DELIMITER.join(relative)
+        try:
+            found[name] = file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            problems.append(_Problem((), f"cannot read secret file {name!r}: {reason}"))
+    return found
+
+
+def _secret_files(
+    directory: Path, root: Path, relative: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], Path]]:
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if not relative and not entry.name.lower().startswith(ENV_PREFIX.lower()):
+            continue
+        try:
+            resolved = entry.resolve()
+        except (OSError, RuntimeError):
+            continue
+        if root not in resolved.parents:
+            continue
+        if resolved.is_dir() and len(relative) < 16:
+            yield from _secret_files(entry, root, (*relative, entry.name))
+        elif resolved.is_file():
+            yield (*relative, entry.name), entry
+
+
+def _apply_overrides(
+    data: dict[str, Any],
+    variables: Mapping[str, str],
+    label: str,
+    provenance: dict[YamlPath, str],
+    problems: list[_Problem],
+) -> dict[str, Any]:
+    """Overlay every ``DRIFTOWNER_*`` variable onto ``data``, shallow paths first so deeper
+    variables win, remembering which variable set which path."""
+    prefix = ENV_PREFIX.lower()
+    names = [name for name in variables if name.lower().startswith(prefix)]
+    names.sort(key=lambda name: (name.count(ENV_NESTED_DELIMITER), name.lower(), name))
+    source = EnvSettingsSource(
+        _EnvShape,
+        case_sensitive=False,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+    )
+    for name in names:
+        origin = label.format(name)
+        value = variables[name]
+        raw_path: YamlPath = tuple(name[len(prefix) :].lower().split(ENV_NESTED_DELIMITER))
+        source.env_vars = {name.lower(): value}
+        try:
+            overlay = source()
+        except (SettingsError, ValueError):
+            problems.append(
+                _Problem(raw_path, "not valid JSON (this setting is a section or a list)", origin)
+            )
+            continue
+        if not overlay:
+            if len(raw_path) < 2 or not all(raw_path):
+                continue
+            overlay = _nest(raw_path, value)
+        data = _overlay(data, overlay, (), origin, provenance, problems)
+    return data
+
+
+def _nest(path: YamlPath, value: Any) -> dict[str, Any]:
+    nested: Any = value
+    for key in reversed(path):
+        nested = {key: nested}
+    assert isinstance(nested, dict)
+    return nested
+
+
+def _normal_key(key: str) -> str:
+    return key.lower().replace("-", "_")
+
+
+def _overlay(
+    base: Any,
+    over: Any,
+    path: YamlPath,
+    origin: str,
+    provenance: dict[YamlPath, str],
+    problems: list[_Problem],
+) -> Any:
+    if isinstance(over, dict) and isinstance(base, dict):
+        merged = dict(base)
+        for key, value in over.items():
+            target = _match_key(base, key, (*path, key), origin, problems)
+            merged[target] = _overlay(
+                base.get(target, _MISSING), value, (*path, target), origin, provenance, problems
+            )
+        return merged
+    if (
+        isinstance(over, dict)
+        and isinstance(base, list)
+        and over
+        and all(isinstance(key, str) and key.isdigit() for key in over)
+    ):
+        items = list(base)
+        for key, value in over.items():
+            index = int(key)
+            if index >= len(items):
+                problems.append(
+                    _Problem(
+                        path,
+                        f"index {index} is past the end of the list ({len(items)} items)",
+                        origin,
+                    )
+                )
+                continue
+            items[index] = _overlay(
+                items[index], value, (*path, index), origin, provenance, problems
+            )
+        return items
+    provenance[path] = origin
+    for known in [known for known in provenance if known[: len(path)] == path and known != path]:
+        del provenance[known]
+    return over
+
+
+def _match_key(
+    base: Mapping[Any, Any], key: str, where: YamlPath, origin: str, problems: list[_Problem]
+) -> Any:
+    """The YAML spelling of an override's (lower-cased) key: the one key spelled the same
+    ignoring case, else the one key equal to it when ``-`` and ``_`` are treated alike."""
+    if key in base:
+        return key
+    for normal in (str.lower, _normal_key):
+        matches = [
+            known for known in base if isinstance(known, str) and normal(known) == normal(key)
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            spelled = " and ".join(repr(match) for match in matches)
+            problems.append(
+                _Problem(where[:-1], f"ambiguous override: matches keys {spelled}", origin)
+            )
+            return key
+    return key
+
+
+# --- the schema, walked alongside the data ------------------------------------------------
+
+
+def _options(annotation: Any, value: Any) -> list[Any]:
+    """The concrete types ``annotation`` admits for ``value``: ``Annotated`` stripped, unions
+    expanded, discriminated unions narrowed by the value's ``type``."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _options(get_args(annotation)[0], value)
+    if origin is Union or origin is types.UnionType:
+        members = [option for arg in get_args(annotation) for option in _options(arg, value)]
+        tag = value.get("type") if isinstance(value, dict) else None
+        tagged = [member for member in members if tag is not None and tag in _type_tags(member)]
+        return tagged or members
+    return [annotation]
+
+
+def _type_tags(annotation: Any) -> tuple[Any, ...]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get("type")
+        if field is not None and get_origin(field.annotation) is Literal:
+            return get_args(field.annotation)
+    return ()
+
+
+def _model_field(model: type[BaseModel], key: object) -> Any:
+    for field_name, field in model.model_fields.items():
+        if key in (field_name, field.alias):
+            return field.annotation
+    return _MISSING
+
+
+def _child(annotation: Any, key: object) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return _model_field(annotation, key)
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is dict and len(args) == 2:
+        return args[1]
+    if origin is list and args and isinstance(key, int):
+        return args[0]
+    return _MISSING
+
+
+def _annotations_at(path: YamlPath, data: Any) -> list[Any]:
+    """The schema annotations that may describe ``path`` of ``data``."""
+    annotations: list[Any] = [Config]
+    node = data
+    for key in path:
+        following: list[Any] = []
+        for annotation in annotations:
+            for option in _options(annotation, node):
+                child = _child(option, key)
+                if child is not _MISSING:
+                    following.append(child)
+        annotations = following
+        node = _step(node, key)
+    return annotations
+
+
+def _models_at(path: YamlPath, data: Any) -> list[type[BaseModel]]:
+    """The config models that may sit at ``path`` of ``data``."""
+    node = data
+    for key in path:
+        node = _step(node, key)
+    return [
+        option
+        for annotation in _annotations_at(path, data)
+        for option in _options(annotation, node)
+        if isinstance(option, type) and issubclass(option, BaseModel)
+    ]
+
+
+def _step(node: Any, key: object) -> Any:
+    if isinstance(node, dict):
+        return node.get(key, _MISSING)
+    if isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+        return node[key]
+    return _MISSING
+
+
+def _secret_strings(annotation: Any, node: Any) -> set[str]:
+    """Every string in ``node`` that sits where the schema expects a ``SecretStr``."""
+    found: set[str] = set()
+    for option in _options(annotation, node):
+        if option is SecretStr:
+            if isinstance(node, str) and node:
+                found.add(node)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                child = _child(option, key)
+                if child is not _MISSING:
+                    found |= _secret_strings(child, value)
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                child = _child(option, index)
+                if child is not _MISSING:
+                    found |= _secret_strings(child, value)
+    return found
+
+
+# --- validation errors into plain lines ----------------------------------------------------
+
+
+def _validation_problems(
+    exc: ValidationError, data: Any, provenance: Mapping[YamlPath, str]
+) -> list[_Problem]:
+    problems: list[_Problem] = []
+    seen: set[tuple[YamlPath, str]] = set()
+    for error in exc.errors(include_url=False, include_context=True, include_input=True):
+        path, key_error = _clean_loc(error["loc"], data)
+        message = _plain_message(error, path, data, key_error)
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            discriminator = str((error.get("ctx") or {}).get("discriminator", "type"))
+            path = (*path, discriminator.strip("'\""))
+        if (path, message) in seen:
+            continue
+        seen.add((path, message))
+        problems.append(_Problem(path, message, _origin(path, provenance)))
+    return problems
+
+
+def _clean_loc(loc: tuple[int | str, ...], data: Any) -> tuple[YamlPath, bool]:
+    """Pydantic's error location as a YAML path: discriminator tags, union branch names and
+    validator names that pydantic inserts are dropped by walking the data alongside."""
+    path: list[str | int] = []
+    key_error = False
+    node = data
+    for part in loc:
+        if part == "[key]":
+            key_error = True
+            continue
+        if isinstance(node, dict):
+            if part in node:
+                path.append(part)
+                node = node[part]
+                continue
+            if isinstance(part, str) and (part == node.get("type") or _LOC_NOISE.search(part)):
+                continue
+            path.append(part)
+            node = _MISSING
+            continue
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            path.append(part)
+            node = node[part]
+            continue
+        if node is not _MISSING and isinstance(part, str):
+            continue  # a branch name under a scalar or a list
+        path.append(part)
+    return tuple(path), key_error
+
+
+def _plain_message(error: ErrorDetails, path: YamlPath, data: Any, key_error: bool) -> str:
+    kind = error["type"]
+    message = error["msg"]
+    context = error.get("ctx") or {}
+    value = error.get("input")
+    if kind == "missing":
+        if len(path) == 3 and path[0] == "systems" and path[2] == "owner":
+            return "required: every system has exactly one accountable owner"
+        return "required"
+    if kind == "extra_forbidden":
+        return _unknown_key(path, data)
+    if kind in ("value_error", "assertion_error"):
+        return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind == "union_tag_invalid":
+        return (
+            f"unknown type {context.get('tag')!r}: expected one of {context.get('expected_tags')}"
+        )
+    if kind == "union_tag_not_found":
+        return f"required: one of {_expected_tags(path, data)}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        tags = _expected_tags(path, data)
+        if tags:
+            return f"must be a mapping with a 'type' ({tags}), not {_kind_of(value)}"
+        return f"must be a mapping, not {_kind_of(value)}"
+    if kind == "list_type":
+        return f"must be a list, not {_kind_of(value)}"
+    if kind == "too_short" and context.get("min_length") == 1:
+        return "must not be empty"
+    if kind == "literal_error":
+        expected = context.get("expected", "")
+        shown = f", not {value!r}" if isinstance(value, str | int | float) else ""
+        if key_error:
+            return f"invalid key: must be {expected}"
+        return f"must be {expected}{shown}"
+    text = message.replace("Input should be", "must be")
+    if key_error:
+        return f"invalid key: {text}"
+    return text
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
+def _expected_tags(path: YamlPath, data: Any) -> str:
+    """The ``type`` values a discriminated section at ``path`` accepts, quoted."""
+    tags = [
+        repr(tag)
+        for annotation in _annotations_at(path, data)
+        for option in _options(annotation, None)
+        for tag in _type_tags(option)
+    ]
+    return ", ".join(dict.fromkeys(tags))
+
+
+def _unknown_key(path: YamlPath, data: Any) -> str:
+    allowed: list[str] = []
+    for model in _models_at(path[:-1], data):
+        for field_name, field in model.model_fields.items():
+            allowed.append(field.alias or field_name)
+    allowed = list(dict.fromkeys(allowed))
+    if not allowed or not path:
+        return "unknown key"
+    close = difflib.get_close_matches(str(path[-1]), allowed, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key, did you mean {close[0]!r}?"
+    return f"unknown key: expected one of {', '.join(allowed)}"

@@ -1,0 +1,543 @@
+"""Config loading: YAML, environment overrides, secret files, and errors as ``FILE: path: msg``."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from driftowner.config import (
+    Config,
+    EmailChannelConfig,
+    SlackChannelConfig,
+    StepConfig,
+    config_json_schema,
+    format_duration,
+    parse_duration,
+    parse_percent,
+)
+from driftowner.configload import ConfigError, default_secrets_dir, load_config, load_config_text
+
+ROOT = Path(__file__).resolve().parents[2]
+BROKEN = sorted((ROOT / "tests" / "data" / "configs").glob("*.yaml"))
+
+VALID = """\
+sources:
+  prom: {type: prometheus, url: "http://localhost:9090"}
+owners:
+  alice: {name: Alice Chen, email: alice@example.com, slack: U024BE7LH}
+  bob: {name: Bob Diaz, email: bob@example.com}
+teams:
+  ml-fraud: {email: ml-fraud@example.com}
+channels:
+  slack: {type: slack, webhook_url: "https://hooks.slack.com/services/T/B/X"}
+  email: {type: email, host: smtp.example.com, from: driftowner@example.com}
+escalation_chains:
+  standard:
+    steps:
+      - notify: owner
+        via: [slack, email]
+      - after: 15m
+        notify: [bob]
+systems:
+  fraud-scoring:
+    owner: alice
+    escalation: standard
+    contributors: {model: ml-fraud}
+    signals:
+      accuracy:
+        layer: model
+        source: prom
+        query: model_accuracy
+        bad: down
+        detect: {threshold: {min: 0.90}}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "driftowner.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def errors_of(path: Path, **kwargs: object) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, **kwargs)  # type: ignore[arg-type]
+    return caught.value.errors
+
+
+def expected_lines(path: Path) -> list[str]:
+    prefix = "# expect: "
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [line.removeprefix(prefix) for line in lines if line.startswith(prefix)]
+
+
+# --- broken configs ----------------------------------------------------------------------
+
+
+def test_there_is_a_broken_config_for_each_common_mistake() -> None:
+    """The table below covers at least 14 distinct mistakes, each stating what it expects."""
+    assert len(BROKEN) >= 14
+    for path in BROKEN:
+        first = path.read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("# expect: "), path.name
+
+
+@pytest.mark.parametrize("path", BROKEN, ids=[path.stem for path in BROKEN])
+def test_broken_config_yields_exactly_its_errors(path: Path) -> None:
+    """Each broken config fails with exactly the error lines its ``# expect:`` lines name."""
+    assert errors_of(path, environ={}) == [f"{path}: {line}" for line in expected_lines(path)]
+
+
+# --- the shipped configs --------------------------------------------------------------------
+
+
+def test_demo_config_loads_and_tells_the_story() -> None:
+    """config/demo.yaml is valid and sets up the simulated disagreement on a short clock."""
+    config = load_config(ROOT / "config" / "demo.yaml", environ={})
+    source = config.sources["demo"]
+    assert source.type == "demo"
+    assert (source.seed, source.drift_starts_after, source.drift_lasts) == (
+        7,
+        timedelta(seconds=20),
+        timedelta(seconds=150),
+    )
+    assert config.storage.url == "sqlite:///var/demo.db"
+    assert config.evaluation.interval == timedelta(seconds=2)
+    assert list(config.channels) == ["console"]
+    chain = config.escalation_chains["demo"]
+    assert [step.after.total_seconds() for step in chain.steps] == [0, 20, 40]
+    assert [step.notify for step in chain.steps] == ["owner", ["bob"], ["dana"]]
+    system = config.systems["fraud-scoring"]
+    assert system.owner == "alice"
+    assert {name: s.layer for name, s in system.signals.items()} == {
+        "accuracy": "model",
+        "adoption": "business",
+        "null_rate": "data",
+    }
+    assert system.disagreements[0].name == "accuracy-fine-adoption-falling"
+    assert system.disagreements[0].for_ == timedelta(seconds=6)
+
+
+def test_example_config_loads() -> None:
+    """config/example.yaml, the reference users copy, is valid as shipped."""
+    config = load_config(ROOT / "config" / "example.yaml", environ={})
+    assert config.systems["fraud-scoring"].signals["adoption"].detect.baseline is not None
+    email = config.channels["email"]
+    assert isinstance(email, EmailChannelConfig)
+    assert email.from_ == "driftowner@example.com"
+
+
+# --- environment overrides ------------------------------------------------------------------
+
+
+def test_env_overrides_a_secret_in_a_dict_keyed_section_and_a_duration(tmp_path: Path) -> None:
+    """DRIFTOWNER_CHANNELS__SLACK__WEBHOOK_URL reaches the ``slack`` channel, a duration parses,
+    and environment wins over YAML."""
+    path = write(tmp_path, VALID + "evaluation: {interval: 5m}\n")
+    config = load_config(
+        path,
+        environ={
+            "DRIFTOWNER_CHANNELS__SLACK__WEBHOOK_URL": "https://hooks.slack.com/services/T/B/NEW",
+            "DRIFTOWNER_EVALUATION__INTERVAL": "30s",
+        },
+    )
+    slack = config.channels["slack"]
+    assert isinstance(slack, SlackChannelConfig)
+    assert slack.webhook_url.get_secret_value() == "https://hooks.slack.com/services/T/B/NEW"
+    assert config.evaluation.interval == timedelta(seconds=30)
+
+
+def test_env_names_are_case_insensitive_and_keys_keep_their_yaml_spelling(tmp_path: Path) -> None:
+    """A lower-case variable works, and ``FRAUD_SCORING`` or ``fraud-scoring`` in a variable name
+    both reach the YAML key ``fraud-scoring`` without renaming it."""
+    path = write(tmp_path, VALID)
+    config = load_config(
+        path,
+        environ={
+            "driftowner_systems__FRAUD_SCORING__runbook": "https://wiki.example.com/a",
+            "DRIFTOWNER_SYSTEMS__fraud-scoring__ACK_WITHIN": "10m",
+        },
+    )
+    assert list(config.systems) == ["fraud-scoring"]
+    assert config.systems["fraud-scoring"].runbook == "https://wiki.example.com/a"
+    assert config.systems["fraud-scoring"].ack_within == timedelta(minutes=10)
+
+
+def test_env_override_matching_two_yaml_keys_is_an_error(tmp_path: Path) -> None:
+    """With both ``ml-fraud`` and ``ML-Fraud`` in the file, ``..._ML_FRAUD`` is ambiguous and
+    says so; with only one of them it is not."""
+    text = VALID.replace(
+        "  ml-fraud: {email: ml-fraud@example.com}\n", "  ml-fraud: {}\n  ML-Fraud: {}\n"
+    )
+    path = write(tmp_path, text)
+    assert errors_of(path, environ={"DRIFTOWNER_TEAMS__ML_FRAUD__EMAIL": "x@example.com"}) == [
+        f"{path}: teams (from DRIFTOWNER_TEAMS__ML_FRAUD__EMAIL): "
+        "ambiguous override: matches keys 'ml-fraud' and 'ML-Fraud'"
+    ]
+    config = load_config(
+        write(tmp_path, VALID), environ={"DRIFTOWNER_TEAMS__ML_FRAUD__EMAIL": "x@y.z"}
+    )
+    assert config.teams["ml-fraud"].email == "x@y.z"
+
+
+def test_env_error_names_the_variable(tmp_path: Path) -> None:
+    """A bad value from the environment is reported at its YAML path and names its variable."""
+    path = write(tmp_path, VALID)
+    assert errors_of(path, environ={"DRIFTOWNER_EVALUATION__INTERVAL": "30x"}) == [
+        f"{path}: evaluation.interval (from DRIFTOWNER_EVALUATION__INTERVAL): "
+        "invalid duration '30x': expected e.g. 30s, 15m, 2h, 7d, 1w"
+    ]
+
+
+def test_env_cross_reference_error_names_the_variable(tmp_path: Path) -> None:
+    """A name set by a variable that refers to nothing is traced back to that variable."""
+    path = write(tmp_path, VALID)
+    assert errors_of(path, environ={"DRIFTOWNER_SYSTEMS__FRAUD_SCORING__OWNER": "zed"}) == [
+        f"{path}: systems.fraud-scoring.owner (from DRIFTOWNER_SYSTEMS__FRAUD_SCORING__OWNER): "
+        "unknown owner 'zed': expected one of alice, bob"
+    ]
+
+
+def test_env_typo_is_an_error_but_unrelated_variables_are_ignored(tmp_path: Path) -> None:
+    """``DRIFTOWNER_SERVR__LISTEN`` is a mistake worth reporting; ``DRIFTOWNER_CONFIG`` (the
+    config path, no ``__``) is not an override at all."""
+    path = write(tmp_path, VALID)
+    environ = {"DRIFTOWNER_SERVR__LISTEN": "0.0.0.0:1", "DRIFTOWNER_CONFIG": "/etc/x.yaml"}
+    assert errors_of(path, environ=environ) == [
+        f"{path}: servr (from DRIFTOWNER_SERVR__LISTEN): unknown key, did you mean 'server'?"
+    ]
+    assert load_config(path, environ={"DRIFTOWNER_CONFIG": "/etc/x.yaml"}).server.listen
+
+
+def test_env_json_section_merges_and_bad_json_is_reported(tmp_path: Path) -> None:
+    """A whole section as JSON deep-merges into the YAML one; invalid JSON names its variable."""
+    path = write(tmp_path, VALID + "server: {listen: '127.0.0.1:9000'}\n")
+    config = load_config(path, environ={"DRIFTOWNER_SERVER": '{"api_token": "tok-123456"}'})
+    assert config.server.listen == "127.0.0.1:9000"
+    assert config.server.api_token is not None
+    assert config.server.api_token.get_secret_value() == "tok-123456"
+    assert errors_of(path, environ={"DRIFTOWNER_SERVER": "listen=1"}) == [
+        f"{path}: server (from DRIFTOWNER_SERVER): "
+        "not valid JSON (this setting is a section or a list)"
+    ]
+
+
+def test_env_addresses_list_items_by_index(tmp_path: Path) -> None:
+    """``..._STEPS__1__AFTER`` changes the second step; an index past the end is an error."""
+    path = write(tmp_path, VALID)
+    variable = "DRIFTOWNER_ESCALATION_CHAINS__STANDARD__STEPS__1__AFTER"
+    config = load_config(path, environ={variable: "20m"})
+    assert config.escalation_chains["standard"].steps[1].after == timedelta(minutes=20)
+    far = "DRIFTOWNER_ESCALATION_CHAINS__STANDARD__STEPS__5__AFTER"
+    assert errors_of(path, environ={far: "20m"}) == [
+        f"{path}: escalation_chains.standard.steps (from {far}): "
+        "index 5 is past the end of the list (2 items)"
+    ]
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+
+def test_secrets_directory_supplies_secrets_and_env_wins(tmp_path: Path) -> None:
+    """Files named like variables supply values (sub-directories stand for ``__``); files of
+    other programs are ignored; the environment wins over a file."""
+    secrets = tmp_path / "secrets"
+    (secrets / "driftowner_server").mkdir(parents=True)
+    (secrets / "driftowner_channels__slack__webhook_url").write_text(
+        "https://hooks.slack.com/services/T/B/FILE\n"
+    )
+    (secrets / "driftowner_server" / "api_token").write_text("from-file-token")
+    (secrets / "postgres_password").write_bytes(b"\xff\xfe not ours")
+    path = write(tmp_path, VALID)
+    config = load_config(path, environ={}, secrets_dir=secrets)
+    slack = config.channels["slack"]
+    assert isinstance(slack, SlackChannelConfig)
+    assert slack.webhook_url.get_secret_value() == "https://hooks.slack.com/services/T/B/FILE"
+    assert config.server.api_token is not None
+    assert config.server.api_token.get_secret_value() == "from-file-token"
+    config = load_config(
+        path, environ={"DRIFTOWNER_SERVER__API_TOKEN": "from-env-token"}, secrets_dir=secrets
+    )
+    assert config.server.api_token is not None
+    assert config.server.api_token.get_secret_value() == "from-env-token"
+
+
+def test_missing_secrets_directory_is_an_error(tmp_path: Path) -> None:
+    """An explicitly given secrets directory that does not exist is reported, not ignored."""
+    path = write(tmp_path, VALID)
+    missing = tmp_path / "nope"
+    assert errors_of(path, environ={}, secrets_dir=missing) == [
+        f"{path}: secrets directory {str(missing)!r} is not a directory"
+    ]
+
+
+def test_default_secrets_dir_prefers_systemd_credentials() -> None:
+    """$CREDENTIALS_DIRECTORY (systemd) is the default secrets directory when set."""
+    assert default_secrets_dir({"CREDENTIALS_DIRECTORY": "/run/credentials/x"}) == Path(
+        "/run/credentials/x"
+    )
+    fallback = default_secrets_dir({})
+    assert fallback is None or fallback == Path("/run/secrets")
+
+
+SECRET = "xoxb-9f2c7d41-VERY-SECRET"
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "secret_file"),
+    [
+        pytest.param(
+            VALID.replace('/services/T/B/X"', f'/services/T/B/X", extra: [{SECRET}]'),
+            {},
+            None,
+            id="secret-in-an-unknown-key",
+        ),
+        pytest.param(
+            VALID.replace('"https://hooks.slack.com/services/T/B/X"', f"[{SECRET}]"),
+            {},
+            None,
+            id="secret-of-the-wrong-type",
+        ),
+        pytest.param(
+            VALID,
+            {
+                "DRIFTOWNER_CHANNELS__SLACK__TYPE": "slak",
+                "DRIFTOWNER_CHANNELS__SLACK__WEBHOOK_URL": SECRET,
+            },
+            None,
+            id="secret-field-of-a-bad-channel",
+        ),
+        pytest.param(VALID, {}, "driftowner_evaluation__interval", id="secret-file-in-a-duration"),
+        pytest.param(
+            VALID.replace(
+                "  email: {type: email,",
+                f"  log: {{type: log, password: {SECRET}}}\n  email: {{type: email,",
+            ),
+            {},
+            None,
+            id="password-under-a-log-channel",
+        ),
+        pytest.param(
+            VALID + f"server: {{api_token: {SECRET}, listen: nowhere}}\n",
+            {},
+            None,
+            id="api-token-beside-a-bad-listen",
+        ),
+        pytest.param(
+            VALID + f"server: {{api_token: {SECRET}\n",
+            {},
+            None,
+            id="yaml-error-on-the-secret-line",
+        ),
+        pytest.param(
+            VALID + f"evaluation: {{interval: 'https://hooks.slack.com/services/T/B/{SECRET}'}}\n",
+            {},
+            None,
+            id="webhook-pasted-into-a-duration",
+        ),
+        pytest.param(
+            VALID + f"storage: {{url: 'postgresql://u:{SECRET}@db/x'}}\n",
+            {},
+            None,
+            id="password-in-a-storage-url",
+        ),
+    ],
+)
+def test_secrets_are_never_echoed(
+    tmp_path: Path, text: str, environ: dict[str, str], secret_file: str | None
+) -> None:
+    """Whatever goes wrong next to a secret, no error line contains the secret's value."""
+    secrets_dir = None
+    if secret_file is not None:
+        secrets_dir = tmp_path / "secrets"
+        secrets_dir.mkdir()
+        (secrets_dir / secret_file).write_text(SECRET)
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=environ, secrets_dir=secrets_dir)
+    assert caught.value.errors
+    assert SECRET not in str(caught.value)
+    assert "SECRET" not in str(caught.value)
+
+
+# --- error reporting ------------------------------------------------------------------------
+
+
+def test_all_errors_are_reported_at_once_in_file_order(tmp_path: Path) -> None:
+    """Three independent mistakes give three lines, ordered as they appear in the file."""
+    text = (
+        VALID.replace('url: "http://localhost:9090"', 'url: "http://localhost:9090", timeout: 10')
+        .replace("      - after: 15m\n", "      - after: 15 m\n")
+        .replace("        bad: down\n", "        bad: sideways\n")
+    )
+    path = write(tmp_path, text)
+    assert errors_of(path, environ={}) == [
+        f"{path}: sources.prom.timeout: invalid duration 10: give a unit, e.g. 10s or 10m",
+        f"{path}: escalation_chains.standard.steps[1].after: "
+        "invalid duration '15 m': expected e.g. 30s, 15m, 2h, 7d, 1w",
+        f"{path}: systems.fraud-scoring.signals.accuracy.bad: "
+        "must be 'down', 'up' or 'both', not 'sideways'",
+    ]
+
+
+def test_cross_references_are_checked_only_when_the_schema_holds(tmp_path: Path) -> None:
+    """With a schema error present, an unknown owner is not (yet) reported: one round at a time."""
+    text = VALID.replace("    owner: alice\n", "    owner: nobody\n").replace(
+        "bad: down", "bad: sideways"
+    )
+    errors = errors_of(write(tmp_path, text), environ={})
+    assert len(errors) == 1
+    assert "bad: must be" in errors[0]
+
+
+def test_unreadable_file_and_wrong_top_level(tmp_path: Path) -> None:
+    """A missing file, a directory and a top-level list each give one plain error line."""
+    missing = tmp_path / "missing.yaml"
+    assert errors_of(missing) == [f"{missing}: cannot read: No such file or directory"]
+    assert errors_of(tmp_path) == [f"{tmp_path}: cannot read: Is a directory"]
+    listed = write(tmp_path, "- sources\n- owners\n")
+    assert errors_of(listed, environ={}) == [
+        f"{listed}: the top level must be a mapping of sections (sources, owners, ...), not a list"
+    ]
+
+
+def test_empty_file_names_the_required_sections(tmp_path: Path) -> None:
+    """An empty file is an empty mapping: every required section is named as missing."""
+    path = write(tmp_path, "# nothing yet\n")
+    assert errors_of(path, environ={}) == [
+        f"{path}: {section}: required"
+        for section in ("sources", "owners", "channels", "escalation_chains", "systems")
+    ]
+
+
+def test_duplicate_top_level_key(tmp_path: Path) -> None:
+    """A section written twice is found by line, which ``yaml.safe_load`` would hide."""
+    path = write(tmp_path, VALID + "teams: {}\n")
+    assert errors_of(path, environ={}) == [
+        f"{path}: line 30: duplicate key 'teams' at the top level (first at line 6); "
+        "only one of them would take effect"
+    ]
+
+
+def test_mapping_keys_are_read_as_written(tmp_path: Path) -> None:
+    """An owner called ``no`` stays ``no`` (YAML 1.1 would make it ``False``)."""
+    text = VALID.replace("  bob: {", "  no: {name: Nora Olsen, email: no@example.com}\n  bob: {")
+    config = load_config(write(tmp_path, text), environ={})
+    assert "no" in config.owners
+
+
+def test_missing_type_names_the_choices(tmp_path: Path) -> None:
+    """A source without ``type`` is reported at ``.type`` with the types there are."""
+    path = write(tmp_path, VALID.replace("{type: prometheus, ", "{"))
+    assert errors_of(path, environ={}) == [
+        f"{path}: sources.prom.type: required: one of 'prometheus', 'file', 'demo'"
+    ]
+
+
+def test_config_error_str_is_the_joined_lines() -> None:
+    """``str(ConfigError)`` is what ``check-config`` prints: one error per line."""
+    error = ConfigError(["a.yaml: x: bad", "a.yaml: y: worse"])
+    assert str(error) == "a.yaml: x: bad\na.yaml: y: worse"
+    assert error.errors == ["a.yaml: x: bad", "a.yaml: y: worse"]
+
+
+def test_load_config_text_names_the_document() -> None:
+    """In-memory YAML (an embedded default) reports errors under the name it is given."""
+    with pytest.raises(ConfigError) as caught:
+        load_config_text("sources: [", name="<demo>", environ={})
+    assert str(caught.value).startswith("<demo>: line 1, column 11: ")
+
+
+# --- schema details ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30s", timedelta(seconds=30)),
+        ("15m", timedelta(minutes=15)),
+        ("2h", timedelta(hours=2)),
+        ("7d", timedelta(days=7)),
+        ("1w", timedelta(weeks=1)),
+        ("1h30m", timedelta(minutes=90)),
+        ("500ms", timedelta(milliseconds=500)),
+        ("1y", timedelta(days=365)),
+        ("0", timedelta(0)),
+        (0, timedelta(0)),
+    ],
+)
+def test_parse_duration_accepts_prometheus_syntax(text: str | int, expected: timedelta) -> None:
+    """Prometheus durations parse to the right length, and format back to the same text."""
+    assert parse_duration(text) == expected
+    if isinstance(text, str) and text not in ("0", "1y", "7d"):
+        assert format_duration(expected) == text
+
+
+@pytest.mark.parametrize("text", ["", "30", "1.5h", "30 s", "-5m", "5x", "m", 30, True, None])
+def test_parse_duration_rejects_everything_else(text: object) -> None:
+    """Anything but a Prometheus duration is a ValueError naming the accepted syntax."""
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("20%", 0.2), ("2.5%", 0.025), ("150%", 1.5), (0.2, 0.2), ("0.2", 0.2), (1, 1.0)],
+)
+def test_parse_percent_accepts_percentages_and_fractions(text: object, expected: float) -> None:
+    """``20%`` and the fraction ``0.2`` mean the same."""
+    assert parse_percent(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["abc", "%", "nan%", "inf", True, None, 20, "20"])
+def test_parse_percent_rejects_garbage_and_ambiguous_bare_numbers(text: object) -> None:
+    """Garbage is refused, and so is a bare 20, which would otherwise mean 2000%."""
+    with pytest.raises(ValueError, match="percentage"):
+        parse_percent(text)
+
+
+def test_json_schema_uses_yaml_spelling_and_describes_durations() -> None:
+    """The schema ``driftowner schema`` prints uses ``for``/``from`` and duration strings."""
+    schema = config_json_schema()
+    text = json.dumps(schema)
+    definitions = schema["$defs"]
+    assert "for" in definitions["SignalConfig"]["properties"]
+    assert "for_" not in definitions["SignalConfig"]["properties"]
+    assert "from" in definitions["EmailChannelConfig"]["properties"]
+    interval = definitions["EvaluationConfig"]["properties"]["interval"]
+    assert interval["type"] == "string"
+    assert interval["default"] == "1m"
+    assert "pattern" in interval
+    assert set(schema["required"]) == {
+        "sources",
+        "owners",
+        "channels",
+        "escalation_chains",
+        "systems",
+    }
+    assert "timedelta" not in text
+
+
+def test_email_implicit_tls_needs_no_starttls_override() -> None:
+    """``use_tls: true`` alone means implicit TLS on port 465, not a STARTTLS conflict."""
+    channel = EmailChannelConfig.model_validate(
+        {"type": "email", "host": "smtp.example.com", "from": "d@example.com", "use_tls": True}
+    )
+    assert (channel.use_tls, channel.starttls, channel.port) == (True, False, 465)
+
+
+def test_step_notify_accepts_one_owner_key() -> None:
+    """``notify: bob`` is shorthand for ``notify: [bob]``; ``notify: owner`` stays the owner."""
+    assert StepConfig.model_validate({"notify": "bob"}).notify == ["bob"]
+    assert StepConfig.model_validate({"notify": "owner"}).notify == "owner"
+
+
+def test_config_is_frozen() -> None:
+    """A loaded config cannot be changed by accident."""
+    config = load_config_text(VALID, environ={})
+    assert isinstance(config, Config)
+    with pytest.raises(ValueError, match="frozen"):
+        config.server.listen = "0.0.0.0:1"  # type: ignore[misc]
