@@ -3,22 +3,26 @@ function; this module maps requests to them and errors to status codes with the 
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs
 
+import jinja2
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from driftowner import __version__, service
-from driftowner.config import Config, parse_duration
-from driftowner.escalation import Links
+from driftowner.config import Config, format_duration, parse_duration
 from driftowner.incidents import LifecycleError
+from driftowner.links import InvalidLink, LinkSigner
 from driftowner.metrics import Metrics
+from driftowner.model import Incident
 from driftowner.store import Conflict, Store
 
 
@@ -30,7 +34,7 @@ class Runtime:
     store: Store
     metrics: Metrics
     clock: Callable[[], datetime]
-    links: Links
+    links: LinkSigner
     healthy: Callable[[], bool]
     reload: Callable[[], Any] | None = None
     findings: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -182,4 +186,94 @@ def create_app(runtime: Runtime) -> FastAPI:
             return JSONResponse({"reloaded": False, "errors": errors}, status_code=422)  # type: ignore[return-value]
         return {"reloaded": True}
 
+    @app.get("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
+    def action_page(token: str) -> HTMLResponse:
+        """A signed link opened: show the incident and ask to confirm (mail scanners and link
+        previews follow GETs, so a GET never changes anything)."""
+        try:
+            link = runtime.links.verify(token)
+            incident = service.get(runtime.store, link.incident_id)
+        except (InvalidLink, service.NotFound) as error:
+            return _page(runtime, "Link not usable", error=str(error), status=403)
+        verb = "Acknowledge" if link.action == "ack" else "Resolve"
+        if incident.state == "resolved" or (link.action == "ack" and incident.state != "open"):
+            return _page(
+                runtime,
+                f"{verb}: nothing to do",
+                incident=incident,
+                message=f"This incident is already {incident.state}.",
+            )
+        return _page(runtime, f"{verb} this incident?", incident=incident, confirm=verb)
+
+    @app.post("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
+    async def action(token: str, request: Request) -> HTMLResponse:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        by = (form.get("by") or [""])[0]
+        note = (form.get("note") or [""])[0]
+        try:
+            link = runtime.links.verify(token)
+        except InvalidLink as error:
+            return _page(runtime, "Link not usable", error=str(error), status=403)
+        now = runtime.clock()
+        try:
+            if link.action == "ack":
+                incident = service.acknowledge(
+                    runtime.store, runtime.config, link.incident_id, by, note, now
+                )
+                done = f"Acknowledged by {by}. Escalation has stopped."
+            else:
+                incident = service.resolve(
+                    runtime.store, runtime.config, link.incident_id, by, note, now, runtime.links
+                )
+                done = f"Resolved by {by}. Everyone who was notified will hear of it."
+        except service.BadRequest as error:
+            return _page(runtime, "Not done", error=f"{error.field}: {error}", status=422)
+        except service.NotFound as error:
+            return _page(runtime, "Not done", error=str(error), status=404)
+        except (LifecycleError, Conflict) as error:
+            return _page(runtime, "Not done", error=str(error), status=409)
+        return _page(runtime, "Done", incident=incident, message=done)
+
     return app
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("driftowner", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+def _page(
+    runtime: Runtime,
+    title: str,
+    *,
+    incident: Incident | None = None,
+    error: str = "",
+    message: str = "",
+    confirm: str = "",
+    status: int = 200,
+) -> HTMLResponse:
+    config = runtime.config
+    owner = config.owners.get(incident.owner) if incident else None
+    html = (
+        _templates()
+        .get_template("action.html")
+        .render(
+            title=title,
+            incident=incident,
+            owner_name=owner.name if owner else (incident.owner if incident else ""),
+            age=format_duration(
+                timedelta(seconds=round(incident.age(runtime.clock()).total_seconds()))
+            )
+            if incident
+            else "",
+            error=error,
+            message=message,
+            confirm=confirm,
+            owners=[(key, o.name) for key, o in config.owners.items()],
+        )
+    )
+    return HTMLResponse(html, status_code=status)

@@ -15,8 +15,8 @@ from typing import Any
 from driftowner import __version__, service
 from driftowner.config import Config, config_json_schema, format_duration, parse_duration
 from driftowner.configload import ConfigError, default_secrets_dir, load_config
-from driftowner.escalation import Links
 from driftowner.incidents import LifecycleError
+from driftowner.links import LinkSigner
 from driftowner.model import STATES
 from driftowner.store import Conflict, Store, StoreError
 
@@ -53,13 +53,8 @@ def _print_json(document: Any) -> None:
     print(json.dumps(document, indent=2, sort_keys=False))
 
 
-def _links_for(config: Config) -> Links:
-    def links(incident_id: str, action: str) -> str | None:
-        if action != "view":
-            return None
-        return f"{config.server.base_url}/api/v1/incidents/{incident_id}"
-
-    return links
+def _links_for(config: Config, store: Store) -> LinkSigner:
+    return LinkSigner(store.secret("links"), config.server.base_url)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -224,8 +219,9 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
 def cmd_resolve(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
+    store = _store(config)
     incident = service.resolve(
-        _store(config), config, args.id, args.by, args.note or "", _now(), _links_for(config)
+        store, config, args.id, args.by, args.note or "", _now(), _links_for(config, store)
     )
     ttr = incident.time_to_resolve
     took = format_duration(_whole(ttr)) if ttr is not None else "?"

@@ -23,6 +23,7 @@ from driftowner.api import Runtime, create_app
 from driftowner.channels import Channel, build_channel
 from driftowner.config import Config
 from driftowner.configload import ConfigError, default_secrets_dir, load_config
+from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
 from driftowner.sources import Source, build_source
 from driftowner.store import Store
@@ -108,6 +109,7 @@ class Daemon:
         self.sources: dict[str, Source] = {}
         self.channels: dict[str, Channel] = {}
         self.runtime: Runtime | None = None
+        self.signer: LinkSigner | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.last_cycle_at: float = time.monotonic()
         self._stop = asyncio.Event()
@@ -149,6 +151,9 @@ class Daemon:
         self.sources, self.channels = self._build_edges(config)
         self.config = config
         self.runtime.config = config
+        if self.store is not None:
+            self.signer = LinkSigner(self.store.secret("links"), config.server.base_url)
+            self.runtime.links = self.signer
         self._schedule(config)
         self.metrics.config_reload_ok.set(1)
         self.metrics.config_reload_time.set(time.time())
@@ -159,11 +164,11 @@ class Daemon:
     # -- jobs --------------------------------------------------------------------------------
 
     def links(self, incident_id: str, action: str) -> str | None:
-        """URLs carried by notifications. Signed ack/resolve links are not built yet, so only
-        the incident's API view is linked."""
-        if action != "view" or self.config is None:
+        """URLs carried by notifications: the incident's API view and signed ack/resolve
+        links, under ``server.external_url`` as configured now."""
+        if self.signer is None:
             return None
-        return f"{self.config.server.base_url}/api/v1/incidents/{incident_id}"
+        return self.signer(incident_id, action)
 
     async def evaluate(self) -> None:
         """Poll, detect, reconcile; then escalate at once so an opened incident's owner hears
@@ -253,6 +258,7 @@ class Daemon:
         self.config = config
         self.store = Store(config.storage.url)
         self.store.open()
+        self.signer = LinkSigner(self.store.secret("links"), config.server.base_url)
         self.metrics = Metrics(self.store, self.clock)
         self.metrics.config_reload_ok.set(1)
         self.metrics.config_reload_time.set(time.time())
@@ -264,7 +270,7 @@ class Daemon:
             store=self.store,
             metrics=self.metrics,
             clock=self.clock,
-            links=self.links,
+            links=self.signer,
             healthy=self.healthy,
             reload=lambda: asyncio.run_coroutine_threadsafe(self.reload(), loop).result(30),
         )

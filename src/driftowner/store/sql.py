@@ -4,6 +4,7 @@ open; every write that belongs together is one transaction."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -181,6 +182,26 @@ class Store:
         assert self._engine is not None
         with self._engine.begin() as conn:
             yield conn
+
+    def secret(self, name: str) -> str:
+        """A random secret kept in the store, created on first use (the action-link key).
+
+        Every instance over one store shares it, and it survives restarts.
+        """
+        key = f"secret:{name}"
+        for _ in range(2):  # a second instance may create it between our read and insert
+            try:
+                with self._tx() as conn:
+                    query = sa.select(meta.c.value).where(meta.c.key == key)
+                    found = conn.execute(query).scalar()
+                    if found is not None:
+                        return str(found)
+                    value = secrets.token_urlsafe(32)
+                    conn.execute(sa.insert(meta).values(key=key, value=value))
+                    return value
+            except sa.exc.IntegrityError:
+                continue
+        raise StoreError(f"cannot create the {name} secret")
 
     def ping(self) -> bool:
         """True when the store answers a trivial query."""

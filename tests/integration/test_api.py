@@ -1,0 +1,187 @@
+"""The HTTP API over a real SQLite store: incidents, bearer-token actions, signed one-click
+links, errors naming the request field, health and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from driftowner import incidents
+from driftowner.api import Runtime, create_app
+from driftowner.configload import load_config
+from driftowner.links import LinkSigner
+from driftowner.metrics import Metrics
+from driftowner.model import Finding, Incident
+from driftowner.store import Changes, Store
+
+TOKEN = "api-test-token"
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+CONFIG = """
+server: {listen: "127.0.0.1:9587", external_url: "https://driftowner.test", api_token: "%s"}
+storage: {url: "sqlite:///%s"}
+sources: {sim: {type: demo}}
+owners:
+  alice: {name: Alice Chen, email: alice@example.com}
+  bob: {name: Bob Diaz, email: bob@example.com}
+channels: {console: {type: log}}
+escalation_chains:
+  standard:
+    steps:
+      - notify: owner
+      - {after: 15m, notify: [bob]}
+systems:
+  fraud-scoring:
+    owner: alice
+    escalation: standard
+    signals:
+      accuracy: {layer: model, source: sim, query: accuracy, detect: {threshold: {min: 0.9}}}
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[tuple[TestClient, Runtime, str]]:
+    path = tmp_path / "driftowner.yaml"
+    path.write_text(CONFIG % (TOKEN, tmp_path / "store.db"))
+    config = load_config(path)
+    store = Store(config.storage.url)
+    store.open()
+    clock = Clock()
+    runtime = Runtime(
+        config=config,
+        store=store,
+        metrics=Metrics(store, clock),
+        clock=clock,
+        links=LinkSigner(store.secret("links"), config.server.base_url),
+        healthy=lambda: True,
+    )
+    finding = Finding("fraud-scoring", "accuracy", "model", "degraded", NOW, 0.7, reason="low")
+    incident = Incident(
+        id="inc-test",
+        system="fraud-scoring",
+        owner="alice",
+        kind="drift",
+        rule="drift:accuracy",
+        layers=("model",),
+        signals=("accuracy",),
+        state="open",
+        opened_at=NOW - timedelta(minutes=5),
+        summary="accuracy falling: 0.7 < min 0.9",
+        chain=incidents.snapshot_chain(config, config.systems["fraud-scoring"]),
+        evidence=(finding,),
+    )
+    store.apply(Changes(opened=[incident]))
+    with TestClient(create_app(runtime)) as client:
+        yield client, runtime, incident.id
+    store.close()
+
+
+def test_incidents_are_listed_and_shown_with_events(api: tuple[TestClient, Runtime, str]) -> None:
+    """GET lists incidents with the contract's fields and filters by state."""
+    client, _, incident_id = api
+    listed = client.get("/api/v1/incidents").json()["incidents"]
+    assert [i["id"] for i in listed] == [incident_id]
+    assert listed[0]["opened_at"] == "2026-11-27T11:55:00Z"
+    assert listed[0]["acknowledged_at"] is None
+    assert client.get("/api/v1/incidents?state=resolved").json()["incidents"] == []
+    bad = client.get("/api/v1/incidents?state=closed")
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["loc"] == ["query", "state"]
+    assert client.get(f"/api/v1/incidents/{incident_id}").json()["events"] == []
+    assert client.get("/api/v1/incidents/nope").status_code == 404
+
+
+def test_actions_need_the_bearer_token(api: tuple[TestClient, Runtime, str]) -> None:
+    """POST ack without or with a wrong token is refused and changes nothing; with it, acks."""
+    client, runtime, incident_id = api
+    url = f"/api/v1/incidents/{incident_id}/ack"
+    assert client.post(url, json={"by": "alice"}).status_code == 401
+    wrong = client.post(url, json={"by": "alice"}, headers={"Authorization": "Bearer x"})
+    assert wrong.status_code == 401
+    assert runtime.store.incident(incident_id).state == "open"  # type: ignore[union-attr]
+    ok = client.post(url, json={"by": "alice"}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status_code == 200
+    assert ok.json()["state"] == "acknowledged"
+    again = client.post(url, json={"by": "alice"}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert again.status_code == 409
+
+
+def test_bad_request_bodies_name_the_field(api: tuple[TestClient, Runtime, str]) -> None:
+    """An unknown owner, a missing field or an unknown field: 422 naming the body field."""
+    client, _, incident_id = api
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    unknown = client.post(f"/api/v1/incidents/{incident_id}/ack", json={"by": "zed"}, headers=auth)
+    assert unknown.status_code == 422
+    assert unknown.json()["detail"][0]["loc"] == ["body", "by"]
+    missing = client.post(
+        f"/api/v1/incidents/{incident_id}/reassign", json={"to": "bob"}, headers=auth
+    )
+    assert missing.status_code == 422
+    assert missing.json()["detail"][0]["loc"] == ["body", "reason"]
+    extra = client.post(
+        f"/api/v1/incidents/{incident_id}/resolve", json={"by": "alice", "byy": 1}, headers=auth
+    )
+    assert extra.status_code == 422
+    assert extra.json()["detail"][0]["loc"] == ["body", "byy"]
+
+
+def test_signed_link_get_only_confirms_and_post_acts(api: tuple[TestClient, Runtime, str]) -> None:
+    """Opening a signed ack link changes nothing (mail scanners follow links); confirming it
+    acknowledges as the chosen owner; the link only works for its own incident and action."""
+    client, runtime, incident_id = api
+    url = runtime.links(incident_id, "ack")
+    assert url is not None and url.startswith("https://driftowner.test/a/")
+    path = url.removeprefix("https://driftowner.test")
+    page = client.get(path)
+    assert page.status_code == 200
+    assert "Acknowledge this incident?" in page.text
+    assert "fraud-scoring" in page.text and "Alice Chen" in page.text
+    assert runtime.store.incident(incident_id).state == "open"  # type: ignore[union-attr]
+    done = client.post(path, data={"by": "alice", "note": "on it"})
+    assert done.status_code == 200, done.text
+    assert "Acknowledged by alice" in done.text
+    acked = runtime.store.incident(incident_id)
+    assert acked is not None and acked.state == "acknowledged"
+    assert runtime.store.events(incident_id)[-1].detail == "on it"
+
+
+def test_forged_and_expired_links_are_refused(api: tuple[TestClient, Runtime, str]) -> None:
+    """A tampered token, a token signed with another secret, and an expired one: 403, and the
+    incident stays as it was."""
+    client, runtime, incident_id = api
+    url = runtime.links(incident_id, "resolve")
+    assert url is not None
+    token = url.rsplit("/", 1)[1]
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert client.post(f"/a/{tampered}", data={"by": "alice"}).status_code == 403
+    other = LinkSigner("another-secret", "https://x")(incident_id, "resolve")
+    assert other is not None
+    assert client.post(f"/a/{other.rsplit('/', 1)[1]}", data={"by": "alice"}).status_code == 403
+    with pytest.raises(Exception, match="expired"):
+        runtime.links.verify(token, max_age_s=-1)
+    assert runtime.store.incident(incident_id).state == "open"  # type: ignore[union-attr]
+
+
+def test_health_readiness_and_metrics(api: tuple[TestClient, Runtime, str]) -> None:
+    """/healthz and /readyz answer 200; /metrics exports the open incident by owner."""
+    client, _, _ = api
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    text = client.get("/metrics").text
+    assert (
+        'driftowner_incidents_open{owner="alice",state="open",system="fraud-scoring"} 1.0' in text
+    )
+    assert TOKEN not in text
+    assert "openapi" in client.get("/openapi.json").json()
