@@ -151,6 +151,50 @@ def create_app(runtime: Runtime) -> FastAPI:
         rows = service.report(runtime.store, window, runtime.clock())
         return {"since": since, "rows": [service.report_row_json(r) for r in rows]}
 
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def status_page() -> HTMLResponse:
+        """Open incidents by accountable owner, with age, state and escalation level."""
+        now = runtime.clock()
+        unresolved = runtime.store.incidents(unresolved=True)
+        by_owner: dict[str, list[dict[str, Any]]] = {}
+        for incident in sorted(unresolved, key=lambda i: i.opened_at):
+            steps = len(incident.chain.steps)
+            level = (
+                f"step {min(incident.escalation_steps_done, steps)} of {steps}"
+                if incident.state == "open"
+                else f"acknowledged by {incident.acknowledged_by}"
+            )
+            by_owner.setdefault(incident.owner, []).append(
+                {
+                    "id": incident.id,
+                    "system": incident.system,
+                    "summary": incident.summary,
+                    "layers": ", ".join(incident.layers),
+                    "state": incident.state,
+                    "age": format_duration(
+                        timedelta(seconds=round(incident.age(now).total_seconds()))
+                    ),
+                    "breach": service.breached_ack(incident, now)
+                    or service.breached_resolve(incident, now),
+                    "level": level,
+                }
+            )
+        owners = runtime.config.owners
+        html = (
+            _templates()
+            .get_template("status.html")
+            .render(
+                now=now.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                unresolved=unresolved,
+                by_owner=[
+                    (key, owners[key].name if key in owners else key, rows)
+                    for key, rows in sorted(by_owner.items())
+                ],
+                systems=systems()["systems"],
+            )
+        )
+        return HTMLResponse(html)
+
     @app.get("/api/v1/systems")
     def systems() -> dict[str, Any]:
         config = runtime.config

@@ -185,3 +185,25 @@ def test_health_readiness_and_metrics(api: tuple[TestClient, Runtime, str]) -> N
     )
     assert TOKEN not in text
     assert "openapi" in client.get("/openapi.json").json()
+
+
+def test_status_page_lists_unresolved_incidents_by_owner(
+    api: tuple[TestClient, Runtime, str],
+) -> None:
+    """The status page names each unresolved incident under its accountable owner, with its
+    age, state and escalation level, and drops it once resolved."""
+    client, runtime, incident_id = api
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "Alice Chen" in page.text
+    assert incident_id in page.text
+    assert "5m" in page.text
+    assert "step 0 of 2" in page.text
+    runtime.clock.now = NOW + timedelta(minutes=1)  # type: ignore[attr-defined]
+    client.post(
+        f"/api/v1/incidents/{incident_id}/resolve",
+        json={"by": "alice"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert incident_id not in client.get("/").text
+    assert "No unresolved incidents" in client.get("/").text
