@@ -122,6 +122,7 @@ def reconcile(
             continue
         if undecided(findings, incident.signals):
             continue
+        before = incident
         cleared_at = incident.cleared_at
         if cleared_at is None:
             cleared_at = now
@@ -132,7 +133,10 @@ def reconcile(
             transition = resolve(incident, AUTO, now, f"condition clear for {clear_for}")
             incident = transition.incident
             events.extend(transition.events)
-        updated.append(incident)
+        # Still waiting out resolve_after: nothing changed, so nothing to write (a rewrite
+        # would bump the version and make a concurrent ack fail with a conflict).
+        if incident is not before:
+            updated.append(incident)
 
     return Reconciliation(tuple(opened), tuple(updated), tuple(events), tuple(still_pending))
 

@@ -4,6 +4,7 @@ stale). Pure. A degraded signal inside a holding disagreement raises no drift of
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 from driftowner.config import SystemConfig
 from driftowner.model import LAYERS, BadDirection, Condition, Finding, Layer
@@ -46,7 +47,7 @@ def conditions(
                     layers=_layers(system, names),
                     signals=tuple(names),
                     hold_for=disagreement.for_,
-                    resolve_after=disagreement.resolve_after or system.resolve_after,
+                    resolve_after=_or_default(disagreement.resolve_after, system.resolve_after),
                     evidence=evidence,
                     summary=summary,
                 )
@@ -65,7 +66,7 @@ def conditions(
                     layers=(signal.layer,),
                     signals=(name,),
                     hold_for=signal.for_,
-                    resolve_after=signal.resolve_after or system.resolve_after,
+                    resolve_after=_or_default(signal.resolve_after, system.resolve_after),
                     evidence=(finding,),
                     summary=f"{name} {_moved(signal.bad)}: {finding.reason}",
                 )
@@ -82,7 +83,7 @@ def conditions(
                 layers=(signal.layer,),
                 signals=(name,),
                 hold_for=system.stale_for,
-                resolve_after=signal.resolve_after or system.resolve_after,
+                resolve_after=_or_default(signal.resolve_after, system.resolve_after),
                 evidence=(finding,),
                 summary=f"{name} has no data: {finding.reason}",
             )
@@ -98,6 +99,11 @@ def undecided(findings: Mapping[str, Finding], signals: tuple[str, ...]) -> bool
         if finding is None or finding.status == "no_data":
             return True
     return False
+
+
+def _or_default(value: timedelta | None, default: timedelta) -> timedelta:
+    """``value`` when configured, even ``0s`` (resolve at once), else ``default``."""
+    return default if value is None else value
 
 
 def _layers(system: SystemConfig, names: list[str]) -> tuple[Layer, ...]:

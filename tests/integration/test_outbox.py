@@ -1,0 +1,231 @@
+"""The outbox worker against a real SQLite store and a scripted fake channel: delivered,
+retried with backoff, given up loudly with a note on the incident, never dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from driftowner.channels import Channel
+from driftowner.metrics import Metrics
+from driftowner.model import Delivery, Notification
+from driftowner.outbox import MAX_ATTEMPTS, deliver_due
+from driftowner.store import Changes, Store
+from tests.unit.factories import T0, incident, notification
+
+
+@dataclass
+class FakeChannel:
+    """A channel that records what it was asked to send and answers from a script (a
+    Delivery, or an exception to raise); delivered once the script runs out."""
+
+    name: str
+    script: list[Delivery | Exception] = field(default_factory=list)
+    sent: list[Notification] = field(default_factory=list)
+
+    async def send(self, notification: Notification) -> Delivery:
+        self.sent.append(notification)
+        answer = self.script.pop(0) if self.script else Delivery.delivered()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+@dataclass
+class Clock:
+    now: datetime = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store(f"sqlite:///{tmp_path / 'driftowner.db'}")
+    opened.open()
+    opened.apply(Changes(opened=[incident()]))
+    yield opened
+    opened.close()
+
+
+def _queue(store: Store, *items: Notification) -> None:
+    store.apply(Changes(notifications=list(items)))
+
+
+def _only(store: Store) -> Notification:
+    (stored,) = store.notifications("inc-1")
+    return stored
+
+
+def test_the_fake_channel_satisfies_the_channel_protocol() -> None:
+    """The fake stands in for a real channel."""
+    assert isinstance(FakeChannel("console"), Channel)
+
+
+async def test_a_due_notification_is_delivered_once(store: Store) -> None:
+    """A due notification is sent through its channel and marked delivered; the next pass
+    sends nothing."""
+    _queue(store, notification("n-1"))
+    console = FakeChannel("console")
+    clock = Clock(T0 + timedelta(seconds=1))
+    assert await deliver_due(store, {"console": console}, clock) == 1
+    assert [n.id for n in console.sent] == ["n-1"]
+    assert console.sent[0] == notification("n-1")
+    stored = _only(store)
+    assert (stored.delivered_at, stored.attempts, stored.failed_at) == (clock.now, 1, None)
+    assert store.outbox_pending() == 0
+    clock.advance(3600)
+    assert await deliver_due(store, {"console": console}, clock) == 0
+    assert len(console.sent) == 1
+
+
+async def test_a_recoverable_failure_is_retried_with_backoff(store: Store) -> None:
+    """A recoverable failure schedules the next attempt 5 s later (then 10 s), keeps the
+    error, and the notification is sent again only once that time comes."""
+    _queue(store, notification("n-1"))
+    console = FakeChannel("console", [Delivery.retry("503 unavailable"), Delivery.retry("503")])
+    clock = Clock()
+    assert await deliver_due(store, {"console": console}, clock) == 0
+    stored = _only(store)
+    assert stored.attempts == 1
+    assert stored.next_attempt_at == T0 + timedelta(seconds=5)
+    assert stored.last_error == "503 unavailable"
+    assert stored.delivered_at is None and stored.failed_at is None
+    assert store.outbox_pending() == 1
+    clock.advance(4)
+    await deliver_due(store, {"console": console}, clock)
+    assert len(console.sent) == 1
+    clock.advance(1)
+    await deliver_due(store, {"console": console}, clock)
+    assert len(console.sent) == 2
+    assert _only(store).next_attempt_at == clock.now + timedelta(seconds=10)
+    clock.advance(10)
+    assert await deliver_due(store, {"console": console}, clock) == 1
+    assert (_only(store).attempts, _only(store).delivered_at) == (3, clock.now)
+
+
+async def test_retry_after_from_the_server_is_honoured(store: Store) -> None:
+    """A rate limit's ``Retry-After`` pushes the next attempt out beyond the backoff."""
+    _queue(store, notification("n-1"))
+    console = FakeChannel("console", [Delivery.retry("429 rate_limited", retry_after=30)])
+    await deliver_due(store, {"console": console}, Clock())
+    assert _only(store).next_attempt_at == T0 + timedelta(seconds=30)
+
+
+async def test_a_final_failure_is_recorded_noted_and_logged_never_dropped(store: Store) -> None:
+    """A non-recoverable failure marks the notification failed (kept in the store with its
+    error), appends a ``note`` event to the incident, and logs an error."""
+    _queue(store, notification("n-1", channel="email", address="alice@example.com"))
+    email = FakeChannel("email", [Delivery.give_up("550 no such user")])
+    clock = Clock(T0 + timedelta(seconds=2))
+    with capture_logs() as logs:
+        assert await deliver_due(store, {"email": email}, clock) == 0
+    stored = _only(store)
+    assert (stored.failed_at, stored.attempts, stored.last_error) == (
+        clock.now,
+        1,
+        "550 no such user",
+    )
+    assert stored.delivered_at is None
+    assert store.outbox_pending() == 0
+    (note,) = store.events("inc-1")
+    assert (note.kind, note.actor, note.at) == ("note", "auto", clock.now)
+    assert note.detail == "notification to alice via email failed for good: 550 no such user"
+    errors = [entry for entry in logs if entry["log_level"] == "error"]
+    assert [(e["event"], e["notification"], e["incident"]) for e in errors] == [
+        ("notification failed", "n-1", "inc-1")
+    ]
+    clock.advance(86400)
+    assert await deliver_due(store, {"email": email}, clock) == 0
+    assert len(email.sent) == 1
+
+
+async def test_the_last_allowed_attempt_gives_up(store: Store) -> None:
+    """A recoverable failure on the 12th attempt is final: failed, with a note."""
+    _queue(store, notification("n-1", attempts=MAX_ATTEMPTS - 1))
+    console = FakeChannel("console", [Delivery.retry("503")])
+    await deliver_due(store, {"console": console}, Clock())
+    stored = _only(store)
+    assert stored.failed_at == T0 and stored.attempts == MAX_ATTEMPTS
+    assert f"gave up after {MAX_ATTEMPTS} attempts" in (stored.last_error or "")
+    assert [e.kind for e in store.events("inc-1")] == ["note"]
+
+
+async def test_an_unknown_channel_gives_up_loudly(store: Store) -> None:
+    """A notification for a channel no longer configured fails at once with a reason naming
+    the channel, a note on the incident and an error log; it is not silently skipped."""
+    _queue(store, notification("n-1", channel="pager"))
+    console = FakeChannel("console")
+    with capture_logs() as logs:
+        await deliver_due(store, {"console": console}, Clock())
+    stored = _only(store)
+    assert stored.failed_at == T0
+    assert stored.last_error == "channel 'pager' is no longer configured"
+    assert console.sent == []
+    (note,) = store.events("inc-1")
+    assert "pager" in note.detail and note.kind == "note"
+    assert any(e["log_level"] == "error" for e in logs)
+
+
+async def test_a_channel_that_raises_is_retried(store: Store) -> None:
+    """A channel bug (an exception instead of a Delivery) does not lose the notification: it
+    is retried with backoff and the error names the exception."""
+    _queue(store, notification("n-1"))
+    console = FakeChannel("console", [RuntimeError("boom")])
+    clock = Clock()
+    with capture_logs():
+        assert await deliver_due(store, {"console": console}, clock) == 0
+    stored = _only(store)
+    assert stored.attempts == 1
+    assert stored.next_attempt_at == T0 + timedelta(seconds=5)
+    assert stored.last_error == "RuntimeError in channel 'console'"
+    assert stored.failed_at is None
+    clock.advance(5)
+    assert await deliver_due(store, {"console": console}, clock) == 1
+
+
+async def test_each_notification_gets_its_own_outcome(store: Store) -> None:
+    """In one pass, one delivered, one retried and one failed notification are each recorded
+    as such; the pass counts only the delivered one and updates the metrics."""
+    _queue(
+        store,
+        notification("n-ok", channel="console"),
+        notification("n-retry", channel="email", address="alice@example.com"),
+        notification("n-fail", channel="email", recipient="bob", address="bob@example.com"),
+    )
+
+    class ByAddress(FakeChannel):
+        async def send(self, notification: Notification) -> Delivery:
+            self.sent.append(notification)
+            if notification.address == "bob@example.com":
+                return Delivery.give_up("550 no such user")
+            return Delivery.retry("421 try later")
+
+    console = FakeChannel("console")
+    email = ByAddress("email")
+    clock = Clock(T0 + timedelta(seconds=3))
+    metrics = Metrics(store, clock)
+    with capture_logs():
+        assert await deliver_due(store, {"console": console, "email": email}, clock, metrics) == 1
+    by_id = {n.id: n for n in store.notifications("inc-1")}
+    assert by_id["n-ok"].delivered_at == clock.now
+    assert by_id["n-retry"].next_attempt_at == clock.now + timedelta(seconds=5)
+    assert by_id["n-fail"].failed_at == clock.now
+    assert store.outbox_pending() == 1
+    sample = metrics.registry.get_sample_value
+    for channel, outcome in (("console", "delivered"), ("email", "retry"), ("email", "failed")):
+        assert (
+            sample("driftowner_notifications_total", {"channel": channel, "outcome": outcome}) == 1
+        )
+    assert sample("driftowner_notification_latency_seconds_sum", {"channel": "console"}) == 3.0

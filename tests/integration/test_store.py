@@ -1,0 +1,371 @@
+"""The SQLite store against a real database file: transactions, the one-unresolved-incident
+index, optimistic versions, the append-only event log, pending conditions, outbox leases,
+restarts, WAL and the schema version check."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from driftowner.model import Event, Pending
+from driftowner.store import Changes, Conflict, Store, StoreError
+from tests.unit.factories import SYSTEM, T0, at, incident, minutes, notification
+
+LEASE = timedelta(minutes=2)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "driftowner.db"
+
+
+@pytest.fixture
+def store(db_path: Path) -> Iterator[Store]:
+    opened = Store(f"sqlite:///{db_path}")
+    opened.open()
+    yield opened
+    opened.close()
+
+
+def _reopen(store: Store) -> Store:
+    store.close()
+    again = Store(store.url)
+    again.open()
+    return again
+
+
+def _event(kind: str = "note", minute: float = 0, incident_id: str = "inc-1") -> Event:
+    return Event(incident_id, at(minute), kind, "auto", f"{kind} at {minute}")  # type: ignore[arg-type]
+
+
+def test_construction_does_no_io(db_path: Path) -> None:
+    """Building a Store touches nothing; ``open`` creates the file (and its directory)."""
+    unopened = Store(f"sqlite:///{db_path}")
+    assert not db_path.exists()
+    unopened.open()
+    assert db_path.exists()
+    unopened.close()
+
+
+def test_apply_opens_an_incident_with_its_events_notifications_and_pending(store: Store) -> None:
+    """One ``apply`` writes the incident, its events, its notifications and the pending
+    conditions together; the incident reads back equal, at version 0."""
+    opened = incident()
+    store.apply(
+        Changes(
+            opened=[opened],
+            events=[_event("opened")],
+            notifications=[notification("n-1"), notification("n-2", channel="email")],
+            pending_system=SYSTEM,
+            pending=[Pending(SYSTEM, "drift:null_rate", T0, at(1))],
+        )
+    )
+    assert store.incident("inc-1") == opened
+    assert store.incidents(unresolved=True) == [opened]
+    assert [e.kind for e in store.events("inc-1")] == ["opened"]
+    assert [n.id for n in store.notifications("inc-1")] == ["n-1", "n-2"]
+    assert store.notifications("inc-1")[0] == notification("n-1")
+    assert store.pending(SYSTEM) == {
+        (SYSTEM, "drift:null_rate"): Pending(SYSTEM, "drift:null_rate", T0, at(1))
+    }
+    assert store.outbox_pending() == 2
+    assert store.incident("nope") is None
+
+
+def test_apply_updates_and_bumps_the_version(store: Store) -> None:
+    """An update based on the current version is written and the version goes up by one."""
+    store.apply(Changes(opened=[incident()]))
+    current = store.incident("inc-1")
+    assert current is not None and current.version == 0
+    acked = replace(current, state="acknowledged", acknowledged_by="alice", acknowledged_at=at(3))
+    store.apply(Changes(updated=[acked], events=[_event("acknowledged", 3)]))
+    stored = store.incident("inc-1")
+    assert stored == replace(acked, version=1)
+    assert store.incidents(state="acknowledged") == [stored]
+    assert store.incidents(state="open") == []
+
+
+def test_an_update_from_a_stale_read_is_a_conflict_and_writes_nothing(store: Store) -> None:
+    """Two writers read version 0; the first write wins, the second raises Conflict and none
+    of its changes (not even its events) are written."""
+    store.apply(Changes(opened=[incident()]))
+    first = store.incident("inc-1")
+    second = store.incident("inc-1")
+    assert first is not None and second is not None
+    store.apply(
+        Changes(updated=[replace(first, state="acknowledged")], events=[_event("acknowledged")])
+    )
+    with pytest.raises(Conflict, match="inc-1"):
+        store.apply(
+            Changes(
+                updated=[replace(second, state="resolved", resolved_at=at(1))],
+                events=[_event("resolved", 1)],
+                notifications=[notification("n-9")],
+            )
+        )
+    stored = store.incident("inc-1")
+    assert stored is not None and (stored.state, stored.version) == ("acknowledged", 1)
+    assert [e.kind for e in store.events("inc-1")] == ["acknowledged"]
+    assert store.notifications("inc-1") == []
+
+
+def test_the_unique_index_refuses_a_second_unresolved_incident_and_rolls_back(store: Store) -> None:
+    """Opening a second unresolved incident for the same fingerprint is refused by the
+    database, and the whole transaction (events, notifications, pending) rolls back."""
+    store.apply(Changes(opened=[incident()]))
+    with pytest.raises((Conflict, sa.exc.IntegrityError)):
+        store.apply(
+            Changes(
+                opened=[incident(id="inc-2")],
+                events=[_event("opened", 1, "inc-1")],
+                notifications=[notification("n-1")],
+                pending_system=SYSTEM,
+                pending=[Pending(SYSTEM, "drift:null_rate", T0, T0)],
+            )
+        )
+    assert store.incident("inc-2") is None
+    assert store.events("inc-1") == []
+    assert store.notifications("inc-1") == []
+    assert store.pending(SYSTEM) == {}
+
+
+@pytest.mark.xfail(
+    reason="Store.apply lets the unique-index violation escape as sqlalchemy IntegrityError "
+    "instead of Conflict; engine.record catches only Conflict, so a duplicate open (two "
+    "writers, or a stale read) aborts the whole evaluation cycle",
+    strict=True,
+)
+def test_a_second_unresolved_incident_for_a_fingerprint_is_a_conflict(store: Store) -> None:
+    """The refused duplicate surfaces as the store's own Conflict, the error callers handle."""
+    store.apply(Changes(opened=[incident()]))
+    with pytest.raises(Conflict):
+        store.apply(Changes(opened=[incident(id="inc-2")]))
+
+
+def test_a_resolved_incident_frees_its_fingerprint(store: Store) -> None:
+    """Once resolved, the same fingerprint may open again; both incidents are kept."""
+    store.apply(Changes(opened=[incident()]))
+    current = store.incident("inc-1")
+    assert current is not None
+    done = replace(current, state="resolved", resolved_at=at(10), resolved_by="alice")
+    store.apply(Changes(updated=[done]))
+    store.apply(Changes(opened=[incident(id="inc-2", opened_at=at(20))]))
+    assert [i.id for i in store.incidents(system=SYSTEM)] == ["inc-1", "inc-2"]
+    assert [i.id for i in store.incidents(unresolved=True)] == ["inc-2"]
+
+
+def test_incident_filters(store: Store) -> None:
+    """Incidents filter by state, owner, system, unresolved and opening time, oldest first."""
+    store.apply(
+        Changes(
+            opened=[
+                incident(id="inc-b", rule="r2", opened_at=at(20), owner="bob"),
+                incident(id="inc-a", rule="r1", opened_at=at(10)),
+                incident(id="inc-c", rule="r3", opened_at=at(30), system="churn"),
+                incident(
+                    id="inc-d", rule="r4", opened_at=at(40), state="resolved", resolved_at=at(50)
+                ),
+            ]
+        )
+    )
+    assert [i.id for i in store.incidents()] == ["inc-a", "inc-b", "inc-c", "inc-d"]
+    assert [i.id for i in store.incidents(owner="bob")] == ["inc-b"]
+    assert [i.id for i in store.incidents(system="churn")] == ["inc-c"]
+    assert [i.id for i in store.incidents(unresolved=True)] == ["inc-a", "inc-b", "inc-c"]
+    assert [i.id for i in store.incidents(state="resolved")] == ["inc-d"]
+    assert [i.id for i in store.incidents(opened_since=at(30))] == ["inc-c", "inc-d"]
+
+
+def test_events_are_appended_in_order(store: Store) -> None:
+    """Events come back in the order they were appended, across transactions, whatever their
+    timestamps; later writes never rewrite earlier events."""
+    store.apply(Changes(opened=[incident()], events=[_event("opened", 0), _event("notified", 0)]))
+    store.apply(Changes(events=[_event("note", 5), _event("acknowledged", 3)]))
+    store.apply(Changes(events=[_event("resolved", 9)]))
+    assert [(e.kind, e.at) for e in store.events("inc-1")] == [
+        ("opened", at(0)),
+        ("notified", at(0)),
+        ("note", at(5)),
+        ("acknowledged", at(3)),
+        ("resolved", at(9)),
+    ]
+    assert store.events("inc-1")[0] == _event("opened", 0)
+
+
+def test_pending_conditions_are_replaced_per_system(store: Store) -> None:
+    """Setting a system's pending conditions replaces that system's set only; changes that do
+    not name a system leave pending conditions alone."""
+    store.apply(
+        Changes(
+            pending_system=SYSTEM,
+            pending=[Pending(SYSTEM, "drift:a", T0, T0), Pending(SYSTEM, "drift:b", T0, T0)],
+        )
+    )
+    store.apply(Changes(pending_system="churn", pending=[Pending("churn", "drift:c", T0, T0)]))
+    store.apply(Changes(pending_system=SYSTEM, pending=[Pending(SYSTEM, "drift:b", T0, at(1))]))
+    store.apply(Changes(events=[]))
+    assert store.pending(SYSTEM) == {(SYSTEM, "drift:b"): Pending(SYSTEM, "drift:b", T0, at(1))}
+    assert list(store.pending("churn")) == [("churn", "drift:c")]
+    store.apply(Changes(pending_system=SYSTEM, pending=[]))
+    assert store.pending(SYSTEM) == {}
+    assert list(store.pending("churn")) == [("churn", "drift:c")]
+
+
+def _outbox(store: Store, *notifications_: object) -> None:
+    store.apply(Changes(opened=[incident()], notifications=list(notifications_)))  # type: ignore[arg-type]
+
+
+def test_lease_due_claims_once_until_the_lease_expires(store: Store) -> None:
+    """Due notifications are claimed oldest first; a claimed one is not handed out again
+    until its lease runs out (a worker that died), then it is."""
+    _outbox(store, notification("n-2", created_at=at(1)), notification("n-1", created_at=at(0)))
+    now = at(1)
+    assert [n.id for n in store.lease_due(now, LEASE)] == ["n-1", "n-2"]
+    assert store.lease_due(now, LEASE) == []
+    assert store.lease_due(now + LEASE - timedelta(seconds=1), LEASE) == []
+    assert [n.id for n in store.lease_due(now + LEASE, LEASE)] == ["n-1", "n-2"]
+
+
+def test_lease_due_skips_what_is_not_due_and_honours_the_limit(store: Store) -> None:
+    """Notifications whose next attempt lies ahead are not claimed; ``limit`` caps a claim."""
+    _outbox(
+        store,
+        notification("n-1"),
+        notification("n-2", created_at=at(0.5)),
+        notification("n-later", next_attempt_at=at(2)),
+    )
+    assert [n.id for n in store.lease_due(at(1), LEASE, limit=1)] == ["n-1"]
+    assert [n.id for n in store.lease_due(at(1), LEASE)] == ["n-2"]
+    assert store.lease_due(at(1.5), LEASE) == []
+    assert [n.id for n in store.lease_due(at(2), LEASE)] == ["n-later"]
+
+
+def test_mark_delivered_retry_and_failed(store: Store) -> None:
+    """Delivered and failed notifications leave the queue for good; a retried one comes back
+    at its next attempt time; each outcome counts one attempt and keeps the error."""
+    _outbox(store, notification("n-ok"), notification("n-retry"), notification("n-fail"))
+    assert len(store.lease_due(T0, LEASE)) == 3
+    store.mark_delivered("n-ok", at(1))
+    store.mark_retry("n-retry", at(1), "503 Service Unavailable", at(1) + timedelta(seconds=5))
+    store.mark_failed("n-fail", at(1), "invalid_payload")
+    by_id = {n.id: n for n in store.notifications("inc-1")}
+    assert (by_id["n-ok"].delivered_at, by_id["n-ok"].attempts, by_id["n-ok"].last_error) == (
+        at(1),
+        1,
+        None,
+    )
+    retry = by_id["n-retry"]
+    assert (retry.attempts, retry.last_error) == (1, "503 Service Unavailable")
+    assert retry.next_attempt_at == at(1) + timedelta(seconds=5)
+    assert retry.delivered_at is None and retry.failed_at is None
+    failed = by_id["n-fail"]
+    assert (failed.failed_at, failed.attempts, failed.last_error) == (at(1), 1, "invalid_payload")
+    assert store.outbox_pending() == 1
+    assert store.lease_due(at(1) + timedelta(seconds=4), LEASE) == []
+    assert [n.id for n in store.lease_due(at(1) + timedelta(seconds=5), LEASE)] == ["n-retry"]
+    assert [n.id for n in store.lease_due(at(600), LEASE)] == ["n-retry"]
+
+
+def test_everything_survives_a_restart(store: Store) -> None:
+    """Closing and reopening the store (a restart) keeps incidents, versions, events,
+    notifications with their outbox state, and pending conditions."""
+    store.apply(
+        Changes(
+            opened=[incident()],
+            events=[_event("opened")],
+            notifications=[notification("n-1"), notification("n-2")],
+            pending_system=SYSTEM,
+            pending=[Pending(SYSTEM, "drift:null_rate", T0, at(1))],
+        )
+    )
+    current = store.incident("inc-1")
+    assert current is not None
+    store.apply(Changes(updated=[replace(current, escalation_steps_done=1)]))
+    store.lease_due(T0, LEASE)
+    store.mark_delivered("n-1", at(1))
+    again = _reopen(store)
+    try:
+        stored = again.incident("inc-1")
+        assert stored == replace(incident(), escalation_steps_done=1, version=1)
+        assert [e.kind for e in again.events("inc-1")] == ["opened"]
+        assert again.outbox_pending() == 1
+        assert [n.id for n in again.lease_due(at(1) + LEASE, LEASE)] == ["n-2"]
+        assert list(again.pending(SYSTEM)) == [(SYSTEM, "drift:null_rate")]
+    finally:
+        again.close()
+
+
+def test_the_database_runs_in_wal_mode(store: Store, db_path: Path) -> None:
+    """SQLite is switched to write-ahead logging (readers never block the writer)."""
+    store.apply(Changes(opened=[incident()]))
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_newer_schema_is_refused(store: Store, db_path: Path) -> None:
+    """A database written by a newer driftowner (schema version above ours) is refused with a
+    StoreError naming the version; an equal version opens."""
+    store.close()
+    again = Store(store.url)
+    again.open()
+    again.close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE driftowner_meta SET value = '2' WHERE key = 'schema_version'")
+    newer = Store(store.url)
+    with pytest.raises(StoreError, match="schema version 2"):
+        newer.open()
+    newer.close()
+
+
+@pytest.mark.xfail(
+    reason="Store.open runs metadata.create_all (DDL, outside SQLite's transaction under "
+    "pysqlite) before checking schema_version, so refusing a newer schema still recreates "
+    "our v1 tables in that newer database",
+    strict=True,
+)
+def test_refusing_a_newer_schema_leaves_that_database_untouched(
+    store: Store, db_path: Path
+) -> None:
+    """A newer database is refused without being written to: a table the newer schema no
+    longer has is not recreated by the older driftowner."""
+    store.close()
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("UPDATE driftowner_meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute("DROP TABLE pending_conditions")
+    newer = Store(store.url)
+    with pytest.raises(StoreError):
+        newer.open()
+    with sqlite3.connect(db_path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "pending_conditions" not in tables
+
+
+def test_an_unusable_database_is_a_store_error(tmp_path: Path) -> None:
+    """A file that is not a database is refused with a StoreError, not a driver exception."""
+    bogus = tmp_path / "bogus.db"
+    bogus.write_bytes(b"this is not a database" * 100)
+    broken = Store(f"sqlite:///{bogus}")
+    with pytest.raises(StoreError, match="cannot open the store"):
+        broken.open()
+    assert broken.ping() is False
+
+
+def test_ping_answers_true_on_a_working_store(store: Store) -> None:
+    """``ping`` is true while the database answers."""
+    assert store.ping() is True
+
+
+def test_times_keep_microseconds(store: Store) -> None:
+    """Timestamps survive the store to the microsecond."""
+    precise = at(0) + timedelta(microseconds=123457)
+    store.apply(Changes(opened=[incident(opened_at=precise, acknowledged_at=precise + minutes(1))]))
+    stored = store.incident("inc-1")
+    assert stored is not None
+    assert stored.opened_at == precise
+    assert stored.acknowledged_at == precise + minutes(1)

@@ -1,0 +1,349 @@
+"""Escalation: an incident, its snapshotted chain and ``now`` in; due steps, notifications and
+events out. Timers come from the incident's stored timestamps, so ticks may come late, twice,
+or after an outage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from driftowner.config import Config
+from driftowner.escalation import Escalation, cycle_length, on_resolved, step_due_at, tick
+from driftowner.incidents import acknowledge, reassign, resolve, snapshot_chain
+from driftowner.model import AUTO, ChainSnapshot, ChainStep, Incident, Notification
+
+from .factories import (
+    SYSTEM,
+    T0,
+    at,
+    ids,
+    incident,
+    links,
+    make_config,
+    minutes,
+    notification,
+)
+
+
+@dataclass
+class Escalator:
+    """Ticks one incident forward the way the engine does, keeping everything it owed."""
+
+    config: Config
+    incident: Incident
+    sent: list[Notification] = field(default_factory=list)
+    new_id: Any = field(default_factory=lambda: ids("n"))
+
+    def tick(self, now: datetime) -> Escalation:
+        outcome = tick(self.config, self.incident, now, self.new_id, links)
+        self.incident = outcome.incident
+        self.sent.extend(outcome.notifications)
+        return outcome
+
+    def at(self, minute: float) -> Escalation:
+        return self.tick(at(minute))
+
+
+def escalator(**overrides: Any) -> Escalator:
+    config = make_config()
+    return Escalator(config, incident(config, **overrides))
+
+
+def _who(outcome: Escalation) -> list[tuple[str, str, str, str, int]]:
+    return [
+        (n.recipient, n.channel, n.address, n.message.purpose, n.message.step)
+        for n in outcome.notifications
+    ]
+
+
+def test_step_one_notifies_the_owner_at_once_and_informs_contributors() -> None:
+    """At opening, step 1 goes to the accountable owner through each of its channels (purpose
+    ``opened``), the contributors of the incident's layers are informed, and one ``notified``
+    event records it."""
+    esc = escalator()
+    outcome = esc.at(0)
+    assert _who(outcome) == [
+        ("alice", "console", "alice", "opened", 1),
+        ("alice", "email", "alice@example.com", "opened", 1),
+        ("ml-fraud", "console", "ml-fraud", "informed", 0),
+        ("ml-fraud", "email", "ml-fraud@example.com", "informed", 0),
+    ]
+    assert outcome.steps_fired == (1,)
+    assert [(e.kind, e.actor, e.at) for e in outcome.events] == [("notified", AUTO, T0)]
+    assert outcome.events[0].detail.startswith("step 1: ")
+    assert "alice via email" in outcome.events[0].detail
+    assert outcome.incident.escalation_steps_done == 1
+    assert all(n.created_at == T0 and n.next_attempt_at == T0 for n in outcome.notifications)
+    assert all(n.incident_id == "inc-1" for n in outcome.notifications)
+
+
+def test_every_contributor_team_of_the_layers_involved_is_informed() -> None:
+    """An incident over the model and business layers informs both layers' teams."""
+    esc = escalator(layers=("model", "business"), kind="disagreement")
+    teams = {n.recipient for n in esc.at(0).notifications if n.message.purpose == "informed"}
+    assert teams == {"ml-fraud", "risk-product"}
+
+
+CHAIN_CASES = [
+    # (tick minute, steps fired, recipients)
+    (0, (1,), {"alice", "ml-fraud"}),
+    (14.99, (), set()),
+    (15, (2,), {"bob"}),
+    (44, (), set()),
+    (45, (3,), {"dana"}),
+    (74, (), set()),
+    (75, (1,), {"alice"}),
+    (90, (2,), {"bob"}),
+    (120, (3,), {"dana"}),
+    (600, (), set()),
+    (6000, (), set()),
+]
+
+
+def test_later_steps_fire_at_their_after_and_repeat_reruns_the_chain() -> None:
+    """While open, each later step fires at its ``after`` since opening; with ``repeat: 1``
+    the chain runs once more one cycle later (cycle = last after + last gap = 75m), then
+    stops."""
+    esc = escalator()
+    for minute, fired, recipients in CHAIN_CASES:
+        outcome = esc.at(minute)
+        assert (minute, outcome.steps_fired) == (minute, fired)
+        assert {n.recipient for n in outcome.notifications} == recipients
+    assert esc.incident.escalation_steps_done == 6
+
+
+def test_later_steps_are_escalations_naming_the_step() -> None:
+    """Steps after the first are ``escalated`` events and notifications with their step
+    number; a repeated step 1 is an escalation too, not a second opening."""
+    esc = escalator()
+    esc.at(0)
+    step2 = esc.at(15)
+    assert _who(step2) == [("bob", "email", "bob@example.com", "escalated", 2)]
+    assert [(e.kind, e.detail) for e in step2.events] == [("escalated", "step 2: bob via email")]
+    esc.at(45)
+    again = esc.at(75)
+    assert {(n.recipient, n.message.purpose, n.message.step) for n in again.notifications} == {
+        ("alice", "escalated", 1)
+    }
+    assert [e.kind for e in again.events] == ["escalated"]
+
+
+def test_notifications_carry_what_a_human_needs_to_act() -> None:
+    """Every notification names the system, the accountable owner, the layers, the evidence,
+    the age, the step, the recipient, the runbook and the links."""
+    esc = escalator()
+    esc.at(0)
+    (sent,) = esc.at(15).notifications
+    message = sent.message
+    assert message.system == SYSTEM
+    assert (message.owner, message.owner_name) == ("alice", "Alice Chen")
+    assert message.recipient_name == "Bob Diaz"
+    assert message.layers == ("model",)
+    assert message.kind == "drift" and message.rule == "drift:accuracy"
+    assert message.summary == "accuracy falling: 0.71 < min 0.9"
+    assert message.evidence == ("accuracy (model): degraded — 0.71 < min 0.9",)
+    assert message.age_seconds == 900.0
+    assert message.opened_at == T0
+    assert message.step == 2
+    assert message.runbook == "https://wiki.example.com/fraud-scoring"
+    assert message.incident_url == "http://driftowner.test/view/inc-1"
+    assert message.ack_url == "http://driftowner.test/ack/inc-1"
+    assert message.resolve_url == "http://driftowner.test/resolve/inc-1"
+
+
+def test_an_ack_stops_escalation() -> None:
+    """After an acknowledgement no further step fires, however late the tick."""
+    esc = escalator()
+    esc.at(0)
+    esc.incident = acknowledge(esc.incident, "alice", at(5)).incident
+    for minute in (15, 45, 75, 119):
+        assert esc.at(minute).notifications == ()
+    assert esc.incident.escalation_steps_done == 1
+
+
+def test_overdue_steps_after_an_outage_all_fire_once_in_order() -> None:
+    """A first tick 50 minutes after opening (the daemon was down) fires steps 1, 2 and 3 in
+    order, each once; ticking again at the same instant fires nothing more."""
+    esc = escalator()
+    outcome = esc.at(50)
+    assert outcome.steps_fired == (1, 2, 3)
+    assert [e.kind for e in outcome.events] == ["notified", "escalated", "escalated"]
+    assert [n.recipient for n in outcome.notifications if n.message.purpose != "informed"] == [
+        "alice",
+        "alice",
+        "bob",
+        "dana",
+    ]
+    assert esc.at(50) == Escalation(esc.incident)
+
+
+@pytest.mark.parametrize("minute", [0, 15, 45, 75, 50, 200])
+def test_a_second_tick_at_the_same_instant_fires_nothing(minute: float) -> None:
+    """No step fires twice: a tick repeated at the same ``now`` owes nothing."""
+    esc = escalator()
+    esc.at(minute)
+    assert esc.at(minute) == Escalation(esc.incident)
+
+
+def test_an_expired_ack_unacknowledges_and_restarts_at_step_one() -> None:
+    """When ``ack_timeout`` runs out the incident is open again (``unacknowledged`` event),
+    step 1 fires to the owner at once, and later steps follow from that moment."""
+    esc = escalator()
+    esc.at(0)
+    esc.incident = acknowledge(esc.incident, "alice", at(10)).incident
+    before = esc.tick(at(10) + timedelta(hours=8) - timedelta(seconds=1))
+    assert (before.incident.state, before.steps_fired) == ("acknowledged", ())
+    expiry = at(10) + timedelta(hours=8)
+    outcome = esc.tick(expiry)
+    assert [(e.kind, e.actor) for e in outcome.events] == [
+        ("unacknowledged", AUTO),
+        ("escalated", AUTO),
+    ]
+    assert "ack by alice expired" in outcome.events[0].detail
+    assert outcome.incident.state == "open"
+    assert outcome.incident.acknowledged_at is None
+    assert outcome.incident.first_acknowledged_at == at(10)
+    assert outcome.incident.escalation_epoch == expiry
+    assert outcome.steps_fired == (1,)
+    assert {(n.recipient, n.message.purpose, n.message.state) for n in outcome.notifications} == {
+        ("alice", "escalated", "open")
+    }
+    assert esc.tick(expiry + minutes(14)).notifications == ()
+    assert esc.tick(expiry + minutes(15)).steps_fired == (2,)
+
+
+def test_reminders_go_to_the_owner_while_acknowledged() -> None:
+    """While acknowledged but unresolved, the owner is reminded every ``remind_every``
+    through step 1's channels; no reminder twice for the same period."""
+    esc = escalator()
+    esc.at(0)
+    esc.incident = acknowledge(esc.incident, "alice", at(10)).incident
+    assert esc.at(10 + 119).notifications == ()
+    first = esc.at(10 + 120)
+    assert _who(first) == [
+        ("alice", "console", "alice", "reminder", 0),
+        ("alice", "email", "alice@example.com", "reminder", 0),
+    ]
+    assert [(e.kind, e.actor) for e in first.events] == [("reminded", AUTO)]
+    assert first.notifications[0].message.ack_url is None
+    assert first.notifications[0].message.resolve_url == "http://driftowner.test/resolve/inc-1"
+    assert esc.at(10 + 120) == Escalation(esc.incident)
+    assert esc.at(10 + 239).notifications == ()
+    assert [n.message.purpose for n in esc.at(10 + 240).notifications] == ["reminder"] * 2
+    assert esc.incident.state == "acknowledged"
+
+
+def test_no_reminders_without_remind_every() -> None:
+    """A chain without ``remind_every`` never reminds an acknowledged incident."""
+    esc = escalator()
+    esc.incident = replace(
+        acknowledge(esc.incident, "alice", at(1)).incident,
+        chain=replace(esc.incident.chain, remind_every=None, ack_timeout=None),
+    )
+    assert esc.tick(at(1) + timedelta(days=30)).events == ()
+
+
+def test_a_resolved_incident_owes_nothing() -> None:
+    """Ticking a resolved incident fires no step and no reminder."""
+    esc = escalator()
+    esc.incident = resolve(esc.incident, "alice", at(1)).incident
+    assert esc.at(100) == Escalation(esc.incident)
+
+
+def test_a_reassignment_restarts_escalation_with_the_new_owner() -> None:
+    """After a reassignment step 1 goes to the new accountable owner at once, and the chain
+    runs again from the reassignment."""
+    esc = escalator()
+    esc.at(0)
+    config = esc.config
+    chain = snapshot_chain(config, config.systems[SYSTEM], owner="bob")
+    esc.incident = reassign(esc.incident, "bob", "on call", at(5), "alice", chain).incident
+    outcome = esc.at(5)
+    assert _who(outcome) == [
+        ("bob", "console", "bob", "escalated", 1),
+        ("bob", "email", "bob@example.com", "escalated", 1),
+    ]
+    assert outcome.notifications[0].message.owner_name == "Bob Diaz"
+    assert esc.at(20).steps_fired == (2,)
+
+
+def test_on_resolved_notifies_everyone_notified_once_and_skips_tests() -> None:
+    """A resolution sends one ``resolved`` message per earlier (channel, recipient, address),
+    however often that address was notified, and none for test messages."""
+    config = make_config()
+    done = resolve(incident(config), "alice", at(90)).incident
+    earlier = [
+        notification("a", channel="console", recipient="alice", address="alice"),
+        notification("b", channel="email", recipient="alice", address="alice@example.com"),
+        notification("c", channel="email", recipient="ml-fraud", address="ml-fraud@example.com"),
+        notification("d", channel="email", recipient="bob", address="bob@example.com"),
+        notification("e", channel="email", recipient="bob", address="bob@example.com"),
+        notification("f", channel="email", recipient="alice", address="alice@example.com"),
+        notification(
+            "t", channel="email", recipient="dana", address="x@example.com", purpose="test"
+        ),
+    ]
+    out = on_resolved(config, done, earlier, at(90), ids("r"), links)
+    assert [(n.channel, n.recipient, n.address) for n in out] == [
+        ("console", "alice", "alice"),
+        ("email", "alice", "alice@example.com"),
+        ("email", "ml-fraud", "ml-fraud@example.com"),
+        ("email", "bob", "bob@example.com"),
+    ]
+    assert [n.id for n in out] == ["r-1", "r-2", "r-3", "r-4"]
+    for sent in out:
+        assert sent.message.purpose == "resolved"
+        assert sent.message.step == 0
+        assert sent.message.state == "resolved"
+        assert sent.message.age_seconds == 90 * 60
+        assert sent.message.ack_url is None and sent.message.resolve_url is None
+        assert sent.created_at == at(90)
+    assert [n.message.recipient_name for n in out] == [
+        "Alice Chen",
+        "Alice Chen",
+        "ml-fraud",
+        "Bob Diaz",
+    ]
+
+
+def test_on_resolved_after_a_full_escalation_reaches_every_recipient() -> None:
+    """Everything the chain sent (owner, contributors, later steps) hears of the resolution."""
+    esc = escalator()
+    for minute in (0, 15, 45):
+        esc.at(minute)
+    done = resolve(esc.incident, "alice", at(50)).incident
+    out = on_resolved(esc.config, done, esc.sent, at(50), ids("r"), links)
+    assert {n.recipient for n in out} == {"alice", "ml-fraud", "bob", "dana"}
+    assert len(out) == len({(n.channel, n.recipient, n.address) for n in esc.sent})
+
+
+CYCLE_CASES = [
+    # (afters in minutes, repeat, k, due minute or None)
+    ((0, 15, 45), 1, 0, 0),
+    ((0, 15, 45), 1, 2, 45),
+    ((0, 15, 45), 1, 3, 75),
+    ((0, 15, 45), 1, 5, 120),
+    ((0, 15, 45), 1, 6, None),
+    ((0, 15, 45), 0, 3, None),
+    ((0, 10), 2, 4, 40),
+    ((0,), 3, 1, None),
+]
+
+
+@pytest.mark.parametrize(("afters", "repeat", "k", "due"), CYCLE_CASES)
+def test_step_due_at_counts_repeats_one_cycle_apart(
+    afters: tuple[int, ...], repeat: int, k: int, due: int | None
+) -> None:
+    """The k-th step (counting repeats) falls due at epoch + round * cycle + its ``after``;
+    past the last round there is none. A single-step chain has no cycle and never repeats."""
+    chain = ChainSnapshot(
+        name="c",
+        steps=tuple(ChainStep(minutes(a), ("alice",), ("console",)) for a in afters),
+        repeat=repeat,
+    )
+    assert step_due_at(chain, T0, k) == (None if due is None else at(due))
+    if len(afters) > 1:
+        assert cycle_length(chain) == minutes(2 * afters[-1] - afters[-2])
