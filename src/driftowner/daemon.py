@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import prometheus_client
 import structlog
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -256,6 +257,8 @@ class Daemon:
                 print(line, file=sys.stderr)
             return 1
         self.config = config
+        # Counters' *_created series double the exposition for no use here.
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.store = Store(config.storage.url)
         self.store.open()
         self.signer = LinkSigner(self.store.secret("links"), config.server.base_url)

@@ -1,4 +1,5 @@
-"""The log channel: one structured ``notification`` event per notification, always delivered."""
+"""The log channel: one structured event per notification, headed by its subject, always
+delivered."""
 
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ async def test_log_channel_writes_one_event_with_every_field() -> None:
     assert delivery == Delivery.delivered()
     assert len(logs) == 1
     event = logs[0]
-    assert event["event"] == "notification"
+    assert event["event"].startswith("[driftowner] ESCALATED fraud-scoring")
+    assert event["event"].endswith("→ Bob Diaz")
     assert event["log_level"] == "info"
     assert event["purpose"] == "escalated"
     assert event["system"] == "fraud-scoring"

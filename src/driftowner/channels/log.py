@@ -1,4 +1,5 @@
-"""The ``log`` channel: one readable structlog line per notification, through the logger
+"""The ``log`` channel: one readable structlog line per notification (its subject, then the
+fields), through the logger
 ``driftowner.notify``. Used by the demo and as a last-resort record; always delivered."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ LOGGER_NAME = "driftowner.notify"
 
 
 class LogChannel:
-    """Writes each notification as one structured log event named ``notification``.
+    """Writes each notification as one structured log event whose text is the subject.
 
     Args:
         name: The channel's name in the config.
@@ -50,7 +51,10 @@ class LogChannel:
         )
         # Absent links and a step of 0 are left out rather than logged as ``None``.
         present = {key: value for key, value in fields.items() if value is not None}
-        structlog.get_logger(LOGGER_NAME).info("notification", **present)
+        # The event text is the message's subject, so a console reader sees at a glance what
+        # happened, to which system, whose it is and who is being told.
+        headline = f"{render.subject(message)} → {message.recipient_name}"
+        structlog.get_logger(LOGGER_NAME).info(headline, **present)
         return Delivery.delivered()
 
     async def aclose(self) -> None:
