@@ -106,7 +106,11 @@ def reconcile(
                     Event(incident.id, now, "condition_returned", AUTO, condition.summary)
                 )
             continue
-        waiting = pending.get(fp) or Pending(system_name, condition.rule, now, now)
+        waiting = pending.get(fp)
+        if waiting is None or now - waiting.last_seen_at > _max_gap(config):
+            # A condition must hold *continuously* for its ``for``: after a gap in evaluation
+            # (downtime) we cannot know it held, so it starts over.
+            waiting = Pending(system_name, condition.rule, now, now)
         if now - waiting.since >= condition.hold_for:
             incident = _open(config, system, condition, waiting.since, now, new_id())
             opened.append(incident)
@@ -120,7 +124,8 @@ def reconcile(
     for fp, incident in unresolved.items():
         if fp in holding_by_fp or incident.system != system_name:
             continue
-        if undecided(findings, incident.signals):
+        signals_gone = any(name not in system.signals for name in incident.signals)
+        if not signals_gone and undecided(findings, incident.signals):
             continue
         before = incident
         cleared_at = incident.cleared_at
@@ -233,6 +238,12 @@ def reassign(
     )
     detail = f"{incident.owner} → {to}: {reason}"
     return Transition(moved, (Event(incident.id, at, "reassigned", by, detail),))
+
+
+def _max_gap(config: Config) -> timedelta:
+    """The longest silence between two sightings of a pending condition that still counts as
+    holding continuously: a few missed evaluations, not a restart after downtime."""
+    return 3 * config.evaluation.interval + timedelta(seconds=5)
 
 
 def _whole_seconds(value: timedelta) -> timedelta:

@@ -12,7 +12,7 @@ import structlog
 from driftowner.channels import Channel
 from driftowner.metrics import Metrics
 from driftowner.model import AUTO, Delivery, Event, Notification
-from driftowner.store import Changes, Store
+from driftowner.store import Store
 
 log = structlog.get_logger("driftowner.outbox")
 
@@ -66,14 +66,16 @@ async def deliver_due(
                     max((now - notification.created_at).total_seconds(), 0.0)
                 )
         elif (reason := gives_up(notification, delivery, now)) is not None:
-            store.mark_failed(notification.id, now, reason)
             outcome = "failed"
             detail = (
                 f"notification to {notification.recipient} via {notification.channel} "
                 f"failed for good: {reason}"
             )
-            store.apply(
-                Changes(events=[Event(notification.incident_id, now, "note", AUTO, detail)])
+            store.mark_failed(
+                notification.id,
+                now,
+                reason,
+                Event(notification.incident_id, now, "note", AUTO, detail),
             )
             log.error(
                 "notification failed",

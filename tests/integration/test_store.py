@@ -135,12 +135,6 @@ def test_the_unique_index_refuses_a_second_unresolved_incident_and_rolls_back(st
     assert store.pending(SYSTEM) == {}
 
 
-@pytest.mark.xfail(
-    reason="Store.apply lets the unique-index violation escape as sqlalchemy IntegrityError "
-    "instead of Conflict; engine.record catches only Conflict, so a duplicate open (two "
-    "writers, or a stale read) aborts the whole evaluation cycle",
-    strict=True,
-)
 def test_a_second_unresolved_incident_for_a_fingerprint_is_a_conflict(store: Store) -> None:
     """The refused duplicate surfaces as the store's own Conflict, the error callers handle."""
     store.apply(Changes(opened=[incident()]))
@@ -323,12 +317,6 @@ def test_a_newer_schema_is_refused(store: Store, db_path: Path) -> None:
     newer.close()
 
 
-@pytest.mark.xfail(
-    reason="Store.open runs metadata.create_all (DDL, outside SQLite's transaction under "
-    "pysqlite) before checking schema_version, so refusing a newer schema still recreates "
-    "our v1 tables in that newer database",
-    strict=True,
-)
 def test_refusing_a_newer_schema_leaves_that_database_untouched(
     store: Store, db_path: Path
 ) -> None:

@@ -46,6 +46,8 @@ def at(offset: timedelta | float) -> datetime:
 def base_config() -> dict[str, Any]:
     """The config as the plain document a YAML file would hold (aliases: ``for``, ``from``)."""
     return {
+        # Evaluations every 5 minutes: a pending condition survives gaps of up to 15m05s.
+        "evaluation": {"interval": "5m"},
         "sources": {"prom": {"type": "demo"}},
         "owners": {
             "alice": {"name": "Alice Chen", "email": "alice@example.com", "slack": "U024BE7LH"},
@@ -170,7 +172,10 @@ def finding(
     system: str = SYSTEM,
     **fields: Any,
 ) -> Finding:
-    """One finding of a fraud-scoring signal (layer looked up by name)."""
+    """One finding of a fraud-scoring signal (layer looked up by name). A ``no_data``
+    finding is the staleness detector's unless ``detector`` says otherwise."""
+    if status == "no_data":
+        fields.setdefault("detector", "staleness")
     return Finding(
         system=system,
         signal=signal_name,
@@ -201,6 +206,7 @@ def source_error(signal_name: str, when: datetime = T0) -> Finding:
         when,
         source_error=True,
         source_up=False,
+        detector="",
         reason="connection refused",
     )
 

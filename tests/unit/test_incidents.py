@@ -419,3 +419,31 @@ def test_time_to_acknowledge_and_resolve_are_measured_from_opening(
     assert subject.time_to_acknowledge == to_ack
     assert subject.time_to_resolve == to_resolve
     assert subject.age(at(100)) == (to_resolve or minutes(100))
+
+
+def test_a_pending_condition_starts_over_after_a_gap_in_evaluation() -> None:
+    """``for`` needs the condition to hold continuously: sighted at 0, then not evaluated for
+    longer than three intervals (downtime), it is pending anew from its next sighting."""
+    life = lifecycle(_accuracy_for("30m"))
+    life.at(0, **DRIFTING)
+    after_gap = life.at(40, **DRIFTING)  # interval 5m: a 40-minute silence is a gap
+    assert after_gap.opened == ()
+    assert [p.since for p in after_gap.pending] == [at(40)]
+    assert life.at(55, **DRIFTING).opened == ()
+    assert len(life.at(70, **DRIFTING).opened) == 1
+    assert life.unresolved[FP].condition_began_at == at(40)
+
+
+def test_an_incident_whose_signal_left_the_config_clears_and_resolves() -> None:
+    """After a reload removes its signal, an incident can no longer be confirmed: it clears
+    and resolves itself instead of staying undecided forever."""
+    life = lifecycle(signal_patch("accuracy", resolve_after="0s"))
+    life.at(0, **DRIFTING)
+    document_without_accuracy = make_config(
+        {"systems": {SYSTEM: {"disagreements": []}}}
+    ).model_dump(by_alias=True)
+    del document_without_accuracy["systems"][SYSTEM]["signals"]["accuracy"]
+    life.config = Config.model_validate(document_without_accuracy)
+    outcome = life.at(5, adoption="ok", null_rate="ok")
+    assert [i.state for i in outcome.updated] == ["resolved"]
+    assert outcome.updated[0].resolved_by == AUTO

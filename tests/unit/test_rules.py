@@ -122,6 +122,17 @@ def test_a_source_error_raises_no_stale_condition() -> None:
     assert _rules(found) == ["stale:adoption"]
 
 
+def test_a_baseline_short_of_history_raises_no_stale_condition() -> None:
+    """A baseline signal with too few reference samples has no verdict yet, but its source
+    did answer with data: that is not a silent signal, so nobody is paged as stale."""
+    found = {
+        "accuracy": finding("accuracy", "ok"),
+        "adoption": finding("adoption", "no_data", detector="baseline"),
+        "null_rate": finding("null_rate", "ok"),
+    }
+    assert _rules(found) == []
+
+
 def test_disagreement_condition_carries_layers_evidence_and_timers() -> None:
     """A disagreement names its layers in canonical order, both sides' signals and evidence,
     its ``for`` duration, the system's ``resolve_after``, and says what moved."""

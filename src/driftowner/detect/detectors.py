@@ -86,7 +86,7 @@ def baseline(
         return replace(
             found,
             status="no_data",
-            detector="staleness",
+            detector="baseline",
             reason=f"{len(history)} reference samples, baseline needs {spec.min_samples}",
         )
     reference = fmean(history)

@@ -73,7 +73,9 @@ def conditions(
             )
     for name, signal in system.signals.items():
         finding = findings.get(name)
-        if finding is None or finding.status != "no_data" or finding.source_error:
+        # Only a source that answered with nothing (or only old samples) is stale; a failed
+        # query is the operator's problem, and a baseline short of history is not a silence.
+        if finding is None or finding.status != "no_data" or finding.detector != "staleness":
             continue
         holding.append(
             Condition(

@@ -150,18 +150,27 @@ class Store:
         if engine.dialect.name == "sqlite":
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         try:
+            # Check the version before any DDL: a store written by a newer driftowner must be
+            # left exactly as it is.
             with engine.begin() as conn:
-                metadata.create_all(conn)
-                found = conn.execute(
-                    sa.select(meta.c.value).where(meta.c.key == "schema_version")
-                ).scalar_one_or_none()
-                if found is None:
-                    conn.execute(sa.insert(meta).values(key="schema_version", value="1"))
-                elif int(found) > SCHEMA_VERSION:
+                found = None
+                if sa.inspect(conn).has_table(meta.name):
+                    found = conn.execute(
+                        sa.select(meta.c.value).where(meta.c.key == "schema_version")
+                    ).scalar_one_or_none()
+                if found is not None and int(found) > SCHEMA_VERSION:
                     raise StoreError(
                         f"the store at {url.render_as_string(hide_password=True)} has schema "
                         f"version {found}; this driftowner knows up to {SCHEMA_VERSION}"
                     )
+                metadata.create_all(conn)
+                if found is None:
+                    conn.execute(
+                        sa.insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION))
+                    )
+        except StoreError:
+            engine.dispose()
+            raise
         except sa.exc.SQLAlchemyError as error:
             engine.dispose()
             raise StoreError(
@@ -291,6 +300,14 @@ class Store:
         Raises:
             Conflict: an updated incident changed since it was read; nothing was written.
         """
+        try:
+            self._apply(changes)
+        except sa.exc.IntegrityError as error:
+            # The one-unresolved-per-fingerprint index refused an opening: another writer
+            # opened it first. Nothing was written; the caller decides again.
+            raise Conflict(f"refused by the store: {error.orig}") from error
+
+    def _apply(self, changes: Changes) -> None:
         with self._tx() as conn:
             for incident in changes.opened:
                 conn.execute(sa.insert(incidents).values(**_incident_row(incident, 0)))
@@ -303,19 +320,7 @@ class Store:
                 if result.rowcount != 1:
                     raise Conflict(f"incident {incident.id} changed since it was read")
             if changes.events:
-                conn.execute(
-                    sa.insert(events),
-                    [
-                        {
-                            "incident_id": e.incident_id,
-                            "at": ts(e.at),
-                            "kind": e.kind,
-                            "actor": e.actor,
-                            "detail": e.detail,
-                        }
-                        for e in changes.events
-                    ],
-                )
+                conn.execute(sa.insert(events), [_event_row(e) for e in changes.events])
             if changes.notifications:
                 conn.execute(sa.insert(outbox), [_outbox_row(n) for n in changes.notifications])
             if changes.pending_system is not None:
@@ -378,16 +383,24 @@ class Store:
             last_error=error,
         )
 
-    def mark_failed(self, notification_id: str, at: datetime, error: str) -> None:
-        self._finish(notification_id, failed_at=ts(at), leased_until=None, last_error=error)
+    def mark_failed(
+        self, notification_id: str, at: datetime, error: str, event: Event | None = None
+    ) -> None:
+        """Give up on a notification; ``event`` (the incident's record of it) is written in
+        the same transaction."""
+        self._finish(
+            notification_id, failed_at=ts(at), leased_until=None, last_error=error, event=event
+        )
 
-    def _finish(self, notification_id: str, **values: Any) -> None:
+    def _finish(self, notification_id: str, event: Event | None = None, **values: Any) -> None:
         with self._tx() as conn:
             conn.execute(
                 sa.update(outbox)
                 .where(outbox.c.id == notification_id)
                 .values(attempts=outbox.c.attempts + 1, **values)
             )
+            if event is not None:
+                conn.execute(sa.insert(events).values(**_event_row(event)))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -416,6 +429,16 @@ def _incident_row(incident: Incident, version: int) -> dict[str, Any]:
         "resolved_at": ts(incident.resolved_at),
         "version": version,
         "body": incident_to_json(incident),
+    }
+
+
+def _event_row(e: Event) -> dict[str, Any]:
+    return {
+        "incident_id": e.incident_id,
+        "at": ts(e.at),
+        "kind": e.kind,
+        "actor": e.actor,
+        "detail": e.detail,
     }
 
 
