@@ -19,7 +19,7 @@ import math
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,8 +78,13 @@ def openmetrics(*families: Family) -> str:
 
 
 @contextlib.contextmanager
-def running_prometheus(tmp_path: Path, openmetrics_text: str) -> Iterator[str]:
+def running_prometheus(
+    tmp_path: Path, openmetrics_text: str, *, scrape_targets: Sequence[str] = ()
+) -> Iterator[str]:
     """Run a Prometheus over ``openmetrics_text`` and yield its base URL.
+
+    With ``scrape_targets`` (``127.0.0.1:PORT`` of live exporters) it also scrapes them every
+    second, job ``model-monitoring``, as it would a model server in production.
 
     Writes the text to ``tmp_path``, loads it into a fresh TSDB with ``promtool tsdb
     create-blocks-from openmetrics``, starts ``prometheus`` on a free ``127.0.0.1`` port with no
@@ -113,7 +118,9 @@ def running_prometheus(tmp_path: Path, openmetrics_text: str) -> Iterator[str]:
             f"{loaded.stdout}\n{loaded.stderr}"
         )
     config = tmp_path / "prometheus.yml"
-    config.write_text(_CONFIG, encoding="utf-8")
+    config.write_text(
+        _CONFIG if not scrape_targets else _scrape_config(scrape_targets), encoding="utf-8"
+    )
     log_path = tmp_path / "prometheus.log"
 
     for attempt in range(_START_ATTEMPTS):
@@ -139,6 +146,18 @@ def running_prometheus(tmp_path: Path, openmetrics_text: str) -> Iterator[str]:
             return
         finally:
             _stop(process)
+
+
+def _scrape_config(targets: Sequence[str]) -> str:
+    listed = ", ".join(f'"{target}"' for target in targets)
+    return (
+        "# Written by tests/integration/prometheus_server.py: history plus live exporters.\n"
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1m\n"
+        "scrape_configs:\n"
+        "  - job_name: model-monitoring\n"
+        "    scrape_interval: 1s\n"
+        f"    static_configs: [{{targets: [{listed}]}}]\n"
+    )
 
 
 def _wait_ready(
