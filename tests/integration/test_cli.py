@@ -1,0 +1,176 @@
+"""The command line over a real SQLite store: check-config, schema, evaluate, and the incident
+commands acting through the same service functions as the HTTP API."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from driftowner.cli import main
+from driftowner.configload import load_config
+from driftowner.incidents import snapshot_chain
+from driftowner.model import Incident
+from driftowner.store import Changes, Store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_check_config_accepts_the_shipped_configs(capsys: pytest.CaptureFixture[str]) -> None:
+    """config/demo.yaml and config/example.yaml are valid: exit 0 and a one-line summary."""
+    for name in ("demo.yaml", "example.yaml"):
+        code, out, err = run(capsys, "check-config", str(ROOT / "config" / name))
+        assert (code, err) == (0, "")
+        assert out.startswith(f"{ROOT / 'config' / name}: ok (1 systems")
+
+
+def test_check_config_reports_every_error_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two mistakes: exit 1, each on its own line as FILE: yaml.path: message, no traceback."""
+    text = (ROOT / "config" / "demo.yaml").read_text()
+    text = text.replace("interval: 2s", "interval: 2 seconds").replace(
+        "owner: alice                # required", "owner: alicia                # required"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    code, out, err = run(capsys, "check-config", str(bad))
+    assert code == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert any(line.startswith(f"{bad}: evaluation.interval: ") for line in lines), lines
+    assert "Traceback" not in err
+
+
+def test_schema_prints_the_json_schema_with_yaml_spellings(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``schema`` prints one JSON document describing the config, with the ``for`` alias."""
+    code, out, _ = run(capsys, "schema")
+    assert code == 0
+    schema = json.loads(out)
+    assert "systems" in schema["properties"]
+    assert '"for"' in out
+
+
+def test_evaluate_prints_findings_and_changes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One poll + detect over the demo source: a finding per signal, no store written."""
+    config = tmp_path / "demo.yaml"
+    text = (ROOT / "config" / "demo.yaml").read_text()
+    config.write_text(text.replace("sqlite:///var/demo.db", f"sqlite:///{tmp_path}/never.db"))
+    code, out, _ = run(capsys, "evaluate", "--config", str(config), "--json")
+    assert code == 0
+    document = json.loads(out)
+    assert {f["signal"] for f in document["findings"]} == {"accuracy", "adoption", "null_rate"}
+    assert all(f["status"] == "ok" for f in document["findings"])
+    assert document["conditions"] == []
+    assert not (tmp_path / "never.db").exists()
+
+
+@pytest.fixture
+def deployed(tmp_path: Path) -> tuple[Path, str]:
+    """The demo config over a store in tmp_path holding one open incident."""
+    config_path = tmp_path / "driftowner.yaml"
+    text = (ROOT / "config" / "demo.yaml").read_text()
+    config_path.write_text(text.replace("sqlite:///var/demo.db", f"sqlite:///{tmp_path}/s.db"))
+    config = load_config(config_path)
+    store = Store(config.storage.url)
+    opened = datetime.now(UTC) - timedelta(minutes=3)
+    incident = Incident(
+        id="inc-cli",
+        system="fraud-scoring",
+        owner="alice",
+        kind="disagreement",
+        rule="disagreement:accuracy-fine-adoption-falling",
+        layers=("model", "business"),
+        signals=("accuracy", "adoption"),
+        state="open",
+        opened_at=opened,
+        summary="accuracy fine, adoption falling",
+        ack_within=config.systems["fraud-scoring"].ack_within,
+        chain=snapshot_chain(config, config.systems["fraud-scoring"]),
+    )
+    store.apply(Changes(opened=[incident]))
+    store.close()
+    return config_path, incident.id
+
+
+def test_incident_commands_ack_resolve_and_report(
+    deployed: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """incidents, ack, resolve, show and report act on the configured store: the timeline
+    records who did what, and the report counts the resolution with its times."""
+    config, incident_id = deployed
+    code, out, _ = run(capsys, "incidents", "--config", str(config), "--state", "open", "--json")
+    listed = json.loads(out)["incidents"]
+    assert code == 0 and [i["id"] for i in listed] == [incident_id]
+    for key in (
+        "id",
+        "system",
+        "owner",
+        "kind",
+        "rule",
+        "layers",
+        "state",
+        "opened_at",
+        "acknowledged_at",
+        "resolved_at",
+    ):
+        assert key in listed[0]
+
+    code, _, err = run(capsys, "ack", incident_id, "--by", "zed", "--config", str(config))
+    assert code == 1 and "--by: unknown owner 'zed'" in err
+    assert run(capsys, "ack", incident_id, "--by", "alice", "--config", str(config))[0] == 0
+    code, _, err = run(capsys, "ack", incident_id, "--by", "alice", "--config", str(config))
+    assert code == 1 and "already acknowledged" in err
+    code, out, _ = run(
+        capsys,
+        "resolve",
+        incident_id,
+        "--by",
+        "alice",
+        "--note",
+        "rolled back",
+        "--config",
+        str(config),
+    )
+    assert code == 0 and "resolved by alice after 3m" in out
+
+    code, out, _ = run(capsys, "show", incident_id, "--config", str(config), "--json")
+    shown = json.loads(out)
+    assert [e["kind"] for e in shown["events"]] == ["acknowledged", "resolved"]
+    assert shown["events"][1]["detail"] == "rolled back"
+    assert shown["resolved_at"] is not None and shown["resolved_at"].endswith("Z")
+
+    code, out, _ = run(capsys, "report", "--since", "1d", "--config", str(config), "--json")
+    row = json.loads(out)["rows"][0]
+    assert (row["owner"], row["system"], row["resolved"]) == ("alice", "fraud-scoring", 1)
+    assert row["time_to_resolve_seconds"]["median"] == pytest.approx(180, abs=5)
+    assert row["slo_breaches"]["ack"] == 1  # acked after 3m; demo's ack_within is 30s
+
+    code, _, err = run(capsys, "report", "--since", "a while", "--config", str(config))
+    assert code == 1 and "--since" in err
+
+
+def test_show_of_an_unknown_incident_exits_1(
+    deployed: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown id is one clear line and exit 1."""
+    config, _ = deployed
+    code, _, err = run(capsys, "show", "inc-nope", "--config", str(config))
+    assert code == 1 and "no incident 'inc-nope'" in err
+
+
+def test_the_console_script_is_installed() -> None:
+    """``driftowner`` is on the venv's PATH (the README's commands use it)."""
+    assert shutil.which("driftowner") or (ROOT / ".venv" / "bin" / "driftowner").exists()
