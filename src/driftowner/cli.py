@@ -8,11 +8,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from driftowner import __version__, service
+from driftowner.clock import utcnow
 from driftowner.config import Config, config_json_schema, format_duration, parse_duration
 from driftowner.configload import ConfigError, default_secrets_dir, load_config
 from driftowner.incidents import LifecycleError
@@ -26,10 +26,6 @@ DEMO_CONFIG = Path("config/demo.yaml")
 
 class Failure(Exception):
     """An error to print as one line and exit 1 with."""
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _config_path(value: str | None) -> Path:
@@ -98,9 +94,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
 
     async def once() -> engine.Findings:
-        sources = {n: build_source(n, s, clock=_now) for n, s in config.sources.items()}
+        sources = {n: build_source(n, s, clock=utcnow) for n, s in config.sources.items()}
         try:
-            findings, _ = await engine.poll(config, sources, _now())
+            findings, _ = await engine.poll(config, sources, utcnow())
         finally:
             for source in sources.values():
                 await source.aclose()
@@ -155,7 +151,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_incidents(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
-    now = _now()
+    now = utcnow()
     found = _store(config).incidents(state=args.state, owner=args.owner, system=args.system)
     if args.json:
         _print_json({"incidents": [service.incident_json(i, now) for i in found]})
@@ -174,7 +170,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
     store = _store(config)
     incident = service.get(store, args.id)
-    now = _now()
+    now = utcnow()
     events = store.events(args.id)
     if args.json:
         body = service.incident_json(incident, now)
@@ -211,7 +207,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_ack(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
     incident = service.acknowledge(
-        _store(config), config, args.id, args.by, args.note or "", _now()
+        _store(config), config, args.id, args.by, args.note or "", utcnow()
     )
     print(f"{incident.id} acknowledged by {args.by}; escalation stopped")
     return 0
@@ -221,7 +217,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
     store = _store(config)
     incident = service.resolve(
-        store, config, args.id, args.by, args.note or "", _now(), _links_for(config, store)
+        store, config, args.id, args.by, args.note or "", utcnow(), _links_for(config, store)
     )
     ttr = incident.time_to_resolve
     took = format_duration(_whole(ttr)) if ttr is not None else "?"
@@ -232,7 +228,13 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 def cmd_reassign(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
     incident = service.reassign(
-        _store(config), config, args.id, args.to, args.reason, os.environ.get("USER", "cli"), _now()
+        _store(config),
+        config,
+        args.id,
+        args.to,
+        args.reason,
+        os.environ.get("USER", "cli"),
+        utcnow(),
     )
     print(f"{incident.id} now owned by {incident.owner}; escalation restarts with them")
     return 0
@@ -244,7 +246,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         since = parse_duration(args.since)
     except ValueError as error:
         raise Failure(f"--since: {error}") from error
-    rows = service.report(_store(config), since, _now())
+    rows = service.report(_store(config), since, utcnow())
     if args.json:
         _print_json({"since": args.since, "rows": [service.report_row_json(r) for r in rows]})
         return 0

@@ -22,6 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from driftowner import engine, outbox
 from driftowner.api import Runtime, create_app
 from driftowner.channels import Channel, build_channel
+from driftowner.clock import utcnow
 from driftowner.config import Config
 from driftowner.configload import ConfigError, default_secrets_dir, load_config
 from driftowner.links import LinkSigner
@@ -32,10 +33,6 @@ from driftowner.store import Store
 log = structlog.get_logger("driftowner.daemon")
 
 STOP_TIMEOUT_S = 4.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def configure_logging(*, json_lines: bool | None = None, level: int = logging.INFO) -> None:

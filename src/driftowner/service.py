@@ -10,11 +10,11 @@ from statistics import median, quantiles
 from typing import Any
 
 from driftowner import escalation, incidents
+from driftowner.clock import rfc3339
 from driftowner.config import Config
 from driftowner.escalation import Links
 from driftowner.model import Event, Incident
 from driftowner.store import Changes, Store
-from driftowner.store.codec import rfc3339
 
 
 class NotFound(Exception):

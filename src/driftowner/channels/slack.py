@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr
@@ -30,7 +29,8 @@ from slack_sdk.models.blocks import (
 )
 
 from driftowner import render
-from driftowner.channels import parse_retry_after, safe_detail, timeout_seconds
+from driftowner.channels import safe_detail
+from driftowner.channels.http import HttpPostChannel
 from driftowner.model import Delivery, Message, Notification
 
 _MEMBER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
@@ -39,7 +39,6 @@ _HEADER_LIMIT = 150
 _SECTION_LIMIT = 3000
 _FIELD_LIMIT = 2000
 _BUTTON_URL_LIMIT = 3000
-_ERROR_LIMIT = 100
 
 
 def escape(text: str) -> str:
@@ -155,7 +154,7 @@ def build_payload(notification: Notification) -> dict[str, Any]:
     }
 
 
-class SlackWebhookChannel:
+class SlackWebhookChannel(HttpPostChannel):
     """Posts notifications to one Slack incoming webhook.
 
     Args:
@@ -165,6 +164,8 @@ class SlackWebhookChannel:
         transport: An httpx transport to use instead of the network (tests).
     """
 
+    label = "slack"
+
     def __init__(
         self,
         name: str,
@@ -173,25 +174,7 @@ class SlackWebhookChannel:
         timeout: timedelta,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.name = name
-        self._url = webhook_url
-        self._timeout = timeout
-        self._transport = transport
-        self._http: httpx.AsyncClient | None = None
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                timeout=timeout_seconds(self._timeout),
-                transport=self._transport,
-                follow_redirects=False,
-            )
-        return self._http
-
-    def _secrets(self) -> tuple[str, ...]:
-        url = self._url.get_secret_value()
-        path = urlsplit(url).path
-        return (url, path) if len(path) > 1 else (url,)
+        super().__init__(name, webhook_url, timeout=timeout, transport=transport)
 
     async def send(self, notification: Notification) -> Delivery:
         """Post one notification; every outcome, failures included, comes back as a Delivery."""
@@ -199,35 +182,4 @@ class SlackWebhookChannel:
             payload = build_payload(notification)
         except SlackObjectFormationError as exc:
             return Delivery.give_up(safe_detail(f"slack: cannot build the message: {exc}"))
-        try:
-            response = await self._client().post(self._url.get_secret_value(), json=payload)
-        except httpx.TimeoutException as exc:
-            return Delivery.retry(
-                f"slack: no answer within {timeout_seconds(self._timeout):g}s "
-                f"({type(exc).__name__})"
-            )
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            return Delivery.give_up(f"slack: the webhook URL is not usable ({type(exc).__name__})")
-        except httpx.TransportError as exc:
-            return Delivery.retry(
-                safe_detail(f"slack: {type(exc).__name__}: {exc}", self._secrets())
-            )
-        return self._judge(response)
-
-    def _judge(self, response: httpx.Response) -> Delivery:
-        status = response.status_code
-        error = safe_detail(response.text[:_ERROR_LIMIT], self._secrets()) or "(empty body)"
-        if 200 <= status < 300:
-            return Delivery.delivered()
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        if status == 429:
-            return Delivery.retry(f"slack: HTTP 429 {error}", retry_after=retry_after)
-        if status == 408 or status >= 500:
-            return Delivery.retry(f"slack: HTTP {status} {error}", retry_after=retry_after)
-        return Delivery.give_up(f"slack: HTTP {status} {error}")
-
-    async def aclose(self) -> None:
-        """Close the HTTP client; a later send opens a new one."""
-        if self._http is not None:
-            client, self._http = self._http, None
-            await client.aclose()
+        return await self._post(payload)

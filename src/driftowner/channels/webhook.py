@@ -10,25 +10,14 @@ Document (``version`` 1)::
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
-from pydantic import SecretStr
-
-from driftowner.channels import parse_retry_after, safe_detail, timeout_seconds
+from driftowner.channels.http import HttpPostChannel
+from driftowner.clock import rfc3339
 from driftowner.model import Delivery, Message, Notification
 
 PAYLOAD_VERSION = 1
-_ERROR_LIMIT = 100
-
-
-def rfc3339(at: datetime) -> str:
-    """``at`` in UTC as RFC 3339 with a ``Z`` suffix (naive times are taken as UTC)."""
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def message_document(message: Message) -> dict[str, Any]:
@@ -56,7 +45,7 @@ def build_payload(notification: Notification) -> dict[str, Any]:
     }
 
 
-class WebhookChannel:
+class WebhookChannel(HttpPostChannel):
     """POSTs each notification as JSON to one URL.
 
     2xx is delivered; 408, 429, 5xx and transport trouble are retried (``Retry-After``
@@ -69,76 +58,10 @@ class WebhookChannel:
         transport: An httpx transport to use instead of the network (tests).
     """
 
-    def __init__(
-        self,
-        name: str,
-        url: SecretStr,
-        *,
-        timeout: timedelta,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.name = name
-        self._url = url
-        self._timeout = timeout
-        self._transport = transport
-        self._http: httpx.AsyncClient | None = None
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                timeout=timeout_seconds(self._timeout),
-                transport=self._transport,
-                follow_redirects=False,
-            )
-        return self._http
-
-    def _secrets(self) -> tuple[str, ...]:
-        url = self._url.get_secret_value()
-        parts = urlsplit(url)
-        secrets = [url]
-        if len(parts.path) > 1:
-            secrets.append(parts.path)
-        if parts.query:
-            secrets.append(parts.query)
-        if parts.password:
-            secrets.append(parts.password)
-        return tuple(secrets)
+    label = "webhook"
 
     async def send(self, notification: Notification) -> Delivery:
         """POST one notification; every outcome comes back as a Delivery."""
-        try:
-            response = await self._client().post(
-                self._url.get_secret_value(),
-                json=build_payload(notification),
-                headers={"Idempotency-Key": notification.id},
-            )
-        except httpx.TimeoutException as exc:
-            return Delivery.retry(
-                f"webhook: no answer within {timeout_seconds(self._timeout):g}s "
-                f"({type(exc).__name__})"
-            )
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-            return Delivery.give_up(f"webhook: the URL is not usable ({type(exc).__name__})")
-        except httpx.TransportError as exc:
-            return Delivery.retry(
-                safe_detail(f"webhook: {type(exc).__name__}: {exc}", self._secrets())
-            )
-        return self._judge(response)
-
-    def _judge(self, response: httpx.Response) -> Delivery:
-        status = response.status_code
-        if 200 <= status < 300:
-            return Delivery.delivered()
-        body = safe_detail(response.text[:_ERROR_LIMIT], self._secrets())
-        detail = f"webhook: HTTP {status}" + (f" {body}" if body else "")
-        if status in (408, 429) or status >= 500:
-            return Delivery.retry(
-                detail, retry_after=parse_retry_after(response.headers.get("Retry-After"))
-            )
-        return Delivery.give_up(detail)
-
-    async def aclose(self) -> None:
-        """Close the HTTP client; a later send opens a new one."""
-        if self._http is not None:
-            client, self._http = self._http, None
-            await client.aclose()
+        return await self._post(
+            build_payload(notification), headers={"Idempotency-Key": notification.id}
+        )

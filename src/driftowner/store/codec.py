@@ -18,13 +18,6 @@ def from_ts(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, UTC)
 
 
-def rfc3339(value: datetime | None) -> str | None:
-    """RFC 3339 in UTC with a ``Z`` (the CLI and API spelling)."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def _secs(value: timedelta | None) -> float | None:
     return None if value is None else value.total_seconds()
 
