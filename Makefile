@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(BIN)/mypy src
 
 pytest: $(STAMP) system-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -rs
 
 test: lint pytest
 

@@ -331,3 +331,14 @@ def test_bad_config_exits_1_naming_file_and_path(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert f"{config}: evaluation.interval" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_sigint_stops_the_daemon_cleanly_within_5_seconds(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) stops the daemon as cleanly as SIGTERM: exit 0, within 5 s."""
+    with FakeSlack() as slack:
+        deployment = _deployment(tmp_path, slack, drop_at=3, recover_at=25, step2="4s")
+        deployment.start()
+        took = deployment.stop(signal.SIGINT)
+        assert deployment.process is not None and deployment.process.returncode == 0
+        assert took < 5
+        assert '"stopped"' in deployment.log()
