@@ -110,6 +110,7 @@ class Daemon:
         self.signer: LinkSigner | None = None
         self.scheduler: AsyncIOScheduler | None = None
         self.last_cycle_at: float = time.monotonic()
+        self._failing: dict[tuple[str, str], str] = {}
         self._stop = asyncio.Event()
 
     # -- config ------------------------------------------------------------------------------
@@ -177,6 +178,8 @@ class Daemon:
             started = time.perf_counter()
             now = self.clock()
             findings, stats = await engine.poll(config, self.sources, now)
+            engine.log_query_failures(self._failing, stats.failing)
+            self._failing = stats.failing
             for source, up in stats.up.items():
                 metrics.source_up.labels(source).set(1 if up else 0)
             for (source, reason), count in stats.errors.items():

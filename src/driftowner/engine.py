@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import structlog
@@ -34,6 +34,20 @@ class SourceStats:
     up: dict[str, bool]
     errors: dict[tuple[str, str], int]
     durations: dict[str, list[float]]
+    failing: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(system, signal) → error, for every query that failed in this poll."""
+
+
+def log_query_failures(
+    previous: Mapping[tuple[str, str], str], current: Mapping[tuple[str, str], str]
+) -> None:
+    """Log a failing query when it starts failing (or fails differently) and when it
+    recovers, not at every cycle: a source down for an hour is two lines, not thousands."""
+    for (system, signal), error in current.items():
+        if previous.get((system, signal)) != error:
+            log.warning("source query failed", system=system, signal=signal, error=error)
+    for system, signal in previous.keys() - current.keys():
+        log.info("source query recovered", system=system, signal=signal)
 
 
 async def poll(
@@ -57,13 +71,7 @@ async def poll(
         if result.error is not None:
             key = (signal.source, result.error_reason or "other")
             stats.errors[key] = stats.errors.get(key, 0) + 1
-            log.warning(
-                "source query failed",
-                source=signal.source,
-                system=system,
-                signal=signal_name,
-                error=result.error,
-            )
+            stats.failing[(system, signal_name)] = result.error
         return system, signal_name, detectors.judge(system, signal_name, signal, result, now)
 
     jobs = [read(system, name) for system, spec in config.systems.items() for name in spec.signals]
