@@ -5,7 +5,7 @@ with the CLI). No label carries an incident id, an email address or free text.""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import (
@@ -17,8 +17,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from driftowner import __version__
-from driftowner.model import STATES, STATUSES, Finding, Incident
-from driftowner.service import breached_ack, breached_resolve
+from driftowner.model import STATES, STATUSES, Finding, Timing
 from driftowner.store import Store
 
 # Seconds: 1 minute .. 1 week, the range owners act in; the demo's seconds land in the first.
@@ -124,15 +123,13 @@ class StoreCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
-        now = self._clock().astimezone(UTC)
-        everything = self._store.incidents()
-        yield from _incident_metrics(everything, now)
+        yield from _incident_metrics(self._store.timings(), self._clock().timestamp())
         pending = GaugeMetricFamily("driftowner_outbox_pending", "Notifications not yet delivered")
         pending.add_metric([], self._store.outbox_pending())
         yield pending
 
 
-def _incident_metrics(incidents: list[Incident], now: datetime) -> Iterator[Metric]:
+def _incident_metrics(incidents: list[Timing], now: float) -> Iterator[Metric]:
     opened = CounterMetricFamily(
         "driftowner_incidents_opened", "Incidents opened", labels=["system", "kind"]
     )
@@ -149,20 +146,20 @@ def _incident_metrics(incidents: list[Incident], now: datetime) -> Iterator[Metr
         if incident.unresolved:
             key = (incident.owner, incident.system, incident.state)
             open_now[key] = open_now.get(key, 0) + 1
-            age = incident.age(now).total_seconds()
+            age = incident.age(now)
             pair = (incident.owner, incident.system)
             oldest[pair] = max(oldest.get(pair, 0.0), age)
         for slo, breached in (
-            ("ack", breached_ack(incident, now)),
-            ("resolve", breached_resolve(incident, now)),
+            ("ack", incident.ack_breached(now)),
+            ("resolve", incident.resolve_breached(now)),
         ):
             breaches.setdefault((incident.owner, slo), 0)
             if breached:
                 breaches[(incident.owner, slo)] += 1
         if (t := incident.time_to_acknowledge) is not None:
-            tta.setdefault(incident.owner, []).append(t.total_seconds())
+            tta.setdefault(incident.owner, []).append(t)
         if (t := incident.time_to_resolve) is not None:
-            ttr.setdefault(incident.owner, []).append(t.total_seconds())
+            ttr.setdefault(incident.owner, []).append(t)
     for (system, kind), count in sorted(counts.items()):
         opened.add_metric([system, kind], count)
     yield opened

@@ -194,6 +194,73 @@ class Incident:
     def age(self, now: datetime) -> timedelta:
         return (self.resolved_at or now) - self.opened_at
 
+    def timing(self) -> Timing:
+        return Timing(
+            owner=self.owner,
+            system=self.system,
+            kind=self.kind,
+            state=self.state,
+            opened_at=self.opened_at.timestamp(),
+            first_acknowledged_at=_seconds_or_none(self.first_acknowledged_at),
+            resolved_at=_seconds_or_none(self.resolved_at),
+            ack_within=None if self.ack_within is None else self.ack_within.total_seconds(),
+            resolve_within=(
+                None if self.resolve_within is None else self.resolve_within.total_seconds()
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The numbers of one incident that the report and ``/metrics`` aggregate: instants as
+    Unix seconds, SLOs as seconds. Read from plain store columns, so thousands are cheap."""
+
+    owner: str
+    system: str
+    kind: Kind
+    state: State
+    opened_at: float
+    first_acknowledged_at: float | None
+    resolved_at: float | None
+    ack_within: float | None
+    resolve_within: float | None
+
+    @property
+    def unresolved(self) -> bool:
+        return self.state != "resolved"
+
+    @property
+    def time_to_acknowledge(self) -> float | None:
+        if self.first_acknowledged_at is None:
+            return None
+        return self.first_acknowledged_at - self.opened_at
+
+    @property
+    def time_to_resolve(self) -> float | None:
+        if self.resolved_at is None:
+            return None
+        return self.resolved_at - self.opened_at
+
+    def age(self, now: float) -> float:
+        return (self.resolved_at if self.resolved_at is not None else now) - self.opened_at
+
+    def ack_breached(self, now: float) -> bool:
+        """Acknowledged later than ``ack_within``, or unacknowledged past it (until resolved)."""
+        if self.ack_within is None:
+            return False
+        waited = self.time_to_acknowledge
+        if waited is None:
+            waited = self.age(now)
+        return waited > self.ack_within
+
+    def resolve_breached(self, now: float) -> bool:
+        """Resolved later than ``resolve_within``, or still unresolved past it."""
+        return self.resolve_within is not None and self.age(now) > self.resolve_within
+
+
+def _seconds_or_none(at: datetime | None) -> float | None:
+    return None if at is None else at.timestamp()
+
 
 @dataclass(frozen=True, slots=True)
 class Event:

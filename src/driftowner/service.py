@@ -13,7 +13,7 @@ from driftowner import escalation, incidents
 from driftowner.clock import rfc3339
 from driftowner.config import Config
 from driftowner.escalation import Links
-from driftowner.model import Event, Incident
+from driftowner.model import Event, Incident, Timing
 from driftowner.store import Changes, Store
 
 
@@ -208,16 +208,15 @@ def report(store: Store, since: timedelta, now: datetime) -> list[ReportRow]:
     """Per owner and system, over incidents opened within ``since`` plus every unresolved one:
     counts by state, median and p90 time to acknowledge and to resolve, SLO breaches, and the
     age of the oldest unresolved incident."""
-    recent = {i.id: i for i in store.incidents(opened_since=now - since)}
-    recent.update({i.id: i for i in store.incidents(unresolved=True)})
-    groups: dict[tuple[str, str], list[Incident]] = {}
-    for incident in recent.values():
-        groups.setdefault((incident.owner, incident.system), []).append(incident)
+    at = now.timestamp()
+    groups: dict[tuple[str, str], list[Timing]] = {}
+    for timing in store.timings(opened_since=now - since):
+        groups.setdefault((timing.owner, timing.system), []).append(timing)
     rows = []
     for (owner, system), group in sorted(groups.items()):
-        acks = [t.total_seconds() for i in group if (t := i.time_to_acknowledge) is not None]
-        fixes = [t.total_seconds() for i in group if (t := i.time_to_resolve) is not None]
-        unresolved_ages = [i.age(now).total_seconds() for i in group if i.unresolved]
+        acks = [t for i in group if (t := i.time_to_acknowledge) is not None]
+        fixes = [t for i in group if (t := i.time_to_resolve) is not None]
+        unresolved_ages = [i.age(at) for i in group if i.unresolved]
         rows.append(
             ReportRow(
                 owner=owner,
@@ -229,8 +228,8 @@ def report(store: Store, since: timedelta, now: datetime) -> list[ReportRow]:
                 ack_p90_s=_p90(acks),
                 resolve_median_s=_median(fixes),
                 resolve_p90_s=_p90(fixes),
-                ack_slo_breaches=sum(breached_ack(i, now) for i in group),
-                resolve_slo_breaches=sum(breached_resolve(i, now) for i in group),
+                ack_slo_breaches=sum(i.ack_breached(at) for i in group),
+                resolve_slo_breaches=sum(i.resolve_breached(at) for i in group),
                 oldest_unresolved_s=max(unresolved_ages) if unresolved_ages else None,
             )
         )
@@ -239,19 +238,12 @@ def report(store: Store, since: timedelta, now: datetime) -> list[ReportRow]:
 
 def breached_ack(incident: Incident, now: datetime) -> bool:
     """Acknowledged later than ``ack_within``, or still unacknowledged past it."""
-    if incident.ack_within is None:
-        return False
-    waited = incident.time_to_acknowledge
-    if waited is None:
-        waited = (incident.resolved_at or now) - incident.opened_at
-    return waited > incident.ack_within
+    return incident.timing().ack_breached(now.timestamp())
 
 
 def breached_resolve(incident: Incident, now: datetime) -> bool:
     """Resolved later than ``resolve_within``, or still unresolved past it."""
-    if incident.resolve_within is None:
-        return False
-    return incident.age(now) > incident.resolve_within
+    return incident.timing().resolve_breached(now.timestamp())
 
 
 def _median(values: list[float]) -> float | None:

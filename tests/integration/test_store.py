@@ -357,3 +357,34 @@ def test_times_keep_microseconds(store: Store) -> None:
     assert stored is not None
     assert stored.opened_at == precise
     assert stored.acknowledged_at == precise + minutes(1)
+
+
+def test_timings_match_the_incidents_and_keep_old_unresolved_ones(store: Store) -> None:
+    """The plain-column timings the report and /metrics read agree with the full incidents,
+    follow acks and resolutions, and a window keeps every unresolved incident however old."""
+    old_open = incident(id="inc-old", rule="drift:old", opened_at=at(-60 * 24 * 40))
+    old_resolved = incident(
+        id="inc-done",
+        rule="drift:done",
+        opened_at=at(-60 * 24 * 40),
+        state="resolved",
+        resolved_at=at(-60 * 24 * 39),
+    )
+    recent = incident(id="inc-new", opened_at=at(0))
+    store.apply(Changes(opened=[old_open, old_resolved, recent]))
+    acked = replace(
+        store.incident("inc-new"),
+        state="acknowledged",  # type: ignore[type-var]
+        first_acknowledged_at=at(7),
+        acknowledged_at=at(7),
+        acknowledged_by="alice",
+    )
+    store.apply(Changes(updated=[acked]))
+    everything = {(t.opened_at, t.state): t for t in store.timings()}
+    assert len(everything) == 3
+    mine = everything[(at(0).timestamp(), "acknowledged")]
+    assert mine == acked.timing()
+    assert mine.time_to_acknowledge == 7 * 60
+    window = store.timings(opened_since=at(-60 * 24 * 30))
+    assert {t.opened_at for t in window} == {at(0).timestamp(), at(-60 * 24 * 40).timestamp()}
+    assert {t.state for t in window} == {"open", "acknowledged"}

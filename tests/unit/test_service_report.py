@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import pytest
 
-from driftowner.model import Incident
+from driftowner.model import Incident, Timing
 from driftowner.service import ReportRow, breached_ack, breached_resolve, report, report_row_json
 from driftowner.store import Store
 
@@ -19,21 +19,18 @@ NOW = T0 + timedelta(days=10)
 
 
 class FakeStore:
-    """The two reads ``report`` makes, over a list of incidents."""
+    """The read ``report`` makes, over a list of incidents, with the store's semantics:
+    opened since the window's start, plus every unresolved one."""
 
     def __init__(self, incidents: list[Incident]) -> None:
         self._incidents = incidents
 
-    def incidents(
-        self, *, unresolved: bool = False, opened_since: datetime | None = None, **_: Any
-    ) -> list[Incident]:
-        found = [
-            i
+    def timings(self, *, opened_since: datetime | None = None) -> list[Timing]:
+        return [
+            i.timing()
             for i in self._incidents
-            if (not unresolved or i.unresolved)
-            and (opened_since is None or i.opened_at >= opened_since)
+            if opened_since is None or i.opened_at >= opened_since or i.unresolved
         ]
-        return sorted(found, key=lambda i: (i.opened_at, i.id))
 
 
 def _report(incidents: list[Incident], since: timedelta = timedelta(days=30)) -> list[ReportRow]:

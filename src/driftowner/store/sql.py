@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from driftowner.model import Event, Incident, Notification, Pending, State
+from driftowner.model import Event, Incident, Notification, Pending, State, Timing
 from driftowner.store.codec import (
     from_ts,
     incident_from_json,
@@ -43,9 +43,14 @@ incidents = sa.Table(
     sa.Column("system", sa.String(256), nullable=False),
     sa.Column("rule", sa.String(512), nullable=False),
     sa.Column("owner", sa.String(256), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column("first_acknowledged_at", sa.Float),
     sa.Column("resolved_at", sa.Float),
+    # SLOs copied from the system at opening, so breaches are counted without the body.
+    sa.Column("ack_within", sa.Float),
+    sa.Column("resolve_within", sa.Float),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("body", sa.Text, nullable=False),
     # At most one unresolved incident per fingerprint, enforced by the database itself.
@@ -255,6 +260,26 @@ class Store:
             rows = conn.execute(query).all()
         return [incident_from_json(row.body, row.version) for row in rows]
 
+    def timings(self, *, opened_since: datetime | None = None) -> list[Timing]:
+        """The numbers of every incident (opened since ``opened_since``, plus every unresolved
+        one when it is given), from plain columns: what the report and /metrics aggregate."""
+        c = incidents.c
+        query = sa.select(
+            c.owner,
+            c.system,
+            c.kind,
+            c.state,
+            c.opened_at,
+            c.first_acknowledged_at,
+            c.resolved_at,
+            c.ack_within,
+            c.resolve_within,
+        )
+        if opened_since is not None:
+            query = query.where(sa.or_(c.opened_at >= ts(opened_since), c.state != "resolved"))
+        with self._tx() as conn:
+            return [Timing(*row) for row in conn.execute(query)]
+
     def events(self, incident_id: str) -> list[Event]:
         with self._tx() as conn:
             rows = conn.execute(
@@ -419,14 +444,19 @@ def _at(value: float) -> datetime:
 
 
 def _incident_row(incident: Incident, version: int) -> dict[str, Any]:
+    timing = incident.timing()
     return {
         "id": incident.id,
         "system": incident.system,
         "rule": incident.rule,
         "owner": incident.owner,
+        "kind": incident.kind,
         "state": incident.state,
         "opened_at": ts(incident.opened_at),
+        "first_acknowledged_at": ts(incident.first_acknowledged_at),
         "resolved_at": ts(incident.resolved_at),
+        "ack_within": timing.ack_within,
+        "resolve_within": timing.resolve_within,
         "version": version,
         "body": incident_to_json(incident),
     }
