@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +67,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from driftowner.daemon import Daemon, configure_logging
 
-    if not DEMO_CONFIG.exists():
-        raise Failure(f"{DEMO_CONFIG}: not found; run the demo from the driftowner checkout")
     configure_logging()
-    return asyncio.run(Daemon(DEMO_CONFIG, listen=args.listen).run())
+    return asyncio.run(Daemon(_demo_config(), listen=args.listen).run())
+
+
+def _demo_config() -> Path:
+    """./config/demo.yaml in a checkout (so it can be edited), else the copy shipped inside
+    the package: ``driftowner demo`` works wherever driftowner is installed."""
+    if DEMO_CONFIG.exists():
+        return DEMO_CONFIG
+    return Path(str(resources.files("driftowner").joinpath("demo.yaml")))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

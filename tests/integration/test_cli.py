@@ -174,3 +174,16 @@ def test_show_of_an_unknown_incident_exits_1(
 def test_the_console_script_is_installed() -> None:
     """``driftowner`` is on the venv's PATH (the README's commands use it)."""
     assert shutil.which("driftowner") or (ROOT / ".venv" / "bin" / "driftowner").exists()
+
+
+def test_demo_config_is_found_outside_a_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Away from a checkout, ``driftowner demo`` uses the demo config shipped in the package,
+    which is the same file as config/demo.yaml and valid."""
+    from driftowner.cli import _demo_config
+
+    monkeypatch.chdir(tmp_path)
+    shipped = _demo_config()
+    assert shipped.read_text() == (ROOT / "config" / "demo.yaml").read_text()
+    assert load_config(shipped).systems["fraud-scoring"].owner == "alice"
