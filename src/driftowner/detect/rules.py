@@ -53,6 +53,12 @@ def conditions(
                 )
             )
             explained.update(disagreement.degraded)
+        elif all(f is not None and f.status == "degraded" for f in degraded) and all(
+            f is None or f.status != "degraded" for f in healthy
+        ):
+            # The healthy side has no data: the disagreement can be neither confirmed nor
+            # ruled out, so its degraded side is not paged again as a drift of its own.
+            explained.update(disagreement.degraded)
     for name, signal in system.signals.items():
         finding = findings.get(name)
         if finding is None or name in explained:
