@@ -11,7 +11,7 @@ import structlog
 
 from driftowner.channels import Channel
 from driftowner.metrics import Metrics
-from driftowner.model import AUTO, Delivery, Event, Notification
+from driftowner.model import AUTO, Delivery, Event, Notification, State
 from driftowner.store import Store
 
 log = structlog.get_logger("driftowner.outbox")
@@ -29,6 +29,20 @@ def next_attempt(attempts: int, now: datetime, retry_after: float | None) -> dat
     if retry_after is not None:
         backoff = max(backoff, timedelta(seconds=retry_after))
     return now + backoff
+
+
+def superseded(notification: Notification, state: State | None) -> str | None:
+    """Why a notification must not be sent any more, or None. A page to act on an open
+    incident is moot once it is acknowledged or resolved, and a reminder once the incident is
+    no longer acknowledged; resolutions and contributor notices always go out."""
+    purpose = notification.message.purpose
+    if state is None:
+        return None
+    if purpose in ("opened", "escalated") and state != "open":
+        return f"incident {state} before the page was delivered"
+    if purpose == "reminder" and state != "acknowledged":
+        return f"incident {state} before the reminder was delivered"
+    return None
 
 
 def gives_up(notification: Notification, delivery: Delivery, now: datetime) -> str | None:
@@ -53,9 +67,27 @@ async def deliver_due(
     leased = store.lease_due(clock(), LEASE, limit)
     if not leased:
         return 0
-    outcomes = await asyncio.gather(*(_send(channels, n) for n in leased))
+    states = store.incident_states(n.incident_id for n in leased)
+    sendable = []
+    for notification in leased:
+        reason = superseded(notification, states.get(notification.incident_id))
+        if reason is None:
+            sendable.append(notification)
+            continue
+        store.mark_superseded(notification.id, clock(), reason)
+        log.info(
+            "notification superseded",
+            notification=notification.id,
+            incident=notification.incident_id,
+            channel=notification.channel,
+            recipient=notification.recipient,
+            reason=reason,
+        )
+        if metrics is not None:
+            metrics.notifications.labels(notification.channel, "superseded").inc()
+    outcomes = await asyncio.gather(*(_send(channels, n) for n in sendable))
     delivered = 0
-    for notification, delivery in zip(leased, outcomes, strict=True):
+    for notification, delivery in zip(sendable, outcomes, strict=True):
         now = clock()
         if delivery.ok:
             store.mark_delivered(notification.id, now)

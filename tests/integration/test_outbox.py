@@ -4,7 +4,7 @@ retried with backoff, given up loudly with a note on the incident, never dropped
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -229,3 +229,34 @@ async def test_each_notification_gets_its_own_outcome(store: Store) -> None:
             sample("driftowner_notifications_total", {"channel": channel, "outcome": outcome}) == 1
         )
     assert sample("driftowner_notification_latency_seconds_sum", {"channel": "console"}) == 3.0
+
+
+@pytest.mark.parametrize(
+    ("state", "purpose", "sent"),
+    [
+        ("acknowledged", "escalated", False),
+        ("resolved", "opened", False),
+        ("open", "escalated", True),
+        ("acknowledged", "informed", True),
+        ("acknowledged", "reminder", True),
+        ("resolved", "reminder", False),
+        ("resolved", "resolved", True),
+    ],
+)
+async def test_a_page_made_moot_by_an_ack_is_superseded_not_sent(
+    store: Store, state: str, purpose: str, sent: bool
+) -> None:
+    """A page queued while open but still undelivered when the incident is acknowledged or
+    resolved (a retrying relay, a slow webhook) is finished as superseded instead of paging
+    someone to act on what is already handled; notices and resolutions still go out."""
+    current = store.incident("inc-1")
+    assert current is not None
+    store.apply(Changes(updated=[replace(current, state=state)]))  # type: ignore[arg-type]
+    _queue(store, notification("n-1", purpose=purpose))
+    console = FakeChannel("console")
+    metrics = Metrics(store, Clock())
+    await deliver_due(store, {"console": console}, Clock(), metrics)
+    assert bool(console.sent) is sent
+    assert store.outbox_pending() == 0
+    outcome = "delivered" if sent else "superseded"
+    assert metrics.notifications.labels("console", outcome)._value.get() == 1

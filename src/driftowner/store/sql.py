@@ -5,7 +5,7 @@ open; every write that belongs together is one transaction."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -92,6 +92,7 @@ outbox = sa.Table(
     sa.Column("leased_until", sa.Float),
     sa.Column("delivered_at", sa.Float),
     sa.Column("failed_at", sa.Float),
+    sa.Column("superseded_at", sa.Float),
     sa.Column("last_error", sa.Text),
     sa.Index("outbox_due", "delivered_at", "failed_at", "next_attempt_at"),
     sa.Index("outbox_by_incident", "incident_id"),
@@ -311,9 +312,7 @@ class Store:
         with self._tx() as conn:
             return int(
                 conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(outbox)
-                    .where(outbox.c.delivered_at.is_(None), outbox.c.failed_at.is_(None))
+                    sa.select(sa.func.count()).select_from(outbox).where(*_unfinished())
                 ).scalar_one()
             )
 
@@ -373,8 +372,7 @@ class Store:
             rows = conn.execute(
                 sa.select(outbox)
                 .where(
-                    outbox.c.delivered_at.is_(None),
-                    outbox.c.failed_at.is_(None),
+                    *_unfinished(),
                     sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= ts(now)),
                     sa.or_(outbox.c.leased_until.is_(None), outbox.c.leased_until <= ts(now)),
                 )
@@ -394,6 +392,28 @@ class Store:
                 if result.rowcount == 1:
                     claimed.append(_notification(row))
         return claimed
+
+    def incident_states(self, incident_ids: Iterable[str]) -> dict[str, State]:
+        """The current state of each named incident (absent ids are left out)."""
+        wanted = sorted(set(incident_ids))
+        if not wanted:
+            return {}
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(incidents.c.id, incidents.c.state).where(incidents.c.id.in_(wanted))
+            ).all()
+        return {row.id: row.state for row in rows}
+
+    def mark_superseded(self, notification_id: str, at: datetime, reason: str) -> None:
+        """Finish a notification without sending it: the incident moved on (acknowledged,
+        resolved) and the message would now be wrong."""
+        self._finish(
+            notification_id,
+            attempted=False,
+            superseded_at=ts(at),
+            leased_until=None,
+            last_error=reason,
+        )
 
     def mark_delivered(self, notification_id: str, at: datetime) -> None:
         self._finish(notification_id, delivered_at=ts(at), leased_until=None, last_error=None)
@@ -417,15 +437,29 @@ class Store:
             notification_id, failed_at=ts(at), leased_until=None, last_error=error, event=event
         )
 
-    def _finish(self, notification_id: str, event: Event | None = None, **values: Any) -> None:
+    def _finish(
+        self,
+        notification_id: str,
+        event: Event | None = None,
+        *,
+        attempted: bool = True,
+        **values: Any,
+    ) -> None:
+        if attempted:
+            values["attempts"] = outbox.c.attempts + 1
         with self._tx() as conn:
-            conn.execute(
-                sa.update(outbox)
-                .where(outbox.c.id == notification_id)
-                .values(attempts=outbox.c.attempts + 1, **values)
-            )
+            conn.execute(sa.update(outbox).where(outbox.c.id == notification_id).values(**values))
             if event is not None:
                 conn.execute(sa.insert(events).values(**_event_row(event)))
+
+
+def _unfinished() -> tuple[sa.ColumnElement[bool], ...]:
+    """Outbox rows still owed: neither delivered, nor given up on, nor superseded."""
+    return (
+        outbox.c.delivered_at.is_(None),
+        outbox.c.failed_at.is_(None),
+        outbox.c.superseded_at.is_(None),
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
