@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from driftowner.configload import ConfigError, default_secrets_dir, load_config
 from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
 from driftowner.sources import Source, build_source
-from driftowner.store import Store
+from driftowner.store import Store, StoreError
 
 log = structlog.get_logger("driftowner.daemon")
 
@@ -111,6 +112,8 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         self.last_cycle_at: float = time.monotonic()
         self._failing: dict[tuple[str, str], str] = {}
+        self._stopping = False
+        self._running: set[asyncio.Task[Any]] = set()
         self._stop = asyncio.Event()
 
     # -- config ------------------------------------------------------------------------------
@@ -214,12 +217,31 @@ class Daemon:
         except Exception:
             log.exception("delivery failed")
 
+    async def _evaluate_job(self) -> None:
+        await self._guarded(self.evaluate)
+
+    async def _escalate_job(self) -> None:
+        await self._guarded(self.escalate_and_deliver)
+
+    async def _guarded(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Run a scheduled job unless stopping, tracked so a stop can wait for it."""
+        if self._stopping:
+            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            await job()
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
     def _schedule(self, config: Config) -> None:
         assert self.scheduler is not None
         jobs = {
-            "evaluate": (self.evaluate, config.evaluation.interval.total_seconds()),
+            "evaluate": (self._evaluate_job, config.evaluation.interval.total_seconds()),
             "escalate": (
-                self.escalate_and_deliver,
+                self._escalate_job,
                 config.evaluation.escalation_interval.total_seconds(),
             ),
         }
@@ -259,8 +281,20 @@ class Daemon:
         self.config = config
         # Counters' *_created series double the exposition for no use here.
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+        host, _, port = config.server.listen.rpartition(":")
+        try:
+            # Bind before anything runs: a daemon that cannot serve must not evaluate or page.
+            sock = _bind(host.strip("[]"), int(port))
+        except OSError as error:
+            log.error("cannot listen", listen=config.server.listen, error=str(error))
+            return 1
         self.store = Store(config.storage.url)
-        self.store.open()
+        try:
+            self.store.open()
+        except StoreError as error:
+            sock.close()
+            log.error("cannot open the store", error=str(error))
+            return 1
         self.signer = LinkSigner(self.store.secret("links"), config.server.base_url)
         self.metrics = Metrics(self.store, self.clock)
         self.metrics.config_reload_ok.set(1)
@@ -277,7 +311,6 @@ class Daemon:
             healthy=self.healthy,
             reload=lambda: asyncio.run_coroutine_threadsafe(self.reload(), loop).result(30),
         )
-        host, _, port = config.server.listen.rpartition(":")
         server = _Server(
             uvicorn.Config(
                 create_app(self.runtime),
@@ -294,7 +327,7 @@ class Daemon:
             loop.add_signal_handler(signum, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         self.scheduler.start()
-        serving = asyncio.create_task(server.serve())
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
         log.info(
             "driftowner started",
             listen=config.server.listen,
@@ -309,10 +342,15 @@ class Daemon:
             log.error("http server failed", error=str(serving.exception()))
             code = 1
         elif serving in done and not self._stop.is_set():
-            # uvicorn returns (rather than raising) when it cannot bind its socket.
             log.error("http server stopped", listen=config.server.listen)
             code = 1
         log.info("stopping")
+        # Let a running cycle finish (bounded) rather than cancel it between a send and its
+        # record; no new cycle starts.
+        self._stopping = True
+        self.scheduler.pause()
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=STOP_TIMEOUT_S / 2)
         self.scheduler.shutdown(wait=False)
         server.should_exit = True
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
@@ -331,6 +369,20 @@ async def _close_all(sources: dict[str, Source], channels: dict[str, Channel]) -
             await asyncio.wait_for(closable.aclose(), 1.0)
         except Exception:
             log.warning("close failed", edge=getattr(closable, "name", "?"))
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening-ready TCP socket on ``host:port`` (IPv6 when the host is one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def _safe_url(url: str) -> str:

@@ -279,6 +279,8 @@ def test_incident_goes_from_opened_through_escalation_and_ack_to_auto_resolution
     took = deployment.stop(signal.SIGTERM)
     assert deployment.process is not None and deployment.process.returncode == 0
     assert took < 5
+    assert "CancelledError" not in deployment.log(), "a stop waits for the running cycle"
+    assert "Traceback" not in deployment.log()
 
 
 def test_kill_9_after_opening_loses_nothing_and_sends_no_step_twice(tmp_path: Path) -> None:
@@ -342,3 +344,49 @@ def test_sigint_stops_the_daemon_cleanly_within_5_seconds(tmp_path: Path) -> Non
         assert deployment.process is not None and deployment.process.returncode == 0
         assert took < 5
         assert '"stopped"' in deployment.log()
+        assert "Traceback" not in deployment.log()
+
+
+def test_a_taken_port_exits_1_before_evaluating_anything(tmp_path: Path) -> None:
+    """Another process holds the listen port: the daemon says so in one line and exits 1,
+    having evaluated nothing and paged nobody (no store was even opened)."""
+    with FakeSlack() as slack, socket.socket() as holder:
+        deployment = _deployment(tmp_path, slack, drop_at=-600, recover_at=120, step2="4s")
+        holder.bind(("127.0.0.1", deployment.port))
+        holder.listen()
+        out = subprocess.run(
+            [sys.executable, "-m", "driftowner.cli", "run", "--config", str(deployment.config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 1
+        assert "cannot listen" in out.stderr
+        assert "Traceback" not in out.stderr
+        assert not (tmp_path / "store.db").exists()
+        assert slack.received == []
+
+
+def test_an_unusable_store_path_is_one_clear_error(tmp_path: Path) -> None:
+    """A storage.url under a regular file: exit 1 naming the store, no traceback, for the
+    daemon and for the CLI alike."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with FakeSlack() as slack:
+        deployment = _deployment(tmp_path, slack, drop_at=3, recover_at=25, step2="4s")
+    text = deployment.config.read_text()
+    deployment.config.write_text(
+        text.replace(f"sqlite:///{tmp_path / 'store.db'}", f"sqlite:///{blocker}/store.db")
+    )
+    for command in (["run"], ["incidents"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "driftowner.cli", *command, "--config", str(deployment.config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 1, command
+        assert "cannot create the directory of the store" in out.stderr, command
+        assert "Traceback" not in out.stderr, command

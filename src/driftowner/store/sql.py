@@ -151,7 +151,13 @@ class Store:
             return
         url = sa.make_url(self.url)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StoreError(
+                    f"cannot create the directory of the store {url.database}: "
+                    f"{error.strerror or error}"
+                ) from error
         engine = sa.create_engine(url, connect_args={"timeout": 30})
         if engine.dialect.name == "sqlite":
             sa.event.listen(engine, "connect", _sqlite_pragmas)
