@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 
 import jinja2
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,7 +63,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         if token is None:
             raise HTTPException(403, "state-changing requests are disabled: set server.api_token")
         expected = f"Bearer {token.get_secret_value()}"
-        if authorization is None or not hmac.compare_digest(authorization, expected):
+        # Bytes, not str: compare_digest refuses non-ASCII str, which would be a 500.
+        given = (authorization or "").encode("utf-8", "replace")
+        if not hmac.compare_digest(given, expected.encode("utf-8")):
             raise HTTPException(
                 401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -254,6 +257,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         by = (form.get("by") or [""])[0]
         note = (form.get("note") or [""])[0]
+        # The store is synchronous: act in the threadpool, as the plain-def routes do, so a
+        # busy store never stalls the event loop.
+        return await run_in_threadpool(act_on_link, token, by, note)
+
+    def act_on_link(token: str, by: str, note: str) -> HTMLResponse:
         try:
             link = runtime.links.verify(token)
         except InvalidLink as error:

@@ -465,6 +465,14 @@ def _check_chain(config: Config, chain_name: str, chain: ChainConfig) -> list[Co
         issues.append(((*base, 0, "notify"), "the first step must notify the owner"))
     if first.after != timedelta(0):
         issues.append(((*base, 0, "after"), "the first step fires at once: remove 'after'"))
+    if chain.repeat and len(chain.steps) < 2:
+        issues.append(
+            (
+                ("escalation_chains", chain_name, "repeat"),
+                "repeat needs at least two steps: a round lasts until the last step plus the "
+                "gap before it",
+            )
+        )
     previous = timedelta(0)
     for index, step in enumerate(chain.steps):
         if index > 0 and step.after <= previous:
@@ -548,13 +556,38 @@ def _check_system(config: Config, name: str, system: SystemConfig) -> list[Confi
         if team not in config.teams:
             issues.append(((*base, "contributors", layer), _unknown("team", team, config.teams)))
     for signal_name, signal in system.signals.items():
-        if signal.source not in config.sources:
+        where = (*base, "signals", signal_name)
+        source = config.sources.get(signal.source)
+        if source is None:
+            issues.append(((*where, "source"), _unknown("source", signal.source, config.sources)))
+        elif signal.stale_after is not None and source.type != "file":
+            # Prometheus stamps instant results with the query time, so the newest sample is
+            # never old: the field would be parsed and silently ignored.
             issues.append(
                 (
-                    (*base, "signals", signal_name, "source"),
-                    _unknown("source", signal.source, config.sources),
+                    (*where, "stale_after"),
+                    f"has no effect on a {source.type} source, whose samples are stamped at "
+                    "query time; a Prometheus series that stops being scraped vanishes after "
+                    "5m, which already counts as no data (for data age, query "
+                    "time() - timestamp(metric) with a threshold)",
                 )
             )
+        threshold = signal.detect.threshold
+        if threshold is not None:
+            if signal.bad == "down" and threshold.max is not None:
+                issues.append(
+                    (
+                        (*where, "detect", "threshold", "max"),
+                        "bad is down, so a value above max is not bad: remove max or set bad",
+                    )
+                )
+            if signal.bad == "up" and threshold.min is not None:
+                issues.append(
+                    (
+                        (*where, "detect", "threshold", "min"),
+                        "bad is up, so a value below min is not bad: remove min or set bad",
+                    )
+                )
     seen_disagreements: set[str] = set()
     for index, disagreement in enumerate(system.disagreements):
         where = (*base, "disagreements", index)

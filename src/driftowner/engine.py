@@ -183,6 +183,14 @@ def escalate(
         except Conflict:
             continue  # acknowledged or changed meanwhile: decide again next tick
         queued += len(outcome.notifications)
+        if outcome.steps_fired and not outcome.notifications:
+            log.warning(
+                "escalation reached nobody",
+                incident=incident.id,
+                system=incident.system,
+                steps=list(outcome.steps_fired),
+                hint="a channel or contact named by the chain is no longer configured",
+            )
         for step in outcome.steps_fired:
             if metrics is not None:
                 metrics.escalations.labels(incident.system, str(step)).inc()

@@ -207,3 +207,17 @@ def test_status_page_lists_unresolved_incidents_by_owner(
     )
     assert incident_id not in client.get("/").text
     assert "No unresolved incidents" in client.get("/").text
+
+
+def test_a_non_ascii_bearer_token_is_refused_not_a_server_error(
+    api: tuple[TestClient, Runtime, str],
+) -> None:
+    """A garbage Authorization header with non-ASCII bytes is a 401, never a 500."""
+    client, runtime, incident_id = api
+    answer = client.post(
+        f"/api/v1/incidents/{incident_id}/ack",
+        json={"by": "alice"},
+        headers={"Authorization": "Bearer café".encode()},
+    )
+    assert answer.status_code == 401
+    assert runtime.store.incident(incident_id).state == "open"  # type: ignore[union-attr]

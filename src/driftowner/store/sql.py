@@ -158,7 +158,7 @@ class Store:
                     f"cannot create the directory of the store {url.database}: "
                     f"{error.strerror or error}"
                 ) from error
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        engine = sa.create_engine(url, connect_args={"timeout": 5})
         if engine.dialect.name == "sqlite":
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         try:
@@ -471,9 +471,12 @@ def _unfinished() -> tuple[sa.ColumnElement[bool], ...]:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a commit reported to the CLI or the API (an ack) survives power loss too.
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    # Short: a locked store must not stall the daemon's event loop; a writer that times out
+    # fails its transaction whole and the next cycle decides again.
+    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
 
 
