@@ -18,7 +18,7 @@ from driftowner.config import Config, config_json_schema, format_duration, parse
 from driftowner.configload import ConfigError, default_secrets_dir, load_config
 from driftowner.incidents import LifecycleError
 from driftowner.links import LinkSigner
-from driftowner.model import STATES
+from driftowner.model import STATES, Delivery
 from driftowner.store import Conflict, Store, StoreError
 
 DEFAULT_CONFIG = Path("config/driftowner.yaml")
@@ -154,6 +154,43 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for c in holding[system]:
             print(f"  ! {c.rule}: {c.summary} (opens after {format_duration(c.hold_for)})")
     return 0
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from driftowner.channels import build_channel
+    from driftowner.escalation import test_notifications
+
+    config = _load(_config_path(args.config))
+    if args.owner not in config.owners:
+        known = ", ".join(sorted(config.owners))
+        raise Failure(f"--owner: unknown owner {args.owner!r} (known: {known})")
+    notifications = test_notifications(config, args.owner, utcnow(), service.new_notification_id)
+    if not notifications:
+        raise Failure(f"owner {args.owner!r} has no contact on any configured channel")
+
+    async def send_all() -> list[tuple[str, str, Delivery]]:
+        results = []
+        for notification in notifications:
+            channel = build_channel(notification.channel, config.channels[notification.channel])
+            try:
+                results.append(
+                    (notification.channel, notification.address, await channel.send(notification))
+                )
+            finally:
+                await channel.aclose()
+        return results
+
+    failed = 0
+    for channel_name, address, delivery in asyncio.run(send_all()):
+        outcome = (
+            "delivered"
+            if delivery.ok
+            else ("failed, would be retried" if delivery.recoverable else "failed")
+        )
+        failed += not delivery.ok
+        detail = f": {delivery.detail}" if delivery.detail and not delivery.ok else ""
+        print(f"{channel_name:<12} → {address}: {outcome}{detail}")
+    return 1 if failed else 0
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
@@ -324,6 +361,11 @@ def parser() -> argparse.ArgumentParser:
     config_arg(c)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("notify-test", help="one test message through each of an owner's channels")
+    config_arg(c)
+    c.add_argument("--owner", required=True)
+    c.set_defaults(func=cmd_notify_test)
 
     c = sub.add_parser("incidents", help="list incidents")
     config_arg(c)

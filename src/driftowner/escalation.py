@@ -182,6 +182,48 @@ def on_resolved(
     return tuple(out)
 
 
+def test_notifications(
+    config: Config, owner_key: str, now: datetime, new_id: Callable[[], str]
+) -> tuple[Notification, ...]:
+    """One test message to an owner through every channel they have a contact on, naming
+    the systems they are accountable for: proof that a page would reach them."""
+    owner = config.owners[owner_key]
+    owned = sorted(name for name, system in config.systems.items() if system.owner == owner_key)
+    message = Message(
+        purpose="test",
+        incident_id=f"test-{new_id()}",
+        system=", ".join(owned) or "(no system yet)",
+        owner=owner_key,
+        owner_name=owner.name,
+        kind="drift",
+        rule="test",
+        state="open",
+        layers=(),
+        summary=f"Test notification for {owner.name}: driftowner can reach you here.",
+        evidence=(),
+        opened_at=now,
+        age_seconds=0.0,
+        step=0,
+        recipient_name=owner.name,
+    )
+    out = []
+    for channel in config.channels:
+        address = owner_contact(config, owner_key, channel)
+        if address is not None:
+            out.append(
+                Notification(
+                    id=new_id(),
+                    incident_id=message.incident_id,
+                    channel=channel,
+                    recipient=owner_key,
+                    address=address,
+                    message=message,
+                    created_at=now,
+                )
+            )
+    return tuple(out)
+
+
 def build_message(
     config: Config,
     incident: Incident,

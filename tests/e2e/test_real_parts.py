@@ -5,55 +5,25 @@ paged for it."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
-import threading
 import time
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from tests.e2e.test_daemon import Deployment, free_port, wait_for
+from tests.fakes.mailbox import Mailbox, running_smtp
 from tests.fakes.slack import FakeSlack
 from tests.integration.prometheus_server import Family, openmetrics, running_prometheus
 
 pytestmark = pytest.mark.e2e
 
 
-class Mailbox:
-    """An aiosmtpd handler that keeps every message it accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self._lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        with self._lock:
-            self.messages.append(parsed)
-        return "250 OK"
-
-    def to(self, address: str) -> list[EmailMessage]:
-        with self._lock:
-            return [m for m in self.messages if address in str(m["To"])]
-
-
 @pytest.fixture
 def mailbox() -> Iterator[tuple[Mailbox, int]]:
-    box = Mailbox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield box, port
-    finally:
-        controller.stop()
+    with running_smtp() as running:
+        yield running
 
 
 class ModelServer:

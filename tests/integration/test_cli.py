@@ -15,6 +15,8 @@ from driftowner.configload import load_config
 from driftowner.incidents import snapshot_chain
 from driftowner.model import Incident
 from driftowner.store import Changes, Store
+from tests.fakes.mailbox import running_smtp
+from tests.fakes.slack import NO_SERVICE, FakeSlack
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -187,3 +189,63 @@ def test_demo_config_is_found_outside_a_checkout(
     shipped = _demo_config()
     assert shipped.read_text() == (ROOT / "config" / "demo.yaml").read_text()
     assert load_config(shipped).systems["fraud-scoring"].owner == "alice"
+
+
+NOTIFY_CONFIG = """
+storage: {{url: "sqlite:///{db}"}}
+sources: {{sim: {{type: demo}}}}
+owners:
+  alice: {{name: Alice Chen, email: alice@example.com, slack: U0ALICE}}
+  bob: {{name: Bob Diaz}}
+channels:
+  console: {{type: log}}
+  slack: {{type: slack, webhook_url: "{slack}"}}
+  email: {{type: email, host: 127.0.0.1, port: {smtp}, starttls: false,
+          from: driftowner@example.com}}
+escalation_chains:
+  standard:
+    steps:
+      - notify: owner
+systems:
+  fraud-scoring:
+    owner: alice
+    escalation: standard
+    signals:
+      accuracy: {{layer: model, source: sim, query: accuracy, detect: {{threshold: {{min: 0.9}}}}}}
+"""
+
+
+def test_notify_test_reaches_the_owner_on_every_channel_and_fails_loudly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """notify-test sends one test message through each channel the owner has a contact on
+    (a real SMTP server, the Slack fake, the console), says per channel whether it arrived,
+    and exits 1 when one did not."""
+    with FakeSlack() as slack, running_smtp() as (box, smtp_port):
+        config = tmp_path / "driftowner.yaml"
+        config.write_text(
+            NOTIFY_CONFIG.format(db=tmp_path / "s.db", slack=slack.url, smtp=smtp_port)
+        )
+        code, out, _ = run(capsys, "notify-test", "--config", str(config), "--owner", "alice")
+        assert code == 0, out
+        assert "slack        → U0ALICE: delivered" in out
+        assert "email        → alice@example.com: delivered" in out
+        assert "console      → alice: delivered" in out
+        mail = box.to("alice@example.com")
+        assert len(mail) == 1 and "TEST" in str(mail[0]["Subject"])
+        assert "fraud-scoring" in str(mail[0]["Subject"])
+        assert "<@U0ALICE>" in json.dumps(slack.received[0])
+
+        slack.answer_next(NO_SERVICE)
+        code, out, _ = run(capsys, "notify-test", "--config", str(config), "--owner", "alice")
+        assert code == 1
+        assert "slack        → U0ALICE: failed: slack: HTTP 404 no_service" in out
+        assert slack.url not in out
+
+        # bob has neither email nor Slack id: only the console reaches him.
+        code, out, _ = run(capsys, "notify-test", "--config", str(config), "--owner", "bob")
+        assert code == 0
+        assert out.strip().splitlines()[-1] == "console      → bob: delivered"
+        assert "slack" not in out and "email" not in out
+        code, _, err = run(capsys, "notify-test", "--config", str(config), "--owner", "zed")
+        assert code == 1 and "--owner: unknown owner 'zed'" in err
