@@ -413,6 +413,10 @@ class SystemConfig(Strict):
     """How long a condition must stay clear before its incident resolves itself."""
     stale_for: Duration = timedelta(minutes=10)
     """How long a signal must have no data (its source up) before a stale incident opens."""
+    reopen_within: Duration = timedelta(0)
+    """A fingerprint that fires again this soon after its incident resolved reopens that
+    incident (history kept, escalation from step one) instead of opening a new one; 0s never
+    reopens."""
 
 
 class Config(Strict):

@@ -7,7 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -96,6 +96,12 @@ def record(
         unresolved = {
             i.fingerprint: i for i in store.incidents(system=system_name, unresolved=True)
         }
+        reopen_within = config.systems[system_name].reopen_within
+        recent = (
+            store.recently_resolved(system_name, now - reopen_within)
+            if reopen_within > timedelta(0) and holding
+            else {}
+        )
         outcome = incidents.reconcile(
             config,
             system_name,
@@ -105,6 +111,7 @@ def record(
             unresolved,
             now,
             new_incident_id,
+            recent,
         )
         notifications: list[Notification] = []
         for incident in outcome.updated:
@@ -153,6 +160,14 @@ def record(
                     owner=incident.owner,
                     by=incident.resolved_by,
                     time_to_resolve=_seconds(incident),
+                )
+        for event in outcome.events:
+            if event.kind == "reopened":
+                log.info(
+                    "incident reopened",
+                    incident=event.incident_id,
+                    system=system_name,
+                    summary=event.detail,
                 )
         changed.extend([*outcome.opened, *outcome.updated])
     return changed

@@ -80,11 +80,14 @@ def reconcile(
     unresolved: Mapping[Fingerprint, Incident],
     now: datetime,
     new_id: Callable[[], str],
+    recently_resolved: Mapping[Fingerprint, Incident] | None = None,
 ) -> Reconciliation:
     """One system's evaluation applied to its pending conditions and unresolved incidents.
 
     - A condition that holds with no incident starts (or continues) pending, and opens an
-      incident once it has held for its ``for`` duration.
+      incident once it has held for its ``for`` duration; if the fingerprint's last incident
+      was resolved within the system's ``reopen_within``, that incident reopens instead
+      (``recently_resolved``: the newest resolved incident per fingerprint).
     - A condition that holds again on an incident whose condition had cleared: returned.
     - An incident whose condition no longer holds: cleared, then auto-resolved once clear for
       ``resolve_after``. While a signal it depends on has no data, it is left as it is.
@@ -112,9 +115,17 @@ def reconcile(
             # (downtime) we cannot know it held, so it starts over.
             waiting = Pending(system_name, condition.rule, now, now)
         if now - waiting.since >= condition.hold_for:
+            held = format_duration(_whole_seconds(now - waiting.since))
+            earlier = (recently_resolved or {}).get(fp)
+            if earlier is not None and _reopens(earlier, system.reopen_within, now):
+                incident = _reopen(earlier, condition, now)
+                updated.append(incident)
+                events.append(
+                    Event(incident.id, now, "reopened", AUTO, f"{condition.summary} (held {held})")
+                )
+                continue
             incident = _open(config, system, condition, waiting.since, now, new_id())
             opened.append(incident)
-            held = format_duration(_whole_seconds(now - waiting.since))
             events.append(
                 Event(incident.id, now, "opened", AUTO, f"{condition.summary} (held {held})")
             )
@@ -144,6 +155,34 @@ def reconcile(
             updated.append(incident)
 
     return Reconciliation(tuple(opened), tuple(updated), tuple(events), tuple(still_pending))
+
+
+def _reopens(earlier: Incident, reopen_within: timedelta, now: datetime) -> bool:
+    return (
+        earlier.state == "resolved"
+        and earlier.resolved_at is not None
+        and now - earlier.resolved_at <= reopen_within
+        and reopen_within > timedelta(0)
+    )
+
+
+def _reopen(earlier: Incident, condition: Condition, now: datetime) -> Incident:
+    """The same problem back soon after it was resolved: the incident opens again with its
+    history, and escalation starts over from step one (the chain it was opened with)."""
+    return replace(
+        earlier,
+        state="open",
+        resolved_at=None,
+        resolved_by=None,
+        acknowledged_at=None,
+        acknowledged_by=None,
+        cleared_at=None,
+        evidence=condition.evidence,
+        summary=condition.summary,
+        escalation_epoch=now,
+        escalation_steps_done=0,
+        last_reminded_at=None,
+    )
 
 
 def _open(

@@ -388,3 +388,24 @@ def test_timings_match_the_incidents_and_keep_old_unresolved_ones(store: Store) 
     window = store.timings(opened_since=at(-60 * 24 * 30))
     assert {t.opened_at for t in window} == {at(0).timestamp(), at(-60 * 24 * 40).timestamp()}
     assert {t.state for t in window} == {"open", "acknowledged"}
+
+
+def test_recently_resolved_gives_the_newest_resolved_incident_per_fingerprint(
+    store: Store,
+) -> None:
+    """Reopen candidates: per fingerprint the newest incident resolved since the cut-off;
+    older resolutions, unresolved incidents and other systems are left out."""
+    older = incident(id="inc-a", state="resolved", opened_at=at(0), resolved_at=at(10))
+    newer = incident(id="inc-b", state="resolved", opened_at=at(20), resolved_at=at(30))
+    long_ago = incident(
+        id="inc-c",
+        rule="drift:null_rate",
+        state="resolved",
+        opened_at=at(-500),
+        resolved_at=at(-400),
+    )
+    still_open = incident(id="inc-d", rule="drift:adoption", opened_at=at(25))
+    store.apply(Changes(opened=[older, newer, long_ago, still_open]))
+    found = store.recently_resolved(SYSTEM, at(5))
+    assert {fp: i.id for fp, i in found.items()} == {(SYSTEM, "drift:accuracy"): "inc-b"}
+    assert store.recently_resolved("other-system", at(-1000)) == {}

@@ -37,6 +37,7 @@ from .factories import (
     minutes,
     signal_patch,
     source_error,
+    system_patch,
 )
 
 FP: Fingerprint = (SYSTEM, RULE)
@@ -447,3 +448,51 @@ def test_an_incident_whose_signal_left_the_config_clears_and_resolves() -> None:
     outcome = life.at(5, adoption="ok", null_rate="ok")
     assert [i.state for i in outcome.updated] == ["resolved"]
     assert outcome.updated[0].resolved_by == AUTO
+
+
+def _resolved_history(life: Lifecycle) -> dict[Fingerprint, Incident]:
+    return {i.fingerprint: i for i in life.every.values() if i.state == "resolved"}
+
+
+@pytest.mark.parametrize(
+    ("reopen_within", "returns_at", "reopens"),
+    [("30m", 20, True), ("30m", 45, False), ("0s", 12, False)],
+)
+def test_a_fingerprint_firing_again_soon_after_resolution_reopens_its_incident(
+    reopen_within: str, returns_at: int, reopens: bool
+) -> None:
+    """Resolved at minute 10 (clear 0s), the drift returns: within ``reopen_within`` the same
+    incident reopens (history kept, escalation from step one, event ``reopened``); later, or
+    with reopening off, a new incident opens."""
+    life = lifecycle(
+        system_patch(reopen_within=reopen_within, signals={"accuracy": {"resolve_after": "0s"}})
+    )
+    life.at(0, **DRIFTING)
+    life.at(10, **HEALTHY)
+    assert life.every["inc-1"].state == "resolved"
+    found = findings_at(at(returns_at), DRIFTING)
+    holding = conditions(SYSTEM, life.config.systems[SYSTEM], found)
+    outcome = reconcile(
+        life.config,
+        SYSTEM,
+        holding,
+        found,
+        {},
+        {},
+        at(returns_at),
+        life.new_id,
+        _resolved_history(life),
+    )
+    if reopens:
+        assert outcome.opened == ()
+        (again,) = outcome.updated
+        assert again.id == "inc-1" and again.state == "open"
+        assert again.resolved_at is None and again.resolved_by is None
+        assert again.opened_at == T0, "the incident keeps its history and its age"
+        assert (again.escalation_epoch, again.escalation_steps_done) == (at(returns_at), 0)
+        assert [e.kind for e in outcome.events] == ["reopened"]
+    else:
+        assert outcome.updated == ()
+        (fresh,) = outcome.opened
+        assert fresh.id != "inc-1"
+        assert [e.kind for e in outcome.events] == ["opened"]

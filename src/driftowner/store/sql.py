@@ -287,6 +287,22 @@ class Store:
         with self._tx() as conn:
             return [Timing(*row) for row in conn.execute(query)]
 
+    def recently_resolved(self, system: str, since: datetime) -> dict[tuple[str, str], Incident]:
+        """The newest incident of each of a system's fingerprints resolved at or after
+        ``since`` (candidates to reopen)."""
+        query = (
+            sa.select(incidents.c.body, incidents.c.version)
+            .where(
+                incidents.c.system == system,
+                incidents.c.state == "resolved",
+                incidents.c.resolved_at >= ts(since),
+            )
+            .order_by(incidents.c.resolved_at)
+        )
+        with self._tx() as conn:
+            found = [incident_from_json(row.body, row.version) for row in conn.execute(query)]
+        return {incident.fingerprint: incident for incident in found}
+
     def events(self, incident_id: str) -> list[Event]:
         with self._tx() as conn:
             rows = conn.execute(
