@@ -204,6 +204,9 @@ class PrometheusSourceConfig(Strict):
     username: str | None = None
     password: SecretStr | None = None
     bearer_token: SecretStr | None = None
+    max_concurrent_queries: int = Field(default=8, ge=1, le=256)
+    """Queries in flight at once against this Prometheus: thousands of signals must not
+    arrive as one burst."""
 
     @model_validator(mode="after")
     def _one_auth(self) -> PrometheusSourceConfig:

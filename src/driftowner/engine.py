@@ -56,15 +56,20 @@ async def poll(
     """Read every signal of every system at ``now`` and judge it. Queries run concurrently."""
     interval = config.evaluation.interval
     stats = SourceStats(up={name: True for name in config.sources}, errors={}, durations={})
+    limits = {
+        name: asyncio.Semaphore(getattr(spec, "max_concurrent_queries", 64))
+        for name, spec in config.sources.items()
+    }
 
     async def read(system: str, signal_name: str) -> tuple[str, str, Finding]:
         signal = config.systems[system].signals[signal_name]
         source = sources[signal.source]
-        started = time.perf_counter()
         window = detectors.lookback(signal)
-        result: SourceResult = await source.read(
-            signal.query, now - window, now, detectors.read_step(signal, interval)
-        )
+        async with limits[signal.source]:
+            started = time.perf_counter()
+            result: SourceResult = await source.read(
+                signal.query, now - window, now, detectors.read_step(signal, interval)
+            )
         stats.durations.setdefault(signal.source, []).append(time.perf_counter() - started)
         if not result.source_up:
             stats.up[signal.source] = False
