@@ -1,0 +1,392 @@
+"""Backtest (``driftowner replay``): the incidents the rules would have opened and resolved over
+a stretch of history, with the time each condition began. Sends nothing, stores nothing.
+
+Imperative shell, functional core: :func:`replay` reads each signal's history once, for the
+whole range, and hands it to :func:`backtest`, which is pure. :func:`backtest` rebuilds, for
+every evaluation instant, the :class:`~driftowner.model.SourceResult` the daemon's read at that
+instant would have returned, and runs the daemon's own detectors, rules and
+:func:`~driftowner.incidents.reconcile` over it with the pending conditions and unresolved
+incidents kept in memory.
+
+Where a backtest can differ from what the daemon saw:
+
+- A baseline's newest value is the newest sample of the range read at or before the instant.
+  The range is read at :func:`~driftowner.detect.detectors.read_step` (a 7-day reference at a
+  1-minute interval: about 20 minutes), so that value may be up to one such step older than
+  the daemon's, and a condition's start may show up to one step late.
+- A read asks for at most :data:`~driftowner.sources.MAX_POINTS` points: over a long range the
+  source widens the step (a threshold signal at 1m beyond about 7.6 days), and instants between
+  two points see the older one.
+- A query that works at one instant may fail over a long range (a Prometheus sample limit, the
+  source's timeout): the signal is then no data at every instant, counted in
+  ``failed_queries`` with the error in ``failures``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from driftowner.clock import rfc3339
+from driftowner.config import Config, SignalConfig, format_duration
+from driftowner.detect import detectors, rules
+from driftowner.incidents import Fingerprint, reconcile
+from driftowner.model import Finding, Incident, Kind, Layer, Pending, Sample, SourceResult
+from driftowner.sources import Source, as_utc, clamp_step
+
+INSTANT_LOOKBACK = timedelta(minutes=5)
+"""How old a sample an instant query still answers with: Prometheus's default lookback delta."""
+
+_BEGINNING = datetime.min.replace(tzinfo=UTC)
+_NO_SAMPLES = SourceResult()
+
+SignalKey = tuple[str, str]
+"""(system, signal)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayedIncident:
+    """An incident the rules would have opened during the replayed range.
+
+    ``resolved_at`` is None when it would still be open at the end of the range. Nobody
+    acknowledges during a replay, so there is no acknowledgement time.
+    """
+
+    system: str
+    rule: str
+    kind: Kind
+    layers: tuple[Layer, ...]
+    owner: str
+    summary: str
+    condition_began_at: datetime
+    """The first evaluation at which the condition held (the start of its ``for``)."""
+    opened_at: datetime
+    resolved_at: datetime | None
+    id: str
+    """Deterministic within one replay (``replay-1``, ``replay-2``, ... in opening order)."""
+
+    @property
+    def state(self) -> Literal["open", "resolved"]:
+        return "open" if self.resolved_at is None else "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryFailure:
+    """A signal whose history could not be read: it was no data at every instant."""
+
+    system: str
+    signal: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """The outcome of a backtest over ``[start, end]`` at one evaluation every ``interval``."""
+
+    start: datetime
+    end: datetime
+    interval: timedelta
+    incidents: tuple[ReplayedIncident, ...]
+    """In opening order."""
+    evaluations: int
+    """Evaluation instants replayed (each evaluates every system)."""
+    failed_queries: int
+    """Signals whose history read failed (the operator's problem: they open no incident)."""
+    failures: tuple[QueryFailure, ...] = ()
+    """What went wrong with each of them, in config order."""
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRead:
+    """The one range read a replay makes for a signal."""
+
+    source: str
+    query: str
+    start: datetime
+    end: datetime
+    step: timedelta
+
+
+async def replay(
+    config: Config,
+    sources: Mapping[str, Source],
+    start: datetime,
+    end: datetime,
+    *,
+    interval: timedelta | None = None,
+) -> Replay:
+    """Run the rules over ``[start, end]`` as the daemon would have, from history.
+
+    Reads each signal's source once for the whole range (concurrently; signals with the same
+    source, query and range share one read), then runs :func:`backtest`. The caller owns the
+    sources and closes them.
+
+    Args:
+        config: The config whose systems, signals and rules are replayed.
+        sources: Source name → source, for every source the signals use.
+        start: The first evaluation instant (naive means UTC).
+        end: The last possible evaluation instant, inclusive.
+        interval: Between two evaluations; default ``evaluation.interval``.
+
+    Returns:
+        The incidents that would have opened, with when each condition began and when each
+        incident would have resolved.
+
+    Raises:
+        ValueError: ``start`` is after ``end``, or ``interval`` is not positive.
+    """
+    start, end, interval = _checked(config, start, end, interval)
+    plans = {
+        (system_name, signal_name): history_read(config, signal, start, end, interval)
+        for system_name, system in config.systems.items()
+        for signal_name, signal in system.signals.items()
+    }
+    unique = list(dict.fromkeys(plans.values()))
+    answers = await asyncio.gather(
+        *(sources[plan.source].read(plan.query, plan.start, plan.end, plan.step) for plan in unique)
+    )
+    read = dict(zip(unique, answers, strict=True))
+    return backtest(config, {key: read[plan] for key, plan in plans.items()}, start, end, interval)
+
+
+def history_read(
+    config: Config, signal: SignalConfig, start: datetime, end: datetime, interval: timedelta
+) -> HistoryRead:
+    """The range read that covers every read the daemon would have made of ``signal`` at the
+    instants of ``[start, end]``: from ``start`` minus its lookback, at its read step."""
+    window = detectors.lookback(signal)
+    read_start = start - window
+    if window <= timedelta(0) and config.sources[signal.source].type == "file":
+        # The file source's instant read answers the newest sample at any age (stale_after
+        # judges its age), so the sample in force at ``start`` may be far older than it.
+        read_start = _BEGINNING
+    return HistoryRead(
+        signal.source, signal.query, read_start, end, detectors.read_step(signal, interval)
+    )
+
+
+def backtest(
+    config: Config,
+    histories: Mapping[SignalKey, SourceResult],
+    start: datetime,
+    end: datetime,
+    interval: timedelta,
+) -> Replay:
+    """The pure core of :func:`replay`: the rules run over history already read.
+
+    Args:
+        config: As for :func:`replay`.
+        histories: (system, signal) → what the signal's :func:`history_read` returned; a
+            signal missing here counts as a failed source (it neither fires nor clears).
+        start: First evaluation instant.
+        end: Last possible evaluation instant, inclusive.
+        interval: Between two evaluations. It also stands in for ``evaluation.interval`` in
+            the lifecycle, so a coarser replay does not count its own steps as downtime.
+
+    Raises:
+        ValueError: ``start`` is after ``end``, or ``interval`` is not positive.
+    """
+    start, end, interval = _checked(config, start, end, interval)
+    if interval != config.evaluation.interval:
+        config = config.model_copy(
+            update={"evaluation": config.evaluation.model_copy(update={"interval": interval})}
+        )
+    views: dict[SignalKey, _History] = {}
+    failures: list[QueryFailure] = []
+    for system_name, system in config.systems.items():
+        for signal_name, signal in system.signals.items():
+            result = histories.get((system_name, signal_name))
+            if result is None:
+                continue
+            if result.error is not None:
+                failures.append(QueryFailure(system_name, signal_name, result.error))
+            views[(system_name, signal_name)] = _history(config, signal, result, start, end)
+
+    new_id = _ids()
+    pending: dict[str, dict[Fingerprint, Pending]] = {name: {} for name in config.systems}
+    unresolved: dict[str, dict[Fingerprint, Incident]] = {name: {} for name in config.systems}
+    every: dict[str, Incident] = {}
+    evaluations = 0
+    for now in _instants(start, end, interval):
+        evaluations += 1
+        for system_name, system in config.systems.items():
+            findings: dict[str, Finding] = {}
+            for signal_name, signal in system.signals.items():
+                view = views.get((system_name, signal_name))
+                if view is not None:
+                    findings[signal_name] = detectors.judge(
+                        system_name, signal_name, signal, view.read(now), now
+                    )
+            holding = rules.conditions(system_name, system, findings)
+            outcome = reconcile(
+                config,
+                system_name,
+                holding,
+                findings,
+                pending[system_name],
+                unresolved[system_name],
+                now,
+                new_id,
+            )
+            open_now = unresolved[system_name]
+            for incident in (*outcome.opened, *outcome.updated):
+                every[incident.id] = incident
+                if incident.unresolved:
+                    open_now[incident.fingerprint] = incident
+                else:
+                    open_now.pop(incident.fingerprint, None)
+            pending[system_name] = {(p.system, p.rule): p for p in outcome.pending}
+
+    replayed = sorted(
+        (_replayed(incident) for incident in every.values()),
+        key=lambda i: (i.opened_at, i.system, i.rule),
+    )
+    return Replay(
+        start=start,
+        end=end,
+        interval=interval,
+        incidents=tuple(replayed),
+        evaluations=evaluations,
+        failed_queries=len(failures),
+        failures=tuple(failures),
+    )
+
+
+def replay_json(r: Replay) -> dict[str, Any]:
+    """The ``driftowner replay --json`` document: the range, counts, failures and incidents
+    (times RFC 3339 UTC; ``acknowledged_at`` always null, since nobody acknowledges)."""
+    return {
+        "from": rfc3339(r.start),
+        "to": rfc3339(r.end),
+        "interval": format_duration(r.interval),
+        "evaluations": r.evaluations,
+        "failed_queries": r.failed_queries,
+        "failures": [
+            {"system": f.system, "signal": f.signal, "error": f.error} for f in r.failures
+        ],
+        "incidents": [_incident_json(incident) for incident in r.incidents],
+    }
+
+
+def _incident_json(incident: ReplayedIncident) -> dict[str, Any]:
+    resolved = incident.resolved_at
+    return {
+        "id": incident.id,
+        "system": incident.system,
+        "owner": incident.owner,
+        "kind": incident.kind,
+        "rule": incident.rule,
+        "layers": list(incident.layers),
+        "state": incident.state,
+        "summary": incident.summary,
+        "condition_began_at": rfc3339(incident.condition_began_at),
+        "opened_at": rfc3339(incident.opened_at),
+        "acknowledged_at": None,
+        "resolved_at": rfc3339(resolved),
+        "time_to_resolve_seconds": (
+            None if resolved is None else (resolved - incident.opened_at).total_seconds()
+        ),
+    }
+
+
+class _History:
+    """One signal's history, answering what the daemon's read at an instant would have got."""
+
+    __slots__ = ("_error", "_fresh_within", "_restamp", "_samples", "_times", "_window")
+
+    def __init__(
+        self,
+        result: SourceResult,
+        *,
+        window: timedelta,
+        fresh_within: timedelta | None,
+        restamp: bool,
+    ) -> None:
+        self._error = result if result.error is not None else None
+        self._samples = tuple(sorted(result.samples, key=lambda s: s.at))
+        self._times = [s.at for s in self._samples]
+        self._window = window
+        self._fresh_within = fresh_within
+        self._restamp = restamp
+
+    def read(self, now: datetime) -> SourceResult:
+        if self._error is not None:
+            return self._error
+        last = bisect_right(self._times, now)
+        if self._window > timedelta(0):
+            first = bisect_left(self._times, now - self._window)
+            return SourceResult(samples=self._samples[first:last])
+        if last == 0:
+            return _NO_SAMPLES
+        newest = self._samples[last - 1]
+        if self._fresh_within is not None and now - newest.at > self._fresh_within:
+            return _NO_SAMPLES
+        # An instant query's answer is stamped at the query time, not the sample's.
+        return SourceResult(samples=(Sample(now, newest.value) if self._restamp else newest,))
+
+
+def _history(
+    config: Config, signal: SignalConfig, result: SourceResult, start: datetime, end: datetime
+) -> _History:
+    """How the daemon's read of ``signal`` at an instant would have answered.
+
+    A range read (baseline): the samples within its window. An instant read: for a file, the
+    newest sample at any age, with its own time; for Prometheus (and the demo), the newest
+    point at or before the instant, if within the lookback delta (or the point spacing, when
+    the source had to read coarser), stamped at the instant.
+    """
+    window = detectors.lookback(signal)
+    if config.sources[signal.source].type == "file":
+        return _History(result, window=window, fresh_within=None, restamp=False)
+    plan = history_read(config, signal, start, end, config.evaluation.interval)
+    spacing = clamp_step(plan.start, plan.end, plan.step)
+    return _History(
+        result, window=window, fresh_within=max(INSTANT_LOOKBACK, spacing), restamp=True
+    )
+
+
+def _replayed(incident: Incident) -> ReplayedIncident:
+    return ReplayedIncident(
+        system=incident.system,
+        rule=incident.rule,
+        kind=incident.kind,
+        layers=incident.layers,
+        owner=incident.owner,
+        summary=incident.summary,
+        condition_began_at=incident.condition_began_at or incident.opened_at,
+        opened_at=incident.opened_at,
+        resolved_at=incident.resolved_at,
+        id=incident.id,
+    )
+
+
+def _instants(start: datetime, end: datetime, interval: timedelta) -> Iterator[datetime]:
+    # Multiplied, not accumulated: no drift over a long range of odd intervals.
+    for k in itertools.count():
+        now = start + k * interval
+        if now > end:
+            return
+        yield now
+
+
+def _ids() -> Callable[[], str]:
+    counter = itertools.count(1)
+    return lambda: f"replay-{next(counter)}"
+
+
+def _checked(
+    config: Config, start: datetime, end: datetime, interval: timedelta | None
+) -> tuple[datetime, datetime, timedelta]:
+    start, end = as_utc(start), as_utc(end)
+    if interval is None:
+        interval = config.evaluation.interval
+    if start > end:
+        raise ValueError(f"the replay starts ({rfc3339(start)}) after it ends ({rfc3339(end)})")
+    if interval <= timedelta(0):
+        raise ValueError("the replay interval must be longer than 0s")
+    return start, end, interval
