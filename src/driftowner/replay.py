@@ -210,6 +210,7 @@ def backtest(
     new_id = _ids()
     pending: dict[str, dict[Fingerprint, Pending]] = {name: {} for name in config.systems}
     unresolved: dict[str, dict[Fingerprint, Incident]] = {name: {} for name in config.systems}
+    resolved: dict[str, dict[Fingerprint, Incident]] = {name: {} for name in config.systems}
     every: dict[str, Incident] = {}
     evaluations = 0
     for now in _instants(start, end, interval):
@@ -232,14 +233,17 @@ def backtest(
                 unresolved[system_name],
                 now,
                 new_id,
+                resolved[system_name],
             )
             open_now = unresolved[system_name]
             for incident in (*outcome.opened, *outcome.updated):
                 every[incident.id] = incident
                 if incident.unresolved:
                     open_now[incident.fingerprint] = incident
+                    resolved[system_name].pop(incident.fingerprint, None)
                 else:
                     open_now.pop(incident.fingerprint, None)
+                    resolved[system_name][incident.fingerprint] = incident
             pending[system_name] = {(p.system, p.rule): p for p in outcome.pending}
 
     replayed = sorted(

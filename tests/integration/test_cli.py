@@ -249,3 +249,56 @@ def test_notify_test_reaches_the_owner_on_every_channel_and_fails_loudly(
         assert "slack" not in out and "email" not in out
         code, _, err = run(capsys, "notify-test", "--config", str(config), "--owner", "zed")
         assert code == 1 and "--owner: unknown owner 'zed'" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("now", "2026-11-27T12:00:00Z"),
+        ("now-7d", "2026-11-20T12:00:00Z"),
+        ("2026-11-20T08:00:00Z", "2026-11-20T08:00:00Z"),
+        ("2026-11-20T09:00:00+01:00", "2026-11-20T08:00:00Z"),
+        ("2026-11-20T08:00:00", "2026-11-20T08:00:00Z"),
+        ("1795161600", "2026-11-20T08:00:00Z"),
+    ],
+)
+def test_replay_times_accept_rfc3339_unix_seconds_and_now_minus(text: str, expected: str) -> None:
+    """--from/--to take RFC 3339 (naive means UTC), Unix seconds, now, and now-DURATION."""
+    from driftowner.cli import parse_instant
+    from driftowner.clock import rfc3339
+
+    now = datetime(2026, 11, 27, 12, tzinfo=UTC)
+    assert rfc3339(parse_instant(text, now)) == expected
+
+
+def test_replay_over_the_demo_finds_its_one_disagreement(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backtest of the demo's first five minutes (simulated from --from) finds the one
+    disagreement incident, with the time its condition began, and writes no store."""
+    config = tmp_path / "demo.yaml"
+    text = (ROOT / "config" / "demo.yaml").read_text()
+    config.write_text(text.replace("sqlite:///var/demo.db", f"sqlite:///{tmp_path}/never.db"))
+    code, out, _ = run(
+        capsys,
+        "replay",
+        "--config",
+        str(config),
+        "--from",
+        "2026-11-20T08:00:00Z",
+        "--to",
+        "2026-11-20T08:05:00Z",
+        "--json",
+    )
+    assert code == 0
+    document = json.loads(out)
+    (incident,) = document["incidents"]
+    assert incident["rule"] == "disagreement:accuracy-fine-adoption-falling"
+    assert incident["owner"] == "alice" and incident["state"] == "resolved"
+    began = datetime.fromisoformat(incident["condition_began_at"])
+    assert began - datetime(2026, 11, 20, 8, tzinfo=UTC) < timedelta(seconds=40)
+    assert incident["opened_at"] > incident["condition_began_at"]
+    assert not (tmp_path / "never.db").exists()
+
+    code, _, err = run(capsys, "replay", "--config", str(config), "--from", "yesterday")
+    assert code == 1 and "--from: invalid time 'yesterday'" in err
