@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
@@ -75,14 +76,7 @@ async def deliver_due(
             sendable.append(notification)
             continue
         store.mark_superseded(notification.id, clock(), reason)
-        log.info(
-            "notification superseded",
-            notification=notification.id,
-            incident=notification.incident_id,
-            channel=notification.channel,
-            recipient=notification.recipient,
-            reason=reason,
-        )
+        _log(notification).info("notification superseded", reason=reason)
         if metrics is not None:
             metrics.notifications.labels(notification.channel, "superseded").inc()
     outcomes = await asyncio.gather(*(_send(channels, n) for n in sendable))
@@ -109,29 +103,29 @@ async def deliver_due(
                 reason,
                 Event(notification.incident_id, now, "note", AUTO, detail),
             )
-            log.error(
-                "notification failed",
-                notification=notification.id,
-                incident=notification.incident_id,
-                channel=notification.channel,
-                recipient=notification.recipient,
-                error=reason,
-            )
+            _log(notification).error("notification failed", error=reason)
         else:
             when = next_attempt(notification.attempts + 1, now, delivery.retry_after)
             store.mark_retry(notification.id, now, delivery.detail, when)
             outcome = "retry"
-            log.warning(
+            _log(notification).warning(
                 "notification will be retried",
-                notification=notification.id,
-                channel=notification.channel,
-                recipient=notification.recipient,
                 error=delivery.detail,
                 next_attempt_at=when.isoformat(),
             )
         if metrics is not None:
             metrics.notifications.labels(notification.channel, outcome).inc()
     return delivered
+
+
+def _log(notification: Notification) -> Any:
+    """The outbox logger bound to one notification's identity (never its text or address)."""
+    return log.bind(
+        notification=notification.id,
+        incident=notification.incident_id,
+        channel=notification.channel,
+        recipient=notification.recipient,
+    )
 
 
 async def _send(channels: Mapping[str, Channel], notification: Notification) -> Delivery:
