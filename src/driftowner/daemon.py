@@ -199,7 +199,9 @@ class Daemon:
                     }
                     for system, signals in findings.items()
                 }
-            engine.record(store, config, findings, now, self.links)
+            # Store work runs in a worker thread: a large evaluation (a transaction per
+            # system) never stalls /healthz, /metrics or signal handling.
+            await asyncio.to_thread(engine.record, store, config, findings, now, self.links)
             metrics.evaluation_duration.observe(time.perf_counter() - started)
             self.last_cycle_at = time.monotonic()
         except Exception:
@@ -209,7 +211,9 @@ class Daemon:
     async def escalate_and_deliver(self) -> None:
         assert self.config and self.store and self.metrics
         try:
-            engine.escalate(self.store, self.config, self.clock(), self.links, self.metrics)
+            await asyncio.to_thread(
+                engine.escalate, self.store, self.config, self.clock(), self.links, self.metrics
+            )
         except Exception:
             log.exception("escalation failed")
         try:
