@@ -3,7 +3,6 @@ implicit TLS using a throwaway CA from trustme; certificate verification stays o
 
 from __future__ import annotations
 
-import dataclasses
 import email
 import email.policy
 import socket
@@ -24,7 +23,8 @@ from pydantic import SecretStr
 from driftowner.channels import build_channel
 from driftowner.channels.email import EmailChannel, message_id, thread_id
 from driftowner.config import EmailChannelConfig
-from driftowner.model import Message, Notification
+from driftowner.model import Delivery, Notification
+from tests.unit import factories
 
 pytestmark = pytest.mark.integration
 
@@ -36,35 +36,13 @@ SENDER = "driftowner@example.com"
 def notification(
     notification_id: str = "notif-1", address: str = "alice@example.com", **changes: Any
 ) -> Notification:
-    message = Message(
-        purpose="opened",
-        incident_id="inc-42",
-        system="fraud-scoring",
-        owner="alice",
-        owner_name="Alice Chen",
-        kind="disagreement",
-        rule="disagreement:accuracy-fine-adoption-falling",
-        state="open",
-        layers=("model", "business"),
-        summary="accuracy fine, adoption falling",
-        evidence=("accuracy 0.95 >= min 0.90", "adoption 0.41 < 0.53 (20% below 0.66)"),
-        opened_at=datetime(2024, 5, 1, 9, 30, tzinfo=UTC),
-        age_seconds=252,
-        step=1,
-        recipient_name="Alice Chen",
-        runbook="https://wiki.example.com/fraud-scoring",
-        incident_url="https://driftowner.example.com/incidents/inc-42",
-        ack_url="https://driftowner.example.com/a/ack-token",
-        resolve_url="https://driftowner.example.com/a/resolve-token",
-    )
-    return Notification(
-        id=notification_id,
-        incident_id="inc-42",
+    """An email to Alice about incident inc-42; ``changes`` replace fields of its message."""
+    return factories.notification(
+        notification_id,
         channel="email",
-        recipient="alice",
         address=address,
-        message=dataclasses.replace(message, **changes),
         created_at=datetime(2024, 5, 1, 9, 30, tzinfo=UTC),
+        message=factories.full_message(incident_id="inc-42", **changes),
     )
 
 
@@ -193,6 +171,23 @@ def channel(
     )
 
 
+async def send_to(
+    handler: Mailbox,
+    tls: Tls,
+    *,
+    implicit_tls: bool = False,
+    auth: bool = False,
+    **channel_options: Any,
+) -> Delivery:
+    """Serve ``handler`` (as ``serve`` does), send one notification through a channel to it
+    (``channel_options`` as ``channel`` takes them), stop the server and say how it went."""
+    controller, server = serve(handler, tls, implicit_tls=implicit_tls, auth=auth)
+    try:
+        return await channel(server.port, tls, **channel_options).send(notification())
+    finally:
+        controller.stop()
+
+
 def parts(mail: EmailMessage) -> tuple[str, str]:
     text = mail.get_body(preferencelist=("plain",))
     html = mail.get_body(preferencelist=("html",))
@@ -204,7 +199,22 @@ async def test_mail_over_starttls_names_every_required_field(mailbox: Server, tl
     """Over verified STARTTLS the relay receives one multipart mail to the notification's
     address whose subject, text and HTML name system, owner, layers, evidence, age, step,
     state, summary, runbook and links."""
-    delivery = await channel(mailbox.port, tls).send(notification())
+    sent = notification(
+        purpose="opened",
+        system="fraud-scoring",
+        owner_name="Alice Chen",
+        state="open",
+        layers=("model", "business"),
+        summary="accuracy fine, adoption falling",
+        evidence=("accuracy 0.95 >= min 0.90", "adoption 0.41 < 0.53 (20% below 0.66)"),
+        age_seconds=252,
+        step=1,
+        runbook="https://wiki.example.com/fraud-scoring",
+        incident_url="https://driftowner.example.com/incidents/inc-42",
+        ack_url="https://driftowner.example.com/a/ack-token",
+        resolve_url="https://driftowner.example.com/a/resolve-token",
+    )
+    delivery = await channel(mailbox.port, tls).send(sent)
     assert delivery.ok
     assert "queued" in delivery.detail
     [mail] = mailbox.handler.messages
@@ -253,53 +263,35 @@ async def test_mails_of_one_incident_thread_together(mailbox: Server, tls: Tls) 
 
 async def test_authenticated_submission_over_tls(tls: Tls) -> None:
     """A relay that demands AUTH after STARTTLS accepts the right credentials."""
-    controller, server = serve(Mailbox(), tls, auth=True)
-    try:
-        delivery = await channel(server.port, tls, username=USERNAME, password=PASSWORD).send(
-            notification()
-        )
-    finally:
-        controller.stop()
+    relay = Mailbox()
+    delivery = await send_to(relay, tls, auth=True, username=USERNAME, password=PASSWORD)
     assert delivery.ok, delivery.detail
-    assert len(server.handler.messages) == 1
+    assert len(relay.messages) == 1
 
 
 async def test_wrong_password_gives_up_without_showing_it(tls: Tls) -> None:
     """Bad credentials (535) will not get better by retrying; the password stays secret."""
-    controller, server = serve(Mailbox(), tls, auth=True)
+    relay = Mailbox()
     wrong = "Wr0ng-but-secret"
-    try:
-        delivery = await channel(server.port, tls, username=USERNAME, password=wrong).send(
-            notification()
-        )
-    finally:
-        controller.stop()
+    delivery = await send_to(relay, tls, auth=True, username=USERNAME, password=wrong)
     assert not delivery.ok
     assert not delivery.recoverable
     assert "535" in delivery.detail
     assert wrong not in delivery.detail
     assert PASSWORD not in delivery.detail
-    assert server.handler.messages == []
+    assert relay.messages == []
 
 
 async def test_missing_credentials_where_auth_is_required_gives_up(tls: Tls) -> None:
     """A relay that requires AUTH refuses an unauthenticated sender (530): give up."""
-    controller, server = serve(Mailbox(), tls, auth=True)
-    try:
-        delivery = await channel(server.port, tls).send(notification())
-    finally:
-        controller.stop()
+    delivery = await send_to(Mailbox(), tls, auth=True)
     assert not delivery.recoverable
     assert "530" in delivery.detail
 
 
 async def test_rejected_recipient_gives_up(tls: Tls) -> None:
     """A 550 for the recipient is permanent: give up, quoting the relay."""
-    controller, server = serve(RejectRecipient(), tls)
-    try:
-        delivery = await channel(server.port, tls).send(notification())
-    finally:
-        controller.stop()
+    delivery = await send_to(RejectRecipient(), tls)
     assert not delivery.ok
     assert not delivery.recoverable
     assert "550" in delivery.detail
@@ -309,11 +301,7 @@ async def test_rejected_recipient_gives_up(tls: Tls) -> None:
 @pytest.mark.parametrize("handler", [Greylist, GreylistRecipient], ids=["451-data", "450-rcpt"])
 async def test_temporary_refusal_is_retried(tls: Tls, handler: type[Mailbox]) -> None:
     """4xx replies (greylisting, busy mailbox) are temporary: retry."""
-    controller, server = serve(handler(), tls)
-    try:
-        delivery = await channel(server.port, tls).send(notification())
-    finally:
-        controller.stop()
+    delivery = await send_to(handler(), tls)
     assert not delivery.ok
     assert delivery.recoverable
     assert "45" in delivery.detail
@@ -350,15 +338,10 @@ async def test_untrusted_certificate_gives_up(mailbox: Server) -> None:
 
 async def test_implicit_tls(tls: Tls) -> None:
     """``use_tls`` speaks TLS from the first byte (port 465 style) and delivers."""
-    controller, server = serve(Mailbox(), tls, implicit_tls=True)
-    try:
-        delivery = await channel(server.port, tls, starttls=False, use_tls=True).send(
-            notification()
-        )
-    finally:
-        controller.stop()
+    relay = Mailbox()
+    delivery = await send_to(relay, tls, implicit_tls=True, starttls=False, use_tls=True)
     assert delivery.ok, delivery.detail
-    assert len(server.handler.messages) == 1
+    assert len(relay.messages) == 1
 
 
 async def test_hostile_address_gives_up_instead_of_injecting_headers(

@@ -3,7 +3,6 @@ respx for transport failures a real server cannot easily produce."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,7 @@ from pydantic import SecretStr
 from driftowner.channels import build_channel
 from driftowner.channels.slack import SlackWebhookChannel, build_payload
 from driftowner.config import SlackChannelConfig
-from driftowner.model import Delivery, Message, Notification
+from driftowner.model import Delivery, Notification
 from tests.fakes.slack import (
     ACTION_PROHIBITED,
     CHANNEL_IS_ARCHIVED,
@@ -29,6 +28,7 @@ from tests.fakes.slack import (
     Reply,
     rate_limited,
 )
+from tests.unit import factories
 
 pytestmark = pytest.mark.integration
 
@@ -38,35 +38,14 @@ INCIDENT = "https://driftowner.example.com/incidents/inc-42"
 
 
 def notification(address: str = "U024BE7LH", **changes: Any) -> Notification:
-    message = Message(
-        purpose="escalated",
-        incident_id="inc-42",
-        system="fraud-scoring",
-        owner="alice",
-        owner_name="Alice Chen",
-        kind="disagreement",
-        rule="disagreement:accuracy-fine-adoption-falling",
-        state="open",
-        layers=("model", "business"),
-        summary="accuracy fine, adoption falling",
-        evidence=("accuracy 0.95 >= min 0.90", "adoption 0.41, 38% below baseline 0.66"),
-        opened_at=datetime(2024, 5, 1, 9, 30, tzinfo=UTC),
-        age_seconds=16 * 60 + 3,
-        step=2,
-        recipient_name="Alice Chen",
-        runbook="https://wiki.example.com/fraud-scoring",
-        incident_url=INCIDENT,
-        ack_url=ACK,
-        resolve_url=RESOLVE,
-    )
-    return Notification(
-        id="notif-1",
-        incident_id="inc-42",
+    """A Slack message to Alice about incident inc-42; ``changes`` replace fields of its
+    message."""
+    return factories.notification(
+        "notif-1",
         channel="slack",
-        recipient="alice",
         address=address,
-        message=dataclasses.replace(message, **changes),
         created_at=datetime(2024, 5, 1, 9, 46, tzinfo=UTC),
+        message=factories.full_message(incident_id="inc-42", **changes),
     )
 
 
@@ -110,9 +89,23 @@ def buttons(payload: dict[str, Any]) -> dict[str, str]:
 async def test_delivered_message_names_everything_and_carries_buttons(slack: FakeSlack) -> None:
     """Slack accepts the Block Kit message; it names system, owner, layers, evidence, step and
     age, mentions the member, and offers Acknowledge / Resolve / Open incident buttons."""
+    sent = notification(
+        purpose="escalated",
+        system="fraud-scoring",
+        owner_name="Alice Chen",
+        layers=("model", "business"),
+        summary="accuracy fine, adoption falling",
+        evidence=("accuracy 0.95 >= min 0.90", "adoption 0.41, 38% below baseline 0.66"),
+        age_seconds=16 * 60 + 3,
+        step=2,
+        runbook="https://wiki.example.com/fraud-scoring",
+        incident_url=INCIDENT,
+        ack_url=ACK,
+        resolve_url=RESOLVE,
+    )
     channel = channel_for(slack)
     try:
-        delivery = await channel.send(notification())
+        delivery = await channel.send(sent)
     finally:
         await channel.aclose()
     assert delivery == Delivery.delivered(), slack.rejections
@@ -143,7 +136,7 @@ async def test_delivered_message_names_everything_and_carries_buttons(slack: Fak
 async def test_channel_address_is_named_not_mentioned(slack: FakeSlack) -> None:
     """A team's ``#channel`` address is named in the message, without a member mention."""
     channel = channel_for(slack)
-    await channel.send(notification(address="#ml-fraud", purpose="informed", step=0))
+    await channel.send(notification(address="#ml-fraud", purpose="informed", state="open", step=0))
     await channel.aclose()
     [payload] = slack.received
     assert payload["text"].startswith("#ml-fraud ")

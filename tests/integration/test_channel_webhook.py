@@ -19,43 +19,23 @@ from pydantic import SecretStr
 from driftowner.channels import build_channel
 from driftowner.channels.webhook import PAYLOAD_VERSION, WebhookChannel
 from driftowner.config import WebhookChannelConfig
-from driftowner.model import Delivery, Message, Notification
+from driftowner.model import Delivery, Notification
+from tests.unit import factories
 
 pytestmark = pytest.mark.integration
 
 SECRET_PATH = "/hooks/driftowner?token=SECRETtoken42"
 
 
-def notification(notification_id: str = "notif-9") -> Notification:
-    message = Message(
-        purpose="reminder",
-        incident_id="inc-42",
-        system="fraud-scoring",
-        owner="alice",
-        owner_name="Alice Chen",
-        kind="drift",
-        rule="drift:accuracy",
-        state="acknowledged",
-        layers=("model",),
-        summary="accuracy below 0.90",
-        evidence=("accuracy 0.71 < min 0.90",),
-        opened_at=datetime(2024, 5, 1, 11, 30, tzinfo=timezone(timedelta(hours=2))),
-        age_seconds=90061.5,
-        step=0,
-        recipient_name="Alice Chen",
-        runbook=None,
-        incident_url="https://driftowner.example.com/incidents/inc-42",
-        ack_url=None,
-        resolve_url="https://driftowner.example.com/a/resolve-token",
-    )
-    return Notification(
-        id=notification_id,
-        incident_id="inc-42",
+def notification(notification_id: str = "notif-9", **changes: Any) -> Notification:
+    """A post for Alice to the ops bridge; ``changes`` replace fields of its message."""
+    return factories.notification(
+        notification_id,
         channel="hook",
         recipient="alice",
         address="ops-bridge",
-        message=message,
         created_at=datetime(2024, 5, 2, tzinfo=UTC),
+        message=factories.full_message(**changes),
     )
 
 
@@ -116,8 +96,29 @@ def channel_for(receiver: Receiver) -> WebhookChannel:
 async def test_posts_the_versioned_document_with_an_idempotency_key(receiver: Receiver) -> None:
     """A 2xx answer is delivered; the body is the version-1 document with every Message
     field, datetimes in RFC 3339 UTC, and the Idempotency-Key is the notification id."""
+    sent = notification(
+        purpose="reminder",
+        incident_id="inc-42",
+        system="fraud-scoring",
+        owner="alice",
+        owner_name="Alice Chen",
+        kind="drift",
+        rule="drift:accuracy",
+        state="acknowledged",
+        layers=("model",),
+        summary="accuracy below 0.90",
+        evidence=("accuracy 0.71 < min 0.90",),
+        opened_at=datetime(2024, 5, 1, 11, 30, tzinfo=timezone(timedelta(hours=2))),
+        age_seconds=90061.5,
+        step=0,
+        recipient_name="Alice Chen",
+        runbook=None,
+        incident_url="https://driftowner.example.com/incidents/inc-42",
+        ack_url=None,
+        resolve_url="https://driftowner.example.com/a/resolve-token",
+    )
     channel = channel_for(receiver)
-    delivery = await channel.send(notification())
+    delivery = await channel.send(sent)
     await channel.aclose()
     assert delivery == Delivery.delivered()
     [(path, headers, body)] = receiver.requests

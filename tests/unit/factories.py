@@ -239,48 +239,80 @@ def incident(config: Config | None = None, **overrides: Any) -> Incident:
     return replace(base, **overrides)
 
 
-def message(incident_id: str = "inc-1", purpose: Any = "opened") -> Message:
-    return Message(
-        purpose=purpose,
-        incident_id=incident_id,
+def full_message(**changes: Any) -> Message:
+    """A message with every field set, runbook and the incident, acknowledge and resolve links
+    included: the "accuracy fine, adoption falling" disagreement of fraud-scoring as first sent
+    to its owner Alice Chen (step 1, opened 4m 12s before). ``changes`` replace fields; a test
+    whose assertions depend on a value passes that value here explicitly."""
+    base = Message(
+        purpose="opened",
+        incident_id="inc-42",
         system=SYSTEM,
         owner="alice",
         owner_name="Alice Chen",
+        kind="disagreement",
+        rule=f"disagreement:{DISAGREEMENT}",
+        state="open",
+        layers=("model", "business"),
+        summary="accuracy fine, adoption falling",
+        evidence=("accuracy 0.95 >= min 0.90", "adoption 0.41 is 38% below baseline 0.66"),
+        opened_at=datetime(2024, 5, 1, 9, 30, tzinfo=UTC),
+        age_seconds=252,
+        step=1,
+        recipient_name="Alice Chen",
+        runbook="https://wiki.example.com/fraud-scoring",
+        incident_url="https://driftowner.example.com/incidents/inc-42",
+        ack_url="https://driftowner.example.com/a/ack-token",
+        resolve_url="https://driftowner.example.com/a/resolve-token",
+    )
+    return replace(base, **changes)
+
+
+def message(incident_id: str = "inc-1", purpose: Any = "opened") -> Message:
+    """The message of ``incident()``'s drift (drift:accuracy opened at ``T0``)."""
+    return full_message(
+        purpose=purpose,
+        incident_id=incident_id,
         kind="drift",
         rule=RULE,
-        state="open",
         layers=("model",),
         summary="accuracy falling",
         evidence=("accuracy (model): degraded — 0.71 < min 0.9",),
         opened_at=T0,
         age_seconds=0.0,
-        step=1,
-        recipient_name="Alice Chen",
-        runbook="https://wiki.example.com/fraud-scoring",
         incident_url="http://driftowner.test/incidents/inc-1",
         ack_url="http://driftowner.test/a/ack",
         resolve_url="http://driftowner.test/a/resolve",
     )
 
 
+_incident_message = message  # ``notification``'s parameter ``message`` hides the function
+
+
 def notification(
     notification_id: str = "n-1",
     *,
-    incident_id: str = "inc-1",
+    incident_id: str | None = None,
     channel: str = "console",
     recipient: str = "alice",
     address: str = "alice",
     created_at: datetime = T0,
     purpose: Any = "opened",
+    message: Message | None = None,
     **fields: Any,
 ) -> Notification:
+    """A notification of ``message`` (by default ``message(incident_id, purpose)``); its
+    ``incident_id`` is the message's unless given. Not yet attempted: ``next_attempt_at`` is
+    ``created_at`` unless given."""
+    if message is None:
+        message = _incident_message(incident_id or "inc-1", purpose)
     return Notification(
         id=notification_id,
-        incident_id=incident_id,
+        incident_id=incident_id or message.incident_id,
         channel=channel,
         recipient=recipient,
         address=address,
-        message=message(incident_id, purpose),
+        message=message,
         created_at=created_at,
         next_attempt_at=fields.pop("next_attempt_at", created_at),
         **fields,

@@ -4,6 +4,7 @@ delivered."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from structlog.testing import capture_logs
@@ -11,48 +12,46 @@ from structlog.testing import capture_logs
 from driftowner.channels import Channel, build_channel
 from driftowner.channels.log import LogChannel
 from driftowner.config import LogChannelConfig
-from driftowner.model import Delivery, Message, Notification
+from driftowner.model import Delivery, Notification
+
+from . import factories
 
 
-def notification(step: int = 2, runbook: str | None = "https://wiki/fraud") -> Notification:
-    message = Message(
-        purpose="escalated",
-        incident_id="inc-7",
-        system="fraud-scoring",
-        owner="alice",
-        owner_name="Alice Chen",
-        kind="drift",
-        rule="drift:accuracy",
-        state="open",
-        layers=("model",),
-        summary="accuracy dropped\nbelow 0.90",
-        evidence=("accuracy 0.71 < min 0.90",),
-        opened_at=datetime(2024, 5, 1, tzinfo=UTC),
-        age_seconds=930,
-        step=step,
-        recipient_name="Bob Diaz",
-        runbook=runbook,
-        incident_url="http://127.0.0.1:9587/incidents/inc-7",
-        ack_url="http://127.0.0.1:9587/a/ack",
-        resolve_url=None,
-    )
-    return Notification(
-        id="n-1",
-        incident_id="inc-7",
+def notification(**changes: Any) -> Notification:
+    """A console notification for Bob; ``changes`` replace fields of its message."""
+    return factories.notification(
+        "n-1",
         channel="console",
         recipient="bob",
         address="bob",
-        message=message,
         created_at=datetime(2024, 5, 1, tzinfo=UTC),
+        message=factories.full_message(**changes),
     )
 
 
 async def test_log_channel_writes_one_event_with_every_field() -> None:
     """A notification becomes one ``notification`` event naming purpose, system, owner,
     recipient, step, layers, summary, age, incident id and the links."""
+    sent = notification(
+        purpose="escalated",
+        incident_id="inc-7",
+        system="fraud-scoring",
+        owner_name="Alice Chen",
+        kind="drift",
+        rule="drift:accuracy",
+        layers=("model",),
+        summary="accuracy dropped\nbelow 0.90",
+        evidence=("accuracy 0.71 < min 0.90",),
+        age_seconds=930,
+        step=2,
+        recipient_name="Bob Diaz",
+        runbook="https://wiki/fraud",
+        incident_url="http://127.0.0.1:9587/incidents/inc-7",
+        ack_url="http://127.0.0.1:9587/a/ack",
+    )
     channel = LogChannel("console")
     with capture_logs() as logs:
-        delivery = await channel.send(notification())
+        delivery = await channel.send(sent)
     assert delivery == Delivery.delivered()
     assert len(logs) == 1
     event = logs[0]
@@ -77,7 +76,7 @@ async def test_log_channel_writes_one_event_with_every_field() -> None:
 async def test_log_channel_leaves_out_what_is_not_set() -> None:
     """Step 0 and missing links are left out instead of logged as None."""
     with capture_logs() as logs:
-        await LogChannel("console").send(notification(step=0, runbook=None))
+        await LogChannel("console").send(notification(step=0, runbook=None, resolve_url=None))
     event = logs[0]
     assert "step" not in event
     assert "runbook" not in event

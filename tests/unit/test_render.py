@@ -5,39 +5,37 @@ from __future__ import annotations
 import dataclasses
 import html as htmllib
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import Any
 
 import pytest
 
 from driftowner import render
 from driftowner.model import Message, Purpose
 
+from .factories import full_message
+
 PURPOSES: tuple[Purpose, ...] = ("opened", "escalated", "reminder", "resolved", "informed", "test")
 
 
-def message(**changes: object) -> Message:
-    base = Message(
+def message(**changes: Any) -> Message:
+    """The disagreement these tests render, pinning every value their assertions look for."""
+    shown = full_message(
         purpose="opened",
         incident_id="01HZXINCIDENT",
         system="fraud-scoring",
-        owner="alice",
         owner_name="Alice Chen",
-        kind="disagreement",
-        rule="disagreement:accuracy-fine-adoption-falling",
         state="open",
         layers=("model", "business"),
         summary="accuracy fine, adoption falling",
         evidence=("accuracy 0.95 >= min 0.90 (ok)", "adoption 0.41 is 38% below baseline 0.66"),
-        opened_at=datetime(2024, 5, 1, 9, 30, tzinfo=UTC),
         age_seconds=252,
-        step=2,
-        recipient_name="Bob Diaz",
         runbook="https://wiki.example.com/fraud-scoring",
         incident_url="https://driftowner.example.com/incidents/01HZXINCIDENT",
         ack_url="https://driftowner.example.com/a/ack-token",
         resolve_url="https://driftowner.example.com/a/resolve-token",
     )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(shown, **changes)
 
 
 def for_purpose(purpose: Purpose) -> Message:

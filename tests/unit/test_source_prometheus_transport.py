@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -235,38 +235,83 @@ async def test_only_nan_or_inf_is_non_finite_with_source_up(
 # Server errors
 
 
-async def test_bad_data_400_is_a_query_error_carrying_prometheus_message(
-    router: respx.Router, make_source: SourceFactory
+@pytest.mark.parametrize(
+    ("answer", "reason", "up", "named"),
+    [
+        # A 400 bad_data (bad PromQL) keeps the source up and shows errorType and error.
+        pytest.param(
+            api_error(
+                400, "bad_data", 'invalid parameter "query": 1:5: parse error: unclosed left paren'
+            ),
+            "query_error",
+            True,
+            ("bad_data", "unclosed left paren"),
+            id="400-bad_data-is-query_error-with-prometheus-message",
+        ),
+        # A 422 (expression cannot be executed) is the query's fault, not the server's.
+        pytest.param(
+            api_error(422, "execution", "many-to-many matching not allowed"),
+            "query_error",
+            True,
+            ("execution: many-to-many matching not allowed",),
+            id="422-execution-is-query_error",
+        ),
+        # ``status: error`` is honoured even when a proxy rewrote the HTTP status to 200.
+        pytest.param(
+            api_error(200, "bad_data", "nope"),
+            "query_error",
+            True,
+            ("bad_data: nope",),
+            id="status-error-in-200-body-is-query_error",
+        ),
+        # A 5xx means the server itself failed: http_status, source down, status in the text.
+        pytest.param(
+            httpx.Response(500, text="oops"),
+            "http_status",
+            False,
+            ("HTTP 500",),
+            id="500-is-http_status-and-down",
+        ),
+        # 503 (query aborted/unavailable) is source down; Prometheus's error text is kept.
+        pytest.param(
+            api_error(503, "unavailable", "too many concurrent queries"),
+            "http_status",
+            False,
+            ("HTTP 503", "unavailable: too many concurrent queries"),
+            id="503-with-prometheus-body-is-down-and-names-the-error",
+        ),
+        # Prometheus's own query timeout (503, errorType timeout) is reported as a timeout.
+        pytest.param(
+            api_error(503, "timeout", "query timed out in expression evaluation"),
+            "timeout",
+            False,
+            (),
+            id="503-query-timeout-is-reason-timeout",
+        ),
+        # A 401/404 that is not Prometheus's JSON (proxy, wrong URL): the source is unusable.
+        pytest.param(
+            httpx.Response(401, text="<html>no</html>"),
+            "http_status",
+            False,
+            ("HTTP 401",),
+            id="non-json-4xx-is-http_status-and-down",
+        ),
+    ],
+)
+async def test_error_answer_gives_its_reason_and_source_up(
+    router: respx.Router,
+    make_source: SourceFactory,
+    answer: httpx.Response,
+    reason: str,
+    up: bool,
+    named: tuple[str, ...],
 ) -> None:
-    """A 400 bad_data (bad PromQL) keeps the source up and shows errorType and error."""
-    router.get("/api/v1/query").mock(
-        return_value=api_error(
-            400, "bad_data", 'invalid parameter "query": 1:5: parse error: unclosed left paren'
-        )
-    )
-    error = assert_failed(await instant(make_source(), "sum("), "query_error", up=True)
-    assert "bad_data" in error
-    assert "unclosed left paren" in error
-
-
-async def test_execution_422_is_a_query_error(
-    router: respx.Router, make_source: SourceFactory
-) -> None:
-    """A 422 (expression cannot be executed) is the query's fault, not the server's."""
-    router.get("/api/v1/query").mock(
-        return_value=api_error(422, "execution", "many-to-many matching not allowed")
-    )
-    error = assert_failed(await instant(make_source()), "query_error", up=True)
-    assert "execution: many-to-many matching not allowed" in error
-
-
-async def test_status_error_in_a_200_body_is_a_query_error(
-    router: respx.Router, make_source: SourceFactory
-) -> None:
-    """``status: error`` is honoured even when a proxy rewrote the HTTP status to 200."""
-    router.get("/api/v1/query").mock(return_value=api_error(200, "bad_data", "nope"))
-    error = assert_failed(await instant(make_source()), "query_error", up=True)
-    assert "bad_data: nope" in error
+    """An error answer from the server is classified: the query's fault (query_error, source
+    up), the server's (http_status or timeout, source down); the error keeps what it says."""
+    router.get("/api/v1/query").mock(return_value=answer)
+    error = assert_failed(await instant(make_source()), reason, up=up)
+    for text in named:
+        assert text in error
 
 
 async def test_long_server_error_text_is_truncated(
@@ -276,46 +321,6 @@ async def test_long_server_error_text_is_truncated(
     router.get("/api/v1/query").mock(return_value=api_error(400, "bad_data", "x" * 5000))
     error = assert_failed(await instant(make_source()), "query_error", up=True)
     assert len(error) < 300
-
-
-async def test_500_is_http_status_and_the_source_is_down(
-    router: respx.Router, make_source: SourceFactory
-) -> None:
-    """A 5xx means the server itself failed: http_status, source down, status in the text."""
-    router.get("/api/v1/query").mock(return_value=httpx.Response(500, text="oops"))
-    error = assert_failed(await instant(make_source()), "http_status", up=False)
-    assert "HTTP 500" in error
-
-
-async def test_503_with_prometheus_body_is_down_and_names_the_error(
-    router: respx.Router, make_source: SourceFactory
-) -> None:
-    """503 (query aborted/unavailable) is source down; Prometheus's error text is kept."""
-    router.get("/api/v1/query").mock(
-        return_value=api_error(503, "unavailable", "too many concurrent queries")
-    )
-    error = assert_failed(await instant(make_source()), "http_status", up=False)
-    assert "HTTP 503" in error
-    assert "unavailable: too many concurrent queries" in error
-
-
-async def test_503_query_timeout_is_reason_timeout(
-    router: respx.Router, make_source: SourceFactory
-) -> None:
-    """Prometheus's own query timeout (503, errorType timeout) is reported as a timeout."""
-    router.get("/api/v1/query").mock(
-        return_value=api_error(503, "timeout", "query timed out in expression evaluation")
-    )
-    assert_failed(await instant(make_source()), "timeout", up=False)
-
-
-async def test_non_json_4xx_is_http_status_and_down(
-    router: respx.Router, make_source: SourceFactory
-) -> None:
-    """A 401/404 that is not Prometheus's JSON (proxy, wrong URL) means the source is unusable."""
-    router.get("/api/v1/query").mock(return_value=httpx.Response(401, text="<html>no</html>"))
-    error = assert_failed(await instant(make_source()), "http_status", up=False)
-    assert "HTTP 401" in error
 
 
 @pytest.mark.parametrize(
@@ -366,6 +371,30 @@ async def test_connection_refused_is_unreachable_and_down(
     assert "Connection refused" in error
 
 
+LoopbackHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_from_loopback(
+    handler: LoopbackHandler, release: asyncio.Event, read_timeout: timedelta
+) -> tuple[SourceResult, float]:
+    """Serve ``handler`` on loopback, read from it through a source configured with
+    ``read_timeout``, and return the result with the seconds the read took. ``release`` is set
+    before the server closes, so a handler waiting on it can let go."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    source = PrometheusSource("prom", f"http://127.0.0.1:{port}", timeout=read_timeout)
+    try:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        result = await asyncio.wait_for(instant(source), timeout=10)
+        return result, loop.time() - began
+    finally:
+        release.set()
+        await source.aclose()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_real_server_that_never_answers_times_out_within_the_timeout() -> None:
     """The configured timeout is applied to real sockets: a loopback server that accepts and
     never answers yields ``timeout`` after about that long, not a hang."""
@@ -375,19 +404,7 @@ async def test_a_real_server_that_never_answers_times_out_within_the_timeout() -
         await hold.wait()
         writer.close()
 
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    source = PrometheusSource("prom", f"http://127.0.0.1:{port}", timeout=timedelta(seconds=0.3))
-    try:
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        result = await asyncio.wait_for(instant(source), timeout=10)
-        elapsed = loop.time() - began
-    finally:
-        hold.set()
-        await source.aclose()
-        server.close()
-        await server.wait_closed()
+    result, elapsed = await read_from_loopback(silent, hold, timedelta(seconds=0.3))
     assert_failed(result, "timeout", up=False)
     assert elapsed < 3
 
@@ -406,19 +423,7 @@ async def test_a_server_dripping_its_answer_is_cut_off_at_the_total_timeout() ->
             await asyncio.sleep(0.1)
         writer.close()
 
-    server = await asyncio.start_server(drip, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    source = PrometheusSource("prom", f"http://127.0.0.1:{port}", timeout=timedelta(seconds=0.5))
-    try:
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        result = await asyncio.wait_for(instant(source), timeout=10)
-        elapsed = loop.time() - began
-    finally:
-        stop.set()
-        await source.aclose()
-        server.close()
-        await server.wait_closed()
+    result, elapsed = await read_from_loopback(drip, stop, timedelta(seconds=0.5))
     assert_failed(result, "timeout", up=False)
     assert elapsed < 3
 
