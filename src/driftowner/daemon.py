@@ -217,7 +217,13 @@ class Daemon:
         except Exception:
             log.exception("escalation failed")
         try:
-            await outbox.deliver_due(self.store, self.channels, self.clock, self.metrics)
+            await outbox.deliver_due(
+                self.store,
+                self.channels,
+                self.clock,
+                self.metrics,
+                lease=outbox.lease_for(self.config),
+            )
         except Exception:
             log.exception("delivery failed")
 

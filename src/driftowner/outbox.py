@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from driftowner.channels import Channel
+from driftowner.config import Config
 from driftowner.metrics import Metrics
 from driftowner.model import AUTO, Delivery, Event, Notification, State
 from driftowner.store import Store
@@ -18,10 +19,25 @@ from driftowner.store import Store
 log = structlog.get_logger("driftowner.outbox")
 
 LEASE = timedelta(minutes=2)
+"""The lease when nothing better is known (tests, one-off tools)."""
+SHORTEST_LEASE = timedelta(seconds=15)
 MAX_ATTEMPTS = 12
 MAX_AGE = timedelta(hours=24)
 FIRST_RETRY = timedelta(seconds=5)
 LONGEST_RETRY = timedelta(minutes=15)
+
+
+def lease_for(config: Config) -> timedelta:
+    """How long a claimed notification stays claimed: long enough for the slowest channel's
+    send to finish or time out, short enough that after a crash mid-send the page goes out
+    again within seconds, not minutes."""
+    timeouts = [
+        timeout
+        for channel in config.channels.values()
+        if (timeout := getattr(channel, "timeout", None)) is not None
+    ]
+    longest = max(timeouts, default=timedelta(0))
+    return max(SHORTEST_LEASE, 2 * longest + timedelta(seconds=10))
 
 
 def next_attempt(attempts: int, now: datetime, retry_after: float | None) -> datetime:
@@ -63,9 +79,10 @@ async def deliver_due(
     clock: Callable[[], datetime],
     metrics: Metrics | None = None,
     limit: int = 100,
+    lease: timedelta = LEASE,
 ) -> int:
     """One pass over the outbox. Returns how many notifications were delivered."""
-    leased = store.lease_due(clock(), LEASE, limit)
+    leased = store.lease_due(clock(), lease, limit)
     if not leased:
         return 0
     states = store.incident_states(n.incident_id for n in leased)

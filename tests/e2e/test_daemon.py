@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import FakeSlack, Reply
 
 pytestmark = pytest.mark.e2e
 
@@ -390,3 +390,39 @@ def test_an_unusable_store_path_is_one_clear_error(tmp_path: Path) -> None:
         assert out.returncode == 1, command
         assert "cannot create the directory of the store" in out.stderr, command
         assert "Traceback" not in out.stderr, command
+
+
+def test_kill_9_in_the_middle_of_a_send_still_delivers_the_page(tmp_path: Path) -> None:
+    """Killed while Slack has the owner's page but has not answered: the notification was
+    committed before sending, so the restarted daemon sends it again once its lease runs out
+    (at least once: Slack may see it twice), and the owner's step is still recorded once."""
+    with FakeSlack() as slack:
+        deployment = _deployment(tmp_path, slack, drop_at=3, recover_at=90, step2="5m")
+        text = deployment.config.read_text()
+        deployment.config.write_text(
+            text.replace(
+                f'webhook_url: "{slack.url}"}}', f'webhook_url: "{slack.url}", timeout: 2s}}'
+            )
+        )
+        slack.answer_next(Reply(200, "ok", delay=8))
+        deployment.start()
+        wait_for(lambda: slack.requests, "the page to reach Slack", 30)
+        deployment.stop(signal.SIGKILL)
+        assert slack.received and "<@U0ALICE>" in json.dumps(slack.received[0])
+
+        deployment.start()  # lease: max(15s, 2 x 2s + 10s) = 15s
+        pages = wait_for(
+            lambda: [p for p in slack.received if "<@U0ALICE>" in json.dumps(p)][1:],
+            "the page sent again after the lease",
+            40,
+        )
+        assert pages
+        wait_for(
+            lambda: deployment.metrics().get("driftowner_outbox_pending") == 0.0,
+            "the outbox to drain",
+            10,
+        )
+        incident = deployment.incidents()[0]
+        assert events_of(deployment, incident["id"]).count("notified") == 1
+        assert len(deployment.incidents()) == 1
+        deployment.stop()

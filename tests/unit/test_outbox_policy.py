@@ -14,10 +14,11 @@ from driftowner.outbox import (
     MAX_AGE,
     MAX_ATTEMPTS,
     gives_up,
+    lease_for,
     next_attempt,
 )
 
-from .factories import T0, notification
+from .factories import T0, make_config, notification
 
 BACKOFF_CASES = [
     # (attempts so far, Retry-After, wait)
@@ -79,3 +80,14 @@ def test_gives_up_for_non_recoverable_failures_too_many_attempts_or_too_old(
     assert why is not None
     assert reason is not None and reason in why
     assert delivery.detail in why
+
+
+def test_the_lease_outlasts_the_slowest_channel_and_is_short_after_a_crash() -> None:
+    """The lease covers twice the slowest channel's timeout plus 10 s (a send in flight is
+    never claimed twice), and is at least 15 s: after a crash mid-send, the page goes out
+    again within seconds."""
+    assert lease_for(make_config()) == timedelta(seconds=30)  # email's default 10s timeout
+    slow = make_config({"channels": {"email": {"timeout": "1m"}}})
+    assert lease_for(slow) == timedelta(seconds=130)
+    console_only = make_config({"channels": {"email": {"timeout": "1s"}}})
+    assert lease_for(console_only) == timedelta(seconds=15)
