@@ -13,6 +13,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from driftowner import __version__, service
 from driftowner.clock import rfc3339, utcnow
 from driftowner.config import Config, config_json_schema, format_duration, parse_duration
@@ -505,6 +507,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except (Failure, service.NotFound, LifecycleError, Conflict, StoreError) as error:
         print(f"driftowner {args.command}: {error}", file=sys.stderr)
+        return 1
+    except SQLAlchemyError as error:
+        reason = getattr(error, "orig", None) or error
+        print(f"driftowner {args.command}: store error: {reason}", file=sys.stderr)
         return 1
     except service.BadRequest as error:
         print(f"driftowner {args.command}: --{error.field}: {error}", file=sys.stderr)

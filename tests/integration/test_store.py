@@ -15,9 +15,13 @@ import sqlalchemy as sa
 
 from driftowner.model import Event, Pending
 from driftowner.store import Changes, Conflict, Store, StoreError
+from driftowner.store.migrations import SCHEMA_VERSION
 from tests.unit.factories import SYSTEM, T0, at, incident, minutes, notification
 
 LEASE = timedelta(minutes=2)
+
+
+NEWER = SCHEMA_VERSION + 1
 
 
 @pytest.fixture
@@ -310,9 +314,11 @@ def test_a_newer_schema_is_refused(store: Store, db_path: Path) -> None:
     again.open()
     again.close()
     with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE driftowner_meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute(
+            "UPDATE driftowner_meta SET value = ? WHERE key = 'schema_version'", (str(NEWER),)
+        )
     newer = Store(store.url)
-    with pytest.raises(StoreError, match="schema version 2"):
+    with pytest.raises(StoreError, match=f"schema version {NEWER}"):
         newer.open()
     newer.close()
 
@@ -324,7 +330,9 @@ def test_refusing_a_newer_schema_leaves_that_database_untouched(
     longer has is not recreated by the older driftowner."""
     store.close()
     with sqlite3.connect(db_path) as conn:
-        conn.execute("UPDATE driftowner_meta SET value = '2' WHERE key = 'schema_version'")
+        conn.execute(
+            "UPDATE driftowner_meta SET value = ? WHERE key = 'schema_version'", (str(NEWER),)
+        )
         conn.execute("DROP TABLE pending_conditions")
     newer = Store(store.url)
     with pytest.raises(StoreError):
@@ -409,3 +417,60 @@ def test_recently_resolved_gives_the_newest_resolved_incident_per_fingerprint(
     found = store.recently_resolved(SYSTEM, at(5))
     assert {fp: i.id for fp, i in found.items()} == {(SYSTEM, "drift:accuracy"): "inc-b"}
     assert store.recently_resolved("other-system", at(-1000)) == {}
+
+
+V1_SCHEMA = """
+CREATE TABLE driftowner_meta (key VARCHAR(64) PRIMARY KEY, value VARCHAR(256) NOT NULL);
+INSERT INTO driftowner_meta VALUES ('schema_version', '1');
+CREATE TABLE incidents (id VARCHAR(32) PRIMARY KEY, system VARCHAR(256) NOT NULL,
+  rule VARCHAR(512) NOT NULL, owner VARCHAR(256) NOT NULL, state VARCHAR(16) NOT NULL,
+  opened_at FLOAT NOT NULL, resolved_at FLOAT, version INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE UNIQUE INDEX one_unresolved_per_fingerprint ON incidents (system, rule)
+  WHERE state != 'resolved';
+CREATE TABLE outbox (id VARCHAR(32) PRIMARY KEY, incident_id VARCHAR(32) NOT NULL
+  REFERENCES incidents (id), channel VARCHAR(128) NOT NULL, recipient VARCHAR(256) NOT NULL,
+  address VARCHAR(512) NOT NULL, message TEXT NOT NULL, created_at FLOAT NOT NULL,
+  attempts INTEGER NOT NULL, next_attempt_at FLOAT, leased_until FLOAT, delivered_at FLOAT,
+  failed_at FLOAT, last_error TEXT);
+"""
+
+
+def test_a_version_1_store_is_migrated_in_place_and_keeps_its_incidents(db_path: Path) -> None:
+    """A store written by the first schema (no plain timing columns, no superseded outbox
+    state) opens: it is migrated to the current version, its incidents keep every field, and
+    the report's timings are backfilled from the stored bodies."""
+    from driftowner.store.codec import incident_to_json
+
+    acked = incident(
+        state="acknowledged",
+        first_acknowledged_at=at(7),
+        acknowledged_at=at(7),
+        acknowledged_by="alice",
+    )
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript(V1_SCHEMA)
+        conn.execute(
+            "INSERT INTO incidents VALUES (?, ?, ?, ?, ?, ?, NULL, 3, ?)",
+            (
+                acked.id,
+                acked.system,
+                acked.rule,
+                acked.owner,
+                acked.state,
+                acked.opened_at.timestamp(),
+                incident_to_json(acked),
+            ),
+        )
+    store = Store(f"sqlite:///{db_path}")
+    store.open()
+    assert store.incident(acked.id) == replace(acked, version=3)
+    (timing,) = store.timings()
+    assert timing == acked.timing()
+    assert store.outbox_pending() == 0
+    store.close()
+    with sqlite3.connect(db_path) as conn:
+        (version,) = conn.execute(
+            "SELECT value FROM driftowner_meta WHERE key = 'schema_version'"
+        ).fetchone()
+    assert int(version) == SCHEMA_VERSION

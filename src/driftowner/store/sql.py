@@ -24,8 +24,7 @@ from driftowner.store.codec import (
     message_to_json,
     ts,
 )
-
-SCHEMA_VERSION = 1
+from driftowner.store.migrations import SCHEMA_VERSION, migrate
 
 metadata = sa.MetaData()
 
@@ -161,6 +160,7 @@ class Store:
         engine = sa.create_engine(url, connect_args={"timeout": 5})
         if engine.dialect.name == "sqlite":
             sa.event.listen(engine, "connect", _sqlite_pragmas)
+            sa.event.listen(engine, "begin", _sqlite_begin)
         try:
             # Check the version before any DDL: a store written by a newer driftowner must be
             # left exactly as it is.
@@ -174,6 +174,13 @@ class Store:
                     raise StoreError(
                         f"the store at {url.render_as_string(hide_password=True)} has schema "
                         f"version {found}; this driftowner knows up to {SCHEMA_VERSION}"
+                    )
+                if found is not None and int(found) < SCHEMA_VERSION:
+                    migrate(conn, int(found))
+                    conn.execute(
+                        sa.update(meta)
+                        .where(meta.c.key == "schema_version")
+                        .values(value=str(SCHEMA_VERSION))
                     )
                 metadata.create_all(conn)
                 if found is None:
@@ -475,6 +482,12 @@ class Store:
                 conn.execute(sa.insert(events).values(**_event_row(event)))
 
 
+def _sqlite_begin(conn: Connection) -> None:
+    # IMMEDIATE: take the write lock at the start, waiting up to busy_timeout, instead of
+    # failing at once when a read-then-write transaction meets another writer's commit.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _unfinished() -> tuple[sa.ColumnElement[bool], ...]:
     """Outbox rows still owed: neither delivered, nor given up on, nor superseded."""
     return (
@@ -485,6 +498,9 @@ def _unfinished() -> tuple[sa.ColumnElement[bool], ...]:
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control from the driver (it would not begin before DDL, so a schema
+    # migration could half-apply); SQLAlchemy's "begin" event issues BEGIN IMMEDIATE instead.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit reported to the CLI or the API (an ack) survives power loss too.

@@ -1,0 +1,55 @@
+"""Schema migrations of the store: one function per version step, applied in order at open,
+inside the opening transaction. The newest schema is ``SCHEMA_VERSION``; a fresh store is
+created at it directly."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+SCHEMA_VERSION = 2
+
+
+def _to_2(conn: Connection) -> None:
+    """Plain columns the report and /metrics aggregate without decoding bodies, and the
+    outbox's superseded state."""
+    for ddl in (
+        "ALTER TABLE incidents ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'drift'",
+        "ALTER TABLE incidents ADD COLUMN first_acknowledged_at FLOAT",
+        "ALTER TABLE incidents ADD COLUMN ack_within FLOAT",
+        "ALTER TABLE incidents ADD COLUMN resolve_within FLOAT",
+        "ALTER TABLE outbox ADD COLUMN superseded_at FLOAT",
+    ):
+        conn.exec_driver_sql(ddl)
+    rows = conn.execute(sa.text("SELECT id, body FROM incidents")).all()
+    for incident_id, body in rows:
+        stored = json.loads(body)
+        conn.execute(
+            sa.text(
+                "UPDATE incidents SET kind = :kind, first_acknowledged_at = :ack, "
+                "ack_within = :ack_within, resolve_within = :resolve_within WHERE id = :id"
+            ),
+            {
+                "id": incident_id,
+                "kind": stored["kind"],
+                "ack": stored.get("first_acknowledged_at"),
+                "ack_within": stored.get("ack_within"),
+                "resolve_within": stored.get("resolve_within"),
+            },
+        )
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _to_2}
+"""version → the function that takes a store at that version to the next."""
+
+
+def migrate(conn: Connection, found: int) -> list[int]:
+    """Bring a store at schema ``found`` to ``SCHEMA_VERSION``; returns the versions passed."""
+    passed = []
+    for version in range(found, SCHEMA_VERSION):
+        MIGRATIONS[version](conn)
+        passed.append(version + 1)
+    return passed
