@@ -4,14 +4,19 @@ and the small helpers the sources share (UTC handling, step clamping, dropping N
 A source answers one question: the samples of one series between two instants. It never raises
 for its own trouble; every failure comes back as a :class:`~driftowner.model.SourceResult` with
 ``error``, a bounded ``error_reason`` and ``source_up``.
+
+Some sources can also answer a second, optional question (:class:`LabelledSource`): the series
+of one query split by the value of one label, so a signal template with a ``system_label`` costs
+one query per cycle rather than one per system. :func:`supports_labels` tells which can.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from driftowner.config import (
     FileSourceConfig,
@@ -56,6 +61,70 @@ class Source(Protocol):
     async def aclose(self) -> None:
         """Release what the source holds (HTTP connections); it may be read again afterwards."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledResult:
+    """One query's series split by the value of one label: value -> samples (oldest first).
+
+    ``error``, ``error_reason`` and ``source_up`` mean what they mean on
+    :class:`~driftowner.model.SourceResult`; with ``error`` set, ``series`` is empty.
+
+    A value whose samples were all NaN/Inf keeps its key with an empty tuple (a missing key means
+    the query returned no series for that value). A value that several series share (the query
+    did not aggregate by the label) is left out of ``series`` and named in ``ambiguous``; when
+    every value is ambiguous the whole result is the ``multiple_series`` error. Series without the
+    label are ignored and counted in ``unlabelled``; when no series has it, the whole result is a
+    ``query_error``.
+    """
+
+    series: Mapping[str, tuple[Sample, ...]]
+    error: str | None = None
+    error_reason: str | None = None
+    """A short, bounded label for ``driftowner_source_errors_total{reason}``."""
+    source_up: bool = True
+    unlabelled: int = 0
+    """Series without the label (ignored, counted)."""
+    ambiguous: tuple[str, ...] = ()
+    """Label values shared by several series, sorted; none of them is in ``series``."""
+
+    @classmethod
+    def failed(
+        cls, result: SourceResult, *, unlabelled: int = 0, ambiguous: tuple[str, ...] = ()
+    ) -> LabelledResult:
+        """The failed result carrying ``result``'s error, reason and ``source_up``."""
+        return cls(
+            series={},
+            error=result.error,
+            error_reason=result.error_reason,
+            source_up=result.source_up,
+            unlabelled=unlabelled,
+            ambiguous=ambiguous,
+        )
+
+
+@runtime_checkable
+class LabelledSource(Protocol):
+    """A source that can split one query's series by a label (optional; see
+    :func:`supports_labels`). Implementations: prometheus."""
+
+    name: str
+
+    async def read_by_label(
+        self, query: str, start: datetime, end: datetime, step: timedelta, label: str
+    ) -> LabelledResult:
+        """The series of ``query`` within ``[start, end]``, keyed by their value of ``label``.
+
+        ``start == end`` is an instant read: at most one sample per series, the value at
+        ``end``. Never raises for source trouble: failures come back with ``error`` set, exactly
+        as :meth:`Source.read` reports them.
+        """
+        ...
+
+
+def supports_labels(source: object) -> bool:
+    """Whether ``source`` can answer :meth:`LabelledSource.read_by_label`."""
+    return isinstance(source, LabelledSource)
 
 
 def build_source(
@@ -134,7 +203,7 @@ def finite_result(source: str, samples: Iterable[Sample]) -> SourceResult:
         ``non_finite`` error instead (the source answered, so it stays up).
     """
     given = list(samples)
-    finite = tuple(sample for sample in given if math.isfinite(sample.value))
+    finite = finite_samples(given)
     if given and not finite:
         return SourceResult(
             error=f"{source}: the query returned only NaN/Inf values",
@@ -142,6 +211,11 @@ def finite_result(source: str, samples: Iterable[Sample]) -> SourceResult:
             source_up=True,
         )
     return SourceResult(samples=finite)
+
+
+def finite_samples(samples: Iterable[Sample]) -> tuple[Sample, ...]:
+    """``samples`` without NaN and ±Inf, in their order."""
+    return tuple(sample for sample in samples if math.isfinite(sample.value))
 
 
 def one_line(text: str, limit: int = 200) -> str:

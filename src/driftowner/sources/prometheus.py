@@ -1,5 +1,7 @@
 """The Prometheus source: PromQL over the Prometheus HTTP API (``/api/v1/query`` and
-``/api/v1/query_range``), with basic or bearer auth, turned into one series of samples.
+``/api/v1/query_range``), with basic or bearer auth, turned into one series of samples
+(:meth:`PrometheusSource.read`) or into series keyed by one label
+(:meth:`PrometheusSource.read_by_label`), both through the same request and error handling.
 
 Every way the server or the network can fail becomes a :class:`SourceResult` error whose text
 names the source and never contains a password or token.
@@ -9,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -19,10 +22,30 @@ from pydantic import SecretStr
 
 from driftowner import __version__
 from driftowner.model import Sample, SourceResult
-from driftowner.sources import as_utc, clamp_step, finite_result, one_line
+from driftowner.sources import (
+    LabelledResult,
+    as_utc,
+    clamp_step,
+    finite_result,
+    finite_samples,
+    one_line,
+)
 
 _MAX_DETAIL = 200
 """Characters of a server's error text kept in an error message."""
+
+_Parsed = TypeVar("_Parsed")
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """The series of a successful answer, as the API sent them, and how they were asked for."""
+
+    series: list[Any]
+    matrix: bool
+    """``resultType: matrix`` (``values`` per series) rather than vector (one ``value``)."""
+    instant: bool
+    end: datetime
 
 
 class PrometheusSource:
@@ -76,6 +99,58 @@ class PrometheusSource:
         Returns:
             The one series the query selects, NaN/Inf dropped; or the error that prevented it.
         """
+        return await self._evaluate(query, start, end, step, self._one_series)
+
+    async def read_by_label(
+        self, query: str, start: datetime, end: datetime, step: timedelta, label: str
+    ) -> LabelledResult:
+        """Evaluate ``query`` as :meth:`read` does and split its series by their ``label``.
+
+        Returns:
+            Label value -> that series' samples, NaN/Inf dropped; ambiguous values and unlabelled
+            series set aside (see :class:`~driftowner.sources.LabelledResult`); or the error
+            that prevented it, the same error :meth:`read` would give.
+        """
+        outcome = await self._evaluate(
+            query, start, end, step, lambda answer: self._by_label(answer, label)
+        )
+        if isinstance(outcome, SourceResult):
+            return LabelledResult.failed(outcome)
+        return outcome
+
+    async def aclose(self) -> None:
+        """Close the HTTP client, if one was opened; a later read opens a new one."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            headers = {"User-Agent": f"driftowner/{__version__}", "Accept": "application/json"}
+            auth: httpx.Auth | None = None
+            if self._bearer_token is not None:
+                headers["Authorization"] = f"Bearer {self._bearer_token.get_secret_value()}"
+            elif self._username is not None and self._password is not None:
+                auth = httpx.BasicAuth(self._username, self._password.get_secret_value())
+            self._client = httpx.AsyncClient(
+                base_url=self._url,
+                headers=headers,
+                auth=auth,
+                timeout=httpx.Timeout(self._timeout.total_seconds()),
+                transport=self._transport,
+            )
+        return self._client
+
+    async def _evaluate(
+        self,
+        query: str,
+        start: datetime,
+        end: datetime,
+        step: timedelta,
+        parse: Callable[[_Answer], _Parsed | SourceResult],
+    ) -> _Parsed | SourceResult:
+        """Send ``query`` (instant when ``start == end``, else a range) and ``parse`` a
+        successful answer; every failure on the way is the :class:`SourceResult` error."""
         start, end = as_utc(start), as_utc(end)
         if end < start:
             return self._error(
@@ -110,33 +185,17 @@ class PrometheusSource:
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             detail = str(exc) or type(exc).__name__
             return self._error(f"cannot reach {self._shown_url}: {detail}", "unreachable", up=False)
-        return self._interpret(response, instant=instant, end=end)
+        return self._interpret(response, parse, instant=instant, end=end)
 
-    async def aclose(self) -> None:
-        """Close the HTTP client, if one was opened; a later read opens a new one."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            headers = {"User-Agent": f"driftowner/{__version__}", "Accept": "application/json"}
-            auth: httpx.Auth | None = None
-            if self._bearer_token is not None:
-                headers["Authorization"] = f"Bearer {self._bearer_token.get_secret_value()}"
-            elif self._username is not None and self._password is not None:
-                auth = httpx.BasicAuth(self._username, self._password.get_secret_value())
-            self._client = httpx.AsyncClient(
-                base_url=self._url,
-                headers=headers,
-                auth=auth,
-                timeout=httpx.Timeout(self._timeout.total_seconds()),
-                transport=self._transport,
-            )
-        return self._client
-
-    def _interpret(self, response: httpx.Response, *, instant: bool, end: datetime) -> SourceResult:
-        """Turn an HTTP response into samples or the error it carries."""
+    def _interpret(
+        self,
+        response: httpx.Response,
+        parse: Callable[[_Answer], _Parsed | SourceResult],
+        *,
+        instant: bool,
+        end: datetime,
+    ) -> _Parsed | SourceResult:
+        """Turn an HTTP response into what ``parse`` makes of it, or the error it carries."""
         status = response.status_code
         body = _json_or_none(response)
         api_error = _api_error(body)
@@ -156,7 +215,10 @@ class PrometheusSource:
         if api_error is not None:
             return self._error(f"query rejected: {_api_detail(api_error)}", "query_error", up=True)
         try:
-            return self._samples(body, instant=instant, end=end)
+            answer = self._answer(body, instant=instant, end=end)
+            if isinstance(answer, SourceResult):
+                return answer
+            return parse(answer)
         except (KeyError, IndexError, TypeError, ValueError, OverflowError, OSError) as exc:
             return self._error(
                 f"unexpected answer from the query API ({type(exc).__name__}: {exc})",
@@ -164,8 +226,9 @@ class PrometheusSource:
                 up=False,
             )
 
-    def _samples(self, body: Any, *, instant: bool, end: datetime) -> SourceResult:
-        """The samples of a ``status: success`` body.
+    def _answer(self, body: Any, *, instant: bool, end: datetime) -> _Answer | SourceResult:
+        """The series of a ``status: success`` body (a scalar as one series without labels), or
+        the error of a result that is not numbers.
 
         Raises:
             KeyError, IndexError, TypeError, ValueError: the body is not shaped like the API's.
@@ -176,43 +239,111 @@ class PrometheusSource:
         result_type = data["resultType"]
         result = data["result"]
         if result_type == "scalar":
-            return finite_result(self._label, [_sample(result)])
+            scalar = {"metric": {}, "value": result}
+            return _Answer([scalar], matrix=False, instant=instant, end=end)
         if result_type == "string":
             return self._error("the query returns a string, not a number", "query_error", up=True)
         if result_type not in ("vector", "matrix"):
             raise ValueError(f"unknown resultType {result_type!r}")
         if not isinstance(result, list):
             raise TypeError("result is not a list")
-        if not result:
+        return _Answer(result, matrix=result_type == "matrix", instant=instant, end=end)
+
+    def _one_series(self, answer: _Answer) -> SourceResult:
+        """The samples of the one series of ``answer``; more than one is an error."""
+        if not answer.series:
             return SourceResult()
-        if len(result) > 1:
-            shown = ", ".join(_labels(series.get("metric", {})) for series in result[:3])
-            more = ", ..." if len(result) > 3 else ""
+        if len(answer.series) > 1:
+            shown = _first_few([_shown_labels(series) for series in answer.series[:4]])
             return self._error(
-                f"the query returns {len(result)} series ({shown}{more}); it must return one: "
-                "aggregate it (sum, avg, max) or select one series by its labels",
+                f"the query returns {len(answer.series)} series ({shown}); it must return "
+                "one: aggregate it (sum, avg, max) or select one series by its labels",
                 "multiple_series",
                 up=True,
             )
-        series = result[0]
+        samples = self._points(answer.series[0], answer)
+        if isinstance(samples, SourceResult):
+            return samples
+        return finite_result(self._label, samples)
+
+    def _by_label(self, answer: _Answer, label: str) -> LabelledResult | SourceResult:
+        """The series of ``answer`` keyed by their value of ``label``.
+
+        Raises:
+            KeyError, IndexError, TypeError, ValueError: a series is not shaped like the API's.
+        """
+        by_value: dict[str, list[list[Sample]]] = {}
+        unlabelled: list[dict[str, Any]] = []
+        for series in answer.series:
+            samples = self._points(series, answer)
+            if isinstance(samples, SourceResult):
+                return samples
+            metric = _metric(series)
+            value = metric.get(label)
+            if value is None or value == "":  # Prometheus: an empty value is no label
+                unlabelled.append(metric)
+            elif isinstance(value, str):
+                by_value.setdefault(value, []).append(samples)
+            else:
+                raise TypeError(f"label {label!r} is not a string: {one_line(repr(value), 60)}")
+        ambiguous = tuple(sorted(value for value, found in by_value.items() if len(found) > 1))
+        if by_value and len(ambiguous) == len(by_value):
+            shown = _first_few([f"{value!r}: {len(by_value[value])}" for value in ambiguous])
+            return LabelledResult.failed(
+                self._error(
+                    f"every value of label {label!r} has several series ({shown}); "
+                    f"aggregate the query by ({label}) so each value has one",
+                    "multiple_series",
+                    up=True,
+                ),
+                unlabelled=len(unlabelled),
+                ambiguous=ambiguous,
+            )
+        if unlabelled and not by_value:
+            shown = _first_few([_labels(metric) for metric in unlabelled])
+            return LabelledResult.failed(
+                self._error(
+                    f"none of the {len(unlabelled)} series the query returns has label "
+                    f"{label!r} ({shown}); keep it: aggregate by ({label})",
+                    "query_error",
+                    up=True,
+                ),
+                unlabelled=len(unlabelled),
+            )
+        return LabelledResult(
+            series={
+                value: finite_samples(found[0])
+                for value, found in sorted(by_value.items())
+                if len(found) == 1
+            },
+            unlabelled=len(unlabelled),
+            ambiguous=ambiguous,
+        )
+
+    def _points(self, series: Any, answer: _Answer) -> list[Sample] | SourceResult:
+        """The samples of one series of ``answer``, oldest first, NaN/Inf kept; for an instant
+        read of a range selector, its latest sample.
+
+        Raises:
+            KeyError, IndexError, TypeError, ValueError: the series is not shaped like the API's.
+        """
         if not isinstance(series, dict):
             raise TypeError("a series is not an object")
-        if result_type == "vector":
+        if not answer.matrix:
             if "value" not in series and "histogram" in series:
                 return self._error(
                     "the query returns a native histogram, not a number", "query_error", up=True
                 )
-            samples = [_sample(series["value"])]
-        else:
-            if "values" not in series and "histograms" in series:
-                return self._error(
-                    "the query returns native histograms, not numbers", "query_error", up=True
-                )
-            samples = sorted((_sample(point) for point in series["values"]), key=_at)
-            if instant:
-                # A range selector evaluated at one instant: its latest sample stands for it.
-                samples = [sample for sample in samples if sample.at <= end][-1:]
-        return finite_result(self._label, samples)
+            return [_sample(series["value"])]
+        if "values" not in series and "histograms" in series:
+            return self._error(
+                "the query returns native histograms, not numbers", "query_error", up=True
+            )
+        samples = sorted((_sample(point) for point in series["values"]), key=_at)
+        if answer.instant:
+            # A range selector evaluated at one instant: its latest sample stands for it.
+            samples = [sample for sample in samples if sample.at <= answer.end][-1:]
+        return samples
 
     def _error(self, detail: str, reason: str, *, up: bool) -> SourceResult:
         return SourceResult(
@@ -297,6 +428,30 @@ def _sample(point: Sequence[Any]) -> Sample:
         raise TypeError(f"a sample value is not a string: {one_line(repr(value), 60)}")
     # float() reads the API's "NaN", "+Inf" and "-Inf" spellings too.
     return Sample(at=datetime.fromtimestamp(timestamp, tz=UTC), value=float(value))
+
+
+def _metric(series: Any) -> dict[str, Any]:
+    """The label set of one series of the API (``{}`` when it has none).
+
+    Raises:
+        TypeError: the series or its ``metric`` is not an object.
+    """
+    if not isinstance(series, dict):
+        raise TypeError("a series is not an object")
+    metric = series.get("metric", {})
+    if not isinstance(metric, dict):
+        raise TypeError("a series' metric is not an object")
+    return metric
+
+
+def _shown_labels(series: Any) -> str:
+    """The labels of one series for a message, whatever its shape."""
+    return _labels(series.get("metric", {})) if isinstance(series, dict) else "{?}"
+
+
+def _first_few(texts: Sequence[str], few: int = 3) -> str:
+    """The first ``few`` of ``texts`` joined by commas, ``...`` when there are more."""
+    return ", ".join(texts[:few]) + (", ..." if len(texts) > few else "")
 
 
 def _at(sample: Sample) -> datetime:
