@@ -2,6 +2,14 @@
 
 Loading from YAML with environment overrides and formatting errors as ``FILE: yaml.path:
 message`` lives in :mod:`driftowner.configload`; this module only says what a valid config is.
+
+Signal templates: a system's signal may be a template ref (``{template: accuracy}``, optionally
+overriding ``detect``, ``for``, ``resolve_after`` and ``bad``). :class:`Config` expands every
+ref while it validates, so a validated ``Config``'s systems hold only :class:`SignalConfig`:
+the template's fields with the ref's overrides, ``template`` set to the template's name and
+``label`` to ``(system_label, value)``, where ``value`` is the system's ``labels[system_label]``
+or else the system's name. One query per template then serves every system: its series are
+split by that label.
 """
 
 from __future__ import annotations
@@ -9,23 +17,26 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainSerializer,
     SecretStr,
+    Tag,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
-from pydantic.json_schema import GenerateJsonSchema
+from pydantic.json_schema import GenerateJsonSchema, SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 from driftowner.model import BadDirection, Layer
 
@@ -373,7 +384,10 @@ class DetectConfig(Strict):
         return self
 
 
-class SignalConfig(Strict):
+class _SignalBody(Strict):
+    """What a plain signal and a signal template both say: where the value comes from and
+    what is bad about it."""
+
     layer: Layer
     source: str
     query: str
@@ -383,6 +397,121 @@ class SignalConfig(Strict):
     resolve_after: Duration | None = None
     stale_after: Duration | None = None
     """A newest sample older than this counts as no data (default: any sample counts)."""
+
+
+class SignalConfig(_SignalBody):
+    """One signal of one system, as the rest of driftowner reads it.
+
+    In a loaded :class:`Config` every signal is one of these: a template ref is expanded into
+    a ``SignalConfig`` with the template's fields, the ref's overrides, and ``template`` and
+    ``label`` set. A plain signal has both ``None``; the YAML file never sets them.
+    """
+
+    template: SkipJsonSchema[str | None] = None
+    """The name of the signal template this signal was expanded from."""
+    label: SkipJsonSchema[tuple[str, str] | None] = None
+    """``(system_label, value)``: the series of the template's query that belong to this
+    system are those whose ``system_label`` equals ``value`` (the system's
+    ``labels[system_label]``, else the system's name)."""
+
+
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class SignalTemplateConfig(_SignalBody):
+    """One query for many systems: the result is split into per-system series by the value of
+    ``system_label``. Its source must be a Prometheus source."""
+
+    system_label: str
+    """The label whose value names the system a series belongs to (e.g. ``model``)."""
+
+    @field_validator("system_label")
+    @classmethod
+    def _label_name(cls, value: str) -> str:
+        if not _LABEL_NAME.match(value):
+            raise ValueError(
+                f"invalid label name {value!r}: expected a Prometheus label name, e.g. model"
+            )
+        return value
+
+
+TEMPLATE_OVERRIDES: tuple[str, ...] = ("detect", "for", "resolve_after", "bad")
+"""The fields a template ref may set (YAML spelling); everything else comes from the template."""
+
+
+class TemplateRefConfig(Strict):
+    """A system's signal that is an instance of a signal template, in the YAML file only:
+    :class:`Config` expands it into a :class:`SignalConfig`."""
+
+    template: str
+    """The name of a key of ``signal_templates``."""
+    detect: DetectConfig | None = None
+    for_: Duration | None = Field(default=None, alias="for")
+    resolve_after: Duration | None = None
+    bad: BadDirection | None = None
+
+
+SIGNAL_ENTRY_TAGS: tuple[str, str] = ("plain signal", "template ref")
+"""The tags of the two forms a system's signal takes in YAML; pydantic puts them in error
+locations, which :mod:`driftowner.configload` drops."""
+
+
+_WRITTEN_IN_FULL = ("layer", "source", "query")
+
+
+def signal_entry_kind(value: object) -> str:
+    """Which form a system's signal is written in, one of :data:`SIGNAL_ENTRY_TAGS`: a
+    template ref (a ``template``, not the fields a template supplies) or a plain signal (which
+    includes an expanded signal written out again, e.g. by ``model_dump``)."""
+    if isinstance(value, TemplateRefConfig):
+        return SIGNAL_ENTRY_TAGS[1]
+    if (
+        isinstance(value, dict)
+        and value.get("template") is not None
+        and not all(key in value for key in _WRITTEN_IN_FULL)
+    ):
+        return SIGNAL_ENTRY_TAGS[1]
+    return SIGNAL_ENTRY_TAGS[0]
+
+
+def _derived_keys_together(value: Any) -> Any:
+    """``template`` and ``label`` are set by expansion, together; alone they are mistakes."""
+    if not isinstance(value, dict):
+        return value
+    template, label = value.get("template"), value.get("label")
+    if label is not None and template is None:
+        raise PydanticCustomError(
+            "signal_key",
+            "is not written by hand: it comes from a signal template's system_label and the "
+            "system's labels",
+            {"key": "label"},
+        )
+    if template is not None and label is None:
+        overridable = ", ".join(TEMPLATE_OVERRIDES[:-1]) + f" and {TEMPLATE_OVERRIDES[-1]}"
+        raise PydanticCustomError(
+            "signal_key",
+            "a template ref may override only {overridable}: drop layer, source and query "
+            "(they come from the template), or drop template for a plain signal",
+            {"key": "template", "overridable": overridable},
+        )
+    return value
+
+
+if TYPE_CHECKING:
+    # Once a Config is validated every signal is a SignalConfig (template refs are expanded),
+    # and that is what code reading the config sees.
+    SignalEntry: TypeAlias = SignalConfig
+else:
+    SignalEntry = Annotated[
+        Union[  # noqa: UP007 -- Tag needs each member annotated on its own
+            Annotated[
+                SignalConfig, BeforeValidator(_derived_keys_together), Tag(SIGNAL_ENTRY_TAGS[0])
+            ],
+            Annotated[TemplateRefConfig, Tag(SIGNAL_ENTRY_TAGS[1])],
+        ],
+        Discriminator(signal_entry_kind),
+    ]
+"""A system's signal in YAML: a plain signal or a template ref."""
 
 
 class DisagreementConfig(Strict):
@@ -410,7 +539,12 @@ class SystemConfig(Strict):
     resolve_within: Duration | None = None
     runbook: str | None = None
     contributors: dict[Layer, str] = Field(default_factory=dict)
-    signals: dict[str, SignalConfig] = Field(min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+    """This system's value of a signal template's ``system_label`` (``{model: fraud}``); a
+    template whose label is not listed here matches the system's name."""
+    signals: dict[str, SignalEntry] = Field(min_length=1)
+    """Plain signals and template refs; in a validated :class:`Config`, all ``SignalConfig``
+    (a ``SystemConfig`` validated on its own keeps its template refs)."""
     disagreements: list[DisagreementConfig] = Field(default_factory=list)
     resolve_after: Duration = timedelta(minutes=5)
     """How long a condition must stay clear before its incident resolves itself."""
@@ -431,7 +565,89 @@ class Config(Strict):
     teams: dict[str, TeamConfig] = Field(default_factory=dict)
     channels: dict[str, ChannelConfig] = Field(min_length=1)
     escalation_chains: dict[str, ChainConfig] = Field(min_length=1)
+    signal_templates: dict[str, SignalTemplateConfig] = Field(default_factory=dict)
+    """One query per template per cycle, split into systems by the template's
+    ``system_label``."""
+    systems_dir: Path | None = None
+    """A directory of YAML files, each a mapping of system name to system, merged into
+    ``systems`` by the loader (:mod:`driftowner.configload`), which resolves a relative path
+    against the config file's directory. Validating a Config directly reads nothing."""
     systems: dict[str, SystemConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _expand_template_refs(self) -> Config:
+        """Replace every template ref by the :class:`SignalConfig` it stands for.
+
+        Raises:
+            PydanticCustomError: ``config_issues``, when a ref names no template; its context
+                holds ``issues``, every such ref as a :data:`ConfigIssue`.
+        """
+        issues: list[ConfigIssue] = []
+        systems: dict[str, SystemConfig] = {}
+        changed = False
+        for system_name, system in self.systems.items():
+            entries: dict[str, SignalConfig | TemplateRefConfig] = dict(system.signals)
+            if not any(isinstance(entry, TemplateRefConfig) for entry in entries.values()):
+                systems[system_name] = system
+                continue
+            changed = True
+            signals: dict[str, SignalConfig] = {}
+            for signal_name, entry in entries.items():
+                if not isinstance(entry, TemplateRefConfig):
+                    signals[signal_name] = entry
+                    continue
+                template = self.signal_templates.get(entry.template)
+                if template is None:
+                    issues.append(
+                        (
+                            ("systems", system_name, "signals", signal_name, "template"),
+                            _unknown("signal template", entry.template, self.signal_templates),
+                        )
+                    )
+                    continue
+                signals[signal_name] = expand_template_ref(
+                    entry, template, system_name, system.labels
+                )
+            systems[system_name] = system.model_copy(update={"signals": signals})
+        if issues:
+            raise PydanticCustomError(
+                "config_issues",
+                "{summary}",
+                {
+                    "summary": "; ".join(f"{_dotted(path)}: {text}" for path, text in issues),
+                    "issues": issues,
+                },
+            )
+        if changed:
+            # Frozen to callers; this is still validation, building the value they receive.
+            self.__dict__["systems"] = systems
+        return self
+
+
+def expand_template_ref(
+    ref: TemplateRefConfig,
+    template: SignalTemplateConfig,
+    system_name: str,
+    labels: Mapping[str, str],
+) -> SignalConfig:
+    """The signal a template ref stands for: the template's fields, the ref's overrides, the
+    template's name and ``(system_label, the system's value)``."""
+    return SignalConfig(
+        layer=template.layer,
+        source=template.source,
+        query=template.query,
+        bad=template.bad if ref.bad is None else ref.bad,
+        detect=template.detect if ref.detect is None else ref.detect,
+        for_=template.for_ if ref.for_ is None else ref.for_,
+        resolve_after=template.resolve_after if ref.resolve_after is None else ref.resolve_after,
+        stale_after=template.stale_after,
+        template=ref.template,
+        label=(template.system_label, labels.get(template.system_label, system_name)),
+    )
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return ".".join(str(part) for part in path)
 
 
 ConfigIssue = tuple[tuple[str | int, ...], str]
@@ -448,8 +664,11 @@ def cross_check(config: Config) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     for chain_name, chain in config.escalation_chains.items():
         issues.extend(_check_chain(config, chain_name, chain))
+    for template_name, template in config.signal_templates.items():
+        issues.extend(_check_template(config, template_name, template))
     for system_name, system in config.systems.items():
         issues.extend(_check_system(config, system_name, system))
+    issues.extend(_check_label_claims(config))
     return issues
 
 
@@ -562,39 +781,30 @@ def _check_system(config: Config, name: str, system: SystemConfig) -> list[Confi
     for layer, team in system.contributors.items():
         if team not in config.teams:
             issues.append(((*base, "contributors", layer), _unknown("team", team, config.teams)))
+    used_labels: list[str] = []
     for signal_name, signal in system.signals.items():
         where = (*base, "signals", signal_name)
-        source = config.sources.get(signal.source)
-        if source is None:
-            issues.append(((*where, "source"), _unknown("source", signal.source, config.sources)))
-        elif signal.stale_after is not None and source.type != "file":
-            # Prometheus stamps instant results with the query time, so the newest sample is
-            # never old: the field would be parsed and silently ignored.
+        template = config.signal_templates.get(signal.template or "")
+        if signal.template is not None and template is None:
+            # Only a signal written out in full can name a template that is not there.
             issues.append(
                 (
-                    (*where, "stale_after"),
-                    f"has no effect on a {source.type} source, whose samples are stamped at "
-                    "query time; a Prometheus series that stops being scraped vanishes after "
-                    "5m, which already counts as no data (for data age, query "
-                    "time() - timestamp(metric) with a threshold)",
+                    (*where, "template"),
+                    _unknown("signal template", signal.template, config.signal_templates),
                 )
             )
-        threshold = signal.detect.threshold
-        if threshold is not None:
-            if signal.bad == "down" and threshold.max is not None:
-                issues.append(
-                    (
-                        (*where, "detect", "threshold", "max"),
-                        "bad is down, so a value above max is not bad: remove max or set bad",
-                    )
-                )
-            if signal.bad == "up" and threshold.min is not None:
-                issues.append(
-                    (
-                        (*where, "detect", "threshold", "min"),
-                        "bad is up, so a value below min is not bad: remove min or set bad",
-                    )
-                )
+        if template is not None:
+            # Source and stale_after come from the template and are checked there, once;
+            # bad and detect only when the ref overrides them.
+            used_labels.append(template.system_label)
+            if (signal.bad, signal.detect) != (template.bad, template.detect):
+                issues.extend(_check_direction(where, signal.bad, signal.detect))
+            continue
+        issues.extend(_check_source(config, where, signal))
+        issues.extend(_check_direction(where, signal.bad, signal.detect))
+    for label_name in system.labels:
+        if label_name not in used_labels:
+            issues.append(((*base, "labels", label_name), _unknown_label(label_name, used_labels)))
     seen_disagreements: set[str] = set()
     for index, disagreement in enumerate(system.disagreements):
         where = (*base, "disagreements", index)
@@ -618,6 +828,123 @@ def _check_system(config: Config, name: str, system: SystemConfig) -> list[Confi
     if chain is not None and system.owner in config.owners:
         issues.extend(_check_reachable(config, name, system, chain))
     return issues
+
+
+def _check_source(
+    config: Config, where: tuple[str | int, ...], signal: SignalConfig | SignalTemplateConfig
+) -> list[ConfigIssue]:
+    source = config.sources.get(signal.source)
+    if source is None:
+        return [((*where, "source"), _unknown("source", signal.source, config.sources))]
+    if signal.stale_after is not None and source.type != "file":
+        # Prometheus stamps instant results with the query time, so the newest sample is
+        # never old: the field would be parsed and silently ignored.
+        return [
+            (
+                (*where, "stale_after"),
+                f"has no effect on a {source.type} source, whose samples are stamped at "
+                "query time; a Prometheus series that stops being scraped vanishes after "
+                "5m, which already counts as no data (for data age, query "
+                "time() - timestamp(metric) with a threshold)",
+            )
+        ]
+    return []
+
+
+def _check_direction(
+    where: tuple[str | int, ...], bad: BadDirection, detect: DetectConfig
+) -> list[ConfigIssue]:
+    """Threshold bounds that ``bad`` would make pointless."""
+    issues: list[ConfigIssue] = []
+    threshold = detect.threshold
+    if threshold is not None:
+        if bad == "down" and threshold.max is not None:
+            issues.append(
+                (
+                    (*where, "detect", "threshold", "max"),
+                    "bad is down, so a value above max is not bad: remove max or set bad",
+                )
+            )
+        if bad == "up" and threshold.min is not None:
+            issues.append(
+                (
+                    (*where, "detect", "threshold", "min"),
+                    "bad is up, so a value below min is not bad: remove min or set bad",
+                )
+            )
+    return issues
+
+
+def _check_template(config: Config, name: str, template: SignalTemplateConfig) -> list[ConfigIssue]:
+    where: tuple[str | int, ...] = ("signal_templates", name)
+    source = config.sources.get(template.source)
+    if source is not None and source.type != "prometheus":
+        issues: list[ConfigIssue] = [
+            (
+                (*where, "source"),
+                "signal templates need a prometheus source: one query returns every "
+                f"system's series ({template.source!r} is a {source.type} source)",
+            )
+        ]
+    else:
+        issues = _check_source(config, where, template)
+    issues.extend(_check_direction(where, template.bad, template.detect))
+    return issues
+
+
+def _unknown_label(name: str, used: list[str]) -> str:
+    """A ``labels`` key that no template the system uses splits by: likely a typo."""
+    known = list(dict.fromkeys(used))
+    if not known:
+        return (
+            f"unknown label {name!r}: this system uses no signal template (labels give a "
+            "template's system_label its value for this system)"
+        )
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown label {name!r}, did you mean {close[0]!r}?"
+    return (
+        f"unknown label {name!r}: no signal template this system uses splits by it "
+        f"(they split by {', '.join(known)})"
+    )
+
+
+def _check_label_claims(config: Config) -> list[ConfigIssue]:
+    """Two systems of one template must not claim the same label value: which one a series
+    belongs to would be ambiguous."""
+    issues: list[ConfigIssue] = []
+    claims: dict[tuple[str, str], str] = {}
+    for system_name, system in config.systems.items():
+        claimed: set[tuple[str, str]] = set()
+        for signal_name, signal in system.signals.items():
+            if signal.template is None or signal.label is None:
+                continue
+            key = (signal.template, signal.label[1])
+            if key in claimed:
+                continue  # one system may use a template twice (two thresholds on one series)
+            claimed.add(key)
+            first = claims.setdefault(key, system_name)
+            if first == system_name:
+                continue
+            label_name, value = signal.label
+            if label_name in system.labels:
+                where: tuple[str | int, ...] = ("systems", system_name, "labels", label_name)
+            else:
+                where = ("systems", system_name, "signals", signal_name, "template")
+            issues.append(
+                (
+                    where,
+                    f"systems {first} and {system_name} both claim {label_name}="
+                    f"{_promql_string(value)} of template {signal.template}: the split would be "
+                    f"ambiguous; give one of them another labels.{label_name}",
+                )
+            )
+    return issues
+
+
+def _promql_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
 
 
 def _check_reachable(

@@ -2,8 +2,30 @@
 validated :class:`~driftowner.config.Config`, or a :class:`ConfigError` listing every mistake
 as ``FILE: yaml.path: message``.
 
-How values combine (later wins): the YAML file, then files in the secrets directory, then
-environment variables.
+How values combine (later wins): the YAML file (with the systems of ``systems_dir``), then
+files in the secrets directory, then environment variables.
+
+``systems_dir`` (relative to the config file's directory; with :func:`load_config_text`, to
+``base_dir`` or the working directory) names a directory whose ``*.yaml`` and ``*.yml`` files
+(in name order; hidden files and sub-directories skipped) each hold a mapping of system name
+to system: the body of a ``systems:`` section. Their systems join those of the main file, and
+the loaded ``Config.systems_dir`` is the path as resolved. Mistakes in such a file are
+reported with that file's name and the path ``systems.<name>...``, in that file's line order
+(the main file's lines first, then each directory file's). A system defined twice (in the
+main file and a directory file, or in two directory files) is an error naming both files; a
+missing ``systems_dir`` is an error at ``systems_dir``. A directory file that is not YAML
+stops the check, like the main file.
+
+Environment overrides and secret files are applied after the merge, so they reach the
+directory's systems as well: ``DRIFTOWNER_SYSTEMS__PAYMENTS__OWNER=bob`` overrides the owner
+of ``payments`` wherever it is defined, and an error in the value names the directory file
+and the variable. ``DRIFTOWNER_SYSTEMS_DIR`` may itself move the directory (relative to the
+config file's directory too). A variable naming a system that is defined nowhere adds it, as
+before, as if it were in the main file.
+
+Template refs (``signals: {accuracy: {template: accuracy}}``) are expanded by
+:class:`~driftowner.config.Config` as it validates: a ref naming no template is reported
+with the schema errors; the other template rules are cross-references.
 
 Environment variables are ``DRIFTOWNER_`` + the YAML path joined with ``__``, e.g.
 ``DRIFTOWNER_EVALUATION__INTERVAL=30s`` or ``DRIFTOWNER_CHANNELS__SLACK__WEBHOOK_URL=...``.
@@ -60,17 +82,24 @@ import os
 import re
 import types
 from collections.abc import Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, Discriminator, SecretStr, Tag, ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from driftowner.config import Config, cross_check
+from driftowner.config import (
+    SIGNAL_ENTRY_TAGS,
+    TEMPLATE_OVERRIDES,
+    Config,
+    ConfigIssue,
+    TemplateRefConfig,
+    cross_check,
+)
 
 ENV_PREFIX = "DRIFTOWNER_"
 """Prefix of the environment variables (and secret file names) that override the config."""
@@ -84,6 +113,7 @@ _LOC_NOISE = re.compile(r"[\[\](),'\"]")
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@'\"]*:)[^@/\s'\"]+@")
 _SLACK_HOOK = re.compile(r"(?P<head>hooks\.slack\.com/services/)[^\s'\"]+")
 _MIN_RAW_SECRET = 4
+_SYSTEMS_DIR_SUFFIXES = (".yaml", ".yml")
 """Shorter secrets are masked only where they appear quoted, so short words stay readable."""
 
 
@@ -140,7 +170,9 @@ def load_config(
         raise ConfigError([f"{name}: cannot read: not UTF-8 text ({exc.reason})"]) from None
     except OSError as exc:
         raise ConfigError([f"{name}: cannot read: {exc.strerror or exc}"]) from None
-    return load_config_text(text, name=name, environ=environ, secrets_dir=secrets_dir)
+    return load_config_text(
+        text, name=name, environ=environ, secrets_dir=secrets_dir, base_dir=path.parent
+    )
 
 
 def load_config_text(
@@ -149,6 +181,7 @@ def load_config_text(
     name: str = "<config>",
     environ: Mapping[str, str] | None = None,
     secrets_dir: Path | None = None,
+    base_dir: Path | None = None,
 ) -> Config:
     """Like :func:`load_config`, for YAML already in memory (an embedded default config).
 
@@ -157,6 +190,8 @@ def load_config_text(
         name: What error lines call the document (their ``FILE`` part).
         environ: As for :func:`load_config`.
         secrets_dir: As for :func:`load_config`.
+        base_dir: What a relative ``systems_dir`` is relative to (default: the working
+            directory); :func:`load_config` passes the config file's directory.
 
     Returns:
         The validated config.
@@ -168,8 +203,10 @@ def load_config_text(
     document = _parse_yaml(text, problems)
     # Duplicate keys: the data is not what its author meant, so cross-references would mislead.
     document_problems = bool(problems)
+    files = [_File(name, document.positions)]
+    systems_files: dict[str, int] = {}
     if document.syntax_error:
-        raise ConfigError([_format(name, problem, frozenset()) for problem in problems])
+        raise _config_error(problems, files, systems_files, frozenset())
     data = document.data
     if data is None:
         data = {}
@@ -181,16 +218,32 @@ def load_config_text(
                 f"the top level must be a mapping of sections (sources, owners, ...), not {kind}",
             )
         )
-        raise ConfigError([_format(name, problem, frozenset()) for problem in problems])
+        raise _config_error(problems, files, systems_files, frozenset())
 
     provenance: dict[YamlPath, str] = {}
     secret_values: set[str] = set()
+    layers: list[tuple[Mapping[str, str], str]] = []
     if secrets_dir is not None:
-        files = _read_secret_files(secrets_dir, problems)
-        secret_values.update(value for value in files.values() if value)
-        data = _apply_overrides(data, files, "secret file {}", provenance, problems)
-    env = os.environ if environ is None else environ
-    data = _apply_overrides(data, env, "{}", provenance, problems)
+        secret_files = _read_secret_files(secrets_dir, problems)
+        secret_values.update(value for value in secret_files.values() if value)
+        layers.append((secret_files, "secret file {}"))
+    layers.append((os.environ if environ is None else environ, "{}"))
+
+    directory, directory_origin = _systems_dir(data, layers, base_dir, problems)
+    merged = _Merged(data, syntax_error=False, incomplete=False, unreadable=False)
+    if directory is not None:
+        merged = _merge_systems_dir(
+            directory, directory_origin, data, files, systems_files, problems
+        )
+        if merged.syntax_error:
+            raise _config_error(problems, files, systems_files, frozenset())
+        document_problems = document_problems or merged.incomplete
+    data = merged.data
+    # After the merge, so that overrides reach the directory's systems too.
+    for variables, label in layers:
+        data = _apply_overrides(data, variables, label, provenance, problems)
+    if directory is not None:
+        data["systems_dir"] = str(directory)
     secret_values.update(_secret_strings(Config, data))
 
     config: Config | None = None
@@ -201,15 +254,55 @@ def load_config_text(
     if config is not None and not document_problems:
         for issue_path, message in cross_check(config):
             problems.append(_Problem(issue_path, message, _origin(issue_path, provenance)))
+    if merged.unreadable:
+        # Not "systems: required" as well: the systems are in the directory that is missing.
+        problems = [problem for problem in problems if problem.path != ("systems",)]
     if problems:
-        ordered = sorted(
-            enumerate(problems),
-            key=lambda item: (*_position(item[1], document.positions), item[0]),
-        )
-        secrets = frozenset(secret_values)
-        raise ConfigError([_format(name, problem, secrets) for _, problem in ordered])
+        raise _config_error(problems, files, systems_files, frozenset(secret_values))
     assert config is not None
     return config
+
+
+@dataclass(frozen=True)
+class _File:
+    """A file the config came from: the main file, or one in ``systems_dir``."""
+
+    name: str
+    positions: dict[YamlPath, tuple[int, int]]
+
+
+def _config_error(
+    problems: Sequence[_Problem],
+    files: Sequence[_File],
+    systems_files: Mapping[str, int],
+    secrets: frozenset[str],
+) -> ConfigError:
+    """Every problem as a line naming its file, ordered by file (the main file first, then
+    those of ``systems_dir`` in name order) and by position in the file."""
+
+    def key(item: tuple[int, _Problem]) -> tuple[int, ...]:
+        index, problem = item
+        file = _file_of(problem, systems_files)
+        return (file, *_position(problem, files[file].positions), index)
+
+    ordered = sorted(enumerate(problems), key=key)
+    return ConfigError(
+        [
+            _format(files[_file_of(problem, systems_files)].name, problem, secrets)
+            for _, problem in ordered
+        ]
+    )
+
+
+def _file_of(problem: _Problem, systems_files: Mapping[str, int]) -> int:
+    """Which file a problem is in: its own, or, for a path under a system that came from
+    ``systems_dir``, that system's file; else the main file (0)."""
+    if problem.file is not None:
+        return problem.file
+    path = problem.path
+    if len(path) >= 2 and path[0] == "systems" and isinstance(path[1], str):
+        return systems_files.get(path[1], 0)
+    return 0
 
 
 @dataclass(frozen=True)
@@ -223,6 +316,8 @@ class _Problem:
     line: int | None = None
     """1-based; set for mistakes found while parsing, which have no YAML path yet."""
     column: int | None = None
+    file: int | None = None
+    """Index of the file the problem is in, when its path does not say (see ``_file_of``)."""
 
 
 def _format(name: str, problem: _Problem, secrets: frozenset[str]) -> str:
@@ -285,16 +380,20 @@ def _origin(path: YamlPath, provenance: Mapping[YamlPath, str]) -> str | None:
 # --- YAML -------------------------------------------------------------------------------
 
 
-def _parse_yaml(text: str, problems: list[_Problem]) -> _DocumentResult:
+def _parse_yaml(text: str, problems: list[_Problem], root: YamlPath = ()) -> _DocumentResult:
     """Parse one YAML document with the safe loader, noting where every key sits and every
-    duplicate key (which ``yaml.safe_load`` would silently resolve to the last one)."""
+    duplicate key (which ``yaml.safe_load`` would silently resolve to the last one).
+
+    ``root`` is the YAML path the document's top level stands for: ``("systems",)`` for a
+    file in ``systems_dir``.
+    """
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return _DocumentResult(None, {}, False)
         positions: dict[YamlPath, tuple[int, int]] = {}
-        _index_node(node, (), positions, problems, frozenset())
+        _index_node(node, root, positions, problems, frozenset())
         return _DocumentResult(loader.construct_document(node), positions, False)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -385,6 +484,163 @@ def _index_node(
             mark = item.start_mark
             positions.setdefault((*path, index), (mark.line + 1, mark.column + 1))
             _index_node(item, (*path, index), positions, problems, ancestors)
+
+
+# --- systems_dir ---------------------------------------------------------------------------
+
+
+def _systems_dir(
+    data: dict[str, Any],
+    layers: Sequence[tuple[Mapping[str, str], str]],
+    base_dir: Path | None,
+    problems: list[_Problem],
+) -> tuple[Path | None, str | None]:
+    """The directory ``systems_dir`` names once overrides are applied (a relative path is
+    relative to ``base_dir``), and the variable that set it; ``None`` when there is none or
+    its value is not text (which validation then reports)."""
+    value = data.get("systems_dir")
+    origin: str | None = None
+    prefix = f"{ENV_PREFIX}systems_dir".lower()
+    if any(name.lower().startswith(prefix) for variables, _ in layers for name in variables):
+        # Overrides are applied for real once the directory's systems are merged in (so that
+        # they reach those systems too); here only to learn where the directory is.
+        scratch: dict[str, Any] = data
+        provenance: dict[YamlPath, str] = {}
+        for variables, label in layers:
+            scratch = _apply_overrides(scratch, variables, label, provenance, [])
+        value = scratch.get("systems_dir")
+        origin = _origin(("systems_dir",), provenance)
+    if not isinstance(value, str):
+        return None, None
+    if not value.strip():
+        problems.append(_Problem(("systems_dir",), "must name a directory", origin))
+        return None, None
+    directory = Path(value)
+    if base_dir is not None and not directory.is_absolute():
+        directory = base_dir / directory
+    return directory, origin
+
+
+@dataclass(frozen=True)
+class _Merged:
+    """The config data with the systems of ``systems_dir`` added, and what went wrong."""
+
+    data: dict[str, Any]
+    syntax_error: bool
+    """A file in the directory is not YAML: nothing else is checked."""
+    incomplete: bool
+    """A system is defined twice, or a file's systems could not be read: cross-references
+    would mislead."""
+    unreadable: bool
+    """The directory itself is missing or unreadable."""
+
+
+def _merge_systems_dir(
+    directory: Path,
+    origin: str | None,
+    data: dict[str, Any],
+    files: list[_File],
+    systems_files: dict[str, int],
+    problems: list[_Problem],
+) -> _Merged:
+    """Add the systems of every ``*.yaml`` and ``*.yml`` file in ``directory`` (in name order;
+    hidden files and sub-directories skipped), each a mapping of system name to system, to
+    ``data["systems"]``, noting in ``systems_files`` which file each came from."""
+    where: YamlPath = ("systems_dir",)
+    shown = repr(str(directory))
+    if not directory.exists():
+        problems.append(_Problem(where, f"directory {shown} does not exist", origin))
+        return _Merged(data, syntax_error=False, incomplete=False, unreadable=True)
+    if not directory.is_dir():
+        problems.append(_Problem(where, f"{shown} is not a directory", origin))
+        return _Merged(data, syntax_error=False, incomplete=False, unreadable=True)
+    try:
+        entries = sorted(directory.iterdir(), key=lambda entry: entry.name)
+    except OSError as exc:
+        problems.append(_Problem(where, f"cannot read {shown}: {exc.strerror or exc}", origin))
+        return _Merged(data, syntax_error=False, incomplete=False, unreadable=True)
+    main_systems = data.get("systems")
+    if main_systems is None:
+        main_systems = {}
+    if not isinstance(main_systems, dict):
+        # Validation reports what is wrong with the main file's systems.
+        return _Merged(data, syntax_error=False, incomplete=True, unreadable=False)
+    systems: dict[Any, Any] = dict(main_systems)
+    syntax_error = incomplete = False
+    for entry in entries:
+        if entry.name.startswith(".") or entry.suffix not in _SYSTEMS_DIR_SUFFIXES:
+            continue
+        if not entry.is_file():
+            continue
+        index = len(files)
+        body, ok, positions = _read_systems_file(entry, index, problems)
+        files.append(_File(str(entry), positions))
+        if ok is None:
+            syntax_error = True
+            continue
+        if not ok:
+            incomplete = True
+        for system_name, system in body.items():
+            if system_name in systems:
+                first = files[systems_files.get(system_name, 0)]
+                line = first.positions.get(("systems", system_name))
+                at = f" (line {line[0]})" if line is not None else ""
+                problems.append(
+                    _Problem(
+                        ("systems", system_name),
+                        f"system {system_name!r} is also defined in {first.name}{at}; "
+                        "a system is defined once",
+                        file=index,
+                    )
+                )
+                incomplete = True
+                continue
+            systems[system_name] = system
+            systems_files[system_name] = index
+    merged = data if not systems and "systems" not in data else {**data, "systems": systems}
+    return _Merged(merged, syntax_error=syntax_error, incomplete=incomplete, unreadable=False)
+
+
+def _read_systems_file(
+    path: Path, index: int, problems: list[_Problem]
+) -> tuple[dict[Any, Any], bool | None, dict[YamlPath, tuple[int, int]]]:
+    """One file of ``systems_dir``: its systems, whether it was read cleanly (``None``: not
+    YAML at all) and where its keys sit (as paths under ``systems``)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        problems.append(_Problem((), f"cannot read: {reason}", file=index))
+        return {}, False, {}
+    found: list[_Problem] = []
+    document = _parse_yaml(text, found, root=("systems",))
+    problems.extend(replace(problem, file=index) for problem in found)
+    if document.syntax_error:
+        return {}, None, document.positions
+    body = {} if document.data is None else document.data
+    if not isinstance(body, dict):
+        kind = "a list" if isinstance(body, list) else f"a {type(body).__name__}"
+        problems.append(
+            _Problem(
+                (),
+                "the top level must be a mapping of system names to systems (the body of a "
+                f"systems: section), not {kind}",
+                file=index,
+            )
+        )
+        return {}, False, document.positions
+    wrapped = body.get("systems")
+    if list(body) == ["systems"] and isinstance(wrapped, dict) and "owner" not in wrapped:
+        problems.append(
+            _Problem(
+                ("systems", "systems"),
+                "a systems_dir file is the body of a systems: section: write each system at "
+                "the top level, without 'systems:'",
+                file=index,
+            )
+        )
+        return {}, False, document.positions
+    return body, not found, document.positions
 
 
 # --- environment and secrets ------------------------------------------------------------
@@ -569,13 +825,29 @@ def _options(annotation: Any, value: Any) -> list[Any]:
     expanded, discriminated unions narrowed by the value's ``type``."""
     origin = get_origin(annotation)
     if origin is Annotated:
-        return _options(get_args(annotation)[0], value)
+        inner, *metadata = get_args(annotation)
+        for meta in metadata:
+            if isinstance(meta, Discriminator) and callable(meta.discriminator):
+                tag = meta.discriminator(value)
+                chosen = [member for member in get_args(inner) if _tag_of(member) == tag]
+                if chosen:
+                    return [option for member in chosen for option in _options(member, value)]
+        return _options(inner, value)
     if origin is Union or origin is types.UnionType:
         members = [option for arg in get_args(annotation) for option in _options(arg, value)]
         tag = value.get("type") if isinstance(value, dict) else None
         tagged = [member for member in members if tag is not None and tag in _type_tags(member)]
         return tagged or members
     return [annotation]
+
+
+def _tag_of(annotation: Any) -> str | None:
+    """The ``Tag`` of a member of a union with a callable discriminator."""
+    if get_origin(annotation) is Annotated:
+        for meta in get_args(annotation)[1:]:
+            if isinstance(meta, Tag):
+                return meta.tag
+    return None
 
 
 def _type_tags(annotation: Any) -> tuple[Any, ...]:
@@ -672,9 +944,18 @@ def _validation_problems(
     seen: set[tuple[YamlPath, str]] = set()
     for error in exc.errors(include_url=False, include_context=True, include_input=True):
         path, key_error = _clean_loc(error["loc"], data)
+        context = error.get("ctx") or {}
+        if error["type"] == "config_issues":
+            # Several mistakes found by one validator (template refs naming no template).
+            issues: list[ConfigIssue] = context.get("issues", [])
+            for issue_path, text in issues:
+                problems.append(_Problem(issue_path, text, _origin(issue_path, provenance)))
+            continue
         message = _plain_message(error, path, data, key_error)
+        if error["type"] == "signal_key":
+            path = (*path, str(context.get("key")))
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            discriminator = str((error.get("ctx") or {}).get("discriminator", "type"))
+            discriminator = str(context.get("discriminator", "type"))
             path = (*path, discriminator.strip("'\""))
         if (path, message) in seen:
             continue
@@ -693,6 +974,8 @@ def _clean_loc(loc: tuple[int | str, ...], data: Any) -> tuple[YamlPath, bool]:
         if part == "[key]":
             key_error = True
             continue
+        if part in SIGNAL_ENTRY_TAGS:
+            continue  # which form a system's signal is in (plain or template ref)
         if isinstance(node, dict):
             if part in node:
                 path.append(part)
@@ -789,4 +1072,10 @@ def _unknown_key(path: YamlPath, data: Any) -> str:
     close = difflib.get_close_matches(str(path[-1]), allowed, n=1, cutoff=0.6)
     if close:
         return f"unknown key, did you mean {close[0]!r}?"
+    if TemplateRefConfig in _models_at(path[:-1], data):
+        overridable = ", ".join(TEMPLATE_OVERRIDES[:-1]) + f" and {TEMPLATE_OVERRIDES[-1]}"
+        return (
+            f"a template ref may override only {overridable}: set {path[-1]} in the "
+            "template, or write a plain signal"
+        )
     return f"unknown key: expected one of {', '.join(allowed)}"

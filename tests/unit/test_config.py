@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
+from driftowner.cli import main
 from driftowner.config import (
     Config,
     EmailChannelConfig,
+    SignalConfig,
     SlackChannelConfig,
     StepConfig,
+    SystemConfig,
+    TemplateRefConfig,
     config_json_schema,
     format_duration,
     parse_duration,
@@ -74,6 +80,19 @@ def expected_lines(path: Path) -> list[str]:
     return [line.removeprefix(prefix) for line in lines if line.startswith(prefix)]
 
 
+def expected_errors(path: Path) -> list[str]:
+    """The error lines a broken config's ``# expect:`` lines name. ``{here}`` stands for the
+    config's directory; a line starting with ``{here}/`` names its own file (one of
+    ``systems_dir``), any other is in the config itself."""
+    here = str(path.parent)
+    return [
+        line.replace("{here}", here)
+        if line.startswith("{here}/")
+        else f"{path}: {line.replace('{here}', here)}"
+        for line in expected_lines(path)
+    ]
+
+
 # --- broken configs ----------------------------------------------------------------------
 
 
@@ -88,7 +107,7 @@ def test_there_is_a_broken_config_for_each_common_mistake() -> None:
 @pytest.mark.parametrize("path", BROKEN, ids=[path.stem for path in BROKEN])
 def test_broken_config_yields_exactly_its_errors(path: Path) -> None:
     """Each broken config fails with exactly the error lines its ``# expect:`` lines name."""
-    assert errors_of(path, environ={}) == [f"{path}: {line}" for line in expected_lines(path)]
+    assert errors_of(path, environ={}) == expected_errors(path)
 
 
 # --- the shipped configs --------------------------------------------------------------------
@@ -122,9 +141,13 @@ def test_demo_config_loads_and_tells_the_story() -> None:
 
 
 def test_example_config_loads() -> None:
-    """config/example.yaml, the reference users copy, is valid as shipped."""
+    """config/example.yaml, the reference users copy, is valid as shipped, its template ref
+    expanded."""
     config = load_config(ROOT / "config" / "example.yaml", environ={})
     assert config.systems["fraud-scoring"].signals["adoption"].detect.baseline is not None
+    accuracy = config.systems["fraud-scoring"].signals["accuracy"]
+    assert (accuracy.template, accuracy.label) == ("accuracy", ("model", "fraud"))
+    assert accuracy.query == config.signal_templates["accuracy"].query
     email = config.channels["email"]
     assert isinstance(email, EmailChannelConfig)
     assert email.from_ == "driftowner@example.com"
@@ -541,3 +564,413 @@ def test_config_is_frozen() -> None:
     assert isinstance(config, Config)
     with pytest.raises(ValueError, match="frozen"):
         config.server.listen = "0.0.0.0:1"  # type: ignore[misc]
+
+
+# --- signal templates and systems_dir ----------------------------------------------------------
+
+SYSTEMS_DIR_DATA = ROOT / "tests" / "data" / "systems_dir"
+TEMPLATED = SYSTEMS_DIR_DATA / "templates.yaml"
+
+TEMPLATES = """\
+signal_templates:
+  accuracy:
+    layer: model
+    source: prom
+    query: avg by (model) (avg_over_time(model_accuracy[1h]))
+    system_label: model
+    bad: down
+    detect: {threshold: {min: 0.90}}
+"""
+
+DIR_SYSTEM = """\
+scoring:
+  owner: alice
+  escalation: standard
+  signals:
+    accuracy: {template: accuracy}
+"""
+
+
+def templated(text: str = VALID) -> str:
+    """``VALID`` with the accuracy template, fraud-scoring's accuracy a ref to it."""
+    plain = (
+        "      accuracy:\n        layer: model\n        source: prom\n"
+        "        query: model_accuracy\n        bad: down\n"
+        "        detect: {threshold: {min: 0.90}}\n"
+    )
+    assert plain in text
+    return TEMPLATES + text.replace(plain, "      accuracy: {template: accuracy}\n")
+
+
+def with_systems_dir(tmp_path: Path, files: dict[str, str], main: str | None = None) -> Path:
+    """A main config (``templated()`` with ``systems_dir: systems.d``) and the directory's files."""
+    directory = tmp_path / "systems.d"
+    directory.mkdir()
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="utf-8")
+    return write(tmp_path, (main or templated()) + "systems_dir: systems.d\n")
+
+
+def test_templates_and_systems_dir_load_and_expand() -> None:
+    """The fixture config loads: systems from the main file then the directory's files in name
+    order (hidden files, other suffixes and sub-directories skipped), every template ref a
+    SignalConfig with the template's fields, its name and the system's label value."""
+    config = load_config(TEMPLATED, environ={})
+    assert config.systems_dir == SYSTEMS_DIR_DATA / "templates.d"
+    assert list(config.systems) == ["fraud-scoring", "payments-risk", "search-ranking"]
+    template = config.signal_templates["accuracy"]
+    assert template.system_label == "model"
+    for system in config.systems.values():
+        assert all(type(signal) is SignalConfig for signal in system.signals.values())
+
+    fraud = config.systems["fraud-scoring"]
+    accuracy = fraud.signals["accuracy"]
+    assert (accuracy.layer, accuracy.source, accuracy.query) == (
+        "model",
+        "prom",
+        template.query,
+    )
+    assert (accuracy.template, accuracy.label) == ("accuracy", ("model", "fraud"))
+    assert (accuracy.bad, accuracy.detect, accuracy.for_) == (
+        "down",
+        template.detect,
+        timedelta(minutes=5),
+    )
+    # No labels entry for service: the system's own name.
+    assert fraud.signals["latency"].label == ("service", "fraud-scoring")
+    adoption = fraud.signals["adoption"]
+    assert (adoption.template, adoption.label) == (None, None)
+    assert config.systems["search-ranking"].signals["accuracy"].label == (
+        "model",
+        "search-ranking",
+    )
+    assert config.systems["payments-risk"].signals["latency"].label == (
+        "service",
+        "payments-api",
+    )
+
+
+def test_template_ref_overrides_apply_and_the_rest_is_inherited() -> None:
+    """detect, for, resolve_after and bad of a ref win over the template's; what the ref does
+    not set comes from the template."""
+    config = load_config(TEMPLATED, environ={})
+    latency = config.systems["fraud-scoring"].signals["latency"]
+    assert latency.detect.threshold is not None
+    assert latency.detect.threshold.max == 0.25
+    assert (latency.for_, latency.resolve_after, latency.bad) == (
+        timedelta(minutes=10),
+        timedelta(minutes=30),
+        "up",
+    )
+    payments = config.systems["payments-risk"].signals["accuracy"]
+    assert payments.bad == "both"
+    assert payments.detect.threshold is not None
+    assert (payments.detect.threshold.min, payments.detect.threshold.max) == (0.8, 0.99)
+    assert payments.for_ == timedelta(minutes=5)
+    plain_latency = config.systems["payments-risk"].signals["latency"]
+    assert plain_latency.resolve_after is None
+    assert plain_latency.detect == config.signal_templates["latency"].detect
+
+
+def test_check_config_passes_on_templates_and_systems_dir(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``driftowner check-config`` accepts the fixture and counts the directory's systems."""
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    for name in [name for name in os.environ if name.startswith("DRIFTOWNER_")]:
+        monkeypatch.delenv(name)
+    assert main(["check-config", str(TEMPLATED)]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.startswith(f"{TEMPLATED}: ok (3 systems, 3 owners, 1 sources, 2 channels)")
+
+
+def test_config_validated_directly_is_expanded_or_refused() -> None:
+    """``Config.model_validate`` expands refs too (no loader needed), and refuses a ref that
+    names no template; a SystemConfig validated alone keeps its ref."""
+    document = load_config_text(templated(), environ={}).model_dump(by_alias=True)
+    # A dump holds the expanded signal, which validates again as it is.
+    again = Config.model_validate(document)
+    assert again.systems["fraud-scoring"].signals["accuracy"].label == ("model", "fraud-scoring")
+    document["systems"]["fraud-scoring"]["signals"]["accuracy"] = {"template": "nope"}
+    with pytest.raises(ValidationError, match="unknown signal template 'nope'"):
+        Config.model_validate(document)
+    system = SystemConfig.model_validate(
+        {"owner": "alice", "escalation": "standard", "signals": {"a": {"template": "x"}}}
+    )
+    assert isinstance(system.signals["a"], TemplateRefConfig)
+
+
+def test_one_system_may_use_a_template_twice(tmp_path: Path) -> None:
+    """Two signals of one system on one template (a warning and a hard floor) claim the same
+    series, which is not ambiguous."""
+    text = templated().replace(
+        "      accuracy: {template: accuracy}\n",
+        "      accuracy: {template: accuracy}\n"
+        "      accuracy_floor: {template: accuracy, detect: {threshold: {min: 0.5}}}\n",
+    )
+    config = load_config(write(tmp_path, text), environ={})
+    signals = config.systems["fraud-scoring"].signals
+    assert signals["accuracy"].label == signals["accuracy_floor"].label
+
+
+def test_template_errors_are_reported_together(tmp_path: Path) -> None:
+    """A demo-source template, stale_after on a template (Prometheus), an unknown source, a
+    default label value (the system's name) claimed by another system's labels, and a labels
+    entry on a system without templates: each at its path, in file order."""
+    text = (
+        templated()
+        .replace("  prom: {type: prometheus,", "  sim: {type: demo}\n  prom: {type: prometheus,")
+        .replace(
+            "    detect: {threshold: {min: 0.90}}\n",
+            "    detect: {threshold: {min: 0.90}}\n    stale_after: 10m\n"
+            "  demo_acc:\n    layer: model\n    source: sim\n    query: q\n"
+            "    system_label: model\n    detect: {threshold: {min: 0.9}}\n"
+            "  lost:\n    layer: data\n    source: promx\n    query: q\n"
+            "    system_label: model\n    detect: {threshold: {max: 0.1}}\n",
+            1,
+        )
+        .replace(
+            "    contributors: {model: ml-fraud}\n",
+            "    contributors: {model: ml-fraud}\n    labels: {team: fraud}\n",
+        )
+    )
+    text += (
+        "  other:\n    owner: alice\n    escalation: standard\n"
+        "    labels: {model: fraud-scoring}\n"
+        "    signals:\n      accuracy: {template: accuracy}\n"
+    )
+    path = write(tmp_path, text)
+    assert errors_of(path, environ={}) == [
+        f"{path}: signal_templates.accuracy.stale_after: has no effect on a prometheus source, "
+        "whose samples are stamped at query time; a Prometheus series that stops being "
+        "scraped vanishes after 5m, which already counts as no data (for data age, query "
+        "time() - timestamp(metric) with a threshold)",
+        f"{path}: signal_templates.demo_acc.source: signal templates need a prometheus source: "
+        "one query returns every system's series ('sim' is a demo source)",
+        f"{path}: signal_templates.lost.source: unknown source 'promx', did you mean 'prom'?",
+        f"{path}: systems.fraud-scoring.labels.team: unknown label 'team': no signal template "
+        "this system uses splits by it (they split by model)",
+        f"{path}: systems.other.labels.model: systems fraud-scoring and other both claim "
+        'model="fraud-scoring" of template accuracy: the split would be ambiguous; give one '
+        "of them another labels.model",
+    ]
+
+
+def test_labels_without_templates_and_hand_written_derived_fields(tmp_path: Path) -> None:
+    """labels on a system using no template is a likely mistake; so are ``label`` on a plain
+    signal and ``template`` on a signal written in full."""
+    text = VALID.replace(
+        "    contributors: {model: ml-fraud}\n",
+        "    contributors: {model: ml-fraud}\n    labels: {model: fraud}\n",
+    )
+    path = write(tmp_path, text)
+    assert errors_of(path, environ={}) == [
+        f"{path}: systems.fraud-scoring.labels.model: unknown label 'model': this system uses "
+        "no signal template (labels give a template's system_label its value for this system)"
+    ]
+    text = templated(VALID).replace(
+        "      accuracy: {template: accuracy}\n",
+        "      accuracy: {template: accuracy}\n"
+        "      full: {template: accuracy, layer: model, source: prom, query: q,"
+        " detect: {threshold: {min: 1}}}\n"
+        "      labelled: {layer: model, source: prom, query: q, label: [model, x],"
+        " detect: {threshold: {min: 1}}}\n",
+    )
+    path = write(tmp_path, text)
+    assert errors_of(path, environ={}) == [
+        f"{path}: systems.fraud-scoring.signals.full.template: a template ref may override "
+        "only detect, for, resolve_after and bad: drop layer, source and query (they come "
+        "from the template), or drop template for a plain signal",
+        f"{path}: systems.fraud-scoring.signals.labelled.label: is not written by hand: it "
+        "comes from a signal template's system_label and the system's labels",
+    ]
+
+
+def test_template_ref_typo_and_bad_override(tmp_path: Path) -> None:
+    """A misspelled override gets a did-you-mean; an override that breaks the template's
+    direction is reported at the ref."""
+    text = templated().replace(
+        "      accuracy: {template: accuracy}\n",
+        "      accuracy: {template: accuracy, fro: 10m}\n",
+    )
+    path = write(tmp_path, text)
+    assert errors_of(path, environ={}) == [
+        f"{path}: systems.fraud-scoring.signals.accuracy.fro: unknown key, did you mean 'for'?"
+    ]
+    path = write(tmp_path, text.replace("fro: 10m", "bad: up"))
+    assert errors_of(path, environ={}) == [
+        f"{path}: systems.fraud-scoring.signals.accuracy.detect.threshold.min: bad is up, so a "
+        "value below min is not bad: remove min or set bad"
+    ]
+
+
+def test_errors_in_a_systems_dir_file_name_that_file_in_line_order(tmp_path: Path) -> None:
+    """Schema and cross-reference mistakes of a directory's system are reported with that
+    file's name and ``systems.<name>`` paths, the main file's first, then file by file."""
+    path = with_systems_dir(
+        tmp_path,
+        {
+            "b.yaml": DIR_SYSTEM.replace("scoring:", "ranking:").replace("alice", "alicia"),
+            "a.yml": DIR_SYSTEM.replace("{template: accuracy}", "{template: accuracy, for: 5}")
+            + "  ack_within: soon\n",
+        },
+        templated().replace(
+            'url: "http://localhost:9090"', 'url: "http://localhost:9090", timeout: 10'
+        ),
+    )
+    directory = tmp_path / "systems.d"
+    assert errors_of(path, environ={}) == [
+        f"{path}: sources.prom.timeout: invalid duration 10: give a unit, e.g. 10s or 10m",
+        f"{directory / 'a.yml'}: systems.scoring.signals.accuracy.for: "
+        "invalid duration 5: give a unit, e.g. 5s or 5m",
+        f"{directory / 'a.yml'}: systems.scoring.ack_within: "
+        "invalid duration 'soon': expected e.g. 30s, 15m, 2h, 7d, 1w",
+    ]
+    # Once the schema holds, cross-references: the directory file's unknown owner is
+    # reported in that file, after the main file's unknown chain.
+    (directory / "a.yml").write_text(DIR_SYSTEM, encoding="utf-8")
+    path = write(
+        tmp_path,
+        templated().replace("    escalation: standard\n", "    escalation: standrd\n")
+        + "systems_dir: systems.d\n",
+    )
+    assert errors_of(path, environ={}) == [
+        f"{path}: systems.fraud-scoring.escalation: "
+        "unknown escalation chain 'standrd', did you mean 'standard'?",
+        f"{directory / 'b.yaml'}: systems.ranking.owner: "
+        "unknown owner 'alicia', did you mean 'alice'?",
+    ]
+
+
+def test_a_system_in_two_directory_files_names_both(tmp_path: Path) -> None:
+    """The later file's definition is the error, naming the first file and its line."""
+    path = with_systems_dir(
+        tmp_path, {"a.yaml": "\n" + DIR_SYSTEM, "b.yaml": DIR_SYSTEM.replace("alice", "bob")}
+    )
+    directory = tmp_path / "systems.d"
+    assert errors_of(path, environ={}) == [
+        f"{directory / 'b.yaml'}: systems.scoring: system 'scoring' is also defined in "
+        f"{directory / 'a.yaml'} (line 2); a system is defined once"
+    ]
+
+
+def test_systems_dir_file_shape_mistakes(tmp_path: Path) -> None:
+    """A file that is a list, one wrapped in ``systems:``, and duplicate keys inside a file
+    are each reported in that file; a YAML syntax error stops the check there."""
+    path = with_systems_dir(
+        tmp_path,
+        {
+            "a.yaml": "- scoring\n",
+            "b.yaml": "systems:\n" + "".join(f"  {line}\n" for line in DIR_SYSTEM.splitlines()),
+            "c.yaml": DIR_SYSTEM + DIR_SYSTEM.replace("alice", "bob"),
+        },
+    )
+    directory = tmp_path / "systems.d"
+    assert errors_of(path, environ={}) == [
+        f"{directory / 'a.yaml'}: the top level must be a mapping of system names to systems "
+        "(the body of a systems: section), not a list",
+        f"{directory / 'b.yaml'}: systems.systems: a systems_dir file is the body of a systems: "
+        "section: write each system at the top level, without 'systems:'",
+        f"{directory / 'c.yaml'}: line 6: duplicate key 'scoring' in systems (first at line 1); "
+        "only one of them would take effect",
+    ]
+    (directory / "d.yaml").write_text("scoring: {owner: [\n", encoding="utf-8")
+    errors = errors_of(path, environ={})
+    assert len(errors) == 4
+    assert errors[-1].startswith(f"{directory / 'd.yaml'}: line 2, column 1: expected the node")
+
+
+def test_systems_dir_missing_or_a_file(tmp_path: Path) -> None:
+    """A missing directory, or a file in its place, is an error at ``systems_dir``; the
+    systems it would hold are not asked for as well."""
+    main_without_systems = templated().split("systems:\n  fraud-scoring:")[0]
+    path = write(tmp_path, main_without_systems + "systems_dir: nowhere\n")
+    assert errors_of(path, environ={}) == [
+        f"{path}: systems_dir: directory '{tmp_path / 'nowhere'}' does not exist"
+    ]
+    (tmp_path / "afile").write_text("x")
+    path = write(tmp_path, templated() + "systems_dir: afile\n")
+    assert errors_of(path, environ={}) == [
+        f"{path}: systems_dir: '{tmp_path / 'afile'}' is not a directory"
+    ]
+
+
+def test_systems_only_in_the_directory(tmp_path: Path) -> None:
+    """The main file may have no systems section at all; an empty directory file is fine."""
+    main_without_systems = templated().split("systems:\n  fraud-scoring:")[0]
+    path = with_systems_dir(
+        tmp_path, {"a.yaml": DIR_SYSTEM, "empty.yaml": "# nothing yet\n"}, main_without_systems
+    )
+    config = load_config(path, environ={})
+    assert list(config.systems) == ["scoring"]
+    assert config.systems["scoring"].signals["accuracy"].label == ("model", "scoring")
+
+
+def test_env_overrides_reach_directory_systems_and_errors_name_file_and_variable(
+    tmp_path: Path,
+) -> None:
+    """Overrides apply after the merge: a variable changes a directory system, and a bad
+    value from it is reported in that system's file, naming the variable."""
+    path = with_systems_dir(tmp_path, {"a.yaml": DIR_SYSTEM})
+    config = load_config(
+        path, environ={"DRIFTOWNER_SYSTEMS__SCORING__RUNBOOK": "https://wiki.example.com/s"}
+    )
+    assert config.systems["scoring"].runbook == "https://wiki.example.com/s"
+    config = load_config(
+        path, environ={"DRIFTOWNER_SYSTEMS__SCORING__LABELS__MODEL": "fraud-scoring-v2"}
+    )
+    assert config.systems["scoring"].signals["accuracy"].label == ("model", "fraud-scoring-v2")
+    config = load_config(
+        path,
+        environ={
+            "DRIFTOWNER_SIGNAL_TEMPLATES__ACCURACY__QUERY": "avg by (model) (acc)",
+            "DRIFTOWNER_SYSTEMS__SCORING__SIGNALS__ACCURACY__FOR": "10m",
+        },
+    )
+    accuracy = config.systems["scoring"].signals["accuracy"]
+    assert (accuracy.query, accuracy.for_) == ("avg by (model) (acc)", timedelta(minutes=10))
+    variable = "DRIFTOWNER_SYSTEMS__SCORING__OWNER"
+    assert errors_of(path, environ={variable: "zed"}) == [
+        f"{tmp_path / 'systems.d' / 'a.yaml'}: systems.scoring.owner (from {variable}): "
+        "unknown owner 'zed': expected one of alice, bob"
+    ]
+
+
+def test_env_moves_the_systems_dir_relative_to_the_config_file(tmp_path: Path) -> None:
+    """``DRIFTOWNER_SYSTEMS_DIR`` replaces the file's value, relative to the config's
+    directory; a missing one names the variable."""
+    path = with_systems_dir(tmp_path, {"a.yaml": DIR_SYSTEM})
+    other = tmp_path / "other.d"
+    other.mkdir()
+    (other / "x.yaml").write_text(DIR_SYSTEM.replace("scoring:", "other:"), encoding="utf-8")
+    config = load_config(path, environ={"DRIFTOWNER_SYSTEMS_DIR": "other.d"})
+    assert list(config.systems) == ["fraud-scoring", "other"]
+    assert config.systems_dir == other
+    assert errors_of(path, environ={"DRIFTOWNER_SYSTEMS_DIR": "gone.d"}) == [
+        f"{path}: systems_dir (from DRIFTOWNER_SYSTEMS_DIR): "
+        f"directory '{tmp_path / 'gone.d'}' does not exist"
+    ]
+
+
+def test_json_schema_describes_templates_and_systems_dir() -> None:
+    """The schema has the YAML form: a system's signal is a plain signal or a template ref,
+    and derived fields (template, label) are not offered on plain signals."""
+    schema = config_json_schema()
+    definitions = schema["$defs"]
+    assert {"signal_templates", "systems_dir"} <= set(schema["properties"])
+    signals = definitions["SystemConfig"]["properties"]["signals"]["additionalProperties"]
+    assert signals["oneOf"] == [
+        {"$ref": "#/$defs/SignalConfig"},
+        {"$ref": "#/$defs/TemplateRefConfig"},
+    ]
+    assert not {"template", "label"} & set(definitions["SignalConfig"]["properties"])
+    assert set(definitions["TemplateRefConfig"]["properties"]) == {
+        "template",
+        "detect",
+        "for",
+        "resolve_after",
+        "bad",
+    }
+    assert "system_label" in definitions["SignalTemplateConfig"]["required"]
+    assert "labels" in definitions["SystemConfig"]["properties"]
