@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 import structlog
 
@@ -18,7 +19,12 @@ from driftowner.escalation import Links
 from driftowner.metrics import Metrics
 from driftowner.model import Finding, Incident, Notification, SourceResult
 from driftowner.service import new_incident_id, new_notification_id
-from driftowner.sources import Source
+from driftowner.sources import (
+    LabelledResult,
+    LabelledSource,
+    Source,
+    supports_labels,
+)
 from driftowner.store import Changes, Conflict, Store
 
 log = structlog.get_logger("driftowner.engine")
@@ -50,39 +56,123 @@ def log_query_failures(
         log.info("source query recovered", system=system, signal=signal)
 
 
+SignalKey = tuple[str, str]
+"""(system, signal)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRead:
+    """One query that serves every system using a signal template, split by its label."""
+
+    source: str
+    query: str
+    label: str
+    lookback: timedelta
+    step: timedelta
+    members: tuple[tuple[SignalKey, str], ...]
+    """((system, signal), this system's label value) for every signal the query serves."""
+
+
+def plan_reads(config: Config) -> tuple[list[SignalKey], list[TemplateRead]]:
+    """Which reads one cycle makes: one per plain signal, and one per signal template (per
+    distinct window), however many systems use it."""
+    interval = config.evaluation.interval
+    plain: list[SignalKey] = []
+    grouped: dict[tuple[str, str, str, timedelta, timedelta], list[tuple[SignalKey, str]]] = {}
+    for system_name, system in config.systems.items():
+        for signal_name, signal in system.signals.items():
+            if signal.template is None or signal.label is None:
+                plain.append((system_name, signal_name))
+                continue
+            label, value = signal.label
+            key = (
+                signal.source,
+                signal.query,
+                label,
+                detectors.lookback(signal),
+                detectors.read_step(signal, interval),
+            )
+            grouped.setdefault(key, []).append(((system_name, signal_name), value))
+    templated = [
+        TemplateRead(source, query, label, lookback, step, tuple(members))
+        for (source, query, label, lookback, step), members in grouped.items()
+    ]
+    return plain, templated
+
+
 async def poll(
     config: Config, sources: Mapping[str, Source], now: datetime
 ) -> tuple[Findings, SourceStats]:
-    """Read every signal of every system at ``now`` and judge it. Queries run concurrently."""
-    interval = config.evaluation.interval
+    """Read every signal of every system at ``now`` and judge it. Queries run concurrently,
+    at most ``max_concurrent_queries`` per source; a signal template is one query for all
+    the systems that use it."""
     stats = SourceStats(up={name: True for name in config.sources}, errors={}, durations={})
     limits = {
         name: asyncio.Semaphore(getattr(spec, "max_concurrent_queries", 64))
         for name, spec in config.sources.items()
     }
+    plain, templated = plan_reads(config)
+    results: dict[SignalKey, SourceResult] = {}
 
-    async def read(system: str, signal_name: str) -> tuple[str, str, Finding]:
-        signal = config.systems[system].signals[signal_name]
-        source = sources[signal.source]
+    def account(
+        source: str,
+        started: float,
+        up: bool,
+        error: str | None,
+        reason: str | None,
+        failing: SignalKey,
+    ) -> None:
+        stats.durations.setdefault(source, []).append(time.perf_counter() - started)
+        if not up:
+            stats.up[source] = False
+        if error is not None:
+            counted = (source, reason or "other")
+            stats.errors[counted] = stats.errors.get(counted, 0) + 1
+            stats.failing[failing] = error
+
+    async def read_plain(key: SignalKey) -> None:
+        signal = config.systems[key[0]].signals[key[1]]
         window = detectors.lookback(signal)
+        step = detectors.read_step(signal, config.evaluation.interval)
         async with limits[signal.source]:
             started = time.perf_counter()
-            result: SourceResult = await source.read(
-                signal.query, now - window, now, detectors.read_step(signal, interval)
-            )
-        stats.durations.setdefault(signal.source, []).append(time.perf_counter() - started)
-        if not result.source_up:
-            stats.up[signal.source] = False
-        if result.error is not None:
-            key = (signal.source, result.error_reason or "other")
-            stats.errors[key] = stats.errors.get(key, 0) + 1
-            stats.failing[(system, signal_name)] = result.error
-        return system, signal_name, detectors.judge(system, signal_name, signal, result, now)
+            result = await sources[signal.source].read(signal.query, now - window, now, step)
+        account(signal.source, started, result.source_up, result.error, result.error_reason, key)
+        results[key] = result
 
-    jobs = [read(system, name) for system, spec in config.systems.items() for name in spec.signals]
+    async def read_template(read: TemplateRead) -> None:
+        source = sources[read.source]
+        async with limits[read.source]:
+            started = time.perf_counter()
+            if supports_labels(source):
+                labelled = await cast(LabelledSource, source).read_by_label(
+                    read.query, now - read.lookback, now, read.step, read.label
+                )
+            else:  # the config refuses this; kept so a wrong wiring is an error, not a crash
+                labelled = LabelledResult(
+                    series={},
+                    error=f"source {read.source!r} cannot split a query by label",
+                    error_reason="query_error",
+                )
+        # A failing template query is one failure (logged once), not one per system.
+        account(
+            read.source,
+            started,
+            labelled.source_up,
+            labelled.error,
+            labelled.error_reason,
+            ("*", f"template query {read.query}"),
+        )
+        for key, value in read.members:
+            results[key] = labelled.share(read.label, value)
+
+    await asyncio.gather(
+        *(read_plain(key) for key in plain), *(read_template(read) for read in templated)
+    )
     findings: Findings = {system: {} for system in config.systems}
-    for system, name, finding in await asyncio.gather(*jobs):
-        findings[system][name] = finding
+    for (system, name), result in results.items():
+        signal = config.systems[system].signals[name]
+        findings[system][name] = detectors.judge(system, name, signal, result, now)
     return findings, stats
 
 

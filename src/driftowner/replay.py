@@ -30,14 +30,21 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from driftowner.clock import rfc3339
 from driftowner.config import Config, SignalConfig, format_duration
 from driftowner.detect import detectors, rules
 from driftowner.incidents import Fingerprint, reconcile
 from driftowner.model import Finding, Incident, Kind, Layer, Pending, Sample, SourceResult
-from driftowner.sources import Source, as_utc, clamp_step
+from driftowner.sources import (
+    LabelledResult,
+    LabelledSource,
+    Source,
+    as_utc,
+    clamp_step,
+    supports_labels,
+)
 
 INSTANT_LOOKBACK = timedelta(minutes=5)
 """How old a sample an instant query still answers with: Prometheus's default lookback delta."""
@@ -110,6 +117,8 @@ class HistoryRead:
     start: datetime
     end: datetime
     step: timedelta
+    label: str | None = None
+    """A signal template's system_label: one read serves every system using the template."""
 
 
 async def replay(
@@ -147,11 +156,31 @@ async def replay(
         for signal_name, signal in system.signals.items()
     }
     unique = list(dict.fromkeys(plans.values()))
-    answers = await asyncio.gather(
-        *(sources[plan.source].read(plan.query, plan.start, plan.end, plan.step) for plan in unique)
-    )
+    answers = await asyncio.gather(*(_read(sources[plan.source], plan) for plan in unique))
     read = dict(zip(unique, answers, strict=True))
-    return backtest(config, {key: read[plan] for key, plan in plans.items()}, start, end, interval)
+    histories: dict[SignalKey, SourceResult] = {}
+    for key, plan in plans.items():
+        answer = read[plan]
+        if isinstance(answer, SourceResult):
+            histories[key] = answer
+        else:
+            system, signal_name = key
+            label = config.systems[system].signals[signal_name].label
+            assert label is not None and plan.label == label[0]
+            histories[key] = answer.share(label[0], label[1])
+    return backtest(config, histories, start, end, interval)
+
+
+async def _read(source: Source, plan: HistoryRead) -> SourceResult | LabelledResult:
+    if plan.label is None:
+        return await source.read(plan.query, plan.start, plan.end, plan.step)
+    if not supports_labels(source):  # the config refuses templates on such sources
+        return SourceResult(
+            error=f"source {plan.source!r} cannot split a query by label",
+            error_reason="query_error",
+        )
+    labelled = cast(LabelledSource, source)
+    return await labelled.read_by_label(plan.query, plan.start, plan.end, plan.step, plan.label)
 
 
 def history_read(
@@ -166,7 +195,12 @@ def history_read(
         # judges its age), so the sample in force at ``start`` may be far older than it.
         read_start = _BEGINNING
     return HistoryRead(
-        signal.source, signal.query, read_start, end, detectors.read_step(signal, interval)
+        signal.source,
+        signal.query,
+        read_start,
+        end,
+        detectors.read_step(signal, interval),
+        signal.label[0] if signal.label else None,
     )
 
 

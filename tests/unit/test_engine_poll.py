@@ -10,6 +10,7 @@ from typing import Any
 from driftowner.config import Config
 from driftowner.engine import poll
 from driftowner.model import Sample, SourceResult
+from driftowner.sources import LabelledResult
 
 from .factories import T0, base_config
 
@@ -68,3 +69,86 @@ async def test_one_prometheus_never_sees_more_than_its_concurrency_limit() -> No
     assert 1 < source.most_in_flight <= 5
     assert sum(len(signals) for signals in findings.values()) == 200
     assert stats.up == {"prom": True}
+
+
+class LabelledFake:
+    """A Prometheus stand-in for templates: answers read_by_label from a table, counting
+    calls; refuses plain reads (a template must never be read per system)."""
+
+    name = "prom"
+
+    def __init__(self, result: LabelledResult) -> None:
+        self.result = result
+        self.calls: list[tuple[str, str]] = []
+
+    async def read(
+        self, query: str, start: datetime, end: datetime, step: timedelta
+    ) -> SourceResult:
+        raise AssertionError("a templated signal was read per system")
+
+    async def read_by_label(
+        self, query: str, start: datetime, end: datetime, step: timedelta, label: str
+    ) -> LabelledResult:
+        self.calls.append((query, label))
+        return self.result
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _templated(count: int) -> Config:
+    document: dict[str, Any] = base_config()
+    document["sources"] = {"prom": {"type": "prometheus", "url": "http://127.0.0.1:9"}}
+    document["signal_templates"] = {
+        "accuracy": {
+            "layer": "model",
+            "source": "prom",
+            "system_label": "model",
+            "bad": "down",
+            "query": "avg by (model) (model_accuracy)",
+            "detect": {"threshold": {"min": 0.9}},
+        }
+    }
+    template = document["systems"].pop("fraud-scoring")
+    template["disagreements"] = []
+    template["signals"] = {"accuracy": {"template": "accuracy"}}
+    for index in range(count):
+        document["systems"][f"model-{index}"] = template
+    return Config.model_validate(document)
+
+
+async def test_a_signal_template_is_one_query_for_every_system() -> None:
+    """Fifty systems on one template: one query per cycle, each system judged on its own
+    series; a system with no series has no data (stale), an ambiguous one is a query error."""
+    series = {f"model-{i}": (Sample(T0, 0.95 if i % 2 else 0.5),) for i in range(48)}
+    series["model-48"] = ()
+    fake = LabelledFake(LabelledResult(series=series, ambiguous=("model-49",)))
+    findings, stats = await poll(_templated(50), {"prom": fake}, T0)
+    assert fake.calls == [("avg by (model) (model_accuracy)", "model")]
+    assert findings["model-1"]["accuracy"].status == "ok"
+    assert findings["model-2"]["accuracy"].status == "degraded"
+    assert findings["model-48"]["accuracy"].status == "no_data"
+    assert findings["model-48"]["accuracy"].detector == "staleness"
+    ambiguous = findings["model-49"]["accuracy"]
+    assert ambiguous.status == "no_data" and ambiguous.source_error
+    assert "several series have model='model-49'" in ambiguous.reason
+    assert stats.up == {"prom": True}
+
+
+async def test_a_failing_template_query_fails_each_system_once_and_logs_once() -> None:
+    """The template's query fails: every system using it has no data from a source error (no
+    stale page), the source is down, and the failure is one error, not fifty."""
+    fake = LabelledFake(
+        LabelledResult(
+            series={},
+            error="prometheus: connection refused",
+            error_reason="unreachable",
+            source_up=False,
+        )
+    )
+    findings, stats = await poll(_templated(50), {"prom": fake}, T0)
+    assert len(fake.calls) == 1
+    assert all(f["accuracy"].source_error for f in findings.values())
+    assert stats.up == {"prom": False}
+    assert stats.errors == {("prom", "unreachable"): 1}
+    assert len(stats.failing) == 1

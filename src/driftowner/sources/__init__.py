@@ -102,6 +102,23 @@ class LabelledResult:
             ambiguous=ambiguous,
         )
 
+    def share(self, label: str, value: str) -> SourceResult:
+        """One system's share of a template query: its own series (none: no data), an
+        ambiguity error, or the query's failure."""
+        if self.error is not None:
+            return SourceResult(
+                error=self.error, error_reason=self.error_reason, source_up=self.source_up
+            )
+        if value in self.ambiguous:
+            return SourceResult(
+                error=(
+                    f"several series have {label}={value!r}: aggregate the template's query "
+                    f"by {label}"
+                ),
+                error_reason="multiple_series",
+            )
+        return SourceResult(samples=self.series.get(value, ()))
+
 
 @runtime_checkable
 class LabelledSource(Protocol):
