@@ -204,20 +204,20 @@ def parse_instant(text: str, now: datetime) -> datetime:
         ValueError: naming the accepted forms.
     """
     value = text.strip()
-    if value == "now":
-        return now
-    if value.startswith("now-"):
-        return now - parse_duration(value[4:])
     try:
-        return datetime.fromtimestamp(float(value), UTC)
-    except ValueError:
-        pass
-    try:
+        if value == "now":
+            return now
+        if value.startswith("now-"):
+            return now - parse_duration(value[4:])
+        try:
+            return datetime.fromtimestamp(float(value), UTC)
+        except ValueError:
+            pass
         parsed = datetime.fromisoformat(value)
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         raise ValueError(
             f"invalid time {text!r}: expected RFC 3339 (2026-11-20T08:00:00Z), Unix seconds, "
-            "now or now-7d"
+            "now or now-7d, within years 1 to 9999"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
@@ -240,6 +240,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             interval = parse_duration(args.interval)
         except ValueError as error:
             raise Failure(f"--interval: {error}") from error
+        if interval <= timedelta(0):
+            raise Failure("--interval: must be longer than 0s")
     start, end = window["--from"], window["--to"]
     if start > end:
         raise Failure("--from is after --to")
@@ -253,7 +255,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             for source in sources.values():
                 await source.aclose()
 
-    result = asyncio.run(run())
+    try:
+        result = asyncio.run(run())
+    except ValueError as error:  # the range cannot be replayed (e.g. too many instants)
+        raise Failure(str(error)) from error
     if args.json:
         _print_json(replay_json(result))
         return 0

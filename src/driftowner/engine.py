@@ -17,7 +17,7 @@ from driftowner.config import Config
 from driftowner.detect import detectors, rules
 from driftowner.escalation import Links
 from driftowner.metrics import Metrics
-from driftowner.model import Finding, Incident, Notification, SourceResult
+from driftowner.model import AUTO, Finding, Incident, Notification, SourceResult
 from driftowner.service import new_incident_id, new_notification_id
 from driftowner.sources import (
     LabelledResult,
@@ -165,6 +165,13 @@ async def poll(
         )
         for key, value in read.members:
             results[key] = labelled.share(read.label, value)
+            mine = results[key]
+            if labelled.error is None and mine.error is not None:
+                # One system's share failed (ambiguous, only NaN): visible and logged per
+                # system, like a plain signal's failure.
+                counted = (read.source, mine.error_reason or "other")
+                stats.errors[counted] = stats.errors.get(counted, 0) + 1
+                stats.failing[key] = mine.error
 
     await asyncio.gather(
         *(read_plain(key) for key in plain), *(read_template(read) for read in templated)
@@ -186,15 +193,19 @@ def record(
     """Reconcile each system's conditions with its incidents and persist the outcome, one
     transaction per system. Returns the incidents opened or changed."""
     changed: list[Incident] = []
+    by_system: dict[str, dict[incidents.Fingerprint, Incident]] = {}
+    for incident in store.incidents(unresolved=True):
+        by_system.setdefault(incident.system, {})[incident.fingerprint] = incident
+    changed.extend(_retire_removed(store, config, by_system, now, links))
     for system_name, system_findings in findings.items():
         holding = rules.conditions(system_name, config.systems[system_name], system_findings)
-        unresolved = {
-            i.fingerprint: i for i in store.incidents(system=system_name, unresolved=True)
-        }
+        unresolved = by_system.get(system_name, {})
         reopen_within = config.systems[system_name].reopen_within
+        # Only a condition without an unresolved incident can reopen one.
+        may_reopen = any(c.fingerprint not in unresolved for c in holding)
         recent = (
             store.recently_resolved(system_name, now - reopen_within)
-            if reopen_within > timedelta(0) and holding
+            if reopen_within > timedelta(0) and may_reopen
             else {}
         )
         outcome = incidents.reconcile(
@@ -268,6 +279,51 @@ def record(
     return changed
 
 
+def _retire_removed(
+    store: Store,
+    config: Config,
+    by_system: Mapping[str, Mapping[incidents.Fingerprint, Incident]],
+    now: datetime,
+    links: Links,
+) -> list[Incident]:
+    """Resolve the incidents of systems no longer in the config (a decommissioned model, a
+    deleted systems_dir file): nothing can confirm or clear them any more, and they must
+    not escalate forever. Everyone who was notified hears of it."""
+    retired: list[Incident] = []
+    for system_name, unresolved in by_system.items():
+        if system_name in config.systems:
+            continue
+        for incident in unresolved.values():
+            transition = incidents.resolve(incident, AUTO, now, "system removed from the config")
+            try:
+                store.apply(
+                    Changes(
+                        updated=[transition.incident],
+                        events=transition.events,
+                        notifications=escalation.on_resolved(
+                            config,
+                            transition.incident,
+                            store.notifications(incident.id),
+                            now,
+                            new_notification_id,
+                            links,
+                        ),
+                    )
+                )
+            except Conflict:
+                continue
+            log.info(
+                "incident resolved",
+                incident=incident.id,
+                system=system_name,
+                owner=incident.owner,
+                by=AUTO,
+                reason="system removed from the config",
+            )
+            retired.append(transition.incident)
+    return retired
+
+
 def escalate(
     store: Store,
     config: Config,
@@ -279,6 +335,8 @@ def escalate(
     Returns the number of notifications queued."""
     queued = 0
     for incident in store.incidents(unresolved=True):
+        if incident.system not in config.systems:
+            continue  # retired by the next evaluation; a removed system escalates no further
         outcome = escalation.tick(config, incident, now, new_notification_id, links)
         if not outcome.events:
             continue

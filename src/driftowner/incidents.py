@@ -118,7 +118,7 @@ def reconcile(
             held = format_duration(_whole_seconds(now - waiting.since))
             earlier = (recently_resolved or {}).get(fp)
             if earlier is not None and _reopens(earlier, system.reopen_within, now):
-                incident = _reopen(earlier, condition, now)
+                incident = _reopen(earlier, condition, waiting.since, now)
                 updated.append(incident)
                 events.append(
                     Event(incident.id, now, "reopened", AUTO, f"{condition.summary} (held {held})")
@@ -166,7 +166,7 @@ def _reopens(earlier: Incident, reopen_within: timedelta, now: datetime) -> bool
     )
 
 
-def _reopen(earlier: Incident, condition: Condition, now: datetime) -> Incident:
+def _reopen(earlier: Incident, condition: Condition, began: datetime, now: datetime) -> Incident:
     """The same problem back soon after it was resolved: the incident opens again with its
     history, and escalation starts over from step one (the chain it was opened with)."""
     return replace(
@@ -179,6 +179,7 @@ def _reopen(earlier: Incident, condition: Condition, now: datetime) -> Incident:
         cleared_at=None,
         evidence=condition.evidence,
         summary=condition.summary,
+        condition_began_at=began,
         escalation_epoch=now,
         escalation_steps_done=0,
         last_reminded_at=None,

@@ -96,7 +96,8 @@ async def deliver_due(
         _log(notification).info("notification superseded", reason=reason)
         if metrics is not None:
             metrics.notifications.labels(notification.channel, "superseded").inc()
-    outcomes = await asyncio.gather(*(_send(channels, n) for n in sendable))
+    budget = max(lease - timedelta(seconds=5), lease / 2)
+    outcomes = await asyncio.gather(*(_send(channels, n, budget) for n in sendable))
     delivered = 0
     for notification, delivery in zip(sendable, outcomes, strict=True):
         now = clock()
@@ -145,12 +146,22 @@ def _log(notification: Notification) -> Any:
     )
 
 
-async def _send(channels: Mapping[str, Channel], notification: Notification) -> Delivery:
+async def _send(
+    channels: Mapping[str, Channel], notification: Notification, budget: timedelta
+) -> Delivery:
+    """Send through the notification's channel within ``budget``: a send still running when
+    its lease would run out is abandoned and retried, never claimed twice while in flight
+    (a relay answering each SMTP command slowly can outlast any per-command timeout)."""
     channel = channels.get(notification.channel)
     if channel is None:
         return Delivery.give_up(f"channel {notification.channel!r} is no longer configured")
     try:
-        return await channel.send(notification)
+        async with asyncio.timeout(budget.total_seconds()):
+            return await channel.send(notification)
+    except TimeoutError:
+        return Delivery.retry(
+            f"{notification.channel}: no delivery within {budget.total_seconds():g}s"
+        )
     except Exception as error:  # a channel bug must not lose the notification
         log.exception("channel raised", channel=notification.channel)
         return Delivery.retry(f"{type(error).__name__} in channel {notification.channel!r}")

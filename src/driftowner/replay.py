@@ -245,6 +245,8 @@ def backtest(
     pending: dict[str, dict[Fingerprint, Pending]] = {name: {} for name in config.systems}
     unresolved: dict[str, dict[Fingerprint, Incident]] = {name: {} for name in config.systems}
     resolved: dict[str, dict[Fingerprint, Incident]] = {name: {} for name in config.systems}
+    lives: list[ReplayedIncident] = []
+    reopened_at: dict[str, datetime] = {}
     every: dict[str, Incident] = {}
     evaluations = 0
     for now in _instants(start, end, interval):
@@ -270,6 +272,11 @@ def backtest(
                 resolved[system_name],
             )
             open_now = unresolved[system_name]
+            for event in outcome.events:
+                if event.kind == "reopened":
+                    # The earlier life ends as it was; the reopened one starts now.
+                    lives.append(_replayed(every[event.incident_id]))
+                    reopened_at[event.incident_id] = now
             for incident in (*outcome.opened, *outcome.updated):
                 every[incident.id] = incident
                 if incident.unresolved:
@@ -281,7 +288,7 @@ def backtest(
             pending[system_name] = {(p.system, p.rule): p for p in outcome.pending}
 
     replayed = sorted(
-        (_replayed(incident) for incident in every.values()),
+        (*lives, *(_replayed(i, reopened_at.get(i.id)) for i in every.values())),
         key=lambda i: (i.opened_at, i.system, i.rule),
     )
     return Replay(
@@ -388,7 +395,8 @@ def _history(
     )
 
 
-def _replayed(incident: Incident) -> ReplayedIncident:
+def _replayed(incident: Incident, reopened_at: datetime | None = None) -> ReplayedIncident:
+    """One life of an incident; a reopened one is reported from its reopening."""
     return ReplayedIncident(
         system=incident.system,
         rule=incident.rule,
@@ -397,7 +405,7 @@ def _replayed(incident: Incident) -> ReplayedIncident:
         owner=incident.owner,
         summary=incident.summary,
         condition_began_at=incident.condition_began_at or incident.opened_at,
-        opened_at=incident.opened_at,
+        opened_at=reopened_at or incident.opened_at,
         resolved_at=incident.resolved_at,
         id=incident.id,
     )

@@ -300,5 +300,13 @@ def test_replay_over_the_demo_finds_its_one_disagreement(
     assert incident["opened_at"] > incident["condition_began_at"]
     assert not (tmp_path / "never.db").exists()
 
-    code, _, err = run(capsys, "replay", "--config", str(config), "--from", "yesterday")
-    assert code == 1 and "--from: invalid time 'yesterday'" in err
+    for bad, message in (
+        (["--from", "yesterday"], "--from: invalid time 'yesterday'"),
+        (["--from", "inf"], "--from: invalid time 'inf'"),
+        (["--from", "now-99999999w"], "--from: invalid time 'now-99999999w'"),
+        (["--from", "now-1h", "--interval", "0s"], "--interval: must be longer than 0s"),
+        (["--from", "now", "--to", "now-1h"], "--from is after --to"),
+    ):
+        code, _, err = run(capsys, "replay", "--config", str(config), *bad)
+        assert code == 1 and message in err, (bad, err)
+        assert "Traceback" not in err

@@ -119,20 +119,33 @@ def _templated(count: int) -> Config:
 
 async def test_a_signal_template_is_one_query_for_every_system() -> None:
     """Fifty systems on one template: one query per cycle, each system judged on its own
-    series; a system with no series has no data (stale), an ambiguous one is a query error."""
+    series; a series of only NaN and an ambiguous value are query errors, counted and
+    logged per system, never stale."""
     series = {f"model-{i}": (Sample(T0, 0.95 if i % 2 else 0.5),) for i in range(48)}
-    series["model-48"] = ()
+    series["model-48"] = ()  # its series held only NaN
     fake = LabelledFake(LabelledResult(series=series, ambiguous=("model-49",)))
     findings, stats = await poll(_templated(50), {"prom": fake}, T0)
     assert fake.calls == [("avg by (model) (model_accuracy)", "model")]
     assert findings["model-1"]["accuracy"].status == "ok"
     assert findings["model-2"]["accuracy"].status == "degraded"
-    assert findings["model-48"]["accuracy"].status == "no_data"
-    assert findings["model-48"]["accuracy"].detector == "staleness"
+    nan_only = findings["model-48"]["accuracy"]
+    assert nan_only.status == "no_data" and nan_only.source_error, "NaN is never stale"
     ambiguous = findings["model-49"]["accuracy"]
     assert ambiguous.status == "no_data" and ambiguous.source_error
     assert "several series have model='model-49'" in ambiguous.reason
     assert stats.up == {"prom": True}
+    assert stats.errors == {("prom", "non_finite"): 1, ("prom", "multiple_series"): 1}
+    assert set(stats.failing) == {("model-48", "accuracy"), ("model-49", "accuracy")}
+
+
+async def test_a_system_missing_from_the_template_result_has_no_data() -> None:
+    """A model with no series at all (not scraped any more) has no data from a source that
+    answered: the stale rule watches it."""
+    fake = LabelledFake(LabelledResult(series={"model-0": (Sample(T0, 0.95),)}))
+    findings, _ = await poll(_templated(2), {"prom": fake}, T0)
+    missing = findings["model-1"]["accuracy"]
+    assert missing.status == "no_data" and not missing.source_error
+    assert missing.detector == "staleness"
 
 
 async def test_a_failing_template_query_fails_each_system_once_and_logs_once() -> None:

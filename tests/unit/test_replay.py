@@ -398,3 +398,38 @@ async def test_an_impossible_range_or_interval_is_refused_before_any_read(
     with pytest.raises(ValueError, match=re.escape(message)):
         await run(source, begin, end, interval=interval)
     assert source.reads == []
+
+
+async def test_a_reopened_incident_is_replayed_as_two_lives() -> None:
+    """Accuracy drifts at 10 and again at 40 with ``reopen_within: 1h``: the second drift
+    reopens the incident; replay reports both lives, each with its own start, opening and
+    resolution, under the same incident id."""
+    source = ScriptedSource(
+        {
+            "model_accuracy": lambda moment: (
+                0.85 if at(10) <= moment < at(20) or at(40) <= moment < at(50) else 0.95
+            )
+        }
+    )
+    reopening = config(
+        systems={
+            SYSTEM: {
+                "reopen_within": "1h",
+                "resolve_after": "3m",
+                "signals": {"accuracy": {"for": "5m"}},
+            }
+        }
+    )
+    result = await replay(reopening, {"prom": source}, at(0), at(70))
+    first, second = result.incidents
+    assert first.id == second.id
+    assert (first.condition_began_at, first.opened_at, first.resolved_at) == (
+        at(10),
+        at(15),
+        at(23),
+    )
+    assert (second.condition_began_at, second.opened_at, second.resolved_at) == (
+        at(40),
+        at(45),
+        at(53),
+    )

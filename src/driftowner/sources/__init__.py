@@ -117,6 +117,13 @@ class LabelledResult:
                 ),
                 error_reason="multiple_series",
             )
+        if value in self.series and not self.series[value]:
+            # The system's series exists but held only NaN/Inf: a query problem, exactly as
+            # for a plain signal; never a silence that pages as stale.
+            return SourceResult(
+                error=f"the series with {label}={value!r} has only NaN/Inf values",
+                error_reason="non_finite",
+            )
         return SourceResult(samples=self.series.get(value, ()))
 
 
