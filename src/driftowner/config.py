@@ -182,16 +182,18 @@ class ServerConfig(Strict):
 
 class StorageConfig(Strict):
     url: str = "sqlite:///var/driftowner.db"
-    """SQLAlchemy URL; ``sqlite:////abs/path`` or ``sqlite:///relative/path``."""
+    """SQLAlchemy URL: ``sqlite:////abs/path``, ``sqlite:///relative/path``, or
+    ``postgresql://USER:PASSWORD@HOST:PORT/DATABASE`` (also ``postgresql+psycopg://``; psycopg 3
+    either way). Errors show the URL with its password masked."""
 
     @field_validator("url")
     @classmethod
     def _supported(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            raise ValueError(
-                f"unsupported storage url {value!r}: expected sqlite:///PATH "
-                "(PostgreSQL is not supported yet)"
-            )
+        # The store decides which URLs it opens; imported here so loading a config does not
+        # import the store up front.
+        from driftowner.store.dialect import parse_url
+
+        parse_url(value)
         return value
 
 

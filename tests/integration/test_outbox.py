@@ -1,12 +1,12 @@
-"""The outbox worker against a real SQLite store and a scripted fake channel: delivered,
-retried with backoff, given up loudly with a note on the incident, never dropped."""
+"""The outbox worker against a real store (each backend: a SQLite file, a PostgreSQL database)
+and a scripted fake channel: delivered, retried with backoff, given up loudly with a note on
+the incident, never dropped."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
@@ -16,6 +16,11 @@ from driftowner.metrics import Metrics
 from driftowner.model import Delivery, Notification
 from driftowner.outbox import MAX_ATTEMPTS, deliver_due
 from driftowner.store import Changes, Store
+from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
+    postgres_database_url,
+    postgres_url,
+    store_url,
+)
 from tests.unit.factories import T0, incident, notification
 
 
@@ -51,8 +56,8 @@ class Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    opened = Store(f"sqlite:///{tmp_path / 'driftowner.db'}")
+def store(store_url: str) -> Iterator[Store]:  # noqa: F811 (a fixture)
+    opened = Store(store_url)
     opened.open()
     opened.apply(Changes(opened=[incident()]))
     yield opened

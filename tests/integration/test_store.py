@@ -1,40 +1,95 @@
-"""The SQLite store against a real database file: transactions, the one-unresolved-incident
-index, optimistic versions, the append-only event log, pending conditions, outbox leases,
-restarts, WAL and the schema version check."""
+"""The store's contract, run against each backend (a SQLite file and a throwaway PostgreSQL
+database): transactions, the one-unresolved-incident index, optimistic versions, the
+append-only event log, pending conditions, outbox leases (also under concurrent workers),
+restarts, the schema version check and migration, the shared secret and the leader lease. A
+few tests are about one backend only and say why."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
 from driftowner.model import Event, Pending
 from driftowner.store import Changes, Conflict, Store, StoreError
+from driftowner.store.dialect import UnsupportedURL, create_engine, parse_url
 from driftowner.store.migrations import SCHEMA_VERSION
+from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
+    PASSWORD_ROLE,
+    _free_port,
+    postgres_database_url,
+    postgres_url,
+    store_url,
+)
 from tests.unit.factories import SYSTEM, T0, at, incident, minutes, notification
 
 LEASE = timedelta(minutes=2)
-
+TTL = timedelta(seconds=30)
+WORKERS = 4
 
 NEWER = SCHEMA_VERSION + 1
+
+_T = TypeVar("_T")
 
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
+    """The SQLite file of the ``sqlite`` backend (what ``store_url`` points at)."""
     return tmp_path / "state" / "driftowner.db"
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
+def store(store_url: str) -> Iterator[Store]:  # noqa: F811 (a fixture)
+    opened = Store(store_url)
+    opened.open()
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def sqlite_store(db_path: Path) -> Iterator[Store]:
+    """A store on SQLite only, for the tests about SQLite's file and pragmas."""
     opened = Store(f"sqlite:///{db_path}")
     opened.open()
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def raw(store_url: str) -> Iterator[sa.Engine]:  # noqa: F811 (a fixture)
+    """A plain engine on the store's database, to set up and inspect what the Store may not."""
+    engine = sa.create_engine(parse_url(store_url))
+    yield engine
+    engine.dispose()
+
+
+def _concurrently(count: int, work: Callable[[int], _T]) -> list[_T]:
+    """Run ``work(0..count-1)`` in threads released at once; their results in order."""
+    start = threading.Barrier(count)
+
+    def run(index: int) -> _T:
+        start.wait(timeout=10)
+        return work(index)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+def _set_version(raw: sa.Engine, version: int) -> None:
+    with raw.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE driftowner_meta SET value = :v WHERE key = 'schema_version'"),
+            {"v": str(version)},
+        )
 
 
 def _reopen(store: Store) -> Store:
@@ -49,7 +104,8 @@ def _event(kind: str = "note", minute: float = 0, incident_id: str = "inc-1") ->
 
 
 def test_construction_does_no_io(db_path: Path) -> None:
-    """Building a Store touches nothing; ``open`` creates the file (and its directory)."""
+    """SQLite only (a file appears): building a Store touches nothing; ``open`` creates the
+    file (and its directory)."""
     unopened = Store(f"sqlite:///{db_path}")
     assert not db_path.exists()
     unopened.open()
@@ -140,10 +196,13 @@ def test_the_unique_index_refuses_a_second_unresolved_incident_and_rolls_back(st
 
 
 def test_a_second_unresolved_incident_for_a_fingerprint_is_a_conflict(store: Store) -> None:
-    """The refused duplicate surfaces as the store's own Conflict, the error callers handle."""
+    """The refused duplicate surfaces as the store's own Conflict, the error callers handle,
+    with the database's reason on one line (the CLI prints it as one)."""
     store.apply(Changes(opened=[incident()]))
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as caught:
         store.apply(Changes(opened=[incident(id="inc-2")]))
+    assert "\n" not in str(caught.value)
+    assert store.incident("inc-2") is None
 
 
 def test_a_resolved_incident_frees_its_fingerprint(store: Store) -> None:
@@ -299,24 +358,20 @@ def test_everything_survives_a_restart(store: Store) -> None:
         again.close()
 
 
-def test_the_database_runs_in_wal_mode(store: Store, db_path: Path) -> None:
-    """SQLite is switched to write-ahead logging (readers never block the writer)."""
-    store.apply(Changes(opened=[incident()]))
+def test_the_database_runs_in_wal_mode(sqlite_store: Store, db_path: Path) -> None:
+    """SQLite only (a pragma): the file is switched to write-ahead logging (readers never
+    block the writer)."""
+    sqlite_store.apply(Changes(opened=[incident()]))
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_a_newer_schema_is_refused(store: Store, db_path: Path) -> None:
+def test_a_newer_schema_is_refused(store: Store, raw: sa.Engine) -> None:
     """A database written by a newer driftowner (schema version above ours) is refused with a
     StoreError naming the version; an equal version opens."""
-    store.close()
-    again = Store(store.url)
-    again.open()
+    again = _reopen(store)
     again.close()
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(
-            "UPDATE driftowner_meta SET value = ? WHERE key = 'schema_version'", (str(NEWER),)
-        )
+    _set_version(raw, NEWER)
     newer = Store(store.url)
     with pytest.raises(StoreError, match=f"schema version {NEWER}"):
         newer.open()
@@ -324,26 +379,23 @@ def test_a_newer_schema_is_refused(store: Store, db_path: Path) -> None:
 
 
 def test_refusing_a_newer_schema_leaves_that_database_untouched(
-    store: Store, db_path: Path
+    store: Store, raw: sa.Engine
 ) -> None:
     """A newer database is refused without being written to: a table the newer schema no
     longer has is not recreated by the older driftowner."""
     store.close()
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(
-            "UPDATE driftowner_meta SET value = ? WHERE key = 'schema_version'", (str(NEWER),)
-        )
-        conn.execute("DROP TABLE pending_conditions")
+    _set_version(raw, NEWER)
+    with raw.begin() as conn:
+        conn.execute(sa.text("DROP TABLE pending_conditions"))
     newer = Store(store.url)
     with pytest.raises(StoreError):
         newer.open()
-    with sqlite3.connect(db_path) as conn:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    assert "pending_conditions" not in tables
+    assert "pending_conditions" not in sa.inspect(raw).get_table_names()
 
 
 def test_an_unusable_database_is_a_store_error(tmp_path: Path) -> None:
-    """A file that is not a database is refused with a StoreError, not a driver exception."""
+    """SQLite only (a file): a file that is not a database is refused with a StoreError, not
+    a driver exception."""
     bogus = tmp_path / "bogus.db"
     bogus.write_bytes(b"this is not a database" * 100)
     broken = Store(f"sqlite:///{bogus}")
@@ -433,9 +485,13 @@ CREATE TABLE outbox (id VARCHAR(32) PRIMARY KEY, incident_id VARCHAR(32) NOT NUL
   attempts INTEGER NOT NULL, next_attempt_at FLOAT, leased_until FLOAT, delivered_at FLOAT,
   failed_at FLOAT, last_error TEXT);
 """
+"""The first schema, as driftowner 0.1 created it; plain SQL that both databases accept."""
 
 
-def test_a_version_1_store_is_migrated_in_place_and_keeps_its_incidents(db_path: Path) -> None:
+def test_a_version_1_store_is_migrated_in_place_and_keeps_its_incidents(
+    store_url: str,  # noqa: F811 (a fixture)
+    raw: sa.Engine,
+) -> None:
     """A store written by the first schema (no plain timing columns, no superseded outbox
     state) opens: it is migrated to the current version, its incidents keep every field, and
     the report's timings are backfilled from the stored bodies."""
@@ -447,30 +503,389 @@ def test_a_version_1_store_is_migrated_in_place_and_keeps_its_incidents(db_path:
         acknowledged_at=at(7),
         acknowledged_by="alice",
     )
-    db_path.parent.mkdir(parents=True)
-    with sqlite3.connect(db_path) as conn:
-        conn.executescript(V1_SCHEMA)
+    url = parse_url(store_url)
+    if url.get_backend_name() == "sqlite":
+        Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
+    with raw.begin() as conn:
+        for statement in V1_SCHEMA.split(";"):
+            if statement.strip():
+                conn.exec_driver_sql(statement)
         conn.execute(
-            "INSERT INTO incidents VALUES (?, ?, ?, ?, ?, ?, NULL, 3, ?)",
-            (
-                acked.id,
-                acked.system,
-                acked.rule,
-                acked.owner,
-                acked.state,
-                acked.opened_at.timestamp(),
-                incident_to_json(acked),
+            sa.text(
+                "INSERT INTO incidents VALUES "
+                "(:id, :system, :rule, :owner, :state, :opened_at, NULL, 3, :body)"
             ),
+            {
+                "id": acked.id,
+                "system": acked.system,
+                "rule": acked.rule,
+                "owner": acked.owner,
+                "state": acked.state,
+                "opened_at": acked.opened_at.timestamp(),
+                "body": incident_to_json(acked),
+            },
         )
-    store = Store(f"sqlite:///{db_path}")
+    store = Store(store_url)
     store.open()
-    assert store.incident(acked.id) == replace(acked, version=3)
-    (timing,) = store.timings()
-    assert timing == acked.timing()
-    assert store.outbox_pending() == 0
-    store.close()
-    with sqlite3.connect(db_path) as conn:
-        (version,) = conn.execute(
-            "SELECT value FROM driftowner_meta WHERE key = 'schema_version'"
-        ).fetchone()
+    try:
+        assert store.incident(acked.id) == replace(acked, version=3)
+        (timing,) = store.timings()
+        assert timing == acked.timing()
+        assert store.outbox_pending() == 0
+        # The migrated store works like a fresh one: its new columns and tables are usable.
+        store.apply(Changes(notifications=[notification("n-1", incident_id=acked.id)]))
+        store.mark_superseded("n-1", at(8), "acknowledged")
+        assert store.outbox_pending() == 0
+        assert store.try_lead("a", TTL, T0) is True
+    finally:
+        store.close()
+    with raw.connect() as conn:
+        version = conn.execute(
+            sa.text("SELECT value FROM driftowner_meta WHERE key = 'schema_version'")
+        ).scalar_one()
     assert int(version) == SCHEMA_VERSION
+
+
+def test_a_fresh_store_is_created_at_the_current_version(store: Store, raw: sa.Engine) -> None:
+    """A new database gets the newest schema directly (no migrations), with every table."""
+    with raw.connect() as conn:
+        version = conn.execute(
+            sa.text("SELECT value FROM driftowner_meta WHERE key = 'schema_version'")
+        ).scalar_one()
+    assert int(version) == SCHEMA_VERSION
+    assert set(sa.inspect(raw).get_table_names()) >= {
+        "driftowner_meta",
+        "incidents",
+        "events",
+        "outbox",
+        "pending_conditions",
+        "leader",
+    }
+
+
+def test_instances_opening_a_new_store_at_once_all_succeed(
+    store_url: str,  # noqa: F811 (a fixture)
+) -> None:
+    """Four instances starting together on an empty database (a first deployment of an HA
+    pair, a CLI beside the daemon) create the schema once; every one opens and sees it."""
+    stores = [Store(store_url) for _ in range(WORKERS)]
+
+    def open_and_read(index: int) -> int:
+        stores[index].open()
+        return len(stores[index].incidents())
+
+    try:
+        assert _concurrently(WORKERS, open_and_read) == [0] * WORKERS
+    finally:
+        for opened in stores:
+            opened.close()
+
+
+# -- concurrency ----------------------------------------------------------------------------
+
+
+def test_concurrent_workers_claim_each_notification_exactly_once(store: Store) -> None:
+    """Four store instances (four daemons) leasing at once in small batches hand out each of
+    200 due notifications exactly once between them."""
+    ids = [f"n-{i:03}" for i in range(200)]
+    store.apply(
+        Changes(
+            opened=[incident()],
+            notifications=[
+                notification(nid, created_at=T0 + timedelta(milliseconds=i))
+                for i, nid in enumerate(ids)
+            ],
+        )
+    )
+    workers = [Store(store.url) for _ in range(WORKERS)]
+    for worker in workers:
+        worker.open()
+
+    def drain(index: int) -> list[str]:
+        claimed: list[str] = []
+        while batch := workers[index].lease_due(at(1), LEASE, limit=7):
+            claimed += [n.id for n in batch]
+        return claimed
+
+    try:
+        claims = _concurrently(WORKERS, drain)
+    finally:
+        for worker in workers:
+            worker.close()
+    everything = [nid for claimed in claims for nid in claimed]
+    assert sorted(everything) == ids
+    assert store.lease_due(at(1), LEASE) == []
+
+
+def test_concurrent_openings_of_one_fingerprint_open_one_incident(store: Store) -> None:
+    """Writers racing to open the same fingerprint: exactly one succeeds, every other gets
+    Conflict (its transaction rolled back), and the stores stay usable."""
+    writers = [Store(store.url) for _ in range(WORKERS)]
+    for writer in writers:
+        writer.open()
+
+    def open_one(index: int) -> bool:
+        try:
+            writers[index].apply(
+                Changes(
+                    opened=[incident(id=f"inc-{index}")],
+                    events=[_event("opened", 0, f"inc-{index}")],
+                )
+            )
+        except Conflict:
+            return False
+        return True
+
+    try:
+        won = _concurrently(WORKERS, open_one)
+        assert won.count(True) == 1
+        assert all(writer.ping() for writer in writers)
+    finally:
+        for writer in writers:
+            writer.close()
+    (opened,) = store.incidents(unresolved=True)
+    assert [e.incident_id for e in store.events(opened.id)] == [opened.id]
+
+
+def test_the_secret_is_created_once_and_shared(store: Store) -> None:
+    """Instances asking for a secret at once all get the same value, which survives restart."""
+    others = [Store(store.url) for _ in range(WORKERS)]
+    try:
+        values = _concurrently(WORKERS, lambda index: others[index].secret("links"))
+    finally:
+        for other in others:
+            other.close()
+    assert len(set(values)) == 1
+    assert store.secret("links") == values[0]
+    assert store.secret("other") != values[0]
+    again = _reopen(store)
+    try:
+        assert again.secret("links") == values[0]
+    finally:
+        again.close()
+
+
+# -- leadership -----------------------------------------------------------------------------
+
+
+def test_of_two_holders_only_one_leads(store: Store) -> None:
+    """The first to try leads; the second is refused while the first's lease runs."""
+    assert store.try_lead("a", TTL, T0) is True
+    assert store.try_lead("b", TTL, T0) is False
+    assert store.try_lead("b", TTL, T0 + TTL - timedelta(seconds=1)) is False
+
+
+def test_renewing_keeps_the_lead(store: Store) -> None:
+    """A holder that renews before its lease runs out keeps leading past the first lease's
+    end; the other holder stays refused."""
+    assert store.try_lead("a", TTL, T0) is True
+    for step in range(1, 5):
+        now = T0 + step * TTL / 2
+        assert store.try_lead("a", TTL, now) is True
+        assert store.try_lead("b", TTL, now + timedelta(seconds=1)) is False
+
+
+def test_an_expired_lease_lets_the_other_take_over(store: Store) -> None:
+    """A holder that stops renewing (crashed) loses the lead once its lease runs out; the
+    other takes over, and the old holder is refused when it comes back."""
+    assert store.try_lead("a", TTL, T0) is True
+    assert store.try_lead("b", TTL, T0 + TTL) is True
+    assert store.try_lead("a", TTL, T0 + TTL + timedelta(seconds=1)) is False
+    assert store.try_lead("b", TTL, T0 + TTL + timedelta(seconds=1)) is True
+
+
+def test_resigning_hands_over_at_once(store: Store) -> None:
+    """A leader that resigns (clean shutdown) lets the other lead at its next try; a holder
+    that does not lead cannot end another's lease."""
+    assert store.try_lead("a", TTL, T0) is True
+    store.resign("b", T0)
+    assert store.try_lead("b", TTL, T0 + timedelta(seconds=1)) is False
+    store.resign("a", T0 + timedelta(seconds=1))
+    assert store.try_lead("b", TTL, T0 + timedelta(seconds=2)) is True
+
+
+def test_contenders_at_once_elect_exactly_one(store: Store) -> None:
+    """Four instances trying to lead at the same moment, on a fresh store and again once the
+    lease has expired: exactly one wins each time."""
+    contenders = [Store(store.url) for _ in range(WORKERS)]
+    try:
+        first = _concurrently(
+            WORKERS, lambda index: contenders[index].try_lead(f"h{index}", TTL, T0)
+        )
+        assert first.count(True) == 1
+        later = T0 + 2 * TTL
+        second = _concurrently(
+            WORKERS, lambda index: contenders[index].try_lead(f"h{index}", TTL, later)
+        )
+        assert second.count(True) == 1
+    finally:
+        for contender in contenders:
+            contender.close()
+
+
+# -- URLs and PostgreSQL connections ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "driver"),
+    [
+        ("sqlite:////var/lib/driftowner/driftowner.db", "sqlite"),
+        ("sqlite:///var/driftowner.db", "sqlite"),
+        ("postgresql://u:p@db.example.com:5432/driftowner", "postgresql+psycopg"),
+        ("postgresql+psycopg://u@db.example.com/driftowner", "postgresql+psycopg"),
+    ],
+)
+def test_supported_urls(url: str, driver: str) -> None:
+    """SQLite files and PostgreSQL (always through psycopg 3) are accepted."""
+    assert parse_url(url).drivername == driver
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u:hunter22@db.example.com/driftowner",
+        "postgresql+psycopg2://u:hunter22@db.example.com/driftowner",
+        "postgres://u:hunter22@db.example.com/driftowner",
+        "postgresql://u:hunter22@db.example.com:notaport/driftowner",
+        "sqlite://",
+        "/var/lib/driftowner.db",
+    ],
+)
+def test_unsupported_urls_name_what_is_supported_and_hide_the_password(url: str) -> None:
+    """Any other URL is refused with the supported forms named, and the password masked, by
+    the config check and by the store alike."""
+    with pytest.raises(UnsupportedURL) as caught:
+        parse_url(url)
+    message = str(caught.value)
+    assert "expected sqlite:///PATH or postgresql://" in message
+    assert "hunter22" not in message
+    store = Store(url)
+    with pytest.raises(StoreError) as refused:
+        store.open()
+    assert str(refused.value) == message
+
+
+def test_an_unreachable_postgresql_is_a_store_error_without_the_password() -> None:
+    """PostgreSQL only (a server): construction does no I/O; opening a server that does not
+    answer fails soon with a StoreError naming the masked URL, never the password."""
+    port = _free_port()
+    store = Store(f"postgresql://driftowner:hunter22@127.0.0.1:{port}/driftowner")
+    with pytest.raises(StoreError) as caught:
+        store.open()
+    message = str(caught.value)
+    assert f"postgresql://driftowner:***@127.0.0.1:{port}/driftowner" in message
+    assert "hunter22" not in message
+    assert store.ping() is False
+
+
+def test_a_password_protected_postgresql_opens_and_a_wrong_password_is_masked(
+    postgres_url: str,  # noqa: F811 (a fixture)
+    postgres_database_url: str,  # noqa: F811 (a fixture)
+) -> None:
+    """PostgreSQL only (authentication): with the right password the store opens and works;
+    with a wrong one it is a StoreError that shows neither password."""
+    right, wrong = "right-horse-battery", "wrong-staple-7"
+    name = postgres_database_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        exists = admin.execute(
+            "SELECT 1 FROM pg_roles WHERE rolname = %s", (PASSWORD_ROLE,)
+        ).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        admin.execute(f"{verb} ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{right}'")
+        admin.execute(f"ALTER DATABASE {name} OWNER TO {PASSWORD_ROLE}")
+    base = postgres_database_url.split("@", 1)[1]
+    refused = Store(f"postgresql+psycopg://{PASSWORD_ROLE}:{wrong}@{base}")
+    with pytest.raises(StoreError) as caught:
+        refused.open()
+    assert "password authentication failed" in str(caught.value)
+    assert wrong not in str(caught.value) and right not in str(caught.value)
+    store = Store(f"postgresql+psycopg://{PASSWORD_ROLE}:{right}@{base}")
+    store.open()
+    try:
+        store.apply(Changes(opened=[incident()]))
+        assert [i.id for i in store.incidents()] == ["inc-1"]
+    finally:
+        store.close()
+
+
+def test_postgresql_sessions_get_timeouts_and_a_name(
+    postgres_database_url: str,  # noqa: F811 (a fixture)
+) -> None:
+    """PostgreSQL only (session settings): the store's connections give up on a row lock
+    after 5 s and on a statement after 30 s, and show up as ``driftowner``; options in the URL
+    win over these."""
+    engine = create_engine(parse_url(postgres_database_url))
+    tuned = create_engine(parse_url(postgres_database_url + "?options=-c%20lock_timeout=1234"))
+    try:
+        with engine.connect() as conn:
+            show = conn.exec_driver_sql
+            assert show("SHOW lock_timeout").scalar() == "5s"
+            assert show("SHOW statement_timeout").scalar() == "30s"
+            assert show("SHOW application_name").scalar() == "driftowner"
+        with tuned.connect() as conn:
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "1234ms"
+    finally:
+        engine.dispose()
+        tuned.dispose()
+
+
+def test_a_connection_the_server_cut_is_replaced(
+    postgres_url: str,  # noqa: F811 (a fixture)
+    postgres_database_url: str,  # noqa: F811 (a fixture)
+) -> None:
+    """PostgreSQL only (a server restart or failover cuts connections): the store's pooled
+    connections are checked before use, so the next call works instead of failing."""
+    store = Store(postgres_database_url)
+    store.open()
+    try:
+        store.apply(Changes(opened=[incident()]))
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                "WHERE application_name = 'driftowner'"
+            )
+        assert [i.id for i in store.incidents()] == ["inc-1"]
+    finally:
+        store.close()
+
+
+def test_long_names_and_addresses_are_kept_whole(store: Store) -> None:
+    """Names and addresses from the config are not capped by the schema on either database (a
+    long webhook URL, a long disagreement rule): the incident opens and they read back whole."""
+    rule = "disagreement:" + "r" * 600
+    address = "https://hooks.example.com/" + "x" * 1000
+    store.apply(
+        Changes(
+            opened=[incident(rule=rule, system="s" * 300, owner="o" * 300)],
+            events=[Event("inc-1", T0, "note", "a" * 300, "d" * 5000)],
+            notifications=[notification("n-1", address=address, recipient="p" * 300)],
+            pending_system="s" * 300,
+            pending=[Pending("s" * 300, rule, T0, T0)],
+        )
+    )
+    stored = store.incident("inc-1")
+    assert stored is not None and (stored.rule, stored.system) == (rule, "s" * 300)
+    assert store.notifications("inc-1")[0].address == address
+    assert store.events("inc-1")[0].actor == "a" * 300
+    assert list(store.pending("s" * 300)) == [("s" * 300, rule)]
+    assert store.try_lead("h" * 300, TTL, T0) is True
+
+
+def test_time_columns_round_trip_exactly(store: Store) -> None:
+    """Time columns are double precision on both databases: the plain timing columns read back
+    bit for bit, far from the epoch and to the microsecond."""
+    when = [
+        T0 + timedelta(microseconds=1),
+        T0 + timedelta(days=365 * 75, microseconds=999_999),
+        at(0) + timedelta(microseconds=123457),
+    ]
+    store.apply(
+        Changes(
+            opened=[
+                incident(id=f"inc-{i}", rule=f"r{i}", opened_at=opened)
+                for i, opened in enumerate(when)
+            ]
+        )
+    )
+    assert sorted(t.opened_at for t in store.timings()) == sorted(w.timestamp() for w in when)
+    assert [i.opened_at for i in store.incidents()] == sorted(when)

@@ -1,6 +1,7 @@
 """Schema migrations of the store: one function per version step, applied in order at open,
-inside the opening transaction. The newest schema is ``SCHEMA_VERSION``; a fresh store is
-created at it directly."""
+inside the opening transaction, on SQLite and PostgreSQL alike (plain SQL both accept). The
+newest schema is ``SCHEMA_VERSION``; a fresh store is created at it directly. A new table needs
+no step: opening creates missing tables (the leader lease came that way)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The durable store: incidents, their append-only events, the notification outbox and pending
-conditions, in SQLite (WAL) through SQLAlchemy Core. The schema is created and versioned at
-open; every write that belongs together is one transaction."""
+"""The durable store: incidents, their append-only events, the notification outbox, pending
+conditions and the leader lease, in SQLite (WAL) or PostgreSQL through SQLAlchemy Core. The
+schema is created and versioned at open; every write that belongs together is one transaction.
+What differs between the two databases lives in :mod:`driftowner.store.dialect`."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from driftowner.model import Event, Incident, Notification, Pending, State, Timing
+from driftowner.store import dialect
 from driftowner.store.codec import (
     from_ts,
     incident_from_json,
@@ -28,6 +29,10 @@ from driftowner.store.migrations import SCHEMA_VERSION, migrate
 
 metadata = sa.MetaData()
 
+Name = sa.String()
+"""Names, addresses and actors come from the config and are not capped: SQLite ignores a
+VARCHAR's length, PostgreSQL would refuse a longer value, and with it the incident."""
+
 meta = sa.Table(
     "driftowner_meta",
     metadata,
@@ -39,9 +44,9 @@ incidents = sa.Table(
     "incidents",
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("system", sa.String(256), nullable=False),
-    sa.Column("rule", sa.String(512), nullable=False),
-    sa.Column("owner", sa.String(256), nullable=False),
+    sa.Column("system", Name, nullable=False),
+    sa.Column("rule", Name, nullable=False),
+    sa.Column("owner", Name, nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("opened_at", sa.Float, nullable=False),
@@ -71,7 +76,7 @@ events = sa.Table(
     sa.Column("incident_id", sa.String(32), sa.ForeignKey("incidents.id"), nullable=False),
     sa.Column("at", sa.Float, nullable=False),
     sa.Column("kind", sa.String(32), nullable=False),
-    sa.Column("actor", sa.String(256), nullable=False),
+    sa.Column("actor", Name, nullable=False),
     sa.Column("detail", sa.Text, nullable=False),
     sa.Index("events_by_incident", "incident_id", "seq"),
 )
@@ -81,9 +86,9 @@ outbox = sa.Table(
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
     sa.Column("incident_id", sa.String(32), sa.ForeignKey("incidents.id"), nullable=False),
-    sa.Column("channel", sa.String(128), nullable=False),
-    sa.Column("recipient", sa.String(256), nullable=False),
-    sa.Column("address", sa.String(512), nullable=False),
+    sa.Column("channel", Name, nullable=False),
+    sa.Column("recipient", Name, nullable=False),
+    sa.Column("address", Name, nullable=False),
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
@@ -100,11 +105,24 @@ outbox = sa.Table(
 pending = sa.Table(
     "pending_conditions",
     metadata,
-    sa.Column("system", sa.String(256), primary_key=True),
-    sa.Column("rule", sa.String(512), primary_key=True),
+    sa.Column("system", Name, primary_key=True),
+    sa.Column("rule", Name, primary_key=True),
     sa.Column("since", sa.Float, nullable=False),
     sa.Column("last_seen_at", sa.Float, nullable=False),
 )
+
+leader = sa.Table(
+    "leader",
+    metadata,
+    # One row per lease; the daemon's is LEADERSHIP. Created at open on stores of any version
+    # (a new table changes nothing older driftowners read).
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", Name, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+LEADERSHIP = "daemon"
+"""The name of the lease whose holder evaluates and escalates."""
 
 
 class StoreError(Exception):
@@ -129,7 +147,8 @@ class Changes:
 
 
 class Store:
-    """Incidents, events, outbox and pending conditions behind one SQLAlchemy engine.
+    """Incidents, events, outbox, pending conditions and the leader lease behind one
+    SQLAlchemy engine, on SQLite or PostgreSQL alike.
 
     Construction does no I/O; :meth:`open` connects, creates or checks the schema.
     """
@@ -141,30 +160,32 @@ class Store:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Connect, switch SQLite to WAL, create the schema or check its version.
+        """Connect, create the schema or check its version and migrate it.
 
         Raises:
-            StoreError: the database is unreachable or was written by a newer driftowner.
+            StoreError: the URL is not supported, the database is unreachable, or it was
+                written by a newer driftowner. The message never shows the URL's password.
         """
         if self._engine is not None:
             return
-        url = sa.make_url(self.url)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            try:
-                Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise StoreError(
-                    f"cannot create the directory of the store {url.database}: "
-                    f"{error.strerror or error}"
-                ) from error
-        engine = sa.create_engine(url, connect_args={"timeout": 5})
-        if engine.dialect.name == "sqlite":
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
-            sa.event.listen(engine, "begin", _sqlite_begin)
+        try:
+            url = dialect.parse_url(self.url)
+        except dialect.UnsupportedURL as error:
+            raise StoreError(str(error)) from None
+        # As the operator wrote it (postgresql://...), never with its password.
+        where = sa.make_url(self.url).render_as_string(hide_password=True)
+        try:
+            engine = dialect.create_engine(url)
+        except OSError as error:
+            raise StoreError(
+                f"cannot create the directory of the store {url.database}: "
+                f"{error.strerror or error}"
+            ) from error
         try:
             # Check the version before any DDL: a store written by a newer driftowner must be
             # left exactly as it is.
             with engine.begin() as conn:
+                dialect.lock_schema(conn)
                 found = None
                 if sa.inspect(conn).has_table(meta.name):
                     found = conn.execute(
@@ -172,8 +193,8 @@ class Store:
                     ).scalar_one_or_none()
                 if found is not None and int(found) > SCHEMA_VERSION:
                     raise StoreError(
-                        f"the store at {url.render_as_string(hide_password=True)} has schema "
-                        f"version {found}; this driftowner knows up to {SCHEMA_VERSION}"
+                        f"the store at {where} has schema version {found}; "
+                        f"this driftowner knows up to {SCHEMA_VERSION}"
                     )
                 if found is not None and int(found) < SCHEMA_VERSION:
                     migrate(conn, int(found))
@@ -192,10 +213,14 @@ class Store:
             raise
         except sa.exc.SQLAlchemyError as error:
             engine.dispose()
+            reason = error.orig if isinstance(error, sa.exc.DBAPIError) else error
             raise StoreError(
-                f"cannot open the store at {url.render_as_string(hide_password=True)}: "
-                f"{error.__class__.__name__}: {error.orig if hasattr(error, 'orig') else error}"
-            ) from error
+                _without_password(
+                    f"cannot open the store at {where}: "
+                    f"{error.__class__.__name__}: {_one_line(str(reason))}",
+                    url,
+                )
+            ) from None
         self._engine = engine
 
     def close(self) -> None:
@@ -358,7 +383,7 @@ class Store:
         except sa.exc.IntegrityError as error:
             # The one-unresolved-per-fingerprint index refused an opening: another writer
             # opened it first. Nothing was written; the caller decides again.
-            raise Conflict(f"refused by the store: {error.orig}") from error
+            raise Conflict(f"refused by the store: {_one_line(str(error.orig))}") from error
 
     def _apply(self, changes: Changes) -> None:
         with self._tx() as conn:
@@ -396,31 +421,34 @@ class Store:
 
     def lease_due(self, now: datetime, lease: timedelta, limit: int = 100) -> list[Notification]:
         """Claim notifications due for a delivery attempt for ``lease``; a worker that dies
-        leaves them to be claimed again once the lease runs out."""
+        leaves them to be claimed again once the lease runs out.
+
+        Concurrent workers, in one process or many, never claim the same notification twice
+        within a lease: the rows are locked as they are read (see :func:`dialect.claim`).
+        """
         with self._tx() as conn:
             rows = conn.execute(
-                sa.select(outbox)
-                .where(
-                    *_unfinished(),
-                    sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= ts(now)),
-                    sa.or_(outbox.c.leased_until.is_(None), outbox.c.leased_until <= ts(now)),
-                )
-                .order_by(outbox.c.created_at, outbox.c.id)
-                .limit(limit)
-            ).all()
-            claimed = []
-            for row in rows:
-                result = conn.execute(
-                    sa.update(outbox)
+                dialect.claim(
+                    sa.select(outbox)
                     .where(
-                        outbox.c.id == row.id,
+                        *_unfinished(),
+                        sa.or_(
+                            outbox.c.next_attempt_at.is_(None),
+                            outbox.c.next_attempt_at <= ts(now),
+                        ),
                         sa.or_(outbox.c.leased_until.is_(None), outbox.c.leased_until <= ts(now)),
                     )
+                    .order_by(outbox.c.created_at, outbox.c.id)
+                    .limit(limit)
+                )
+            ).all()
+            if rows:
+                conn.execute(
+                    sa.update(outbox)
+                    .where(outbox.c.id.in_([row.id for row in rows]))
                     .values(leased_until=ts(now + lease))
                 )
-                if result.rowcount == 1:
-                    claimed.append(_notification(row))
-        return claimed
+        return [_notification(row) for row in rows]
 
     def incident_states(self, incident_ids: Iterable[str]) -> dict[str, State]:
         """The current state of each named incident (absent ids are left out)."""
@@ -481,11 +509,52 @@ class Store:
             if event is not None:
                 conn.execute(sa.insert(events).values(**_event_row(event)))
 
+    # -- leadership --------------------------------------------------------------------------
 
-def _sqlite_begin(conn: Connection) -> None:
-    # IMMEDIATE: take the write lock at the start, waiting up to busy_timeout, instead of
-    # failing at once when a read-then-write transaction meets another writer's commit.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    def try_lead(self, holder: str, ttl: timedelta, now: datetime) -> bool:
+        """Claim or renew the leadership lease for ``holder`` until ``now + ttl``.
+
+        True when ``holder`` leads: it already held the lease (renewed), or the lease was free
+        or had expired (taken over). False while another holder's lease runs. One atomic
+        conditional write on either database, so of two contenders exactly one wins.
+
+        ``now`` comes from the caller's clock: instances must agree on the time to well within
+        ``ttl``, and a leader should renew well before ``ttl`` runs out.
+        """
+        row = {"holder": holder, "expires_at": ts(now + ttl)}
+        try:
+            with self._tx() as conn:
+                taken = conn.execute(
+                    sa.update(leader)
+                    .where(
+                        leader.c.name == LEADERSHIP,
+                        sa.or_(leader.c.holder == holder, leader.c.expires_at <= ts(now)),
+                    )
+                    .values(**row)
+                )
+                if taken.rowcount == 1:
+                    return True
+                held = conn.execute(
+                    sa.select(leader.c.holder).where(leader.c.name == LEADERSHIP)
+                ).first()
+                if held is not None:
+                    return False
+                conn.execute(sa.insert(leader).values(name=LEADERSHIP, **row))
+                return True
+        except sa.exc.IntegrityError:
+            # Another contender inserted the first lease between our read and insert; its
+            # transaction won and ours rolled back.
+            return False
+
+    def resign(self, holder: str, now: datetime) -> None:
+        """End ``holder``'s lease at ``now`` (a clean shutdown), so another instance takes over
+        at its next try instead of waiting out the lease. Does nothing if it does not lead."""
+        with self._tx() as conn:
+            conn.execute(
+                sa.update(leader)
+                .where(leader.c.name == LEADERSHIP, leader.c.holder == holder)
+                .values(expires_at=ts(now))
+            )
 
 
 def _unfinished() -> tuple[sa.ColumnElement[bool], ...]:
@@ -497,19 +566,16 @@ def _unfinished() -> tuple[sa.ColumnElement[bool], ...]:
     )
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # Take transaction control from the driver (it would not begin before DDL, so a schema
-    # migration could half-apply); SQLAlchemy's "begin" event issues BEGIN IMMEDIATE instead.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    # FULL: a commit reported to the CLI or the API (an ack) survives power loss too.
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    # Short: a locked store must not stall the daemon's event loop; a writer that times out
-    # fails its transaction whole and the next cycle decides again.
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
+def _one_line(text: str) -> str:
+    """A driver's message on one line (PostgreSQL's carry DETAIL and HINT lines)."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _without_password(text: str, url: sa.URL) -> str:
+    """``text`` with ``url``'s password masked, should a driver message ever quote it."""
+    if url.password:
+        text = text.replace(str(url.password), "***")
+    return text
 
 
 def _at(value: float) -> datetime:

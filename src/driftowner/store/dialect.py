@@ -1,0 +1,150 @@
+"""Everything the store does differently on SQLite and on PostgreSQL, in one place: which URLs
+are supported, engine and connection options, serialising schema set-up, and locking the rows a
+claim takes. The rest of the store is portable SQLAlchemy Core."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+
+SUPPORTED = "sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
+"""What an unsupported URL's error says is expected. ``postgresql+psycopg://`` works too; a
+password goes in the URL (``USER:PASSWORD@``) or libpq's ``PGPASSWORD`` / ``~/.pgpass``."""
+
+_POSTGRESQL_DRIVERS = ("postgresql", "postgresql+psycopg")
+"""Schemes taken as PostgreSQL; both run on psycopg 3."""
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+"""Short: a locked store must not stall the daemon's event loop; a writer that times out fails
+its transaction whole and the next cycle decides again."""
+
+POSTGRESQL_CONNECT_TIMEOUT_S = 5
+POSTGRESQL_LOCK_TIMEOUT_MS = 5000
+"""The same patience for a row lock (another writer's open transaction) as SQLite's busy wait."""
+POSTGRESQL_STATEMENT_TIMEOUT_MS = 30000
+"""No statement of the store takes long; one that does is stuck, and fails rather than hangs."""
+
+_SCHEMA_LOCK = 0x6472696674  # "drift": the advisory lock id that serialises schema set-up
+
+_URL_PASSWORD = re.compile(r"(?P<head>://[^/@\s:]*:)[^@/\s]*@")
+
+_Query = TypeVar("_Query", bound=sa.Select[Any])
+
+
+class UnsupportedURL(ValueError):
+    """A storage URL this store cannot open; the message shows no password."""
+
+
+def parse_url(url: str) -> URL:
+    """The SQLAlchemy URL the store connects to (PostgreSQL always through psycopg 3).
+
+    Raises:
+        UnsupportedURL: not a URL, or not SQLite or PostgreSQL; the message names what is
+            supported and masks the URL's password.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        raise UnsupportedURL(
+            f"unsupported storage url {mask_url(url)!r}: expected {SUPPORTED}"
+        ) from None
+    if parsed.drivername in _POSTGRESQL_DRIVERS:
+        return parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername == "sqlite" and url.startswith("sqlite:///"):
+        return parsed
+    shown = parsed.render_as_string(hide_password=True)
+    raise UnsupportedURL(f"unsupported storage url {shown!r}: expected {SUPPORTED}")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any ``user:password@`` password replaced by ``***`` (it may not parse)."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", url)
+
+
+def create_engine(url: URL) -> Engine:
+    """An engine with the options of ``url``'s dialect; connects to nothing yet.
+
+    Raises:
+        OSError: the directory of a SQLite file cannot be created.
+    """
+    if url.get_backend_name() == "sqlite":
+        if url.database not in (None, "", ":memory:"):
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    # Options given in the URL (?connect_timeout=..., ?options=...) win over these defaults.
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = POSTGRESQL_CONNECT_TIMEOUT_S
+    if "application_name" not in url.query:
+        connect_args["application_name"] = "driftowner"
+    if "options" not in url.query:
+        connect_args["options"] = (
+            f"-c lock_timeout={POSTGRESQL_LOCK_TIMEOUT_MS} "
+            f"-c statement_timeout={POSTGRESQL_STATEMENT_TIMEOUT_MS}"
+        )
+    # pre_ping: a pooled connection the server closed (restart, failover) is replaced instead
+    # of failing the next transaction.
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def lock_schema(conn: Connection) -> None:
+    """Serialise schema creation and migration among instances opening one store at once.
+
+    SQLite's ``BEGIN IMMEDIATE`` already does; PostgreSQL takes a transaction-scoped advisory
+    lock, so two first starts do not both create the tables.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+
+
+def claim(query: _Query) -> _Query:
+    """``query`` locking the rows it returns for this transaction, skipping rows another
+    transaction holds, so concurrent workers claim disjoint rows.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED``. SQLite compiles it to nothing: its transactions
+    begin IMMEDIATE, so one claimer runs at a time anyway.
+    """
+    return query.with_for_update(skip_locked=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Take transaction control from the driver (it would not begin before DDL, so a schema
+    # migration could half-apply); SQLAlchemy's "begin" event issues BEGIN IMMEDIATE instead.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    _sqlite_wal(cursor)
+    # FULL: a commit reported to the CLI or the API (an ack) survives power loss too.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_wal(cursor: Any) -> None:
+    """Switch to WAL. Switching a new file needs it to itself, and SQLite answers "locked"
+    at once instead of waiting busy_timeout, so instances opening a new store together retry
+    (the first one's switch then makes the others' a no-op)."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # IMMEDIATE: take the write lock at the start, waiting up to busy_timeout, instead of
+    # failing at once when a read-then-write transaction meets another writer's commit.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
