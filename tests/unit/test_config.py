@@ -362,7 +362,7 @@ SECRET = "xoxb-9f2c7d41-VERY-SECRET"
             id="webhook-pasted-into-a-duration",
         ),
         pytest.param(
-            VALID + f"storage: {{url: 'postgresql://u:{SECRET}@db/x'}}\n",
+            VALID + f"storage: {{url: 'mysql://u:{SECRET}@db/x'}}\n",
             {},
             None,
             id="password-in-a-storage-url",
