@@ -488,13 +488,23 @@ CREATE TABLE outbox (id VARCHAR(32) PRIMARY KEY, incident_id VARCHAR(32) NOT NUL
 """The first schema, as driftowner 0.1 created it; plain SQL that both databases accept."""
 
 
+INTERIM_COLUMNS = """
+ALTER TABLE incidents ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'drift';
+ALTER TABLE incidents ADD COLUMN first_acknowledged_at FLOAT;
+"""
+"""Part of version 2's columns, as an interim build left a store still marked version 1."""
+
+
+@pytest.mark.parametrize("interim", [False, True], ids=["version-1", "interim-build"])
 def test_a_version_1_store_is_migrated_in_place_and_keeps_its_incidents(
     store_url: str,  # noqa: F811 (a fixture)
     raw: sa.Engine,
+    interim: bool,
 ) -> None:
     """A store written by the first schema (no plain timing columns, no superseded outbox
-    state) opens: it is migrated to the current version, its incidents keep every field, and
-    the report's timings are backfilled from the stored bodies."""
+    state), or by an interim build that already added some of them, opens: it is migrated to
+    the current version, its incidents keep every field, and the report's timings are
+    backfilled from the stored bodies."""
     from driftowner.store.codec import incident_to_json
 
     acked = incident(
@@ -507,12 +517,13 @@ def test_a_version_1_store_is_migrated_in_place_and_keeps_its_incidents(
     if url.get_backend_name() == "sqlite":
         Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
     with raw.begin() as conn:
-        for statement in V1_SCHEMA.split(";"):
+        for statement in (V1_SCHEMA + (INTERIM_COLUMNS if interim else "")).split(";"):
             if statement.strip():
                 conn.exec_driver_sql(statement)
         conn.execute(
             sa.text(
-                "INSERT INTO incidents VALUES "
+                "INSERT INTO incidents (id, system, rule, owner, state, opened_at, "
+                "resolved_at, version, body) VALUES "
                 "(:id, :system, :rule, :owner, :state, :opened_at, NULL, 3, :body)"
             ),
             {
@@ -889,3 +900,22 @@ def test_time_columns_round_trip_exactly(store: Store) -> None:
     )
     assert sorted(t.opened_at for t in store.timings()) == sorted(w.timestamp() for w in when)
     assert [i.opened_at for i in store.incidents()] == sorted(when)
+
+
+def test_reads_never_wait_behind_a_writer(sqlite_store: Store, db_path: Path) -> None:
+    """While another process holds SQLite's write lock (a long transaction), the reads behind
+    /metrics, the status page and /readyz answer at once from the last commit instead of
+    queueing for up to the busy timeout."""
+    sqlite_store.apply(Changes(opened=[incident()]))
+    writer = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE incidents SET owner = 'bob'")
+        # Each would raise "database is locked" after the busy timeout if it queued.
+        assert [t.owner for t in sqlite_store.timings()] == ["alice"]
+        assert len(sqlite_store.incidents(unresolved=True)) == 1
+        assert sqlite_store.outbox_pending() == 0
+        assert sqlite_store.ping()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

@@ -30,6 +30,9 @@ POSTGRESQL_LOCK_TIMEOUT_MS = 5000
 POSTGRESQL_STATEMENT_TIMEOUT_MS = 30000
 """No statement of the store takes long; one that does is stuck, and fails rather than hangs."""
 
+READ_ONLY = {"driftowner_read_only": True}
+"""Execution options marking a transaction that only reads."""
+
 _SCHEMA_LOCK = 0x6472696674  # "drift": the advisory lock id that serialises schema set-up
 
 _URL_PASSWORD = re.compile(r"(?P<head>://[^/@\s:]*:)[^@/\s]*@")
@@ -145,6 +148,9 @@ def _sqlite_wal(cursor: Any) -> None:
 
 
 def _sqlite_begin(conn: Connection) -> None:
-    # IMMEDIATE: take the write lock at the start, waiting up to busy_timeout, instead of
-    # failing at once when a read-then-write transaction meets another writer's commit.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Writers: IMMEDIATE takes the write lock at the start, waiting up to busy_timeout,
+    # instead of failing at once when a read-then-write transaction meets another writer's
+    # commit. Readers: a deferred BEGIN never waits (WAL serves them the last commit), so
+    # /metrics, the status page and /readyz never queue behind a write.
+    read_only = conn.get_execution_options().get("driftowner_read_only", False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -17,14 +17,22 @@ SCHEMA_VERSION = 2
 def _to_2(conn: Connection) -> None:
     """Plain columns the report and /metrics aggregate without decoding bodies, and the
     outbox's superseded state."""
-    for ddl in (
-        "ALTER TABLE incidents ADD COLUMN kind VARCHAR(16) NOT NULL DEFAULT 'drift'",
-        "ALTER TABLE incidents ADD COLUMN first_acknowledged_at FLOAT",
-        "ALTER TABLE incidents ADD COLUMN ack_within FLOAT",
-        "ALTER TABLE incidents ADD COLUMN resolve_within FLOAT",
-        "ALTER TABLE outbox ADD COLUMN superseded_at FLOAT",
+    # Idempotent: a store written by a build between the two versions may already have some
+    # of these columns while still saying version 1.
+    inspector = sa.inspect(conn)
+    present = {
+        table: {column["name"] for column in inspector.get_columns(table)}
+        for table in ("incidents", "outbox")
+    }
+    for table, column, ddl in (
+        ("incidents", "kind", "VARCHAR(16) NOT NULL DEFAULT 'drift'"),
+        ("incidents", "first_acknowledged_at", "FLOAT"),
+        ("incidents", "ack_within", "FLOAT"),
+        ("incidents", "resolve_within", "FLOAT"),
+        ("outbox", "superseded_at", "FLOAT"),
     ):
-        conn.exec_driver_sql(ddl)
+        if column not in present[table]:
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
     rows = conn.execute(sa.text("SELECT id, body FROM incidents")).all()
     for incident_id, body in rows:
         stored = json.loads(body)

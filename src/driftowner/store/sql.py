@@ -67,6 +67,8 @@ incidents = sa.Table(
         postgresql_where=sa.text("state != 'resolved'"),
     ),
     sa.Index("incidents_by_state", "state", "opened_at"),
+    # Reopen candidates: a system's incidents resolved since a cut-off.
+    sa.Index("incidents_resolved_by_system", "system", "state", "resolved_at"),
 )
 
 events = sa.Table(
@@ -204,6 +206,11 @@ class Store:
                         .values(value=str(SCHEMA_VERSION))
                     )
                 metadata.create_all(conn)
+                # Indexes added to existing tables since they were created (create_all only
+                # indexes the tables it creates).
+                for table in metadata.sorted_tables:
+                    for index in table.indexes:
+                        index.create(conn, checkfirst=True)
                 if found is None:
                     conn.execute(
                         sa.insert(meta).values(key="schema_version", value=str(SCHEMA_VERSION))
@@ -229,12 +236,17 @@ class Store:
             self._engine = None
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def _tx(self, *, read_only: bool = False) -> Iterator[Connection]:
+        """One transaction. ``read_only`` ones never wait for a writer's lock (SQLite: a
+        deferred BEGIN reads the last commit under WAL; see :mod:`.dialect`)."""
         if self._engine is None:
             self.open()
         assert self._engine is not None
-        with self._engine.begin() as conn:
-            yield conn
+        with self._engine.connect() as conn:
+            if read_only:
+                conn.execution_options(**dialect.READ_ONLY)
+            with conn.begin():
+                yield conn
 
     def secret(self, name: str) -> str:
         """A random secret kept in the store, created on first use (the action-link key).
@@ -259,7 +271,7 @@ class Store:
     def ping(self) -> bool:
         """True when the store answers a trivial query."""
         try:
-            with self._tx() as conn:
+            with self._tx(read_only=True) as conn:
                 conn.execute(sa.select(1))
         except (sa.exc.SQLAlchemyError, StoreError):
             return False
@@ -268,7 +280,7 @@ class Store:
     # -- reads -------------------------------------------------------------------------------
 
     def incident(self, incident_id: str) -> Incident | None:
-        with self._tx() as conn:
+        with self._tx(read_only=True) as conn:
             row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).first()
         return None if row is None else incident_from_json(row.body, row.version)
 
@@ -295,7 +307,7 @@ class Store:
             query = query.where(incidents.c.system == system)
         if opened_since is not None:
             query = query.where(incidents.c.opened_at >= ts(opened_since))
-        with self._tx() as conn:
+        with self._tx(read_only=True) as conn:
             rows = conn.execute(query).all()
         return [incident_from_json(row.body, row.version) for row in rows]
 
@@ -316,7 +328,7 @@ class Store:
         )
         if opened_since is not None:
             query = query.where(sa.or_(c.opened_at >= ts(opened_since), c.state != "resolved"))
-        with self._tx() as conn:
+        with self._tx(read_only=True) as conn:
             return [Timing(*row) for row in conn.execute(query)]
 
     def recently_resolved(self, system: str, since: datetime) -> dict[tuple[str, str], Incident]:
@@ -331,19 +343,19 @@ class Store:
             )
             .order_by(incidents.c.resolved_at)
         )
-        with self._tx() as conn:
+        with self._tx(read_only=True) as conn:
             found = [incident_from_json(row.body, row.version) for row in conn.execute(query)]
         return {incident.fingerprint: incident for incident in found}
 
     def events(self, incident_id: str) -> list[Event]:
-        with self._tx() as conn:
+        with self._tx(read_only=True) as conn:
             rows = conn.execute(
                 sa.select(events).where(events.c.incident_id == incident_id).order_by(events.c.seq)
             ).all()
         return [_event(row) for row in rows]
 
     def pending(self, system: str) -> dict[tuple[str, str], Pending]:
-        with self._tx() as conn:
+        with self._tx(read_only=True) as conn:
             rows = conn.execute(sa.select(pending).where(pending.c.system == system)).all()
         return {
             (row.system, row.rule): Pending(
@@ -353,7 +365,7 @@ class Store:
         }
 
     def notifications(self, incident_id: str) -> list[Notification]:
-        with self._tx() as conn:
+        with self._tx(read_only=True) as conn:
             rows = conn.execute(
                 sa.select(outbox)
                 .where(outbox.c.incident_id == incident_id)
@@ -363,7 +375,7 @@ class Store:
 
     def outbox_pending(self) -> int:
         """Notifications neither delivered nor given up on."""
-        with self._tx() as conn:
+        with self._tx(read_only=True) as conn:
             return int(
                 conn.execute(
                     sa.select(sa.func.count()).select_from(outbox).where(*_unfinished())
@@ -455,7 +467,7 @@ class Store:
         wanted = sorted(set(incident_ids))
         if not wanted:
             return {}
-        with self._tx() as conn:
+        with self._tx(read_only=True) as conn:
             rows = conn.execute(
                 sa.select(incidents.c.id, incidents.c.state).where(incidents.c.id.in_(wanted))
             ).all()
