@@ -106,8 +106,14 @@ def tick(
         k = incident.escalation_steps_done
         while (due := step_due_at(chain, epoch, k)) is not None and due <= now:
             step_number = k % len(chain.steps) + 1
-            first_call = k == 0 and epoch == incident.opened_at
-            purpose: Purpose = "opened" if first_call else "escalated"
+            # The first call of a life: the opening, or a reopening (an expired ack's restart
+            # is an escalation).
+            first_call = k == 0 and epoch in (incident.opened_at, incident.reopened_at)
+            purpose: Purpose = (
+                "escalated"
+                if not first_call
+                else ("reopened" if epoch == incident.reopened_at else "opened")
+            )
             step = chain.steps[k % len(chain.steps)]
             sent = _to_owners(
                 config,

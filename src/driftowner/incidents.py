@@ -180,6 +180,7 @@ def _reopen(earlier: Incident, condition: Condition, began: datetime, now: datet
         evidence=condition.evidence,
         summary=condition.summary,
         condition_began_at=began,
+        reopened_at=now,
         escalation_epoch=now,
         escalation_steps_done=0,
         last_reminded_at=None,

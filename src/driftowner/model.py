@@ -29,7 +29,7 @@ EventKind = Literal[
     "reopened",
     "note",
 ]
-Purpose = Literal["opened", "escalated", "reminder", "resolved", "informed", "test"]
+Purpose = Literal["opened", "reopened", "escalated", "reminder", "resolved", "informed", "test"]
 
 AUTO = "auto"
 """The actor that stands for driftowner itself (auto-resolve, escalation)."""
@@ -168,6 +168,8 @@ class Incident:
     ack_within: timedelta | None = None
     resolve_within: timedelta | None = None
     runbook: str | None = None
+    reopened_at: datetime | None = None
+    """When the incident last reopened (its fingerprint fired within reopen_within)."""
     version: int = 0
     """Optimistic-lock counter: a write based on a stale read is refused, never merged."""
 

@@ -55,7 +55,7 @@ def superseded(notification: Notification, state: State | None) -> str | None:
     purpose = notification.message.purpose
     if state is None:
         return None
-    if purpose in ("opened", "escalated") and state != "open":
+    if purpose in ("opened", "reopened", "escalated") and state != "open":
         return f"incident {state} before the page was delivered"
     if purpose == "reminder" and state != "acknowledged":
         return f"incident {state} before the reminder was delivered"

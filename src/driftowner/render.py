@@ -19,6 +19,7 @@ from driftowner.model import Message, Purpose
 
 _PURPOSE_LABEL: dict[Purpose, str] = {
     "opened": "OPEN",
+    "reopened": "REOPENED",
     "escalated": "ESCALATED",
     "reminder": "REMINDER",
     "resolved": "RESOLVED",
@@ -85,6 +86,11 @@ def intro(message: Message) -> str:
     owner = message.owner_name
     if message.purpose == "opened":
         return f"A new incident is open on {message.system}. {owner} is the accountable owner."
+    if message.purpose == "reopened":
+        return (
+            f"The incident on {message.system} is back: it was resolved and its condition "
+            f"fired again. {owner} is the accountable owner."
+        )
     if message.purpose == "escalated":
         return (
             f"Escalated to {message.recipient_name}: nobody has acknowledged this incident "

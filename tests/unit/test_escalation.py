@@ -80,6 +80,23 @@ def test_step_one_notifies_the_owner_at_once_and_informs_contributors() -> None:
     assert all(n.incident_id == "inc-1" for n in outcome.notifications)
 
 
+def test_a_reopened_incident_calls_its_owner_again_as_a_reopening() -> None:
+    """Reopened an hour after opening: step 1 goes to the owner again with purpose
+    ``reopened`` (not an escalation), the contributors are informed again, and the event is
+    ``notified``; later steps follow from the reopening."""
+    esc = escalator(reopened_at=at(60), escalation_epoch=at(60), escalation_steps_done=0)
+    outcome = esc.at(60)
+    assert _who(outcome) == [
+        ("alice", "console", "alice", "reopened", 1),
+        ("alice", "email", "alice@example.com", "reopened", 1),
+        ("ml-fraud", "console", "ml-fraud", "informed", 0),
+        ("ml-fraud", "email", "ml-fraud@example.com", "informed", 0),
+    ]
+    assert [e.kind for e in outcome.events] == ["notified"]
+    assert esc.at(74).notifications == ()
+    assert {n.message.purpose for n in esc.at(75).notifications} == {"escalated"}
+
+
 def test_every_contributor_team_of_the_layers_involved_is_informed() -> None:
     """An incident over the model and business layers informs both layers' teams."""
     esc = escalator(layers=("model", "business"), kind="disagreement")

@@ -15,7 +15,15 @@ from driftowner.model import Message, Purpose
 
 from .factories import full_message
 
-PURPOSES: tuple[Purpose, ...] = ("opened", "escalated", "reminder", "resolved", "informed", "test")
+PURPOSES: tuple[Purpose, ...] = (
+    "opened",
+    "reopened",
+    "escalated",
+    "reminder",
+    "resolved",
+    "informed",
+    "test",
+)
 
 
 def message(**changes: Any) -> Message:

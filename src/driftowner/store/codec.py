@@ -85,6 +85,7 @@ _INCIDENT_TIMES = (
     "cleared_at",
     "escalation_epoch",
     "last_reminded_at",
+    "reopened_at",
 )
 _INCIDENT_DURATIONS = ("resolve_after", "ack_within", "resolve_within")
 
@@ -117,7 +118,7 @@ def incident_to_json(incident: Incident) -> str:
 def incident_from_json(text: str, version: int) -> Incident:
     d = json.loads(text)
     for name in _INCIDENT_TIMES:
-        d[name] = from_ts(d[name])
+        d[name] = from_ts(d.get(name))  # fields added later are absent from older bodies
     for name in _INCIDENT_DURATIONS:
         d[name] = _delta(d[name])
     d["resolve_after"] = d["resolve_after"] or timedelta(0)
