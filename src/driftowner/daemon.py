@@ -11,7 +11,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,10 @@ from driftowner.store import Store, StoreError
 log = structlog.get_logger("driftowner.daemon")
 
 STOP_TIMEOUT_S = 4.0
+LEAD_EVERY = timedelta(seconds=5)
+"""How often an instance claims or renews leadership."""
+LEAD_TTL = timedelta(seconds=20)
+"""How long a leader's claim lasts unrenewed: a leader that dies is replaced within this."""
 
 
 def configure_logging(*, json_lines: bool | None = None, level: int = logging.INFO) -> None:
@@ -114,6 +118,10 @@ class Daemon:
         self._failing: dict[tuple[str, str], str] = {}
         self._stopping = False
         self._running: set[asyncio.Task[Any]] = set()
+        self.holder = ""
+        """This instance's name in the leadership lease, set once it listens."""
+        self.leading = False
+        self.last_lead_at: float = time.monotonic()
         self._stop = asyncio.Event()
 
     # -- config ------------------------------------------------------------------------------
@@ -227,11 +235,35 @@ class Daemon:
         except Exception:
             log.exception("delivery failed")
 
+    async def lead(self) -> None:
+        """Claim or renew leadership. Only the leader evaluates, escalates and delivers, so
+        instances sharing one store (PostgreSQL, for HA) never page twice; the others serve
+        HTTP and take over within LEAD_TTL when the leader stops renewing."""
+        assert self.store is not None and self.metrics is not None
+        try:
+            leading = await asyncio.to_thread(
+                self.store.try_lead, self.holder, LEAD_TTL, self.clock()
+            )
+        except Exception:
+            log.exception("leadership claim failed")
+            leading = False
+        self.last_lead_at = time.monotonic()
+        if leading != self.leading:
+            log.info("leading" if leading else "following", holder=self.holder)
+        self.leading = leading
+        self.metrics.leader.set(1 if leading else 0)
+
+    async def _lead_job(self) -> None:
+        if not self._stopping:
+            await self.lead()
+
     async def _evaluate_job(self) -> None:
-        await self._guarded(self.evaluate)
+        if self.leading:
+            await self._guarded(self.evaluate)
 
     async def _escalate_job(self) -> None:
-        await self._guarded(self.escalate_and_deliver)
+        if self.leading:
+            await self._guarded(self.escalate_and_deliver)
 
     async def _guarded(self, job: Callable[[], Awaitable[None]]) -> None:
         """Run a scheduled job unless stopping, tracked so a stop can wait for it."""
@@ -249,6 +281,7 @@ class Daemon:
     def _schedule(self, config: Config) -> None:
         assert self.scheduler is not None
         jobs = {
+            "lead": (self._lead_job, LEAD_EVERY.total_seconds()),
             "evaluate": (self._evaluate_job, config.evaluation.interval.total_seconds()),
             "escalate": (
                 self._escalate_job,
@@ -272,9 +305,13 @@ class Daemon:
             )
 
     def healthy(self) -> bool:
-        """The evaluation loop completed a cycle within three intervals."""
+        """A leader completed an evaluation cycle within three intervals; a follower renewed
+        its claim attempt within three claim periods (its loop runs, it just does not lead)."""
         if self.config is None:
             return False
+        if not self.leading:
+            limit = 3 * LEAD_EVERY.total_seconds() + 30
+            return time.monotonic() - self.last_lead_at < limit
         limit = 3 * self.config.evaluation.interval.total_seconds() + 30
         return time.monotonic() - self.last_cycle_at < limit
 
@@ -298,6 +335,10 @@ class Daemon:
         except OSError as error:
             log.error("cannot listen", listen=config.server.listen, error=str(error))
             return 1
+        # Host and listen address name this instance: two instances cannot share them (the port
+        # is bound), and an instance restarted after a crash reclaims its own lease at once
+        # instead of waiting out the lease its previous life left.
+        self.holder = f"{socket.gethostname()}/{config.server.listen}"
         self.store = Store(config.storage.url)
         try:
             self.store.open()
@@ -309,7 +350,7 @@ class Daemon:
         self.metrics = Metrics(self.store, self.clock)
         self.metrics.config_reload_ok.set(1)
         self.metrics.config_reload_time.set(time.time())
-        self.metrics.leader.set(1)
+        self.metrics.leader.set(0)
         self.sources, self.channels = self._build_edges(config)
         loop = asyncio.get_running_loop()
         self.runtime = Runtime(
@@ -331,6 +372,8 @@ class Daemon:
                 lifespan="off",
             )
         )
+        await self.lead()  # a lone instance evaluates from its first cycle
+        self.last_cycle_at = time.monotonic()
         self.scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
         self._schedule(config)
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -366,6 +409,10 @@ class Daemon:
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(serving, STOP_TIMEOUT_S / 2)
         stopped.cancel()
+        if self.leading:
+            # Hand over at once rather than after LEAD_TTL.
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.store.resign, self.holder, self.clock())
         await _close_all(self.sources, self.channels)
         self.store.close()
         log.info("stopped")
