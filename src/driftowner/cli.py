@@ -121,17 +121,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _print_json(
             {
                 "findings": [
-                    {
-                        "system": f.system,
-                        "signal": f.signal,
-                        "layer": f.layer,
-                        "status": f.status,
-                        "value": f.value,
-                        "reference": f.reference,
-                        "limit": f.limit,
-                        "detector": f.detector,
-                        "reason": f.reason,
-                    }
+                    service.finding_json(f)
                     for signals in findings.values()
                     for f in signals.values()
                 ],

@@ -12,7 +12,7 @@ from typing import cast
 
 import structlog
 
-from driftowner import escalation, incidents
+from driftowner import escalation, incidents, service
 from driftowner.config import Config
 from driftowner.detect import detectors, rules
 from driftowner.escalation import Links
@@ -294,21 +294,9 @@ def _retire_removed(
         if system_name in config.systems:
             continue
         for incident in unresolved.values():
-            transition = incidents.resolve(incident, AUTO, now, "system removed from the config")
             try:
-                store.apply(
-                    Changes(
-                        updated=[transition.incident],
-                        events=transition.events,
-                        notifications=escalation.on_resolved(
-                            config,
-                            transition.incident,
-                            store.notifications(incident.id),
-                            now,
-                            new_notification_id,
-                            links,
-                        ),
-                    )
+                closed = service.close(
+                    store, config, incident, AUTO, "system removed from the config", now, links
                 )
             except Conflict:
                 continue
@@ -320,7 +308,7 @@ def _retire_removed(
                 by=AUTO,
                 reason="system removed from the config",
             )
-            retired.append(transition.incident)
+            retired.append(closed)
     return retired
 
 

@@ -13,7 +13,7 @@ from driftowner import escalation, incidents
 from driftowner.clock import rfc3339
 from driftowner.config import Config
 from driftowner.escalation import Links
-from driftowner.model import Event, Incident, Timing
+from driftowner.model import Event, Finding, Incident, Timing
 from driftowner.store import Changes, Store
 
 
@@ -88,7 +88,24 @@ def resolve(
         NotFound, BadRequest, incidents.LifecycleError, store.Conflict.
     """
     _known_owner(config, "by", by)
-    incident = get(store, incident_id)
+    return close(store, config, get(store, incident_id), by, note, now, links)
+
+
+def close(
+    store: Store,
+    config: Config,
+    incident: Incident,
+    by: str,
+    note: str,
+    now: datetime,
+    links: Links,
+) -> Incident:
+    """Resolve an incident and, in the same transaction, queue the notice to everyone who was
+    notified of it.
+
+    Raises:
+        incidents.LifecycleError, store.Conflict.
+    """
     transition = incidents.resolve(incident, by, now, note)
     store.apply(
         Changes(
@@ -97,7 +114,7 @@ def resolve(
             notifications=escalation.on_resolved(
                 config,
                 transition.incident,
-                store.notifications(incident_id),
+                store.notifications(incident.id),
                 now,
                 new_notification_id,
                 links,
@@ -163,19 +180,23 @@ def incident_json(incident: Incident, now: datetime) -> dict[str, Any]:
             "steps_done": incident.escalation_steps_done,
             "steps": len(incident.chain.steps),
         },
-        "evidence": [
-            {
-                "signal": f.signal,
-                "layer": f.layer,
-                "status": f.status,
-                "value": f.value,
-                "reference": f.reference,
-                "limit": f.limit,
-                "reason": f.reason,
-            }
-            for f in incident.evidence
-        ],
+        "evidence": [finding_json(f) for f in incident.evidence],
         "runbook": incident.runbook,
+    }
+
+
+def finding_json(finding: Finding) -> dict[str, Any]:
+    """The public JSON shape of a finding (incident evidence, ``evaluate --json``)."""
+    return {
+        "system": finding.system,
+        "signal": finding.signal,
+        "layer": finding.layer,
+        "status": finding.status,
+        "value": finding.value,
+        "reference": finding.reference,
+        "limit": finding.limit,
+        "detector": finding.detector,
+        "reason": finding.reason,
     }
 
 
