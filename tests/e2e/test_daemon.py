@@ -23,6 +23,8 @@ from tests.fakes.slack import FakeSlack, Reply
 pytestmark = pytest.mark.e2e
 
 TOKEN = "e2e-secret-token"
+STARTED: list[subprocess.Popen[bytes]] = []
+"""Every daemon a test started; tests/e2e/conftest.py kills those still running after it."""
 
 
 def free_port() -> int:
@@ -109,6 +111,7 @@ class Deployment:
             stderr=subprocess.STDOUT,
             cwd=self.root,
         )
+        STARTED.append(self.process)
         wait_for(lambda: _get(f"{self.url}/readyz") == 200, "the daemon to become ready", 20)
 
     def stop(self, signum: int = signal.SIGTERM) -> float:
@@ -188,14 +191,6 @@ def _deployment(
         )
     )
     return Deployment(tmp_path, config, port, slack)
-
-
-@pytest.fixture(autouse=True)
-def _no_orphans(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    for value in request.node.funcargs.values():
-        if isinstance(value, Deployment) and value.process and value.process.poll() is None:
-            value.process.kill()
 
 
 def events_of(deployment: Deployment, incident_id: str) -> list[str]:
