@@ -1,30 +1,41 @@
-"""HTTP: /metrics, health, the incidents API and reload. Thin: every operation is a service
-function; this module maps requests to them and errors to status codes with the field named."""
+"""HTTP: /metrics, health, the incidents API, action links, Slack interactivity and reload.
+Thin: every operation is a service function; this module maps requests to them and errors to
+status codes with the field named."""
 
 from __future__ import annotations
 
 import functools
 import hmac
+import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
+import httpx
 import jinja2
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from slack_sdk.signature import SignatureVerifier
 
 from driftowner import __version__, service
-from driftowner.config import Config, format_duration, parse_duration
+from driftowner.channels.slack import ACK_ACTION, RESOLVE_ACTION, escape
+from driftowner.config import Config, SlackChannelConfig, format_duration, parse_duration
 from driftowner.incidents import LifecycleError
 from driftowner.links import InvalidLink, LinkSigner
 from driftowner.metrics import Metrics
 from driftowner.model import Incident
 from driftowner.store import Conflict, Store
+
+log = logging.getLogger("driftowner.api")
+
+SLACK_RESPONSE_TIMEOUT_S = 2.5
+"""How long to wait for Slack to take a reply posted to an interaction's ``response_url``."""
 
 
 @dataclass
@@ -286,7 +297,199 @@ def create_app(runtime: Runtime) -> FastAPI:
             return _page(runtime, "Not done", error=str(error), status=409)
         return _page(runtime, "Done", incident=incident, message=done)
 
+    @app.post("/slack/interactions")
+    async def slack_interactions(request: Request, background: BackgroundTasks) -> JSONResponse:
+        """A click on an interactive Acknowledge / Resolve button in a Slack message.
+
+        Slack signs every request with the app's signing secret; one that no configured
+        secret verifies (missing, older than five minutes, or wrong) changes nothing. Slack
+        shows nothing of this response's body for ``block_actions``: the reply to the person
+        who clicked goes to the payload's ``response_url`` as an ephemeral message, after
+        the response. The body carries the same reply (for logs and tests).
+        """
+        secrets = _slack_signing_secrets(runtime.config)
+        if not secrets:
+            return JSONResponse(
+                {
+                    "detail": "Slack interactivity is not configured: set signing_secret on a "
+                    "slack channel"
+                },
+                status_code=404,
+            )
+        body = await request.body()
+        if not _slack_signed(
+            secrets,
+            body,
+            request.headers.get("x-slack-request-timestamp"),
+            request.headers.get("x-slack-signature"),
+        ):
+            return JSONResponse(
+                {"detail": "missing, expired or wrong Slack signature"}, status_code=401
+            )
+        try:
+            click = _slack_click(body)
+        except ValueError as error:
+            return JSONResponse(
+                {"detail": [{"loc": ["body", "payload"], "msg": str(error)}]}, status_code=400
+            )
+        if click is None:
+            # Another kind of interaction, or a URL button (Slack reports those clicks too):
+            # acknowledged, nothing to do.
+            return JSONResponse({})
+        reply = await run_in_threadpool(act_on_slack_click, click)
+        if click.response_url:
+            background.add_task(_post_slack_reply, click.response_url, reply)
+        return JSONResponse(reply)
+
+    def act_on_slack_click(click: _SlackClick) -> dict[str, Any]:
+        config = runtime.config
+        by = next(
+            (key for key, owner in config.owners.items() if owner.slack == click.user_id), None
+        )
+        if by is None:
+            who = ", ".join(o.name for o in config.owners.values() if o.slack) or "nobody yet"
+            return _ephemeral(
+                "Nothing changed: your Slack account is not one of driftowner's owners. "
+                f"Only an owner whose Slack member id is configured can act here ({who}); "
+                f"to be one, ask an operator to set `slack: {click.user_id}` on your entry "
+                "under `owners`."
+            )
+        name = config.owners[by].name
+        now = runtime.clock()
+        try:
+            if click.action == ACK_ACTION:
+                service.acknowledge(runtime.store, config, click.incident_id, by, "via Slack", now)
+                text = (
+                    f"Acknowledged by {name} via Slack: incident {click.incident_id}. "
+                    "Escalation has stopped."
+                )
+            else:
+                service.resolve(
+                    runtime.store,
+                    config,
+                    click.incident_id,
+                    by,
+                    "via Slack",
+                    now,
+                    runtime.links,
+                )
+                text = (
+                    f"Resolved by {name} via Slack: incident {click.incident_id}. "
+                    "Everyone who was notified will hear of it."
+                )
+        except service.NotFound:
+            text = f"Nothing changed: there is no incident {click.incident_id}."
+        except LifecycleError as error:
+            text = f"Nothing to do: {error}."
+        except Conflict:
+            text = (
+                f"Nothing changed: incident {click.incident_id} changed at the same moment. "
+                "Look at it again and retry."
+            )
+        except service.BadRequest as error:
+            text = f"Nothing changed: {error}."
+        return _ephemeral(text)
+
     return app
+
+
+@dataclass(frozen=True, slots=True)
+class _SlackClick:
+    """One click on an interactive driftowner button, as Slack reported it."""
+
+    action: str
+    incident_id: str
+    user_id: str
+    response_url: str | None
+
+
+def _slack_signing_secrets(config: Config) -> list[str]:
+    """Every slack channel's signing secret (one per Slack app), in config order."""
+    return [
+        channel.signing_secret.get_secret_value()
+        for channel in config.channels.values()
+        if isinstance(channel, SlackChannelConfig) and channel.signing_secret is not None
+    ]
+
+
+def _slack_signed(
+    secrets: list[str], body: bytes, timestamp: str | None, signature: str | None
+) -> bool:
+    """Whether any configured signing secret verifies the request (slack_sdk's check: HMAC
+    over ``v0:timestamp:body``, and a timestamp within five minutes of now)."""
+    for secret in secrets:
+        try:
+            if SignatureVerifier(secret).is_valid(body, timestamp, signature):
+                return True
+        except (ValueError, TypeError):
+            # A timestamp that is not a number, a body that is not UTF-8, a signature that is
+            # not ASCII: not a request Slack signed.
+            return False
+    return False
+
+
+def _slack_click(body: bytes) -> _SlackClick | None:
+    """The driftowner button click in a signed interaction request, or ``None`` when the
+    request is some other interaction.
+
+    Raises:
+        ValueError: the form field ``payload`` is missing or not a JSON object as Slack sends.
+    """
+    fields = parse_qs(body.decode("utf-8", "replace"))
+    raw = (fields.get("payload") or [""])[0]
+    if not raw:
+        raise ValueError("the form field payload is missing")
+    try:
+        payload = json.loads(raw)
+    except ValueError as error:
+        raise ValueError(f"payload is not JSON: {error}") from error
+    if not isinstance(payload, dict):
+        raise ValueError("payload is not a JSON object")
+    if payload.get("type") != "block_actions":
+        return None
+    actions = payload.get("actions")
+    user = payload.get("user")
+    user_id = user.get("id") if isinstance(user, dict) else None
+    if not isinstance(user_id, str) or not user_id:
+        raise ValueError("payload.user.id is missing")
+    for action in actions if isinstance(actions, list) else []:
+        if not isinstance(action, dict) or action.get("action_id") not in (
+            ACK_ACTION,
+            RESOLVE_ACTION,
+        ):
+            continue
+        incident_id = action.get("value")
+        if not isinstance(incident_id, str) or not incident_id:
+            raise ValueError(f"payload.actions: {action.get('action_id')} carries no value")
+        response_url = payload.get("response_url")
+        return _SlackClick(
+            action=str(action["action_id"]),
+            incident_id=incident_id,
+            user_id=user_id,
+            response_url=response_url
+            if isinstance(response_url, str) and response_url.startswith(("https://", "http://"))
+            else None,
+        )
+    return None
+
+
+def _ephemeral(text: str) -> dict[str, Any]:
+    """A reply only the person who clicked sees, leaving the original message as it is;
+    ``text`` is escaped for mrkdwn (names and ids can neither form links nor mention)."""
+    return {"response_type": "ephemeral", "replace_original": False, "text": escape(text)}
+
+
+async def _post_slack_reply(response_url: str, reply: dict[str, Any]) -> None:
+    """Post the reply to the interaction's ``response_url``. Best effort: the click's change
+    is already committed, so a failure is logged (never with the URL, which lets anyone post
+    into the conversation for a while) and dropped."""
+    try:
+        async with httpx.AsyncClient(timeout=SLACK_RESPONSE_TIMEOUT_S) as client:
+            response = await client.post(response_url, json=reply)
+        if response.status_code >= 300:
+            log.warning("slack did not take the interaction reply: HTTP %s", response.status_code)
+    except httpx.HTTPError as error:
+        log.warning("slack interaction reply not sent: %s", type(error).__name__)
 
 
 @functools.cache

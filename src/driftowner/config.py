@@ -268,6 +268,17 @@ class SlackChannelConfig(Strict):
     type: Literal["slack"]
     webhook_url: SecretStr
     timeout: Duration = timedelta(seconds=10)
+    signing_secret: SecretStr | None = None
+    """The Slack app's signing secret. When set, the channel's Acknowledge / Resolve buttons
+    act inside Slack (``POST /slack/interactions``, signature verified) instead of opening
+    signed links."""
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _signing_secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty (omit it to keep URL buttons)")
+        return value
 
 
 class EmailChannelConfig(Strict):

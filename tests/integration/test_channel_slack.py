@@ -133,6 +133,68 @@ async def test_delivered_message_names_everything_and_carries_buttons(slack: Fak
     assert request.headers["Content-Type"] == "application/json"
 
 
+def action_elements(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        element
+        for block in payload["blocks"]
+        if block["type"] == "actions"
+        for element in block["elements"]
+    ]
+
+
+async def test_interactive_buttons_carry_the_incident_id(slack: FakeSlack) -> None:
+    """A channel whose Slack app has a signing secret sends Acknowledge / Resolve as
+    interactive buttons (action_id, value = incident id, no URL) for ``/slack/interactions``;
+    Open incident stays a link; Slack accepts the message."""
+    channel = SlackWebhookChannel(
+        "slack", SecretStr(slack.url), timeout=timedelta(seconds=5), interactive=True
+    )
+    try:
+        delivery = await channel.send(
+            notification(incident_url=INCIDENT, ack_url=ACK, resolve_url=RESOLVE)
+        )
+    finally:
+        await channel.aclose()
+    assert delivery == Delivery.delivered(), slack.rejections
+    [payload] = slack.received
+    elements = action_elements(payload)
+    assert [
+        (e["text"]["text"], e.get("action_id"), e.get("value"), e.get("url")) for e in elements
+    ] == [
+        ("Acknowledge", "driftowner.ack", "inc-42", None),
+        ("Resolve", "driftowner.resolve", "inc-42", None),
+        ("Open incident", "driftowner_incident", None, INCIDENT),
+    ]
+    assert elements[0]["style"] == "primary"
+    assert ACK not in all_text(payload) and RESOLVE not in all_text(payload)
+
+
+async def test_without_a_signing_secret_the_buttons_are_signed_links(slack: FakeSlack) -> None:
+    """The default (no signing secret): Acknowledge / Resolve open the signed one-click links
+    and carry no value."""
+    channel = channel_for(slack)
+    await channel.send(notification(incident_url=INCIDENT, ack_url=ACK, resolve_url=RESOLVE))
+    await channel.aclose()
+    elements = action_elements(slack.received[0])
+    assert [(e.get("action_id"), e.get("value"), e.get("url")) for e in elements] == [
+        ("driftowner_ack", None, ACK),
+        ("driftowner_resolve", None, RESOLVE),
+        ("driftowner_incident", None, INCIDENT),
+    ]
+
+
+def test_interactive_buttons_do_not_need_links() -> None:
+    """Interactive buttons act by incident id, so they are there even when the message has no
+    signed links (no ``server.external_url``)."""
+    payload = build_payload(
+        notification(ack_url=None, resolve_url=None, incident_url=None), interactive=True
+    )
+    assert [e["action_id"] for e in action_elements(payload)] == [
+        "driftowner.ack",
+        "driftowner.resolve",
+    ]
+
+
 async def test_channel_address_is_named_not_mentioned(slack: FakeSlack) -> None:
     """A team's ``#channel`` address is named in the message, without a member mention."""
     channel = channel_for(slack)

@@ -39,6 +39,12 @@ _HEADER_LIMIT = 150
 _SECTION_LIMIT = 3000
 _FIELD_LIMIT = 2000
 _BUTTON_URL_LIMIT = 3000
+_BUTTON_VALUE_LIMIT = 2000
+
+ACK_ACTION = "driftowner.ack"
+"""``action_id`` of the interactive Acknowledge button; its ``value`` is the incident id."""
+RESOLVE_ACTION = "driftowner.resolve"
+"""``action_id`` of the interactive Resolve button; its ``value`` is the incident id."""
 
 
 def escape(text: str) -> str:
@@ -68,12 +74,52 @@ def _link(url: str, label: str) -> str:
     return f"<{escape(url)}|{escape(label)}>"
 
 
-def build_blocks(message: Message, address: str) -> list[Block]:
+def _buttons(message: Message, interactive: bool) -> list[ButtonElement]:
+    """Acknowledge / Resolve / Open incident. Interactive: Acknowledge and Resolve carry the
+    incident id for ``POST /slack/interactions``; otherwise all three open URLs (the signed
+    one-click links)."""
+    out: list[ButtonElement] = []
+    for text, style, action, url in (
+        ("Acknowledge", "primary", ACK_ACTION, message.ack_url),
+        ("Resolve", None, RESOLVE_ACTION, message.resolve_url),
+    ):
+        if interactive and message.incident_id and len(message.incident_id) <= _BUTTON_VALUE_LIMIT:
+            out.append(
+                ButtonElement(
+                    text=PlainTextObject(text=text),
+                    action_id=action,
+                    value=message.incident_id,
+                    style=style,
+                )
+            )
+        elif not interactive and url and len(url) <= _BUTTON_URL_LIMIT:
+            out.append(
+                ButtonElement(
+                    text=PlainTextObject(text=text),
+                    action_id=action.replace(".", "_"),
+                    url=url,
+                    style=style,
+                )
+            )
+    url = message.incident_url
+    if url and len(url) <= _BUTTON_URL_LIMIT:
+        out.append(
+            ButtonElement(
+                text=PlainTextObject(text="Open incident"), action_id="driftowner_incident", url=url
+            )
+        )
+    return out
+
+
+def build_blocks(message: Message, address: str, *, interactive: bool = False) -> list[Block]:
     """The Block Kit blocks of one message, every text within Slack's size limits.
 
     Args:
         message: What to say.
         address: The notification's address (member id, channel id or ``#name``).
+        interactive: Acknowledge / Resolve are interactive buttons (``action_id``
+            ``driftowner.ack`` / ``driftowner.resolve``, ``value`` the incident id) handled by
+            ``POST /slack/interactions``, instead of URL buttons opening the signed links.
     """
     who = mention(address)
     lead = f"{who} " if who else ""
@@ -111,15 +157,7 @@ def build_blocks(message: Message, address: str) -> list[Block]:
     blocks.append(
         SectionBlock(text=MarkdownTextObject(text=_clip(f"*Evidence*\n{evidence}", _SECTION_LIMIT)))
     )
-    buttons = [
-        ButtonElement(text=PlainTextObject(text=text), action_id=action_id, url=url, style=style)
-        for text, action_id, url, style in (
-            ("Acknowledge", "driftowner_ack", message.ack_url, "primary"),
-            ("Resolve", "driftowner_resolve", message.resolve_url, None),
-            ("Open incident", "driftowner_incident", message.incident_url, None),
-        )
-        if url and len(url) <= _BUTTON_URL_LIMIT
-    ]
+    buttons = _buttons(message, interactive)
     if buttons:
         blocks.append(ActionsBlock(elements=buttons))
     blocks.append(
@@ -138,9 +176,13 @@ def build_blocks(message: Message, address: str) -> list[Block]:
     return blocks
 
 
-def build_payload(notification: Notification) -> dict[str, Any]:
+def build_payload(notification: Notification, *, interactive: bool = False) -> dict[str, Any]:
     """The JSON body posted to the webhook: Block Kit blocks plus a ``text`` fallback (shown
     in notifications and by clients that cannot render blocks).
+
+    Args:
+        notification: What to post, and to whom.
+        interactive: As for :func:`build_blocks`.
 
     Raises:
         SlackObjectFormationError: when a block breaks Block Kit's rules.
@@ -150,7 +192,10 @@ def build_payload(notification: Notification) -> dict[str, Any]:
     fallback = escape(render.subject(message))
     return {
         "text": f"{who} {fallback}" if who else fallback,
-        "blocks": [block.to_dict() for block in build_blocks(message, notification.address)],
+        "blocks": [
+            block.to_dict()
+            for block in build_blocks(message, notification.address, interactive=interactive)
+        ],
     }
 
 
@@ -161,6 +206,8 @@ class SlackWebhookChannel(HttpPostChannel):
         name: The channel's name in the config.
         webhook_url: The incoming webhook URL; a secret, never shown in details.
         timeout: The whole-request timeout.
+        interactive: Send interactive Acknowledge / Resolve buttons (the channel's Slack app
+            has a signing secret configured) instead of URL buttons.
         transport: An httpx transport to use instead of the network (tests).
     """
 
@@ -172,14 +219,16 @@ class SlackWebhookChannel(HttpPostChannel):
         webhook_url: SecretStr,
         *,
         timeout: timedelta,
+        interactive: bool = False,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(name, webhook_url, timeout=timeout, transport=transport)
+        self.interactive = interactive
 
     async def send(self, notification: Notification) -> Delivery:
         """Post one notification; every outcome, failures included, comes back as a Delivery."""
         try:
-            payload = build_payload(notification)
+            payload = build_payload(notification, interactive=self.interactive)
         except SlackObjectFormationError as exc:
             return Delivery.give_up(safe_detail(f"slack: cannot build the message: {exc}"))
         return await self._post(payload)
