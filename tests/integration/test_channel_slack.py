@@ -465,3 +465,30 @@ async def test_transport_is_swappable_with_mock_transport() -> None:
     assert await channel.send(notification()) == Delivery.delivered()
     await channel.aclose()
     assert json.loads(seen[0].content)["blocks"]
+
+
+async def test_a_slack_channel_with_a_signing_secret_is_built_interactive() -> None:
+    """The config decides: with a signing secret, build_channel's Slack channel sends
+    interactive Acknowledge/Resolve buttons (action_id, incident id as value); without one
+    they stay signed URL buttons."""
+    from driftowner.channels import build_channel
+    from driftowner.channels.slack import ACK_ACTION
+    from driftowner.config import SlackChannelConfig
+
+    with FakeSlack() as slack:
+        plain = SlackChannelConfig.model_validate({"type": "slack", "webhook_url": slack.url})
+        signed = plain.model_copy(update={"signing_secret": SecretStr("s3cret")})
+        for config in (plain, signed):
+            channel = build_channel("slack", config)
+            try:
+                assert (await channel.send(notification())).ok
+            finally:
+                await channel.aclose()
+        url_buttons, interactive_buttons = (
+            [e for b in payload["blocks"] if b["type"] == "actions" for e in b["elements"]]
+            for payload in slack.wait_for(2)
+        )
+    assert ACK_ACTION not in {b.get("action_id") for b in url_buttons}
+    assert all("url" in b for b in url_buttons)
+    ack = next(b for b in interactive_buttons if b.get("action_id") == ACK_ACTION)
+    assert "url" not in ack and ack["value"] == notification().incident_id

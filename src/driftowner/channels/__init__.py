@@ -75,7 +75,12 @@ def build_channel(name: str, config: ChannelConfig) -> Channel:
     if isinstance(config, SlackChannelConfig):
         from driftowner.channels.slack import SlackWebhookChannel
 
-        return SlackWebhookChannel(name, config.webhook_url, timeout=config.timeout)
+        return SlackWebhookChannel(
+            name,
+            config.webhook_url,
+            timeout=config.timeout,
+            interactive=config.signing_secret is not None,
+        )
     if isinstance(config, EmailChannelConfig):
         from driftowner.channels.email import EmailChannel
 
