@@ -265,8 +265,18 @@ class LogChannelConfig(Strict):
 
 
 class SlackChannelConfig(Strict):
+    """A Slack channel: EITHER an incoming webhook (``webhook_url``; every message lands in
+    the webhook's channel) OR the Web API with a bot token (``token``; each message goes to
+    its address: a member id opens a DM, ``#name`` or a conversation id posts there)."""
+
     type: Literal["slack"]
-    webhook_url: SecretStr
+    webhook_url: SecretStr | None = None
+    """The incoming webhook URL (a secret). Exclusive with ``token``."""
+    token: SecretStr | None = None
+    """A bot token (``xoxb-...``, scopes ``chat:write`` and ``im:write``) for the Web API's
+    ``chat.postMessage``. Exclusive with ``webhook_url``."""
+    api_url: str = "https://slack.com/api/"
+    """The Web API's base URL (tests, proxies); used only with ``token``."""
     timeout: Duration = timedelta(seconds=10)
     signing_secret: SecretStr | None = None
     """The Slack app's signing secret. When set, the channel's Acknowledge / Resolve buttons
@@ -279,6 +289,40 @@ class SlackChannelConfig(Strict):
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("must not be empty (omit it to keep URL buttons)")
         return value
+
+    @field_validator("token")
+    @classmethod
+    def _token_is_a_slack_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        token = value.get_secret_value().strip()
+        if not token:
+            raise ValueError("must not be empty (a bot token, xoxb-...)")
+        if not token.startswith("xox") or any(c.isspace() for c in token):
+            raise ValueError("is not a Slack token (a bot token starts with xoxb-)")
+        return SecretStr(token)
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url_is_http(cls, value: str) -> str:
+        value = value.strip()
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value if value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _webhook_or_token(self) -> SlackChannelConfig:
+        if self.webhook_url is not None and self.token is not None:
+            raise ValueError(
+                "set exactly one of webhook_url (an incoming webhook) or token (a bot token "
+                "for the Web API), not both"
+            )
+        if self.webhook_url is None and self.token is None:
+            raise ValueError(
+                "set exactly one of webhook_url (an incoming webhook) or token (a bot token "
+                "for the Web API); neither is set"
+            )
+        return self
 
 
 class EmailChannelConfig(Strict):

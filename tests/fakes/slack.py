@@ -16,6 +16,16 @@ form field ``payload``) that is an object (else ``400 invalid_payload``); some `
 invalid_payload``); every block an object of a known type with valid text objects, within
 Block Kit's size limits, with unique ``block_id`` and ``action_id`` values (else ``400
 invalid_blocks``). A valid request gets ``200 ok``.
+
+The same server is a Web API too: ``POST /api/chat.postMessage`` (``.api_url`` is the base
+URL, ``.token`` the bot token it accepts). It answers JSON like Slack: ``Authorization: Bearer
+<token>`` required (else ``invalid_auth``); ``channel`` required and known (a member id in
+``members`` opens the DM, a name in ``channels`` with or without ``#`` or a conversation id in
+``channels`` is that channel; else ``channel_not_found``; ``archived`` ones are ``is_archived``,
+``not_joined`` ones ``not_in_channel``); the same block rules (``invalid_blocks``, ``no_text``),
+``text`` at most 40,000 characters (else ``msg_too_long``). Accepted messages are recorded,
+with their ``channel``, in ``.posted``. Scripted replies (``api_error``, ``api_rate_limited``,
+``SERVER_ERROR``) answer the next requests of either kind.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -42,8 +52,13 @@ __all__ = [
     "FakeSlack",
     "RecordedRequest",
     "Reply",
+    "api_error",
+    "api_rate_limited",
     "rate_limited",
 ]
+
+API_PATH = "/api/chat.postMessage"
+MAX_TEXT = 40_000
 
 MAX_BLOCKS = 50
 KNOWN_BLOCK_TYPES = frozenset(
@@ -89,6 +104,7 @@ class Reply:
     body: str
     headers: tuple[tuple[str, str], ...] = ()
     delay: float = 0.0
+    content_type: str = "text/html"
 
 
 OK = Reply(200, "ok")
@@ -103,6 +119,27 @@ SERVER_ERROR = Reply(500, "rollup_error")
 def rate_limited(retry_after: int = 30) -> Reply:
     """Slack's answer to too many messages: ``429`` with ``Retry-After`` in seconds."""
     return Reply(429, "rate_limited", (("Retry-After", str(retry_after)),))
+
+
+def api_reply(body: Mapping[str, Any], status: int = 200, **headers: str) -> Reply:
+    """A Web API answer: a JSON body (``{"ok": ...}``) with ``status`` and extra headers."""
+    return Reply(
+        status,
+        json.dumps(dict(body)),
+        tuple((name.replace("_", "-"), value) for name, value in headers.items()),
+        content_type="application/json; charset=utf-8",
+    )
+
+
+def api_error(error: str, status: int = 200) -> Reply:
+    """The Web API refusing a call: ``{"ok": false, "error": error}`` (HTTP 200 like Slack)."""
+    return api_reply({"ok": False, "error": error}, status)
+
+
+def api_rate_limited(retry_after: int = 30) -> Reply:
+    """The Web API's rate limit: ``429``, ``Retry-After`` and ``{"ok": false, "error":
+    "ratelimited"}``."""
+    return api_reply({"ok": False, "error": "ratelimited"}, 429, Retry_After=str(retry_after))
 
 
 @dataclass(frozen=True)
@@ -129,6 +166,7 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     script: deque[Reply] = field(default_factory=deque)
     received: list[dict[str, Any]] = field(default_factory=list)
+    posted: list[dict[str, Any]] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
     rejections: list[str] = field(default_factory=list)
     arrived: threading.Condition = field(init=False)
@@ -141,11 +179,35 @@ class FakeSlack:
     """A Slack incoming webhook on ``127.0.0.1`` at a free port, served from a thread.
 
     Args:
-        path: The webhook's path; requests to any other path get ``404 no_service``.
+        path: The webhook's path; requests to any other path (but the Web API's) get ``404
+            no_service``.
+        token: The bot token the Web API accepts.
+        members: Member ids the Web API can open a DM with.
+        channels: Channel names (``#name`` or ``name``) and conversation ids the bot can post
+            to.
+        archived: Channels that exist but are archived (``is_archived``).
+        not_joined: Channels that exist but the bot is not in (``not_in_channel``).
     """
 
-    def __init__(self, path: str = "/services/T0FAKE/B0FAKE/fakeSecretToken123") -> None:
+    def __init__(
+        self,
+        path: str = "/services/T0FAKE/B0FAKE/fakeSecretToken123",
+        *,
+        token: str = "xoxb-0000-fakeBotToken4567",
+        members: Iterable[str] = ("U024BE7LH", "U0BOB0001", "U0CAROL01"),
+        channels: Iterable[str] = ("#ml-fraud", "#ml-platform", "C0FRAUD01"),
+        archived: Iterable[str] = ("#old-team",),
+        not_joined: Iterable[str] = ("#private-team",),
+    ) -> None:
         self.path = path
+        self.token = token
+        self._api = _Api(
+            token=token,
+            members=frozenset(members),
+            channels=frozenset(c.lstrip("#") for c in channels),
+            archived=frozenset(c.lstrip("#") for c in archived),
+            not_joined=frozenset(c.lstrip("#") for c in not_joined),
+        )
         self._state = _State()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -156,7 +218,7 @@ class FakeSlack:
         """Bind a free loopback port and serve in a background thread."""
         if self._server is not None:
             return self
-        handler = _make_handler(self.path, self._state)
+        handler = _make_handler(self.path, self._state, self._api)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
@@ -203,6 +265,11 @@ class FakeSlack:
         """The webhook URL to configure (``http://127.0.0.1:PORT/services/...``)."""
         return f"http://127.0.0.1:{self.port}{self.path}"
 
+    @property
+    def api_url(self) -> str:
+        """The Web API's base URL to configure (``http://127.0.0.1:PORT/api/``)."""
+        return f"http://127.0.0.1:{self.port}/api/"
+
     # -- scripting and inspection ---------------------------------------------------------
 
     def answer_next(self, reply: Reply, times: int = 1) -> None:
@@ -218,6 +285,30 @@ class FakeSlack:
         """Payloads accepted with ``200 ok``, oldest first (a copy)."""
         with self._state.lock:
             return list(self._state.received)
+
+    @property
+    def posted(self) -> list[dict[str, Any]]:
+        """Web API messages accepted by ``chat.postMessage`` (with their ``channel``), oldest
+        first (a copy)."""
+        with self._state.lock:
+            return list(self._state.posted)
+
+    def wait_for_posted(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Block until ``count`` Web API messages were accepted, then return them.
+
+        Raises:
+            TimeoutError: when fewer arrived within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        with self._state.arrived:
+            while len(self._state.posted) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"FakeSlack posted {len(self._state.posted)} of {count} messages"
+                    )
+                self._state.arrived.wait(left)
+            return list(self._state.posted)
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -253,11 +344,59 @@ class FakeSlack:
         with self._state.lock:
             self._state.script.clear()
             self._state.received.clear()
+            self._state.posted.clear()
             self._state.requests.clear()
             self._state.rejections.clear()
 
 
-def _make_handler(path: str, state: _State) -> type[BaseHTTPRequestHandler]:
+@dataclass(frozen=True)
+class _Api:
+    token: str
+    members: frozenset[str]
+    channels: frozenset[str]
+    archived: frozenset[str]
+    not_joined: frozenset[str]
+
+    def post_message(self, headers: Mapping[str, str], body: bytes) -> tuple[Reply, Any]:
+        """Slack's answer to one ``chat.postMessage`` call, and the message when accepted."""
+        auth = headers.get("Authorization", "")
+        if auth != f"Bearer {self.token}":
+            return api_error("not_authed" if not auth else "invalid_auth"), None
+        try:
+            payload = _parse(headers.get("Content-Type", ""), body, api=True)
+        except BlockError as exc:
+            return api_error(exc.error), None
+        channel = payload.get("channel")
+        if not isinstance(channel, str) or not channel.strip():
+            return api_error("channel_not_found"), None
+        name = channel.strip().lstrip("#")
+        if name in self.archived:
+            return api_error("is_archived"), None
+        if name in self.not_joined:
+            return api_error("not_in_channel"), None
+        if name in self.members:
+            resolved = "D" + name[1:]
+        elif name in self.channels:
+            resolved = name if name[:1] in ("C", "G") and name.upper() == name else "C0" + name
+        else:
+            return api_error("channel_not_found"), None
+        if isinstance(payload.get("blocks"), str):  # form-encoded: blocks as a JSON string
+            try:
+                payload["blocks"] = json.loads(payload["blocks"])
+            except ValueError:
+                return api_error("invalid_blocks"), None
+        try:
+            _validate(payload)
+        except BlockError as exc:
+            error = "invalid_blocks" if exc.error == "invalid_payload" else exc.error
+            return api_error(error), None
+        if len(payload.get("text") or "") > MAX_TEXT:
+            return api_error("msg_too_long"), None
+        ts = f"{time.time():.6f}"
+        return api_reply({"ok": True, "channel": resolved, "ts": ts}), payload
+
+
+def _make_handler(path: str, state: _State, api: _Api) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -270,9 +409,22 @@ def _make_handler(path: str, state: _State) -> type[BaseHTTPRequestHandler]:
             with state.lock:
                 scripted = state.script.popleft() if state.script else None
             payload: dict[str, Any] | None = None
+            if scripted is None and self.path == API_PATH:
+                reply, posted = api.post_message(self.headers, body)
+                with state.arrived:
+                    state.requests.append(
+                        RecordedRequest("POST", self.path, dict(self.headers.items()), body, reply)
+                    )
+                    if posted is not None:
+                        state.posted.append(posted)
+                        state.arrived.notify_all()
+                    else:
+                        state.rejections.append(f"api: {json.loads(reply.body)['error']}")
+                self._answer(reply)
+                return
             if scripted is not None:
                 reply = scripted
-                if reply.status == 200:
+                if reply.status == 200 and self.path != API_PATH:
                     try:
                         payload = _parse(self.headers.get("Content-Type", ""), body)
                     except BlockError:
@@ -310,7 +462,7 @@ def _make_handler(path: str, state: _State) -> type[BaseHTTPRequestHandler]:
             data = reply.body.encode()
             try:
                 self.send_response(reply.status)
-                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Type", reply.content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for name, value in reply.headers:
                     self.send_header(name, value)
@@ -322,9 +474,11 @@ def _make_handler(path: str, state: _State) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _parse(content_type: str, body: bytes) -> dict[str, Any]:
+def _parse(content_type: str, body: bytes, *, api: bool = False) -> dict[str, Any]:
     media_type = content_type.split(";")[0].strip().lower()
     try:
+        if media_type == "application/x-www-form-urlencoded" and api:
+            return {k: v[0] for k, v in parse_qs(body.decode("utf-8")).items()}
         if media_type == "application/x-www-form-urlencoded":
             fields = parse_qs(body.decode("utf-8"))
             raw = fields.get("payload", [""])[0]

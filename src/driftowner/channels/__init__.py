@@ -65,7 +65,8 @@ def build_channel(name: str, config: ChannelConfig) -> Channel:
         config: Its validated config section.
 
     Returns:
-        A ``LogChannel``, ``SlackWebhookChannel``, ``EmailChannel`` or ``WebhookChannel``.
+        A ``LogChannel``, ``SlackWebhookChannel``, ``SlackWebApiChannel``, ``EmailChannel``
+        or ``WebhookChannel``.
     """
     # Imported here so that importing the protocol does not import every client library.
     if isinstance(config, LogChannelConfig):
@@ -73,13 +74,21 @@ def build_channel(name: str, config: ChannelConfig) -> Channel:
 
         return LogChannel(name)
     if isinstance(config, SlackChannelConfig):
-        from driftowner.channels.slack import SlackWebhookChannel
+        from driftowner.channels.slack import SlackWebApiChannel, SlackWebhookChannel
 
+        interactive = config.signing_secret is not None
+        if config.token is not None:
+            return SlackWebApiChannel(
+                name,
+                config.token,
+                api_url=config.api_url,
+                timeout=config.timeout,
+                interactive=interactive,
+            )
+        if config.webhook_url is None:  # pragma: no cover - the config validator forbids it
+            raise ValueError(f"slack channel {name!r} has neither webhook_url nor token")
         return SlackWebhookChannel(
-            name,
-            config.webhook_url,
-            timeout=config.timeout,
-            interactive=config.signing_secret is not None,
+            name, config.webhook_url, timeout=config.timeout, interactive=interactive
         )
     if isinstance(config, EmailChannelConfig):
         from driftowner.channels.email import EmailChannel

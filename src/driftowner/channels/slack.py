@@ -1,22 +1,28 @@
-"""The ``slack`` channel: a Block Kit message posted to a Slack incoming webhook, and the
-mapping of Slack's answers to deliveries.
+"""The ``slack`` channel: a Block Kit message posted to a Slack incoming webhook or, with a
+bot token, through the Web API's ``chat.postMessage``; and the mapping of Slack's answers to
+deliveries.
 
 Slack answers an incoming webhook with ``200 ok``; with 400 (``invalid_payload``,
 ``user_not_found``, ...), 403 (``action_prohibited``, ``invalid_token``, ...), 404
 (``no_service``, ``channel_not_found``, ...) or 410 (``channel_is_archived``) when the message
 can never be posted as sent; with 429 and ``Retry-After`` when rate limited; with 5xx
 (``rollup_error``) when something broke on its side.
+
+``chat.postMessage`` answers ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``
+(``channel_not_found``, ``not_in_channel``, ``invalid_auth``, ...), HTTP 429 with
+``Retry-After`` (``ratelimited``), and 5xx when Slack is in trouble.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import httpx
 from pydantic import SecretStr
-from slack_sdk.errors import SlackObjectFormationError
+from slack_sdk.errors import SlackApiError, SlackClientError, SlackObjectFormationError
 from slack_sdk.models.blocks import (
     ActionsBlock,
     Block,
@@ -29,9 +35,12 @@ from slack_sdk.models.blocks import (
 )
 
 from driftowner import render
-from driftowner.channels import safe_detail
+from driftowner.channels import parse_retry_after, safe_detail, timeout_seconds
 from driftowner.channels.http import HttpPostChannel
 from driftowner.model import Delivery, Message, Notification
+
+if TYPE_CHECKING:
+    from slack_sdk.web.async_client import AsyncWebClient
 
 _MEMBER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _CONVERSATION_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
@@ -232,3 +241,127 @@ class SlackWebhookChannel(HttpPostChannel):
         except SlackObjectFormationError as exc:
             return Delivery.give_up(safe_detail(f"slack: cannot build the message: {exc}"))
         return await self._post(payload)
+
+
+RETRYABLE_API_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+"""``ok: false`` errors of ``chat.postMessage`` that are Slack's trouble, not the message's:
+retried. Every other error (``channel_not_found``, ``not_in_channel``, ``invalid_auth``,
+``missing_scope``, ``invalid_blocks``, unknown ones, ...) gives up."""
+
+_API_HINTS = {
+    "channel_not_found": "no such channel or member, or the bot cannot see it",
+    "not_in_channel": "invite the bot to the channel",
+    "is_archived": "the channel is archived",
+    "invalid_auth": "the token is not valid",
+    "account_inactive": "the token's bot or user was deactivated",
+    "token_revoked": "the token was revoked",
+    "missing_scope": "the bot token lacks a scope (chat:write, im:write)",
+}
+
+
+class SlackWebApiChannel:
+    """Posts notifications with the Web API's ``chat.postMessage`` (slack_sdk's
+    ``AsyncWebClient``): each message goes to its notification's address, a member id (Slack
+    opens the DM), a ``#channel-name`` or a conversation id.
+
+    Args:
+        name: The channel's name in the config.
+        token: The bot token (``xoxb-...``); a secret, never shown in details.
+        api_url: The Web API's base URL, ending with ``/``.
+        timeout: The whole-request timeout.
+        interactive: As for :class:`SlackWebhookChannel`.
+    """
+
+    label = "slack"
+
+    def __init__(
+        self,
+        name: str,
+        token: SecretStr,
+        *,
+        api_url: str = "https://slack.com/api/",
+        timeout: timedelta,
+        interactive: bool = False,
+    ) -> None:
+        self.name = name
+        self._token = token
+        self._api_url = api_url if api_url.endswith("/") else api_url + "/"
+        self._timeout = timeout
+        self.interactive = interactive
+        self._session: aiohttp.ClientSession | None = None
+        self._web: AsyncWebClient | None = None
+
+    def _client(self) -> AsyncWebClient:
+        """The Web API client and its HTTP session, made on first use (inside the loop)."""
+        from slack_sdk.web.async_client import AsyncWebClient
+
+        if self._web is None or self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=timeout_seconds(self._timeout))
+            )
+            self._web = AsyncWebClient(
+                token=self._token.get_secret_value(),
+                base_url=self._api_url,
+                timeout=max(1, round(timeout_seconds(self._timeout))),
+                session=self._session,
+                retry_handlers=[],  # the outbox owns retries and backoff
+            )
+        return self._web
+
+    def _safe(self, text: str) -> str:
+        return safe_detail(text, (self._token.get_secret_value(),))
+
+    async def send(self, notification: Notification) -> Delivery:
+        """Post one notification; every outcome, failures included, comes back as a Delivery."""
+        try:
+            payload = build_payload(notification, interactive=self.interactive)
+        except SlackObjectFormationError as exc:
+            return Delivery.give_up(self._safe(f"slack: cannot build the message: {exc}"))
+        try:
+            await self._client().chat_postMessage(
+                channel=notification.address.strip(), text=payload["text"], blocks=payload["blocks"]
+            )
+        except SlackApiError as exc:
+            return self._judge(exc)
+        except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError on 3.11+
+            return Delivery.retry(
+                f"slack: no answer within {timeout_seconds(self._timeout):g}s "
+                f"({type(exc).__name__})"
+            )
+        except (aiohttp.InvalidURL, ValueError) as exc:
+            return Delivery.give_up(
+                self._safe(f"slack: the api_url is not usable ({type(exc).__name__}: {exc})")
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            return Delivery.retry(self._safe(f"slack: {type(exc).__name__}: {exc}"))
+        except SlackClientError as exc:
+            return Delivery.give_up(self._safe(f"slack: {type(exc).__name__}: {exc}"))
+        return Delivery.delivered()
+
+    def _judge(self, exc: SlackApiError) -> Delivery:
+        response = exc.response
+        status = getattr(response, "status_code", None) or getattr(response, "status", None)
+        data = getattr(response, "data", None)
+        error = data.get("error") if isinstance(data, dict) else None
+        headers = getattr(response, "headers", None) or {}
+        if not error:
+            error = "(no error given)" if isinstance(data, dict) else str(exc).split("(")[0]
+        hint = _API_HINTS.get(str(error))
+        detail = self._safe(
+            f"slack: chat.postMessage HTTP {status} {error}" + (f" ({hint})" if hint else "")
+        )
+        if status == 429 or error == "ratelimited":
+            return Delivery.retry(detail, retry_after=parse_retry_after(headers.get("Retry-After")))
+        if isinstance(status, int) and (status >= 500 or status == 408):
+            return Delivery.retry(detail)
+        if error in RETRYABLE_API_ERRORS:
+            return Delivery.retry(detail)
+        return Delivery.give_up(detail)
+
+    async def aclose(self) -> None:
+        """Close the HTTP session; a later send opens a new one."""
+        session, self._session, self._web = self._session, None, None
+        if session is not None and not session.closed:
+            await session.close()
