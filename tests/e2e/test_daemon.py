@@ -383,7 +383,7 @@ def test_an_unusable_store_path_is_one_clear_error(tmp_path: Path) -> None:
             cwd=tmp_path,
         )
         assert out.returncode == 1, command
-        assert "cannot create the directory of the store" in out.stderr, command
+        assert "cannot create the store" in out.stderr, command
         assert "Traceback" not in out.stderr, command
 
 

@@ -919,3 +919,12 @@ def test_reads_never_wait_behind_a_writer(sqlite_store: Store, db_path: Path) ->
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+def test_a_new_sqlite_store_is_readable_by_its_owner_only(db_path: Path) -> None:
+    """The store holds the action-link key, so a new SQLite file is created mode 0600."""
+    store = Store(f"sqlite:///{db_path}")
+    store.open()
+    store.secret("links")
+    store.close()
+    assert db_path.stat().st_mode & 0o777 == 0o600

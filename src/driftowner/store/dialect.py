@@ -4,6 +4,7 @@ claim takes. The rest of the store is portable SQLAlchemy Core."""
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import time
@@ -78,7 +79,11 @@ def create_engine(url: URL) -> Engine:
     """
     if url.get_backend_name() == "sqlite":
         if url.database not in (None, "", ":memory:"):
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(url.database)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # The store keeps the key that signs action links: a new file is readable by its
+            # owner only (SQLite gives its -wal and -shm files the same mode).
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         sa.event.listen(engine, "begin", _sqlite_begin)

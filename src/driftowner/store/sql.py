@@ -180,8 +180,7 @@ class Store:
             engine = dialect.create_engine(url)
         except OSError as error:
             raise StoreError(
-                f"cannot create the directory of the store {url.database}: "
-                f"{error.strerror or error}"
+                f"cannot create the store {url.database}: {error.strerror or error}"
             ) from error
         try:
             # Check the version before any DDL: a store written by a newer driftowner must be
