@@ -4,22 +4,18 @@ links, errors naming the request field, health and metrics."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from driftowner import incidents
-from driftowner.api import Runtime, create_app
+from driftowner.api import Runtime
 from driftowner.configload import load_config
 from driftowner.links import LinkSigner
-from driftowner.metrics import Metrics
-from driftowner.model import Finding, Incident
-from driftowner.store import Changes, Store
+from tests.integration.app_harness import NOW, serving
 
 TOKEN = "api-test-token"
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 CONFIG = """
 server: {listen: "127.0.0.1:9587", external_url: "https://driftowner.test", api_token: "%s"}
@@ -43,49 +39,12 @@ systems:
 """
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[tuple[TestClient, Runtime, str]]:
     path = tmp_path / "driftowner.yaml"
     path.write_text(CONFIG % (TOKEN, tmp_path / "store.db"))
-    config = load_config(path)
-    store = Store(config.storage.url)
-    store.open()
-    clock = Clock()
-    runtime = Runtime(
-        config=config,
-        store=store,
-        metrics=Metrics(store, clock),
-        clock=clock,
-        links=LinkSigner(store.secret("links"), config.server.base_url),
-        healthy=lambda: True,
-    )
-    finding = Finding("fraud-scoring", "accuracy", "model", "degraded", NOW, 0.7, reason="low")
-    incident = Incident(
-        id="inc-test",
-        system="fraud-scoring",
-        owner="alice",
-        kind="drift",
-        rule="drift:accuracy",
-        layers=("model",),
-        signals=("accuracy",),
-        state="open",
-        opened_at=NOW - timedelta(minutes=5),
-        summary="accuracy falling: 0.7 < min 0.9",
-        chain=incidents.snapshot_chain(config, config.systems["fraud-scoring"]),
-        evidence=(finding,),
-    )
-    store.apply(Changes(opened=[incident]))
-    with TestClient(create_app(runtime)) as client:
-        yield client, runtime, incident.id
-    store.close()
+    with serving(load_config(path), "inc-test") as (client, runtime):
+        yield client, runtime, "inc-test"
 
 
 def test_incidents_are_listed_and_shown_with_events(api: tuple[TestClient, Runtime, str]) -> None:

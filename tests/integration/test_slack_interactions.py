@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -18,14 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 from slack_sdk.signature import SignatureVerifier
 
-from driftowner import incidents
-from driftowner.api import Runtime, create_app
+from driftowner.api import Runtime
 from driftowner.configload import ConfigError, load_config
-from driftowner.links import LinkSigner
-from driftowner.metrics import Metrics
-from driftowner.model import Finding, Incident
-from driftowner.store import Changes, Store
 from tests.fakes.slack import SERVER_ERROR, FakeSlack
+from tests.integration.app_harness import serving
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +29,6 @@ SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 OTHER_APP_SECRET = "0123456789abcdef0123456789abcdef"
 ALICE_SLACK = "U024BE7LH"
 BOB_SLACK = "U0BOB0001"
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 INCIDENT = "inc-slack"
 
 CONFIG = """
@@ -67,50 +62,13 @@ SLACK_CHANNELS = """
 """
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def make_api(
     tmp_path: Path, channels: str, environ: dict[str, str]
 ) -> Iterator[tuple[TestClient, Runtime]]:
     path = tmp_path / "driftowner.yaml"
     path.write_text(CONFIG % (tmp_path / "store.db", channels))
-    config = load_config(path, environ=environ)
-    store = Store(config.storage.url)
-    store.open()
-    clock = Clock()
-    runtime = Runtime(
-        config=config,
-        store=store,
-        metrics=Metrics(store, clock),
-        clock=clock,
-        links=LinkSigner(store.secret("links"), config.server.base_url),
-        healthy=lambda: True,
-    )
-    finding = Finding("fraud-scoring", "accuracy", "model", "degraded", NOW, 0.7, reason="low")
-    incident = Incident(
-        id=INCIDENT,
-        system="fraud-scoring",
-        owner="alice",
-        kind="drift",
-        rule="drift:accuracy",
-        layers=("model",),
-        signals=("accuracy",),
-        state="open",
-        opened_at=NOW - timedelta(minutes=5),
-        summary="accuracy falling: 0.7 < min 0.9",
-        chain=incidents.snapshot_chain(config, config.systems["fraud-scoring"]),
-        evidence=(finding,),
-    )
-    store.apply(Changes(opened=[incident]))
-    with TestClient(create_app(runtime)) as client:
-        yield client, runtime
-    store.close()
+    with serving(load_config(path, environ=environ), INCIDENT) as served:
+        yield served
 
 
 @pytest.fixture

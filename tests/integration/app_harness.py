@@ -1,0 +1,72 @@
+"""The HTTP app of a daemon over a real store, in process: what the API tests drive."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from fastapi.testclient import TestClient
+
+from driftowner import incidents
+from driftowner.api import Runtime, create_app
+from driftowner.config import Config
+from driftowner.links import LinkSigner
+from driftowner.metrics import Metrics
+from driftowner.model import Finding, Incident
+from driftowner.store import Changes, Store
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A settable clock, at NOW until a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@contextmanager
+def serving(config: Config, incident_id: str) -> Iterator[tuple[TestClient, Runtime]]:
+    """The app over ``config``'s store holding one open drift incident of fraud-scoring
+    (accuracy 0.7 below its 0.9 minimum, opened five minutes before NOW)."""
+    store = Store(config.storage.url)
+    store.open()
+    clock = Clock()
+    runtime = Runtime(
+        config=config,
+        store=store,
+        metrics=Metrics(store, clock),
+        clock=clock,
+        links=LinkSigner(store.secret("links"), config.server.base_url),
+        healthy=lambda: True,
+    )
+    finding = Finding("fraud-scoring", "accuracy", "model", "degraded", NOW, 0.7, reason="low")
+    store.apply(
+        Changes(
+            opened=[
+                Incident(
+                    id=incident_id,
+                    system="fraud-scoring",
+                    owner="alice",
+                    kind="drift",
+                    rule="drift:accuracy",
+                    layers=("model",),
+                    signals=("accuracy",),
+                    state="open",
+                    opened_at=NOW - timedelta(minutes=5),
+                    summary="accuracy falling: 0.7 < min 0.9",
+                    chain=incidents.snapshot_chain(config, config.systems["fraud-scoring"]),
+                    evidence=(finding,),
+                )
+            ]
+        )
+    )
+    try:
+        with TestClient(create_app(runtime)) as client:
+            yield client, runtime
+    finally:
+        store.close()
