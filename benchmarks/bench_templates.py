@@ -17,10 +17,9 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from tests.integration.prometheus_server import Family, openmetrics, running_prometheus
-from tests.unit.factories import base_config
+from tests.unit.factories import ACCURACY_TEMPLATE, templated_document
 
 from driftowner.config import Config
 from driftowner.engine import poll
@@ -39,33 +38,13 @@ def history(models: int, now: float) -> str:
 
 
 def config(models: int, url: str, *, templated: bool) -> Config:
-    document: dict[str, Any] = base_config()
-    document["sources"] = {"prom": {"type": "prometheus", "url": url}}
-    document["signal_templates"] = {
-        "accuracy": {
-            "layer": "model",
-            "source": "prom",
-            "system_label": "model",
-            "bad": "down",
-            "query": "avg by (model) (model_accuracy)",
-            "detect": {"threshold": {"min": 0.9}},
-        }
-    }
-    system = document["systems"].pop("fraud-scoring")
-    system["disagreements"] = []
+    document, system = templated_document(url)
     for m in range(models):
         name = f"m-{m}"
-        signal = (
-            {"template": "accuracy"}
-            if templated
-            else {
-                "layer": "model",
-                "source": "prom",
-                "bad": "down",
-                "query": f'avg(model_accuracy{{model="{name}"}})',
-                "detect": {"threshold": {"min": 0.9}},
-            }
-        )
+        # The baseline: the template's fields, but one query per model.
+        plain = {key: value for key, value in ACCURACY_TEMPLATE.items() if key != "system_label"}
+        plain["query"] = f'avg(model_accuracy{{model="{name}"}})'
+        signal = {"template": "accuracy"} if templated else plain
         document["systems"][name] = {**system, "signals": {"accuracy": signal}}
     return Config.model_validate(document)
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from driftowner.config import Config
 from driftowner.engine import poll
 from driftowner.replay import replay
 from driftowner.sources import build_source
 from tests.integration.prometheus_server import Family, openmetrics, running_prometheus
-from tests.unit.factories import base_config
+from tests.unit.factories import templated_document
 
 MODELS = ("fraud", "churn", "ranking")
 
@@ -32,23 +31,9 @@ def history(now: float) -> str:
 
 
 def config_for(url: str) -> Config:
-    document: dict[str, Any] = base_config()
+    document, system = templated_document(url, timeout="5s")
     document["evaluation"] = {"interval": "1m"}
-    document["sources"] = {"prom": {"type": "prometheus", "url": url, "timeout": "5s"}}
-    document["signal_templates"] = {
-        "accuracy": {
-            "layer": "model",
-            "source": "prom",
-            "system_label": "model",
-            "bad": "down",
-            "query": "avg by (model) (model_accuracy)",
-            "detect": {"threshold": {"min": 0.9}},
-        }
-    }
-    system = document["systems"].pop("fraud-scoring")
-    system["disagreements"] = []
     system["resolve_after"] = "0s"
-    system["signals"] = {"accuracy": {"template": "accuracy"}}
     for model in MODELS:
         document["systems"][f"{model}-system"] = {**system, "labels": {"model": model}}
     return Config.model_validate(document)

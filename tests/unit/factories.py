@@ -332,3 +332,27 @@ def links(incident_id: str, action: str) -> str | None:
 
 def no_links(incident_id: str, action: str) -> str | None:
     return None
+
+
+ACCURACY_TEMPLATE: dict[str, Any] = {
+    "layer": "model",
+    "source": "prom",
+    "system_label": "model",
+    "bad": "down",
+    "query": "avg by (model) (model_accuracy)",
+    "detect": {"threshold": {"min": 0.9}},
+}
+"""One accuracy query for every model, split by its ``model`` label."""
+
+
+def templated_document(url: str, **source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The base config document over one Prometheus at ``url`` with the ``accuracy``
+    signal template and no systems, and the body of a system using that template (no
+    disagreements): callers add as many systems as they need."""
+    document: dict[str, Any] = base_config()
+    document["sources"] = {"prom": {"type": "prometheus", "url": url, **source}}
+    document["signal_templates"] = {"accuracy": dict(ACCURACY_TEMPLATE)}
+    system = document["systems"].pop("fraud-scoring")
+    system["disagreements"] = []
+    system["signals"] = {"accuracy": {"template": "accuracy"}}
+    return document, system

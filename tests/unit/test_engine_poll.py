@@ -12,7 +12,7 @@ from driftowner.engine import poll
 from driftowner.model import Sample, SourceResult
 from driftowner.sources import LabelledResult
 
-from .factories import T0, base_config
+from .factories import T0, base_config, templated_document
 
 
 class CountingSource:
@@ -98,23 +98,9 @@ class LabelledFake:
 
 
 def _templated(count: int) -> Config:
-    document: dict[str, Any] = base_config()
-    document["sources"] = {"prom": {"type": "prometheus", "url": "http://127.0.0.1:9"}}
-    document["signal_templates"] = {
-        "accuracy": {
-            "layer": "model",
-            "source": "prom",
-            "system_label": "model",
-            "bad": "down",
-            "query": "avg by (model) (model_accuracy)",
-            "detect": {"threshold": {"min": 0.9}},
-        }
-    }
-    template = document["systems"].pop("fraud-scoring")
-    template["disagreements"] = []
-    template["signals"] = {"accuracy": {"template": "accuracy"}}
+    document, system = templated_document("http://127.0.0.1:9")
     for index in range(count):
-        document["systems"][f"model-{index}"] = template
+        document["systems"][f"model-{index}"] = system
     return Config.model_validate(document)
 
 
