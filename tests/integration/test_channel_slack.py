@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from driftowner.channels import build_channel
 from driftowner.channels.slack import SlackWebhookChannel, build_payload
 from driftowner.config import SlackChannelConfig
-from driftowner.model import Delivery, Notification
+from driftowner.model import Delivery
 from tests.fakes.slack import (
     ACTION_PROHIBITED,
     CHANNEL_IS_ARCHIVED,
@@ -37,16 +37,7 @@ RESOLVE = "https://driftowner.example.com/a/resolve-token"
 INCIDENT = "https://driftowner.example.com/incidents/inc-42"
 
 
-def notification(address: str = "U024BE7LH", **changes: Any) -> Notification:
-    """A Slack message to Alice about incident inc-42; ``changes`` replace fields of its
-    message."""
-    return factories.notification(
-        "notif-1",
-        channel="slack",
-        address=address,
-        created_at=datetime(2024, 5, 1, 9, 46, tzinfo=UTC),
-        message=factories.full_message(incident_id="inc-42", **changes),
-    )
+notification = factories.slack_notification
 
 
 @pytest.fixture

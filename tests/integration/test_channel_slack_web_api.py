@@ -12,7 +12,7 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -35,15 +35,7 @@ from tests.unit import factories
 pytestmark = pytest.mark.integration
 
 
-def notification(address: str = "U024BE7LH", **changes: Any) -> Notification:
-    """A Slack message about incident inc-42 to ``address``."""
-    return factories.notification(
-        "notif-1",
-        channel="slack",
-        address=address,
-        created_at=datetime(2024, 5, 1, 9, 46, tzinfo=UTC),
-        message=factories.full_message(incident_id="inc-42", **changes),
-    )
+notification = factories.slack_notification
 
 
 @pytest.fixture

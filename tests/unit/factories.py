@@ -356,3 +356,15 @@ def templated_document(url: str, **source: Any) -> tuple[dict[str, Any], dict[st
     system["disagreements"] = []
     system["signals"] = {"accuracy": {"template": "accuracy"}}
     return document, system
+
+
+def slack_notification(address: str = "U024BE7LH", **changes: Any) -> Notification:
+    """A Slack message about incident inc-42 to ``address`` (Alice's member id by default);
+    ``changes`` replace fields of its message."""
+    return notification(
+        "notif-1",
+        channel="slack",
+        address=address,
+        created_at=datetime(2024, 5, 1, 9, 46, tzinfo=UTC),
+        message=full_message(incident_id="inc-42", **changes),
+    )
