@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 
 from driftowner.config import SystemConfig
-from driftowner.model import LAYERS, BadDirection, Condition, Finding, Layer
+from driftowner.model import LAYERS, BadDirection, Condition, Finding, Kind, Layer
 
 _MOVED = {"down": "falling", "up": "rising", "both": "shifted"}
 
@@ -64,39 +64,45 @@ def conditions(
         if finding is None or name in explained:
             continue
         if finding.status == "degraded":
+            summary = f"{name} {_moved(signal.bad)}: {finding.reason}"
             holding.append(
-                Condition(
-                    system=system_name,
-                    rule=f"drift:{name}",
-                    kind="drift",
-                    layers=(signal.layer,),
-                    signals=(name,),
-                    hold_for=signal.for_,
-                    resolve_after=_or_default(signal.resolve_after, system.resolve_after),
-                    evidence=(finding,),
-                    summary=f"{name} {_moved(signal.bad)}: {finding.reason}",
-                )
+                _one_signal(system_name, system, name, finding, "drift", signal.for_, summary)
             )
-    for name, signal in system.signals.items():
+    for name in system.signals:
         finding = findings.get(name)
         # Only a source that answered with nothing (or only old samples) is stale; a failed
         # query is the operator's problem, and a baseline short of history is not a silence.
         if finding is None or finding.status != "no_data" or finding.detector != "staleness":
             continue
+        summary = f"{name} has no data: {finding.reason}"
         holding.append(
-            Condition(
-                system=system_name,
-                rule=f"stale:{name}",
-                kind="stale",
-                layers=(signal.layer,),
-                signals=(name,),
-                hold_for=system.stale_for,
-                resolve_after=_or_default(signal.resolve_after, system.resolve_after),
-                evidence=(finding,),
-                summary=f"{name} has no data: {finding.reason}",
-            )
+            _one_signal(system_name, system, name, finding, "stale", system.stale_for, summary)
         )
     return holding
+
+
+def _one_signal(
+    system_name: str,
+    system: SystemConfig,
+    name: str,
+    finding: Finding,
+    kind: Kind,
+    hold_for: timedelta,
+    summary: str,
+) -> Condition:
+    """A condition about one signal (drift or stale), fingerprinted ``kind:signal``."""
+    signal = system.signals[name]
+    return Condition(
+        system=system_name,
+        rule=f"{kind}:{name}",
+        kind=kind,
+        layers=(signal.layer,),
+        signals=(name,),
+        hold_for=hold_for,
+        resolve_after=_or_default(signal.resolve_after, system.resolve_after),
+        evidence=(finding,),
+        summary=summary,
+    )
 
 
 def undecided(findings: Mapping[str, Finding], signals: tuple[str, ...]) -> bool:
