@@ -347,6 +347,17 @@ def escalate(
                 steps=list(outcome.steps_fired),
                 hint="a channel or contact named by the chain is no longer configured",
             )
+        if outcome.steps_collapsed:
+            log.warning(
+                "escalation steps collapsed",
+                incident=incident.id,
+                system=incident.system,
+                steps=list(outcome.steps_collapsed),
+                hint="several steps fell due at once (downtime or a late tick): each "
+                "recipient was paged once, for the latest step they were owed",
+            )
+        # Every step passed counts, collapsed or not: the counter says how far incidents
+        # escalate, whether or not the daemon was running when a step fell due.
         for step in outcome.steps_fired:
             if metrics is not None:
                 metrics.escalations.labels(incident.system, str(step)).inc()

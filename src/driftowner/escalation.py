@@ -16,6 +16,7 @@ from driftowner.config import Config, owner_contact, team_contact
 from driftowner.model import (
     AUTO,
     ChainSnapshot,
+    ChainStep,
     Event,
     EventKind,
     Incident,
@@ -36,7 +37,16 @@ class Escalation:
     events: tuple[Event, ...] = ()
     notifications: tuple[Notification, ...] = ()
     steps_fired: tuple[int, ...] = ()
-    """1-based step numbers fired in this tick (for ``driftowner_escalations_total``)."""
+    """1-based step numbers passed in this tick, in order, paged or collapsed (for
+    ``driftowner_escalations_total``, which counts the steps an incident reached)."""
+    steps_collapsed: tuple[int, ...] = ()
+    """The 1-based step numbers among ``steps_fired`` that paged nobody because every page
+    they owed was folded into a later step's page to the same recipient and channel."""
+
+
+ORDER_GAP = timedelta(microseconds=1)
+"""How far apart the order keys (``created_at``) of consecutive steps fired in one tick are:
+the outbox leases by ``created_at``, so a later step's pages come after an earlier step's."""
 
 
 def cycle_length(chain: ChainSnapshot) -> timedelta:
@@ -48,15 +58,19 @@ def cycle_length(chain: ChainSnapshot) -> timedelta:
     return steps[-1].after + (steps[-1].after - steps[-2].after)
 
 
+def rounds(chain: ChainSnapshot) -> int:
+    """How many times the chain runs: ``repeat + 1``, or once when it has no cycle (a single
+    step at once)."""
+    return chain.repeat + 1 if cycle_length(chain) > timedelta(0) else 1
+
+
 def step_due_at(chain: ChainSnapshot, epoch: datetime, k: int) -> datetime | None:
     """When the ``k``-th step (0-based, counting repeats) falls due, or None past the chain."""
     n = len(chain.steps)
-    length = cycle_length(chain)
-    rounds = chain.repeat + 1 if length > timedelta(0) else 1
-    if k >= n * rounds:
+    if k >= n * rounds(chain):
         return None
     cycle, index = divmod(k, n)
-    return epoch + cycle * length + chain.steps[index].after
+    return epoch + cycle * cycle_length(chain) + chain.steps[index].after
 
 
 def tick(
@@ -68,15 +82,16 @@ def tick(
 ) -> Escalation:
     """Everything escalation owes an unresolved incident at ``now``.
 
-    An expired ack reopens escalation from step one; while open, every due step fires (after a
-    long outage the owed steps all fire, in order); while acknowledged, reminders go to the
-    owner every ``remind_every``.
+    An expired ack reopens escalation from step one; while open, the due steps fire (several
+    due at once, after downtime, are collapsed: see :func:`_fire_due_steps`); while
+    acknowledged, reminders go to the owner every ``remind_every``.
     """
     if incident.state == "resolved":
         return Escalation(incident)
     events: list[Event] = []
     notifications: list[Notification] = []
-    fired: list[int] = []
+    fired: tuple[int, ...] = ()
+    collapsed: tuple[int, ...] = ()
     chain = incident.chain
     if (
         incident.state == "acknowledged"
@@ -102,39 +117,11 @@ def tick(
             escalation_steps_done=0,
         )
     if incident.state == "open":
-        epoch = incident.escalation_epoch or incident.opened_at
-        k = incident.escalation_steps_done
-        while (due := step_due_at(chain, epoch, k)) is not None and due <= now:
-            step_number = k % len(chain.steps) + 1
-            # The first call of a life: the opening, or a reopening (an expired ack's restart
-            # is an escalation).
-            first_call = k == 0 and epoch in (incident.opened_at, incident.reopened_at)
-            purpose: Purpose = (
-                "escalated"
-                if not first_call
-                else ("reopened" if epoch == incident.reopened_at else "opened")
-            )
-            step = chain.steps[k % len(chain.steps)]
-            sent = _to_owners(
-                config,
-                incident,
-                step.recipients,
-                step.via,
-                purpose,
-                step_number,
-                now,
-                new_id,
-                links,
-            )
-            if first_call:
-                sent += _to_contributors(config, incident, step.via, "informed", now, new_id, links)
-            notifications.extend(sent)
-            who = ", ".join(sorted({f"{n.recipient} via {n.channel}" for n in sent})) or "nobody"
-            kind: EventKind = "notified" if first_call else "escalated"
-            events.append(Event(incident.id, now, kind, AUTO, f"step {step_number}: {who}"))
-            fired.append(step_number)
-            k += 1
-        incident = replace(incident, escalation_steps_done=k, escalation_epoch=epoch)
+        steps = _fire_due_steps(config, incident, now, new_id, links)
+        incident = steps.incident
+        events.extend(steps.events)
+        notifications.extend(steps.notifications)
+        fired, collapsed = steps.steps_fired, steps.steps_collapsed
     elif incident.state == "acknowledged" and chain.remind_every is not None:
         since = incident.last_reminded_at or incident.acknowledged_at or incident.opened_at
         if now >= since + chain.remind_every:
@@ -153,7 +140,159 @@ def tick(
                 )
             )
             incident = replace(incident, last_reminded_at=now)
-    return Escalation(incident, tuple(events), tuple(notifications), tuple(fired))
+    return Escalation(incident, tuple(events), tuple(notifications), fired, collapsed)
+
+
+Page = tuple[str, str]
+"""(recipient, channel): who is paged, and how; the unit a collapse folds pages by."""
+
+
+def _fire_due_steps(
+    config: Config,
+    incident: Incident,
+    now: datetime,
+    new_id: Callable[[], str],
+    links: Links,
+) -> Escalation:
+    """Fire every step of an open incident that fell due since the last tick, in step order.
+
+    The usual tick finds one step due and fires it. A tick that finds several due at once
+    (the daemon was down, or the tick late) collapses them: each recipient, per channel, owed
+    one or more pages gets one, for the latest step they were owed (the highest step reached,
+    and the age and step that tell the truth now). A step whose pages were all folded into
+    later ones pages nobody; one ``escalated`` event names those steps, and a step that paged
+    someone names the pages it folded. Every due step still counts as done, so none fires
+    again. Each paging step's notifications get an order key (``created_at``) one
+    :data:`ORDER_GAP` after the previous step's, ending at ``now``, so the outbox leases them
+    in step order.
+    """
+    chain = incident.chain
+    epoch = incident.escalation_epoch or incident.opened_at
+    done = incident.escalation_steps_done
+    owed = range(done, _steps_due_by(chain, epoch, done, now))
+    owed_pages = {k: _pages_of(config, chain.steps[k % len(chain.steps)]) for k in owed}
+    latest = {page: k for k in owed for page in owed_pages[k]}
+    paged: list[tuple[list[Notification], EventKind, str]] = []
+    collapsed: list[int] = []
+    for k in owed:
+        step_number = k % len(chain.steps) + 1
+        purpose = _call_purpose(incident, epoch, k)
+        kept = [page for page in owed_pages[k] if latest[page] == k]
+        folded = [page for page in owed_pages[k] if latest[page] != k]
+        sent = [
+            notification
+            for recipient, channel in kept
+            for notification in _to_owners(
+                config,
+                incident,
+                (recipient,),
+                (channel,),
+                purpose,
+                step_number,
+                now,
+                new_id,
+                links,
+            )
+        ]
+        if purpose != "escalated":
+            sent += _to_contributors(
+                config, incident, chain.steps[0].via, "informed", now, new_id, links
+            )
+        if folded and not sent:
+            collapsed.append(k)
+            continue
+        who = ", ".join(sorted({f"{n.recipient} via {n.channel}" for n in sent})) or "nobody"
+        detail = f"step {step_number}: {who}"
+        if folded:
+            detail += f"; folded into a later step: {_who(folded)}"
+        paged.append((sent, "escalated" if purpose == "escalated" else "notified", detail))
+    events = [_collapse_event(incident, chain, collapsed, len(owed), now)] if collapsed else []
+    notifications: list[Notification] = []
+    for index, (sent, kind, detail) in enumerate(paged):
+        events.append(Event(incident.id, now, kind, AUTO, detail))
+        key = now - (len(paged) - 1 - index) * ORDER_GAP
+        notifications.extend(replace(n, created_at=key, next_attempt_at=key) for n in sent)
+    return Escalation(
+        replace(incident, escalation_steps_done=owed.stop, escalation_epoch=epoch),
+        tuple(events),
+        tuple(notifications),
+        tuple(k % len(chain.steps) + 1 for k in owed),
+        tuple(k % len(chain.steps) + 1 for k in collapsed),
+    )
+
+
+def _call_purpose(incident: Incident, epoch: datetime, k: int) -> Purpose:
+    """``opened`` or ``reopened`` for the first call of a life (the opening, or a
+    reopening); ``escalated`` for every later step, and for an expired ack's restart."""
+    if k != 0 or epoch not in (incident.opened_at, incident.reopened_at):
+        return "escalated"
+    return "reopened" if epoch == incident.reopened_at else "opened"
+
+
+def _steps_due_by(chain: ChainSnapshot, epoch: datetime, done: int, now: datetime) -> int:
+    """How many steps (counting repeats) have fallen due by ``now``, ``done`` of them
+    already fired."""
+    k = done
+    while (due := step_due_at(chain, epoch, k)) is not None and due <= now:
+        k += 1
+    return k
+
+
+def _pages_of(config: Config, step: ChainStep) -> list[Page]:
+    """The pages a step owes: each recipient on each of the step's channels they have a
+    contact for, in the order they are sent."""
+    return [
+        (recipient, channel)
+        for recipient in step.recipients
+        for channel in step.via
+        if owner_contact(config, recipient, channel) is not None
+    ]
+
+
+def _who(pages: Iterable[Page]) -> str:
+    return ", ".join(sorted({f"{recipient} via {channel}" for recipient, channel in pages}))
+
+
+def _collapse_event(
+    incident: Incident, chain: ChainSnapshot, collapsed: list[int], owed: int, now: datetime
+) -> Event:
+    """The ``escalated`` event naming the steps (0-based, counting repeats) that paged nobody
+    because each of their pages was folded into a later step's."""
+    return Event(
+        incident.id,
+        now,
+        "escalated",
+        AUTO,
+        f"{_step_labels(chain, collapsed)} collapsed: {owed} steps fell due at once (downtime "
+        "or a late tick); each recipient is paged once, for the latest step they were owed",
+    )
+
+
+def _step_labels(chain: ChainSnapshot, ks: Iterable[int]) -> str:
+    """Steps (0-based, counting repeats) as a reader counts them: ``steps 2-3``, or
+    ``round 1 steps 2-3, round 2 step 1`` when the chain repeats."""
+    n = len(chain.steps)
+    by_round: dict[int, list[int]] = {}
+    for k in ks:
+        by_round.setdefault(k // n, []).append(k % n + 1)
+    repeats = rounds(chain) > 1
+    parts = []
+    for round_index, numbers in by_round.items():
+        noun = "step" if len(numbers) == 1 else "steps"
+        where = f"round {round_index + 1} " if repeats else ""
+        parts.append(f"{where}{noun} {_runs(numbers)}")
+    return ", ".join(parts)
+
+
+def _runs(numbers: list[int]) -> str:
+    """Ascending numbers as runs: ``[1, 2, 3, 5]`` → ``1-3, 5``."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
 
 
 def on_resolved(

@@ -181,20 +181,192 @@ def test_an_ack_stops_escalation() -> None:
     assert esc.incident.escalation_steps_done == 1
 
 
-def test_overdue_steps_after_an_outage_all_fire_once_in_order() -> None:
-    """A first tick 50 minutes after opening (the daemon was down) fires steps 1, 2 and 3 in
-    order, each once; ticking again at the same instant fires nothing more."""
-    esc = escalator()
-    outcome = esc.at(50)
-    assert outcome.steps_fired == (1, 2, 3)
-    assert [e.kind for e in outcome.events] == ["notified", "escalated", "escalated"]
-    assert [n.recipient for n in outcome.notifications if n.message.purpose != "informed"] == [
-        "alice",
-        "alice",
-        "bob",
-        "dana",
+def _pages(outcome: Escalation) -> list[tuple[str, str, str, int]]:
+    return [
+        (n.recipient, n.channel, n.message.purpose, n.message.step) for n in outcome.notifications
     ]
-    assert esc.at(50) == Escalation(esc.incident)
+
+
+ALICE = [("alice", "console", "escalated", 1), ("alice", "email", "escalated", 1)]
+INFORMED = [("ml-fraud", "console", "informed", 0), ("ml-fraud", "email", "informed", 0)]
+OPENED = [("alice", "console", "opened", 1), ("alice", "email", "opened", 1), *INFORMED]
+BOB = [("bob", "email", "escalated", 2)]
+DANA = [("dana", "email", "escalated", 3)]
+
+CATCH_UP_CASES = [
+    # (id, minutes ticked before the downtime, first tick after it, pages in order,
+    #  event details in order, steps passed)
+    (
+        "down from opening, no step owed twice: every page, in step order",
+        (),
+        50,
+        [*OPENED, *BOB, *DANA],
+        [
+            "step 1: alice via console, alice via email, ml-fraud via console, ml-fraud via email",
+            "step 2: bob via email",
+            "step 3: dana via email",
+        ],
+        (1, 2, 3),
+    ),
+    (
+        "down after step 1 until past the repeat: one page each, the repeat's",
+        (0,),
+        130,
+        [*ALICE, *BOB, *DANA],
+        [
+            "round 1 steps 2-3 collapsed: 5 steps fell due at once (downtime or a late tick); "
+            "each recipient is paged once, for the latest step they were owed",
+            "step 1: alice via console, alice via email",
+            "step 2: bob via email",
+            "step 3: dana via email",
+        ],
+        (2, 3, 1, 2, 3),
+    ),
+    (
+        "down from opening until past the repeat: contributors informed, owner paged once",
+        (),
+        130,
+        [*INFORMED, *ALICE, *BOB, *DANA],
+        [
+            "round 1 steps 2-3 collapsed: 6 steps fell due at once (downtime or a late tick); "
+            "each recipient is paged once, for the latest step they were owed",
+            "step 1: ml-fraud via console, ml-fraud via email; folded into a later step: "
+            "alice via console, alice via email",
+            "step 1: alice via console, alice via email",
+            "step 2: bob via email",
+            "step 3: dana via email",
+        ],
+        (1, 2, 3, 1, 2, 3),
+    ),
+    (
+        "down after step 1 until the repeat's step 2: bob once, every page in step order",
+        (0,),
+        91,
+        [*DANA, *ALICE, *BOB],
+        [
+            "round 1 step 2 collapsed: 4 steps fell due at once (downtime or a late tick); "
+            "each recipient is paged once, for the latest step they were owed",
+            "step 3: dana via email",
+            "step 1: alice via console, alice via email",
+            "step 2: bob via email",
+        ],
+        (2, 3, 1, 2),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("ticked", "restart", "pages", "details", "passed"),
+    [case[1:] for case in CATCH_UP_CASES],
+    ids=[case[0] for case in CATCH_UP_CASES],
+)
+def test_steps_owed_at_once_page_each_recipient_once_in_step_order(
+    ticked: tuple[float, ...],
+    restart: float,
+    pages: list[tuple[str, str, str, int]],
+    details: list[str],
+    passed: tuple[int, ...],
+) -> None:
+    """After downtime, each recipient (per channel) owed one or more pages gets one, for the
+    latest step they were owed; the pages come in step order; the steps whose pages were all
+    folded into later ones are an ``escalated`` event; every owed step counts as passed, so
+    none fires again."""
+    esc = escalator()
+    for minute in ticked:
+        esc.at(minute)
+    outcome = esc.at(restart)
+    assert _pages(outcome) == pages
+    assert [e.detail for e in outcome.events] == details
+    assert {e.at for e in outcome.events} == {at(restart)}
+    assert outcome.steps_fired == passed
+    assert outcome.incident.escalation_steps_done == len(ticked) + len(passed)
+    assert esc.at(restart) == Escalation(esc.incident)
+
+
+@pytest.mark.parametrize("case", CATCH_UP_CASES, ids=[case[0] for case in CATCH_UP_CASES])
+def test_pages_owed_at_once_are_ordered_by_step_for_the_outbox(case: tuple[Any, ...]) -> None:
+    """The outbox leases by ``created_at``: each step that pages gets its own order key, a
+    microsecond after the previous step's and ending at ``now`` (never in the future); the
+    pages of one step share theirs, and every page is due at once."""
+    _, ticked, restart, _, details, _ = case
+    esc = escalator()
+    for minute in ticked:
+        esc.at(minute)
+    sent = esc.at(restart).notifications
+    keys = [n.created_at for n in sent]
+    paging_steps = sum("collapsed:" not in detail for detail in details)
+    assert keys == sorted(keys)
+    assert sorted(set(keys)) == [
+        at(restart) - timedelta(microseconds=paging_steps - 1 - i) for i in range(paging_steps)
+    ]
+    assert all(n.next_attempt_at == n.created_at for n in sent)
+
+
+def _chain(*steps: tuple[str, str | list[str], list[str]], repeat: int = 0) -> Config:
+    """The base config with the standard chain replaced by (after, notify, via) steps."""
+    return make_config(
+        {
+            "escalation_chains": {
+                "standard": {
+                    "steps": [
+                        {"after": after, "notify": notify, "via": via}
+                        for after, notify, via in steps
+                    ],
+                    "repeat": repeat,
+                }
+            }
+        }
+    )
+
+
+def test_a_recipient_owed_on_one_channel_only_keeps_that_page_at_its_own_step() -> None:
+    """Folding is per recipient and channel: alice owed step 1 by console and email and step
+    2 by console only gets step 1's email and step 2's console page; step 1's event names the
+    console page it folded, and no step is collapsed (each still paged someone)."""
+    config = _chain(("0s", "owner", ["console", "email"]), ("15m", ["alice"], ["console"]))
+    esc = Escalator(config, incident(config))
+    outcome = esc.at(20)
+    assert _pages(outcome) == [
+        ("alice", "email", "opened", 1),
+        ("ml-fraud", "console", "informed", 0),
+        ("ml-fraud", "email", "informed", 0),
+        ("alice", "console", "escalated", 2),
+    ]
+    assert [(e.kind, e.detail) for e in outcome.events] == [
+        (
+            "notified",
+            "step 1: alice via email, ml-fraud via console, ml-fraud via email; "
+            "folded into a later step: alice via console",
+        ),
+        ("escalated", "step 2: alice via console"),
+    ]
+    assert outcome.steps_fired == (1, 2)
+
+
+def test_the_reported_downtime_pages_each_person_once_in_step_order() -> None:
+    """The issue's case: steps 5 s and 10 s apart with ``repeat: 3`` (rounds 25 s apart),
+    the daemon stopped 80 s after step 1. The restart pages dana, alice and bob once each, in
+    step order, each for the latest step they were owed (dana's round 3 step 3 at 65 s; bob's
+    round 4 step 2 fell due at 80 s exactly); the seven steps folded into those pages are one
+    event; and the last step still fires on time at 90 s."""
+    config = _chain(
+        ("0s", "owner", ["console", "email"]),
+        ("5s", ["bob"], ["email"]),
+        ("15s", ["dana"], ["email"]),
+        repeat=3,
+    )
+    esc = Escalator(config, incident(config))
+    esc.tick(T0)
+    outcome = esc.tick(T0 + timedelta(seconds=80))
+    assert _pages(outcome) == [*DANA, *ALICE, *BOB]
+    assert [e.kind for e in outcome.events] == ["escalated"] * 4
+    assert outcome.events[0].detail.startswith(
+        "round 1 steps 2-3, round 2 steps 1-3, round 3 steps 1-2 collapsed: 10 steps fell due"
+    )
+    assert outcome.steps_fired == (2, 3, 1, 2, 3, 1, 2, 3, 1, 2)
+    assert outcome.incident.escalation_steps_done == 11
+    assert _pages(esc.tick(T0 + timedelta(seconds=89))) == []
+    assert _pages(esc.tick(T0 + timedelta(seconds=90))) == DANA
 
 
 @pytest.mark.parametrize("minute", [0, 15, 45, 75, 50, 200])
