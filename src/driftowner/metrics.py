@@ -84,7 +84,10 @@ class Metrics:
             registry=r,
         )
         self.escalations = Counter(
-            "driftowner_escalations", "Escalation steps fired", ["system", "step"], registry=r
+            "driftowner_escalations",
+            "Escalation steps reached, each once: paged, or collapsed after downtime",
+            ["system", "step"],
+            registry=r,
         )
         self.notifications = Counter(
             "driftowner_notifications",
