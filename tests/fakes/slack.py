@@ -116,8 +116,9 @@ CHANNEL_IS_ARCHIVED = Reply(410, "channel_is_archived")
 SERVER_ERROR = Reply(500, "rollup_error")
 
 
-def rate_limited(retry_after: int = 30) -> Reply:
-    """Slack's answer to too many messages: ``429`` with ``Retry-After`` in seconds."""
+def rate_limited(retry_after: int | str = 30) -> Reply:
+    """Slack's answer to too many messages: ``429`` with ``Retry-After`` in seconds (or any
+    header text, e.g. ``"1e12"`` or an HTTP date, to test what a hostile server may send)."""
     return Reply(429, "rate_limited", (("Retry-After", str(retry_after)),))
 
 
@@ -136,9 +137,9 @@ def api_error(error: str, status: int = 200) -> Reply:
     return api_reply({"ok": False, "error": error}, status)
 
 
-def api_rate_limited(retry_after: int = 30) -> Reply:
-    """The Web API's rate limit: ``429``, ``Retry-After`` and ``{"ok": false, "error":
-    "ratelimited"}``."""
+def api_rate_limited(retry_after: int | str = 30) -> Reply:
+    """The Web API's rate limit: ``429``, ``Retry-After`` (seconds or any header text) and
+    ``{"ok": false, "error": "ratelimited"}``."""
     return api_reply({"ok": False, "error": "ratelimited"}, 429, Retry_After=str(retry_after))
 
 

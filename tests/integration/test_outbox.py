@@ -4,18 +4,32 @@ the incident, never dropped."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
+import httpx
 import pytest
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from driftowner.channels import Channel
+from driftowner.channels.slack import SlackWebApiChannel, SlackWebhookChannel
+from driftowner.channels.webhook import WebhookChannel
 from driftowner.metrics import Metrics
 from driftowner.model import Delivery, Notification
-from driftowner.outbox import MAX_ATTEMPTS, deliver_due
+from driftowner.outbox import (
+    FIRST_RETRY,
+    LONGEST_SERVER_DELAY,
+    MAX_AGE,
+    MAX_ATTEMPTS,
+    deliver_due,
+)
 from driftowner.store import Changes, Store
+from tests.fakes.slack import FakeSlack, api_rate_limited
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
     postgres_database_url,
     postgres_url,
@@ -265,3 +279,226 @@ async def test_a_page_made_moot_by_an_ack_is_superseded_not_sent(
     assert store.outbox_pending() == 0
     outcome = "delivered" if sent else "superseded"
     assert metrics.notifications.labels("console", outcome)._value.get() == 1
+
+
+# -- one notification's trouble is its own ----------------------------------------------------
+
+HOSTILE_RETRY_AFTER = [
+    "1e12",  # OverflowError in the datetime arithmetic: the whole pass aborted
+    "86400000",  # 1,000 days: parked past the 24 h give-up
+    "Fri, 31 Dec 9999 23:59:59 GMT",  # an HTTP date 8,000 years off
+    "1e400",  # too big for a float: infinite
+    "-30",
+    "nan",
+]
+
+
+def _answering_429(retry_after: str) -> httpx.MockTransport:
+    """An HTTP endpoint that rate-limits every request with ``retry_after``."""
+    return httpx.MockTransport(
+        lambda request: httpx.Response(429, text="slow down", headers={"Retry-After": retry_after})
+    )
+
+
+async def _rate_limited_channel(kind: str, retry_after: str, slack: FakeSlack) -> Channel:
+    """A real HTTP channel of ``kind`` whose server answers 429 with ``retry_after``."""
+    url = SecretStr("https://hooks.example.com/T/B/SECRET")
+    if kind == "webhook":
+        return WebhookChannel(
+            "hook", url, timeout=timedelta(seconds=3), transport=_answering_429(retry_after)
+        )
+    if kind == "slack-webhook":
+        return SlackWebhookChannel(
+            "hook", url, timeout=timedelta(seconds=3), transport=_answering_429(retry_after)
+        )
+    slack.answer_next(api_rate_limited(retry_after), times=10)
+    return SlackWebApiChannel(
+        "hook", SecretStr(slack.token), api_url=slack.api_url, timeout=timedelta(seconds=3)
+    )
+
+
+@pytest.mark.parametrize("kind", ["webhook", "slack-webhook", "slack-web-api"])
+@pytest.mark.parametrize("retry_after", HOSTILE_RETRY_AFTER)
+async def test_any_retry_after_is_capped_and_spoils_no_other_notification(
+    store: Store, kind: str, retry_after: str
+) -> None:
+    """A rate-limited HTTP channel (webhook, Slack webhook, Slack Web API ``ratelimited``)
+    answering with a huge, infinite, far-future, negative or NaN ``Retry-After`` does not
+    abort the pass: the other channel's notification in the same batch is recorded delivered
+    (not re-sent at the next lease), and the rate-limited one is retried within
+    LONGEST_SERVER_DELAY, never sooner than the backoff."""
+    _queue(
+        store,
+        notification("n-hook", channel="hook", address="U0ALICE"),
+        notification("n-console", channel="console", created_at=T0 + timedelta(seconds=1)),
+    )
+    console = FakeChannel("console")
+    clock = Clock(T0 + timedelta(seconds=2))
+    with FakeSlack() as slack:
+        hook = await _rate_limited_channel(kind, retry_after, slack)
+        with capture_logs():
+            delivered = await deliver_due(store, {"console": console, "hook": hook}, clock)
+        await hook.aclose()
+    assert delivered == 1
+    by_id = {n.id: n for n in store.notifications("inc-1")}
+    assert by_id["n-console"].delivered_at == clock.now
+    limited = by_id["n-hook"]
+    assert (limited.delivered_at, limited.failed_at, limited.attempts) == (None, None, 1)
+    assert limited.next_attempt_at is not None
+    assert clock.now + FIRST_RETRY <= limited.next_attempt_at
+    assert limited.next_attempt_at <= clock.now + LONGEST_SERVER_DELAY
+    assert "429" in (limited.last_error or "")
+    clock.advance(3600)
+    assert await deliver_due(store, {"console": console, "hook": FakeChannel("hook")}, clock) == 1
+    assert len(console.sent) == 1, "the delivered notification is not sent again"
+
+
+async def test_a_page_told_to_wait_1000_days_gives_up_at_24h_on_schedule(store: Store) -> None:
+    """``Retry-After: 86400000`` half an hour before the give-up time: the retry is scheduled
+    at the give-up time (created + MAX_AGE), not in 1,000 days, and failing then gives the
+    notification up at that very time, with its note on the incident."""
+    created = T0 - MAX_AGE + timedelta(minutes=30)
+    _queue(store, notification("n-1", channel="hook", created_at=created, attempts=3))
+    hook = WebhookChannel(
+        "hook",
+        SecretStr("https://hooks.example.com/x"),
+        timeout=timedelta(seconds=3),
+        transport=_answering_429("86400000"),
+    )
+    clock = Clock()
+    with capture_logs():
+        await deliver_due(store, {"hook": hook}, clock)
+        assert _only(store).next_attempt_at == created + MAX_AGE
+        clock.now = created + MAX_AGE
+        await deliver_due(store, {"hook": hook}, clock)
+    await hook.aclose()
+    gave_up = _only(store)
+    assert gave_up.failed_at == created + MAX_AGE
+    assert "gave up: undelivered for 24h" in (gave_up.last_error or "")
+    assert [e.kind for e in store.events("inc-1")] == ["note"]
+
+
+async def test_a_page_rate_limited_for_ever_waits_at_most_the_cap_each_time(store: Store) -> None:
+    """A server that answers every attempt with ``Retry-After: 86400000``: each retry comes
+    LONGEST_SERVER_DELAY after the last, and the notification fails for good after
+    MAX_ATTEMPTS attempts, well within 24 h, instead of being parked for years."""
+    _queue(store, notification("n-1", channel="hook"))
+    hook = WebhookChannel(
+        "hook",
+        SecretStr("https://hooks.example.com/x"),
+        timeout=timedelta(seconds=3),
+        transport=_answering_429("86400000"),
+    )
+    clock = Clock()
+    with capture_logs():
+        for _ in range(MAX_ATTEMPTS):
+            await deliver_due(store, {"hook": hook}, clock)
+            owed = _only(store)
+            if owed.failed_at is not None:
+                break
+            assert owed.next_attempt_at == clock.now + LONGEST_SERVER_DELAY
+            clock.now = owed.next_attempt_at
+    await hook.aclose()
+    gave_up = _only(store)
+    assert gave_up.attempts == MAX_ATTEMPTS
+    assert gave_up.failed_at == T0 + (MAX_ATTEMPTS - 1) * LONGEST_SERVER_DELAY
+    assert gave_up.failed_at - T0 < MAX_AGE
+
+
+class WatchedStore(Store):
+    """A real store that calls ``on_delivered(id)`` after each delivery is committed, and
+    refuses to record the delivery of the ids in ``broken`` (a store error for one row)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.on_delivered: Callable[[str], None] = lambda _id: None
+        self.broken: set[str] = set()
+
+    def mark_delivered(self, notification_id: str, at: datetime) -> None:
+        if notification_id in self.broken:
+            raise RuntimeError(f"disk I/O error recording {notification_id}")
+        super().mark_delivered(notification_id, at)
+        self.on_delivered(notification_id)
+
+
+@pytest.fixture
+def watched(store_url: str) -> Iterator[WatchedStore]:  # noqa: F811 (a fixture)
+    opened = WatchedStore(store_url)
+    opened.open()
+    opened.apply(Changes(opened=[incident()]))
+    yield opened
+    opened.close()
+
+
+async def test_each_outcome_is_recorded_as_soon_as_its_send_finishes(
+    watched: WatchedStore,
+) -> None:
+    """While a slow send is still in flight, a fast send of the same pass is already
+    recorded delivered: a kill -9 at that moment re-sends only the slow one."""
+    _queue(watched, notification("n-slow", channel="slow"), notification("n-fast"))
+    loop = asyncio.get_running_loop()
+    fast_recorded = asyncio.Event()
+
+    def on_delivered(notification_id: str) -> None:  # in the recording thread
+        if notification_id == "n-fast":
+            loop.call_soon_threadsafe(fast_recorded.set)
+
+    watched.on_delivered = on_delivered
+    seen: dict[str, Any] = {}
+
+    class Slow(FakeChannel):
+        async def send(self, notification: Notification) -> Delivery:
+            # Bounded: without per-send recording the record never comes.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fast_recorded.wait(), timeout=5)
+            (fast,) = [n for n in watched.notifications("inc-1") if n.id == "n-fast"]
+            seen["fast delivered while slow in flight"] = fast.delivered_at is not None
+            return Delivery.delivered()
+
+    clock = Clock()
+    channels = {"console": FakeChannel("console"), "slow": Slow("slow")}
+    assert await deliver_due(watched, channels, clock) == 2
+    assert seen == {"fast delivered while slow in flight": True}
+
+
+async def test_a_failure_to_record_one_outcome_spoils_no_other(watched: WatchedStore) -> None:
+    """The store refuses to record one delivery: that error is logged and the notification
+    stays owed (sent again after its lease), the pass does not raise, and the others' outcomes
+    are all recorded."""
+    _queue(
+        watched,
+        notification("n-broken"),
+        notification("n-2", created_at=T0 + timedelta(seconds=1)),
+        notification("n-3", created_at=T0 + timedelta(seconds=2)),
+    )
+    watched.broken = {"n-broken"}
+    clock = Clock(T0 + timedelta(seconds=5))
+    with capture_logs() as logs:
+        assert await deliver_due(watched, {"console": FakeChannel("console")}, clock) == 2
+    by_id = {n.id: n for n in watched.notifications("inc-1")}
+    assert by_id["n-2"].delivered_at == clock.now
+    assert by_id["n-3"].delivered_at == clock.now
+    assert by_id["n-broken"].delivered_at is None and by_id["n-broken"].failed_at is None
+    assert watched.outbox_pending() == 1
+    (error,) = [e for e in logs if e["log_level"] == "error"]
+    assert error["notification"] == "n-broken"
+    assert "recording the outcome failed" in error["event"]
+
+
+async def test_sends_start_in_the_order_the_notifications_fell_due(store: Store) -> None:
+    """Leased together, the notification due earliest (its next attempt, then its creation)
+    starts sending first, whatever order the store returned them in."""
+    _queue(
+        store,
+        notification("n-retry", created_at=T0, next_attempt_at=T0 + timedelta(seconds=40)),
+        notification("n-new", created_at=T0 + timedelta(seconds=10)),
+        notification("n-newer", created_at=T0 + timedelta(seconds=20)),
+        notification(
+            "n-retry-2",
+            created_at=T0 + timedelta(seconds=5),
+            next_attempt_at=T0 + timedelta(seconds=30),
+        ),
+    )
+    console = FakeChannel("console")
+    await deliver_due(store, {"console": console}, Clock(T0 + timedelta(minutes=1)))
+    assert [n.id for n in console.sent] == ["n-new", "n-newer", "n-retry-2", "n-retry"]

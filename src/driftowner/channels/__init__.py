@@ -7,6 +7,7 @@ trouble; the outbox owns retries and backoff.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -132,11 +133,18 @@ def safe_detail(text: str, secrets: Iterable[str | None] = ()) -> str:
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait according to an HTTP ``Retry-After`` header, or ``None``.
 
-    Accepts delay-seconds (``30``) and an HTTP date; a date in the past reads as ``0``.
+    Accepts delay-seconds (``30``) and an HTTP date; a date in the past, or a negative
+    number, reads as ``0``. The result is what the server said, however large (``1e12``, an
+    HTTP date in year 9999, ``inf`` for a number too big for a float): the outbox caps every
+    server-given delay (``outbox.LONGEST_SERVER_DELAY``), so channels need not.
 
     Args:
         value: The header's value, if present.
         now: The current time, for the HTTP-date form (default: the system clock).
+
+    Returns:
+        Non-negative seconds, or ``None`` when the header says nothing usable (absent,
+        empty, NaN, neither a number nor a date).
     """
     if value is None:
         return None
@@ -150,12 +158,12 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         # driftowner.channels.email, which becomes this package's attribute ``email``.
         try:
             when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError, IndexError):
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
         seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if seconds != seconds or seconds == float("inf"):  # NaN or infinite
+    if math.isnan(seconds):
         return None
     return max(0.0, seconds)
 
