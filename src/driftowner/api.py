@@ -237,7 +237,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         return body
 
     @protected.post(
-        "/api/v1/incidents/{incident_id}/ack", responses=_errors(401, 403, 404, 409, 413, 422)
+        "/api/v1/incidents/{incident_id}/ack", responses=_errors(400, 401, 403, 404, 409, 413, 422)
     )
     def ack(incident_id: str, body: ActionBody) -> dict[str, Any]:
         now = runtime.clock()
@@ -247,7 +247,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         return service.incident_json(incident, now)
 
     @protected.post(
-        "/api/v1/incidents/{incident_id}/resolve", responses=_errors(401, 403, 404, 409, 413, 422)
+        "/api/v1/incidents/{incident_id}/resolve",
+        responses=_errors(400, 401, 403, 404, 409, 413, 422),
     )
     def resolve(incident_id: str, body: ActionBody) -> dict[str, Any]:
         now = runtime.clock()
@@ -257,7 +258,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         return service.incident_json(incident, now)
 
     @protected.post(
-        "/api/v1/incidents/{incident_id}/reassign", responses=_errors(401, 403, 404, 409, 413, 422)
+        "/api/v1/incidents/{incident_id}/reassign",
+        responses=_errors(400, 401, 403, 404, 409, 413, 422),
     )
     def reassign(incident_id: str, body: ReassignBody) -> dict[str, Any]:
         now = runtime.clock()
