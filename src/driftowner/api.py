@@ -16,11 +16,14 @@ from urllib.parse import parse_qs
 
 import httpx
 import jinja2
-from fastapi import BackgroundTasks, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import APIRouter, BackgroundTasks, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from slack_sdk.signature import SignatureVerifier
 
 from driftowner import __version__, service
@@ -37,6 +40,16 @@ log = logging.getLogger("driftowner.api")
 SLACK_RESPONSE_TIMEOUT_S = 2.5
 """How long to wait for Slack to take a reply posted to an interaction's ``response_url``."""
 
+BODY_LIMIT = 64 * 1024
+"""Largest request body of any route without its own limit (the JSON actions): 413 above."""
+LINK_FORM_LIMIT = 16 * 1024
+"""Largest confirm form posted to ``/a/{token}`` (a note of ``MAX_TEXT_CHARS``, encoded)."""
+SLACK_BODY_LIMIT = 1024 * 1024
+"""Largest ``/slack/interactions`` body. A ``block_actions`` payload carries the clicked
+message: at most 50 blocks of at most 3,000 characters each, form-encoded, well under this."""
+MAX_REPORT_WINDOW = timedelta(days=3650)
+"""Longest report window (``since``): ten years, well past any incident history."""
+
 
 @dataclass
 class Runtime:
@@ -52,34 +65,125 @@ class Runtime:
     findings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def _text(limit: int) -> AfterValidator:
+    """A pydantic check that a body string is text (service.text_problem)."""
+
+    def check(value: str) -> str:
+        problem = service.text_problem(value, limit)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
+
+
+Name = Annotated[
+    str, Field(min_length=1, max_length=service.MAX_NAME_CHARS), _text(service.MAX_NAME_CHARS)
+]
+Text = Annotated[str, Field(max_length=service.MAX_TEXT_CHARS), _text(service.MAX_TEXT_CHARS)]
+
+
 class ActionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    by: str = Field(min_length=1)
-    note: str = ""
+    by: Name
+    note: Text = ""
 
 
 class ReassignBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    to: str = Field(min_length=1)
-    reason: str = Field(min_length=1)
-    by: str = "api"
+    to: Name
+    reason: Annotated[Text, Field(min_length=1)]
+    by: Name = "api"
+
+
+class Problem(BaseModel):
+    """An error answer: a sentence, or located errors (``loc`` names the request field)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+class ReloadAnswer(BaseModel):
+    """Whether ``/-/reload`` took the new config, and every error when it did not."""
+
+    reloaded: bool
+    errors: list[str] = []
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: an answer that echoes what the client
+    sent (a validation error's ``input``) stays valid even when that held a lone surrogate,
+    which UTF-8 cannot encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False).encode("ascii")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI declaration of the error answers a route may give."""
+    said = {
+        400: "the body is not a request of this kind",
+        401: "missing or wrong bearer token, or Slack signature",
+        403: "state-changing requests are disabled (no server.api_token)",
+        404: "no such incident, or the feature is not configured",
+        409: "the incident's state does not allow this, or it changed concurrently",
+        413: "the request body is larger than this route accepts",
+        422: "a request field is invalid; loc names it",
+    }
+    return {code: {"model": Problem, "description": said[code]} for code in codes}
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    """Whether an ``Authorization`` header carries ``token`` under the Bearer scheme. The
+    scheme is case-insensitive (RFC 7235); the token is compared in constant time, as bytes
+    (compare_digest refuses non-ASCII str)."""
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8", "replace"), token.encode("utf-8")
+    )
+
+
+def _checked_first(check: Callable[[Request], None]) -> type[APIRoute]:
+    """A route class that runs ``check`` on the request before FastAPI reads or parses the
+    body: a request without the token is a 401 whatever its body holds."""
+
+    class CheckedFirst(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Any]:
+            handler = super().get_route_handler()
+
+            async def checked(request: Request) -> Response:
+                check(request)
+                return await handler(request)
+
+            return checked
+
+    return CheckedFirst
 
 
 def create_app(runtime: Runtime) -> FastAPI:
     """The driftowner HTTP application over a running daemon's runtime."""
-    app = FastAPI(title="driftowner", version=__version__, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="driftowner",
+        version=__version__,
+        docs_url=None,
+        redoc_url=None,
+        max_body_size=BODY_LIMIT,
+    )
 
-    def authorized(authorization: Annotated[str | None, Header()] = None) -> None:
+    def authorized(request: Request) -> None:
         token = runtime.config.server.api_token
         if token is None:
             raise HTTPException(403, "state-changing requests are disabled: set server.api_token")
-        expected = f"Bearer {token.get_secret_value()}"
-        # Bytes, not str: compare_digest refuses non-ASCII str, which would be a 500.
-        given = (authorization or "").encode("utf-8", "replace")
-        if not hmac.compare_digest(given, expected.encode("utf-8")):
+        if not bearer_matches(request.headers.get("authorization"), token.get_secret_value()):
             raise HTTPException(
                 401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
             )
+
+    # State-changing routes: the token is checked before the body is read or parsed.
+    protected = APIRouter(route_class=_checked_first(authorized))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
+        return AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
 
     @app.exception_handler(service.NotFound)
     async def _not_found(_: Request, error: service.NotFound) -> JSONResponse:
@@ -115,7 +219,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             return PlainTextResponse("store unreachable\n", status_code=503)
         return PlainTextResponse("ready\n")
 
-    @app.get("/api/v1/incidents")
+    @app.get("/api/v1/incidents", responses=_errors(422))
     def list_incidents(
         state: Annotated[Literal["open", "acknowledged", "resolved"] | None, Query()] = None,
         owner: str | None = None,
@@ -125,14 +229,16 @@ def create_app(runtime: Runtime) -> FastAPI:
         found = runtime.store.incidents(state=state, owner=owner, system=system)
         return {"incidents": [service.incident_json(i, now) for i in found]}
 
-    @app.get("/api/v1/incidents/{incident_id}")
+    @app.get("/api/v1/incidents/{incident_id}", responses=_errors(404, 422))
     def show_incident(incident_id: str) -> dict[str, Any]:
         incident = service.get(runtime.store, incident_id)
         body = service.incident_json(incident, runtime.clock())
         body["events"] = [service.event_json(e) for e in runtime.store.events(incident_id)]
         return body
 
-    @app.post("/api/v1/incidents/{incident_id}/ack", dependencies=[Depends(authorized)])
+    @protected.post(
+        "/api/v1/incidents/{incident_id}/ack", responses=_errors(400, 401, 403, 404, 409, 413, 422)
+    )
     def ack(incident_id: str, body: ActionBody) -> dict[str, Any]:
         now = runtime.clock()
         incident = service.acknowledge(
@@ -140,7 +246,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         )
         return service.incident_json(incident, now)
 
-    @app.post("/api/v1/incidents/{incident_id}/resolve", dependencies=[Depends(authorized)])
+    @protected.post(
+        "/api/v1/incidents/{incident_id}/resolve",
+        responses=_errors(400, 401, 403, 404, 409, 413, 422),
+    )
     def resolve(incident_id: str, body: ActionBody) -> dict[str, Any]:
         now = runtime.clock()
         incident = service.resolve(
@@ -148,7 +257,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         )
         return service.incident_json(incident, now)
 
-    @app.post("/api/v1/incidents/{incident_id}/reassign", dependencies=[Depends(authorized)])
+    @protected.post(
+        "/api/v1/incidents/{incident_id}/reassign",
+        responses=_errors(400, 401, 403, 404, 409, 413, 422),
+    )
     def reassign(incident_id: str, body: ReassignBody) -> dict[str, Any]:
         now = runtime.clock()
         incident = service.reassign(
@@ -156,12 +268,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         )
         return service.incident_json(incident, now)
 
-    @app.get("/api/v1/report")
+    @app.get("/api/v1/report", responses=_errors(422))
     def report(since: str = "30d") -> dict[str, Any]:
-        try:
-            window = parse_duration(since)
-        except ValueError as error:
-            raise HTTPException(422, [{"loc": ["query", "since"], "msg": str(error)}]) from error
+        window = _report_window(since)
         rows = service.report(runtime.store, window, runtime.clock())
         return {"since": since, "rows": [service.report_row_json(r) for r in rows]}
 
@@ -235,19 +344,29 @@ def create_app(runtime: Runtime) -> FastAPI:
             )
         return {"systems": out}
 
-    @app.post("/-/reload", dependencies=[Depends(authorized)])
-    def reload() -> dict[str, Any]:
+    @protected.post(
+        "/-/reload",
+        response_model=ReloadAnswer,
+        responses={
+            **_errors(401, 403, 413),
+            422: {"model": ReloadAnswer, "description": "the new config is invalid; not taken"},
+            503: {"model": Problem, "description": "reload is not available"},
+        },
+    )
+    def reload() -> Any:
         if runtime.reload is None:
             raise HTTPException(503, "reload is not available")
         errors = runtime.reload()
         if errors:
-            return JSONResponse({"reloaded": False, "errors": errors}, status_code=422)  # type: ignore[return-value]
-        return {"reloaded": True}
+            return JSONResponse({"reloaded": False, "errors": errors}, status_code=422)
+        return {"reloaded": True, "errors": []}
+
+    app.include_router(protected)
 
     @app.get("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
     def action_page(token: str) -> HTMLResponse:
-        """A signed link opened: show the incident and ask to confirm (mail scanners and link
-        previews follow GETs, so a GET never changes anything)."""
+        """A signed link opened: show the incident, who acts, and ask to confirm (mail
+        scanners and link previews follow GETs, so a GET never changes anything)."""
         try:
             link = runtime.links.verify(token)
             incident = service.get(runtime.store, link.incident_id)
@@ -261,34 +380,59 @@ def create_app(runtime: Runtime) -> FastAPI:
                 incident=incident,
                 message=f"This incident is already {incident.state}.",
             )
-        return _page(runtime, f"{verb} this incident?", incident=incident, confirm=verb)
+        return _page(
+            runtime,
+            f"{verb} this incident?",
+            incident=incident,
+            confirm=verb,
+            acting_as=_owner_name(runtime.config, link.recipient),
+        )
 
-    @app.post("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
+    @app.post(
+        "/a/{token}",
+        response_class=HTMLResponse,
+        include_in_schema=False,
+        max_body_size=LINK_FORM_LIMIT,
+    )
     async def action(token: str, request: Request) -> HTMLResponse:
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
-        by = (form.get("by") or [""])[0]
-        note = (form.get("note") or [""])[0]
+        # Latin-1 maps every byte to one character: each field is then decoded as UTF-8 on
+        # its own, so an error names the field.
+        form = parse_qs((await request.body()).decode("latin-1"), encoding="latin-1")
+        try:
+            by = _form_field(form, "by")
+            note = _form_field(form, "note") or ""
+        except service.BadRequest as error:
+            return _page(runtime, "Not done", error=str(error), status=422)
         # The store is synchronous: act in the threadpool, as the plain-def routes do, so a
         # busy store never stalls the event loop.
         return await run_in_threadpool(act_on_link, token, by, note)
 
-    def act_on_link(token: str, by: str, note: str) -> HTMLResponse:
+    def act_on_link(token: str, form_by: str | None, note: str) -> HTMLResponse:
+        """Act as the link's recipient; a form naming anyone else is refused (the audit trail
+        records who was paged, never who a form claims to be)."""
         try:
             link = runtime.links.verify(token)
         except InvalidLink as error:
             return _page(runtime, "Link not usable", error=str(error), status=403)
+        by = link.recipient
+        if form_by is not None and form_by != by:
+            name = _owner_name(runtime.config, by)
+            return _page(runtime, "Not done", error=f"this link acts only as {name}", status=403)
         now = runtime.clock()
         try:
             if link.action == "ack":
                 incident = service.acknowledge(
                     runtime.store, runtime.config, link.incident_id, by, note, now
                 )
-                done = f"Acknowledged by {by}. Escalation has stopped."
+                done = f"Acknowledged by {_owner_name(runtime.config, by)}. Escalation has stopped."
             else:
                 incident = service.resolve(
                     runtime.store, runtime.config, link.incident_id, by, note, now, runtime.links
                 )
-                done = f"Resolved by {by}. Everyone who was notified will hear of it."
+                done = (
+                    f"Resolved by {_owner_name(runtime.config, by)}. "
+                    "Everyone who was notified will hear of it."
+                )
         except service.BadRequest as error:
             return _page(runtime, "Not done", error=f"{error.field}: {error}", status=422)
         except service.NotFound as error:
@@ -297,7 +441,11 @@ def create_app(runtime: Runtime) -> FastAPI:
             return _page(runtime, "Not done", error=str(error), status=409)
         return _page(runtime, "Done", incident=incident, message=done)
 
-    @app.post("/slack/interactions")
+    @app.post(
+        "/slack/interactions",
+        max_body_size=SLACK_BODY_LIMIT,
+        responses=_errors(400, 401, 404, 413),
+    )
     async def slack_interactions(request: Request, background: BackgroundTasks) -> JSONResponse:
         """A click on an interactive Acknowledge / Resolve button in a Slack message.
 
@@ -347,12 +495,11 @@ def create_app(runtime: Runtime) -> FastAPI:
             (key for key, owner in config.owners.items() if owner.slack == click.user_id), None
         )
         if by is None:
-            who = ", ".join(o.name for o in config.owners.values() if o.slack) or "nobody yet"
+            # Name nobody: whoever clicked is not an owner and learns no one's name.
             return _ephemeral(
                 "Nothing changed: your Slack account is not one of driftowner's owners. "
-                f"Only an owner whose Slack member id is configured can act here ({who}); "
-                f"to be one, ask an operator to set `slack: {click.user_id}` on your entry "
-                "under `owners`."
+                "Only an owner whose Slack member id is configured can act here; to be one, "
+                f"ask an operator to set `slack: {click.user_id}` on your entry under `owners`."
             )
         name = config.owners[by].name
         now = runtime.clock()
@@ -435,7 +582,10 @@ def _slack_click(body: bytes) -> _SlackClick | None:
     Raises:
         ValueError: the form field ``payload`` is missing or not a JSON object as Slack sends.
     """
-    fields = parse_qs(body.decode("utf-8", "replace"))
+    try:
+        fields = parse_qs(body.decode("utf-8"), errors="strict")
+    except UnicodeDecodeError as error:
+        raise ValueError("the body is not UTF-8 text") from error
     raw = (fields.get("payload") or [""])[0]
     if not raw:
         raise ValueError("the form field payload is missing")
@@ -452,6 +602,7 @@ def _slack_click(body: bytes) -> _SlackClick | None:
     user_id = user.get("id") if isinstance(user, dict) else None
     if not isinstance(user_id, str) or not user_id:
         raise ValueError("payload.user.id is missing")
+    _payload_text("payload.user.id", user_id)
     for action in actions if isinstance(actions, list) else []:
         if not isinstance(action, dict) or action.get("action_id") not in (
             ACK_ACTION,
@@ -461,6 +612,7 @@ def _slack_click(body: bytes) -> _SlackClick | None:
         incident_id = action.get("value")
         if not isinstance(incident_id, str) or not incident_id:
             raise ValueError(f"payload.actions: {action.get('action_id')} carries no value")
+        _payload_text("payload.actions.value", incident_id)
         response_url = payload.get("response_url")
         return _SlackClick(
             action=str(action["action_id"]),
@@ -471,6 +623,59 @@ def _slack_click(body: bytes) -> _SlackClick | None:
             else None,
         )
     return None
+
+
+def _form_field(form: dict[str, list[str]], name: str) -> str | None:
+    """The first value of a form field (parsed as Latin-1) as text, or None when absent.
+
+    Raises:
+        service.BadRequest: the value is not UTF-8.
+    """
+    values = form.get(name)
+    if not values:
+        return None
+    try:
+        return values[0].encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise service.BadRequest(name, f"{name}: not valid UTF-8 text") from error
+
+
+def _payload_text(where: str, value: str) -> None:
+    """Raises ValueError naming ``where`` when a payload string is not text or too long."""
+    problem = service.text_problem(value, service.MAX_NAME_CHARS)
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}")
+
+
+def _report_window(since: str) -> timedelta:
+    """The report's ``since`` as a window of at most ``MAX_REPORT_WINDOW``.
+
+    Raises:
+        HTTPException: 422 naming ``since``: not a duration, or absurdly long.
+    """
+    try:
+        window = parse_duration(since)
+    except (ValueError, OverflowError) as error:
+        # OverflowError: a number of units past what a duration can hold.
+        problem = str(error) if isinstance(error, ValueError) else f"{since!r} is too long"
+        raise HTTPException(422, [{"loc": ["query", "since"], "msg": problem}]) from error
+    if window > MAX_REPORT_WINDOW:
+        raise HTTPException(
+            422,
+            [
+                {
+                    "loc": ["query", "since"],
+                    "msg": f"at most {format_duration(MAX_REPORT_WINDOW)} (got {since})",
+                }
+            ],
+        )
+    return window
+
+
+def _owner_name(config: Config, key: str) -> str:
+    """An owner's display name, or the key itself when the config no longer has them."""
+    owner = config.owners.get(key)
+    return owner.name if owner else key
 
 
 def _ephemeral(text: str) -> dict[str, Any]:
@@ -509,17 +714,16 @@ def _page(
     error: str = "",
     message: str = "",
     confirm: str = "",
+    acting_as: str = "",
     status: int = 200,
 ) -> HTMLResponse:
-    config = runtime.config
-    owner = config.owners.get(incident.owner) if incident else None
     html = (
         _templates()
         .get_template("action.html")
         .render(
             title=title,
             incident=incident,
-            owner_name=owner.name if owner else (incident.owner if incident else ""),
+            owner_name=_owner_name(runtime.config, incident.owner) if incident else "",
             age=format_duration(
                 timedelta(seconds=round(incident.age(runtime.clock()).total_seconds()))
             )
@@ -528,7 +732,7 @@ def _page(
             error=error,
             message=message,
             confirm=confirm,
-            owners=[(key, o.name) for key, o in config.owners.items()],
+            acting_as=acting_as,
         )
     )
     return HTMLResponse(html, status_code=status)

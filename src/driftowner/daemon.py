@@ -173,12 +173,12 @@ class Daemon:
 
     # -- jobs --------------------------------------------------------------------------------
 
-    def links(self, incident_id: str, action: str) -> str | None:
+    def links(self, incident_id: str, action: str, recipient: str | None = None) -> str | None:
         """URLs carried by notifications: the incident's API view and signed ack/resolve
-        links, under ``server.external_url`` as configured now."""
+        links acting as their recipient, under ``server.external_url`` as configured now."""
         if self.signer is None:
             return None
-        return self.signer(incident_id, action)
+        return self.signer(incident_id, action, recipient)
 
     async def evaluate(self) -> None:
         """Poll, detect, reconcile; then escalate at once so an opened incident's owner hears

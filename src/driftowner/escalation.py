@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from driftowner.config import Config, owner_contact, team_contact
 from driftowner.model import (
@@ -25,8 +26,15 @@ from driftowner.model import (
     Purpose,
 )
 
-Links = Callable[[str, str], str | None]
-"""(incident id, action ``ack`` | ``resolve`` | ``view``) → URL, or None when not available."""
+
+class Links(Protocol):
+    """(incident id, action ``ack`` | ``resolve`` | ``view``, recipient) → URL, or None when
+    not available. An ``ack`` / ``resolve`` link acts as its recipient, the owner key it was
+    made for; without a recipient there is no such link."""
+
+    def __call__(
+        self, incident_id: str, action: str, recipient: str | None = None
+    ) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,10 +385,18 @@ def build_message(
     recipient_name: str,
     now: datetime,
     links: Links,
+    *,
+    paged: str | None = None,
 ) -> Message:
     """What every notification says: system, accountable owner, layers, evidence, age, step,
-    links."""
+    links.
+
+    Only a message to ``paged``, the owner key of a person paged for the incident, carries
+    acknowledge / resolve links, and they act as that person; anyone else (a contributor team
+    being informed) gets the incident's view link only.
+    """
     owner = config.owners.get(incident.owner)
+    acts = paged is not None
     return Message(
         purpose=purpose,
         incident_id=incident.id,
@@ -401,8 +417,10 @@ def build_message(
         recipient_name=recipient_name,
         runbook=incident.runbook,
         incident_url=links(incident.id, "view"),
-        ack_url=links(incident.id, "ack") if incident.state == "open" else None,
-        resolve_url=links(incident.id, "resolve") if incident.state != "resolved" else None,
+        ack_url=links(incident.id, "ack", paged) if acts and incident.state == "open" else None,
+        resolve_url=links(incident.id, "resolve", paged)
+        if acts and incident.state != "resolved"
+        else None,
     )
 
 
@@ -420,7 +438,7 @@ def _to_owners(
     out: list[Notification] = []
     for recipient in recipients:
         message = build_message(
-            config, incident, purpose, step, _name(config, recipient), now, links
+            config, incident, purpose, step, _name(config, recipient), now, links, paged=recipient
         )
         for channel in via:
             address = owner_contact(config, recipient, channel)
@@ -448,7 +466,8 @@ def _to_contributors(
     )
     out: list[Notification] = []
     for team in teams:
-        message = build_message(config, incident, purpose, 0, team, now, links)
+        # Informed, never paged: no acknowledge / resolve links.
+        message = build_message(config, incident, purpose, 0, team, now, links, paged=None)
         for channel in via:
             address = team_contact(config, team, channel)
             if address:

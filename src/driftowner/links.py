@@ -1,8 +1,10 @@
 """Signed one-click action links (``/a/{token}``) and the incident links notifications carry.
 
-A token names an incident and an action (``ack`` or ``resolve``), is signed with the store's
-link secret, and expires; holding it is the authorization, like a bearer token scoped to one
-incident and one action. The secret lives in the store so links survive restarts and every
+A token names an incident, an action (``ack`` or ``resolve``) and its recipient (the owner
+who was paged and acts by it), is signed with the store's link secret, and expires; holding it
+is the authorization, like a bearer token scoped to one incident, one action and one person.
+A token that names no recipient (made before links were bound to one) cannot say who acts,
+and is refused. The secret lives in the store so links survive restarts and every
 instance over the same store accepts them.
 """
 
@@ -18,13 +20,16 @@ _SALT = "driftowner.action-link.v1"
 
 
 class InvalidLink(Exception):
-    """The token is forged, altered, expired, or names an unknown action."""
+    """The token is forged, altered, expired, names an unknown action or no recipient."""
 
 
 @dataclass(frozen=True, slots=True)
 class ActionLink:
+    """What a verified token grants: ``recipient`` may take ``action`` on the incident."""
+
     incident_id: str
     action: str
+    recipient: str
 
 
 class LinkSigner:
@@ -34,21 +39,21 @@ class LinkSigner:
         self._serializer = URLSafeTimedSerializer(secret, salt=_SALT)
         self.base_url = base_url.rstrip("/")
 
-    def __call__(self, incident_id: str, action: str) -> str | None:
-        """The URL for ``action`` on an incident: ``view`` (the API), ``ack`` or ``resolve``
-        (a signed one-click link)."""
+    def __call__(self, incident_id: str, action: str, recipient: str | None = None) -> str | None:
+        """The URL for ``action`` on an incident: ``view`` (the API), or ``ack`` / ``resolve``
+        (a signed one-click link acting as ``recipient``; None without a recipient)."""
         if action == "view":
             return f"{self.base_url}/api/v1/incidents/{incident_id}"
-        if action not in ACTIONS:
+        if action not in ACTIONS or not recipient:
             return None
-        token = self._serializer.dumps({"i": incident_id, "a": action})
+        token = self._serializer.dumps({"i": incident_id, "a": action, "r": recipient})
         return f"{self.base_url}/a/{token}"
 
     def verify(self, token: str, max_age_s: int = MAX_AGE_S) -> ActionLink:
-        """The incident and action a token grants.
+        """The incident, action and recipient a token grants.
 
         Raises:
-            InvalidLink: forged, altered, expired or malformed.
+            InvalidLink: forged, altered, expired, malformed, or naming no recipient.
         """
         try:
             data = self._serializer.loads(token, max_age=max_age_s)
@@ -62,4 +67,10 @@ class LinkSigner:
             or not isinstance(data.get("i"), str)
         ):
             raise InvalidLink("this link is not valid")
-        return ActionLink(incident_id=data["i"], action=data["a"])
+        recipient = data.get("r")
+        if not isinstance(recipient, str) or not recipient:
+            raise InvalidLink(
+                "this link does not name who acts (it predates links bound to their "
+                "recipient); act from a newer message, the API or the CLI"
+            )
+        return ActionLink(incident_id=data["i"], action=data["a"], recipient=recipient)

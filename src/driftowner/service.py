@@ -32,6 +32,35 @@ class BadRequest(Exception):
         self.field = field
 
 
+MAX_NAME_CHARS = 200
+"""Longest owner key or actor name a request may give (``by``, ``to``)."""
+MAX_TEXT_CHARS = 2000
+"""Longest free text a request may give (``note``, ``reason``)."""
+
+
+def text_problem(value: str, limit: int) -> str | None:
+    """Why ``value`` is not acceptable request text, or None: longer than ``limit``
+    characters, not encodable as UTF-8 (a lone surrogate), or holding a control character
+    other than tab and newline (NUL cannot be stored)."""
+    if len(value) > limit:
+        return f"at most {limit} characters (got {len(value)})"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"not valid text: a lone surrogate at character {error.start}"
+    for position, char in enumerate(value):
+        if (ord(char) < 32 and char not in "\t\n\r") or char == "\x7f":
+            return f"not valid text: control character U+{ord(char):04X} at character {position}"
+    return None
+
+
+def _valid_text(field: str, value: str, limit: int) -> None:
+    """Raises BadRequest naming ``field`` when ``value`` is not acceptable text."""
+    problem = text_problem(value, limit)
+    if problem is not None:
+        raise BadRequest(field, f"{field}: {problem}")
+
+
 def new_incident_id() -> str:
     """Short, unguessable, easy to type: ``inc-3f9a1c2b7e``."""
     return f"inc-{secrets.token_hex(5)}"
@@ -54,6 +83,7 @@ def get(store: Store, incident_id: str) -> Incident:
 
 
 def _known_owner(config: Config, field: str, who: str) -> None:
+    _valid_text(field, who, MAX_NAME_CHARS)
     if who not in config.owners:
         known = ", ".join(sorted(config.owners))
         raise BadRequest(field, f"unknown owner {who!r} (known: {known})")
@@ -67,6 +97,7 @@ def acknowledge(
     Raises:
         NotFound, BadRequest, incidents.LifecycleError, store.Conflict.
     """
+    _valid_text("note", note, MAX_TEXT_CHARS)
     _known_owner(config, "by", by)
     transition = incidents.acknowledge(get(store, incident_id), by, now, note)
     store.apply(Changes(updated=[transition.incident], events=transition.events))
@@ -87,6 +118,7 @@ def resolve(
     Raises:
         NotFound, BadRequest, incidents.LifecycleError, store.Conflict.
     """
+    _valid_text("note", note, MAX_TEXT_CHARS)
     _known_owner(config, "by", by)
     return close(store, config, get(store, incident_id), by, note, now, links)
 
@@ -138,6 +170,8 @@ def reassign(
     Raises:
         NotFound, BadRequest, incidents.LifecycleError, store.Conflict.
     """
+    _valid_text("reason", reason, MAX_TEXT_CHARS)
+    _valid_text("by", by, MAX_NAME_CHARS)
     _known_owner(config, "to", to)
     if not reason.strip():
         raise BadRequest("reason", "a reassignment needs a reason")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
+from starlette.types import ASGIApp, Message, Scope
 
 from driftowner import incidents
 from driftowner.api import Runtime, create_app
@@ -70,3 +72,47 @@ def serving(config: Config, incident_id: str) -> Iterator[tuple[TestClient, Runt
             yield client, runtime
     finally:
         store.close()
+
+
+def post_streamed(app: ASGIApp, path: str, size: int, *, declare_length: bool) -> tuple[int, int]:
+    """POST ``size`` bytes to ``path`` straight through the ASGI interface, in 1 MiB chunks,
+    with a Content-Length header or streamed (chunked, no length).
+
+    Returns:
+        The response status and how many body bytes the app pulled from the client.
+    """
+    chunk = 1 << 20
+    remaining = size
+    pulled = 0
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        nonlocal remaining, pulled
+        if remaining == 0:
+            return {"type": "http.disconnect"}
+        n = min(chunk, remaining)
+        remaining -= n
+        pulled += n
+        return {"type": "http.request", "body": b"x" * n, "more_body": remaining > 0}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    length = [(b"content-length", str(size).encode())] if declare_length else []
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/x-www-form-urlencoded"), *length],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 9587),
+    }
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return int(status), pulled

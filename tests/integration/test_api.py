@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from itsdangerous import URLSafeTimedSerializer
 
 from driftowner.api import Runtime
 from driftowner.configload import load_config
 from driftowner.links import LinkSigner
-from tests.integration.app_harness import NOW, serving
+from tests.integration.app_harness import NOW, post_streamed, serving
 
 TOKEN = "api-test-token"
 
@@ -98,19 +99,22 @@ def test_bad_request_bodies_name_the_field(api: tuple[TestClient, Runtime, str])
 
 def test_signed_link_get_only_confirms_and_post_acts(api: tuple[TestClient, Runtime, str]) -> None:
     """Opening a signed ack link changes nothing (mail scanners follow links); confirming it
-    acknowledges as the chosen owner; the link only works for its own incident and action."""
+    acknowledges as the link's recipient; the link only works for its own incident and
+    action."""
     client, runtime, incident_id = api
-    url = runtime.links(incident_id, "ack")
+    url = runtime.links(incident_id, "ack", "alice")
     assert url is not None and url.startswith("https://driftowner.test/a/")
     path = url.removeprefix("https://driftowner.test")
     page = client.get(path)
     assert page.status_code == 200
     assert "Acknowledge this incident?" in page.text
     assert "fraud-scoring" in page.text and "Alice Chen" in page.text
+    assert "You will act as Alice Chen" in page.text
+    assert "<select" not in page.text
     assert runtime.store.incident(incident_id).state == "open"  # type: ignore[union-attr]
-    done = client.post(path, data={"by": "alice", "note": "on it"})
+    done = client.post(path, data={"note": "on it"})
     assert done.status_code == 200, done.text
-    assert "Acknowledged by alice" in done.text
+    assert "Acknowledged by Alice Chen" in done.text
     acked = runtime.store.incident(incident_id)
     assert acked is not None and acked.state == "acknowledged"
     assert runtime.store.events(incident_id)[-1].detail == "on it"
@@ -120,12 +124,12 @@ def test_forged_and_expired_links_are_refused(api: tuple[TestClient, Runtime, st
     """A tampered token, a token signed with another secret, and an expired one: 403, and the
     incident stays as it was."""
     client, runtime, incident_id = api
-    url = runtime.links(incident_id, "resolve")
+    url = runtime.links(incident_id, "resolve", "alice")
     assert url is not None
     token = url.rsplit("/", 1)[1]
     tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     assert client.post(f"/a/{tampered}", data={"by": "alice"}).status_code == 403
-    other = LinkSigner("another-secret", "https://x")(incident_id, "resolve")
+    other = LinkSigner("another-secret", "https://x")(incident_id, "resolve", "alice")
     assert other is not None
     assert client.post(f"/a/{other.rsplit('/', 1)[1]}", data={"by": "alice"}).status_code == 403
     with pytest.raises(Exception, match="expired"):
@@ -180,3 +184,156 @@ def test_a_non_ascii_bearer_token_is_refused_not_a_server_error(
     )
     assert answer.status_code == 401
     assert runtime.store.incident(incident_id).state == "open"  # type: ignore[union-attr]
+
+
+def link_path(runtime: Runtime, incident_id: str, action: str, recipient: str) -> str:
+    url = runtime.links(incident_id, action, recipient)
+    assert url is not None
+    return url.removeprefix("https://driftowner.test")
+
+
+def test_a_link_acts_as_its_recipient_never_as_the_form_says(
+    api: tuple[TestClient, Runtime, str],
+) -> None:
+    """A link made for bob acknowledges as bob: a form naming carol or alice is refused and
+    changes nothing, so the audit trail records who was really paged."""
+    client, runtime, incident_id = api
+    path = link_path(runtime, incident_id, "ack", "bob")
+    forged = client.post(path, data={"by": "alice"})
+    assert forged.status_code == 403
+    assert "this link acts only as Bob Diaz" in forged.text
+    assert runtime.store.incident(incident_id).state == "open"  # type: ignore[union-attr]
+    done = client.post(path, data={"by": "bob"})
+    assert done.status_code == 200, done.text
+    acked = runtime.store.incident(incident_id)
+    assert acked is not None and acked.acknowledged_by == "bob"
+    resolve = link_path(runtime, incident_id, "resolve", "bob")
+    assert client.post(resolve, data={"note": "réparé"}).status_code == 200
+    resolved = runtime.store.incident(incident_id)
+    assert resolved is not None and resolved.resolved_by == "bob"
+    assert runtime.store.events(incident_id)[-1].detail == "réparé"
+
+
+def test_a_link_that_names_no_recipient_is_refused(
+    api: tuple[TestClient, Runtime, str],
+) -> None:
+    """A token signed before links named their recipient cannot say who acts: 403 with a
+    message saying so, on the confirm page and on POST; the incident stays open."""
+    client, runtime, incident_id = api
+    secret = runtime.store.secret("links")
+    old = URLSafeTimedSerializer(secret, salt="driftowner.action-link.v1").dumps(
+        {"i": incident_id, "a": "ack"}
+    )
+    for answer in (client.get(f"/a/{old}"), client.post(f"/a/{old}", data={"by": "alice"})):
+        assert answer.status_code == 403
+        assert "does not name who acts" in answer.text
+    assert runtime.store.incident(incident_id).state == "open"  # type: ignore[union-attr]
+
+
+def test_the_bearer_scheme_is_case_insensitive(api: tuple[TestClient, Runtime, str]) -> None:
+    """RFC 7235: ``bearer`` and ``BEARER`` name the same scheme as ``Bearer``; the token itself
+    is still compared exactly."""
+    client, runtime, incident_id = api
+    url = f"/api/v1/incidents/{incident_id}/ack"
+    wrong_case_token = client.post(
+        url, json={"by": "alice"}, headers={"Authorization": f"bearer {TOKEN.upper()}"}
+    )
+    assert wrong_case_token.status_code == 401
+    ok = client.post(url, json={"by": "alice"}, headers={"Authorization": f"bearer {TOKEN}"})
+    assert ok.status_code == 200, ok.text
+    assert runtime.store.incident(incident_id).state == "acknowledged"  # type: ignore[union-attr]
+
+
+def test_the_token_is_checked_before_the_body_is_parsed(
+    api: tuple[TestClient, Runtime, str],
+) -> None:
+    """Invalid JSON without a token is 401, not a 422 that reveals the body was parsed."""
+    client, _, incident_id = api
+    for route in ("ack", "resolve", "reassign"):
+        answer = client.post(
+            f"/api/v1/incidents/{incident_id}/{route}",
+            content=b"{not json",
+            headers={"Content-Type": "application/json"},
+        )
+        assert answer.status_code == 401, (route, answer.text)
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "field"),
+    [
+        ("ack", '{"by": "\\ud800"}', "by"),
+        ("ack", '{"by": "alice", "note": "\\ud800"}', "note"),
+        ("resolve", '{"by": "alice", "note": "a\\udfffb"}', "note"),
+        ("reassign", '{"to": "\\ud800", "reason": "r"}', "to"),
+        ("reassign", '{"to": "bob", "reason": "\\ud800"}', "reason"),
+        ("ack", '{"by": "alice", "note": "nul\\u0000"}', "note"),
+        ("ack", '{"by": "alice", "note": "%s"}' % ("n" * 5000), "note"),
+        ("reassign", '{"to": "%s", "reason": "r"}' % ("b" * 500), "to"),
+    ],
+)
+def test_body_strings_that_are_not_text_are_a_located_422(
+    api: tuple[TestClient, Runtime, str], route: str, body: str, field: str
+) -> None:
+    """A lone surrogate, a NUL or an over-long string in a body field is a 422 naming that
+    field, never a 500, and changes nothing."""
+    client, runtime, incident_id = api
+    answer = client.post(
+        f"/api/v1/incidents/{incident_id}/{route}",
+        content=body.encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["loc"] == ["body", field]
+    assert runtime.store.incident(incident_id).state == "open"  # type: ignore[union-attr]
+
+
+def test_link_form_fields_that_are_not_text_are_refused(
+    api: tuple[TestClient, Runtime, str],
+) -> None:
+    """A note that is not UTF-8, holds a NUL or is over-long: 422 naming ``note``; nothing
+    changes."""
+    client, runtime, incident_id = api
+    path = link_path(runtime, incident_id, "ack", "alice")
+    for body in (b"note=%ED%A0%80", b"note=a%00b", b"note=" + b"n" * 5000):
+        answer = client.post(
+            path, content=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        assert answer.status_code == 422, answer.text
+        assert "note" in answer.text
+    assert runtime.store.incident(incident_id).state == "open"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("since", ["300000w", "99999999999999999w", "11000d"])
+def test_an_absurd_report_window_is_a_located_422(
+    api: tuple[TestClient, Runtime, str], since: str
+) -> None:
+    """A report window past the maximum is a 422 naming ``since``, never an overflow's 500."""
+    client, _, _ = api
+    answer = client.get(f"/api/v1/report?since={since}")
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["loc"] == ["query", "since"]
+    assert client.get("/api/v1/report?since=3650d").status_code == 200
+
+
+@pytest.mark.parametrize("declare_length", [True, False])
+def test_large_link_posts_get_413_without_the_body_being_read(
+    api: tuple[TestClient, Runtime, str], declare_length: bool
+) -> None:
+    """Ten 50 MB POSTs to a link: each answered 413; with a Content-Length none of the body
+    is read, streamed (no length) reading stops within one chunk past the limit."""
+    client, runtime, incident_id = api
+    path = link_path(runtime, incident_id, "ack", "alice")
+    for _ in range(10):
+        status, pulled = post_streamed(client.app, path, 50 << 20, declare_length=declare_length)
+        assert status == 413
+        assert pulled == 0 if declare_length else pulled <= 2 << 20
+    assert runtime.store.incident(incident_id).state == "open"  # type: ignore[union-attr]
+
+
+def test_every_route_limits_its_body(api: tuple[TestClient, Runtime, str]) -> None:
+    """A JSON action body over the limit is 413 before the token or JSON is looked at."""
+    client, _, incident_id = api
+    big = b"{" + b" " * (1 << 20) + b"}"
+    for path in (f"/api/v1/incidents/{incident_id}/ack", "/-/reload", "/api/v1/incidents"):
+        answer = client.post(path, content=big, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 413, (path, answer.status_code)

@@ -186,6 +186,16 @@ def test_interactive_buttons_do_not_need_links() -> None:
     ]
 
 
+def test_an_informed_team_gets_no_interactive_action_buttons() -> None:
+    """A contributor team's FYI is not a page: no interactive Acknowledge / Resolve, only the
+    incident link."""
+    payload = build_payload(
+        notification(address="#ml-fraud", purpose="informed", ack_url=None, resolve_url=None),
+        interactive=True,
+    )
+    assert [e["action_id"] for e in action_elements(payload)] == ["driftowner_incident"]
+
+
 async def test_channel_address_is_named_not_mentioned(slack: FakeSlack) -> None:
     """A team's ``#channel`` address is named in the message, without a member mention."""
     channel = channel_for(slack)

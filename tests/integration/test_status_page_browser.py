@@ -157,20 +157,21 @@ def test_the_status_page_shows_the_open_incident_under_its_owner(
 def test_an_owner_acknowledges_from_the_signed_link_in_the_browser(
     served: tuple[str, Runtime], browser: Any
 ) -> None:
-    """Following the ack link shows a confirmation (nothing changes on GET); confirming as
-    alice with a note acknowledges the incident, and the status page then says so."""
+    """Following alice's ack link shows a confirmation naming her (nothing changes on GET);
+    confirming with a note acknowledges the incident as alice, and the status page then says
+    so."""
     base_url, runtime = served
-    link = runtime.links("inc-browser", "ack")
+    link = runtime.links("inc-browser", "ack", "alice")
     assert link is not None
     page = browser.new_page()
     page.goto(link)
     assert page.locator("h1").inner_text() == "Acknowledge this incident?"
     assert runtime.store.incident("inc-browser").state == "open"  # type: ignore[union-attr]
-    assert page.locator("select[name=by]").input_value() == "alice"
+    assert "You will act as Alice Chen" in page.locator("form").inner_text()
     page.fill("input[name=note]", "rolling back the ranking change")
     page.click("button[type=submit]")
     assert page.locator("h1").inner_text() == "Done"
-    assert "Acknowledged by alice" in page.locator("[role=status]").inner_text()
+    assert "Acknowledged by Alice Chen" in page.locator("[role=status]").inner_text()
     incident = runtime.store.incident("inc-browser")
     assert incident is not None and incident.state == "acknowledged"
     assert runtime.store.events("inc-browser")[-1].detail == "rolling back the ranking change"

@@ -325,12 +325,15 @@ def ids(prefix: str = "id") -> Callable[[], str]:
     return lambda: f"{prefix}-{next(counter)}"
 
 
-def links(incident_id: str, action: str) -> str | None:
-    """Links as the HTTP API would make them, minus the signing."""
-    return f"http://driftowner.test/{action}/{incident_id}"
+def links(incident_id: str, action: str, recipient: str | None = None) -> str | None:
+    """Links as the HTTP API would make them, minus the signing: an ack / resolve link names
+    its recipient, and there is none without one."""
+    if action == "view":
+        return f"http://driftowner.test/{action}/{incident_id}"
+    return f"http://driftowner.test/{action}/{incident_id}/{recipient}" if recipient else None
 
 
-def no_links(incident_id: str, action: str) -> str | None:
+def no_links(incident_id: str, action: str, recipient: str | None = None) -> str | None:
     return None
 
 

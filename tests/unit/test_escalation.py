@@ -167,8 +167,22 @@ def test_notifications_carry_what_a_human_needs_to_act() -> None:
     assert message.step == 2
     assert message.runbook == "https://wiki.example.com/fraud-scoring"
     assert message.incident_url == "http://driftowner.test/view/inc-1"
-    assert message.ack_url == "http://driftowner.test/ack/inc-1"
-    assert message.resolve_url == "http://driftowner.test/resolve/inc-1"
+    assert message.ack_url == "http://driftowner.test/ack/inc-1/bob"
+    assert message.resolve_url == "http://driftowner.test/resolve/inc-1/bob"
+
+
+def test_only_the_paged_get_action_links_and_each_acts_as_its_recipient() -> None:
+    """Step 1's owner and step 2's escalation recipient each get ack / resolve links made for
+    them; the contributor teams informed at opening get the view link only."""
+    esc = escalator()
+    opened = esc.at(0).notifications
+    informed = [n.message for n in opened if n.message.purpose == "informed"]
+    assert informed and all(m.ack_url is None and m.resolve_url is None for m in informed)
+    assert all(m.incident_url == "http://driftowner.test/view/inc-1" for m in informed)
+    owner = [n.message for n in opened if n.message.purpose == "opened"]
+    assert {m.ack_url for m in owner} == {"http://driftowner.test/ack/inc-1/alice"}
+    (escalated,) = esc.at(15).notifications
+    assert escalated.message.ack_url == "http://driftowner.test/ack/inc-1/bob"
 
 
 def test_an_ack_stops_escalation() -> None:
@@ -418,7 +432,9 @@ def test_reminders_go_to_the_owner_while_acknowledged() -> None:
     ]
     assert [(e.kind, e.actor) for e in first.events] == [("reminded", AUTO)]
     assert first.notifications[0].message.ack_url is None
-    assert first.notifications[0].message.resolve_url == "http://driftowner.test/resolve/inc-1"
+    assert (
+        first.notifications[0].message.resolve_url == "http://driftowner.test/resolve/inc-1/alice"
+    )
     assert esc.at(10 + 120) == Escalation(esc.incident)
     assert esc.at(10 + 239).notifications == ()
     assert [n.message.purpose for n in esc.at(10 + 240).notifications] == ["reminder"] * 2

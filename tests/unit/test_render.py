@@ -164,6 +164,20 @@ def test_bodies_leave_out_links_that_are_not_set() -> None:
     assert "href" not in html
 
 
+def test_an_informed_message_has_the_incident_link_and_no_action_links() -> None:
+    """A contributor team's FYI (not paged: no acknowledge / resolve links) still reads
+    whole: the incident link is there, no action label or anchor is."""
+    fyi = message(purpose="informed", ack_url=None, resolve_url=None)
+    text = render.text(fyi)
+    html = render.html(fyi)
+    assert fyi.incident_url is not None
+    assert fyi.incident_url in text and fyi.incident_url in html
+    for label in ("Acknowledge", "Resolve:"):
+        assert label not in text
+    assert ">Acknowledge<" not in html and ">Resolve<" not in html
+    assert "no action is needed from you" in text
+
+
 def test_html_escapes_hostile_summary_and_evidence() -> None:
     """Summary and evidence are data, not markup: scripts and tags come out escaped."""
     hostile = message(

@@ -88,11 +88,18 @@ def _buttons(message: Message, interactive: bool) -> list[ButtonElement]:
     incident id for ``POST /slack/interactions``; otherwise all three open URLs (the signed
     one-click links)."""
     out: list[ButtonElement] = []
+    # A team informed is not paged: it gets no Acknowledge / Resolve, interactive or not.
+    paged = message.purpose != "informed"
     for text, style, action, url in (
         ("Acknowledge", "primary", ACK_ACTION, message.ack_url),
         ("Resolve", None, RESOLVE_ACTION, message.resolve_url),
     ):
-        if interactive and message.incident_id and len(message.incident_id) <= _BUTTON_VALUE_LIMIT:
+        if (
+            interactive
+            and paged
+            and message.incident_id
+            and len(message.incident_id) <= _BUTTON_VALUE_LIMIT
+        ):
             out.append(
                 ButtonElement(
                     text=PlainTextObject(text=text),
