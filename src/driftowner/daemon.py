@@ -360,7 +360,7 @@ class Daemon:
             clock=self.clock,
             links=self.signer,
             healthy=self.healthy,
-            reload=lambda: asyncio.run_coroutine_threadsafe(self._reload_notified(), loop).result(30),
+            reload=lambda: asyncio.run_coroutine_threadsafe(self._sd_reload(), loop).result(30),
         )
         server = _Server(
             uvicorn.Config(
@@ -378,7 +378,7 @@ class Daemon:
         self._schedule(config)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload_notified()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._sd_reload()))
         self.scheduler.start()
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         supervised = asyncio.create_task(sdnotify.supervise(lambda: server.started, self.healthy))
@@ -421,7 +421,7 @@ class Daemon:
         log.info("stopped")
         return code
 
-    async def _reload_notified(self) -> list[str]:
+    async def _sd_reload(self) -> list[str]:
         """:meth:`reload`, framed for systemd by RELOADING=1 and READY=1."""
         sdnotify.notify(sdnotify.reloading(time.monotonic_ns() // 1000))
         try:
