@@ -20,7 +20,7 @@ import structlog
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from driftowner import engine, outbox
+from driftowner import engine, outbox, sdnotify
 from driftowner.api import Runtime, create_app
 from driftowner.channels import Channel, build_channel
 from driftowner.clock import utcnow
@@ -360,7 +360,7 @@ class Daemon:
             clock=self.clock,
             links=self.signer,
             healthy=self.healthy,
-            reload=lambda: asyncio.run_coroutine_threadsafe(self.reload(), loop).result(30),
+            reload=lambda: asyncio.run_coroutine_threadsafe(self._sd_reload(), loop).result(30),
         )
         server = _Server(
             uvicorn.Config(
@@ -378,9 +378,10 @@ class Daemon:
         self._schedule(config)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._sd_reload()))
         self.scheduler.start()
         serving = asyncio.create_task(server.serve(sockets=[sock]))
+        supervised = asyncio.create_task(sdnotify.supervise(lambda: server.started, self.healthy))
         log.info(
             "driftowner started",
             listen=config.server.listen,
@@ -398,6 +399,8 @@ class Daemon:
             log.error("http server stopped", listen=config.server.listen)
             code = 1
         log.info("stopping")
+        supervised.cancel()
+        sdnotify.notify(sdnotify.STOPPING)
         # Let a running cycle finish (bounded) rather than cancel it between a send and its
         # record; no new cycle starts.
         self._stopping = True
@@ -417,6 +420,14 @@ class Daemon:
         self.store.close()
         log.info("stopped")
         return code
+
+    async def _sd_reload(self) -> list[str]:
+        """:meth:`reload`, framed for systemd by RELOADING=1 and READY=1."""
+        sdnotify.notify(sdnotify.reloading(time.monotonic_ns() // 1000))
+        try:
+            return await self.reload()
+        finally:
+            sdnotify.notify(sdnotify.READY)
 
 
 async def _close_all(sources: dict[str, Source], channels: dict[str, Channel]) -> None:
