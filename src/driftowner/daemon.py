@@ -276,6 +276,14 @@ class Daemon:
         self.last_lead_at = time.monotonic()
         if leading != self.leading:
             log.info("leading" if leading else "following", holder=self.holder)
+        if not leading:
+            # What a leader's jobs could not write is no longer this instance's work.
+            for job in ("evaluate", "escalate", "deliver"):
+                self.store_failures.pop(job, None)
+            if "lead" not in self.store_failures:
+                # A follower writes its lease (and API actions, which answer for themselves):
+                # once that commits, what it could not write while leading no longer counts.
+                self.store.forget_unwritable("incidents", "outbox")
         self.leading = leading
         self.metrics.leader.set(1 if leading else 0)
 

@@ -135,9 +135,10 @@ async def test_a_postgresql_instance_that_cannot_reach_its_store_follows_and_say
     postgres_url: str,  # noqa: F811 (a fixture)
     postgres_database_url: str,  # noqa: F811 (a fixture)
 ) -> None:
-    """PostgreSQL (HA): a leader whose database stops taking connections follows (another
-    instance may lead through a database this one cannot reach); it stays healthy (its loop
-    runs) but the store says why it cannot be written, and it leads again once it can."""
+    """PostgreSQL (HA): a leader whose database stops taking connections is unhealthy while
+    its cycle cannot reach the store, then follows at its next claim (another instance may
+    lead through a database this one cannot reach) and is healthy again (its loop runs);
+    the store says why it cannot be written, and it leads again once it can."""
     daemon = _daemon(tmp_path, postgres_database_url)
     assert daemon.store is not None
     await daemon.lead()
@@ -150,14 +151,27 @@ async def test_a_postgresql_instance_that_cannot_reach_its_store_follows_and_say
             (TEST_DATABASE,),
         )
         try:
+            await daemon.evaluate()  # still leading: its cycle cannot reach the store
+            assert not daemon.healthy()
             await daemon.lead()
             assert not daemon.leading
-            assert daemon.healthy()
+            assert daemon.healthy()  # a follower's loop runs; the cycle is not its work now
             reason = daemon.store.unwritable()
             assert reason is not None and "not currently accepting connections" in reason
             assert not daemon.store.ping()
         finally:
             admin.execute(f"ALTER DATABASE {TEST_DATABASE} ALLOW_CONNECTIONS true")
+    # Back: another instance leads now; this one's lease commits, so what it could not write
+    # while leading (its delivery's claim on the outbox) no longer makes it unready.
+    other = Store(postgres_database_url)
+    try:
+        daemon.store.resign(daemon.holder, daemon.clock())
+        assert other.try_lead("other-host/127.0.0.1:9587", timedelta(seconds=20), daemon.clock())
+        await daemon.lead()
+        assert not daemon.leading and daemon.store.unwritable() is None
+        other.resign("other-host/127.0.0.1:9587", daemon.clock())
+    finally:
+        other.close()
     await daemon.lead()
     assert daemon.leading and daemon.store.unwritable() is None
     daemon.store.close()

@@ -181,6 +181,11 @@ class _Writes:
         if was is not None:
             log.info("the store can be written again", work=work)
 
+    def forget(self, works: Iterable[str]) -> None:
+        with self._lock:
+            for work in works:
+                self._failing.pop(work, None)
+
     def problem(self) -> str | None:
         with self._lock:
             return next(
@@ -291,6 +296,11 @@ class Store:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+    def forget_unwritable(self, *works: str) -> None:
+        """Stop reporting the failures of ``works``: writes this process no longer makes
+        (a leader's, once it follows) cannot commit again to clear them."""
+        self._writes.forget(works)
 
     @contextmanager
     def _tx(self, *, read_only: bool = False, work: str = "") -> Iterator[Connection]:
