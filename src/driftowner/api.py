@@ -33,7 +33,7 @@ from driftowner.incidents import LifecycleError
 from driftowner.links import InvalidLink, LinkSigner
 from driftowner.metrics import Metrics
 from driftowner.model import Incident
-from driftowner.store import Conflict, Store
+from driftowner.store import Conflict, Store, StoreUnavailable
 
 log = logging.getLogger("driftowner.api")
 
@@ -203,6 +203,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     async def _conflict(_: Request, error: Conflict) -> JSONResponse:
         return JSONResponse({"detail": f"{error}; retry"}, status_code=409)
 
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_: Request, error: StoreUnavailable) -> JSONResponse:
+        # Nothing was changed: the client may retry once the store is back.
+        return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "30"})
+
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -211,10 +216,18 @@ def create_app(runtime: Runtime) -> FastAPI:
     def healthz() -> PlainTextResponse:
         if runtime.healthy():
             return PlainTextResponse("ok\n")
+        unwritable = runtime.store.unwritable()
+        if unwritable is not None:
+            return PlainTextResponse(f"no work gets recorded: {unwritable}\n", status_code=503)
         return PlainTextResponse("evaluation loop stalled\n", status_code=503)
 
     @app.get("/readyz", response_class=PlainTextResponse)
     def readyz() -> PlainTextResponse:
+        # The outcome of the writes made anyway (lease renewals, cycles, actions), not a
+        # write per probe.
+        unwritable = runtime.store.unwritable()
+        if unwritable is not None:
+            return PlainTextResponse(f"{unwritable}\n", status_code=503)
         if not runtime.store.ping():
             return PlainTextResponse("store unreachable\n", status_code=503)
         return PlainTextResponse("ready\n")

@@ -29,7 +29,7 @@ from driftowner.configload import ConfigError, default_secrets_dir, load_config
 from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
 from driftowner.sources import Source, build_source
-from driftowner.store import Store, StoreError
+from driftowner.store import Store, StoreError, StoreUnavailable
 
 log = structlog.get_logger("driftowner.daemon")
 
@@ -122,6 +122,9 @@ class Daemon:
         """This instance's name in the leadership lease, set once it listens."""
         self.leading = False
         self.last_lead_at: float = time.monotonic()
+        self.store_failures: dict[str, str] = {}
+        """Job (lead, evaluate, escalate, deliver) → why its last run could not write the
+        store; a job's next successful run clears it."""
         self._stop = asyncio.Event()
 
     # -- config ------------------------------------------------------------------------------
@@ -212,6 +215,9 @@ class Daemon:
             await asyncio.to_thread(engine.record, store, config, findings, now, self.links)
             metrics.evaluation_duration.observe(time.perf_counter() - started)
             self.last_cycle_at = time.monotonic()
+            self.store_failures.pop("evaluate", None)
+        except StoreUnavailable as error:
+            self._store_failed("evaluate", error)
         except Exception:
             log.exception("evaluation failed")
         await self.escalate_and_deliver()
@@ -222,6 +228,9 @@ class Daemon:
             await asyncio.to_thread(
                 engine.escalate, self.store, self.config, self.clock(), self.links, self.metrics
             )
+            self.store_failures.pop("escalate", None)
+        except StoreUnavailable as error:
+            self._store_failed("escalate", error)
         except Exception:
             log.exception("escalation failed")
         try:
@@ -232,24 +241,49 @@ class Daemon:
                 self.metrics,
                 lease=outbox.lease_for(self.config),
             )
+            self.store_failures.pop("deliver", None)
+        except StoreUnavailable as error:
+            self._store_failed("deliver", error)
         except Exception:
             log.exception("delivery failed")
+
+    def _store_failed(self, job: str, error: StoreUnavailable) -> None:
+        """Remember that ``job`` could not write the store. No traceback and no line per
+        cycle: the store logs each change of what it cannot write, once, and /readyz,
+        /healthz and ``driftowner_store_writable`` report it while it lasts."""
+        self.store_failures[job] = str(error)
 
     async def lead(self) -> None:
         """Claim or renew leadership. Only the leader evaluates, escalates and delivers, so
         instances sharing one store (PostgreSQL, for HA) never page twice; the others serve
-        HTTP and take over within LEAD_TTL when the leader stops renewing."""
+        HTTP and take over within LEAD_TTL when the leader stops renewing.
+
+        A claim the store cannot write follows on PostgreSQL (another instance may lead) and
+        never demotes the one instance of a SQLite store (see ``Store.try_lead``); if even
+        its lease cannot be read, a SQLite instance keeps leading or not as it did."""
         assert self.store is not None and self.metrics is not None
         try:
             leading = await asyncio.to_thread(
                 self.store.try_lead, self.holder, LEAD_TTL, self.clock()
             )
+            self.store_failures.pop("lead", None)
+        except StoreUnavailable as error:
+            self._store_failed("lead", error)
+            leading = self.leading and self.store.single_instance
         except Exception:
             log.exception("leadership claim failed")
             leading = False
         self.last_lead_at = time.monotonic()
         if leading != self.leading:
             log.info("leading" if leading else "following", holder=self.holder)
+        if not leading:
+            # What a leader's jobs could not write is no longer this instance's work.
+            for job in ("evaluate", "escalate", "deliver"):
+                self.store_failures.pop(job, None)
+            if "lead" not in self.store_failures:
+                # A follower writes its lease (and API actions, which answer for themselves):
+                # once that commits, what it could not write while leading no longer counts.
+                self.store.forget_unwritable("incidents", "outbox")
         self.leading = leading
         self.metrics.leader.set(1 if leading else 0)
 
@@ -305,9 +339,16 @@ class Daemon:
             )
 
     def healthy(self) -> bool:
-        """A leader completed an evaluation cycle within three intervals; a follower renewed
-        its claim attempt within three claim periods (its loop runs, it just does not lead)."""
-        if self.config is None:
+        """A leader completed an evaluation cycle within three intervals, and its last
+        evaluation, escalation and delivery could write the store; a follower renewed its
+        claim attempt within three claim periods (its loop runs, it just does not lead). The
+        one instance of a SQLite store that does not lead because it cannot use its store
+        does no work it should: unhealthy."""
+        if self.config is None or self.store is None:
+            return False
+        if self.leading and self.store_failures.keys() - {"lead"}:
+            return False
+        if not self.leading and self.store.single_instance and "lead" in self.store_failures:
             return False
         if not self.leading:
             limit = 3 * LEAD_EVERY.total_seconds() + 30

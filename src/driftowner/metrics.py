@@ -126,6 +126,13 @@ class StoreCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
+        writable = GaugeMetricFamily(
+            "driftowner_store_writable",
+            "1 when the store's last writes of each kind committed; 0 while one cannot be "
+            "written (disk full, read-only, unreachable)",
+        )
+        writable.add_metric([], 0 if self._store.unwritable() else 1)
+        yield writable
         yield from _incident_metrics(self._store.timings(), self._clock().timestamp())
         pending = GaugeMetricFamily("driftowner_outbox_pending", "Notifications not yet delivered")
         pending.add_metric([], self._store.outbox_pending())

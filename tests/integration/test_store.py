@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from driftowner.model import Event, Pending
-from driftowner.store import Changes, Conflict, Store, StoreError
+from driftowner.store import Changes, Conflict, Store, StoreError, StoreUnavailable
 from driftowner.store.dialect import UnsupportedURL, create_engine, parse_url
 from driftowner.store.migrations import SCHEMA_VERSION
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
@@ -30,6 +30,7 @@ from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
     postgres_url,
     store_url,
 )
+from tests.integration.test_full_disk import DiskLimit
 from tests.unit.factories import SYSTEM, T0, at, incident, minutes, notification
 
 LEASE = timedelta(minutes=2)
@@ -732,6 +733,148 @@ def test_contenders_at_once_elect_exactly_one(store: Store) -> None:
     finally:
         for contender in contenders:
             contender.close()
+
+
+# -- a store that cannot be written ------------------------------------------------------------
+
+
+class RefusedWrites:
+    """Makes the store's database refuse every write, as a read-only SQLite file or a
+    PostgreSQL standby does, until :meth:`allow`. Set on every connection the store checks
+    out (both settings last one connection)."""
+
+    def __init__(self, store: Store) -> None:
+        self.refusing = True
+        engine = store._engine
+        assert engine is not None
+        self._sqlite = engine.dialect.name == "sqlite"
+        sa.event.listen(engine, "checkout", self._set)
+
+    def _set(self, dbapi_connection: object, _record: object, _proxy: object) -> None:
+        cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+        if self._sqlite:
+            cursor.execute(f"PRAGMA query_only={int(self.refusing)}")
+        else:
+            mode = "READ ONLY" if self.refusing else "READ WRITE"
+            cursor.execute(f"SET SESSION CHARACTERISTICS AS TRANSACTION {mode}")
+            dbapi_connection.commit()  # type: ignore[attr-defined]
+        cursor.close()
+
+    def allow(self) -> None:
+        self.refusing = False
+
+
+def test_a_refused_write_is_store_unavailable_and_changes_nothing(store: Store) -> None:
+    """A write the database refuses raises StoreUnavailable saying the store cannot be
+    written, why, and that nothing was changed; the incident is as it was, reads still work,
+    and ``unwritable`` names the reason until a write of that kind commits again."""
+    store.apply(Changes(opened=[incident()]))
+    before = store.incident("inc-1")
+    assert before is not None and store.unwritable() is None
+    refused = RefusedWrites(store)
+    acked = replace(before, state="acknowledged", acknowledged_by="alice")
+    with pytest.raises(StoreUnavailable, match=r"^the store cannot be written: .+; nothing"):
+        store.apply(Changes(updated=[acked], events=[_event("acknowledged", 1)]))
+    assert store.incident("inc-1") == before
+    assert store.events("inc-1") == []
+    reason = store.unwritable()
+    assert reason is not None and reason.startswith("the store cannot be written: ")
+    assert "writing incidents failed" in reason
+    refused.allow()
+    store.apply(Changes(updated=[acked], events=[_event("acknowledged", 1)]))
+    assert store.unwritable() is None
+    assert [e.kind for e in store.events("inc-1")] == ["acknowledged"]
+
+
+def test_each_kind_of_write_stays_unwritable_until_it_commits_again(store: Store) -> None:
+    """A lease renewal that commits does not clear a failure to record incidents (on a full
+    disk a renewal can fit where an opening cannot): only the next committed write of
+    incidents does."""
+    assert store.try_lead("a", TTL, T0) is True
+    refused = RefusedWrites(store)
+    with pytest.raises(StoreUnavailable):
+        store.apply(Changes(opened=[incident()]))
+    refused.allow()
+    assert store.try_lead("a", TTL, T0 + timedelta(seconds=5)) is True
+    assert "writing incidents failed" in (store.unwritable() or "")
+    store.apply(Changes(opened=[incident()]))
+    assert store.unwritable() is None
+
+
+def test_a_claim_that_cannot_be_written_demotes_no_sqlite_instance(store: Store) -> None:
+    """SQLite (one instance): a holder whose renewal cannot be written leads on, and so does
+    an instance whose first claim cannot be written, unless the lease it reads names another
+    live holder. PostgreSQL (HA): the claim raises StoreUnavailable, and the caller follows."""
+    assert store.try_lead("a", TTL, T0) is True
+    RefusedWrites(store)
+    later = T0 + TTL + timedelta(seconds=1)  # a's lease ran out: it could not renew
+    if store.single_instance:
+        assert store.try_lead("a", TTL, T0 + timedelta(seconds=5)) is True
+        assert store.try_lead("b", TTL, T0 + timedelta(seconds=5)) is False  # a's lease runs
+        assert store.try_lead("a", TTL, later) is True
+    else:
+        with pytest.raises(StoreUnavailable, match="cannot be written"):
+            store.try_lead("a", TTL, later)
+    assert "writing leadership failed" in (store.unwritable() or "")
+
+
+def test_pending_conditions_an_evaluation_could_not_write_are_kept(store: Store) -> None:
+    """What a failed evaluation saw pending (and what it was opening) is what ``pending``
+    answers until that system's next write commits, so a condition seen through the outage
+    keeps its start; the stored rows count again once written."""
+    store.apply(Changes(pending_system=SYSTEM, pending=[Pending(SYSTEM, "drift:a", T0, T0)]))
+    refused = RefusedWrites(store)
+    opening = replace(incident(), rule="drift:b", condition_began_at=at(-10))
+    with pytest.raises(StoreUnavailable):
+        store.apply(
+            Changes(
+                opened=[opening],
+                events=[_event("opened", 5)],
+                pending_system=SYSTEM,
+                pending=[Pending(SYSTEM, "drift:a", T0, at(5))],
+            )
+        )
+    assert store.pending(SYSTEM) == {
+        (SYSTEM, "drift:a"): Pending(SYSTEM, "drift:a", T0, at(5)),
+        (SYSTEM, "drift:b"): Pending(SYSTEM, "drift:b", at(-10), at(5)),
+    }
+    assert store.pending("churn") == {}
+    refused.allow()
+    store.apply(Changes(pending_system=SYSTEM, pending=[Pending(SYSTEM, "drift:a", T0, at(6))]))
+    assert store.pending(SYSTEM) == {(SYSTEM, "drift:a"): Pending(SYSTEM, "drift:a", T0, at(6))}
+    assert _reopen(store).pending(SYSTEM) == {
+        (SYSTEM, "drift:a"): Pending(SYSTEM, "drift:a", T0, at(6))
+    }
+
+
+def test_a_wrong_statement_is_not_taken_for_an_unavailable_store(store: Store) -> None:
+    """Only a database that cannot be used becomes StoreUnavailable: a statement the database
+    does not understand (a bug) stays the driver's error, loud, and marks nothing unwritable."""
+    with pytest.raises(sa.exc.DBAPIError) as raised, store._tx(work="incidents") as conn:
+        conn.exec_driver_sql("SELEC 1")
+    assert not isinstance(raised.value, StoreUnavailable)
+    assert store.unwritable() is None
+
+
+def test_a_full_sqlite_disk_refuses_a_write_with_its_reason(
+    sqlite_store: Store, db_path: Path
+) -> None:
+    """SQLite only (a file): with the file at the size its disk allows, an opening fails with
+    "database or disk is full" and changes nothing; once there is room it is written, and
+    the file passes the integrity check."""
+    disk = DiskLimit(sqlite_store)
+    disk.fill()
+    with pytest.raises(StoreUnavailable) as raised:
+        sqlite_store.apply(Changes(opened=[incident()], events=[_event("opened")]))
+    assert str(raised.value) == (
+        "the store cannot be written: database or disk is full; nothing was changed"
+    )
+    assert sqlite_store.incident("inc-1") is None
+    disk.free()
+    sqlite_store.apply(Changes(opened=[incident()], events=[_event("opened")]))
+    assert sqlite_store.incident("inc-1") is not None
+    with sqlite3.connect(db_path) as check:
+        assert check.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
 
 
 # -- URLs and PostgreSQL connections ---------------------------------------------------------

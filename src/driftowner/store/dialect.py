@@ -104,6 +104,47 @@ def create_engine(url: URL) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
+def single_instance(url: str) -> bool:
+    """Whether a store at ``url`` is served by one instance at a time: a SQLite file lives on
+    one host's disk (leader election across hosts needs PostgreSQL). A single instance never
+    gives up leading because its store cannot be written; see ``Store.try_lead``."""
+    return url.startswith("sqlite:")
+
+
+_SQLITE_UNAVAILABLE = {
+    5: "SQLITE_BUSY",
+    6: "SQLITE_LOCKED",
+    7: "SQLITE_NOMEM",
+    8: "SQLITE_READONLY",
+    10: "SQLITE_IOERR",
+    11: "SQLITE_CORRUPT",
+    13: "SQLITE_FULL",
+    14: "SQLITE_CANTOPEN",
+    26: "SQLITE_NOTADB",
+}
+"""SQLite's primary result codes that say the database cannot be used now, as opposed to a
+refused change (a constraint) or a wrong statement (a bug, which must stay loud)."""
+
+_POSTGRESQL_UNAVAILABLE = ("08", "25006", "53", "55P03", "57", "58")
+"""SQLSTATE prefixes with the same meaning on PostgreSQL: connection exceptions, a read-only
+(standby) server, insufficient resources (53100: disk full), a lock not granted within
+lock_timeout, operator intervention (shutdown, statement timeout) and I/O errors."""
+
+
+def unavailable(error: sa.exc.DBAPIError) -> bool:
+    """Whether ``error`` means the store cannot be used now (full, read-only, locked past
+    the busy timeout, unreachable), so the operation may be retried once the cause is gone."""
+    orig = error.orig
+    if isinstance(orig, sqlite3.Error):
+        code = getattr(orig, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in _SQLITE_UNAVAILABLE
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is None:
+        # psycopg gives no SQLSTATE when it cannot reach the server at all.
+        return isinstance(error, sa.exc.OperationalError) or error.connection_invalidated
+    return str(sqlstate).startswith(_POSTGRESQL_UNAVAILABLE)
+
+
 def lock_schema(conn: Connection) -> None:
     """Serialise schema creation and migration among instances opening one store at once.
 

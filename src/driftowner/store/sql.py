@@ -6,6 +6,7 @@ What differs between the two databases lives in :mod:`driftowner.store.dialect`.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from driftowner.model import Event, Incident, Notification, Pending, State, Timing
@@ -26,6 +28,8 @@ from driftowner.store.codec import (
     ts,
 )
 from driftowner.store.migrations import SCHEMA_VERSION, migrate
+
+log = structlog.get_logger("driftowner.store")
 
 metadata = sa.MetaData()
 
@@ -131,6 +135,12 @@ class StoreError(Exception):
     """The store cannot be used (unreachable, newer schema, corrupt)."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be written (or read) now: its disk or database is full, it is
+    read-only, locked past the busy timeout, or unreachable. The transaction was rolled back
+    whole, so nothing was changed, and trying again once the cause is gone is safe."""
+
+
 class Conflict(Exception):
     """An incident changed since it was read; the write was refused and nothing was applied."""
 
@@ -148,6 +158,42 @@ class Changes:
     pending: Sequence[Pending] = ()
 
 
+class _Writes:
+    """Which kinds of write fail now, and why: what readiness and ``driftowner_store_writable``
+    report. Each kind is cleared by its own next commit, so a small write that still fits on
+    a full disk (a lease renewal rewrites its row in place) does not hide that incidents
+    cannot be recorded. Logged once per change, not at every failed write."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failing: dict[str, str] = {}
+
+    def failed(self, work: str, reason: str) -> None:
+        with self._lock:
+            previous = self._failing.get(work)
+            self._failing[work] = reason
+        if previous != reason:
+            log.error("the store cannot be written", work=work, reason=reason)
+
+    def succeeded(self, work: str) -> None:
+        with self._lock:
+            was = self._failing.pop(work, None)
+        if was is not None:
+            log.info("the store can be written again", work=work)
+
+    def forget(self, works: Iterable[str]) -> None:
+        with self._lock:
+            for work in works:
+                self._failing.pop(work, None)
+
+    def problem(self) -> str | None:
+        with self._lock:
+            return next(
+                (f"{reason} (writing {work} failed)" for work, reason in self._failing.items()),
+                None,
+            )
+
+
 class Store:
     """Incidents, events, outbox, pending conditions and the leader lease behind one
     SQLAlchemy engine, on SQLite or PostgreSQL alike.
@@ -158,6 +204,23 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: Engine | None = None
+        self._writes = _Writes()
+        self._unsaved: dict[str, tuple[Pending, ...]] = {}
+        """System → the pending conditions its last evaluation could not write (see
+        :meth:`pending`)."""
+
+    @property
+    def single_instance(self) -> bool:
+        """Whether one instance at a time serves this store (SQLite: one host, one file);
+        leader election is for PostgreSQL."""
+        return dialect.single_instance(self.url)
+
+    def unwritable(self) -> str | None:
+        """Why the store cannot be written now, or None: the reason of the last failed write
+        of each kind (leadership, incidents, outbox, secrets) not since committed again. No
+        query: it answers from the outcome of the writes the daemon and the API make anyway."""
+        problem = self._writes.problem()
+        return None if problem is None else f"the store cannot be written: {problem}"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -234,18 +297,42 @@ class Store:
             self._engine.dispose()
             self._engine = None
 
+    def forget_unwritable(self, *works: str) -> None:
+        """Stop reporting the failures of ``works``: writes this process no longer makes
+        (a leader's, once it follows) cannot commit again to clear them."""
+        self._writes.forget(works)
+
     @contextmanager
-    def _tx(self, *, read_only: bool = False) -> Iterator[Connection]:
+    def _tx(self, *, read_only: bool = False, work: str = "") -> Iterator[Connection]:
         """One transaction. ``read_only`` ones never wait for a writer's lock (SQLite: a
-        deferred BEGIN reads the last commit under WAL; see :mod:`.dialect`)."""
+        deferred BEGIN reads the last commit under WAL; see :mod:`.dialect`). A write's
+        outcome is remembered under ``work`` (see :meth:`unwritable`).
+
+        Raises:
+            StoreUnavailable: the database could not be used (full, read-only, locked,
+                unreachable); the transaction was rolled back.
+        """
         if self._engine is None:
             self.open()
         assert self._engine is not None
-        with self._engine.connect() as conn:
+        try:
+            with self._engine.connect() as conn:
+                if read_only:
+                    conn.execution_options(**dialect.READ_ONLY)
+                with conn.begin():
+                    yield conn
+        except sa.exc.DBAPIError as error:
+            if not dialect.unavailable(error):
+                raise
+            reason = _without_password(_one_line(str(error.orig)), dialect.parse_url(self.url))
             if read_only:
-                conn.execution_options(**dialect.READ_ONLY)
-            with conn.begin():
-                yield conn
+                raise StoreUnavailable(f"the store cannot be read: {reason}") from error
+            self._writes.failed(work, reason)
+            raise StoreUnavailable(
+                f"the store cannot be written: {reason}; nothing was changed"
+            ) from error
+        if not read_only:
+            self._writes.succeeded(work)
 
     def secret(self, name: str) -> str:
         """A random secret kept in the store, created on first use (the action-link key).
@@ -255,7 +342,7 @@ class Store:
         key = f"secret:{name}"
         for _ in range(2):  # a second instance may create it between our read and insert
             try:
-                with self._tx() as conn:
+                with self._tx(work="secrets") as conn:
                     query = sa.select(meta.c.value).where(meta.c.key == key)
                     found = conn.execute(query).scalar()
                     if found is not None:
@@ -354,6 +441,13 @@ class Store:
         return [_event(row) for row in rows]
 
     def pending(self, system: str) -> dict[tuple[str, str], Pending]:
+        """A system's pending conditions: what its last evaluation recorded or, when the
+        store could not write that (a full disk), what it saw. So a condition seen holding
+        through an outage of the store keeps its start and opens its incident on time once
+        the store can be written, instead of starting its ``for`` over. Held in memory only:
+        after a restart the stored rows count, as nobody saw the condition hold meanwhile."""
+        if (unsaved := self._unsaved.get(system)) is not None:
+            return {(p.system, p.rule): p for p in unsaved}
         with self._tx(read_only=True) as conn:
             rows = conn.execute(sa.select(pending).where(pending.c.system == system)).all()
         return {
@@ -395,9 +489,15 @@ class Store:
             # The one-unresolved-per-fingerprint index refused an opening: another writer
             # opened it first. Nothing was written; the caller decides again.
             raise Conflict(f"refused by the store: {_one_line(str(error.orig))}") from error
+        except StoreUnavailable:
+            if changes.pending_system is not None:
+                self._unsaved[changes.pending_system] = _seen(changes)
+            raise
+        if changes.pending_system is not None:
+            self._unsaved.pop(changes.pending_system, None)
 
     def _apply(self, changes: Changes) -> None:
-        with self._tx() as conn:
+        with self._tx(work="incidents") as conn:
             for incident in changes.opened:
                 conn.execute(sa.insert(incidents).values(**_incident_row(incident, 0)))
             for incident in changes.updated:
@@ -437,7 +537,7 @@ class Store:
         Concurrent workers, in one process or many, never claim the same notification twice
         within a lease: the rows are locked as they are read (see :func:`dialect.claim`).
         """
-        with self._tx() as conn:
+        with self._tx(work="outbox") as conn:
             rows = conn.execute(
                 dialect.claim(
                     sa.select(outbox)
@@ -515,7 +615,7 @@ class Store:
     ) -> None:
         if attempted:
             values["attempts"] = outbox.c.attempts + 1
-        with self._tx() as conn:
+        with self._tx(work="outbox") as conn:
             conn.execute(sa.update(outbox).where(outbox.c.id == notification_id).values(**values))
             if event is not None:
                 conn.execute(sa.insert(events).values(**_event_row(event)))
@@ -529,12 +629,28 @@ class Store:
         or had expired (taken over). False while another holder's lease runs. One atomic
         conditional write on either database, so of two contenders exactly one wins.
 
+        A claim the store cannot write (a full disk) never demotes the one instance of a
+        SQLite store: it leads on unless the lease it can still read names another holder
+        whose lease runs. On PostgreSQL the error is raised, and the caller follows: another
+        instance may be leading through a database this one cannot reach.
+
         ``now`` comes from the caller's clock: instances must agree on the time to well within
         ``ttl``, and a leader should renew well before ``ttl`` runs out.
+
+        Raises:
+            StoreUnavailable: the claim could not be written (on SQLite: nor the lease read).
         """
+        try:
+            return self._claim(holder, ttl, now)
+        except StoreUnavailable:
+            if not self.single_instance:
+                raise
+            return self.lease_holder(now) in (None, holder)
+
+    def _claim(self, holder: str, ttl: timedelta, now: datetime) -> bool:
         row = {"holder": holder, "expires_at": ts(now + ttl)}
         try:
-            with self._tx() as conn:
+            with self._tx(work="leadership") as conn:
                 taken = conn.execute(
                     sa.update(leader)
                     .where(
@@ -557,15 +673,39 @@ class Store:
             # transaction won and ours rolled back.
             return False
 
+    def lease_holder(self, now: datetime) -> str | None:
+        """Who holds the leadership lease at ``now``; None when nobody's lease runs."""
+        with self._tx(read_only=True) as conn:
+            held = conn.execute(
+                sa.select(leader.c.holder).where(
+                    leader.c.name == LEADERSHIP, leader.c.expires_at > ts(now)
+                )
+            ).scalar_one_or_none()
+        return None if held is None else str(held)
+
     def resign(self, holder: str, now: datetime) -> None:
         """End ``holder``'s lease at ``now`` (a clean shutdown), so another instance takes over
         at its next try instead of waiting out the lease. Does nothing if it does not lead."""
-        with self._tx() as conn:
+        with self._tx(work="leadership") as conn:
             conn.execute(
                 sa.update(leader)
                 .where(leader.c.name == LEADERSHIP, leader.c.holder == holder)
                 .values(expires_at=ts(now))
             )
+
+
+def _seen(changes: Changes) -> tuple[Pending, ...]:
+    """The conditions an evaluation saw holding, from its unwritten ``changes``: those still
+    pending, and those whose incident it was opening or reopening (pending again until that
+    can be written, with the start they had)."""
+    assert changes.pending_system is not None
+    seen = list(changes.pending)
+    opening = {e.incident_id: e.at for e in changes.events if e.kind in ("opened", "reopened")}
+    for incident in [*changes.opened, *changes.updated]:
+        began = incident.condition_began_at
+        if incident.id in opening and began is not None:
+            seen.append(Pending(changes.pending_system, incident.rule, began, opening[incident.id]))
+    return tuple(seen)
 
 
 def _unfinished() -> tuple[sa.ColumnElement[bool], ...]:
