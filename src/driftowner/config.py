@@ -260,16 +260,78 @@ class TeamConfig(Strict):
     slack_channel: str | None = None
 
 
-class LogChannelConfig(Strict):
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d*)\s*(ms|s|m|h)\s*$")
+
+
+def parse_rate(value: object) -> float | None:
+    """Parse a sending rate (``1/s``, ``20/m``, ``5/10s``) into sends per second; ``none``
+    (or null) means no limit.
+
+    Raises:
+        ValueError: naming the accepted syntax, when ``value`` is not one, or is zero.
+    """
+    if value is None or (isinstance(value, str) and value.strip() == "none"):
+        return None
+    match = _RATE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"invalid rate {value!r}: expected e.g. 1/s, 20/m, 5/10s or none")
+    count, span, unit = float(match.group(1)), int(match.group(2) or 1), match.group(3)
+    if count <= 0 or span <= 0:
+        raise ValueError(f"invalid rate {value!r}: must be more than 0 (or none for no limit)")
+    return count / (span * _UNIT_SECONDS[unit])
+
+
+def format_rate(value: float | None) -> str:
+    """A rate in sends per second as a user writes it (``1/s``, ``0.5/s``, ``none``); it
+    parses back to the same value (to 12 decimals)."""
+    if value is None:
+        return "none"
+    return format(value, ".12f").rstrip("0").rstrip(".") + "/s"
+
+
+Rate = Annotated[
+    float | None,
+    BeforeValidator(parse_rate),
+    PlainSerializer(format_rate, return_type=str),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?/[0-9]*(ms|s|m|h)$"},
+                {"const": "none"},
+                {"type": "null"},
+            ],
+            "description": "Sends per destination: 1/s, 20/m, 5/10s; none for no limit",
+            "examples": ["1/s", "30/m"],
+        },
+        mode="validation",
+    ),
+]
+
+
+class Paced(Strict):
+    """How fast the outbox may send through a channel, per destination (a Slack conversation
+    for the Web API; the channel's one webhook, relay or URL otherwise)."""
+
+    max_in_flight: int = Field(default=16, ge=1, le=1024)
+    """Sends in flight at once to one destination."""
+    rate: Rate = None
+    """Sends started per second to one destination (``1/s``, ``20/m``); none: no limit."""
+
+
+class LogChannelConfig(Paced):
     type: Literal["log"]
 
 
-class SlackChannelConfig(Strict):
+class SlackChannelConfig(Paced):
     """A Slack channel: EITHER an incoming webhook (``webhook_url``; every message lands in
     the webhook's channel) OR the Web API with a bot token (``token``; each message goes to
     its address: a member id opens a DM, ``#name`` or a conversation id posts there)."""
 
     type: Literal["slack"]
+    max_in_flight: int = Field(default=1, ge=1, le=1024)
+    """Slack posts to one conversation in order, one at a time."""
+    rate: Rate = 1.0
+    """Slack allows about one message a second per conversation (``1/s``)."""
     webhook_url: SecretStr | None = None
     """The incoming webhook URL (a secret). Exclusive with ``token``."""
     token: SecretStr | None = None
@@ -325,8 +387,10 @@ class SlackChannelConfig(Strict):
         return self
 
 
-class EmailChannelConfig(Strict):
+class EmailChannelConfig(Paced):
     type: Literal["email"]
+    max_in_flight: int = Field(default=4, ge=1, le=1024)
+    """SMTP sessions open at once to the relay."""
     host: str
     port: int = 587
     starttls: bool = True
@@ -356,7 +420,7 @@ class EmailChannelConfig(Strict):
         return self
 
 
-class WebhookChannelConfig(Strict):
+class WebhookChannelConfig(Paced):
     type: Literal["webhook"]
     url: SecretStr
     timeout: Duration = timedelta(seconds=10)
@@ -387,12 +451,39 @@ def _notify_targets(value: object) -> object:
     raise ValueError("must be 'owner' or a non-empty list of owner keys, e.g. [bob]")
 
 
+class ViaConfig(Strict):
+    """A channel of a step with a fallback: ``{channel: slack, fallback: email}``. When the
+    outbox gives up on a page through ``channel`` (a permanent failure, or still failing at
+    its maximum age), the same person is paged through ``fallback``."""
+
+    channel: str
+    fallback: str
+
+
 class StepConfig(Strict):
     after: Duration = timedelta(0)
     notify: Annotated[Literal["owner"] | list[str], BeforeValidator(_notify_targets)]
     """``owner`` (the system's accountable owner) or owner keys; ``owner`` may appear in a list."""
-    via: list[str] | None = None
-    """Channel names; default: every configured channel the recipient has a contact for."""
+    via: list[str | ViaConfig] | None = None
+    """Channel names, or ``{channel: NAME, fallback: NAME}`` for a channel with a fallback;
+    default: every configured channel the recipient has a contact for. A fallback channel is
+    used only when its channel gives up on a page."""
+
+    @property
+    def via_names(self) -> list[str] | None:
+        """The channels this step sends through at once (fallbacks left out)."""
+        if self.via is None:
+            return None
+        return [entry if isinstance(entry, str) else entry.channel for entry in self.via]
+
+    @property
+    def fallbacks(self) -> dict[str, str]:
+        """Channel name → the channel that takes over a page it gives up on."""
+        return {
+            entry.channel: entry.fallback
+            for entry in self.via or []
+            if isinstance(entry, ViaConfig)
+        }
 
 
 class ChainConfig(Strict):
@@ -772,18 +863,42 @@ def _check_chain(config: Config, chain_name: str, chain: ChainConfig) -> list[Co
                     issues.append(
                         ((*base, index, "notify", position), _unknown("owner", who, config.owners))
                     )
-        for position, channel in enumerate(step.via or []):
-            if channel not in config.channels:
-                issues.append(
-                    ((*base, index, "via", position), _unknown("channel", channel, config.channels))
-                )
+        issues.extend(_check_via(config, (*base, index, "via"), step))
+    return issues
+
+
+def _check_via(config: Config, where: tuple[str | int, ...], step: StepConfig) -> list[ConfigIssue]:
+    """Every channel and fallback a step names exists; a fallback is another channel, and
+    following fallbacks never comes back to where it started."""
+    issues: list[ConfigIssue] = []
+    for position, entry in enumerate(step.via or []):
+        if isinstance(entry, str):
+            if entry not in config.channels:
+                issues.append(((*where, position), _unknown("channel", entry, config.channels)))
+            continue
+        for key in ("channel", "fallback"):
+            name = getattr(entry, key)
+            if name not in config.channels:
+                issues.append(((*where, position, key), _unknown("channel", name, config.channels)))
+        if entry.fallback == entry.channel:
+            issues.append(((*where, position, "fallback"), "must be another channel"))
+    fallbacks = step.fallbacks
+    for position, entry in enumerate(step.via or []):
+        if isinstance(entry, ViaConfig) and entry.fallback != entry.channel:
+            seen, name = {entry.channel}, entry.fallback
+            while name in fallbacks and name not in seen:
+                seen.add(name)
+                name = fallbacks[name]
+            if name in seen:
+                issues.append(((*where, position, "fallback"), f"fallbacks loop back to {name!r}"))
     return issues
 
 
 def step_channels(config: Config, step: StepConfig) -> list[str]:
     """The channel names a step sends through (explicit ``via``, else every channel)."""
-    if step.via is not None:
-        return [name for name in step.via if name in config.channels]
+    names = step.via_names
+    if names is not None:
+        return [name for name in names if name in config.channels]
     return list(config.channels)
 
 
@@ -1035,6 +1150,19 @@ def _check_reachable(
                         "has no contact on any channel",
                     )
                 )
+            for channel_name, fallback in step.fallbacks.items():
+                if fallback not in config.channels:
+                    continue
+                if owner_contact(config, owner_key, fallback) is None:
+                    field_name = CONTACT_FIELD[config.channels[fallback].type]
+                    issues.append(
+                        (
+                            ("systems", name, "escalation"),
+                            f"chain {system.escalation!r} step {index + 1} falls back from "
+                            f"{channel_name!r} to {fallback!r} for {owner_key!r}, but owner "
+                            f"{owner_key!r} has no {field_name}",
+                        )
+                    )
     return issues
 
 

@@ -122,6 +122,10 @@ class Daemon:
         """This instance's name in the leadership lease, set once it listens."""
         self.leading = False
         self.last_lead_at: float = time.monotonic()
+        self._deliverer: outbox.Deliverer | None = None
+        self._delivering: asyncio.Task[None] | None = None
+        """The delivery loop while the daemon runs; without it (jobs run by hand), an
+        escalation delivers inline."""
         self.store_failures: dict[str, str] = {}
         """Job (lead, evaluate, escalate, deliver) → why its last run could not write the
         store; a job's next successful run clears it."""
@@ -168,6 +172,8 @@ class Daemon:
             self.signer = LinkSigner(self.store.secret("links"), config.server.base_url)
             self.runtime.links = self.signer
         self._schedule(config)
+        if self._deliverer is not None:
+            self._deliverer.configure(config, self.channels)
         self.metrics.config_reload_ok.set(1)
         self.metrics.config_reload_time.set(time.time())
         log.info("config reloaded", systems=len(config.systems), path=str(self.config_path))
@@ -223,6 +229,9 @@ class Daemon:
         await self.escalate_and_deliver()
 
     async def escalate_and_deliver(self) -> None:
+        """Derive due escalation steps, then have their pages delivered: the running delivery
+        loop is woken (it drains the outbox on its own, not per tick); jobs run by hand
+        deliver inline."""
         assert self.config and self.store and self.metrics
         try:
             await asyncio.to_thread(
@@ -233,19 +242,32 @@ class Daemon:
             self._store_failed("escalate", error)
         except Exception:
             log.exception("escalation failed")
-        try:
-            await outbox.deliver_due(
+        deliverer = self.deliverer()
+        if self._delivering is not None:
+            deliverer.wake()
+        else:
+            await deliverer.deliver_now()
+
+    def deliverer(self) -> outbox.Deliverer:
+        """The outbox's delivery loop over this daemon's store, channels and config."""
+        assert self.config and self.store and self.metrics
+        if self._deliverer is None:
+            self._deliverer = outbox.Deliverer(
                 self.store,
                 self.channels,
+                self.config,
                 self.clock,
                 self.metrics,
-                lease=outbox.lease_for(self.config),
+                leading=lambda: self.leading and not self._stopping,
+                report=self._delivery_report,
             )
+        return self._deliverer
+
+    def _delivery_report(self, problem: StoreUnavailable | None) -> None:
+        if problem is None:
             self.store_failures.pop("deliver", None)
-        except StoreUnavailable as error:
-            self._store_failed("deliver", error)
-        except Exception:
-            log.exception("delivery failed")
+        else:
+            self._store_failed("deliver", problem)
 
     def _store_failed(self, job: str, error: StoreUnavailable) -> None:
         """Remember that ``job`` could not write the store. No traceback and no line per
@@ -421,6 +443,7 @@ class Daemon:
             loop.add_signal_handler(signum, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._sd_reload()))
         self.scheduler.start()
+        self._delivering = asyncio.create_task(self.deliverer().run())
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         supervised = asyncio.create_task(sdnotify.supervise(lambda: server.started, self.healthy))
         log.info(
@@ -447,7 +470,10 @@ class Daemon:
         self._stopping = True
         self.scheduler.pause()
         if self._running:
-            await asyncio.wait(set(self._running), timeout=STOP_TIMEOUT_S / 2)
+            await asyncio.wait(set(self._running), timeout=STOP_TIMEOUT_S / 4)
+        await self.deliverer().stop(STOP_TIMEOUT_S / 4)
+        self._delivering.cancel()
+        self._delivering = None
         self.scheduler.shutdown(wait=False)
         server.should_exit = True
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):

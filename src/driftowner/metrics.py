@@ -137,6 +137,13 @@ class StoreCollector(Collector):
         pending = GaugeMetricFamily("driftowner_outbox_pending", "Notifications not yet delivered")
         pending.add_metric([], self._store.outbox_pending())
         yield pending
+        oldest = GaugeMetricFamily(
+            "driftowner_outbox_oldest_seconds",
+            "How long the oldest notification not yet delivered has waited since it was made "
+            "(0 when none waits)",
+        )
+        oldest.add_metric([], self._store.outbox_oldest(self._clock()))
+        yield oldest
 
 
 def _incident_metrics(incidents: list[Timing], now: float) -> Iterator[Metric]:

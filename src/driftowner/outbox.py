@@ -5,7 +5,9 @@ is never dropped silently, and one notification's trouble never decides another'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,10 +16,11 @@ from typing import Any, Literal
 import structlog
 
 from driftowner.channels import Channel
-from driftowner.config import Config
+from driftowner.config import Config, SlackChannelConfig, owner_contact
 from driftowner.metrics import Metrics
 from driftowner.model import AUTO, Delivery, Event, Notification, State
-from driftowner.store import Store
+from driftowner.service import new_notification_id
+from driftowner.store import Store, StoreUnavailable
 
 log = structlog.get_logger("driftowner.outbox")
 
@@ -35,6 +38,8 @@ LONGEST_SERVER_DELAY = timedelta(hours=1)
 """The longest wait a server's delay (``Retry-After``, Slack's ``ratelimited``) can impose.
 A server's number is untrusted input: a longer, infinite or far-future one waits this long,
 and a negative or NaN one is ignored (the backoff alone applies)."""
+JITTER = 0.5
+"""The share of a backoff that is random: a retry waits between 50% and 100% of it."""
 _MAX_DOUBLINGS = 20
 """Beyond this many doublings the backoff is at LONGEST_RETRY anyway; the bound keeps the
 arithmetic finite for any attempt count."""
@@ -69,10 +74,17 @@ def server_delay(retry_after: float | None) -> timedelta:
 
 
 def next_attempt(
-    attempts: int, now: datetime, retry_after: float | None, give_up_at: datetime
+    attempts: int,
+    now: datetime,
+    retry_after: float | None,
+    give_up_at: datetime,
+    jitter: float = 1.0,
 ) -> datetime:
-    """When to try again: exponential backoff from 5 s to 15 min, never sooner than the
-    server asked (capped at LONGEST_SERVER_DELAY), never later than the give-up time.
+    """When to try again: exponential backoff from 5 s to 15 min with jitter, never sooner
+    than the server asked (capped at LONGEST_SERVER_DELAY), never later than the give-up time.
+
+    Jitter spreads the retries of pages that failed together (a receiver that was down) so
+    they do not all come back at once: the wait is between half and all of the backoff.
 
     Args:
         attempts: Attempts made so far, the failed one included.
@@ -80,9 +92,13 @@ def next_attempt(
         retry_after: The server's requested delay in seconds, if any (untrusted).
         give_up_at: When the notification gives up (created + MAX_AGE): its last attempt is
             made then at the latest, so it gives up on schedule.
+        jitter: A draw in [0, 1] (the shell passes a random one); 1 waits the whole backoff,
+            0 half of it. Values outside are clamped.
     """
     doublings = min(max(attempts - 1, 0), _MAX_DOUBLINGS)
     backoff = min(FIRST_RETRY * (1 << doublings), LONGEST_RETRY)
+    draw = min(max(jitter, 0.0), 1.0) if not math.isnan(jitter) else 1.0
+    backoff = backoff * (1 - JITTER + JITTER * draw)
     return min(now + max(backoff, server_delay(retry_after)), max(give_up_at, now))
 
 
@@ -126,13 +142,16 @@ class Outcome:
     next_attempt_at: datetime | None = None
 
 
-def outcome_of(notification: Notification, delivery: Delivery, now: datetime) -> Outcome:
+def outcome_of(
+    notification: Notification, delivery: Delivery, now: datetime, jitter: float = 1.0
+) -> Outcome:
     """The outcome of one send of ``notification`` that finished at ``now`` with ``delivery``.
 
     Args:
         notification: The notification as leased (``attempts`` not counting this send).
         delivery: What its channel reported.
         now: When the send finished.
+        jitter: The retry's random draw in [0, 1] (see :func:`next_attempt`).
     """
     if delivery.ok:
         return Outcome("delivered")
@@ -140,9 +159,47 @@ def outcome_of(notification: Notification, delivery: Delivery, now: datetime) ->
     if reason is not None:
         return Outcome("failed", reason)
     when = next_attempt(
-        notification.attempts + 1, now, delivery.retry_after, give_up_at(notification)
+        notification.attempts + 1, now, delivery.retry_after, give_up_at(notification), jitter
     )
     return Outcome("retry", delivery.detail, when)
+
+
+PAGES = ("opened", "reopened", "escalated")
+"""Purposes of the messages that page a person (a fallback takes over only these)."""
+
+
+def fallback_of(
+    config: Config, notification: Notification, now: datetime, new_id: Callable[[], str]
+) -> Notification | None:
+    """The page that takes over when ``notification`` gives up, or None.
+
+    The step that made the page (its message's step in the system's chain, as configured
+    now) may name a fallback for the page's channel (``via: [{channel: slack, fallback:
+    email}]``); the same person is then paged, with the same message, through the fallback,
+    at once.
+    """
+    message = notification.message
+    system = config.systems.get(message.system)
+    if message.purpose not in PAGES or message.step < 1 or system is None:
+        return None
+    chain = config.escalation_chains.get(system.escalation)
+    if chain is None:
+        return None
+    step = chain.steps[(message.step - 1) % len(chain.steps)]
+    channel = step.fallbacks.get(notification.channel)
+    address = None if channel is None else owner_contact(config, notification.recipient, channel)
+    if channel is None or address is None:
+        return None
+    return Notification(
+        id=new_id(),
+        incident_id=notification.incident_id,
+        channel=channel,
+        recipient=notification.recipient,
+        address=address,
+        message=message,
+        created_at=now,
+        next_attempt_at=now,
+    )
 
 
 def sending_order(notifications: list[Notification]) -> list[Notification]:
@@ -211,12 +268,29 @@ async def _deliver(
     for cancellation): a failure to decide or record is logged, and the lease, once it runs
     out, sends the notification again."""
     delivery = await _send(channels, notification, budget)
+    return await _settle(store, notification, delivery, clock, metrics)
+
+
+async def _settle(
+    store: Store,
+    notification: Notification,
+    delivery: Delivery,
+    clock: Callable[[], datetime],
+    metrics: Metrics | None,
+    jitter: float = 1.0,
+    fallback: Callable[[Notification, datetime], Notification | None] | None = None,
+) -> bool:
+    """Decide and record one finished send's outcome; True when delivered. A failure to
+    decide or record is logged, and the lease, once it runs out, sends it again."""
     try:
         now = clock()
-        outcome = outcome_of(notification, delivery, now)
+        outcome = outcome_of(notification, delivery, now, jitter)
+        successor = None
+        if outcome.kind == "failed" and fallback is not None:
+            successor = fallback(notification, now)
         # The store is synchronous: its commit runs in a worker thread so that the other
-        # sends of the pass go on meanwhile.
-        await asyncio.to_thread(_record, store, notification, outcome, now, metrics)
+        # sends go on meanwhile.
+        await asyncio.to_thread(_record, store, notification, outcome, now, metrics, successor)
     except Exception:
         _log(notification).exception(
             "recording the outcome failed; the notification is sent again after its lease"
@@ -231,8 +305,10 @@ def _record(
     outcome: Outcome,
     now: datetime,
     metrics: Metrics | None,
+    fallback: Notification | None = None,
 ) -> None:
-    """Write one send's outcome to the store, log it, and count it."""
+    """Write one send's outcome (and the fallback page that takes over a give-up) to the
+    store, log it, and count it."""
     if outcome.kind == "delivered":
         store.mark_delivered(notification.id, now)
         if metrics is not None:
@@ -240,17 +316,28 @@ def _record(
                 max((now - notification.created_at).total_seconds(), 0.0)
             )
     elif outcome.kind == "failed":
-        detail = (
-            f"notification to {notification.recipient} via {notification.channel} "
-            f"failed for good: {outcome.detail}"
-        )
+        if fallback is None:
+            detail = (
+                f"notification to {notification.recipient} via {notification.channel} "
+                f"failed for good: {outcome.detail}"
+            )
+        else:
+            detail = (
+                f"page to {notification.recipient} via {notification.channel} failed for "
+                f"good ({outcome.detail}); falling back to {fallback.channel}"
+            )
         store.mark_failed(
             notification.id,
             now,
             outcome.detail,
             Event(notification.incident_id, now, "note", AUTO, detail),
+            fallback,
         )
-        _log(notification).error("notification failed", error=outcome.detail)
+        _log(notification).error(
+            "notification failed",
+            error=outcome.detail,
+            fallback=None if fallback is None else fallback.channel,
+        )
     else:
         assert outcome.next_attempt_at is not None
         store.mark_retry(notification.id, now, outcome.detail, outcome.next_attempt_at)
@@ -311,3 +398,350 @@ async def _send(
     except Exception as error:  # a channel bug must not lose the notification
         log.exception("channel raised", channel=notification.channel)
         return Delivery.retry(f"{type(error).__name__} in channel {notification.channel!r}")
+
+
+# -- pacing: per destination, concurrency, rate and a server's pause ----------------------------
+
+Destination = tuple[str, str]
+"""Where sends contend: (channel, conversation) for Slack's Web API, whose limit is per
+conversation; (channel, "") otherwise, where every send goes to one webhook, relay or URL."""
+
+
+def destination_of(config: Config, notification: Notification) -> Destination:
+    """The destination ``notification`` is paced by."""
+    spec = config.channels.get(notification.channel)
+    if isinstance(spec, SlackChannelConfig) and spec.token is not None:
+        return (notification.channel, notification.address)
+    return (notification.channel, "")
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """A destination's limits: sends in flight at once, and sends started per second (None:
+    no limit)."""
+
+    max_in_flight: int
+    rate: float | None = None
+
+
+def pace_of(config: Config, channel: str) -> Pace:
+    """The configured pace of a channel (a channel no longer configured: one at a time)."""
+    spec = config.channels.get(channel)
+    if spec is None:
+        return Pace(1)
+    return Pace(spec.max_in_flight, spec.rate)
+
+
+@dataclass(slots=True)
+class _Lane:
+    in_flight: int = 0
+    next_start: datetime | None = None
+    paused_until: datetime | None = None
+    send_seconds: float = 0.0
+    """A moving average of how long a send takes here (to foresee a backlog)."""
+
+
+class Throttle:
+    """Per-destination pacing decisions, the clock passed in: how many sends run at once, how
+    often one may start, and a pause a server asked for (a 429 pauses its destination, not
+    everyone)."""
+
+    def __init__(self, pace: Callable[[Destination], Pace]) -> None:
+        self._pace = pace
+        self._lanes: dict[Destination, _Lane] = {}
+
+    def _lane(self, destination: Destination) -> _Lane:
+        return self._lanes.setdefault(destination, _Lane())
+
+    def start_at(self, destination: Destination, now: datetime) -> datetime | None:
+        """When the next send to ``destination`` may start: ``now`` or later (its rate, a
+        pause), or None while its ``max_in_flight`` sends are running."""
+        lane = self._lane(destination)
+        if lane.in_flight >= self._pace(destination).max_in_flight:
+            return None
+        return max(now, lane.next_start or now, lane.paused_until or now)
+
+    def start(self, destination: Destination, now: datetime) -> None:
+        """Count a send to ``destination`` started at ``now``."""
+        lane = self._lane(destination)
+        rate = self._pace(destination).rate
+        lane.in_flight += 1
+        if rate is not None:
+            lane.next_start = max(now, lane.next_start or now) + timedelta(seconds=1 / rate)
+
+    def finish(
+        self,
+        destination: Destination,
+        now: datetime,
+        seconds: float,
+        retry_after: float | None = None,
+    ) -> None:
+        """Count a send finished at ``now`` after ``seconds``; a server's ``retry_after``
+        (seconds, untrusted: see :func:`server_delay`) pauses the destination."""
+        lane = self._lane(destination)
+        lane.in_flight = max(lane.in_flight - 1, 0)
+        if math.isfinite(seconds) and seconds >= 0:
+            lane.send_seconds = (
+                seconds if not lane.send_seconds else (0.8 * lane.send_seconds + 0.2 * seconds)
+            )
+        pause = server_delay(retry_after)
+        if pause:
+            lane.paused_until = max(lane.paused_until or now, now + pause)
+
+    def clears_at(self, destination: Destination, waiting: int, now: datetime) -> datetime:
+        """When ``waiting`` more sends to ``destination`` will have started, foreseen from
+        its rate, its pause and how long its sends take."""
+        lane = self._lane(destination)
+        pace = self._pace(destination)
+        begin = max(now, lane.next_start or now, lane.paused_until or now)
+        by_rate = waiting / pace.rate if pace.rate is not None else 0.0
+        by_pipe = (waiting // pace.max_in_flight) * lane.send_seconds
+        return begin + timedelta(seconds=max(by_rate, by_pipe))
+
+    def idle(self) -> bool:
+        """No send is in flight anywhere."""
+        return all(lane.in_flight == 0 for lane in self._lanes.values())
+
+
+# -- the delivery loop ---------------------------------------------------------------------------
+
+BATCH = 200
+"""Notifications leased at once; the loop leases again as soon as they are under way."""
+IDLE_POLL = timedelta(seconds=1)
+"""With nothing due, the loop still looks this often (writes by the API, another instance's
+retries); an escalation that writes pages wakes it at once."""
+SEND_MARGIN = timedelta(seconds=5)
+"""A send must finish this long before its lease runs out."""
+
+
+@dataclass(slots=True)
+class _Waiting:
+    notification: Notification
+    leased_until: datetime
+
+
+class Deliverer:
+    """The outbox's delivery loop: while work is due it leases in batches and sends, each
+    destination paced by its channel's ``max_in_flight`` and ``rate``; it records each
+    outcome as its send finishes, and sleeps until woken (:meth:`wake`) or until the next
+    notification falls due. What a destination cannot take within its lease is handed back
+    to the store, due when the destination will be free, so a lease never runs out on a page
+    waiting in memory and another instance never sends it twice."""
+
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        config: Config,
+        clock: Callable[[], datetime],
+        metrics: Metrics | None = None,
+        *,
+        lease: timedelta | None = None,
+        batch: int = BATCH,
+        leading: Callable[[], bool] = lambda: True,
+        jitter: Callable[[], float] = random.random,
+        new_id: Callable[[], str] = new_notification_id,
+        report: Callable[[StoreUnavailable | None], None] = lambda problem: None,
+    ) -> None:
+        self.store = store
+        self.report = report
+        """Told of each drain whether the store could be written (the daemon's health)."""
+        self.clock = clock
+        self.metrics = metrics
+        self.batch = batch
+        self.leading = leading
+        self._jitter = jitter
+        self._new_id = new_id
+        self._lease_override = lease
+        self.configure(config, channels)
+        self.throttle = Throttle(lambda d: pace_of(self.config, d[0]))
+        self._queues: dict[Destination, list[_Waiting]] = {}
+        self._sends: set[asyncio.Task[bool]] = set()
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self.delivered = 0
+        self._stopping = False
+
+    def configure(self, config: Config, channels: Mapping[str, Channel]) -> None:
+        """Use a reloaded config and its channels from the next send on."""
+        self.config = config
+        self.channels = channels
+        self.lease = self._lease_override or lease_for(config)
+
+    def wake(self) -> None:
+        """Look for due notifications now (escalation or the API just wrote some)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver while leading, until cancelled or :meth:`stop`."""
+        while not self._stopping:
+            self._wake.clear()
+            if self.leading():
+                await self.deliver_now()
+            await self._idle()
+
+    async def deliver_now(self) -> int:
+        """:meth:`drain`, its store trouble reported rather than raised; what it could not
+        send stays in the store for the next drain (or, once its lease ends, another
+        instance). Returns how many notifications were delivered."""
+        try:
+            delivered = await self.drain()
+        except StoreUnavailable as error:
+            self.report(error)
+            await self._release_waiting()
+            return 0
+        except Exception:
+            log.exception("delivery failed")
+            await self._release_waiting()
+            return 0
+        self.report(None)
+        return delivered
+
+    async def _idle(self) -> None:
+        """Sleep until woken, until the next notification is due, or IDLE_POLL."""
+        wait = IDLE_POLL.total_seconds()
+        with contextlib.suppress(Exception):
+            due = await asyncio.to_thread(self.store.next_due)
+            if due is not None:
+                wait = min(wait, max((due - self.clock()).total_seconds(), 0.0))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def drain(self) -> int:
+        """Deliver until nothing is due, in flight or waiting for its destination.
+
+        Returns:
+            How many notifications were delivered.
+        """
+        delivered_before = self.delivered
+        more = True
+        while not self._stopping:
+            self._changed.clear()
+            if not self.leading():
+                # Another instance leads now: what waits here is its to send.
+                await self._release_waiting()
+                more = False
+            waiting = sum(len(q) for q in self._queues.values())
+            # Refill in chunks, not one lease per finished send.
+            if more and waiting <= self.batch // 2 and self.leading():
+                now = self.clock()
+                room = self.batch - waiting
+                leased = await asyncio.to_thread(self.store.lease_due, now, self.lease, room)
+                more = len(leased) == room
+                await self._enqueue(leased, now)
+            wake_at = await self._pump(self.clock())
+            if not self._sends and not any(self._queues.values()):
+                if not more or not self.leading():
+                    break
+                continue
+            if more and sum(len(q) for q in self._queues.values()) <= self.batch // 2:
+                continue
+            timeout = None
+            if wake_at is not None:
+                timeout = max((wake_at - self.clock()).total_seconds(), 0.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            more = True
+        return self.delivered - delivered_before
+
+    async def _enqueue(self, leased: list[Notification], now: datetime) -> None:
+        """Queue leased notifications by destination; finish the moot ones; hand back what a
+        destination cannot start within the lease."""
+        if not leased:
+            return
+        states = await asyncio.to_thread(
+            self.store.incident_states, (n.incident_id for n in leased)
+        )
+        later: dict[str, datetime] = {}
+        for notification in sending_order(leased):
+            reason = superseded(notification, states.get(notification.incident_id))
+            if reason is not None:
+                await asyncio.to_thread(
+                    _supersede, self.store, notification, reason, now, self.metrics
+                )
+                continue
+            destination = destination_of(self.config, notification)
+            queue = self._queues.setdefault(destination, [])
+            starts = self.throttle.clears_at(destination, len(queue), now)
+            if starts > now + self.lease - SEND_MARGIN - self._send_budget_floor():
+                later[notification.id] = starts
+            else:
+                queue.append(_Waiting(notification, now + self.lease))
+        if later:
+            await asyncio.to_thread(self.store.defer, later)
+
+    def _send_budget_floor(self) -> timedelta:
+        """The least time a send is given: its channel's timeout, as :func:`lease_for` has it."""
+        return max((self.lease - timedelta(seconds=10)) / 2, timedelta(seconds=1))
+
+    async def _pump(self, now: datetime) -> datetime | None:
+        """Start every send the destinations allow now; hand back queues a pause holds past
+        their lease. Returns when the next send may start (None: only a finish frees one)."""
+        wake_at: datetime | None = None
+        for destination, queue in self._queues.items():
+            while queue:
+                at = self.throttle.start_at(destination, now)
+                if at is None:
+                    break
+                if at > now:
+                    if at + self._send_budget_floor() > queue[0].leased_until - SEND_MARGIN:
+                        due = {w.notification.id: at for w in queue}
+                        queue.clear()
+                        await asyncio.to_thread(self.store.defer, due)
+                    else:
+                        wake_at = at if wake_at is None else min(wake_at, at)
+                    break
+                waiting = queue.pop(0)
+                self.throttle.start(destination, now)
+                task = asyncio.create_task(self._send_one(destination, waiting, now))
+                self._sends.add(task)
+                task.add_done_callback(self._sends.discard)
+        return wake_at
+
+    async def _send_one(
+        self, destination: Destination, waiting: _Waiting, started: datetime
+    ) -> bool:
+        notification = waiting.notification
+        budget = max(waiting.leased_until - SEND_MARGIN - started, timedelta(seconds=1))
+        try:
+            delivery = await _send(self.channels, notification, budget)
+            finished = self.clock()
+            self.throttle.finish(
+                destination,
+                finished,
+                (finished - started).total_seconds(),
+                None if delivery.ok else delivery.retry_after,
+            )
+            ok = await _settle(
+                self.store,
+                notification,
+                delivery,
+                self.clock,
+                self.metrics,
+                self._jitter(),
+                lambda n, now: fallback_of(self.config, n, now, self._new_id),
+            )
+            self.delivered += ok
+            return ok
+        finally:
+            self._changed.set()
+
+    async def stop(self, grace: float) -> None:
+        """Start nothing more; let the sends in flight finish and record (within ``grace``
+        seconds); hand back what waits, so another instance takes it at once."""
+        self._stopping = True
+        self._wake.set()
+        self._changed.set()
+        if self._sends:
+            await asyncio.wait(set(self._sends), timeout=grace)
+        await self._release_waiting()
+
+    async def _release_waiting(self) -> None:
+        """Hand every notification waiting for its destination back to the store, due now
+        (best effort: unreleased, its lease runs out soon anyway)."""
+        now = self.clock()
+        due = {w.notification.id: now for q in self._queues.values() for w in q}
+        self._queues.clear()
+        if due:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.store.defer, due)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -475,6 +475,23 @@ class Store:
                 ).scalar_one()
             )
 
+    def outbox_oldest(self, now: datetime) -> float:
+        """Seconds the longest-waiting notification still owed has waited since it was made
+        (0 when none is owed): the outbox's delay, which a count of pending ones hides."""
+        with self._tx(read_only=True) as conn:
+            oldest = conn.execute(
+                sa.select(sa.func.min(outbox.c.created_at)).where(*_unfinished())
+            ).scalar_one_or_none()
+        return 0.0 if oldest is None else max(now.timestamp() - float(oldest), 0.0)
+
+    def next_due(self) -> datetime | None:
+        """When the next notification still owed falls due (its next attempt, or its lease's
+        end if one is leased), or None when none is owed."""
+        due = sa.func.coalesce(outbox.c.leased_until, outbox.c.next_attempt_at, outbox.c.created_at)
+        with self._tx(read_only=True) as conn:
+            at = conn.execute(sa.select(sa.func.min(due)).where(*_unfinished())).scalar_one()
+        return from_ts(at)
+
     # -- writes ------------------------------------------------------------------------------
 
     def apply(self, changes: Changes) -> None:
@@ -597,18 +614,44 @@ class Store:
         )
 
     def mark_failed(
-        self, notification_id: str, at: datetime, error: str, event: Event | None = None
+        self,
+        notification_id: str,
+        at: datetime,
+        error: str,
+        event: Event | None = None,
+        fallback: Notification | None = None,
     ) -> None:
-        """Give up on a notification; ``event`` (the incident's record of it) is written in
-        the same transaction."""
+        """Give up on a notification; ``event`` (the incident's record of it) and
+        ``fallback`` (the page through the fallback channel that takes over) are written in
+        the same transaction, so a give-up is never committed without its successor."""
         self._finish(
-            notification_id, failed_at=ts(at), leased_until=None, last_error=error, event=event
+            notification_id,
+            event,
+            fallback,
+            failed_at=ts(at),
+            leased_until=None,
+            last_error=error,
         )
+
+    def defer(self, due: Mapping[str, datetime]) -> None:
+        """Hand leased notifications back, each due again at its time in ``due`` (id →
+        time), without counting an attempt: their destination cannot take them within their
+        lease (a rate limit, a server's Retry-After, a full pipe, a stopping instance)."""
+        if not due:
+            return
+        with self._tx(work="outbox") as conn:
+            conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.id == sa.bindparam("notification_id"), *_unfinished())
+                .values(next_attempt_at=sa.bindparam("until"), leased_until=None),
+                [{"notification_id": key, "until": ts(at)} for key, at in due.items()],
+            )
 
     def _finish(
         self,
         notification_id: str,
         event: Event | None = None,
+        fallback: Notification | None = None,
         *,
         attempted: bool = True,
         **values: Any,
@@ -619,6 +662,8 @@ class Store:
             conn.execute(sa.update(outbox).where(outbox.c.id == notification_id).values(**values))
             if event is not None:
                 conn.execute(sa.insert(events).values(**_event_row(event)))
+            if fallback is not None:
+                conn.execute(sa.insert(outbox).values(**_outbox_row(fallback)))
 
     # -- leadership --------------------------------------------------------------------------
 
