@@ -330,7 +330,7 @@ class SlackChannelConfig(Paced):
     type: Literal["slack"]
     max_in_flight: int = Field(default=1, ge=1, le=1024)
     """Slack posts to one conversation in order, one at a time."""
-    rate: Rate = 1.0
+    rate: Rate = Field(default=1.0, json_schema_extra={"default": "1/s"})
     """Slack allows about one message a second per conversation (``1/s``)."""
     webhook_url: SecretStr | None = None
     """The incoming webhook URL (a secret). Exclusive with ``token``."""
@@ -460,11 +460,32 @@ class ViaConfig(Strict):
     fallback: str
 
 
+VIA_TAGS: tuple[str, str] = ("channel name", "channel with fallback")
+"""The two forms of a ``via`` entry (their tags never appear in an error's YAML path)."""
+
+
+def via_kind(value: object) -> str:
+    """Which form a ``via`` entry is written in, one of :data:`VIA_TAGS`."""
+    return VIA_TAGS[0] if isinstance(value, str) else VIA_TAGS[1]
+
+
+if TYPE_CHECKING:
+    ViaEntry: TypeAlias = str | ViaConfig
+else:
+    ViaEntry = Annotated[
+        Union[  # noqa: UP007 -- Tag needs each member annotated on its own
+            Annotated[str, Tag(VIA_TAGS[0])],
+            Annotated[ViaConfig, Tag(VIA_TAGS[1])],
+        ],
+        Discriminator(via_kind),
+    ]
+
+
 class StepConfig(Strict):
     after: Duration = timedelta(0)
     notify: Annotated[Literal["owner"] | list[str], BeforeValidator(_notify_targets)]
     """``owner`` (the system's accountable owner) or owner keys; ``owner`` may appear in a list."""
-    via: list[str | ViaConfig] | None = None
+    via: list[ViaEntry] | None = None
     """Channel names, or ``{channel: NAME, fallback: NAME}`` for a channel with a fallback;
     default: every configured channel the recipient has a contact for. A fallback channel is
     used only when its channel gives up on a page."""

@@ -95,6 +95,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from driftowner.config import (
     SIGNAL_ENTRY_TAGS,
     TEMPLATE_OVERRIDES,
+    VIA_TAGS,
     Config,
     ConfigIssue,
     TemplateRefConfig,
@@ -974,8 +975,8 @@ def _clean_loc(loc: tuple[int | str, ...], data: Any) -> tuple[YamlPath, bool]:
         if part == "[key]":
             key_error = True
             continue
-        if part in SIGNAL_ENTRY_TAGS:
-            continue  # which form a system's signal is in (plain or template ref)
+        if part in SIGNAL_ENTRY_TAGS or part in VIA_TAGS:
+            continue  # which form a signal (plain, template ref) or a via entry is in
         if isinstance(node, dict):
             if part in node:
                 path.append(part)

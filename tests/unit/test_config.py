@@ -21,10 +21,15 @@ from driftowner.config import (
     TemplateRefConfig,
     config_json_schema,
     format_duration,
+    format_rate,
     parse_duration,
     parse_percent,
+    parse_rate,
+    step_channels,
 )
 from driftowner.configload import ConfigError, default_secrets_dir, load_config, load_config_text
+
+from .factories import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKEN = sorted((ROOT / "tests" / "data" / "configs").glob("*.yaml"))
@@ -974,3 +979,57 @@ def test_json_schema_describes_templates_and_systems_dir() -> None:
     }
     assert "system_label" in definitions["SignalTemplateConfig"]["required"]
     assert "labels" in definitions["SystemConfig"]["properties"]
+
+
+# --- outbox pacing and fallbacks ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "per_second"),
+    [("1/s", 1.0), ("20/m", 20 / 60), ("5/10s", 0.5), ("3/h", 3 / 3600), ("0.5/s", 0.5)],
+)
+def test_a_rate_is_read_as_sends_per_second(text: str, per_second: float) -> None:
+    """``N/unit`` and ``N/<count><unit>`` give sends per second, and print back as a rate
+    that parses to the same number."""
+    assert parse_rate(text) == pytest.approx(per_second)
+    assert parse_rate(format_rate(parse_rate(text))) == pytest.approx(per_second)
+
+
+@pytest.mark.parametrize("text", [None, "none"])
+def test_no_rate_means_no_limit(text: str | None) -> None:
+    """``none`` (or null) sets no rate."""
+    assert parse_rate(text) is None
+
+
+@pytest.mark.parametrize("text", ["1", 1, 1.5, "0/s", "1/0s", "fast", "1/d", "-1/s", True])
+def test_a_bad_rate_names_the_syntax(text: object) -> None:
+    """A bare number, a zero rate, an unknown unit: each refused with the accepted syntax."""
+    with pytest.raises(ValueError, match=r"invalid rate .*(1/s|more than 0)"):
+        parse_rate(text)
+
+
+def test_a_step_may_give_a_channel_a_fallback_and_plain_via_keeps_working() -> None:
+    """``via: [{channel: slack, fallback: email}, console]`` sends through slack and console
+    at once; email only takes over slack's pages. A plain list has no fallback."""
+    config = make_config(
+        {
+            "channels": {"slack": {"type": "slack", "webhook_url": "https://hooks.example/x"}},
+            "escalation_chains": {
+                "standard": {
+                    "steps": [
+                        {
+                            "notify": "owner",
+                            "via": [{"channel": "slack", "fallback": "email"}, "console"],
+                        },
+                        {"after": "15m", "notify": ["bob"], "via": ["email"]},
+                    ]
+                }
+            },
+        }
+    )
+    first, second = config.escalation_chains["standard"].steps
+    assert step_channels(config, first) == ["slack", "console"]
+    assert first.fallbacks == {"slack": "email"}
+    assert step_channels(config, second) == ["email"] and second.fallbacks == {}
+    again = Config.model_validate(config.model_dump(by_alias=True))
+    assert again.escalation_chains == config.escalation_chains
