@@ -14,13 +14,14 @@ from structlog.testing import capture_logs
 from driftowner.daemon import Daemon
 from driftowner.metrics import Metrics
 from driftowner.model import SourceResult
-from driftowner.store import Store
+from driftowner.store import Changes, Store
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
     TEST_DATABASE,
     postgres_database_url,
     postgres_url,
 )
 from tests.integration.test_full_disk import DiskLimit
+from tests.unit.factories import incident, notification
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -175,3 +176,19 @@ async def test_a_postgresql_instance_that_cannot_reach_its_store_follows_and_say
     await daemon.lead()
     assert daemon.leading and daemon.store.unwritable() is None
     daemon.store.close()
+
+
+async def test_one_escalation_tick_delivers_a_backlog_larger_than_a_batch(daemon: Daemon) -> None:
+    """Issue 7: 450 pages due at once all go out from one escalation job (it used to send
+    100 and leave the rest to later ticks, 5 s apart)."""
+    assert daemon.store is not None
+    daemon.store.apply(Changes(opened=[incident()]))
+    daemon.store.apply(
+        Changes(notifications=[notification(f"n-{i:03d}", channel="console") for i in range(450)])
+    )
+    await daemon.lead()
+    with capture_logs():
+        await daemon.escalate_and_deliver()
+    assert daemon.store.outbox_pending() == 0
+    delivered = {n.id for n in daemon.store.notifications("inc-1") if n.delivered_at}
+    assert {f"n-{i:03d}" for i in range(450)} <= delivered

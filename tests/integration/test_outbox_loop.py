@@ -1,0 +1,261 @@
+"""The outbox's delivery loop against a real store (a SQLite file, a PostgreSQL database):
+it drains a backlog larger than one batch without waiting for a tick, keeps each
+destination within its ``max_in_flight``, lets a 429 pause only its own destination, hands a
+page that gives up to its fallback channel (a real webhook receiver answering 404, then a
+real SMTP server) with the event on the incident, and exports how old the oldest owed
+notification is."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from prometheus_client import generate_latest
+
+from driftowner.channels import Channel, build_channel
+from driftowner.config import Config
+from driftowner.metrics import Metrics
+from driftowner.model import Delivery, Notification
+from driftowner.outbox import Deliverer
+from driftowner.store import Changes, Store
+from tests.fakes.mailbox import running_smtp
+from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
+    postgres_database_url,
+    postgres_url,
+    store_url,
+)
+from tests.integration.test_channel_webhook import Receiver, receiver  # noqa: F401 (fixture)
+from tests.integration.test_outbox import Clock, FakeChannel
+from tests.unit.factories import T0, ids, incident, make_config, notification
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:  # noqa: F811 (a fixture)
+    opened = Store(store_url)
+    opened.open()
+    opened.apply(Changes(opened=[incident()]))
+    yield opened
+    opened.close()
+
+
+def _config(**channels: dict[str, Any]) -> Config:
+    """The factories' config with extra channels (log channels unless a type is given)."""
+    return make_config(
+        {"channels": {name: {"type": "log", **spec} for name, spec in channels.items()}}
+    )
+
+
+def _queue(store: Store, count: int, channel: str = "console", prefix: str = "n") -> None:
+    store.apply(
+        Changes(
+            notifications=[
+                notification(f"{prefix}-{i:05d}", channel=channel, created_at=T0)
+                for i in range(count)
+            ]
+        )
+    )
+
+
+def _delivered(store: Store) -> list[Notification]:
+    return [n for n in store.notifications("inc-1") if n.delivered_at is not None]
+
+
+async def test_a_backlog_larger_than_a_batch_drains_in_one_go(store: Store) -> None:
+    """450 due notifications, leased 100 at a time: one drain delivers them all, leasing
+    again as each batch gets under way, with no tick in between; nothing stays owed."""
+    console = FakeChannel("console")
+    clock = Clock(T0 + timedelta(seconds=1))
+    _queue(store, 450)
+    deliverer = Deliverer(store, {"console": console}, _config(), clock, batch=100)
+    assert await deliverer.drain() == 450
+    assert len(console.sent) == 450 and len({n.id for n in console.sent}) == 450
+    assert store.outbox_pending() == 0
+
+
+@dataclass
+class Counting:
+    """A channel that counts its sends and sets ``done`` when it has ``expect`` of them."""
+
+    name: str
+    expect: int
+    sent: list[str] = field(default_factory=list)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send(self, notification: Notification) -> Delivery:
+        self.sent.append(notification.id)
+        if len(self.sent) >= self.expect:
+            self.done.set()
+        return Delivery.delivered()
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+async def test_the_running_loop_is_woken_by_new_pages_not_by_a_tick(store: Store) -> None:
+    """The loop runs with nothing due; 250 pages are written and the loop woken (as an
+    escalation does): it delivers all of them, more than one batch, on its own."""
+    channel = Counting("console", 250)
+    clock = Clock(T0 + timedelta(seconds=1))
+    deliverer = Deliverer(store, {"console": channel}, _config(), clock, batch=100)
+    running = asyncio.create_task(deliverer.run())
+    try:
+        await asyncio.sleep(0)  # the loop's first drain finds nothing
+        _queue(store, 250)
+        deliverer.wake()
+        await asyncio.wait_for(channel.done.wait(), 30)
+        await deliverer.stop(5)
+    finally:
+        running.cancel()
+    assert sorted(channel.sent) == [f"n-{i:05d}" for i in range(250)]
+    assert store.outbox_pending() == 0
+
+
+@dataclass
+class Gate:
+    """A channel whose sends wait at a gate, recording how many were in flight at most."""
+
+    name: str
+    in_flight: int = 0
+    most: int = 0
+    sent: int = 0
+
+    async def send(self, notification: Notification) -> Delivery:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        for _ in range(5):  # let every other ready send start meanwhile
+            await asyncio.sleep(0)
+        self.in_flight -= 1
+        self.sent += 1
+        return Delivery.delivered()
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+@pytest.mark.parametrize("max_in_flight", [1, 3, 16])
+async def test_a_destination_never_has_more_than_max_in_flight_sends(
+    store: Store, max_in_flight: int
+) -> None:
+    """40 pages to one destination: at most ``max_in_flight`` sends run at once (and with
+    16 allowed, more than one does), and all are delivered."""
+    gate = Gate("pipe")
+    _queue(store, 40, channel="pipe")
+    config = _config(pipe={"max_in_flight": max_in_flight})
+    deliverer = Deliverer(store, {"pipe": gate}, config, Clock(T0))
+    assert await deliverer.drain() == 40
+    assert gate.most == max_in_flight
+    assert gate.sent == 40
+
+
+async def test_a_429_on_one_destination_does_not_slow_another(store: Store) -> None:
+    """``slow`` answers its first page 429 with Retry-After: 30; ``fast`` answers 200. In
+    the same drain every fast page is delivered, while the slow destination's other pages
+    are handed back unattempted, due when its pause ends (not retried one by one)."""
+    slow = FakeChannel("slow", [Delivery.retry("429 rate limited", retry_after=30)])
+    fast = FakeChannel("fast")
+    _queue(store, 20, channel="slow", prefix="s")
+    _queue(store, 20, channel="fast", prefix="f")
+    config = _config(slow={"max_in_flight": 1}, fast={"max_in_flight": 1})
+    deliverer = Deliverer(store, {"slow": slow, "fast": fast}, config, Clock(T0))
+    assert await deliverer.drain() == 20
+    assert len(fast.sent) == 20 and len(slow.sent) == 1
+    waiting = [n for n in store.notifications("inc-1") if n.channel == "slow"]
+    assert {n.next_attempt_at for n in waiting} == {T0 + timedelta(seconds=30)}
+    assert sorted(n.attempts for n in waiting) == [0] * 19 + [1]
+    assert store.next_due() == T0 + timedelta(seconds=30)
+
+
+async def test_a_page_that_fails_for_good_falls_back_to_email(
+    store: Store,
+    receiver: Receiver,  # noqa: F811 (a fixture)
+) -> None:
+    """alice's step-1 page goes through a webhook that answers 404 (permanent): the outbox
+    gives up on it and, in the same transaction, queues the page to alice's email; the same
+    drain sends that through a real SMTP server. The incident records the fallback."""
+    receiver.script.append((404, {}, "no such hook"))
+    with running_smtp() as (mailbox, port):
+        config = make_config(
+            {
+                "channels": {
+                    "hook": {"type": "webhook", "url": receiver.url},
+                    "email": {
+                        "type": "email",
+                        "host": "127.0.0.1",
+                        "port": port,
+                        "starttls": False,
+                        "from": "driftowner@example.com",
+                    },
+                },
+                "escalation_chains": {
+                    "standard": {
+                        "steps": [
+                            {"notify": "owner", "via": [{"channel": "hook", "fallback": "email"}]},
+                            {"after": "15m", "notify": ["bob"], "via": ["email"]},
+                        ]
+                    }
+                },
+            }
+        )
+        channels: dict[str, Channel] = {
+            name: build_channel(name, spec) for name, spec in config.channels.items()
+        }
+        store.apply(Changes(notifications=[notification("page-1", channel="hook")]))
+        clock = Clock(T0 + timedelta(seconds=2))
+        deliverer = Deliverer(store, channels, config, clock, new_id=ids("fb"))
+        try:
+            assert await deliverer.drain() == 1
+        finally:
+            for channel in channels.values():
+                await channel.aclose()
+        assert len(mailbox.to("alice@example.com")) == 1
+    assert len(receiver.requests) == 1
+    page, fallback = store.notifications("inc-1")
+    assert (page.id, page.failed_at, fallback.id, fallback.channel) == (
+        "page-1",
+        clock.now,
+        "fb-1",
+        "email",
+    )
+    assert fallback.delivered_at == clock.now and fallback.address == "alice@example.com"
+    [event] = [e for e in store.events("inc-1") if "falling back" in e.detail]
+    assert event.detail.startswith("page to alice via hook failed for good (")
+    assert "404" in event.detail and event.detail.endswith("; falling back to email")
+
+
+async def test_a_give_up_is_not_committed_without_its_fallback(store: Store) -> None:
+    """The fallback page is written in the give-up's transaction: when it cannot be written
+    (its id is taken), the page is not marked failed either, and stays owed."""
+    _queue(store, 2)
+    taken = notification("n-00001", channel="email", address="alice@example.com")
+    with pytest.raises(sa.exc.IntegrityError):
+        store.mark_failed("n-00000", T0, "404", fallback=taken)
+    assert all(n.failed_at is None for n in store.notifications("inc-1"))
+    assert store.outbox_pending() == 2
+
+
+def _gauge(metrics: Metrics, name: str) -> float:
+    for line in generate_latest(metrics.registry).decode().splitlines():
+        if line.startswith(f"{name} "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not exported")
+
+
+async def test_the_oldest_owed_notification_age_is_exported(store: Store) -> None:
+    """``driftowner_outbox_oldest_seconds`` is how long the oldest notification not yet
+    delivered has waited (90 s here), and 0 once the outbox is drained."""
+    clock = Clock(T0 + timedelta(seconds=90))
+    metrics = Metrics(store, clock)
+    assert _gauge(metrics, "driftowner_outbox_oldest_seconds") == 0
+    _queue(store, 3)
+    assert _gauge(metrics, "driftowner_outbox_oldest_seconds") == 90
+    assert _gauge(metrics, "driftowner_outbox_pending") == 3
+    deliverer = Deliverer(store, {"console": FakeChannel("console")}, _config(), clock, metrics)
+    await deliverer.drain()
+    assert _gauge(metrics, "driftowner_outbox_oldest_seconds") == 0
