@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from driftowner.config import Config, owner_contact, team_contact
+from driftowner.config import Config, owner_contact, round_length, team_contact
 from driftowner.model import (
     AUTO,
     ChainSnapshot,
@@ -42,10 +42,7 @@ class Escalation:
 def cycle_length(chain: ChainSnapshot) -> timedelta:
     """Time from the start of one round of the chain to the start of the next (repeat): the
     last step's ``after`` plus the gap before the last step."""
-    steps = chain.steps
-    if len(steps) < 2:
-        return steps[-1].after
-    return steps[-1].after + (steps[-1].after - steps[-2].after)
+    return round_length([step.after for step in chain.steps])
 
 
 def step_due_at(chain: ChainSnapshot, epoch: datetime, k: int) -> datetime | None:
