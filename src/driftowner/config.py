@@ -169,7 +169,7 @@ def parse_percent(value: object) -> float:
 _DURATION_JSON_SCHEMA: dict[str, Any] = {
     "type": "string",
     "pattern": r"^(0|([0-9]+(ms|y|w|d|h|m|s))+)$",
-    "description": "Prometheus-style duration: 30s, 15m, 1h30m, 7d, 1w",
+    "description": "Prometheus-style duration: 30s, 15m, 1h30m, 7d, 1w; at most 10y (3650d)",
     "examples": ["30s", "15m", "7d"],
 }
 _PERCENT_JSON_SCHEMA: dict[str, Any] = {

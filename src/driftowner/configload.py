@@ -61,13 +61,20 @@ not starting with ``driftowner_`` and hidden entries are ignored; so is any file
 outside the directory.
 
 Errors: every problem is found in one pass and reported at once, in file order: YAML syntax
-(``FILE: line N, column M: problem``; nothing else is checked then), duplicate mapping keys
+(``FILE: line N, column M: problem``, a raw control character included; nothing else is
+checked then), text that is not valid (a key or string, from the file, a variable or a secret
+file, holding a control character or a lone surrogate, written as a YAML escape such as
+``"\\0"`` or ``"\\ud800"``: ``FILE: yaml.path: is not valid text: character N is U+XXXX``,
+the value not shown; nothing else is checked then either), duplicate mapping keys
 (``FILE: line N: duplicate key 'x' in systems ...``, which ``yaml.safe_load`` would hide),
 schema violations and then, only if the schema holds and no key is duplicated, the
 cross-references of :func:`~driftowner.config.cross_check`, each as ``FILE: yaml.path:
 message``. A value that came from a variable or secret file names it:
 ``FILE: evaluation.interval (from DRIFTOWNER_EVALUATION__INTERVAL): invalid duration ...``.
 Plain mapping keys are read as the text written (an owner called ``no`` stays ``"no"``).
+
+Error lines are always printable: a character a YAML file may not hold raw is written as a
+Python escape (``\\x00``) wherever it would appear, YAML paths included.
 
 Errors never show a secret: values of ``SecretStr`` fields and of secret files are masked
 wherever they would appear in a message, as are passwords inside URLs and Slack webhook paths.
