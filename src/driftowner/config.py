@@ -213,7 +213,7 @@ def http_url_problem(value: str) -> str | None:
     except ValueError as error:
         return f"is not a valid URL ({error})"
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return "must be an http:// or https:// URL with a host, e.g. https://host:port/path"
+        return "must be an http(s) URL with a host, e.g. https://host:port/path"
     return None
 
 

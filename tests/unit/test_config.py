@@ -522,9 +522,8 @@ def test_secret_url_errors_do_not_echo_the_url(tmp_path: Path) -> None:
         },
     )
     assert errors == [
-        f"{path}: channels.hook.url (from DRIFTOWNER_CHANNELS__HOOK__URL): must be an http:// "
-        "or https:// URL with a host, e.g. https://host:port/path (value not shown: it is a "
-        "secret)"
+        f"{path}: channels.hook.url (from DRIFTOWNER_CHANNELS__HOOK__URL): must be an http(s) "
+        "URL with a host, e.g. https://host:port/path (value not shown: it is a secret)"
     ]
 
 
