@@ -31,6 +31,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    FiniteFloat,
     PlainSerializer,
     SecretStr,
     Tag,
@@ -411,7 +412,7 @@ class SlackChannelConfig(Strict):
 class EmailChannelConfig(Strict):
     type: Literal["email"]
     host: str
-    port: int = 587
+    port: int = Field(default=587, ge=1, le=65535)
     starttls: bool = True
     use_tls: bool = False
     """Implicit TLS (port 465); exclusive with ``starttls``."""
@@ -486,8 +487,8 @@ class ChainConfig(Strict):
 
 
 class ThresholdConfig(Strict):
-    min: float | None = None
-    max: float | None = None
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
 
     @model_validator(mode="after")
     def _bounds(self) -> ThresholdConfig:

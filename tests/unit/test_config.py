@@ -510,6 +510,35 @@ def test_urls_must_be_http_with_a_host_and_secrets_must_not_be_blank(
     assert errors and all(f": {problem}" in line for line in errors), errors
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "min: 0.90",
+            "min: .nan",
+            "systems.fraud-scoring.signals.accuracy.detect.threshold.min: must be a finite number",
+        ),
+        (
+            "min: 0.90",
+            "min: -.inf",
+            "systems.fraud-scoring.signals.accuracy.detect.threshold.min: must be a finite number",
+        ),
+        (
+            "from: driftowner@example.com}",
+            "from: d@example.com, port: 99999999999999999999}",
+            "channels.email.port: must be less than or equal to 65535",
+        ),
+    ],
+)
+def test_numbers_that_would_silently_never_work_are_errors(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    """A NaN threshold never fires and an SMTP port past 65535 never connects: both used to
+    load silently; now each is an error at its path."""
+    path = write(tmp_path, VALID.replace(old, new, 1))
+    assert errors_of(path, environ={}) == [f"{path}: {expected}"]
+
+
 def test_secret_url_errors_do_not_echo_the_url(tmp_path: Path) -> None:
     """A webhook URL is a secret: its error says what is wrong without showing it."""
     text = VALID + "server: {listen: '127.0.0.1:9587'}\n"
