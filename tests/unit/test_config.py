@@ -460,6 +460,21 @@ def test_invalid_text_in_systems_dir_and_file_paths_is_an_error_not_a_crash(
     ]
 
 
+def test_invalid_text_in_a_systems_dir_file_names_that_file(tmp_path: Path) -> None:
+    """A NUL in a system's name and a lone surrogate in its owner, in a ``systems_dir`` file:
+    errors naming that file and the paths, escaped so the lines print."""
+    (tmp_path / "systems").mkdir()
+    (tmp_path / "systems" / "pay.yaml").write_text('"pay\\0x":\n  owner: "al\\ud800"\n')
+    path = write(tmp_path, VALID + "systems_dir: systems\n")
+    tail = "(config text may not hold control characters or lone surrogates)"
+    assert errors_of(path, environ={}) == [
+        f"{tmp_path}/systems/pay.yaml: systems.pay\\x00x: key is not valid text: character 4 "
+        f"is U+0000, a NUL character {tail}",
+        f"{tmp_path}/systems/pay.yaml: systems.pay\\x00x.owner: is not valid text: character 3 "
+        f"is U+D800, a lone surrogate, which is not a character {tail}",
+    ]
+
+
 def test_a_raw_control_character_is_a_yaml_error_with_its_line() -> None:
     """A NUL written raw into the file (not as an escape) is refused by YAML itself; the
     error names its line and column instead of raising ReaderError."""
