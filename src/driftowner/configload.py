@@ -221,18 +221,11 @@ def load_config_text(
     systems_files: dict[str, int] = {}
     if document.syntax_error:
         raise _config_error(problems, files, systems_files, frozenset())
-    data = document.data
-    if data is None:
-        data = {}
+    data = {} if document.data is None else document.data
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
-        problems.append(
-            _Problem(
-                (),
-                f"the top level must be a mapping of sections (sources, owners, ...), not {kind}",
-            )
-        )
-        raise _config_error(problems, files, systems_files, frozenset())
+        message = f"the top level must be a mapping of sections (sources, owners, ...), not {kind}"
+        raise _config_error([*problems, _Problem((), message)], files, systems_files, frozenset())
 
     provenance: dict[YamlPath, str] = {}
     secret_values: set[str] = set()
@@ -263,21 +256,33 @@ def load_config_text(
     if directory is not None:
         data["systems_dir"] = str(directory)
     secret_values.update(_secret_strings(Config, data))
-
-    config: Config | None = None
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        problems.extend(_validation_problems(exc, data, provenance))
-    if config is not None and not document_problems:
-        for issue_path, message in cross_check(config):
-            problems.append(_Problem(issue_path, message, _origin(issue_path, provenance)))
+    config = _validate(data, provenance, problems, cross_references=not document_problems)
     if merged.unreadable:
         # Not "systems: required" as well: the systems are in the directory that is missing.
         problems = [problem for problem in problems if problem.path != ("systems",)]
     if problems:
         raise _config_error(problems, files, systems_files, frozenset(secret_values))
     assert config is not None
+    return config
+
+
+def _validate(
+    data: dict[str, Any],
+    provenance: Mapping[YamlPath, str],
+    problems: list[_Problem],
+    *,
+    cross_references: bool,
+) -> Config | None:
+    """The schema's verdict on ``data``, then (when asked, and the schema holds) the
+    cross-references; every violation appended to ``problems``."""
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_validation_problems(exc, data, provenance))
+        return None
+    if cross_references:
+        for issue_path, message in cross_check(config):
+            problems.append(_Problem(issue_path, message, _origin(issue_path, provenance)))
     return config
 
 
