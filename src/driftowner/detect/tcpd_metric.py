@@ -9,6 +9,7 @@ still scores, and an annotator who marked nothing is matched by that index alone
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 
 MARGIN = 5
@@ -85,7 +86,7 @@ def segments(change_points: Iterable[int], length: int) -> list[range]:
     """
     cuts = sorted({cp for cp in change_points if 0 < cp < length})
     bounds = [0, *cuts, length]
-    return [range(start, end) for start, end in zip(bounds, bounds[1:], strict=False)]
+    return [range(start, end) for start, end in itertools.pairwise(bounds)]
 
 
 def jaccard(first: range, second: range) -> float:
