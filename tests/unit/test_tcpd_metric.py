@@ -58,7 +58,7 @@ JACCARD_CASES = [
 
 @pytest.mark.parametrize(("first", "second", "expected"), JACCARD_CASES)
 def test_jaccard_of_segments(first: range, second: range, expected: float) -> None:
-    """The overlap of two segments is |A ∩ B| / |A ∪ B|, zero against an empty one."""
+    """The overlap of two segments is |A and B| / |A or B|, zero against an empty one."""
     assert jaccard(first, second) == pytest.approx(expected)
 
 

@@ -4,7 +4,7 @@ time comes in with the sample.
 
 Use::
 
-    detector = Cusum(bad="down", false_alarm_every=timedelta(days=30), interval=timedelta(minutes=1))
+    detector = Cusum(bad="down", false_alarm_every=timedelta(days=30), interval=minute)
     state = detector.start()
     for sample in samples:                      # oldest first, one per evaluation
         state, detection = detector.update(state, sample.value, sample.at)
@@ -40,7 +40,7 @@ import itertools
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal, Protocol
@@ -60,6 +60,13 @@ DEFAULT_WARMUP = 30
 to re-learn within half an hour at a 1-minute interval after a change."""
 MAX_PHI = 0.95
 """Autocorrelation is capped: above it the long-run deviation (x6.2) is all estimate."""
+MAX_LIMIT = 200.0
+"""The largest CUSUM or Page-Hinkley limit: beyond it a reference is too uncertain to judge by."""
+MAX_EWMA_WIDTH = 12.0
+"""The largest EWMA width L, for the same reason."""
+MAX_WARMUP_FACTOR = 10
+"""A warm-up on autocorrelated samples goes on until it holds ``warmup`` effectively
+independent samples, but never beyond this many times ``warmup``."""
 _SIEGMUND_OFFSET = 1.166
 """Siegmund's correction for the overshoot of a normal CUSUM over its limit."""
 
@@ -109,22 +116,32 @@ def cusum_run_length(k: float, h: float, shift: float = 0.0) -> float:
     return (math.exp(-2 * d * b) + 2 * d * b - 1) / (2 * d * d)
 
 
-@lru_cache(maxsize=256)
-def cusum_limit(k: float, run_length: float, sides: int = 2) -> float:
+@lru_cache(maxsize=1024)
+def cusum_limit(k: float, run_length: float, sides: int = 2, bias: float = 0.0) -> float:
     """The CUSUM limit ``h`` whose in-control ARL is ``run_length`` (Siegmund, solved for h).
 
     For k=0.5 and 43,200 samples (30 days at 1 minute) two-sided, h = 9.5; one-sided, 8.8.
+    ``bias`` is how far the learned centre may be off (in standard deviations): the limit
+    then holds the run length with the input's mean at ``+bias`` (towards the alarming side;
+    two-sided: ``1/ARL = 1/ARL(k - bias) + 1/ARL(k + bias)``).
 
     Args:
         k: the reference value, in standard deviations (positive).
         run_length: the in-control ARL wanted, in samples.
         sides: 2 when both directions alarm, 1 when one does.
+        bias: the allowance for an uncertain centre, in standard deviations.
 
     Returns:
-        ``h`` in standard deviations (0 when even h=0 runs that long).
+        ``h`` in standard deviations, at most 200 (a reference too uncertain to judge by).
     """
-    one_sided = run_length * sides
-    return _solve_increasing(lambda h: cusum_run_length(k, h), one_sided, 0.0, 200.0)
+
+    def in_control(h: float) -> float:
+        towards = cusum_run_length(k, h, bias)
+        if sides == 1:
+            return towards
+        return 1 / (1 / towards + 1 / cusum_run_length(k, h, -bias))
+
+    return _solve_increasing(in_control, run_length, 0.0, MAX_LIMIT)
 
 
 def ewma_run_length(lam: float, width: float, shift: float = 0.0, states: int = 61) -> float:
@@ -160,8 +177,8 @@ def ewma_run_length(lam: float, width: float, shift: float = 0.0, states: int = 
     return _solve_linear(rows)[states // 2]
 
 
-@lru_cache(maxsize=256)
-def ewma_limit(lam: float, run_length: float, sides: int = 2) -> float:
+@lru_cache(maxsize=1024)
+def ewma_limit(lam: float, run_length: float, sides: int = 2, bias: float = 0.0) -> float:
     """The EWMA width ``L`` whose in-control ARL is ``run_length``.
 
     One-sided budgets are met by a two-sided chart with twice the run length (alarms on either
@@ -171,12 +188,15 @@ def ewma_limit(lam: float, run_length: float, sides: int = 2) -> float:
         lam: the smoothing weight, in (0, 1].
         run_length: the in-control ARL wanted, in samples.
         sides: 2 when both directions alarm, 1 when one does.
+        bias: the allowance for an uncertain centre: the input's mean, in standard deviations.
 
     Returns:
         ``L`` in standard deviations of the chart's asymptotic spread.
     """
     two_sided = run_length * (2 / sides)
-    return _solve_increasing(lambda width: ewma_run_length(lam, width), two_sided, 0.5, 8.0)
+    return _solve_increasing(
+        lambda width: ewma_run_length(lam, width, bias), two_sided, 0.5, MAX_EWMA_WIDTH
+    )
 
 
 def _solve_increasing(func: Any, target: float, low: float, high: float, rounds: int = 60) -> float:
@@ -233,13 +253,22 @@ class Reference:
     one standard error."""
     phi: float
     """The lag-1 autocorrelation, bias-corrected and widened by one standard error, in
-    [0, MAX_PHI]."""
+    [0, MAX_PHI]: the one used to standardise."""
     scale: float
     """The long-run deviation that standardises a value: ``spread * sqrt((1+phi)/(1-phi))``."""
     since: float
     """POSIX seconds of the window's first sample."""
     until: float
     """POSIX seconds of the window's last sample."""
+    effective: float
+    """The window's effective number of independent samples: ``n (1 - phi) / (1 + phi)``
+    with the point estimate of phi. The centre is uncertain by ``1/sqrt(effective)`` long-run
+    deviations, which the budget's limit allows for."""
+
+    @property
+    def bias(self) -> float:
+        """How far off the centre may be (one standard error), in long-run deviations."""
+        return 1 / math.sqrt(self.effective) if math.isfinite(self.effective) else 0.0
 
 
 def learn_reference(values: Sequence[float], since: float, until: float) -> Reference:
@@ -265,13 +294,27 @@ def learn_reference(values: Sequence[float], since: float, until: float) -> Refe
     kept = [v for v in values if abs(v - centre) <= 3 * mad] if mad > 0 else list(values)
     spread = statistics.pstdev(kept) if len(kept) >= 2 else 0.0
     spread *= 1 + 1 / math.sqrt(2 * max(len(kept) - 1, 1))
-    phi = _autocorrelation(values)
-    if phi is not None:
-        phi = phi + (1 + 3 * phi) / count + math.sqrt(max(1 - phi * phi, 0.0) / count)
-    phi = min(max(phi or 0.0, 0.0), MAX_PHI)
+    point = effective_phi(values)
+    widened = point + math.sqrt(max(1 - point * point, 0.0) / count)
+    phi = min(widened, MAX_PHI)
     floor = 1e-9 * max(abs(centre), 1e-12)
     scale = max(spread * math.sqrt((1 + phi) / (1 - phi)), floor)
-    return Reference(centre=centre, spread=spread, phi=phi, scale=scale, since=since, until=until)
+    effective = count * (1 - point) / (1 + point)
+    return Reference(centre, spread, phi, scale, since, until, effective)
+
+
+def _effective_count(values: Sequence[float]) -> float:
+    phi = effective_phi(values)
+    return len(values) * (1 - phi) / (1 + phi)
+
+
+def effective_phi(values: Sequence[float]) -> float:
+    """The lag-1 autocorrelation of a window, corrected for its small-sample bias
+    (``+ (1 + 3 phi) / n``, Kendall), in [0, MAX_PHI]; 0 for a constant window."""
+    phi = _autocorrelation(values)
+    if phi is None:
+        return 0.0
+    return min(max(phi + (1 + 3 * phi) / len(values), 0.0), MAX_PHI)
 
 
 def _autocorrelation(values: Sequence[float]) -> float | None:
@@ -352,6 +395,8 @@ class ChartState:
     """Values collected to learn the next reference (empty once learned)."""
     warmup_since: float | None = None
     reference: Reference | None = None
+    limit: float = 0.0
+    """The limit for the current reference (from the budget, allowing for its uncertainty)."""
     upper: float = 0.0
     """Evidence of an upward change (CUSUM S+, the EWMA above the centre, PH's distance)."""
     lower: float = 0.0
@@ -471,9 +516,23 @@ class _Chart:
     def start(self) -> ChartState:
         """The state before the first sample: learning, unless the reference is given."""
         if self.centre is not None and self.spread is not None:
-            known = Reference(self.centre, self.spread, 0.0, self.spread, 0.0, 0.0)
-            return ChartState(reference=known)
+            known = Reference(self.centre, self.spread, 0.0, self.spread, 0.0, 0.0, math.inf)
+            return ChartState(reference=known, limit=self.limit_for(known))
         return ChartState()
+
+    def limit_for(self, reference: Reference) -> float:
+        """The limit judged against ``reference``: the explicit one, or the budget's, allowing
+        for how uncertain the reference's centre is."""
+        explicit = self._explicit_limit()
+        if explicit is not None:
+            return explicit
+        return self._budget_limit(round(reference.bias, 3))
+
+    def _explicit_limit(self) -> float | None:
+        raise NotImplementedError
+
+    def _budget_limit(self, bias: float) -> float:
+        raise NotImplementedError
 
     def update(
         self, state: ChartState, value: float, at: datetime
@@ -491,25 +550,34 @@ class _Chart:
         stamp = at.timestamp()
         if not math.isfinite(value) or (state.last_at is not None and stamp <= state.last_at):
             return state, None
-        state = replace(state, last_at=stamp)
         if state.reference is None:
             return self._learn(state, value, stamp), None
-        stepped = self._step(state, (value - state.reference.centre) / state.reference.scale)
-        stepped = _track(stepped, state, value, stamp, self.warmup)
-        return self._confirm(stepped, value, at)
+        step = self._step(state, (value - state.reference.centre) / state.reference.scale)
+        return self._confirm(_advance(state, step, value, stamp, self.warmup), value, at)
 
     def _learn(self, state: ChartState, value: float, stamp: float) -> ChartState:
-        warmup = (*state.warmup, value)
         since = stamp if state.warmup_since is None else state.warmup_since
-        if len(warmup) < self.warmup:
-            return replace(state, warmup=warmup, warmup_since=since)
-        return ChartState(reference=learn_reference(warmup, since, stamp), last_at=stamp)
+        return self._learned((*state.warmup, value), since, stamp)
 
-    def _step(self, state: ChartState, z: float) -> ChartState:
+    def _learned(self, window: tuple[float, ...], since: float, until: float) -> ChartState:
+        """A state judging against the reference ``window`` gives, or still learning when the
+        window is too short: under ``warmup`` samples, or under ``warmup`` effectively
+        independent ones (at most ``MAX_WARMUP_FACTOR * warmup`` samples)."""
+        enough = len(window) >= self.warmup and (
+            len(window) >= self.warmup * MAX_WARMUP_FACTOR
+            or _effective_count(window) >= self.warmup
+        )
+        if not enough:
+            return ChartState(warmup=window, warmup_since=since, last_at=until)
+        reference = learn_reference(window, since, until)
+        return ChartState(reference=reference, limit=self.limit_for(reference), last_at=until)
+
+    def _step(self, state: ChartState, z: float) -> tuple[float, float, float]:
+        """The new upward and downward statistics, and running mean, after value ``z``."""
         raise NotImplementedError
 
     def _limits(self, state: ChartState) -> float:
-        raise NotImplementedError
+        return state.limit
 
     def _confirm(
         self, state: ChartState, value: float, at: datetime
@@ -539,34 +607,37 @@ class _Chart:
             statistic=statistic,
             limit=limit,
         )
-        relearn = ChartState(warmup=seed, warmup_since=since, last_at=state.last_at)
-        if len(seed) >= self.warmup:
-            relearn = ChartState(
-                reference=learn_reference(seed, since, at.timestamp()), last_at=state.last_at
-            )
-        return relearn, detection
+        return self._learned(seed, since, at.timestamp()), detection
 
 
-def _track(new: ChartState, old: ChartState, value: float, stamp: float, keep: int) -> ChartState:
-    """Note when each excursion began (the first sample after its statistic sat at zero) and
-    keep its latest values."""
+def _advance(
+    old: ChartState, step: tuple[float, float, float], value: float, stamp: float, keep: int
+) -> ChartState:
+    """The state after a judged sample: the new statistics, when each excursion began (the
+    first sample after its statistic sat at zero) and its latest values."""
+    upper, lower, mean = step
     upper_since: float | None = None
     upper_values: tuple[float, ...] = ()
-    if new.upper > 0:
+    if upper > 0:
         upper_since = old.upper_since if old.upper > 0 else stamp
         upper_values = (*(old.upper_values if old.upper > 0 else ()), value)[-keep:]
     lower_since: float | None = None
     lower_values: tuple[float, ...] = ()
-    if new.lower > 0:
+    if lower > 0:
         lower_since = old.lower_since if old.lower > 0 else stamp
         lower_values = (*(old.lower_values if old.lower > 0 else ()), value)[-keep:]
-    return replace(
-        new,
+    return ChartState(
+        reference=old.reference,
+        limit=old.limit,
+        upper=upper,
+        lower=lower,
         upper_since=upper_since,
-        upper_values=upper_values,
         lower_since=lower_since,
+        upper_values=upper_values,
         lower_values=lower_values,
         count=old.count + 1,
+        mean=mean,
+        last_at=stamp,
     )
 
 
@@ -592,20 +663,14 @@ class Cusum(_Chart):
         if self.h is not None and not self.h > 0:
             raise ValueError(f"h: must be positive, got {self.h}")
 
-    @property
-    def limit(self) -> float:
-        """``h``: given, or solved from the budget."""
-        return self.h if self.h is not None else cusum_limit(self.k, self.run_length, self.sides)
+    def _explicit_limit(self) -> float | None:
+        return self.h
 
-    def _step(self, state: ChartState, z: float) -> ChartState:
-        return replace(
-            state,
-            upper=max(0.0, state.upper + z - self.k),
-            lower=max(0.0, state.lower - z - self.k),
-        )
+    def _budget_limit(self, bias: float) -> float:
+        return cusum_limit(self.k, self.run_length, self.sides, bias)
 
-    def _limits(self, state: ChartState) -> float:
-        return self.limit
+    def _step(self, state: ChartState, z: float) -> tuple[float, float, float]:
+        return max(0.0, state.upper + z - self.k), max(0.0, state.lower - z - self.k), 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -630,20 +695,19 @@ class Ewma(_Chart):
         if self.width is not None and not self.width > 0:
             raise ValueError(f"L: must be positive, got {self.width}")
 
-    @property
-    def limit(self) -> float:
-        """``L``: given, or solved from the budget."""
-        if self.width is not None:
-            return self.width
-        return ewma_limit(self.lam, self.run_length, self.sides)
+    def _explicit_limit(self) -> float | None:
+        return self.width
 
-    def _step(self, state: ChartState, z: float) -> ChartState:
+    def _budget_limit(self, bias: float) -> float:
+        return ewma_limit(self.lam, self.run_length, self.sides, bias)
+
+    def _step(self, state: ChartState, z: float) -> tuple[float, float, float]:
         smoothed = (1 - self.lam) * (state.upper - state.lower) + self.lam * z
-        return replace(state, upper=max(smoothed, 0.0), lower=max(-smoothed, 0.0))
+        return max(smoothed, 0.0), max(-smoothed, 0.0), 0.0
 
     def _limits(self, state: ChartState) -> float:
         decay = 1 - (1 - self.lam) ** (2 * state.count)
-        return self.limit * math.sqrt(self.lam / (2 - self.lam) * decay)
+        return state.limit * math.sqrt(self.lam / (2 - self.lam) * decay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -669,24 +733,16 @@ class PageHinkley(_Chart):
         if self.threshold is not None and not self.threshold > 0:
             raise ValueError(f"threshold: must be positive, got {self.threshold}")
 
-    @property
-    def limit(self) -> float:
-        """The threshold: given, or solved from the budget."""
-        if self.threshold is not None:
-            return self.threshold
-        return cusum_limit(self.delta, self.run_length, self.sides)
+    def _explicit_limit(self) -> float | None:
+        return self.threshold
 
-    def _step(self, state: ChartState, z: float) -> ChartState:
+    def _budget_limit(self, bias: float) -> float:
+        return cusum_limit(self.delta, self.run_length, self.sides, bias)
+
+    def _step(self, state: ChartState, z: float) -> tuple[float, float, float]:
         mean = state.mean + (z - state.mean) / (state.count + 1)
-        return replace(
-            state,
-            mean=mean,
-            upper=max(0.0, state.upper + z - mean - self.delta),
-            lower=max(0.0, state.lower - (z - mean) - self.delta),
-        )
-
-    def _limits(self, state: ChartState) -> float:
-        return self.limit
+        upper = max(0.0, state.upper + z - mean - self.delta)
+        return upper, max(0.0, state.lower - (z - mean) - self.delta), mean
 
 
 def default_detector(
