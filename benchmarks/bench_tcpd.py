@@ -28,7 +28,8 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 STEP = timedelta(minutes=1)
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
-    "default (cusum, budget 30d)": default_detector,
+    "default (page_hinkley, budget 30d)": default_detector,
+    "cusum k=0.5 (budget 30d)": Cusum,
     "cusum k=0.5 h=5 (textbook)": lambda: Cusum(k=0.5, h=5.0),
     "ewma lambda=0.2 (budget 30d)": Ewma,
     "page_hinkley delta=0.5 (budget 30d)": PageHinkley,
