@@ -146,7 +146,7 @@ def delays(runs: int) -> None:
             for shift in (1.0, 2.0):
                 found, false = [], 0
                 for _ in range(runs):
-                    length, early = run_length(make(), source(), 5000, 100, shift)
+                    length, early = run_length(make(), source(), 6000, 1000, shift)
                     if early:
                         false += 1
                     else:

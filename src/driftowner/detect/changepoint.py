@@ -21,8 +21,9 @@ detector:
   autocorrelation ``phi``; values are standardised by the *long-run* deviation
   ``spread * sqrt((1 + phi) / (1 - phi))``, the deviation of a sum of autocorrelated samples, so
   a chart on a polled (autocorrelated) series keeps its in-control run length;
-- widens spread and ``phi`` by one standard error of their estimates (a reference learned from
-  30 samples is uncertain; an underestimated spread is what makes a chart page a healthy model);
+- widens ``phi`` by one standard error of its estimate, and solves its limit allowing for the
+  centre's standard error (a reference learned from 30 samples is uncertain, and an error in
+  it is what makes a chart page a healthy model);
 - derives its limit from the false-alarm budget: ``false_alarm_every / interval`` samples is the
   in-control average run length (ARL) the limit must give (see :func:`cusum_limit`,
   :func:`ewma_limit`); an explicit limit overrides it;
@@ -250,8 +251,7 @@ class Reference:
     centre: float
     """The median of the window."""
     spread: float
-    """The standard deviation of the window's values within 3 MADs of the median, widened by
-    one standard error."""
+    """The standard deviation of the window's values within 3 MADs of the median."""
     phi: float
     """The lag-1 autocorrelation, bias-corrected and widened by one standard error, in
     [0, MAX_PHI]: the one used to standardise."""
@@ -294,7 +294,6 @@ def learn_reference(values: Sequence[float], since: float, until: float) -> Refe
     mad = statistics.median(abs(v - centre) for v in values) * 1.4826
     kept = [v for v in values if abs(v - centre) <= 3 * mad] if mad > 0 else list(values)
     spread = statistics.pstdev(kept) if len(kept) >= 2 else 0.0
-    spread *= 1 + 1 / math.sqrt(2 * max(len(kept) - 1, 1))
     point = effective_phi(values)
     widened = point + math.sqrt(max(1 - point * point, 0.0) / count)
     phi = min(widened, MAX_PHI)
