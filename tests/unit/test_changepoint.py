@@ -124,6 +124,8 @@ def test_a_level_shift_is_found_with_when_it_began(make: Callable[..., Detector]
     assert detection.bad
     assert abs((detection.began_at - (T0 + 100 * MINUTE)) / MINUTE) <= 5
     assert detection.level == pytest.approx(-3.0, abs=1.0)
+    assert detection.reference == pytest.approx(0.0, abs=0.5)
+    assert detection.reference_span >= timedelta(minutes=29)
     assert detection.statistic > detection.limit
 
 

@@ -579,6 +579,15 @@ class _Chart:
     def _limits(self, state: ChartState) -> float:
         return state.limit
 
+    def _reference_level(self, state: ChartState) -> float:
+        """The level a change is reported against: the reference's centre."""
+        assert state.reference is not None
+        return state.reference.centre
+
+    def _reference_until(self, state: ChartState) -> float:
+        assert state.reference is not None
+        return state.reference.until
+
     def _confirm(
         self, state: ChartState, value: float, at: datetime
     ) -> tuple[ChartState, Detection | None]:
@@ -601,8 +610,8 @@ class _Chart:
             direction=direction,
             bad=self.bad in ("both", direction),
             value=value,
-            reference=reference.centre,
-            reference_span=timedelta(seconds=reference.until - reference.since),
+            reference=self._reference_level(state),
+            reference_span=timedelta(seconds=self._reference_until(state) - reference.since),
             level=statistics.fmean(seed),
             statistic=statistic,
             limit=limit,
@@ -738,6 +747,14 @@ class PageHinkley(_Chart):
 
     def _budget_limit(self, bias: float) -> float:
         return cusum_limit(self.delta, self.run_length, self.sides, bias)
+
+    def _reference_level(self, state: ChartState) -> float:
+        """The running mean the values were compared with, in the signal's units."""
+        assert state.reference is not None
+        return state.reference.centre + state.mean * state.reference.scale
+
+    def _reference_until(self, state: ChartState) -> float:
+        return state.last_at if state.last_at is not None else 0.0
 
     def _step(self, state: ChartState, z: float) -> tuple[float, float, float]:
         mean = state.mean + (z - state.mean) / (state.count + 1)
