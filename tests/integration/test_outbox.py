@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,7 +28,7 @@ from driftowner.outbox import (
     MAX_ATTEMPTS,
     deliver_due,
 )
-from driftowner.store import Changes, Store
+from driftowner.store import Changes, Settled, Store
 from tests.fakes.slack import FakeSlack, api_rate_limited
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
     postgres_database_url,
@@ -414,11 +414,14 @@ class WatchedStore(Store):
         self.on_delivered: Callable[[str], None] = lambda _id: None
         self.broken: set[str] = set()
 
-    def mark_delivered(self, notification_id: str, at: datetime) -> None:
-        if notification_id in self.broken:
-            raise RuntimeError(f"disk I/O error recording {notification_id}")
-        super().mark_delivered(notification_id, at)
-        self.on_delivered(notification_id)
+    def settle(self, outcomes: Sequence[Settled]) -> None:
+        for outcome in outcomes:
+            if outcome.kind == "delivered" and outcome.notification_id in self.broken:
+                raise RuntimeError(f"disk I/O error recording {outcome.notification_id}")
+        super().settle(outcomes)
+        for outcome in outcomes:
+            if outcome.kind == "delivered":
+                self.on_delivered(outcome.notification_id)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from prometheus_client import generate_latest
+from structlog.testing import capture_logs
 
 from driftowner.channels import Channel, build_channel
 from driftowner.config import Config
@@ -30,7 +31,12 @@ from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
     store_url,
 )
 from tests.integration.test_channel_webhook import Receiver, receiver  # noqa: F401 (fixture)
-from tests.integration.test_outbox import Clock, FakeChannel
+from tests.integration.test_outbox import (  # noqa: F401 (fixtures)
+    Clock,
+    FakeChannel,
+    WatchedStore,
+    watched,
+)
 from tests.unit.factories import T0, ids, incident, make_config, notification
 
 pytestmark = pytest.mark.integration
@@ -259,3 +265,18 @@ async def test_the_oldest_owed_notification_age_is_exported(store: Store) -> Non
     deliverer = Deliverer(store, {"console": FakeChannel("console")}, _config(), clock, metrics)
     await deliverer.drain()
     assert _gauge(metrics, "driftowner_outbox_oldest_seconds") == 0
+
+
+async def test_a_group_commit_with_one_unrecordable_outcome_records_the_others(
+    watched: WatchedStore,  # noqa: F811 (a fixture)
+) -> None:
+    """Outcomes that finish together are committed together; when the store refuses one of
+    them, the others are recorded one by one, and only the refused one stays owed."""
+    _queue(watched, 30)
+    watched.broken = {"n-00007"}
+    deliverer = Deliverer(watched, {"console": FakeChannel("console")}, _config(), Clock(T0))
+    with capture_logs() as logs:
+        assert await deliverer.drain() == 29
+    owed = [n.id for n in watched.notifications("inc-1") if n.delivered_at is None]
+    assert owed == ["n-00007"]
+    assert [e["notification"] for e in logs if e["log_level"] == "error"] == ["n-00007"]

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 import structlog
@@ -129,6 +129,21 @@ leader = sa.Table(
 
 LEADERSHIP = "daemon"
 """The name of the lease whose holder evaluates and escalates."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """One send's outcome as the outbox records it: ``delivered``; ``retry`` at
+    ``next_attempt_at``; or ``failed`` for good, with the incident's ``event`` and the
+    ``fallback`` page that takes over, written in the same transaction."""
+
+    notification_id: str
+    at: datetime
+    kind: Literal["delivered", "retry", "failed"]
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+    event: Event | None = None
+    fallback: Notification | None = None
 
 
 class StoreError(Exception):
@@ -632,6 +647,32 @@ class Store:
             leased_until=None,
             last_error=error,
         )
+
+    def settle(self, outcomes: Sequence[Settled]) -> None:
+        """Record several sends' outcomes in one transaction (a group commit: what finished
+        while the previous commit was being written goes in the next one together)."""
+        if not outcomes:
+            return
+        with self._tx(work="outbox") as conn:
+            for outcome in outcomes:
+                values: dict[str, Any] = {
+                    "attempts": outbox.c.attempts + 1,
+                    "leased_until": None,
+                    "last_error": outcome.error,
+                }
+                if outcome.kind == "delivered":
+                    values["delivered_at"] = ts(outcome.at)
+                elif outcome.kind == "failed":
+                    values["failed_at"] = ts(outcome.at)
+                else:
+                    values["next_attempt_at"] = ts(outcome.next_attempt_at)
+                conn.execute(
+                    sa.update(outbox).where(outbox.c.id == outcome.notification_id).values(**values)
+                )
+                if outcome.event is not None:
+                    conn.execute(sa.insert(events).values(**_event_row(outcome.event)))
+                if outcome.fallback is not None:
+                    conn.execute(sa.insert(outbox).values(**_outbox_row(outcome.fallback)))
 
     def defer(self, due: Mapping[str, datetime]) -> None:
         """Hand leased notifications back, each due again at its time in ``due`` (id →

@@ -1,0 +1,421 @@
+"""Delivery throughput and latency: driftowner's outbox against Debian's Alertmanager, in the
+same run, to the same receiver.
+
+Two receivers, each on a loopback port:
+
+- ``nginx``: Debian's nginx-light, ``return 200``, one access-log line per request with its
+  arrival time (``$msec``): a receiver that is never the bottleneck.
+- ``slow``: a small Python HTTP server in its own process that answers one request at a time,
+  20 ms each (a listen backlog of 128).
+
+For each receiver, N pages (default 10,000) fall due at one instant ``t0``:
+
+- driftowner: N notifications committed to a SQLite outbox in one transaction (as an
+  escalation writes them), then the delivery loop (:class:`driftowner.outbox.Deliverer`)
+  sends them through the ``webhook`` channel, recording each outcome in the store as its
+  send finishes (every page durable before and after it is sent). The channel's pace is the
+  default (``max_in_flight: 16``, no rate) unless ``--max-in-flight`` says otherwise.
+- Alertmanager 0.25 (``prometheus-alertmanager``): N alerts POSTed to ``/api/v2/alerts`` in
+  batches of 1,000, a route with ``group_by: ['...']`` (one group, so one webhook, per
+  alert), ``group_wait: 0s``, a ``webhook_configs`` receiver.
+
+Reported: throughput (pages per second from ``t0`` to the last arrival), p50/p99 of arrival minus
+``t0`` (from "notification created" to "page delivered"), for the slow receiver the requests
+that failed (arrived at the receiver but abandoned by the sender, or refused) and the retries,
+and the ratio driftowner / Alertmanager. Absolute numbers are for orientation only (a shared
+2-core machine); the ratio is the result.
+
+    .venv/bin/python benchmarks/bench_delivery.py [--pages N] [--slow-pages N]
+        [--max-in-flight K] [--only nginx|slow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+from driftowner.channels import build_channel
+from driftowner.config import Config
+from driftowner.model import Incident, Message, Notification
+from driftowner.outbox import Deliverer
+from driftowner.store import Changes, Store
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.unit.factories import incident, make_config, message  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- receivers --------------------------------------------------------------------------------
+
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+    log_format arrivals '$msec $uri $status';
+    access_log {tmp}/access.log arrivals;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{port} backlog=16384;
+        location / {{ return 200 "ok"; }}
+    }}
+}}
+"""
+
+
+@dataclass
+class Nginx:
+    port: int
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def arrivals(self, path: str) -> list[float]:
+        """Arrival times (Unix seconds) of requests to ``path``, in log order."""
+        times = []
+        for line in self.log.read_text().splitlines():
+            at, uri, _status = line.split(" ")
+            if uri == path:
+                times.append(float(at))
+        return times
+
+
+def start_nginx(tmp: Path) -> Nginx:
+    port = free_port()
+    conf = tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port))
+    process = subprocess.Popen(
+        ["/usr/sbin/nginx", "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_http(f"http://127.0.0.1:{port}/ready")
+    return Nginx(port, tmp / "access.log", process)
+
+
+def _slow_server(port: int, arrivals: Any, ready: Any) -> None:
+    """One request at a time, 20 ms each; records each answered request's arrival time."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            arrived = time.time()
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            time.sleep(0.02)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            arrivals.put((self.path, arrived))
+
+        do_GET = do_POST
+
+    class Server(HTTPServer):
+        request_queue_size = 128
+
+    server = Server(("127.0.0.1", port), Handler)
+    ready.set()
+    server.serve_forever()
+
+
+@dataclass
+class Slow:
+    port: int
+    process: multiprocessing.Process
+    queue: Any
+    seen: list[tuple[str, float]]
+
+    def arrivals(self, path: str) -> list[float]:
+        while not self.queue.empty():
+            self.seen.append(self.queue.get())
+        return [at for p, at in self.seen if p == path]
+
+
+def start_slow() -> Slow:
+    port = free_port()
+    queue: Any = multiprocessing.Queue()
+    ready = multiprocessing.Event()
+    process = multiprocessing.Process(target=_slow_server, args=(port, queue, ready), daemon=True)
+    process.start()
+    ready.wait(10)
+    return Slow(port, process, queue, [])
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status < 500:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+# -- driftowner -------------------------------------------------------------------------------
+
+
+def driftowner_config(url: str, store_url: str, max_in_flight: int | None) -> Config:
+    hook: dict[str, Any] = {"type": "webhook", "url": url, "timeout": "10s"}
+    if max_in_flight is not None:
+        hook["max_in_flight"] = max_in_flight
+    return make_config({"storage": {"url": store_url}, "channels": {"hook": hook}})
+
+
+def pages(count: int, at: datetime) -> tuple[list[Incident], list[Notification]]:
+    """``count`` pages due at ``at``, 50 incidents' worth to 50 owners' webhook address."""
+    incidents = [incident(id=f"inc-{i}", system=f"system-{i}") for i in range(50)]
+    notes = []
+    for index in range(count):
+        owner = index % 50
+        text: Message = message(f"inc-{owner}")
+        notes.append(
+            Notification(
+                id=f"page-{index:06d}",
+                incident_id=f"inc-{owner}",
+                channel="hook",
+                recipient="alice",
+                address=f"owner-{owner}",
+                message=text,
+                created_at=at,
+                next_attempt_at=at,
+            )
+        )
+    return incidents, notes
+
+
+async def run_driftowner(
+    url: str, count: int, tmp: Path, max_in_flight: int | None
+) -> tuple[float, float, int, int]:
+    """(t0, the time the last outcome was recorded, delivered, attempts) for ``count``
+    pages through the outbox to ``url``."""
+    config = driftowner_config(url, f"sqlite:///{tmp}/outbox.db", max_in_flight)
+    store = Store(config.storage.url)
+    store.open()
+    now = datetime.now(UTC)
+    incidents, notes = pages(count, now)
+    store.apply(Changes(opened=incidents))
+    channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
+    store.apply(Changes(notifications=notes))  # committed: durable before anything is sent
+    t0 = now.timestamp()
+    deliverer = Deliverer(store, channels, config, lambda: datetime.now(UTC))
+    while store.outbox_pending():
+        await deliverer.drain()
+        due = store.next_due()
+        if due is not None and store.outbox_pending():
+            await asyncio.sleep(max((due - datetime.now(UTC)).total_seconds(), 0.0))
+    recorded = time.time()
+    rows = [n for i in range(50) for n in store.notifications(f"inc-{i}")]
+    delivered = sum(1 for row in rows if row.delivered_at is not None)
+    attempts = sum(row.attempts for row in rows)
+    for channel in channels.values():
+        await channel.aclose()
+    store.close()
+    return t0, recorded, delivered, attempts
+
+
+# -- Alertmanager -----------------------------------------------------------------------------
+
+AM_CONF = """
+route:
+  receiver: target
+  group_by: ['...']
+  group_wait: 0s
+  group_interval: 1m
+  repeat_interval: 24h
+receivers:
+  - name: target
+    webhook_configs:
+      - url: {url}
+        send_resolved: false
+"""
+
+
+def run_alertmanager(url: str, count: int, tmp: Path) -> tuple[float, subprocess.Popen[bytes]]:
+    """Start Alertmanager sending to ``url``, POST ``count`` alerts; returns (t0, process)."""
+    (tmp / "am").mkdir()
+    (tmp / "am.yml").write_text(AM_CONF.format(url=url))
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "prometheus-alertmanager",
+            f"--config.file={tmp / 'am.yml'}",
+            f"--storage.path={tmp / 'am'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / "am.log").open("wb"),
+    )
+    wait_http(f"http://127.0.0.1:{port}/-/ready")
+    starts = datetime.now(UTC).isoformat()
+    t0 = time.time()
+    for first in range(0, count, 1000):
+        alerts = [
+            {
+                "labels": {"alertname": "DriftDetected", "system": f"system-{i}"},
+                "annotations": {"summary": "accuracy falling"},
+                "startsAt": starts,
+            }
+            for i in range(first, min(first + 1000, count))
+        ]
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v2/alerts",
+            data=json.dumps(alerts).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            assert answer.status == 200, answer.status
+    return t0, process
+
+
+def am_failures(tmp: Path) -> int:
+    """Failed notify attempts Alertmanager logged (each is retried)."""
+    text = (tmp / "am.log").read_text(errors="replace")
+    return sum(
+        1
+        for line in text.splitlines()
+        if "Notify for alerts failed" in line or "Notify attempt failed" in line
+    )
+
+
+# -- measuring --------------------------------------------------------------------------------
+
+
+def wait_for(arrivals: Any, path: str, count: int, timeout: float) -> list[float]:
+    """Arrivals at ``path`` once ``count`` have come, or whatever came within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    seen = arrivals(path)
+    while len(seen) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+        seen = arrivals(path)
+    return seen
+
+
+def summary(name: str, t0: float, times: list[float], count: int) -> dict[str, float]:
+    latencies = sorted(at - t0 for at in times)
+    last = latencies[-1] if latencies else float("nan")
+    p99 = latencies[max(int(len(latencies) * 0.99) - 1, 0)] if latencies else float("nan")
+    result = {
+        "arrived": len(times),
+        "distinct_expected": count,
+        "seconds_to_last": last,
+        "per_second": min(len(times), count) / last if latencies else 0.0,
+        "p50": statistics.median(latencies) if latencies else float("nan"),
+        "p99": p99,
+    }
+    print(
+        f"  {name:12} {len(times):6d} requests for {count} pages, all in {last:7.2f} s, "
+        f"{result['per_second']:8.0f} pages/s, p50 {result['p50']:.2f} s, p99 {p99:.2f} s"
+    )
+    return result
+
+
+async def against(
+    receiver: str, count: int, max_in_flight: int | None, tmp: Path
+) -> dict[str, Any]:
+    print(f"{count} pages to {receiver}:")
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(dir=tmp) as own:
+        base = Path(own)
+        target: Nginx | Slow = start_nginx(base) if receiver == "nginx" else start_slow()
+        url = f"http://127.0.0.1:{target.port}"
+        try:
+            t0, recorded, delivered, attempts = await run_driftowner(
+                f"{url}/driftowner", count, base, max_in_flight
+            )
+            times = wait_for(target.arrivals, "/driftowner", count, 5)
+            results["driftowner"] = summary("driftowner", t0, times, count)
+            results["driftowner"].update(
+                delivered=delivered,
+                retries=attempts - count,
+                recorded_after=recorded - t0,
+            )
+            print(
+                f"  {'':12} {delivered} recorded delivered in the store, {attempts - count} "
+                f"retries, last outcome recorded {recorded - t0:.2f} s after t0"
+            )
+            am_t0, am = run_alertmanager(f"{url}/alertmanager", count, base)
+            try:
+                wait = 60.0 if receiver == "nginx" else 900.0
+                times = wait_for(target.arrivals, "/alertmanager", count, wait)
+                distinct = len(times)
+                results["alertmanager"] = summary("alertmanager", am_t0, times, count)
+                results["alertmanager"]["failed_attempts"] = am_failures(base)
+                print(
+                    f"  {'':12} {am_failures(base)} failed notify attempts logged "
+                    f"(retried), {distinct} requests answered"
+                )
+            finally:
+                am.terminate()
+                am.wait(10)
+        finally:
+            if isinstance(target, Nginx):
+                target.process.terminate()
+                target.process.wait(10)
+            else:
+                target.process.terminate()
+                target.process.join(10)
+    d, a = results["driftowner"], results["alertmanager"]
+    print(
+        f"  ratio driftowner/alertmanager: throughput {d['per_second'] / a['per_second']:.2f}, "
+        f"p99 latency {d['p99'] / a['p99']:.2f} (below 1 is faster)"
+    )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=10_000)
+    parser.add_argument("--slow-pages", type=int, default=10_000)
+    parser.add_argument("--max-in-flight", type=int, default=None)
+    parser.add_argument("--only", choices=["nginx", "slow"], default=None)
+    args = parser.parse_args()
+    for tool in ("/usr/sbin/nginx", "prometheus-alertmanager"):
+        if shutil.which(tool) is None:
+            sys.exit(f"needs {tool}: apt-get install -y nginx-light prometheus-alertmanager")
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.only in (None, "nginx"):
+            asyncio.run(against("nginx", args.pages, args.max_in_flight, Path(tmp)))
+        if args.only in (None, "slow"):
+            asyncio.run(against("slow", args.slow_pages, args.max_in_flight, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
