@@ -8,9 +8,10 @@ import asyncio
 import contextlib
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import structlog
@@ -575,6 +576,12 @@ class Throttle:
 
 # -- the delivery loop ---------------------------------------------------------------------------
 
+
+def _monotonic() -> datetime:
+    """Elapsed real time as a datetime (its epoch is arbitrary): what pacing measures."""
+    return datetime.min.replace(tzinfo=UTC) + timedelta(seconds=time.monotonic())
+
+
 BATCH = 200
 """Notifications leased at once; the loop leases again as soon as they are under way."""
 IDLE_POLL = timedelta(seconds=1)
@@ -611,9 +618,13 @@ class Deliverer:
         leading: Callable[[], bool] = lambda: True,
         jitter: Callable[[], float] = random.random,
         new_id: Callable[[], str] = new_notification_id,
+        pace_clock: Callable[[], datetime] | None = None,
         report: Callable[[StoreUnavailable | None], None] = lambda problem: None,
     ) -> None:
         self.store = store
+        self.pace_clock = pace_clock or _monotonic
+        """The time pacing runs on (rates, pauses, send durations): real elapsed time, so a
+        test's frozen ``clock`` never stalls a rate-limited destination."""
         self.report = report
         """Told of each drain whether the store could be written (the daemon's health)."""
         self.clock = clock
@@ -700,7 +711,7 @@ class Deliverer:
                 leased = await asyncio.to_thread(self.store.lease_due, now, self.lease, room)
                 more = len(leased) == room
                 await self._enqueue(leased, now)
-            wake_at = await self._pump(self.clock())
+            wake_at = await self._pump()
             if not self._sends and not any(self._queues.values()):
                 if not more or not self.leading():
                     break
@@ -709,7 +720,7 @@ class Deliverer:
                 continue
             timeout = None
             if wake_at is not None:
-                timeout = max((wake_at - self.clock()).total_seconds(), 0.0)
+                timeout = max((wake_at - self.pace_clock()).total_seconds(), 0.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
             more = True
@@ -724,6 +735,8 @@ class Deliverer:
             self.store.incident_states, (n.incident_id for n in leased)
         )
         later: dict[str, datetime] = {}
+        paced_now = self.pace_clock()
+        horizon = self.lease - SEND_MARGIN - self._send_budget_floor()
         for notification in sending_order(leased):
             reason = superseded(notification, states.get(notification.incident_id))
             if reason is not None:
@@ -733,9 +746,9 @@ class Deliverer:
                 continue
             destination = destination_of(self.config, notification)
             queue = self._queues.setdefault(destination, [])
-            starts = self.throttle.clears_at(destination, len(queue), now)
-            if starts > now + self.lease - SEND_MARGIN - self._send_budget_floor():
-                later[notification.id] = starts
+            starts_in = self.throttle.clears_at(destination, len(queue), paced_now) - paced_now
+            if starts_in > horizon:
+                later[notification.id] = now + starts_in
             else:
                 queue.append(_Waiting(notification, now + self.lease))
         if later:
@@ -745,42 +758,45 @@ class Deliverer:
         """The least time a send is given: its channel's timeout, as :func:`lease_for` has it."""
         return max((self.lease - timedelta(seconds=10)) / 2, timedelta(seconds=1))
 
-    async def _pump(self, now: datetime) -> datetime | None:
+    async def _pump(self) -> datetime | None:
         """Start every send the destinations allow now; hand back queues a pause holds past
-        their lease. Returns when the next send may start (None: only a finish frees one)."""
+        their lease. Returns when (on the pace clock) the next send may start; None when only
+        a finished send frees one."""
+        now, paced_now = self.clock(), self.pace_clock()
         wake_at: datetime | None = None
         for destination, queue in self._queues.items():
             while queue:
-                at = self.throttle.start_at(destination, now)
+                at = self.throttle.start_at(destination, paced_now)
                 if at is None:
                     break
-                if at > now:
-                    if at + self._send_budget_floor() > queue[0].leased_until - SEND_MARGIN:
-                        due = {w.notification.id: at for w in queue}
+                if at > paced_now:
+                    starts = now + (at - paced_now)
+                    if starts + self._send_budget_floor() > queue[0].leased_until - SEND_MARGIN:
+                        due = {w.notification.id: starts for w in queue}
                         queue.clear()
                         await asyncio.to_thread(self.store.defer, due)
                     else:
                         wake_at = at if wake_at is None else min(wake_at, at)
                     break
                 waiting = queue.pop(0)
-                self.throttle.start(destination, now)
-                task = asyncio.create_task(self._send_one(destination, waiting, now))
+                self.throttle.start(destination, paced_now)
+                task = asyncio.create_task(self._send_one(destination, waiting, now, paced_now))
                 self._sends.add(task)
                 task.add_done_callback(self._sends.discard)
         return wake_at
 
     async def _send_one(
-        self, destination: Destination, waiting: _Waiting, started: datetime
+        self, destination: Destination, waiting: _Waiting, started: datetime, paced: datetime
     ) -> bool:
         notification = waiting.notification
         budget = max(waiting.leased_until - SEND_MARGIN - started, timedelta(seconds=1))
         try:
             delivery = await _send(self.channels, notification, budget)
-            finished = self.clock()
+            finished = self.pace_clock()
             self.throttle.finish(
                 destination,
                 finished,
-                (finished - started).total_seconds(),
+                (finished - paced).total_seconds(),
                 None if delivery.ok else delivery.retry_after,
             )
             ok = await _settle(

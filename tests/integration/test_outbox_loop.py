@@ -8,9 +8,10 @@ notification is."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -169,7 +170,8 @@ async def test_a_429_on_one_destination_does_not_slow_another(store: Store) -> N
     _queue(store, 20, channel="slow", prefix="s")
     _queue(store, 20, channel="fast", prefix="f")
     config = _config(slow={"max_in_flight": 1}, fast={"max_in_flight": 1})
-    deliverer = Deliverer(store, {"slow": slow, "fast": fast}, config, Clock(T0))
+    clock = Clock(T0)
+    deliverer = Deliverer(store, {"slow": slow, "fast": fast}, config, clock, pace_clock=clock)
     assert await deliverer.drain() == 20
     assert len(fast.sent) == 20 and len(slow.sent) == 1
     waiting = [n for n in store.notifications("inc-1") if n.channel == "slow"]
@@ -280,3 +282,56 @@ async def test_a_group_commit_with_one_unrecordable_outcome_records_the_others(
     owed = [n.id for n in watched.notifications("inc-1") if n.delivered_at is None]
     assert owed == ["n-00007"]
     assert [e["notification"] for e in logs if e["log_level"] == "error"] == ["n-00007"]
+
+
+@dataclass
+class Ticking:
+    """A pace clock that moves 0.25 s each time it is read: pacing waits cost no real time."""
+
+    now: datetime = T0
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=0.25)
+        return self.now
+
+
+@dataclass
+class Stamping:
+    """A channel recording, per address, the pace clock's reading when each send began."""
+
+    name: str
+    pace: Ticking
+    starts: dict[str, list[datetime]] = field(default_factory=dict)
+
+    async def send(self, notification: Notification) -> Delivery:
+        self.starts.setdefault(notification.address, []).append(self.pace.now)
+        return Delivery.delivered()
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+async def test_slack_sends_one_message_a_second_per_conversation(store: Store) -> None:
+    """Slack's default pace over the Web API: in each conversation one send at a time and
+    at least a second between starts; two conversations go on side by side. The domain
+    clock stays frozen throughout (pacing runs on its own clock), and the drain ends."""
+    pace = Ticking()
+    slack = Stamping("slack", pace)
+    config = make_config({"channels": {"slack": {"type": "slack", "token": "xoxb-test"}}})
+    store.apply(
+        Changes(
+            notifications=[
+                notification(f"{room}-{i}", channel="slack", address=room)
+                for i in range(4)
+                for room in ("C-A", "C-B")
+            ]
+        )
+    )
+    deliverer = Deliverer(store, {"slack": slack}, config, Clock(T0), pace_clock=pace)
+    assert await deliverer.drain() == 8
+    for room in ("C-A", "C-B"):
+        starts = slack.starts[room]
+        assert len(starts) == 4
+        gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+        assert all(gap >= timedelta(seconds=1) for gap in gaps), (room, gaps)
+    assert slack.starts["C-B"][0] - slack.starts["C-A"][0] < timedelta(seconds=1)
