@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import multiprocessing
 import shutil
 import socket
@@ -48,6 +49,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from driftowner.channels import build_channel
 from driftowner.config import Config
@@ -125,7 +128,8 @@ def _slow_server(port: int, arrivals: Any, ready: Any) -> None:
     """One request at a time, 20 ms each; records each answered request's arrival time."""
 
     class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+        # One request per connection: a keep-alive client must not hold the only worker.
+        protocol_version = "HTTP/1.0"
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -144,6 +148,9 @@ def _slow_server(port: int, arrivals: Any, ready: Any) -> None:
 
     class Server(HTTPServer):
         request_queue_size = 128
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            """A client that gave up (a broken pipe) is counted by the sender, not here."""
 
     server = Server(("127.0.0.1", port), Handler)
     ready.set()
@@ -401,6 +408,8 @@ async def against(
 
 
 def main() -> None:
+    # Retries are counted from the store; a line per retry would drown the report.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=10_000)
     parser.add_argument("--slow-pages", type=int, default=10_000)
