@@ -286,7 +286,8 @@ class StorageConfig(Strict):
 class EvaluationConfig(Strict):
     interval: Duration = timedelta(minutes=1)
     escalation_interval: Duration = timedelta(seconds=5)
-    """How often due escalation steps are derived and the outbox delivered."""
+    """How often due escalation steps are derived (their pages wake the delivery loop, which
+    otherwise runs on its own while notifications are due)."""
 
     @field_validator("interval", "escalation_interval")
     @classmethod
