@@ -734,7 +734,7 @@ class Deliverer:
         states = await asyncio.to_thread(
             self.store.incident_states, (n.incident_id for n in leased)
         )
-        later: dict[str, datetime] = {}
+        later: dict[str, tuple[datetime, datetime]] = {}
         paced_now = self.pace_clock()
         horizon = self.lease - SEND_MARGIN - self._send_budget_floor()
         for notification in sending_order(leased):
@@ -748,7 +748,7 @@ class Deliverer:
             queue = self._queues.setdefault(destination, [])
             starts_in = self.throttle.clears_at(destination, len(queue), paced_now) - paced_now
             if starts_in > horizon:
-                later[notification.id] = now + starts_in
+                later[notification.id] = (now + starts_in, now + self.lease)
             else:
                 queue.append(_Waiting(notification, now + self.lease))
         if later:
@@ -772,7 +772,7 @@ class Deliverer:
                 if at > paced_now:
                     starts = now + (at - paced_now)
                     if starts + self._send_budget_floor() > queue[0].leased_until - SEND_MARGIN:
-                        due = {w.notification.id: starts for w in queue}
+                        due = {w.notification.id: (starts, w.leased_until) for w in queue}
                         queue.clear()
                         await asyncio.to_thread(self.store.defer, due)
                     else:
@@ -827,7 +827,7 @@ class Deliverer:
         """Hand every notification waiting for its destination back to the store, due now
         (best effort: unreleased, its lease runs out soon anyway)."""
         now = self.clock()
-        due = {w.notification.id: now for q in self._queues.values() for w in q}
+        due = {w.notification.id: (now, w.leased_until) for q in self._queues.values() for w in q}
         self._queues.clear()
         if due:
             with contextlib.suppress(Exception):

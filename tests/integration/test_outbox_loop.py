@@ -335,3 +335,21 @@ async def test_slack_sends_one_message_a_second_per_conversation(store: Store) -
         gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
         assert all(gap >= timedelta(seconds=1) for gap in gaps), (room, gaps)
     assert slack.starts["C-B"][0] - slack.starts["C-A"][0] < timedelta(seconds=1)
+
+
+async def test_handing_back_touches_only_notifications_whose_lease_is_still_ours(
+    store: Store,
+) -> None:
+    """A worker hands back what it leased; one whose lease ran out and that another worker
+    claimed since stays with that worker (not due again, so nobody sends it a third time)."""
+    lease = timedelta(seconds=15)
+    _queue(store, 2)
+    mine = store.lease_due(T0, lease, 2)
+    later = T0 + timedelta(seconds=20)
+    [theirs] = store.lease_due(later, lease, 1)  # n-00000's lease ran out: re-claimed
+    store.defer({n.id: (T0 + timedelta(minutes=1), T0 + lease) for n in mine})
+    by_id = {n.id: n for n in store.notifications("inc-1")}
+    assert theirs.id == "n-00000"
+    assert by_id["n-00000"].next_attempt_at == T0  # still the other worker's, unchanged
+    assert by_id["n-00001"].next_attempt_at == T0 + timedelta(minutes=1)
+    assert store.lease_due(later, lease, 2) == []

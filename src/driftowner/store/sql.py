@@ -674,18 +674,27 @@ class Store:
                 if outcome.fallback is not None:
                     conn.execute(sa.insert(outbox).values(**_outbox_row(outcome.fallback)))
 
-    def defer(self, due: Mapping[str, datetime]) -> None:
-        """Hand leased notifications back, each due again at its time in ``due`` (id →
-        time), without counting an attempt: their destination cannot take them within their
-        lease (a rate limit, a server's Retry-After, a full pipe, a stopping instance)."""
+    def defer(self, due: Mapping[str, tuple[datetime, datetime]]) -> None:
+        """Hand leased notifications back without counting an attempt: ``due`` maps each id
+        to (when it is due again, the end of the lease the caller holds). Their destination
+        cannot take them within their lease (a rate limit, a server's Retry-After, a full
+        pipe, a stopping instance). A notification whose lease is no longer the caller's (it
+        ran out and another worker claimed it) is left alone."""
         if not due:
             return
         with self._tx(work="outbox") as conn:
             conn.execute(
                 sa.update(outbox)
-                .where(outbox.c.id == sa.bindparam("notification_id"), *_unfinished())
+                .where(
+                    outbox.c.id == sa.bindparam("notification_id"),
+                    outbox.c.leased_until == sa.bindparam("held_until"),
+                    *_unfinished(),
+                )
                 .values(next_attempt_at=sa.bindparam("until"), leased_until=None),
-                [{"notification_id": key, "until": ts(at)} for key, at in due.items()],
+                [
+                    {"notification_id": key, "until": ts(at), "held_until": ts(held)}
+                    for key, (at, held) in due.items()
+                ],
             )
 
     def _finish(
