@@ -416,32 +416,8 @@ class Daemon:
             sock.close()
             log.error("cannot open the store", error=str(error))
             return 1
-        self.signer = LinkSigner(self.store.secret("links"), config.server.base_url)
-        self.metrics = Metrics(self.store, self.clock)
-        self.metrics.config_reload_ok.set(1)
-        self.metrics.config_reload_time.set(time.time())
-        self.metrics.leader.set(0)
-        self.sources, self.channels = self._build_edges(config)
         loop = asyncio.get_running_loop()
-        self.runtime = Runtime(
-            config=config,
-            store=self.store,
-            metrics=self.metrics,
-            clock=self.clock,
-            links=self.signer,
-            healthy=self.healthy,
-            reload=lambda: asyncio.run_coroutine_threadsafe(self._sd_reload(), loop).result(30),
-        )
-        server = _Server(
-            uvicorn.Config(
-                create_app(self.runtime),
-                host=host.strip("[]"),
-                port=int(port),
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-            )
-        )
+        server = self._server(config, host.strip("[]"), int(port), loop)
         await self.lead()  # a lone instance evaluates from its first cycle
         self.last_cycle_at = time.monotonic()
         self.scheduler = AsyncIOScheduler(event_loop=loop, timezone=UTC)
@@ -471,29 +447,66 @@ class Daemon:
             code = 1
         log.info("stopping")
         supervised.cancel()
+        stopped.cancel()
+        await self._shut_down(server, serving)
+        log.info("stopped")
+        return code
+
+    def _server(
+        self, config: Config, host: str, port: int, loop: asyncio.AbstractEventLoop
+    ) -> _Server:
+        """Metrics, edges and the HTTP app over the opened store, ready to serve."""
+        assert self.store is not None
+        self.signer = LinkSigner(self.store.secret("links"), config.server.base_url)
+        self.metrics = Metrics(self.store, self.clock)
+        self.metrics.config_reload_ok.set(1)
+        self.metrics.config_reload_time.set(time.time())
+        self.metrics.leader.set(0)
+        self.sources, self.channels = self._build_edges(config)
+        self.runtime = Runtime(
+            config=config,
+            store=self.store,
+            metrics=self.metrics,
+            clock=self.clock,
+            links=self.signer,
+            healthy=self.healthy,
+            reload=lambda: asyncio.run_coroutine_threadsafe(self._sd_reload(), loop).result(30),
+        )
+        return _Server(
+            uvicorn.Config(
+                create_app(self.runtime),
+                host=host,
+                port=port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
+        )
+
+    async def _shut_down(self, server: _Server, serving: asyncio.Task[None]) -> None:
+        """Stop within STOP_TIMEOUT_S: let a running cycle and the sends in flight finish and
+        record (bounded) rather than cancel them between a send and its record; start no new
+        one; stop serving; hand leadership over; close the edges and the store."""
+        assert self.scheduler is not None and self.store is not None
         sdnotify.notify(sdnotify.STOPPING)
-        # Let a running cycle finish (bounded) rather than cancel it between a send and its
-        # record; no new cycle starts.
         self._stopping = True
         self.scheduler.pause()
         if self._running:
             await asyncio.wait(set(self._running), timeout=STOP_TIMEOUT_S / 4)
         await self.deliverer().stop(STOP_TIMEOUT_S / 4)
-        self._delivering.cancel()
-        self._delivering = None
+        if self._delivering is not None:
+            self._delivering.cancel()
+            self._delivering = None
         self.scheduler.shutdown(wait=False)
         server.should_exit = True
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(serving, STOP_TIMEOUT_S / 2)
-        stopped.cancel()
         if self.leading:
             # Hand over at once rather than after LEAD_TTL.
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.store.resign, self.holder, self.clock())
         await _close_all(self.sources, self.channels)
         self.store.close()
-        log.info("stopped")
-        return code
 
     async def _sd_reload(self) -> list[str]:
         """:meth:`reload`, framed for systemd by RELOADING=1 and READY=1."""
