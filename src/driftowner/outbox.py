@@ -683,7 +683,7 @@ class Deliverer:
         """Sleep until woken, until the next notification is due, or IDLE_POLL."""
         wait = IDLE_POLL.total_seconds()
         with contextlib.suppress(Exception):
-            due = await asyncio.to_thread(self.store.next_due)
+            due = await asyncio.to_thread(self.store.next_due) if self.leading() else None
             if due is not None:
                 wait = min(wait, max((due - self.clock()).total_seconds(), 0.0))
         with contextlib.suppress(TimeoutError):
