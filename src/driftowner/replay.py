@@ -1,12 +1,13 @@
 """Backtest (``driftowner replay``): the incidents the rules would have opened and resolved over
-a stretch of history, with the time each condition began. Sends nothing, stores nothing.
+a stretch of history, with the time each condition began, and every change a detector confirmed.
+Sends nothing, stores nothing.
 
-Imperative shell, functional core: :func:`replay` reads each signal's history once, for the
-whole range, and hands it to :func:`backtest`, which is pure. :func:`backtest` rebuilds, for
-every evaluation instant, the :class:`~driftowner.model.SourceResult` the daemon's read at that
-instant would have returned, and runs the daemon's own detectors, rules and
-:func:`~driftowner.incidents.reconcile` over it with the pending conditions and unresolved
-incidents kept in memory.
+:func:`replay` reads each signal's history once, for the whole range, and hands it to
+:func:`backtest`. :func:`backtest` steps a clock through the range: at every evaluation instant
+it rebuilds the :class:`~driftowner.model.SourceResult` the daemon's read at that instant would
+have returned, and runs the daemon's own cycle over it (:func:`driftowner.cycle.judge`, then
+:func:`driftowner.cycle.evaluate`) against a :class:`~driftowner.store.MemoryStore`, without
+the escalation stage: nothing is paged, nothing outlives the replay.
 
 Where a backtest can differ from what the daemon saw:
 
@@ -32,11 +33,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
+from driftowner import cycle, runner
 from driftowner.clock import rfc3339
 from driftowner.config import Config, SignalConfig, format_duration
-from driftowner.detect import detectors, rules
-from driftowner.incidents import Fingerprint, reconcile
-from driftowner.model import Finding, Incident, Kind, Layer, Pending, Sample, SourceResult
+from driftowner.cycle import Findings, SignalKey, SignalMemory
+from driftowner.detect import detectors
+from driftowner.model import Direction, Incident, Kind, Layer, Sample, SourceResult
 from driftowner.sources import (
     LabelledResult,
     LabelledSource,
@@ -45,15 +47,13 @@ from driftowner.sources import (
     clamp_step,
     supports_labels,
 )
+from driftowner.store import MemoryStore
 
 INSTANT_LOOKBACK = timedelta(minutes=5)
 """How old a sample an instant query still answers with: Prometheus's default lookback delta."""
 
 _BEGINNING = datetime.min.replace(tzinfo=UTC)
 _NO_SAMPLES = SourceResult()
-
-SignalKey = tuple[str, str]
-"""(system, signal)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +83,19 @@ class ReplayedIncident:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplayedChange:
+    """A change a signal's detector confirmed during the replayed range: a shift, a recovery,
+    or a further shift inside an open incident."""
+
+    system: str
+    signal: str
+    at: datetime
+    direction: Direction
+    before: float
+    after: float
+
+
+@dataclass(frozen=True, slots=True)
 class QueryFailure:
     """A signal whose history could not be read: it was no data at every instant."""
 
@@ -100,6 +113,8 @@ class Replay:
     interval: timedelta
     incidents: tuple[ReplayedIncident, ...]
     """In opening order."""
+    changes: tuple[ReplayedChange, ...]
+    """Every change a detector confirmed, in time order (then config order)."""
     evaluations: int
     """Evaluation instants replayed (each evaluates every system)."""
     failed_queries: int
@@ -211,7 +226,8 @@ def backtest(
     end: datetime,
     interval: timedelta,
 ) -> Replay:
-    """The pure core of :func:`replay`: the rules run over history already read.
+    """The core of :func:`replay`: the evaluation cycle run over history already read, at
+    every instant of ``[start, end]``, against a store in memory. No I/O.
 
     Args:
         config: As for :func:`replay`.
@@ -241,51 +257,29 @@ def backtest(
                 failures.append(QueryFailure(system_name, signal_name, result.error))
             views[(system_name, signal_name)] = _history(config, signal, result, start, end)
 
+    store = MemoryStore()
     new_id = _ids()
-    pending: dict[str, dict[Fingerprint, Pending]] = {name: {} for name in config.systems}
-    unresolved: dict[str, dict[Fingerprint, Incident]] = {name: {} for name in config.systems}
-    resolved: dict[str, dict[Fingerprint, Incident]] = {name: {} for name in config.systems}
+    memory: dict[SignalKey, SignalMemory] = {}
     lives: list[ReplayedIncident] = []
     reopened_at: dict[str, datetime] = {}
     every: dict[str, Incident] = {}
+    changes: list[ReplayedChange] = []
     evaluations = 0
     for now in _instants(start, end, interval):
         evaluations += 1
-        for system_name, system in config.systems.items():
-            findings: dict[str, Finding] = {}
-            for signal_name, signal in system.signals.items():
-                view = views.get((system_name, signal_name))
-                if view is not None:
-                    findings[signal_name] = detectors.judge(
-                        system_name, signal_name, signal, view.read(now), now
-                    )
-            holding = rules.conditions(system_name, system, findings)
-            outcome = reconcile(
-                config,
-                system_name,
-                holding,
-                findings,
-                pending[system_name],
-                unresolved[system_name],
-                now,
-                new_id,
-                resolved[system_name],
-            )
-            open_now = unresolved[system_name]
-            for event in outcome.events:
+        results = {key: view.read(now) for key, view in views.items()}
+        findings, memory = cycle.judge(config, results, memory, now)
+        changes.extend(_changes(findings))
+        # No pager: a replay runs no escalation stage, so it pages nobody.
+        steps = cycle.evaluate(config, findings, store, now, new_id, pager=None)
+        for step in runner.apply(store, steps):
+            for event in step.changes.events:
                 if event.kind == "reopened":
                     # The earlier life ends as it was; the reopened one starts now.
                     lives.append(_replayed(every[event.incident_id]))
                     reopened_at[event.incident_id] = now
-            for incident in (*outcome.opened, *outcome.updated):
+            for incident in (*step.changes.opened, *step.changes.updated):
                 every[incident.id] = incident
-                if incident.unresolved:
-                    open_now[incident.fingerprint] = incident
-                    resolved[system_name].pop(incident.fingerprint, None)
-                else:
-                    open_now.pop(incident.fingerprint, None)
-                    resolved[system_name][incident.fingerprint] = incident
-            pending[system_name] = {(p.system, p.rule): p for p in outcome.pending}
 
     replayed = sorted(
         (*lives, *(_replayed(i, reopened_at.get(i.id)) for i in every.values())),
@@ -296,6 +290,7 @@ def backtest(
         end=end,
         interval=interval,
         incidents=tuple(replayed),
+        changes=tuple(changes),
         evaluations=evaluations,
         failed_queries=len(failures),
         failures=tuple(failures),
@@ -315,6 +310,17 @@ def replay_json(r: Replay) -> dict[str, Any]:
             {"system": f.system, "signal": f.signal, "error": f.error} for f in r.failures
         ],
         "incidents": [_incident_json(incident) for incident in r.incidents],
+        "changes": [
+            {
+                "system": c.system,
+                "signal": c.signal,
+                "at": rfc3339(c.at),
+                "direction": c.direction,
+                "before": c.before,
+                "after": c.after,
+            }
+            for c in r.changes
+        ],
     }
 
 
@@ -393,6 +399,15 @@ def _history(
     return _History(
         result, window=window, fresh_within=max(INSTANT_LOOKBACK, spacing), restamp=True
     )
+
+
+def _changes(findings: Findings) -> Iterator[ReplayedChange]:
+    for system, signals in findings.items():
+        for name, finding in signals.items():
+            if (change := finding.change) is not None:
+                yield ReplayedChange(
+                    system, name, change.at, change.direction, change.before, change.after
+                )
 
 
 def _replayed(incident: Incident, reopened_at: datetime | None = None) -> ReplayedIncident:

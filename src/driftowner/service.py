@@ -3,7 +3,6 @@ reassign, report. Each reads, decides with the pure core, and writes in one tran
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from statistics import median, quantiles
@@ -13,6 +12,7 @@ from driftowner import escalation, incidents
 from driftowner.clock import rfc3339
 from driftowner.config import Config
 from driftowner.escalation import Links
+from driftowner.ids import new_notification_id
 from driftowner.model import Event, Finding, Incident, Timing
 from driftowner.store import Changes, Store
 
@@ -59,15 +59,6 @@ def _valid_text(field: str, value: str, limit: int) -> None:
     problem = text_problem(value, limit)
     if problem is not None:
         raise BadRequest(field, f"{field}: {problem}")
-
-
-def new_incident_id() -> str:
-    """Short, unguessable, easy to type: ``inc-3f9a1c2b7e``."""
-    return f"inc-{secrets.token_hex(5)}"
-
-
-def new_notification_id() -> str:
-    return secrets.token_hex(12)
 
 
 def get(store: Store, incident_id: str) -> Incident:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from statistics import fmean
 
 from driftowner.config import BaselineConfig, SignalConfig, ThresholdConfig, format_duration
-from driftowner.model import BadDirection, Finding, Sample, SourceResult
+from driftowner.model import BadDirection, Change, Direction, Finding, Sample, SourceResult
 
 
 def lookback(signal: SignalConfig) -> timedelta:
@@ -28,9 +28,49 @@ def read_step(signal: SignalConfig, interval: timedelta) -> timedelta:
 
 
 def judge(
+    system: str,
+    signal_name: str,
+    signal: SignalConfig,
+    result: SourceResult,
+    now: datetime,
+    decided: Finding | None = None,
+) -> Finding:
+    """The verdict on one signal at ``now`` from what its source returned.
+
+    Args:
+        system: The system's name.
+        signal_name: The signal's name.
+        signal: The signal's config.
+        result: What the signal's read returned.
+        now: The evaluation instant.
+        decided: The signal's last finding that was ``ok`` or ``degraded``, if any: when the
+            verdict flips from it, the finding carries the change (see :func:`flip`).
+    """
+    found = _verdict(system, signal_name, signal, result, now)
+    change = flip(decided, found)
+    return found if change is None else replace(found, change=change)
+
+
+FLIP = frozenset({"ok", "degraded"})
+"""The two verdicts a flip goes between (no data is no verdict)."""
+
+
+def flip(decided: Finding | None, found: Finding) -> Change | None:
+    """The change a threshold or baseline confirms: its verdict flipped between ``ok`` and
+    ``degraded`` (a shift, or a recovery), from the level before (the baseline's reference,
+    or the value last judged) to the value now. No data in between changes nothing."""
+    if decided is None or found.value is None or {decided.status, found.status} != FLIP:
+        return None
+    before = found.reference if found.reference is not None else decided.value
+    if before is None:
+        return None
+    direction: Direction = "up" if found.value > before else "down"
+    return Change(found.at, direction, before, found.value)
+
+
+def _verdict(
     system: str, signal_name: str, signal: SignalConfig, result: SourceResult, now: datetime
 ) -> Finding:
-    """The verdict on one signal at ``now`` from what its source returned."""
     base = Finding(system=system, signal=signal_name, layer=signal.layer, status="no_data", at=now)
     if result.error is not None:
         return replace(
