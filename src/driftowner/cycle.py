@@ -207,7 +207,7 @@ def _reconcile(
         opened=outcome.opened,
         updated=outcome.updated,
         events=outcome.events,
-        notifications=notices,
+        notifications=tuple(notices),
         pending_system=system_name,
         pending=outcome.pending,
     )
