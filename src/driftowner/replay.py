@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
@@ -45,6 +45,7 @@ from driftowner.sources import (
     Source,
     as_utc,
     clamp_step,
+    reads_any_age,
     supports_labels,
 )
 from driftowner.store import MemoryStore
@@ -165,8 +166,9 @@ async def replay(
         ValueError: ``start`` is after ``end``, or ``interval`` is not positive.
     """
     start, end, interval = _checked(config, start, end, interval)
+    ageless = frozenset(name for name, source in sources.items() if reads_any_age(source))
     plans = {
-        (system_name, signal_name): history_read(config, signal, start, end, interval)
+        (system_name, signal_name): history_read(signal, start, end, interval, ageless)
         for system_name, system in config.systems.items()
         for signal_name, signal in system.signals.items()
     }
@@ -183,7 +185,7 @@ async def replay(
             label = config.systems[system].signals[signal_name].label
             assert label is not None and plan.label == label[0]
             histories[key] = answer.share(label[0], label[1])
-    return backtest(config, histories, start, end, interval)
+    return backtest(config, histories, start, end, interval, ageless=ageless)
 
 
 async def _read(source: Source, plan: HistoryRead) -> SourceResult | LabelledResult:
@@ -199,14 +201,20 @@ async def _read(source: Source, plan: HistoryRead) -> SourceResult | LabelledRes
 
 
 def history_read(
-    config: Config, signal: SignalConfig, start: datetime, end: datetime, interval: timedelta
+    signal: SignalConfig,
+    start: datetime,
+    end: datetime,
+    interval: timedelta,
+    ageless: Collection[str] = (),
 ) -> HistoryRead:
     """The range read that covers every read the daemon would have made of ``signal`` at the
-    instants of ``[start, end]``: from ``start`` minus its lookback, at its read step."""
+    instants of ``[start, end]``: from ``start`` minus its lookback, at its read step.
+    ``ageless`` names the sources whose instant read answers at any age (see
+    :func:`~driftowner.sources.reads_any_age`)."""
     window = detectors.lookback(signal)
     read_start = start - window
-    if window <= timedelta(0) and config.sources[signal.source].type == "file":
-        # The file source's instant read answers the newest sample at any age (stale_after
+    if window <= timedelta(0) and signal.source in ageless:
+        # Such a source's instant read answers the newest sample at any age (stale_after
         # judges its age), so the sample in force at ``start`` may be far older than it.
         read_start = _BEGINNING
     return HistoryRead(
@@ -225,6 +233,8 @@ def backtest(
     start: datetime,
     end: datetime,
     interval: timedelta,
+    *,
+    ageless: Collection[str] = (),
 ) -> Replay:
     """The core of :func:`replay`: the evaluation cycle run over history already read, at
     every instant of ``[start, end]``, against a store in memory. No I/O.
@@ -237,6 +247,8 @@ def backtest(
         end: Last possible evaluation instant, inclusive.
         interval: Between two evaluations. It also stands in for ``evaluation.interval`` in
             the lifecycle, so a coarser replay does not count its own steps as downtime.
+        ageless: The sources whose instant read answers the newest sample at any age (see
+            :func:`~driftowner.sources.reads_any_age`).
 
     Raises:
         ValueError: ``start`` is after ``end``, or ``interval`` is not positive.
@@ -255,7 +267,9 @@ def backtest(
                 continue
             if result.error is not None:
                 failures.append(QueryFailure(system_name, signal_name, result.error))
-            views[(system_name, signal_name)] = _history(config, signal, result, start, end)
+            views[(system_name, signal_name)] = _history(
+                config, signal, result, (start, end), ageless
+            )
 
     store = MemoryStore()
     new_id = _ids()
@@ -382,19 +396,24 @@ class _History:
 
 
 def _history(
-    config: Config, signal: SignalConfig, result: SourceResult, start: datetime, end: datetime
+    config: Config,
+    signal: SignalConfig,
+    result: SourceResult,
+    span: tuple[datetime, datetime],
+    ageless: Collection[str],
 ) -> _History:
     """How the daemon's read of ``signal`` at an instant would have answered.
 
-    A range read (baseline): the samples within its window. An instant read: for a file, the
-    newest sample at any age, with its own time; for Prometheus (and the demo), the newest
+    A range read (baseline): the samples within its window. An instant read: for a source in
+    ``ageless`` (a file), the newest sample at any age, with its own time; for Prometheus (and
+    the demo), the newest
     point at or before the instant, if within the lookback delta (or the point spacing, when
     the source had to read coarser), stamped at the instant.
     """
     window = detectors.lookback(signal)
-    if config.sources[signal.source].type == "file":
+    if signal.source in ageless:
         return _History(result, window=window, fresh_within=None, restamp=False)
-    plan = history_read(config, signal, start, end, config.evaluation.interval)
+    plan = history_read(signal, *span, config.evaluation.interval)
     spacing = clamp_step(plan.start, plan.end, plan.step)
     return _History(
         result, window=window, fresh_within=max(INSTANT_LOOKBACK, spacing), restamp=True

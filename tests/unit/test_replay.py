@@ -14,6 +14,7 @@ import pytest
 
 from driftowner.model import Sample, SourceResult
 from driftowner.replay import ReplayedChange, ReplayedIncident, replay, replay_json
+from driftowner.sources import build_source, reads_any_age
 
 from .factories import DISAGREEMENT, SYSTEM, at, make_config, minutes
 
@@ -55,7 +56,8 @@ class ScriptedSource:
 
     A range read returns the samples within ``[start, end]``; an instant read (``start ==
     end``) answers as Prometheus does: the newest sample at most five minutes old, stamped at
-    the query time. Every read is recorded.
+    the query time (with ``any_age``, as a file does: the newest sample however old, with its
+    own time). Every read is recorded.
     """
 
     name = "prom"
@@ -66,6 +68,7 @@ class ScriptedSource:
         *,
         samples: Mapping[str, tuple[Sample, ...]] | None = None,
         error: str | None = None,
+        any_age: bool = False,
     ) -> None:
         self.series: dict[str, tuple[Sample, ...]] = dict(samples or {})
         for query, script in {**HEALTHY, **(scripts or {})}.items():
@@ -76,6 +79,7 @@ class ScriptedSource:
                 Sample(moment, value) for moment in points if (value := script(moment)) is not None
             )
         self.error = error
+        self.instant_reads_any_age = any_age
         self.reads: list[tuple[str, datetime, datetime, timedelta]] = []
 
     async def read(
@@ -285,7 +289,7 @@ async def test_a_sparse_file_series_keeps_its_newest_sample_at_any_age() -> None
         Sample(at(20), 0.95),
         Sample(at(80), 0.95),
     )
-    source = ScriptedSource(samples={"model_accuracy": hourly})
+    source = ScriptedSource(samples={"model_accuracy": hourly}, any_age=True)
     file_config = config(sources={"prom": {"type": "file", "path": "/nonexistent/metrics.csv"}})
     result = await replay(file_config, {"prom": source}, at(0), at(120))
     incident = only(result.incidents)
@@ -345,6 +349,29 @@ async def test_replay_json_names_each_incident_with_its_times_in_utc() -> None:
                 "after": 0.62,
             },
         ],
+    }
+
+
+def test_only_a_file_source_says_its_instant_read_answers_at_any_age() -> None:
+    """Replay asks the source, not the config's type, how an instant read ages: the file
+    source says it answers at any age; Prometheus and the demo do not."""
+    built = {
+        kind: build_source("s", spec, clock=lambda: at(0))
+        for kind, spec in make_config(
+            {
+                "sources": {
+                    "file": {"type": "file", "path": "/nonexistent/metrics.csv"},
+                    "prometheus": {"type": "prometheus", "url": "http://127.0.0.1:9"},
+                    "demo": {"type": "demo"},
+                }
+            }
+        ).sources.items()
+    }
+    assert {kind: reads_any_age(source) for kind, source in built.items()} == {
+        "prom": False,
+        "file": True,
+        "prometheus": False,
+        "demo": False,
     }
 
 
