@@ -48,6 +48,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._incidents: dict[str, _Stored] = {}
+        self._holders: dict[Fingerprint, str] = {}
+        """Fingerprint → the id of its unresolved incident (at most one, as the SQL index)."""
         self._events: dict[str, list[Event]] = {}
         self._outbox: dict[str, _Outbound] = {}
         self._pending: dict[str, dict[Fingerprint, Pending]] = {}
@@ -183,31 +185,49 @@ class MemoryStore:
         """Raise :class:`Conflict` for what a database would refuse, before anything is
         written: a stale update, a taken id, a second unresolved incident of a fingerprint,
         an event or notification of an unknown incident."""
-        after = {incident_id: stored.incident for incident_id, stored in self._incidents.items()}
+        touched: dict[str, Incident] = {}
         for incident in changes.updated:
             stored = self._incidents.get(incident.id)
             if stored is None or stored.version != incident.version:
                 raise Conflict(f"incident {incident.id} changed since it was read")
-            after[incident.id] = incident
+            touched[incident.id] = incident
         for incident in changes.opened:
-            if incident.id in after:
+            if incident.id in self._incidents or incident.id in touched:
                 raise Conflict(f"refused by the store: incident {incident.id} exists")
-            after[incident.id] = incident
-        unresolved = [i.fingerprint for i in after.values() if i.unresolved]
-        if len(unresolved) != len(set(unresolved)):
-            raise Conflict("refused by the store: a second unresolved incident of a fingerprint")
+            touched[incident.id] = incident
+        holders = {
+            incident.fingerprint: self._holders.get(incident.fingerprint)
+            for incident in touched.values()
+        }
+        for incident in touched.values():  # resolutions first: they free their fingerprint
+            if not incident.unresolved and holders[incident.fingerprint] == incident.id:
+                holders[incident.fingerprint] = None
+        for incident in touched.values():
+            if incident.unresolved:
+                holder = holders[incident.fingerprint]
+                if holder is not None and holder != incident.id:
+                    raise Conflict(
+                        "refused by the store: a second unresolved incident of "
+                        f"{incident.system} {incident.rule}"
+                    )
+                holders[incident.fingerprint] = incident.id
         for notification in changes.notifications:
             if notification.id in self._outbox:
                 raise Conflict(f"refused by the store: notification {notification.id} exists")
-        owners = [e.incident_id for e in changes.events]
-        owners += [n.incident_id for n in changes.notifications]
-        unknown = sorted(set(owners) - after.keys())
+        owners = {e.incident_id for e in changes.events}
+        owners |= {n.incident_id for n in changes.notifications}
+        unknown = sorted(owners - self._incidents.keys() - touched.keys())
         if unknown:
             raise Conflict(f"refused by the store: no incident {unknown[0]}")
 
     def _put(self, incident: Incident, version: int) -> None:
         body = incident_to_json(incident)
         self._incidents[incident.id] = _Stored(body, version, incident_from_json(body, version))
+        fingerprint = incident.fingerprint
+        if incident.unresolved:
+            self._holders[fingerprint] = incident.id
+        elif self._holders.get(fingerprint) == incident.id:
+            del self._holders[fingerprint]
 
     # -- outbox ------------------------------------------------------------------------------
 
