@@ -81,6 +81,9 @@ class Finding:
     source_up: bool = True
     source_error: bool = False
     """The query produced no usable answer (source down, bad query): not a stale signal."""
+    began_at: datetime | None = None
+    """When the change behind a change-point verdict is estimated to have begun (an incident's
+    ``condition_began_at``); None for detectors that judge one instant."""
 
 
 @dataclass(frozen=True, slots=True)

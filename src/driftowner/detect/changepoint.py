@@ -470,7 +470,14 @@ def _number(raw: object, where: str) -> float:
 class Detector(Protocol):
     """What the evaluation cycle needs from any change-point detector."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def bad(self) -> BadDirection: ...
+
+    @property
+    def warmup(self) -> int: ...
 
     def start(self) -> ChartState: ...
 
