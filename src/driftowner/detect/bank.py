@@ -35,7 +35,7 @@ from driftowner.detect.changepoint import (
     describe,
 )
 from driftowner.detect.histogram import HistogramDrift, HistogramVerdict, verdict_line
-from driftowner.model import BadDirection, Finding, Sample, SourceResult
+from driftowner.model import Accepted, BadDirection, Finding, Sample, SourceResult
 
 SignalKey = tuple[str, str]
 """(system, signal)."""
@@ -244,6 +244,8 @@ class Bank:
         self.watches: dict[SignalKey, Watch] = {}
         self.accepted: dict[SignalKey, datetime] = {}
         """Per signal, the latest time an owner accepted its level."""
+        self.accept_cursor = 0
+        """The position of the last ``accepted`` event applied (see :meth:`apply_accepts`)."""
         self.histograms: dict[SignalKey, HistogramReading] = {}
         """This evaluation's histogram readings (set by the shell before judging)."""
 
@@ -278,6 +280,14 @@ class Bank:
         watch = self.watches.get(key)
         if watch is not None:
             self.watches[key] = start(watch.detector, at)
+
+    def apply_accepts(self, accepts: Iterable[Accepted]) -> None:
+        """Apply the ``accepted`` events logged since the last call (any process may log
+        them: the CLI, the API), and remember how far the log was read."""
+        for accepted in accepts:
+            for name in accepted.signals:
+                self.accept((accepted.system, name), accepted.at)
+            self.accept_cursor = max(self.accept_cursor, accepted.seq)
 
     def forget_except(self, keys: Iterable[SignalKey]) -> None:
         """Drop the watches of signals no longer configured."""
