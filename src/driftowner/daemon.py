@@ -26,6 +26,7 @@ from driftowner.channels import Channel, build_channel
 from driftowner.clock import utcnow
 from driftowner.config import Config
 from driftowner.configload import ConfigError, default_secrets_dir, load_config, warning_lines
+from driftowner.detect.bank import Bank
 from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
 from driftowner.sources import Source, build_source
@@ -116,6 +117,8 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         self.last_cycle_at: float = time.monotonic()
         self._failing: dict[tuple[str, str], str] = {}
+        self.bank = Bank()
+        """Every signal's change-point chart between evaluations (warm-started from history)."""
         self._stopping = False
         self._running: set[asyncio.Task[Any]] = set()
         self.holder = ""
@@ -197,7 +200,9 @@ class Daemon:
         try:
             started = time.perf_counter()
             now = self.clock()
-            findings, stats = await engine.poll(config, self.sources, now)
+            accepts = await asyncio.to_thread(store.accepted_after, self.bank.accept_cursor)
+            self.bank.apply_accepts(accepts)
+            findings, stats = await engine.poll(config, self.sources, now, self.bank)
             engine.log_query_failures(self._failing, stats.failing)
             self._failing = stats.failing
             for source, up in stats.up.items():

@@ -13,8 +13,9 @@ from typing import cast
 import structlog
 
 from driftowner import escalation, incidents, service
-from driftowner.config import Config
+from driftowner.config import HISTOGRAM_DETECTORS, Config
 from driftowner.detect import detectors, rules
+from driftowner.detect.bank import Bank
 from driftowner.escalation import Links
 from driftowner.metrics import Metrics
 from driftowner.model import AUTO, Finding, Incident, Notification, SourceResult
@@ -23,6 +24,7 @@ from driftowner.sources import (
     LabelledResult,
     LabelledSource,
     Source,
+    history,
     supports_labels,
 )
 from driftowner.store import Changes, Conflict, Store
@@ -101,11 +103,14 @@ def plan_reads(config: Config) -> tuple[list[SignalKey], list[TemplateRead]]:
 
 
 async def poll(
-    config: Config, sources: Mapping[str, Source], now: datetime
+    config: Config, sources: Mapping[str, Source], now: datetime, bank: Bank | None = None
 ) -> tuple[Findings, SourceStats]:
     """Read every signal of every system at ``now`` and judge it. Queries run concurrently,
     at most ``max_concurrent_queries`` per source; a signal template is one query for all
-    the systems that use it."""
+    the systems that use it. ``bank`` holds the change-point charts between cycles (a fresh
+    one, warm-started from history, when not given)."""
+    bank = Bank() if bank is None else bank
+    await history.prepare(bank, config, sources, now)
     stats = SourceStats(up={name: True for name in config.sources}, errors={}, durations={})
     limits = {
         name: asyncio.Semaphore(getattr(spec, "max_concurrent_queries", 64))
@@ -132,6 +137,9 @@ async def poll(
 
     async def read_plain(key: SignalKey) -> None:
         signal = config.systems[key[0]].signals[key[1]]
+        if signal.detect is not None and signal.detect.name in HISTOGRAM_DETECTORS:
+            results[key] = SourceResult()  # its buckets were read by history.prepare
+            return
         window = detectors.lookback(signal)
         step = detectors.read_step(signal, config.evaluation.interval)
         async with limits[signal.source]:
@@ -179,7 +187,9 @@ async def poll(
     findings: Findings = {system: {} for system in config.systems}
     for (system, name), result in results.items():
         signal = config.systems[system].signals[name]
-        findings[system][name] = detectors.judge(system, name, signal, result, now)
+        findings[system][name] = bank.judge(
+            system, name, signal, result, now, config.evaluation.interval
+        )
     return findings, stats
 
 

@@ -28,6 +28,7 @@ EventKind = Literal[
     "resolved",
     "reopened",
     "note",
+    "accepted",
 ]
 Purpose = Literal["opened", "reopened", "escalated", "reminder", "resolved", "informed", "test"]
 
@@ -81,6 +82,21 @@ class Finding:
     source_up: bool = True
     source_error: bool = False
     """The query produced no usable answer (source down, bad query): not a stale signal."""
+    began_at: datetime | None = None
+    """When the change behind a change-point verdict is estimated to have begun (an incident's
+    ``condition_began_at``); None for detectors that judge one instant."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An owner resolved an incident with ``--accept``: its signals' new levels are normal,
+    and their detectors re-learn their references from ``at``."""
+
+    seq: int
+    """The event's position in the store's log (the bank reads those after the last seen)."""
+    system: str
+    signals: tuple[str, ...]
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from typing import Any, Literal, cast
 from driftowner.clock import rfc3339
 from driftowner.config import Config, SignalConfig, format_duration
 from driftowner.detect import detectors, rules
+from driftowner.detect.bank import Bank
 from driftowner.incidents import Fingerprint, reconcile
 from driftowner.model import Finding, Incident, Kind, Layer, Pending, Sample, SourceResult
 from driftowner.sources import (
@@ -249,6 +250,7 @@ def backtest(
     reopened_at: dict[str, datetime] = {}
     every: dict[str, Incident] = {}
     evaluations = 0
+    bank = Bank()
     for now in _instants(start, end, interval):
         evaluations += 1
         for system_name, system in config.systems.items():
@@ -256,8 +258,8 @@ def backtest(
             for signal_name, signal in system.signals.items():
                 view = views.get((system_name, signal_name))
                 if view is not None:
-                    findings[signal_name] = detectors.judge(
-                        system_name, signal_name, signal, view.read(now), now
+                    findings[signal_name] = bank.judge(
+                        system_name, signal_name, signal, view.read(now), now, interval
                     )
             holding = rules.conditions(system_name, system, findings)
             outcome = reconcile(

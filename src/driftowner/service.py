@@ -112,15 +112,23 @@ def resolve(
     note: str,
     now: datetime,
     links: Links,
+    *,
+    accept: bool = False,
 ) -> Incident:
     """Resolve an incident on behalf of ``by``; everyone who was notified hears of it.
+    ``accept``: the signals' new levels are normal; an ``accepted`` event in the same
+    transaction tells the daemon's detectors to re-learn their references from ``now``.
 
     Raises:
         NotFound, BadRequest, incidents.LifecycleError, store.Conflict.
     """
     _valid_text("note", note, MAX_TEXT_CHARS)
     _known_owner(config, "by", by)
-    return close(store, config, get(store, incident_id), by, note, now, links)
+    incident = get(store, incident_id)
+    accepted = (
+        Event(incident.id, now, "accepted", by, "new level accepted: detectors re-learn from here"),
+    )
+    return close(store, config, incident, by, note, now, links, accepted if accept else ())
 
 
 def close(
@@ -131,9 +139,10 @@ def close(
     note: str,
     now: datetime,
     links: Links,
+    extra: tuple[Event, ...] = (),
 ) -> Incident:
     """Resolve an incident and, in the same transaction, queue the notice to everyone who was
-    notified of it.
+    notified of it (and log ``extra`` events with it).
 
     Raises:
         incidents.LifecycleError, store.Conflict.
@@ -142,7 +151,7 @@ def close(
     store.apply(
         Changes(
             updated=[transition.incident],
-            events=transition.events,
+            events=[*transition.events, *extra],
             notifications=escalation.on_resolved(
                 config,
                 transition.incident,

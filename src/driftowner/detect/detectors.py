@@ -13,7 +13,7 @@ from driftowner.model import BadDirection, Finding, Sample, SourceResult
 
 def lookback(signal: SignalConfig) -> timedelta:
     """How much history a signal's detector needs: 0 means one instant read suffices."""
-    if signal.detect.baseline is not None:
+    if signal.detect is not None and signal.detect.baseline is not None:
         return signal.detect.baseline.reference
     return timedelta(0)
 
@@ -30,7 +30,26 @@ def read_step(signal: SignalConfig, interval: timedelta) -> timedelta:
 def judge(
     system: str, signal_name: str, signal: SignalConfig, result: SourceResult, now: datetime
 ) -> Finding:
-    """The verdict on one signal at ``now`` from what its source returned."""
+    """The verdict of a stateless detector (threshold, baseline) on one signal at ``now`` from
+    what its source returned. Change-point charts keep state: see :mod:`driftowner.detect.bank`."""
+    found = unusable(system, signal_name, signal, result, now)
+    if found is not None:
+        return found
+    base = Finding(system=system, signal=signal_name, layer=signal.layer, status="no_data", at=now)
+    latest = result.samples[-1]
+    detect = signal.detect
+    if detect is not None and detect.threshold is not None:
+        return threshold(base, detect.threshold, latest)
+    if detect is None or detect.baseline is None:
+        raise ValueError(f"{signal_name}: {detect and detect.name} is not a stateless detector")
+    return baseline(base, detect.baseline, signal.bad, result.samples)
+
+
+def unusable(
+    system: str, signal_name: str, signal: SignalConfig, result: SourceResult, now: datetime
+) -> Finding | None:
+    """The ``no_data`` finding when the source failed, returned nothing, or its newest sample
+    is older than ``stale_after``; None when there is something to judge."""
     base = Finding(system=system, signal=signal_name, layer=signal.layer, status="no_data", at=now)
     if result.error is not None:
         return replace(
@@ -51,10 +70,7 @@ def judge(
             detector="staleness",
             reason=f"newest sample is {age} old (stale_after {limit})",
         )
-    if signal.detect.threshold is not None:
-        return threshold(base, signal.detect.threshold, latest)
-    assert signal.detect.baseline is not None  # DetectConfig guarantees exactly one detector
-    return baseline(base, signal.detect.baseline, signal.bad, result.samples)
+    return None
 
 
 def threshold(base: Finding, spec: ThresholdConfig, latest: Sample) -> Finding:

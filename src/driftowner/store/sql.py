@@ -17,7 +17,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection, Engine
 
-from driftowner.model import Event, Incident, Notification, Pending, State, Timing
+from driftowner.model import Accepted, Event, Incident, Notification, Pending, State, Timing
 from driftowner.store import dialect
 from driftowner.store.codec import (
     from_ts,
@@ -439,6 +439,23 @@ class Store:
                 sa.select(events).where(events.c.incident_id == incident_id).order_by(events.c.seq)
             ).all()
         return [_event(row) for row in rows]
+
+    def accepted_after(self, seq: int) -> list[Accepted]:
+        """The ``accepted`` events logged after position ``seq``, oldest first, with the
+        system and signals of their incidents (what the detector bank re-learns)."""
+        query = (
+            sa.select(events.c.seq, events.c.at, incidents.c.body, incidents.c.version)
+            .join(incidents, incidents.c.id == events.c.incident_id)
+            .where(events.c.seq > seq, events.c.kind == "accepted")
+            .order_by(events.c.seq)
+        )
+        with self._tx(read_only=True) as conn:
+            rows = conn.execute(query).all()
+        found = []
+        for row in rows:
+            incident = incident_from_json(row.body, row.version)
+            found.append(Accepted(row.seq, incident.system, incident.signals, _at(row.at)))
+        return found
 
     def pending(self, system: str) -> dict[tuple[str, str], Pending]:
         """A system's pending conditions: what its last evaluation recorded or, when the
