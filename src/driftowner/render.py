@@ -22,6 +22,8 @@ _PURPOSE_LABEL: dict[Purpose, str] = {
     "reopened": "REOPENED",
     "escalated": "ESCALATED",
     "reminder": "REMINDER",
+    "acknowledged": "ACKNOWLEDGED",
+    "reassigned": "REASSIGNED",
     "resolved": "RESOLVED",
     "informed": "FYI",
     "test": "TEST",
@@ -98,6 +100,11 @@ def intro(message: Message) -> str:
         )
     if message.purpose == "reminder":
         return f"Reminder: this incident is {message.state} and still unresolved after {age}."
+    by = message.actor or "someone"
+    if message.purpose == "acknowledged":
+        return f"Acknowledged by {by} after {age}: escalation stops. {owner} is accountable."
+    if message.purpose == "reassigned":
+        return f"Reassigned by {by}: {owner} is now the accountable owner."
     if message.purpose == "resolved":
         return f"Resolved after {age}. {owner} was the accountable owner."
     if message.purpose == "informed":
