@@ -71,7 +71,7 @@ async def test_a_follow_up_replies_in_the_thread_and_updates_the_root(slack: Fak
     assert (update["channel"], update["ts"]) == (root_channel, root_ts)
     now = slack.message(root_channel, root_ts)
     assert now["blocks"][0]["text"]["text"].startswith("ACKNOWLEDGED ")
-    buttons = [b for b in now["blocks"] if b["type"] == "actions"][0]["elements"]
+    buttons = next(b for b in now["blocks"] if b["type"] == "actions")["elements"]
     assert "Acknowledge" not in [button["text"]["text"] for button in buttons]
 
 
@@ -169,7 +169,7 @@ async def test_ten_thousand_characters_of_evidence_are_cut_not_refused(slack: Fa
     assert second.ok, slack.rejections
     blocks = slack.posted[0]["blocks"]
     assert len(blocks[0]["text"]["text"]) == 150
-    evidence = [b for b in blocks if "Evidence" in b.get("text", {}).get("text", "")][0]
+    evidence = next(b for b in blocks if "Evidence" in b.get("text", {}).get("text", ""))
     assert len(evidence["text"]["text"]) == 3000 and evidence["text"]["text"].endswith("…")
     assert all(len(b.get("text", {}).get("text", "")) <= 3000 for b in slack.posted[1]["blocks"])
 
