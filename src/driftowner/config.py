@@ -338,6 +338,26 @@ class EmailChannelConfig(Strict):
     timeout: Duration = timedelta(seconds=10)
     ca_file: Path | None = None
     """Extra CA bundle to trust (a private relay's certificate)."""
+    templates_dir: Path | None = None
+    """A directory of Jinja2 templates overriding the packaged ones by name
+    (``email_subject.txt``, ``message.txt``, ``message.html``); relative to the working
+    directory. Checked at load by rendering a sample message."""
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _templates_render(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return value
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        # Imported here: the channels package imports this module.
+        from driftowner.channels.email import MailTemplates, TemplateProblem
+
+        try:
+            MailTemplates(value).check()
+        except TemplateProblem as exc:
+            raise ValueError(f"a template does not render: {exc}") from None
+        return value
 
     @model_validator(mode="before")
     @classmethod

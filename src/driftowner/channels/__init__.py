@@ -105,6 +105,7 @@ def build_channel(name: str, config: ChannelConfig) -> Channel:
             sender=config.from_,
             timeout=config.timeout,
             ca_file=config.ca_file,
+            templates_dir=config.templates_dir,
         )
     if isinstance(config, WebhookChannelConfig):
         from driftowner.channels.webhook import WebhookChannel
