@@ -3,6 +3,7 @@ implicit TLS using a throwaway CA from trustme; certificate verification stays o
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import socket
@@ -22,8 +23,6 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
 
 from driftowner.channels import build_channel
-import dataclasses
-
 from driftowner.channels.email import EmailChannel, message_id
 from driftowner.config import EmailChannelConfig
 from driftowner.configload import ConfigError, load_config_text
