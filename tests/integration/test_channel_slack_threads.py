@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from driftowner import service
 from driftowner.channels.slack import SlackWebApiChannel
 from driftowner.model import Delivery, Notification
 from driftowner.outbox import deliver_due
@@ -204,3 +205,42 @@ async def test_the_outbox_threads_later_notifications_through_the_store(
     root, reply = slack.posted
     assert ref.split(":") == ["D024BE7LH", reply["thread_ts"]]
     assert "thread_ts" not in root
+
+
+async def test_an_acknowledgement_posts_into_every_thread_the_incident_started(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    """``service.acknowledge`` queues an ``acknowledged`` notification to each conversation
+    the incident started (here Alice's DM and the ml-fraud channel, not the informed team's
+    own ack), in the same transaction; the outbox posts it as a reply under each root and the
+    root shows ACKNOWLEDGED and Alice's note."""
+    config = factories.make_config(
+        {"channels": {"slack": {"type": "slack", "token": slack.token, "api_url": slack.api_url}}}
+    )
+    store = Store(f"sqlite:///{tmp_path / 'driftowner.db'}")
+    channel = api_channel(slack)
+    page = factories.notification("n-1", channel="slack", address="U024BE7LH")
+    fyi = factories.notification(
+        "n-2", channel="slack", recipient="ml-fraud", address="#ml-fraud", purpose="informed"
+    )
+    try:
+        store.apply(Changes(opened=[factories.incident()], notifications=[page, fyi]))
+        assert await deliver_due(store, {"slack": channel}, lambda: factories.at(1)) == 2
+        service.acknowledge(
+            store, config, "inc-1", "alice", "on it", factories.at(2), factories.links
+        )
+        queued = [n for n in store.notifications("inc-1") if n.message.purpose == "acknowledged"]
+        assert [(n.address, n.message.note, n.message.actor) for n in queued] == [
+            ("U024BE7LH", "on it", "alice")
+        ]
+        assert await deliver_due(store, {"slack": channel}, lambda: factories.at(3)) == 1
+        roots = dict(((c, a), ref) for c, a, ref in store.conversations("inc-1"))
+    finally:
+        await channel.aclose()
+        store.close()
+    reply = slack.posted[-1]
+    root_channel, root_ts = roots[("slack", "U024BE7LH")].split(":")
+    assert (reply["channel"], reply["thread_ts"]) == (root_channel, root_ts)
+    root = slack.message(root_channel, root_ts)
+    assert root["blocks"][0]["text"]["text"].startswith("ACKNOWLEDGED")
+    assert "on it" in str(root["blocks"])
