@@ -380,6 +380,16 @@ class WebhookChannelConfig(Strict):
     type: Literal["webhook"]
     url: SecretStr
     timeout: Duration = timedelta(seconds=10)
+    secret: SecretStr | None = None
+    """Signs each body with HMAC-SHA256 (``X-Driftowner-Signature``, over the
+    ``X-Driftowner-Timestamp`` and the body); receivers verify it."""
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("must not be empty (omit it to send unsigned)")
+        return value
 
 
 ChannelConfig = Annotated[

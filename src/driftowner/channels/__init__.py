@@ -110,7 +110,7 @@ def build_channel(name: str, config: ChannelConfig) -> Channel:
     if isinstance(config, WebhookChannelConfig):
         from driftowner.channels.webhook import WebhookChannel
 
-        return WebhookChannel(name, config.url, timeout=config.timeout)
+        return WebhookChannel(name, config.url, timeout=config.timeout, secret=config.secret)
     raise TypeError(f"unknown channel config {type(config).__name__}")  # pragma: no cover
 
 

@@ -69,12 +69,20 @@ class HttpPostChannel:
         return tuple(found)
 
     async def _post(
-        self, payload: Mapping[str, Any], headers: Mapping[str, str] | None = None
+        self, payload: Mapping[str, Any] | bytes, headers: Mapping[str, str] | None = None
     ) -> Delivery:
+        """POST ``payload`` as JSON; bytes are sent as they are (a body already signed)."""
         try:
-            response = await self._client().post(
-                self._url.get_secret_value(), json=payload, headers=headers
-            )
+            if isinstance(payload, bytes):
+                response = await self._client().post(
+                    self._url.get_secret_value(),
+                    content=payload,
+                    headers={"Content-Type": "application/json", **(headers or {})},
+                )
+            else:
+                response = await self._client().post(
+                    self._url.get_secret_value(), json=payload, headers=headers
+                )
         except httpx.TimeoutException as exc:
             return Delivery.retry(
                 f"{self.label}: no answer within {timeout_seconds(self._timeout):g}s "
