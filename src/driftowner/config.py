@@ -21,8 +21,10 @@ from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -392,8 +394,66 @@ class WebhookChannelConfig(Strict):
         return value
 
 
+def _not_blank(value: SecretStr | None) -> SecretStr | None:
+    """A secret that is set must say something."""
+    if value is not None and not value.get_secret_value().strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _http_base_url(value: str) -> str:
+    """An http(s) base URL with a host, ending with ``/``."""
+    value = value.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
+    return value if value.endswith("/") else value + "/"
+
+
+class PagerDutyChannelConfig(Strict):
+    """PagerDuty's Events API v2: trigger, acknowledge and resolve, ``dedup_key`` = the
+    incident id. Each event goes to its recipient's integration key in ``routing_keys``
+    (owner or team key), else to ``routing_key``; at least one must be set."""
+
+    type: Literal["pagerduty"]
+    routing_key: Annotated[SecretStr | None, AfterValidator(_not_blank)] = None
+    """The Events API v2 integration key for recipients without their own (a secret)."""
+    routing_keys: dict[str, Annotated[SecretStr, AfterValidator(_not_blank)]] = Field(
+        default_factory=dict
+    )
+    """Integration keys by owner or team key (secrets)."""
+    severity: Literal["critical", "error", "warning", "info"] = "critical"
+    api_url: Annotated[str, AfterValidator(_http_base_url)] = "https://events.pagerduty.com/"
+    """The Events API's base URL (EU accounts: ``https://events.eu.pagerduty.com/``)."""
+    timeout: Duration = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _some_routing_key(self) -> PagerDutyChannelConfig:
+        if self.routing_key is None and not self.routing_keys:
+            raise ValueError("set routing_key, routing_keys (by owner or team), or both")
+        return self
+
+
+class OpsgenieChannelConfig(Strict):
+    """Opsgenie's Alert API: create, acknowledge and close by ``alias`` = the incident id,
+    authenticated by an API integration's key."""
+
+    type: Literal["opsgenie"]
+    api_key: Annotated[SecretStr, AfterValidator(_not_blank)]
+    """The API integration's key, sent as ``Authorization: GenieKey ...`` (a secret)."""
+    priority: Literal["P1", "P2", "P3", "P4", "P5"] = "P1"
+    api_url: Annotated[str, AfterValidator(_http_base_url)] = "https://api.opsgenie.com/"
+    """The API's base URL (EU accounts: ``https://api.eu.opsgenie.com/``)."""
+    timeout: Duration = timedelta(seconds=10)
+
+
 ChannelConfig = Annotated[
-    LogChannelConfig | SlackChannelConfig | EmailChannelConfig | WebhookChannelConfig,
+    LogChannelConfig
+    | SlackChannelConfig
+    | EmailChannelConfig
+    | WebhookChannelConfig
+    | PagerDutyChannelConfig
+    | OpsgenieChannelConfig,
     Field(discriminator="type"),
 ]
 
@@ -402,6 +462,8 @@ CONTACT_FIELD: dict[str, str | None] = {
     "email": "email",
     "webhook": None,
     "log": None,
+    "pagerduty": None,
+    "opsgenie": None,
 }
 """Which owner field a channel type needs to reach a person (``None``: reaches anyone)."""
 
