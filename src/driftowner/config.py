@@ -464,32 +464,18 @@ class WebhookChannelConfig(Strict):
     type: Literal["webhook"]
     url: SecretHttpUrl
     timeout: Duration = timedelta(seconds=10)
-    secret: SecretStr | None = None
+    secret: Secret | None = None
     """Signs each body with HMAC-SHA256 (``X-Driftowner-Signature``, over the
     ``X-Driftowner-Timestamp`` and the body); receivers verify it."""
 
-    @field_validator("secret")
-    @classmethod
-    def _secret_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("must not be empty (omit it to send unsigned)")
-        return value
-
-
-def _not_blank(value: SecretStr | None) -> SecretStr | None:
-    """A secret that is set must say something."""
-    if value is not None and not value.get_secret_value().strip():
-        raise ValueError("must not be empty")
-    return value
-
 
 def _http_base_url(value: str) -> str:
-    """An http(s) base URL with a host, ending with ``/``."""
-    value = value.strip()
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
+    """An http(s) base URL with a host (checked like every URL), ending with ``/``."""
+    value = _http_url(value)
     return value if value.endswith("/") else value + "/"
+
+
+HttpBaseUrl = Annotated[str, AfterValidator(_http_base_url)]
 
 
 class PagerDutyChannelConfig(Strict):
@@ -498,14 +484,12 @@ class PagerDutyChannelConfig(Strict):
     (owner or team key), else to ``routing_key``; at least one must be set."""
 
     type: Literal["pagerduty"]
-    routing_key: Annotated[SecretStr | None, AfterValidator(_not_blank)] = None
+    routing_key: Secret | None = None
     """The Events API v2 integration key for recipients without their own (a secret)."""
-    routing_keys: dict[str, Annotated[SecretStr, AfterValidator(_not_blank)]] = Field(
-        default_factory=dict
-    )
+    routing_keys: dict[str, Secret] = Field(default_factory=dict)
     """Integration keys by owner or team key (secrets)."""
     severity: Literal["critical", "error", "warning", "info"] = "critical"
-    api_url: Annotated[str, AfterValidator(_http_base_url)] = "https://events.pagerduty.com/"
+    api_url: HttpBaseUrl = "https://events.pagerduty.com/"
     """The Events API's base URL (EU accounts: ``https://events.eu.pagerduty.com/``)."""
     timeout: Duration = timedelta(seconds=10)
 
@@ -521,10 +505,10 @@ class OpsgenieChannelConfig(Strict):
     authenticated by an API integration's key."""
 
     type: Literal["opsgenie"]
-    api_key: Annotated[SecretStr, AfterValidator(_not_blank)]
+    api_key: Secret
     """The API integration's key, sent as ``Authorization: GenieKey ...`` (a secret)."""
     priority: Literal["P1", "P2", "P3", "P4", "P5"] = "P1"
-    api_url: Annotated[str, AfterValidator(_http_base_url)] = "https://api.opsgenie.com/"
+    api_url: HttpBaseUrl = "https://api.opsgenie.com/"
     """The API's base URL (EU accounts: ``https://api.eu.opsgenie.com/``)."""
     timeout: Duration = timedelta(seconds=10)
 
