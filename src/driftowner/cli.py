@@ -335,8 +335,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_ack(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
+    store = _store(config)
     incident = service.acknowledge(
-        _store(config), config, args.id, args.by, args.note or "", utcnow()
+        store, config, args.id, args.by, args.note or "", utcnow(), _links_for(config, store)
     )
     print(f"{incident.id} acknowledged by {args.by}; escalation stopped")
     return 0
@@ -364,14 +365,16 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
 def cmd_reassign(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
+    store = _store(config)
     incident = service.reassign(
-        _store(config),
+        store,
         config,
         args.id,
         args.to,
         args.reason,
         os.environ.get("USER", "cli"),
         utcnow(),
+        _links_for(config, store),
     )
     print(f"{incident.id} now owned by {incident.owner}; escalation restarts with them")
     return 0

@@ -30,7 +30,20 @@ EventKind = Literal[
     "note",
     "accepted",
 ]
-Purpose = Literal["opened", "reopened", "escalated", "reminder", "resolved", "informed", "test"]
+Purpose = Literal[
+    "opened",
+    "reopened",
+    "escalated",
+    "reminder",
+    "acknowledged",
+    "reassigned",
+    "resolved",
+    "informed",
+    "test",
+]
+"""Why a notification is sent. ``acknowledged`` and ``reassigned`` go only to the
+conversations an incident already started (its Slack threads, mail threads, paging services),
+so that they show who acts on it now."""
 
 AUTO = "auto"
 """The actor that stands for driftowner itself (auto-resolve, escalation)."""
@@ -315,6 +328,11 @@ class Message:
     incident_url: str | None = None
     ack_url: str | None = None
     resolve_url: str | None = None
+    note: str = ""
+    """What the person who acknowledged, resolved or reassigned the incident wrote, if
+    anything."""
+    actor: str = ""
+    """Who acknowledged, resolved or reassigned it (an owner key or ``auto``), if known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,21 +353,29 @@ class Notification:
     delivered_at: datetime | None = None
     failed_at: datetime | None = None
     last_error: str | None = None
+    thread: str | None = None
+    """The reference of the root message this notification's conversation (incident,
+    channel, address) started, when one was delivered before: a Slack ``channel:ts``, a mail's
+    ``Message-ID``. Filled by the outbox from the store just before sending; never stored with
+    the notification."""
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """The outcome of one send. ``recoverable`` says whether retrying may help;
-    ``retry_after`` is the server's hint (Slack 429), in seconds."""
+    ``retry_after`` is the server's hint (Slack 429), in seconds; ``ref`` is the reference
+    of the message a delivery created, which later notifications of the same conversation
+    thread under (see ``Notification.thread``)."""
 
     ok: bool
     recoverable: bool = False
     detail: str = ""
     retry_after: float | None = None
+    ref: str | None = None
 
     @classmethod
-    def delivered(cls, detail: str = "") -> Delivery:
-        return cls(ok=True, detail=detail)
+    def delivered(cls, detail: str = "", ref: str | None = None) -> Delivery:
+        return cls(ok=True, detail=detail, ref=ref)
 
     @classmethod
     def retry(cls, detail: str, retry_after: float | None = None) -> Delivery:

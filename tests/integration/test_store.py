@@ -330,6 +330,30 @@ def test_mark_delivered_retry_and_failed(store: Store) -> None:
     assert [n.id for n in store.lease_due(at(600), LEASE)] == ["n-retry"]
 
 
+def test_the_first_delivered_message_becomes_its_conversations_root(store: Store) -> None:
+    """A delivery with a reference starts its conversation (incident, channel, address);
+    a later one of the same conversation keeps the first root; other conversations stay
+    unthreaded; the roots survive a restart."""
+    _outbox(
+        store,
+        notification("n-1", channel="slack", address="U1"),
+        notification("n-2", channel="slack", address="U1", created_at=at(1)),
+        notification("n-3", channel="email", address="a@example.com"),
+        notification("n-4", channel="slack", address="C9"),
+    )
+    assert store.threads(store.notifications("inc-1")) == {}
+    store.mark_delivered("n-1", at(1), ref="D1:1700000000.000100")
+    store.mark_delivered("n-2", at(2), ref="D1:1700000099.000200")
+    store.mark_delivered("n-3", at(2))
+    assert store.threads(store.notifications("inc-1")) == {
+        "n-1": "D1:1700000000.000100",
+        "n-2": "D1:1700000000.000100",
+    }
+    store = _reopen(store)
+    assert store.conversations("inc-1") == [("slack", "U1", "D1:1700000000.000100")]
+    store.close()
+
+
 def test_everything_survives_a_restart(store: Store) -> None:
     """Closing and reopening the store (a restart) keeps incidents, versions, events,
     notifications with their outbox state, and pending conditions."""
