@@ -89,6 +89,11 @@ class ActionBody(BaseModel):
     note: Text = ""
 
 
+class ResolveBody(ActionBody):
+    accept: bool = False
+    """The new level is normal: the signals' detectors re-learn their reference."""
+
+
 class ReassignBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     to: Name
@@ -263,10 +268,17 @@ def create_app(runtime: Runtime) -> FastAPI:
         "/api/v1/incidents/{incident_id}/resolve",
         responses=_errors(400, 401, 403, 404, 409, 413, 422),
     )
-    def resolve(incident_id: str, body: ActionBody) -> dict[str, Any]:
+    def resolve(incident_id: str, body: ResolveBody) -> dict[str, Any]:
         now = runtime.clock()
         incident = service.resolve(
-            runtime.store, runtime.config, incident_id, body.by, body.note, now, runtime.links
+            runtime.store,
+            runtime.config,
+            incident_id,
+            body.by,
+            body.note,
+            now,
+            runtime.links,
+            accept=body.accept,
         )
         return service.incident_json(incident, now)
 

@@ -337,8 +337,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_ack(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
+    store = _store(config)
     incident = service.acknowledge(
-        _store(config), config, args.id, args.by, args.note or "", utcnow()
+        store, config, args.id, args.by, args.note or "", utcnow(), _links_for(config, store)
     )
     print(f"{incident.id} acknowledged by {args.by}; escalation stopped")
     return 0
@@ -348,24 +349,34 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
     store = _store(config)
     incident = service.resolve(
-        store, config, args.id, args.by, args.note or "", utcnow(), _links_for(config, store)
+        store,
+        config,
+        args.id,
+        args.by,
+        args.note or "",
+        utcnow(),
+        _links_for(config, store),
+        accept=args.accept,
     )
     ttr = incident.time_to_resolve
     took = format_duration(_whole(ttr)) if ttr is not None else "?"
-    print(f"{incident.id} resolved by {args.by} after {took}")
+    relearn = "; the new level is accepted, detectors re-learn it" if args.accept else ""
+    print(f"{incident.id} resolved by {args.by} after {took}{relearn}")
     return 0
 
 
 def cmd_reassign(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
+    store = _store(config)
     incident = service.reassign(
-        _store(config),
+        store,
         config,
         args.id,
         args.to,
         args.reason,
         os.environ.get("USER", "cli"),
         utcnow(),
+        _links_for(config, store),
     )
     print(f"{incident.id} now owned by {incident.owner}; escalation restarts with them")
     return 0
@@ -481,6 +492,12 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("id")
         c.add_argument("--by", required=True, help="owner key of the person acting")
         c.add_argument("--note")
+        if name == "resolve":
+            c.add_argument(
+                "--accept",
+                action="store_true",
+                help="the new level is normal: the signals' detectors re-learn their reference",
+            )
         c.set_defaults(func=func)
 
     c = sub.add_parser("reassign", help="make another owner accountable for an incident")

@@ -18,7 +18,8 @@ from datetime import datetime, timedelta
 
 from driftowner import escalation, incidents
 from driftowner.config import Config
-from driftowner.detect import detectors, rules
+from driftowner.detect import rules
+from driftowner.detect.bank import Bank
 from driftowner.escalation import Escalation, Links
 from driftowner.model import AUTO, Finding, Incident, Notification, SourceResult
 from driftowner.store import Changes, Fingerprint, StoreView
@@ -36,47 +37,30 @@ RETIRED = "system removed from the config"
 # --- judge: reads → findings, with what each signal carries to the next cycle --------------
 
 
-@dataclass(frozen=True, slots=True)
-class SignalMemory:
-    """What judging one signal carries from one cycle to the next."""
-
-    decided: Finding | None = None
-    """The last finding that was ``ok`` or ``degraded``: a flip from it is a confirmed change."""
-
-
-Memory = Mapping[SignalKey, SignalMemory]
-"""(system, signal) → what its judge remembers; empty at start-up."""
-
-
 def judge(
-    config: Config, results: Mapping[SignalKey, SourceResult], memory: Memory, now: datetime
-) -> tuple[Findings, dict[SignalKey, SignalMemory]]:
+    config: Config, results: Mapping[SignalKey, SourceResult], bank: Bank, now: datetime
+) -> Findings:
     """Every signal's finding at ``now`` from what its read returned.
 
     Args:
         config: The systems and their signals.
         results: (system, signal) → what its read returned; a signal missing here has no
             finding (a failed source: it neither fires nor clears anything).
-        memory: What each signal's judge kept from the previous cycle.
+        bank: What each signal's detector carries from one cycle to the next (change-point
+            charts, the last verdict of the others), updated here: the daemon keeps one for
+            its life, ``replay`` one for its range.
         now: The evaluation instant.
 
     Returns:
         The findings of every configured system (empty for a system nothing was read for),
-        and the memory to pass to the next cycle.
+        each with the changes its detector confirmed (``Finding.changes``).
     """
+    interval = config.evaluation.interval
     findings: Findings = {system: {} for system in config.systems}
-    kept: dict[SignalKey, SignalMemory] = {}
-    for key, result in results.items():
-        system, name = key
-        before = memory.get(key, _FRESH)
+    for (system, name), result in results.items():
         signal = config.systems[system].signals[name]
-        finding = detectors.judge(system, name, signal, result, now, before.decided)
-        findings[system][name] = finding
-        kept[key] = before if finding.status == "no_data" else SignalMemory(finding)
-    return findings, kept
-
-
-_FRESH = SignalMemory()
+        findings[system][name] = bank.judge(system, name, signal, result, now, interval)
+    return findings
 
 
 # --- the escalation stage: the only one that makes pages ------------------------------------

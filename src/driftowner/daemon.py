@@ -26,6 +26,7 @@ from driftowner.channels import Channel, build_channel
 from driftowner.clock import utcnow
 from driftowner.config import Config
 from driftowner.configload import ConfigError, default_secrets_dir, load_config, warning_lines
+from driftowner.detect.bank import Bank
 from driftowner.ids import new_incident_id, new_notification_id
 from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
@@ -117,8 +118,9 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         self.last_cycle_at: float = time.monotonic()
         self._failing: dict[tuple[str, str], str] = {}
-        self.judged: dict[cycle.SignalKey, cycle.SignalMemory] = {}
-        """What each signal's judge carries from one evaluation to the next."""
+        self.bank = Bank()
+        """Every signal's detector state between evaluations: change-point charts (warm-started
+        from history) and the last verdict of the others (see ``cycle.judge``)."""
         self.pager = cycle.Pager(new_notification_id, self.links)
         self._stopping = False
         self._running: set[asyncio.Task[Any]] = set()
@@ -201,8 +203,10 @@ class Daemon:
         try:
             started = time.perf_counter()
             now = self.clock()
-            results, stats = await poll.read(config, self.sources, now)
-            findings, self.judged = cycle.judge(config, results, self.judged, now)
+            accepts = await asyncio.to_thread(store.accepted_after, self.bank.accept_cursor)
+            self.bank.apply_accepts(accepts)
+            results, stats = await poll.read(config, self.sources, now, self.bank)
+            findings = cycle.judge(config, results, self.bank, now)
             poll.log_query_failures(self._failing, stats.failing)
             self._failing = stats.failing
             for source, up in stats.up.items():

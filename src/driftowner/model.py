@@ -28,8 +28,22 @@ EventKind = Literal[
     "resolved",
     "reopened",
     "note",
+    "accepted",
 ]
-Purpose = Literal["opened", "reopened", "escalated", "reminder", "resolved", "informed", "test"]
+Purpose = Literal[
+    "opened",
+    "reopened",
+    "escalated",
+    "reminder",
+    "acknowledged",
+    "reassigned",
+    "resolved",
+    "informed",
+    "test",
+]
+"""Why a notification is sent. ``acknowledged`` and ``reassigned`` go only to the
+conversations an incident already started (its Slack threads, mail threads, paging services),
+so that they show who acts on it now."""
 
 AUTO = "auto"
 """The actor that stands for driftowner itself (auto-resolve, escalation)."""
@@ -97,8 +111,24 @@ class Finding:
     source_up: bool = True
     source_error: bool = False
     """The query produced no usable answer (source down, bad query): not a stale signal."""
-    change: Change | None = None
-    """The change this evaluation confirmed, if any (see :func:`driftowner.cycle.judge`)."""
+    changes: tuple[Change, ...] = ()
+    """The changes this evaluation confirmed, oldest first (see :func:`driftowner.cycle.judge`):
+    a chart's confirmed changes, or a flip of another detector's verdict."""
+    began_at: datetime | None = None
+    """When the change behind a change-point verdict is estimated to have begun (an incident's
+    ``condition_began_at``); None for detectors that judge one instant."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An owner resolved an incident with ``--accept``: its signals' new levels are normal,
+    and their detectors re-learn their references from ``at``."""
+
+    seq: int
+    """The event's position in the store's log (the bank reads those after the last seen)."""
+    system: str
+    signals: tuple[str, ...]
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +347,11 @@ class Message:
     incident_url: str | None = None
     ack_url: str | None = None
     resolve_url: str | None = None
+    note: str = ""
+    """What the person who acknowledged, resolved or reassigned the incident wrote, if
+    anything."""
+    actor: str = ""
+    """Who acknowledged, resolved or reassigned it (an owner key or ``auto``), if known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,21 +372,29 @@ class Notification:
     delivered_at: datetime | None = None
     failed_at: datetime | None = None
     last_error: str | None = None
+    thread: str | None = None
+    """The reference of the root message this notification's conversation (incident,
+    channel, address) started, when one was delivered before: a Slack ``channel:ts``, a mail's
+    ``Message-ID``. Filled by the outbox from the store just before sending; never stored with
+    the notification."""
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """The outcome of one send. ``recoverable`` says whether retrying may help;
-    ``retry_after`` is the server's hint (Slack 429), in seconds."""
+    ``retry_after`` is the server's hint (Slack 429), in seconds; ``ref`` is the reference
+    of the message a delivery created, which later notifications of the same conversation
+    thread under (see ``Notification.thread``)."""
 
     ok: bool
     recoverable: bool = False
     detail: str = ""
     retry_after: float | None = None
+    ref: str | None = None
 
     @classmethod
-    def delivered(cls, detail: str = "") -> Delivery:
-        return cls(ok=True, detail=detail)
+    def delivered(cls, detail: str = "", ref: str | None = None) -> Delivery:
+        return cls(ok=True, detail=detail, ref=ref)
 
     @classmethod
     def retry(cls, detail: str, retry_after: float | None = None) -> Delivery:

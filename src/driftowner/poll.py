@@ -14,14 +14,16 @@ from typing import cast
 import structlog
 
 from driftowner import cycle
-from driftowner.config import Config
+from driftowner.config import HISTOGRAM_DETECTORS, Config
 from driftowner.cycle import Findings, SignalKey
 from driftowner.detect import detectors
+from driftowner.detect.bank import Bank
 from driftowner.model import SourceResult
 from driftowner.sources import (
     LabelledResult,
     LabelledSource,
     Source,
+    history,
     supports_labels,
 )
 
@@ -92,11 +94,13 @@ def plan_reads(config: Config) -> tuple[list[SignalKey], list[TemplateRead]]:
 
 
 async def read(
-    config: Config, sources: Mapping[str, Source], now: datetime
+    config: Config, sources: Mapping[str, Source], now: datetime, bank: Bank
 ) -> tuple[dict[SignalKey, SourceResult], SourceStats]:
     """Read every signal of every system at ``now``. Queries run concurrently, at most
     ``max_concurrent_queries`` per source; a signal template is one query for all the systems
-    that use it."""
+    that use it. First the ``bank`` is readied for judging (:func:`history.prepare`: charts
+    without state warm-started from history, histograms read)."""
+    await history.prepare(bank, config, sources, now)
     stats = SourceStats(up={name: True for name in config.sources}, errors={}, durations={})
     limits = {
         name: asyncio.Semaphore(getattr(spec, "max_concurrent_queries", 64))
@@ -123,6 +127,9 @@ async def read(
 
     async def read_plain(key: SignalKey) -> None:
         signal = config.systems[key[0]].signals[key[1]]
+        if signal.detect is not None and signal.detect.name in HISTOGRAM_DETECTORS:
+            results[key] = SourceResult()  # its buckets were read by history.prepare
+            return
         window = detectors.lookback(signal)
         step = detectors.read_step(signal, config.evaluation.interval)
         async with limits[signal.source]:
@@ -171,10 +178,10 @@ async def read(
 
 
 async def poll(
-    config: Config, sources: Mapping[str, Source], now: datetime
+    config: Config, sources: Mapping[str, Source], now: datetime, bank: Bank | None = None
 ) -> tuple[Findings, SourceStats]:
-    """One look at every signal (``driftowner evaluate``): :func:`read`, then judged with
-    nothing remembered from an earlier cycle."""
-    results, stats = await read(config, sources, now)
-    findings, _ = cycle.judge(config, results, {}, now)
-    return findings, stats
+    """Every signal read and judged at ``now``: :func:`read`, then :func:`cycle.judge`. With
+    no ``bank`` (``driftowner evaluate``: one look) a fresh one, warm-started from history."""
+    bank = Bank() if bank is None else bank
+    results, stats = await read(config, sources, now, bank)
+    return cycle.judge(config, results, bank, now), stats

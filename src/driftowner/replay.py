@@ -36,8 +36,9 @@ from typing import Any, Literal, cast
 from driftowner import cycle, runner
 from driftowner.clock import rfc3339
 from driftowner.config import Config, SignalConfig, format_duration
-from driftowner.cycle import Findings, SignalKey, SignalMemory
+from driftowner.cycle import Findings, SignalKey
 from driftowner.detect import detectors
+from driftowner.detect.bank import Bank
 from driftowner.model import Direction, Incident, Kind, Layer, Sample, SourceResult
 from driftowner.sources import (
     LabelledResult,
@@ -273,16 +274,16 @@ def backtest(
 
     store = MemoryStore()
     new_id = _ids()
-    memory: dict[SignalKey, SignalMemory] = {}
     lives: list[ReplayedIncident] = []
     reopened_at: dict[str, datetime] = {}
     every: dict[str, Incident] = {}
     changes: list[ReplayedChange] = []
     evaluations = 0
+    bank = Bank()
     for now in _instants(start, end, interval):
         evaluations += 1
         results = {key: view.read(now) for key, view in views.items()}
-        findings, memory = cycle.judge(config, results, memory, now)
+        findings = cycle.judge(config, results, bank, now)
         changes.extend(_changes(findings))
         # No pager: a replay runs no escalation stage, so it pages nobody.
         steps = cycle.evaluate(config, findings, store, now, new_id, pager=None)
@@ -423,7 +424,7 @@ def _history(
 def _changes(findings: Findings) -> Iterator[ReplayedChange]:
     for system, signals in findings.items():
         for name, finding in signals.items():
-            if (change := finding.change) is not None:
+            for change in finding.changes:
                 yield ReplayedChange(
                     system, name, change.at, change.direction, change.before, change.after
                 )

@@ -13,7 +13,7 @@ from driftowner.clock import rfc3339
 from driftowner.config import Config
 from driftowner.escalation import Links
 from driftowner.ids import new_notification_id
-from driftowner.model import Event, Finding, Incident, Timing
+from driftowner.model import Event, Finding, Incident, Notification, Purpose, Timing
 from driftowner.store import Changes, Store
 
 
@@ -81,9 +81,17 @@ def _known_owner(config: Config, field: str, who: str) -> None:
 
 
 def acknowledge(
-    store: Store, config: Config, incident_id: str, by: str, note: str, now: datetime
+    store: Store,
+    config: Config,
+    incident_id: str,
+    by: str,
+    note: str,
+    now: datetime,
+    links: Links | None = None,
 ) -> Incident:
-    """Acknowledge an incident on behalf of ``by``: escalation stops.
+    """Acknowledge an incident on behalf of ``by``: escalation stops. With ``links``, every
+    conversation the incident started hears of it (an ``acknowledged`` notification each),
+    in the same transaction.
 
     Raises:
         NotFound, BadRequest, incidents.LifecycleError, store.Conflict.
@@ -91,8 +99,46 @@ def acknowledge(
     _valid_text("note", note, MAX_TEXT_CHARS)
     _known_owner(config, "by", by)
     transition = incidents.acknowledge(get(store, incident_id), by, now, note)
-    store.apply(Changes(updated=[transition.incident], events=transition.events))
+    store.apply(
+        Changes(
+            updated=[transition.incident],
+            events=transition.events,
+            notifications=_follow_ups(
+                store, config, transition.incident, "acknowledged", note, by, now, links
+            ),
+        )
+    )
     return transition.incident
+
+
+def _follow_ups(
+    store: Store,
+    config: Config,
+    incident: Incident,
+    purpose: Purpose,
+    note: str,
+    by: str,
+    now: datetime,
+    links: Links | None,
+) -> tuple[Notification, ...]:
+    """What an acknowledgement or reassignment tells the conversations the incident started
+    (without ``links``, the messages carry no links)."""
+    return escalation.follow_ups(
+        config,
+        incident,
+        store.notifications(incident.id),
+        purpose,
+        now,
+        new_notification_id,
+        links or _no_links,
+        note,
+        by,
+    )
+
+
+def _no_links(incident_id: str, action: str, recipient: str | None = None) -> str | None:
+    """Links when the caller has none to give: every link absent."""
+    return None
 
 
 def resolve(
@@ -103,15 +149,23 @@ def resolve(
     note: str,
     now: datetime,
     links: Links,
+    *,
+    accept: bool = False,
 ) -> Incident:
     """Resolve an incident on behalf of ``by``; everyone who was notified hears of it.
+    ``accept``: the signals' new levels are normal; an ``accepted`` event in the same
+    transaction tells the daemon's detectors to re-learn their references from ``now``.
 
     Raises:
         NotFound, BadRequest, incidents.LifecycleError, store.Conflict.
     """
     _valid_text("note", note, MAX_TEXT_CHARS)
     _known_owner(config, "by", by)
-    return close(store, config, get(store, incident_id), by, note, now, links)
+    incident = get(store, incident_id)
+    accepted = (
+        Event(incident.id, now, "accepted", by, "new level accepted: detectors re-learn from here"),
+    )
+    return close(store, config, incident, by, note, now, links, accepted if accept else ())
 
 
 def close(
@@ -122,9 +176,10 @@ def close(
     note: str,
     now: datetime,
     links: Links,
+    extra: tuple[Event, ...] = (),
 ) -> Incident:
     """Resolve an incident and, in the same transaction, queue the notice to everyone who was
-    notified of it.
+    notified of it (and log ``extra`` events with it).
 
     Raises:
         incidents.LifecycleError, store.Conflict.
@@ -133,7 +188,7 @@ def close(
     store.apply(
         Changes(
             updated=[transition.incident],
-            events=transition.events,
+            events=[*transition.events, *extra],
             notifications=escalation.on_resolved(
                 config,
                 transition.incident,
@@ -141,6 +196,7 @@ def close(
                 now,
                 new_notification_id,
                 links,
+                note,
             ),
         )
     )
@@ -155,8 +211,11 @@ def reassign(
     reason: str,
     by: str,
     now: datetime,
+    links: Links | None = None,
 ) -> Incident:
     """Make ``to`` the accountable owner of one incident; escalation restarts with them.
+    With ``links``, every conversation the incident started hears of it (a ``reassigned``
+    notification each, the reason as its note), in the same transaction.
 
     Raises:
         NotFound, BadRequest, incidents.LifecycleError, store.Conflict.
@@ -172,7 +231,15 @@ def reassign(
         incidents.snapshot_chain(config, system, owner=to) if system is not None else incident.chain
     )
     transition = incidents.reassign(incident, to, reason, now, by, chain)
-    store.apply(Changes(updated=[transition.incident], events=transition.events))
+    store.apply(
+        Changes(
+            updated=[transition.incident],
+            events=transition.events,
+            notifications=_follow_ups(
+                store, config, transition.incident, "reassigned", reason, by, now, links
+            ),
+        )
+    )
     return transition.incident
 
 

@@ -366,9 +366,51 @@ def test_mark_delivered_retry_and_failed(store: Store) -> None:
     assert [n.id for n in store.lease_due(at(600), LEASE)] == ["n-retry"]
 
 
+def test_the_first_delivered_message_becomes_its_conversations_root(store: Store) -> None:
+    """A delivery with a reference starts its conversation (incident, channel, address);
+    a later one of the same conversation keeps the first root; other conversations stay
+    unthreaded (that the roots survive a restart: ``test_everything_survives_a_restart``)."""
+    _outbox(
+        store,
+        notification("n-1", channel="slack", address="U1"),
+        notification("n-2", channel="slack", address="U1", created_at=at(1)),
+        notification("n-3", channel="email", address="a@example.com"),
+        notification("n-4", channel="slack", address="C9"),
+    )
+    assert store.threads(store.notifications("inc-1")) == {}
+    store.mark_delivered("n-1", at(1), ref="D1:1700000000.000100")
+    store.mark_delivered("n-2", at(2), ref="D1:1700000099.000200")
+    store.mark_delivered("n-3", at(2))
+    assert store.threads(store.notifications("inc-1")) == {
+        "n-1": "D1:1700000000.000100",
+        "n-2": "D1:1700000000.000100",
+    }
+    assert store.conversations("inc-1") == [("slack", "U1", "D1:1700000000.000100")]
+
+
+def test_accepted_events_are_read_after_a_position_with_their_incidents_signals(
+    store: Store,
+) -> None:
+    """``accepted_after`` gives the ``accepted`` events after a position, oldest first, each
+    with its incident's system and signals and its own position; other events are not."""
+    store.apply(
+        Changes(
+            opened=[incident()],
+            events=[_event("note"), Event("inc-1", at(1), "accepted", "alice", "")],
+        )
+    )
+    (first,) = store.accepted_after(0)
+    assert (first.system, first.signals, first.at) == (SYSTEM, ("accuracy",), at(1))
+    assert store.accepted_after(first.seq) == []
+    store.apply(Changes(events=[Event("inc-1", at(2), "accepted", "bob", "")]))
+    assert [a.at for a in store.accepted_after(first.seq)] == [at(2)]
+    assert [a.at for a in store.accepted_after(0)] == [at(1), at(2)]
+
+
 def test_everything_survives_a_restart(sql_store: SqlStore) -> None:
     """Closing and reopening the store (a restart) keeps incidents, versions, events,
-    notifications with their outbox state, pending conditions and the shared secret."""
+    notifications with their outbox state, pending conditions, conversation roots and the shared
+    secret."""
     sql_store.apply(
         Changes(
             opened=[incident()],
@@ -382,11 +424,12 @@ def test_everything_survives_a_restart(sql_store: SqlStore) -> None:
     assert current is not None
     sql_store.apply(Changes(updated=[replace(current, escalation_steps_done=1)]))
     sql_store.lease_due(T0, LEASE)
-    sql_store.mark_delivered("n-1", at(1))
+    sql_store.mark_delivered("n-1", at(1), ref="D1:1700000000.000100")
     secret = sql_store.secret("links")
     again = _reopen(sql_store)
     try:
         assert again.secret("links") == secret
+        assert again.conversations("inc-1") == [("console", "alice", "D1:1700000000.000100")]
         stored = again.incident("inc-1")
         assert stored == replace(incident(), escalation_steps_done=1, version=1)
         assert [e.kind for e in again.events("inc-1")] == ["opened"]

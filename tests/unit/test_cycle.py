@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 
 from driftowner import cycle, runner
-from driftowner.cycle import Pager, SignalMemory
+from driftowner.cycle import Pager
+from driftowner.detect.bank import Bank
 from driftowner.model import AUTO, Change, Sample, SourceResult
 from driftowner.store import Changes, MemoryStore
 
@@ -44,53 +45,58 @@ def test_judge_reports_a_threshold_flip_both_ways_and_remembers_the_last_verdict
     from the value before to the value now; no data keeps the last verdict (and is no
     change); the recovery is a change against the low value."""
     config = make_config()
-    memory: dict[cycle.SignalKey, SignalMemory] = {}
-    seen: list[Change | None] = []
+    bank = Bank()
+    seen: list[tuple[Change, ...]] = []
     for minute, value in enumerate([0.95, 0.80, None, 0.93]):
-        findings, memory = cycle.judge(config, {ACCURACY: read(value, minute)}, memory, at(minute))
-        seen.append(findings[SYSTEM]["accuracy"].change)
+        findings = cycle.judge(config, {ACCURACY: read(value, minute)}, bank, at(minute))
+        seen.append(findings[SYSTEM]["accuracy"].changes)
         assert set(findings) == set(config.systems)
     assert seen == [
-        None,
-        Change(at(1), "down", 0.95, 0.80),
-        None,
-        Change(at(3), "up", 0.80, 0.93),
+        (),
+        (Change(at(1), "down", 0.95, 0.80),),
+        (),
+        (Change(at(3), "up", 0.80, 0.93),),
     ]
-    assert memory[ACCURACY].decided is not None and memory[ACCURACY].decided.value == 0.93
+    assert bank.decided[ACCURACY].value == 0.93
 
 
 def test_judge_reports_a_baseline_flip_against_its_reference() -> None:
     """A baseline that turns degraded reports the change from its reference (the window's
     mean) to the newest value; one that stays degraded reports no further change."""
+    baseline = {"reference": "30m", "max_change": "20%", "min_samples": 3}
     config = make_config(
-        {
-            "systems": {
-                SYSTEM: {
-                    "signals": {
-                        "adoption": {
-                            "detect": {
-                                "baseline": {
-                                    "reference": "30m",
-                                    "max_change": "20%",
-                                    "min_samples": 3,
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        {"systems": {SYSTEM: {"signals": {"adoption": {"detect": {"baseline": baseline}}}}}}
     )
     steady = tuple(Sample(at(m), 0.6) for m in range(-10, 0))
-    memory: dict[cycle.SignalKey, SignalMemory] = {}
-    _, memory = cycle.judge(config, {ADOPTION: SourceResult(samples=steady)}, memory, at(-1))
+    bank = Bank()
+    cycle.judge(config, {ADOPTION: SourceResult(samples=steady)}, bank, at(-1))
     fallen = SourceResult(samples=(*steady, Sample(at(0), 0.3)))
-    findings, memory = cycle.judge(config, {ADOPTION: fallen}, memory, at(0))
-    assert findings[SYSTEM]["adoption"].change == Change(at(0), "down", pytest.approx(0.6), 0.3)
+    findings = cycle.judge(config, {ADOPTION: fallen}, bank, at(0))
+    assert findings[SYSTEM]["adoption"].changes == (Change(at(0), "down", pytest.approx(0.6), 0.3),)
     still = SourceResult(samples=(*steady, Sample(at(0), 0.3), Sample(at(1), 0.29)))
-    findings, _ = cycle.judge(config, {ADOPTION: still}, memory, at(1))
+    findings = cycle.judge(config, {ADOPTION: still}, bank, at(1))
     assert findings[SYSTEM]["adoption"].status == "degraded"
-    assert findings[SYSTEM]["adoption"].change is None
+    assert findings[SYSTEM]["adoption"].changes == ()
+
+
+def test_judge_reports_every_change_a_chart_confirms_shift_and_recovery() -> None:
+    """A signal with the default change-point chart (no ``detect``): after its warm-up on a
+    steady level, a fall is one change (down, from the level it left to the new level) and the
+    return is another (up, from the level it re-learned after the fall), each reported once."""
+    config = make_config({"systems": {SYSTEM: {"signals": {"accuracy": {"detect": None}}}}})
+    bank = Bank()
+    confirmed: list[Change] = []
+    for minute in range(200):
+        level = 0.8 if 80 <= minute < 140 else 0.95
+        wobble = 0.004 * ((minute * 7) % 5 - 2)
+        findings = cycle.judge(config, {ACCURACY: read(level + wobble, minute)}, bank, at(minute))
+        confirmed.extend(findings[SYSTEM]["accuracy"].changes)
+    assert [c.direction for c in confirmed] == ["down", "up"]
+    fall, rise = confirmed
+    assert 80 <= (fall.at - at(0)).total_seconds() / 60 < 100
+    assert fall.before == pytest.approx(0.95, abs=0.01) and fall.after < 0.85
+    assert 140 <= (rise.at - at(0)).total_seconds() / 60 < 160
+    assert rise.before == pytest.approx(0.8, abs=0.01) and rise.after > 0.85
 
 
 def test_evaluation_opens_without_paging_and_the_escalation_stage_pages() -> None:

@@ -13,7 +13,7 @@ from driftowner.model import BadDirection, Change, Direction, Finding, Sample, S
 
 def lookback(signal: SignalConfig) -> timedelta:
     """How much history a signal's detector needs: 0 means one instant read suffices."""
-    if signal.detect.baseline is not None:
+    if signal.detect is not None and signal.detect.baseline is not None:
         return signal.detect.baseline.reference
     return timedelta(0)
 
@@ -28,27 +28,22 @@ def read_step(signal: SignalConfig, interval: timedelta) -> timedelta:
 
 
 def judge(
-    system: str,
-    signal_name: str,
-    signal: SignalConfig,
-    result: SourceResult,
-    now: datetime,
-    decided: Finding | None = None,
+    system: str, signal_name: str, signal: SignalConfig, result: SourceResult, now: datetime
 ) -> Finding:
-    """The verdict on one signal at ``now`` from what its source returned.
-
-    Args:
-        system: The system's name.
-        signal_name: The signal's name.
-        signal: The signal's config.
-        result: What the signal's read returned.
-        now: The evaluation instant.
-        decided: The signal's last finding that was ``ok`` or ``degraded``, if any: when the
-            verdict flips from it, the finding carries the change (see :func:`flip`).
-    """
-    found = _verdict(system, signal_name, signal, result, now)
-    change = flip(decided, found)
-    return found if change is None else replace(found, change=change)
+    """The verdict of a stateless detector (threshold, baseline) on one signal at ``now`` from
+    what its source returned. Change-point charts keep state: see :mod:`driftowner.detect.bank`
+    (which also reports a flip of a stateless verdict as a change: :func:`flip`)."""
+    found = unusable(system, signal_name, signal, result, now)
+    if found is not None:
+        return found
+    base = Finding(system=system, signal=signal_name, layer=signal.layer, status="no_data", at=now)
+    latest = result.samples[-1]
+    detect = signal.detect
+    if detect is not None and detect.threshold is not None:
+        return threshold(base, detect.threshold, latest)
+    if detect is None or detect.baseline is None:
+        raise ValueError(f"{signal_name}: {detect and detect.name} is not a stateless detector")
+    return baseline(base, detect.baseline, signal.bad, result.samples)
 
 
 FLIP = frozenset({"ok", "degraded"})
@@ -56,9 +51,10 @@ FLIP = frozenset({"ok", "degraded"})
 
 
 def flip(decided: Finding | None, found: Finding) -> Change | None:
-    """The change a threshold or baseline confirms: its verdict flipped between ``ok`` and
-    ``degraded`` (a shift, or a recovery), from the level before (the baseline's reference,
-    or the value last judged) to the value now. No data in between changes nothing."""
+    """The change a detector without a chart (threshold, baseline, psi, js) confirms: its
+    verdict flipped between ``ok`` and ``degraded`` since ``decided``, its last verdict (a
+    shift, or a recovery), from the level before (the reference, or the value last judged) to
+    the value now. No data in between changes nothing."""
     if decided is None or found.value is None or {decided.status, found.status} != FLIP:
         return None
     before = found.reference if found.reference is not None else decided.value
@@ -68,9 +64,11 @@ def flip(decided: Finding | None, found: Finding) -> Change | None:
     return Change(found.at, direction, before, found.value)
 
 
-def _verdict(
+def unusable(
     system: str, signal_name: str, signal: SignalConfig, result: SourceResult, now: datetime
-) -> Finding:
+) -> Finding | None:
+    """The ``no_data`` finding when the source failed, returned nothing, or its newest sample
+    is older than ``stale_after``; None when there is something to judge."""
     base = Finding(system=system, signal=signal_name, layer=signal.layer, status="no_data", at=now)
     if result.error is not None:
         return replace(
@@ -91,10 +89,7 @@ def _verdict(
             detector="staleness",
             reason=f"newest sample is {age} old (stale_after {limit})",
         )
-    if signal.detect.threshold is not None:
-        return threshold(base, signal.detect.threshold, latest)
-    assert signal.detect.baseline is not None  # DetectConfig guarantees exactly one detector
-    return baseline(base, signal.detect.baseline, signal.bad, result.samples)
+    return None
 
 
 def threshold(base: Finding, spec: ThresholdConfig, latest: Sample) -> Finding:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from driftowner.model import Event, Incident, Notification, Pending, State, Timing
+from driftowner.model import Accepted, Event, Incident, Notification, Pending, State, Timing
 
 Fingerprint = tuple[str, str]
 """(system, rule)."""
@@ -121,6 +121,21 @@ class Store(StoreView, Protocol):
         """Notifications neither delivered, nor given up on, nor superseded."""
         ...
 
+    def accepted_after(self, seq: int) -> list[Accepted]:
+        """The ``accepted`` events logged after position ``seq``, oldest first, with the
+        system and signals of their incidents (what the detector bank re-learns)."""
+        ...
+
+    def threads(self, notifications: Iterable[Notification]) -> dict[str, str]:
+        """Notification id → the root reference of its conversation (incident, channel,
+        address), for those whose conversation has one."""
+        ...
+
+    def conversations(self, incident_id: str) -> list[tuple[str, str, str]]:
+        """``(channel, address, ref)`` of every conversation an incident started, oldest
+        first."""
+        ...
+
     def apply(self, changes: Changes) -> None:
         """Write ``changes`` whole or not at all; an updated incident is written at its
         version plus one.
@@ -143,7 +158,10 @@ class Store(StoreView, Protocol):
 
     def mark_superseded(self, notification_id: str, at: datetime, reason: str) -> None: ...
 
-    def mark_delivered(self, notification_id: str, at: datetime) -> None: ...
+    def mark_delivered(self, notification_id: str, at: datetime, ref: str | None = None) -> None:
+        """Record a delivery; ``ref`` (the message it created) becomes the root of its
+        conversation unless that conversation has one already."""
+        ...
 
     def mark_retry(
         self, notification_id: str, at: datetime, error: str, next_attempt_at: datetime

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from driftowner.model import Event, Incident, Notification, Pending, State, Timing
+from driftowner.model import Accepted, Event, Incident, Notification, Pending, State, Timing
 from driftowner.store.base import Changes, Conflict, Fingerprint
 from driftowner.store.codec import incident_from_json, incident_to_json
 
@@ -51,6 +51,10 @@ class MemoryStore:
         self._holders: dict[Fingerprint, str] = {}
         """Fingerprint → the id of its unresolved incident (at most one, as the SQL index)."""
         self._events: dict[str, list[Event]] = {}
+        self._log: list[Event] = []
+        """Every event in the order appended: an event's position (from 1) is its ``seq``."""
+        self._conversations: dict[tuple[str, str, str], tuple[str, datetime]] = {}
+        """(incident, channel, address) → the root message's reference and when it was sent."""
         self._outbox: dict[str, _Outbound] = {}
         self._pending: dict[str, dict[Fingerprint, Pending]] = {}
         self._secrets: dict[str, str] = {}
@@ -155,6 +159,32 @@ class MemoryStore:
         with self._lock:
             return sum(row.unfinished for row in self._outbox.values())
 
+    def accepted_after(self, seq: int) -> list[Accepted]:
+        with self._lock:
+            return [
+                Accepted(position, incident.system, incident.signals, event.at)
+                for position, event in enumerate(self._log[seq:], start=seq + 1)
+                if event.kind == "accepted"
+                and (incident := self._incidents[event.incident_id].incident)
+            ]
+
+    def threads(self, notifications: Iterable[Notification]) -> dict[str, str]:
+        with self._lock:
+            return {
+                n.id: root[0]
+                for n in notifications
+                if (root := self._conversations.get((n.incident_id, n.channel, n.address)))
+            }
+
+    def conversations(self, incident_id: str) -> list[tuple[str, str, str]]:
+        with self._lock:
+            found = [
+                (at, channel, address, ref)
+                for (incident, channel, address), (ref, at) in self._conversations.items()
+                if incident == incident_id
+            ]
+        return [(channel, address, ref) for _, channel, address, ref in sorted(found)]
+
     def incident_states(self, incident_ids: Iterable[str]) -> dict[str, State]:
         with self._lock:
             return {
@@ -173,7 +203,7 @@ class MemoryStore:
             for incident in changes.updated:
                 self._put(incident, incident.version + 1)
             for event in changes.events:
-                self._events.setdefault(event.incident_id, []).append(event)
+                self._append(event)
             for notification in changes.notifications:
                 self._outbox[notification.id] = _Outbound(notification)
             if changes.pending_system is not None:
@@ -220,6 +250,10 @@ class MemoryStore:
         if unknown:
             raise Conflict(f"refused by the store: no incident {unknown[0]}")
 
+    def _append(self, event: Event) -> None:
+        self._events.setdefault(event.incident_id, []).append(event)
+        self._log.append(event)
+
     def _put(self, incident: Incident, version: int) -> None:
         body = incident_to_json(incident)
         self._incidents[incident.id] = _Stored(body, version, incident_from_json(body, version))
@@ -257,8 +291,10 @@ class MemoryStore:
                 row.superseded_at, row.leased_until = at, None
                 row.notification = replace(row.notification, last_error=reason)
 
-    def mark_delivered(self, notification_id: str, at: datetime) -> None:
-        self._finish(notification_id, lambda n: replace(n, delivered_at=at, last_error=None))
+    def mark_delivered(self, notification_id: str, at: datetime, ref: str | None = None) -> None:
+        self._finish(
+            notification_id, lambda n: replace(n, delivered_at=at, last_error=None), root=ref
+        )
 
     def mark_retry(
         self, notification_id: str, at: datetime, error: str, next_attempt_at: datetime
@@ -278,17 +314,23 @@ class MemoryStore:
         notification_id: str,
         outcome: Callable[[Notification], Notification],
         event: Event | None = None,
+        root: str | None = None,
     ) -> None:
         """One delivery attempt's ``outcome``: the attempt counts and the lease ends; the
-        incident's ``event`` about it is appended under the same lock."""
+        incident's ``event`` about it, and the ``root`` of its conversation (unless it has
+        one), are written under the same lock."""
         with self._lock:
             row = self._outbox.get(notification_id)
             if row is not None:
                 counted = replace(row.notification, attempts=row.notification.attempts + 1)
                 row.notification = outcome(counted)
                 row.leased_until = None
+                n = row.notification
+                if root is not None and n.delivered_at is not None:
+                    key = (n.incident_id, n.channel, n.address)
+                    self._conversations.setdefault(key, (root, n.delivered_at))
             if event is not None:
-                self._events.setdefault(event.incident_id, []).append(event)
+                self._append(event)
 
     # -- leadership --------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from driftowner.config import UnsupportedStorageURL, parse_storage_url
-from driftowner.model import Event, Incident, Notification, Pending, State, Timing
+from driftowner.model import Accepted, Event, Incident, Notification, Pending, State, Timing
 from driftowner.store import dialect
 from driftowner.store.base import Changes, Conflict, StoreError, StoreUnavailable
 from driftowner.store.codec import (
@@ -126,6 +126,19 @@ leader = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("holder", Name, nullable=False),
     sa.Column("expires_at", sa.Float, nullable=False),
+)
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    # The root message each incident started in each conversation (channel + address): a
+    # Slack "channel:ts", a mail's Message-ID. Later notifications thread under it. Created at
+    # open on stores of any version (a new table changes nothing older driftowners read).
+    sa.Column("incident_id", sa.String(32), sa.ForeignKey("incidents.id"), primary_key=True),
+    sa.Column("channel", Name, primary_key=True),
+    sa.Column("address", Name, primary_key=True),
+    sa.Column("ref", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
 )
 
 LEADERSHIP = "daemon"
@@ -414,6 +427,23 @@ class SqlStore:
             ).all()
         return [_event(row) for row in rows]
 
+    def accepted_after(self, seq: int) -> list[Accepted]:
+        """The ``accepted`` events logged after position ``seq``, oldest first, with the
+        system and signals of their incidents (what the detector bank re-learns)."""
+        query = (
+            sa.select(events.c.seq, events.c.at, incidents.c.body, incidents.c.version)
+            .join(incidents, incidents.c.id == events.c.incident_id)
+            .where(events.c.seq > seq, events.c.kind == "accepted")
+            .order_by(events.c.seq)
+        )
+        with self._tx(read_only=True) as conn:
+            rows = conn.execute(query).all()
+        found = []
+        for row in rows:
+            incident = incident_from_json(row.body, row.version)
+            found.append(Accepted(row.seq, incident.system, incident.signals, _at(row.at)))
+        return found
+
     def pending(self, system: str) -> dict[tuple[str, str], Pending]:
         """A system's pending conditions: what its last evaluation recorded or, when the
         store could not write that (a full disk), what it saw. So a condition seen holding
@@ -557,8 +587,39 @@ class SqlStore:
             last_error=reason,
         )
 
-    def mark_delivered(self, notification_id: str, at: datetime) -> None:
-        self._finish(notification_id, delivered_at=ts(at), leased_until=None, last_error=None)
+    def mark_delivered(self, notification_id: str, at: datetime, ref: str | None = None) -> None:
+        """Record a delivery. ``ref``, the reference of the message it created, becomes the
+        root of its conversation (incident, channel, address) in the same transaction, unless
+        that conversation already has one: the first delivered message stays the root."""
+        self._finish(
+            notification_id, delivered_at=ts(at), leased_until=None, last_error=None, ref=ref
+        )
+
+    def threads(self, notifications: Iterable[Notification]) -> dict[str, str]:
+        """Notification id → the root reference of its conversation, for those whose
+        conversation (incident, channel, address) has one."""
+        wanted = {n.id: (n.incident_id, n.channel, n.address) for n in notifications}
+        if not wanted:
+            return {}
+        with self._tx(read_only=True) as conn:
+            rows = conn.execute(
+                sa.select(conversations).where(
+                    conversations.c.incident_id.in_(sorted({key[0] for key in wanted.values()}))
+                )
+            ).all()
+        found = {(row.incident_id, row.channel, row.address): row.ref for row in rows}
+        return {nid: found[key] for nid, key in wanted.items() if key in found}
+
+    def conversations(self, incident_id: str) -> list[tuple[str, str, str]]:
+        """``(channel, address, ref)`` of every conversation an incident started, oldest
+        first."""
+        with self._tx(read_only=True) as conn:
+            rows = conn.execute(
+                sa.select(conversations)
+                .where(conversations.c.incident_id == incident_id)
+                .order_by(conversations.c.created_at, conversations.c.channel)
+            ).all()
+        return [(row.channel, row.address, row.ref) for row in rows]
 
     def mark_retry(
         self, notification_id: str, at: datetime, error: str, next_attempt_at: datetime
@@ -585,6 +646,7 @@ class SqlStore:
         event: Event | None = None,
         *,
         attempted: bool = True,
+        ref: str | None = None,
         **values: Any,
     ) -> None:
         if attempted:
@@ -593,6 +655,8 @@ class SqlStore:
             conn.execute(sa.update(outbox).where(outbox.c.id == notification_id).values(**values))
             if event is not None:
                 conn.execute(sa.insert(events).values(**_event_row(event)))
+            if ref is not None:
+                _start_conversation(conn, notification_id, ref, values["delivered_at"])
 
     # -- leadership --------------------------------------------------------------------------
 
@@ -666,6 +730,25 @@ class SqlStore:
                 .where(leader.c.name == LEADERSHIP, leader.c.holder == holder)
                 .values(expires_at=ts(now))
             )
+
+
+def _start_conversation(conn: Connection, notification_id: str, ref: str, at: float) -> None:
+    """Make ``ref`` the root of the notification's conversation unless it has one already.
+    A plain select-then-insert: the outbox never sends two notifications of one conversation
+    at once to different workers for long, and the primary key keeps the first root."""
+    row = conn.execute(
+        sa.select(outbox.c.incident_id, outbox.c.channel, outbox.c.address).where(
+            outbox.c.id == notification_id
+        )
+    ).first()
+    if row is None:
+        return
+    key = {"incident_id": row.incident_id, "channel": row.channel, "address": row.address}
+    held = conn.execute(
+        sa.select(conversations.c.ref).where(*(conversations.c[k] == v for k, v in key.items()))
+    ).first()
+    if held is None:
+        conn.execute(sa.insert(conversations).values(**key, ref=ref, created_at=at))
 
 
 def _seen(changes: Changes) -> tuple[Pending, ...]:
