@@ -459,3 +459,33 @@ async def test_a_silence_between_two_verdicts_is_no_change() -> None:
     }
     result = await run(ScriptedSource(low_after), 0, 30)
     assert result.changes == (ReplayedChange(SYSTEM, "accuracy", at(20), "down", 0.95, 0.8),)
+
+
+async def test_a_chart_reports_a_further_shift_and_the_recovery_inside_one_incident() -> None:
+    """Accuracy under the default change-point chart falls (80 minutes in), falls further (140)
+    and comes back (200): one drift incident, and three changes, the second and third while
+    it is open, each from the level the chart had learned to the new one."""
+
+    def accuracy(moment: datetime) -> float:
+        minute = (moment - at(0)).total_seconds() / 60
+        level = 0.8 if 80 <= minute < 140 else 0.65 if 140 <= minute < 200 else 0.95
+        return level + 0.004 * ((int(minute) * 7) % 5 - 2)
+
+    charted = config(systems={SYSTEM: {"signals": {"accuracy": {"detect": None}}}})
+    source = ScriptedSource({"model_accuracy": accuracy})
+    result = await replay(charted, {"prom": source}, at(0), at(210))
+    incident = only(result.incidents)
+    assert (incident.rule, incident.opened_at, incident.resolved_at) == (
+        "drift:accuracy",
+        at(80),
+        None,
+    )
+    assert [(c.at, c.direction) for c in result.changes] == [
+        (at(80), "down"),
+        (at(140), "down"),
+        (at(200), "up"),
+    ]
+    fall, further, back = result.changes
+    assert fall.before == pytest.approx(0.95, abs=0.01) and fall.after < 0.81
+    assert further.before == pytest.approx(0.8, abs=0.01) and further.after < 0.66
+    assert back.before < further.before < back.after
