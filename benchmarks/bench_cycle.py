@@ -23,6 +23,7 @@ import yaml
 
 from driftowner import cycle, poll, runner
 from driftowner.config import Config
+from driftowner.detect.bank import Bank
 from driftowner.ids import new_incident_id, new_notification_id
 from driftowner.sources import build_source
 from driftowner.store import SqlStore
@@ -48,12 +49,12 @@ async def one_cycle(systems: int) -> tuple[float, float]:
         now = datetime.now(UTC)
         sources = {n: build_source(n, s, clock=lambda: now) for n, s in config.sources.items()}
         polls, records = [], []
-        memory: dict[cycle.SignalKey, cycle.SignalMemory] = {}
+        bank = Bank()
         pager = cycle.Pager(new_notification_id, lambda _i, _a, _r=None: None)
         for _ in range(3):
             started = time.perf_counter()
-            results, _ = await poll.read(config, sources, now)
-            findings, memory = cycle.judge(config, results, memory, now)
+            results, _ = await poll.read(config, sources, now, bank)
+            findings = cycle.judge(config, results, bank, now)
             polled = time.perf_counter()
             runner.evaluate(store, config, findings, now, new_incident_id, pager)
             polls.append(polled - started)
