@@ -93,6 +93,14 @@ def plan_reads(config: Config) -> tuple[list[SignalKey], list[TemplateRead]]:
     return plain, templated
 
 
+def _limits(config: Config) -> dict[str, asyncio.Semaphore]:
+    """Per source, how many of its queries may be in flight at once."""
+    return {
+        name: asyncio.Semaphore(getattr(spec, "max_concurrent_queries", 64))
+        for name, spec in config.sources.items()
+    }
+
+
 async def read(
     config: Config, sources: Mapping[str, Source], now: datetime, bank: Bank
 ) -> tuple[dict[SignalKey, SourceResult], SourceStats]:
@@ -102,10 +110,7 @@ async def read(
     without state warm-started from history, histograms read)."""
     await history.prepare(bank, config, sources, now)
     stats = SourceStats(up={name: True for name in config.sources}, errors={}, durations={})
-    limits = {
-        name: asyncio.Semaphore(getattr(spec, "max_concurrent_queries", 64))
-        for name, spec in config.sources.items()
-    }
+    limits = _limits(config)
     plain, templated = plan_reads(config)
     results: dict[SignalKey, SourceResult] = {}
 

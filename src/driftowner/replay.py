@@ -259,18 +259,7 @@ def backtest(
         config = config.model_copy(
             update={"evaluation": config.evaluation.model_copy(update={"interval": interval})}
         )
-    views: dict[SignalKey, _History] = {}
-    failures: list[QueryFailure] = []
-    for system_name, system in config.systems.items():
-        for signal_name, signal in system.signals.items():
-            result = histories.get((system_name, signal_name))
-            if result is None:
-                continue
-            if result.error is not None:
-                failures.append(QueryFailure(system_name, signal_name, result.error))
-            views[(system_name, signal_name)] = _history(
-                config, signal, result, (start, end), ageless
-            )
+    views, failures = _views(config, histories, (start, end), ageless)
 
     store = MemoryStore()
     new_id = _ids()
@@ -310,6 +299,27 @@ def backtest(
         failed_queries=len(failures),
         failures=tuple(failures),
     )
+
+
+def _views(
+    config: Config,
+    histories: Mapping[SignalKey, SourceResult],
+    span: tuple[datetime, datetime],
+    ageless: Collection[str],
+) -> tuple[dict[SignalKey, _History], list[QueryFailure]]:
+    """Each read signal's history as the daemon's reads would have seen it, and the signals
+    whose history read failed, in config order."""
+    views: dict[SignalKey, _History] = {}
+    failures: list[QueryFailure] = []
+    for system_name, system in config.systems.items():
+        for signal_name, signal in system.signals.items():
+            result = histories.get((system_name, signal_name))
+            if result is None:
+                continue
+            if result.error is not None:
+                failures.append(QueryFailure(system_name, signal_name, result.error))
+            views[(system_name, signal_name)] = _history(config, signal, result, span, ageless)
+    return views, failures
 
 
 def replay_json(r: Replay) -> dict[str, Any]:
