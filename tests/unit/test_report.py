@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 
 from driftowner.model import Incident, Timing
-from driftowner.service import ReportRow, breached_ack, breached_resolve, report, report_row_json
+from driftowner.report import ReportRow, breached_ack, breached_resolve, report, report_row_json
 from driftowner.store import Store
 
 from .factories import SYSTEM, T0, at, incident, minutes
@@ -31,6 +31,12 @@ class FakeStore:
             for i in self._incidents
             if opened_since is None or i.opened_at >= opened_since or i.unresolved
         ]
+
+    def handovers(self) -> dict[str, list[Any]]:
+        return {}
+
+    def acknowledgements(self, incident_ids: Any) -> dict[str, list[float]]:
+        return {i: [] for i in incident_ids}
 
 
 def _report(incidents: list[Incident], since: timedelta = timedelta(days=30)) -> list[ReportRow]:
