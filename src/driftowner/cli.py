@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from driftowner import __version__, service
+from driftowner import report as reports
 from driftowner.clock import rfc3339, utcnow
 from driftowner.config import Config, config_json_schema, format_duration, parse_duration
 from driftowner.configload import ConfigError, default_secrets_dir, load_config
@@ -325,14 +326,17 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"{label:<17} {body[key]:.1f}s")
     print("events:")
     for e in events:
-        print(f"  {e.at.isoformat(timespec='seconds')}  {e.kind:<19} {e.actor:<8} {e.detail}")
+        via = e.via or "?"
+        print(
+            f"  {e.at.isoformat(timespec='seconds')}  {e.kind:<19} {e.actor:<8} {via:<5} {e.detail}"
+        )
     return 0
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
     incident = service.acknowledge(
-        _store(config), config, args.id, args.by, args.note or "", utcnow()
+        _store(config), config, args.id, args.by, args.note or "", utcnow(), "cli"
     )
     print(f"{incident.id} acknowledged by {args.by}; escalation stopped")
     return 0
@@ -342,7 +346,14 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
     store = _store(config)
     incident = service.resolve(
-        store, config, args.id, args.by, args.note or "", utcnow(), _links_for(config, store)
+        store,
+        config,
+        args.id,
+        args.by,
+        args.note or "",
+        utcnow(),
+        _links_for(config, store),
+        "cli",
     )
     ttr = incident.time_to_resolve
     took = format_duration(_whole(ttr)) if ttr is not None else "?"
@@ -358,8 +369,9 @@ def cmd_reassign(args: argparse.Namespace) -> int:
         args.id,
         args.to,
         args.reason,
-        os.environ.get("USER", "cli"),
+        args.by,
         utcnow(),
+        "cli",
     )
     print(f"{incident.id} now owned by {incident.owner}; escalation restarts with them")
     return 0
@@ -371,14 +383,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         since = parse_duration(args.since)
     except ValueError as error:
         raise Failure(f"--since: {error}") from error
-    rows = service.report(_store(config), since, utcnow())
+    rows = reports.report(_store(config), since, utcnow())
     if args.json:
-        _print_json({"since": args.since, "rows": [service.report_row_json(r) for r in rows]})
+        _print_json({"since": args.since, "rows": [reports.report_row_json(r) for r in rows]})
         return 0
     print(
         f"{'OWNER':<10} {'SYSTEM':<20} {'OPEN':>4} {'ACKED':>5} {'RESOLVED':>8} "
         f"{'TTA p50':>8} {'TTA p90':>8} {'TTR p50':>8} {'TTR p90':>8} {'BREACH':>6} "
-        f"{'OLDEST':>8}"
+        f"{'HELD':>8} {'GIVEN':>5} {'GOT':>3} {'OLDEST':>8}"
     )
     for r in rows:
         print(
@@ -386,6 +398,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"{_fmt_s(r.ack_median_s):>8} {_fmt_s(r.ack_p90_s):>8} "
             f"{_fmt_s(r.resolve_median_s):>8} {_fmt_s(r.resolve_p90_s):>8} "
             f"{r.ack_slo_breaches + r.resolve_slo_breaches:>6} "
+            f"{_fmt_s(r.held_s):>8} {r.handovers_given:>5} {r.handovers_received:>3} "
             f"{_fmt_s(r.oldest_unresolved_s):>8}"
         )
     return 0
@@ -482,6 +495,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("id")
     c.add_argument("--to", required=True)
     c.add_argument("--reason", required=True)
+    c.add_argument(
+        "--by",
+        default=os.environ.get("USER") or "cli",
+        help="who hands the incident over (default: $USER)",
+    )
     c.set_defaults(func=cmd_reassign)
 
     c = sub.add_parser("report", help="time to acknowledge and resolve, per owner and system")
