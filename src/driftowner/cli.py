@@ -19,7 +19,7 @@ from driftowner import __version__, service
 from driftowner import report as reports
 from driftowner.clock import rfc3339, utcnow
 from driftowner.config import Config, config_json_schema, format_duration, parse_duration
-from driftowner.configload import ConfigError, default_secrets_dir, load_config
+from driftowner.configload import ConfigError, default_secrets_dir, load_config, warning_lines
 from driftowner.incidents import LifecycleError
 from driftowner.links import LinkSigner
 from driftowner.model import STATES, Delivery
@@ -85,8 +85,12 @@ def _demo_config() -> Path:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(Path(args.path))
+    for line in warning_lines(config, args.path):
+        print(line, file=sys.stderr)
+    # A file name with undecodable bytes holds surrogates, which stdout would refuse.
+    shown = args.path.encode("utf-8", "backslashreplace").decode("utf-8")
     print(
-        f"{args.path}: ok ({len(config.systems)} systems, {len(config.owners)} owners, "
+        f"{shown}: ok ({len(config.systems)} systems, {len(config.owners)} owners, "
         f"{len(config.sources)} sources, {len(config.channels)} channels)"
     )
     return 0

@@ -15,19 +15,23 @@ split by that label.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
+    FiniteFloat,
     PlainSerializer,
     SecretStr,
     Tag,
@@ -40,28 +44,36 @@ from pydantic_core import PydanticCustomError
 
 from driftowner.model import BadDirection, Layer
 
-_DURATION_PART = re.compile(r"(\d+)(ms|y|w|d|h|m|s)")
-_UNIT_SECONDS = {
-    "ms": 0.001,
-    "s": 1,
-    "m": 60,
-    "h": 3600,
-    "d": 86400,
-    "w": 7 * 86400,
-    "y": 365 * 86400,
+_DURATION_PART = re.compile(r"([0-9]+)(ms|y|w|d|h|m|s)")
+_UNIT_MS = {
+    "ms": 1,
+    "s": 1000,
+    "m": 60 * 1000,
+    "h": 3600 * 1000,
+    "d": 86400 * 1000,
+    "w": 7 * 86400 * 1000,
+    "y": 365 * 86400 * 1000,
 }
+MAX_DURATION = timedelta(days=3650)
+"""The longest duration a config or a command accepts: ``10y`` (3650 days). Durations are
+added to now, doubled, and multiplied by an escalation chain's rounds; ten years keeps every
+such instant far from the end of the calendar (year 9999)."""
+MAX_DURATION_TEXT = f"10y ({MAX_DURATION.days}d)"
+_SYNTAX = "expected e.g. 30s, 15m, 2h, 7d, 1w"
 
 
 def parse_duration(value: object) -> timedelta:
-    """Parse a Prometheus-style duration (``30s``, ``15m``, ``1h30m``, ``7d``, ``1w``).
+    """Parse a Prometheus-style duration (``30s``, ``15m``, ``1h30m``, ``7d``, ``1w``), at most
+    :data:`MAX_DURATION`.
 
     Raises:
-        ValueError: naming the accepted syntax, when ``value`` is not one.
+        ValueError: naming the accepted syntax, when ``value`` is not one, or the maximum,
+            when it is longer (never OverflowError).
     """
     if isinstance(value, timedelta):
-        return value
+        return _within_maximum(value, value)
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 15m, 2h, 7d, 1w")
+        raise ValueError(f"invalid duration {value!r}: {_SYNTAX}")
     if isinstance(value, int):
         if value == 0:
             return timedelta(0)
@@ -70,29 +82,58 @@ def parse_duration(value: object) -> timedelta:
     if text == "0":
         return timedelta(0)
     position = 0
-    seconds = 0.0
+    total_ms = 0
     for match in _DURATION_PART.finditer(text):
         if match.start() != position:
             break
-        seconds += int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        digits = match.group(1).lstrip("0") or "0"
+        # Whole-number arithmetic: no float rounding, and a number too long to be a sane
+        # duration is refused before Python is asked to convert it.
+        if len(digits) > 15:
+            raise _too_long(value)
+        total_ms += int(digits) * _UNIT_MS[match.group(2)]
         position = match.end()
     if position != len(text) or not text:
-        raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 15m, 2h, 7d, 1w")
-    return timedelta(seconds=seconds)
+        raise ValueError(f"invalid duration {value!r}: {_SYNTAX}")
+    if total_ms > MAX_DURATION // timedelta(milliseconds=1):
+        raise _too_long(value)
+    return timedelta(milliseconds=total_ms)
+
+
+def _within_maximum(duration: timedelta, value: object) -> timedelta:
+    if duration < timedelta(0):
+        raise ValueError(f"invalid duration {value!r}: must not be negative")
+    if duration > MAX_DURATION:
+        raise _too_long(value)
+    return duration
+
+
+def _too_long(value: object) -> ValueError:
+    shown = format_duration(value) if isinstance(value, timedelta) else value
+    return ValueError(f"duration {shown!r} is longer than the maximum {MAX_DURATION_TEXT}")
 
 
 def format_duration(value: timedelta) -> str:
-    """The shortest Prometheus-style spelling of ``value`` (``1h30m``, ``45s``, ``0s``)."""
-    total_ms = round(value.total_seconds() * 1000)
+    """The shortest Prometheus-style spelling of ``value`` (``1h30m``, ``45s``, ``0s``), in
+    weeks at most (a year is not a whole number of weeks)."""
+    total_ms = (value // timedelta(microseconds=1) + 500) // 1000
     if total_ms == 0:
         return "0s"
+    sign, total_ms = ("-", -total_ms) if total_ms < 0 else ("", total_ms)
     parts = []
     for unit in ("w", "d", "h", "m", "s", "ms"):
-        size = round(_UNIT_SECONDS[unit] * 1000)
-        count, total_ms = divmod(total_ms, size)
+        count, total_ms = divmod(total_ms, _UNIT_MS[unit])
         if count:
             parts.append(f"{count}{unit}")
-    return "".join(parts)
+    return sign + "".join(parts)
+
+
+def round_length(afters: Sequence[timedelta]) -> timedelta:
+    """How long one round of an escalation chain lasts before a repeat starts again: the last
+    step's ``after`` plus the gap before the last step (the steps' ``after``, in order)."""
+    if len(afters) < 2:
+        return afters[-1]
+    return afters[-1] + (afters[-1] - afters[-2])
 
 
 def parse_percent(value: object) -> float:
@@ -129,7 +170,7 @@ def parse_percent(value: object) -> float:
 _DURATION_JSON_SCHEMA: dict[str, Any] = {
     "type": "string",
     "pattern": r"^(0|([0-9]+(ms|y|w|d|h|m|s))+)$",
-    "description": "Prometheus-style duration: 30s, 15m, 1h30m, 7d, 1w",
+    "description": "Prometheus-style duration: 30s, 15m, 1h30m, 7d, 1w; at most 10y (3650d)",
     "examples": ["30s", "15m", "7d"],
 }
 _PERCENT_JSON_SCHEMA: dict[str, Any] = {
@@ -154,6 +195,51 @@ Percent = Annotated[
 ]
 
 
+def _secret_not_blank(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise ValueError("must not be empty or blank: give the secret, or omit the key")
+    return value
+
+
+Secret = Annotated[SecretStr, AfterValidator(_secret_not_blank)]
+"""A secret (never shown in logs or errors) that holds something: ``""`` or blanks are errors,
+not a configured-but-empty token that every request would have to match."""
+
+
+def http_url_problem(value: str) -> str | None:
+    """Why ``value`` is not an absolute http(s) URL with a host, or ``None`` when it is one."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError when the port is not a number in range
+    except ValueError as error:
+        return f"is not a valid URL ({error})"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return "must be an http(s) URL with a host, e.g. https://host:port/path"
+    return None
+
+
+def _http_url(value: str) -> str:
+    value = value.strip()
+    problem = http_url_problem(value)
+    if problem is not None:
+        raise ValueError(f"{problem}, got {value!r}")
+    return value
+
+
+def _secret_http_url(value: SecretStr) -> SecretStr:
+    """A URL that is a secret (a webhook): checked like any URL, never echoed."""
+    url = value.get_secret_value().strip()
+    problem = http_url_problem(url)
+    if problem is not None:
+        raise ValueError(f"{problem} (value not shown: it is a secret)")
+    return SecretStr(url)
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+"""An absolute ``http://`` or ``https://`` URL with a host, kept as text."""
+SecretHttpUrl = Annotated[SecretStr, AfterValidator(_secret_http_url)]
+
+
 class Strict(BaseModel):
     """Base of every config section: unknown keys are errors, values are frozen."""
 
@@ -162,9 +248,9 @@ class Strict(BaseModel):
 
 class ServerConfig(Strict):
     listen: str = "127.0.0.1:9587"
-    external_url: str | None = None
+    external_url: HttpUrl | None = None
     """Base of the links in notifications; defaults to ``http://<listen>``."""
-    api_token: SecretStr | None = None
+    api_token: Secret | None = None
     """Bearer token for state-changing HTTP requests."""
 
     @field_validator("listen")
@@ -212,11 +298,11 @@ class EvaluationConfig(Strict):
 
 class PrometheusSourceConfig(Strict):
     type: Literal["prometheus"]
-    url: str
+    url: HttpUrl
     timeout: Duration = timedelta(seconds=10)
     username: str | None = None
-    password: SecretStr | None = None
-    bearer_token: SecretStr | None = None
+    password: Secret | None = None
+    bearer_token: Secret | None = None
     max_concurrent_queries: int = Field(default=8, ge=1, le=256)
     """Queries in flight at once against this Prometheus: thousands of signals must not
     arrive as one burst."""
@@ -253,16 +339,9 @@ class OwnerConfig(Strict):
     email: str | None = None
     slack: str | None = None
     """Slack member id (``U024BE7LH``)."""
-    api_token: SecretStr | None = None
+    api_token: Secret | None = None
     """A bearer token that acts on incidents only as this owner (``server.api_token`` is the
     admin token, which names who acts)."""
-
-    @field_validator("api_token")
-    @classmethod
-    def _api_token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
-            raise ValueError("must not be empty (omit it: the owner then has no API token)")
-        return value
 
 
 class TeamConfig(Strict):
@@ -280,7 +359,7 @@ class SlackChannelConfig(Strict):
     its address: a member id opens a DM, ``#name`` or a conversation id posts there)."""
 
     type: Literal["slack"]
-    webhook_url: SecretStr | None = None
+    webhook_url: SecretHttpUrl | None = None
     """The incoming webhook URL (a secret). Exclusive with ``token``."""
     token: SecretStr | None = None
     """A bot token (``xoxb-...``, scopes ``chat:write`` and ``im:write``) for the Web API's
@@ -315,9 +394,7 @@ class SlackChannelConfig(Strict):
     @field_validator("api_url")
     @classmethod
     def _api_url_is_http(cls, value: str) -> str:
-        value = value.strip()
-        if not value.startswith(("https://", "http://")):
-            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        value = _http_url(value)
         return value if value.endswith("/") else value + "/"
 
     @model_validator(mode="after")
@@ -338,12 +415,12 @@ class SlackChannelConfig(Strict):
 class EmailChannelConfig(Strict):
     type: Literal["email"]
     host: str
-    port: int = 587
+    port: int = Field(default=587, ge=1, le=65535)
     starttls: bool = True
     use_tls: bool = False
     """Implicit TLS (port 465); exclusive with ``starttls``."""
     username: str | None = None
-    password: SecretStr | None = None
+    password: Secret | None = None
     from_: str = Field(alias="from")
     timeout: Duration = timedelta(seconds=10)
     ca_file: Path | None = None
@@ -368,7 +445,7 @@ class EmailChannelConfig(Strict):
 
 class WebhookChannelConfig(Strict):
     type: Literal["webhook"]
-    url: SecretStr
+    url: SecretHttpUrl
     timeout: Duration = timedelta(seconds=10)
 
 
@@ -413,8 +490,8 @@ class ChainConfig(Strict):
 
 
 class ThresholdConfig(Strict):
-    min: float | None = None
-    max: float | None = None
+    min: FiniteFloat | None = None
+    max: FiniteFloat | None = None
 
     @model_validator(mode="after")
     def _bounds(self) -> ThresholdConfig:
@@ -788,6 +865,7 @@ def _check_chain(config: Config, chain_name: str, chain: ChainConfig) -> list[Co
                 "gap before it",
             )
         )
+    issues.extend(_check_chain_span(chain_name, chain))
     previous = timedelta(0)
     for index, step in enumerate(chain.steps):
         if index > 0 and step.after <= previous:
@@ -810,6 +888,26 @@ def _check_chain(config: Config, chain_name: str, chain: ChainConfig) -> list[Co
                     ((*base, index, "via", position), _unknown("channel", channel, config.channels))
                 )
     return issues
+
+
+def _check_chain_span(chain_name: str, chain: ChainConfig) -> list[ConfigIssue]:
+    """A chain's repeats must end within :data:`MAX_DURATION` of the incident opening: the
+    last step falls due ``repeat`` rounds after the first round."""
+    if not chain.repeat or len(chain.steps) < 2:
+        return []
+    one_round = round_length([step.after for step in chain.steps])
+    # In whole microseconds: a huge repeat must not overflow timedelta arithmetic here either.
+    span_us = chain.repeat * (one_round // timedelta(microseconds=1))
+    span_us += chain.steps[-1].after // timedelta(microseconds=1)
+    if span_us <= MAX_DURATION // timedelta(microseconds=1):
+        return []
+    return [
+        (
+            ("escalation_chains", chain_name, "repeat"),
+            f"{chain.repeat} repeats of a {format_duration(one_round)} round would escalate for "
+            f"longer than the maximum {MAX_DURATION_TEXT}: lower repeat",
+        )
+    ]
 
 
 def step_channels(config: Config, step: StepConfig) -> list[str]:
@@ -1068,6 +1166,62 @@ def _check_reachable(
                     )
                 )
     return issues
+
+
+def listen_host(listen: str) -> str:
+    """The host part of a ``HOST:PORT`` listen address, without IPv6 brackets."""
+    return listen.rpartition(":")[0].strip("[]")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any interface
+
+
+def _is_wildcard(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def config_warnings(config: Config) -> list[ConfigIssue]:
+    """What a valid config probably gets wrong: a listen address other machines reach without
+    an ``api_token``, and links in messages that would point at ``0.0.0.0``.
+
+    Not errors: behind an authenticating proxy, or on a host that only the operators reach,
+    both may be intended. ``check-config`` prints them and the daemon logs them at start.
+
+    Returns:
+        ``(yaml path, message)`` for each, empty when there is nothing to warn about.
+    """
+    server = config.server
+    host = listen_host(server.listen)
+    warnings: list[ConfigIssue] = []
+    if server.external_url is None and _is_wildcard(host):
+        warnings.append(
+            (
+                ("server", "external_url"),
+                f"not set while server.listen is {server.listen}: the ack/resolve links in "
+                f"every message would point to http://{server.listen}, which no one can open; "
+                "set it to the URL people reach driftowner at",
+            )
+        )
+    if server.api_token is None and not _is_loopback(host):
+        warnings.append(
+            (
+                ("server", "api_token"),
+                f"not set while server.listen {server.listen} is reachable from other "
+                "machines: nothing authenticates the HTTP API, so anyone who can connect "
+                "reads every incident, owner and report; set server.api_token, or listen on "
+                "127.0.0.1 behind an authenticating proxy",
+            )
+        )
+    return warnings
 
 
 class _ConfigJsonSchema(GenerateJsonSchema):

@@ -61,13 +61,20 @@ not starting with ``driftowner_`` and hidden entries are ignored; so is any file
 outside the directory.
 
 Errors: every problem is found in one pass and reported at once, in file order: YAML syntax
-(``FILE: line N, column M: problem``; nothing else is checked then), duplicate mapping keys
+(``FILE: line N, column M: problem``, a raw control character included; nothing else is
+checked then), text that is not valid (a key or string, from the file, a variable or a secret
+file, holding a control character or a lone surrogate, written as a YAML escape such as
+``"\\0"`` or ``"\\ud800"``: ``FILE: yaml.path: is not valid text: character N is U+XXXX``,
+the value not shown; nothing else is checked then either), duplicate mapping keys
 (``FILE: line N: duplicate key 'x' in systems ...``, which ``yaml.safe_load`` would hide),
 schema violations and then, only if the schema holds and no key is duplicated, the
 cross-references of :func:`~driftowner.config.cross_check`, each as ``FILE: yaml.path:
 message``. A value that came from a variable or secret file names it:
 ``FILE: evaluation.interval (from DRIFTOWNER_EVALUATION__INTERVAL): invalid duration ...``.
 Plain mapping keys are read as the text written (an owner called ``no`` stays ``"no"``).
+
+Error lines are always printable: a character a YAML file may not hold raw is written as a
+Python escape (``\\x00``) wherever it would appear, YAML paths included.
 
 Errors never show a secret: values of ``SecretStr`` fields and of secret files are masked
 wherever they would appear in a message, as are passwords inside URLs and Slack webhook paths.
@@ -98,6 +105,7 @@ from driftowner.config import (
     Config,
     ConfigIssue,
     TemplateRefConfig,
+    config_warnings,
     cross_check,
 )
 
@@ -109,6 +117,8 @@ ENV_NESTED_DELIMITER = "__"
 YamlPath = tuple[str | int, ...]
 _MISSING: Any = object()
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_NON_PRINTABLE: re.Pattern[str] = yaml.reader.Reader.NON_PRINTABLE
+"""What a YAML stream may not hold raw; a config string may not hold it either."""
 _LOC_NOISE = re.compile(r"[\[\](),'\"]")
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@'\"]*:)[^@/\s'\"]+@")
 _SLACK_HOOK = re.compile(r"(?P<head>hooks\.slack\.com/services/)[^\s'\"]+")
@@ -167,9 +177,13 @@ def load_config(
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([f"{name}: cannot read: not UTF-8 text ({exc.reason})"]) from None
+        raise ConfigError(
+            [f"{name}: cannot read: not UTF-8 text ({exc.reason} at byte {exc.start})"]
+        ) from None
     except OSError as exc:
         raise ConfigError([f"{name}: cannot read: {exc.strerror or exc}"]) from None
+    except ValueError as exc:  # a NUL or an unencodable character in the path itself
+        raise ConfigError([f"{_printable(name)}: cannot read: invalid file name ({exc})"]) from None
     return load_config_text(
         text, name=name, environ=environ, secrets_dir=secrets_dir, base_dir=path.parent
     )
@@ -207,18 +221,11 @@ def load_config_text(
     systems_files: dict[str, int] = {}
     if document.syntax_error:
         raise _config_error(problems, files, systems_files, frozenset())
-    data = document.data
-    if data is None:
-        data = {}
+    data = {} if document.data is None else document.data
     if not isinstance(data, dict):
         kind = "a list" if isinstance(data, list) else f"a {type(data).__name__}"
-        problems.append(
-            _Problem(
-                (),
-                f"the top level must be a mapping of sections (sources, owners, ...), not {kind}",
-            )
-        )
-        raise _config_error(problems, files, systems_files, frozenset())
+        message = f"the top level must be a mapping of sections (sources, owners, ...), not {kind}"
+        raise _config_error([*problems, _Problem((), message)], files, systems_files, frozenset())
 
     provenance: dict[YamlPath, str] = {}
     secret_values: set[str] = set()
@@ -242,18 +249,14 @@ def load_config_text(
     # After the merge, so that overrides reach the directory's systems too.
     for variables, label in layers:
         data = _apply_overrides(data, variables, label, provenance, problems)
+    text_problems = list(_invalid_text(data, (), provenance))
+    if text_problems:
+        # Not text: names, paths and URLs built from it would mislead or fail further on.
+        raise _config_error([*problems, *text_problems], files, systems_files, frozenset())
     if directory is not None:
         data["systems_dir"] = str(directory)
     secret_values.update(_secret_strings(Config, data))
-
-    config: Config | None = None
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        problems.extend(_validation_problems(exc, data, provenance))
-    if config is not None and not document_problems:
-        for issue_path, message in cross_check(config):
-            problems.append(_Problem(issue_path, message, _origin(issue_path, provenance)))
+    config = _validate(data, provenance, problems, cross_references=not document_problems)
     if merged.unreadable:
         # Not "systems: required" as well: the systems are in the directory that is missing.
         problems = [problem for problem in problems if problem.path != ("systems",)]
@@ -261,6 +264,35 @@ def load_config_text(
         raise _config_error(problems, files, systems_files, frozenset(secret_values))
     assert config is not None
     return config
+
+
+def _validate(
+    data: dict[str, Any],
+    provenance: Mapping[YamlPath, str],
+    problems: list[_Problem],
+    *,
+    cross_references: bool,
+) -> Config | None:
+    """The schema's verdict on ``data``, then (when asked, and the schema holds) the
+    cross-references; every violation appended to ``problems``."""
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_validation_problems(exc, data, provenance))
+        return None
+    if cross_references:
+        for issue_path, message in cross_check(config):
+            problems.append(_Problem(issue_path, message, _origin(issue_path, provenance)))
+    return config
+
+
+def warning_lines(config: Config, name: str) -> list[str]:
+    """The warnings of a valid config (:func:`~driftowner.config.config_warnings`), each as
+    ``FILE: yaml.path: warning: message``."""
+    return [
+        _format(name, _Problem(path, f"warning: {message}"), frozenset())
+        for path, message in config_warnings(config)
+    ]
 
 
 @dataclass(frozen=True)
@@ -321,6 +353,10 @@ class _Problem:
 
 
 def _format(name: str, problem: _Problem, secrets: frozenset[str]) -> str:
+    return _printable(_format_raw(name, problem, secrets))
+
+
+def _format_raw(name: str, problem: _Problem, secrets: frozenset[str]) -> str:
     message = _mask(problem.message, secrets)
     if problem.line is not None:
         where = f"line {problem.line}"
@@ -337,14 +373,59 @@ def _format(name: str, problem: _Problem, secrets: frozenset[str]) -> str:
 
 
 def format_yaml_path(path: YamlPath) -> str:
-    """A YAML path as error lines show it: ``escalation_chains.standard.steps[1].after``."""
+    """A YAML path as error lines show it: ``escalation_chains.standard.steps[1].after``
+    (an empty key as ``''``, a character a YAML file may not hold raw as an escape, ``\\x00``)."""
     text = ""
-    for part in path:
+    for index, part in enumerate(path):
         if isinstance(part, int) and not isinstance(part, bool):
             text += f"[{part}]"
         else:
-            text += f".{part}" if text else str(part)
-    return text
+            name = str(part) or "''"
+            text += f".{name}" if index else name
+    return _printable(text)
+
+
+def _printable(text: str) -> str:
+    """``text`` with every character a YAML file may not hold (controls, lone surrogates)
+    written as a Python escape (``\\x00``, ``\\ud800``): an error line always prints."""
+    return _NON_PRINTABLE.sub(lambda found: found.group().encode("unicode_escape").decode(), text)
+
+
+def _text_problem(text: str) -> str | None:
+    """What makes ``text`` unfit for a config (without echoing it: it may be a secret)."""
+    found = _NON_PRINTABLE.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    if 0xD800 <= ord(char) <= 0xDFFF:
+        kind = "a lone surrogate, which is not a character"
+    elif char == "\x00":
+        kind = "a NUL character"
+    else:
+        kind = "a control or non-character code point"
+    return (
+        f"is not valid text: character {found.start() + 1} is U+{ord(char):04X}, {kind} "
+        "(config text may not hold control characters or lone surrogates)"
+    )
+
+
+def _invalid_text(
+    node: Any, path: YamlPath, provenance: Mapping[YamlPath, str]
+) -> Iterator[_Problem]:
+    """A problem for every key and string in ``node`` that is not valid text."""
+    if isinstance(node, str):
+        message = _text_problem(node)
+        if message is not None:
+            yield _Problem(path, message, _origin(path, provenance))
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(key, str) and (message := _text_problem(key)) is not None:
+                where = (*path, key)
+                yield _Problem(where, f"key {message}", _origin(where, provenance))
+            yield from _invalid_text(value, (*path, key), provenance)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _invalid_text(value, (*path, index), provenance)
 
 
 def _mask(message: str, secrets: frozenset[str]) -> str:
@@ -387,7 +468,22 @@ def _parse_yaml(text: str, problems: list[_Problem], root: YamlPath = ()) -> _Do
     ``root`` is the YAML path the document's top level stands for: ``("systems",)`` for a
     file in ``systems_dir``.
     """
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        # A character YAML does not allow anywhere in the stream (a NUL, a lone surrogate).
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        problems.append(
+            _Problem(
+                (),
+                f"unacceptable character U+{exc.character:04X}: YAML does not allow control "
+                "characters or lone surrogates",
+                line=line,
+                column=column,
+            )
+        )
+        return _DocumentResult(None, {}, True)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -510,8 +606,8 @@ def _systems_dir(
             scratch = _apply_overrides(scratch, variables, label, provenance, [])
         value = scratch.get("systems_dir")
         origin = _origin(("systems_dir",), provenance)
-    if not isinstance(value, str):
-        return None, None
+    if not isinstance(value, str) or _text_problem(value) is not None:
+        return None, None  # validation, or the text check, reports it
     if not value.strip():
         problems.append(_Problem(("systems_dir",), "must name a directory", origin))
         return None, None

@@ -25,7 +25,7 @@ from driftowner.api import Runtime, create_app
 from driftowner.channels import Channel, build_channel
 from driftowner.clock import utcnow
 from driftowner.config import Config
-from driftowner.configload import ConfigError, default_secrets_dir, load_config
+from driftowner.configload import ConfigError, default_secrets_dir, load_config, warning_lines
 from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
 from driftowner.sources import Source, build_source
@@ -137,6 +137,11 @@ class Daemon:
             )
         return config
 
+    def _warn(self, config: Config) -> None:
+        """Log what a valid config probably gets wrong (see ``config_warnings``), loudly."""
+        for line in warning_lines(config, str(self.config_path)):
+            log.warning("config warning", warning=line)
+
     def _build_edges(self, config: Config) -> tuple[dict[str, Source], dict[str, Channel]]:
         sources = {
             name: build_source(name, spec, clock=self.clock)
@@ -154,12 +159,13 @@ class Daemon:
         assert self.metrics is not None and self.runtime is not None
         try:
             config = self._load()
+            if self.config is not None:
+                _refuse_restart_only_changes(self.config_path, self.config, config)
         except ConfigError as error:
             self.metrics.config_reload_ok.set(0)
             log.error("config reload failed; keeping the running config", errors=error.errors)
             return list(error.errors)
-        if config.storage.url != (self.config.storage.url if self.config else None):
-            log.warning("storage.url changed; restart driftowner to use the new store")
+        self._warn(config)
         old_sources, old_channels = self.sources, self.channels
         self.sources, self.channels = self._build_edges(config)
         self.config = config
@@ -367,6 +373,7 @@ class Daemon:
                 print(line, file=sys.stderr)
             return 1
         self.config = config
+        self._warn(config)
         # Counters' *_created series double the exposition for no use here.
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         host, _, port = config.server.listen.rpartition(":")
@@ -469,6 +476,34 @@ class Daemon:
             return await self.reload()
         finally:
             sdnotify.notify(sdnotify.READY)
+
+
+RESTART_ONLY: tuple[tuple[str, str, str], ...] = (
+    ("server", "listen", "the HTTP listener stays bound to the old address"),
+    ("storage", "url", "the running store stays open"),
+)
+"""Settings a reload cannot apply: ``(section, field, why)``."""
+
+
+def _refuse_restart_only_changes(path: Path, running: Config, loaded: Config) -> None:
+    """A reload that changes a setting only a restart applies is refused as a whole: applying
+    the rest would leave the config saying one thing (links to a new port) and the process
+    doing another.
+
+    Raises:
+        ConfigError: one line per such change, ``FILE: section.field: ...``.
+    """
+    errors = []
+    for section, field, why in RESTART_ONLY:
+        before = getattr(getattr(running, section), field)
+        after = getattr(getattr(loaded, section), field)
+        if before != after:
+            errors.append(
+                f"{path}: {section}.{field}: changed, which takes a restart ({why}); "
+                "reload refused, the running config is kept: restart driftowner to apply it"
+            )
+    if errors:
+        raise ConfigError(errors)
 
 
 async def _close_all(sources: dict[str, Source], channels: dict[str, Channel]) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from driftowner.config import Config, owner_contact, team_contact
+from driftowner.config import Config, owner_contact, round_length, team_contact
 from driftowner.model import (
     AUTO,
     ChainSnapshot,
@@ -60,10 +60,7 @@ the outbox leases by ``created_at``, so a later step's pages come after an earli
 def cycle_length(chain: ChainSnapshot) -> timedelta:
     """Time from the start of one round of the chain to the start of the next (repeat): the
     last step's ``after`` plus the gap before the last step."""
-    steps = chain.steps
-    if len(steps) < 2:
-        return steps[-1].after
-    return steps[-1].after + (steps[-1].after - steps[-2].after)
+    return round_length([step.after for step in chain.steps])
 
 
 def rounds(chain: ChainSnapshot) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,6 +52,46 @@ def test_check_config_reports_every_error_and_exits_1(
     lines = err.strip().splitlines()
     assert any(line.startswith(f"{bad}: evaluation.interval: ") for line in lines), lines
     assert "Traceback" not in err
+
+
+def test_check_config_on_a_duration_that_overflowed_prints_one_line_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """``after: 99999999999999999999d`` used to crash check-config with OverflowError and a
+    traceback; as a process it now exits 1 with the located error alone (issue 5, defect 4)."""
+    text = (ROOT / "config" / "demo.yaml").read_text()
+    step = "      - after: 20s"
+    assert step in text
+    bad = tmp_path / "overflow.yaml"
+    bad.write_text(text.replace(step, "      - after: 99999999999999999999d"))
+    done = subprocess.run(
+        [sys.executable, "-m", "driftowner.cli", "check-config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.splitlines() == [
+        f"{bad}: escalation_chains.demo.steps[1].after: duration '99999999999999999999d' is "
+        "longer than the maximum 10y (3650d)"
+    ]
+
+
+def test_check_config_prints_warnings_and_still_exits_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config listening on 0.0.0.0 without external_url and api_token is valid (exit 0)
+    but check-config says, on stderr, at which path, what is likely wrong (defect 7)."""
+    text = (ROOT / "config" / "demo.yaml").read_text()
+    config = tmp_path / "open.yaml"
+    config.write_text(text.replace('listen: "127.0.0.1:9587"', 'listen: "0.0.0.0:9587"'))
+    code, out, err = run(capsys, "check-config", str(config))
+    assert code == 0 and out.startswith(f"{config}: ok (")
+    assert [line.split(": ")[1:3] for line in err.splitlines()] == [
+        ["server.external_url", "warning"],
+        ["server.api_token", "warning"],
+    ]
 
 
 def test_schema_prints_the_json_schema_with_yaml_spellings(
@@ -162,6 +204,15 @@ def test_incident_commands_ack_resolve_and_report(
 
     code, _, err = run(capsys, "report", "--since", "a while", "--config", str(config))
     assert code == 1 and "--since" in err
+    # Used to escape as OverflowError (a traceback); now a located error naming the maximum.
+    code, _, err = run(
+        capsys, "report", "--since", "99999999999999999999d", "--config", str(config)
+    )
+    assert (code, err.strip()) == (
+        1,
+        "driftowner report: --since: duration '99999999999999999999d' is longer than the "
+        "maximum 10y (3650d)",
+    )
 
 
 def test_show_of_an_unknown_incident_exits_1(
@@ -305,6 +356,7 @@ def test_replay_over_the_demo_finds_its_one_disagreement(
         (["--from", "inf"], "--from: invalid time 'inf'"),
         (["--from", "now-99999999w"], "--from: invalid time 'now-99999999w'"),
         (["--from", "now-1h", "--interval", "0s"], "--interval: must be longer than 0s"),
+        (["--from", "now-1h", "--interval", "500000w"], "--interval: duration '500000w' is"),
         (["--from", "now", "--to", "now-1h"], "--from is after --to"),
     ):
         code, _, err = run(capsys, "replay", "--config", str(config), *bad)

@@ -1,17 +1,25 @@
 """The daemon's scheduled jobs: a failing cycle is logged, never silent, and the loop goes on;
 leadership and health when the store cannot be written (SQLite: the one instance keeps leading;
-PostgreSQL: it follows, and readiness says why)."""
+PostgreSQL: it follows, and readiness says why); reload applies a new config, or refuses one
+that only a restart could apply."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import asyncio
+import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from fastapi.testclient import TestClient
 from structlog.testing import capture_logs
 
+from driftowner import daemon as daemon_module
+from driftowner.api import Runtime, create_app
 from driftowner.daemon import Daemon
+from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
 from driftowner.model import SourceResult
 from driftowner.store import Store
@@ -175,3 +183,142 @@ async def test_a_postgresql_instance_that_cannot_reach_its_store_follows_and_say
     await daemon.lead()
     assert daemon.leading and daemon.store.unwritable() is None
     daemon.store.close()
+
+
+# --- reload -----------------------------------------------------------------------------------
+
+
+def reloadable(daemon: Daemon) -> Daemon:
+    """The daemon as :meth:`Daemon.run` leaves it for a reload: a runtime and a scheduler
+    (never started: no job runs in these tests)."""
+    assert daemon.config and daemon.store and daemon.metrics
+    signer = LinkSigner(daemon.store.secret("links"), daemon.config.server.base_url)
+    daemon.signer = signer
+    daemon.runtime = Runtime(
+        config=daemon.config,
+        store=daemon.store,
+        metrics=daemon.metrics,
+        clock=daemon.clock,
+        links=signer,
+        healthy=daemon.healthy,
+    )
+    daemon.scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), timezone=UTC)
+    daemon.metrics.config_reload_ok.set(1)
+    return daemon
+
+
+def gauge(daemon: Daemon, name: str) -> float | None:
+    assert daemon.metrics is not None
+    return daemon.metrics.registry.get_sample_value(name)
+
+
+def edit(daemon: Daemon, old: str, new: str) -> None:
+    text = daemon.config_path.read_text()
+    assert old in text
+    daemon.config_path.write_text(text.replace(old, new))
+
+
+async def test_a_reload_that_changes_the_listen_address_is_refused(daemon: Daemon) -> None:
+    """The listener stays bound to the old port, so applying the new server.listen would put
+    links to a port where nothing listens in every message: the whole reload is refused with
+    an error naming server.listen, the old config stays, the reload gauge reads 0 (issue 5,
+    defect 7)."""
+    reloadable(daemon)
+    running = daemon.config
+    edit(daemon, 'listen: "127.0.0.1:9587"', 'listen: "127.0.0.1:9588"')
+    edit(daemon, "interval: 2s", "interval: 3s")
+    with capture_logs() as logs:
+        errors = await daemon.reload()
+    assert errors == [
+        f"{daemon.config_path}: server.listen: changed, which takes a restart (the HTTP "
+        "listener stays bound to the old address); reload refused, the running config is "
+        "kept: restart driftowner to apply it"
+    ]
+    assert daemon.config is running and daemon.runtime and daemon.runtime.config is running
+    assert gauge(daemon, "driftowner_config_last_reload_successful") == 0
+    assert [entry["log_level"] for entry in logs if "reload" in entry["event"]] == ["error"]
+
+
+async def test_a_reload_that_changes_the_store_is_refused(daemon: Daemon, tmp_path: Path) -> None:
+    """storage.url takes a restart too (the running store stays open): refused the same way
+    rather than half-applied with a warning."""
+    reloadable(daemon)
+    running = daemon.config
+    edit(daemon, f"sqlite:///{tmp_path}/s.db", f"sqlite:///{tmp_path}/other.db")
+    errors = await daemon.reload()
+    assert len(errors) == 1 and errors[0].startswith(f"{daemon.config_path}: storage.url: ")
+    assert daemon.config is running
+    assert gauge(daemon, "driftowner_config_last_reload_successful") == 0
+
+
+async def test_a_listen_pinned_by_the_command_line_ignores_the_file(tmp_path: Path) -> None:
+    """With --listen, the file's server.listen does not choose the address: a reload that
+    changes it applies (the rest of the config included), keeping the pinned address."""
+    config = tmp_path / "demo.yaml"
+    text = (ROOT / "config" / "demo.yaml").read_text()
+    config.write_text(text.replace("sqlite:///var/demo.db", f"sqlite:///{tmp_path}/s.db"))
+    daemon = Daemon(config, listen="127.0.0.1:9999")
+    daemon.config = daemon._load()
+    daemon.store = Store(daemon.config.storage.url)
+    daemon.store.open()
+    daemon.metrics = Metrics(daemon.store, daemon.clock)
+    daemon.sources, daemon.channels = daemon._build_edges(daemon.config)
+    reloadable(daemon)
+    edit(daemon, 'listen: "127.0.0.1:9587"', 'listen: "127.0.0.1:9588"')
+    edit(daemon, "interval: 2s", "interval: 3s")
+    assert await daemon.reload() == []
+    assert daemon.config.server.listen == "127.0.0.1:9999"
+    assert daemon.config.evaluation.interval == timedelta(seconds=3)
+    assert gauge(daemon, "driftowner_config_last_reload_successful") == 1
+    daemon.store.close()
+
+
+async def test_open_listen_warnings_are_logged_at_reload_and_at_start(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config listening on every interface without api_token or external_url is valid, but
+    the daemon says so loudly, at start (before it binds) and at every reload."""
+    daemon.listen_override = "0.0.0.0:9587"
+    daemon.config = daemon._load()
+    reloadable(daemon)
+    with capture_logs() as logs:
+        assert await daemon.reload() == []
+    warned = [e["warning"] for e in logs if e["event"] == "config warning"]
+    assert [line.split(": ")[1] for line in warned] == ["server.external_url", "server.api_token"]
+    assert all(e["log_level"] == "warning" for e in logs if e["event"] == "config warning")
+
+    def cannot_bind(host: str, port: int) -> socket.socket:
+        raise OSError("not in a test")  # no test binds a non-loopback address
+
+    monkeypatch.setattr(daemon_module, "_bind", cannot_bind)
+    starting = Daemon(daemon.config_path, listen="0.0.0.0:9587")
+    with capture_logs() as logs:
+        assert await starting.run() == 1
+    warned = [e["warning"] for e in logs if e["event"] == "config warning"]
+    assert [line.split(": ")[1] for line in warned] == ["server.external_url", "server.api_token"]
+
+
+async def test_post_reload_answers_reloaded_false_when_listen_changed(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through HTTP: POST /-/reload of a changed server.listen answers ``reloaded: false``
+    with the error (it used to answer ``reloaded: true``), and /metrics shows the failed
+    reload."""
+    monkeypatch.setenv("DRIFTOWNER_SERVER__API_TOKEN", "reload-token")
+    daemon.config = daemon._load()
+    reloadable(daemon)
+    assert daemon.runtime is not None
+    loop = asyncio.get_running_loop()
+    daemon.runtime.reload = lambda: asyncio.run_coroutine_threadsafe(daemon.reload(), loop).result(
+        30
+    )
+    edit(daemon, 'listen: "127.0.0.1:9587"', 'listen: "127.0.0.1:9588"')
+    with TestClient(create_app(daemon.runtime)) as client:
+        answer = await asyncio.to_thread(
+            client.post, "/-/reload", headers={"Authorization": "Bearer reload-token"}
+        )
+        metrics = await asyncio.to_thread(client.get, "/metrics")
+    assert answer.status_code == 422
+    assert answer.json()["reloaded"] is False
+    assert "server.listen: changed" in answer.json()["errors"][0]
+    assert "driftowner_config_last_reload_successful 0.0" in metrics.text

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from driftowner.cli import main
 from driftowner.config import (
+    MAX_DURATION,
     Config,
     EmailChannelConfig,
     SignalConfig,
@@ -20,11 +21,18 @@ from driftowner.config import (
     SystemConfig,
     TemplateRefConfig,
     config_json_schema,
+    config_warnings,
     format_duration,
     parse_duration,
     parse_percent,
 )
-from driftowner.configload import ConfigError, default_secrets_dir, load_config, load_config_text
+from driftowner.configload import (
+    ConfigError,
+    default_secrets_dir,
+    load_config,
+    load_config_text,
+    warning_lines,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BROKEN = sorted((ROOT / "tests" / "data" / "configs").glob("*.yaml"))
@@ -362,6 +370,22 @@ SECRET = "xoxb-9f2c7d41-VERY-SECRET"
             id="webhook-pasted-into-a-duration",
         ),
         pytest.param(
+            VALID.replace('"https://hooks.slack.com/services/T/B/X"', SECRET),
+            {},
+            None,
+            id="secret-webhook-url-that-is-no-url",
+        ),
+        pytest.param(
+            VALID,
+            {
+                "DRIFTOWNER_CHANNELS__HOOK__TYPE": "webhook",
+                "DRIFTOWNER_CHANNELS__HOOK__URL": f"ftp://{SECRET}",
+            },
+            None,
+            id="secret-webhook-url-from-env-not-http",
+        ),
+        pytest.param(VALID, {}, "driftowner_server__api_token", id="secret-file-not-text"),
+        pytest.param(
             VALID + f"storage: {{url: 'mysql://u:{SECRET}@db/x'}}\n",
             {},
             None,
@@ -377,13 +401,213 @@ def test_secrets_are_never_echoed(
     if secret_file is not None:
         secrets_dir = tmp_path / "secrets"
         secrets_dir.mkdir()
-        (secrets_dir / secret_file).write_text(SECRET)
+        # A NUL makes the secret-file-not-text case; elsewhere it is just one more character.
+        (secrets_dir / secret_file).write_text(SECRET + ("\x00" if "token" in secret_file else ""))
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ=environ, secrets_dir=secrets_dir)
     assert caught.value.errors
     assert SECRET not in str(caught.value)
     assert "SECRET" not in str(caught.value)
+
+
+# --- text, URLs, blank secrets -------------------------------------------------------------
+
+
+def test_invalid_text_from_env_and_secret_files_is_located_and_not_echoed(tmp_path: Path) -> None:
+    """A lone surrogate in a variable and a NUL in a secret file are errors at their YAML path,
+    naming where they came from, printable, without the value (issue 5, defect 4)."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "driftowner_server__api_token").write_text("tok\x00en")
+    path = write(tmp_path, VALID)
+    errors = errors_of(
+        path,
+        environ={"DRIFTOWNER_SYSTEMS__FRAUD_SCORING__RUNBOOK": "https://wiki/\udcff"},
+        secrets_dir=secrets,
+    )
+    assert errors == [
+        f"{path}: server.api_token (from secret file driftowner_server__api_token): is not "
+        "valid text: character 4 is U+0000, a NUL character (config text may not hold control "
+        "characters or lone surrogates)",
+        f"{path}: systems.fraud-scoring.runbook (from DRIFTOWNER_SYSTEMS__FRAUD_SCORING__RUNBOOK)"
+        ": is not valid text: character 14 is U+DCFF, a lone surrogate, which is not a character "
+        "(config text may not hold control characters or lone surrogates)",
+    ]
+    for line in errors:
+        line.encode("utf-8")  # printable: no lone surrogate left in the line
+
+
+def test_invalid_text_in_systems_dir_and_file_paths_is_an_error_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    """A NUL in ``systems_dir`` or a file source's path would crash the filesystem call
+    (ValueError: embedded null byte); it is a located error instead."""
+    path = write(tmp_path, VALID + 'systems_dir: "sys\\0tems"\n')
+    assert errors_of(path, environ={}) == [
+        f"{path}: systems_dir: is not valid text: character 4 is U+0000, a NUL character "
+        "(config text may not hold control characters or lone surrogates)"
+    ]
+    text = VALID.replace(
+        '  prom: {type: prometheus, url: "http://localhost:9090"}',
+        '  prom: {type: prometheus, url: "http://localhost:9090"}\n'
+        '  csv: {type: file, path: "/tmp/a\\x07b.csv"}',
+    )
+    assert errors_of(write(tmp_path, text), environ={}) == [
+        f"{path}: sources.csv.path: is not valid text: character 7 is U+0007, a control or "
+        "non-character code point (config text may not hold control characters or lone "
+        "surrogates)"
+    ]
+
+
+def test_invalid_text_in_a_systems_dir_file_names_that_file(tmp_path: Path) -> None:
+    """A NUL in a system's name and a lone surrogate in its owner, in a ``systems_dir`` file:
+    errors naming that file and the paths, escaped so the lines print."""
+    (tmp_path / "systems").mkdir()
+    (tmp_path / "systems" / "pay.yaml").write_text('"pay\\0x":\n  owner: "al\\ud800"\n')
+    path = write(tmp_path, VALID + "systems_dir: systems\n")
+    tail = "(config text may not hold control characters or lone surrogates)"
+    assert errors_of(path, environ={}) == [
+        f"{tmp_path}/systems/pay.yaml: systems.pay\\x00x: key is not valid text: character 4 "
+        f"is U+0000, a NUL character {tail}",
+        f"{tmp_path}/systems/pay.yaml: systems.pay\\x00x.owner: is not valid text: character 3 "
+        f"is U+D800, a lone surrogate, which is not a character {tail}",
+    ]
+
+
+def test_a_raw_control_character_is_a_yaml_error_with_its_line() -> None:
+    """A NUL written raw into the file (not as an escape) is refused by YAML itself; the
+    error names its line and column instead of raising ReaderError."""
+    with pytest.raises(ConfigError) as caught:
+        load_config_text("sources:\n  p\x00: 1\n", name="<doc>", environ={})
+    assert caught.value.errors == [
+        "<doc>: line 2, column 4: unacceptable character U+0000: YAML does not allow control "
+        "characters or lone surrogates"
+    ]
+
+
+def test_a_file_that_is_not_utf8_names_the_byte(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 are a one-line error naming where they are."""
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"owners: {al\xe9: {}}\n")
+    assert errors_of(path, environ={}) == [
+        f"{path}: cannot read: not UTF-8 text (invalid continuation byte at byte 11)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("section", "entry", "problem"),
+    [
+        ("server", "external_url: 'driftowner.example.com'", "server.external_url"),
+        ("server", "api_token: '   '", "server.api_token"),
+        ("channels", "hook: {type: webhook, url: 'hooks/x'}", "channels.hook.url"),
+        ("channels", "hook: {type: webhook, url: '  '}", "channels.hook.url"),
+        ("channels", "s2: {type: slack, webhook_url: 'hooks.slack.com/x'}", "channels.s2."),
+        ("channels", "s2: {type: slack, token: xoxb-1, api_url: 'slack.com'}", "channels.s2."),
+        ("channels", "m: {type: email, host: h, from: f, password: ''}", "channels.m.password"),
+        ("sources", "p2: {type: prometheus, url: 'http://'}", "sources.p2.url"),
+        ("sources", "p2: {type: prometheus, url: 'http://h:99999'}", "sources.p2.url"),
+        ("sources", "p2: {type: prometheus, url: 'http://[::1'}", "sources.p2.url"),
+        ("sources", "p2: {type: prometheus, url: 'http://h', bearer_token: ' '}", "sources.p2."),
+    ],
+)
+def test_urls_must_be_http_with_a_host_and_secrets_must_not_be_blank(
+    tmp_path: Path, section: str, entry: str, problem: str
+) -> None:
+    """Links, Prometheus, webhook and Slack URLs must be http(s) with a host, and a secret may
+    not be empty or blank: each is an error at its path at load, not a failure at first use
+    (issue 5, defect 7)."""
+    if section == "server":
+        text = VALID + f"server: {{{entry}}}\n"
+    else:
+        text = VALID.replace(f"{section}:\n", f"{section}:\n  {entry}\n", 1)
+    errors = errors_of(write(tmp_path, text), environ={})
+    assert errors and all(f": {problem}" in line for line in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "min: 0.90",
+            "min: .nan",
+            "systems.fraud-scoring.signals.accuracy.detect.threshold.min: must be a finite number",
+        ),
+        (
+            "min: 0.90",
+            "min: -.inf",
+            "systems.fraud-scoring.signals.accuracy.detect.threshold.min: must be a finite number",
+        ),
+        (
+            "from: driftowner@example.com}",
+            "from: d@example.com, port: 99999999999999999999}",
+            "channels.email.port: must be less than or equal to 65535",
+        ),
+    ],
+)
+def test_numbers_that_would_silently_never_work_are_errors(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    """A NaN threshold never fires and an SMTP port past 65535 never connects: both used to
+    load silently; now each is an error at its path."""
+    path = write(tmp_path, VALID.replace(old, new, 1))
+    assert errors_of(path, environ={}) == [f"{path}: {expected}"]
+
+
+def test_secret_url_errors_do_not_echo_the_url(tmp_path: Path) -> None:
+    """A webhook URL is a secret: its error says what is wrong without showing it."""
+    text = VALID + "server: {listen: '127.0.0.1:9587'}\n"
+    path = write(tmp_path, text)
+    errors = errors_of(
+        path,
+        environ={
+            "DRIFTOWNER_CHANNELS__HOOK__TYPE": "webhook",
+            "DRIFTOWNER_CHANNELS__HOOK__URL": "gopher://tok",
+        },
+    )
+    assert errors == [
+        f"{path}: channels.hook.url (from DRIFTOWNER_CHANNELS__HOOK__URL): must be an http(s) "
+        "URL with a host, e.g. https://host:port/path (value not shown: it is a secret)"
+    ]
+
+
+# --- warnings -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("server", "expected"),
+    [
+        ("{listen: '127.0.0.1:9587'}", []),
+        ("{listen: '[::1]:9587'}", []),
+        ("{listen: 'localhost:9587'}", []),
+        ("{listen: '0.0.0.0:9587', external_url: 'https://d.example.com', api_token: t}", []),
+        ("{listen: '10.1.2.3:9587', api_token: t}", []),
+        ("{listen: '10.1.2.3:9587'}", ["server.api_token"]),
+        ("{listen: 'driftowner.internal:9587', api_token: t}", []),
+        ("{listen: '0.0.0.0:9587', api_token: t}", ["server.external_url"]),
+        ("{listen: '[::]:9587'}", ["server.external_url", "server.api_token"]),
+        ("{listen: '0.0.0.0:9587', external_url: 'https://d.example.com'}", ["server.api_token"]),
+    ],
+)
+def test_config_warnings_name_open_listeners_and_unreachable_links(
+    tmp_path: Path, server: str, expected: list[str]
+) -> None:
+    """A listen address other machines reach without api_token, and links that would point at
+    0.0.0.0 (no external_url), are warnings at their paths; loopback needs neither (issue 5,
+    defect 7)."""
+    path = write(tmp_path, VALID + f"server: {server}\n")
+    lines = warning_lines(load_config(path, environ={}), str(path))
+    assert [line.split(": ")[1] for line in lines] == expected
+    assert all(line.split(": ")[2] == "warning" for line in lines)
+    if "server.external_url" in expected:
+        assert any("would point to http://" in line for line in lines)
+
+
+def test_the_shipped_configs_warn_about_nothing() -> None:
+    """The example and the demo listen on loopback: no warning to learn to ignore."""
+    for name in ("example.yaml", "demo.yaml"):
+        config = load_config(ROOT / "config" / name, environ={})
+        assert config_warnings(config) == []
 
 
 # --- error reporting ------------------------------------------------------------------------
@@ -504,6 +728,35 @@ def test_parse_duration_rejects_everything_else(text: object) -> None:
     """Anything but a Prometheus duration is a ValueError naming the accepted syntax."""
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "99999999999999999999d",
+        "500000w",
+        "3651d",
+        "11y",
+        "10y1ms",
+        "9" * 5000 + "s",
+        "1" + "0" * 16 + "ms",
+    ],
+)
+def test_parse_duration_refuses_more_than_ten_years_with_a_value_error(text: str) -> None:
+    """Past the maximum (10y) is a ValueError naming it, never OverflowError (issue 5, defect
+    4), whatever the number of digits."""
+    with pytest.raises(ValueError, match=r"longer than the maximum 10y \(3650d\)"):
+        parse_duration(text)
+
+
+def test_parse_duration_accepts_exactly_the_maximum() -> None:
+    """10y and 3650d are the maximum and pass; a longer timedelta given directly does not."""
+    assert parse_duration("10y") == parse_duration("3650d") == MAX_DURATION
+    assert parse_duration(MAX_DURATION) == MAX_DURATION
+    with pytest.raises(ValueError, match="maximum"):
+        parse_duration(MAX_DURATION + timedelta(milliseconds=1))
+    with pytest.raises(ValueError, match="negative"):
+        parse_duration(timedelta(seconds=-1))
 
 
 @pytest.mark.parametrize(
