@@ -421,54 +421,15 @@ def _whole(value: timedelta) -> timedelta:
 # -- parser -----------------------------------------------------------------------------------
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="driftowner",
-        description="One accountable owner for every production AI system.",
+def config_arg(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--config",
+        help="config file (default: $DRIFTOWNER_CONFIG, then ./config/driftowner.yaml)",
     )
-    p.add_argument("--version", action="version", version=f"driftowner {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def config_arg(c: argparse.ArgumentParser) -> None:
-        c.add_argument(
-            "--config",
-            help="config file (default: $DRIFTOWNER_CONFIG, then ./config/driftowner.yaml)",
-        )
 
-    c = sub.add_parser("run", help="run the daemon")
-    config_arg(c)
-    c.add_argument("--listen", help="HOST:PORT to serve HTTP on (overrides server.listen)")
-    c.set_defaults(func=cmd_run)
-
-    c = sub.add_parser("demo", help="run the daemon on config/demo.yaml (simulated metrics)")
-    c.add_argument("--listen", help="HOST:PORT to serve HTTP on")
-    c.set_defaults(func=cmd_demo)
-
-    c = sub.add_parser("check-config", help="validate a config file")
-    c.add_argument("path")
-    c.set_defaults(func=cmd_check_config)
-
-    c = sub.add_parser("schema", help="print the JSON Schema of the config")
-    c.set_defaults(func=cmd_schema)
-
-    c = sub.add_parser("evaluate", help="one poll + detect cycle; prints findings, changes nothing")
-    config_arg(c)
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_evaluate)
-
-    c = sub.add_parser("replay", help="backtest: the incidents the rules would have opened")
-    config_arg(c)
-    c.add_argument("--from", dest="start", required=True, help="RFC 3339, Unix seconds, now-7d")
-    c.add_argument("--to", dest="end", default="now", help="default: now")
-    c.add_argument("--interval", help="between evaluations (default: evaluation.interval)")
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_replay)
-
-    c = sub.add_parser("notify-test", help="one test message through each of an owner's channels")
-    config_arg(c)
-    c.add_argument("--owner", required=True)
-    c.set_defaults(func=cmd_notify_test)
-
+def _incident_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """incidents, show, ack, resolve, reassign, report: the commands over the store."""
     c = sub.add_parser("incidents", help="list incidents")
     config_arg(c)
     c.add_argument("--state", choices=STATES)
@@ -511,6 +472,51 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--since", default="30d")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_report)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="driftowner",
+        description="One accountable owner for every production AI system.",
+    )
+    p.add_argument("--version", action="version", version=f"driftowner {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("run", help="run the daemon")
+    config_arg(c)
+    c.add_argument("--listen", help="HOST:PORT to serve HTTP on (overrides server.listen)")
+    c.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("demo", help="run the daemon on config/demo.yaml (simulated metrics)")
+    c.add_argument("--listen", help="HOST:PORT to serve HTTP on")
+    c.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.add_argument("path")
+    c.set_defaults(func=cmd_check_config)
+
+    c = sub.add_parser("schema", help="print the JSON Schema of the config")
+    c.set_defaults(func=cmd_schema)
+
+    c = sub.add_parser("evaluate", help="one poll + detect cycle; prints findings, changes nothing")
+    config_arg(c)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("replay", help="backtest: the incidents the rules would have opened")
+    config_arg(c)
+    c.add_argument("--from", dest="start", required=True, help="RFC 3339, Unix seconds, now-7d")
+    c.add_argument("--to", dest="end", default="now", help="default: now")
+    c.add_argument("--interval", help="between evaluations (default: evaluation.interval)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_replay)
+
+    c = sub.add_parser("notify-test", help="one test message through each of an owner's channels")
+    config_arg(c)
+    c.add_argument("--owner", required=True)
+    c.set_defaults(func=cmd_notify_test)
+
+    _incident_commands(sub)
     return p
 
 

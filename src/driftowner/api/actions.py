@@ -102,9 +102,6 @@ def links_router(runtime: Runtime) -> APIRouter:
     link's recipient."""
     r = APIRouter()
 
-    def shown(title: str, **kw: Any) -> HTMLResponse:
-        return page(runtime.config, runtime.clock, title, **kw)
-
     @r.get("/a/{token}", response_class=HTMLResponse, include_in_schema=False)
     def action_page(token: str) -> HTMLResponse:
         """A signed link opened: show the incident, who acts, and ask to confirm (mail
@@ -113,15 +110,17 @@ def links_router(runtime: Runtime) -> APIRouter:
             link = runtime.links.verify(token)
             incident = service.get(runtime.store, link.incident_id)
         except (InvalidLink, service.NotFound) as error:
-            return shown("Link not usable", error=str(error), status=403)
+            return page(runtime, "Link not usable", error=str(error), status=403)
         verb = "Acknowledge" if link.action == "ack" else "Resolve"
         if incident.state == "resolved" or (link.action == "ack" and incident.state != "open"):
-            return shown(
+            return page(
+                runtime,
                 f"{verb}: nothing to do",
                 incident=incident,
                 message=f"This incident is already {incident.state}.",
             )
-        return shown(
+        return page(
+            runtime,
             f"{verb} this incident?",
             incident=incident,
             confirm=verb,
@@ -142,46 +141,48 @@ def links_router(runtime: Runtime) -> APIRouter:
             by = _form_field(form, "by")
             note = _form_field(form, "note") or ""
         except service.BadRequest as error:
-            return shown("Not done", error=str(error), status=422)
+            return page(runtime, "Not done", error=str(error), status=422)
         # The store is synchronous: act in the threadpool, as the plain-def routes do, so a
         # busy store never stalls the event loop.
-        return await run_in_threadpool(act_on_link, token, by, note)
-
-    def act_on_link(token: str, form_by: str | None, note: str) -> HTMLResponse:
-        """Act as the link's recipient; a form naming anyone else is refused (the audit trail
-        records who was paged, never who a form claims to be)."""
-        try:
-            link = runtime.links.verify(token)
-        except InvalidLink as error:
-            return shown("Link not usable", error=str(error), status=403)
-        by = link.recipient
-        name = owner_name(runtime.config, by)
-        if form_by is not None and form_by != by:
-            return shown("Not done", error=f"this link acts only as {name}", status=403)
-        action: service.Action = "ack" if link.action == "ack" else "resolve"
-        try:
-            incident = service.act(
-                runtime.store,
-                runtime.config,
-                runtime.links,
-                action,
-                link.incident_id,
-                by,
-                note,
-                runtime.clock(),
-                "link",
-            )
-        except service.REFUSALS as error:
-            refused = refusal(error)
-            return shown("Not done", error=refused.located, status=refused.status)
-        done = (
-            f"Acknowledged by {name}. Escalation has stopped."
-            if action == "ack"
-            else f"Resolved by {name}. Everyone who was notified will hear of it."
-        )
-        return shown("Done", incident=incident, message=done)
+        return await run_in_threadpool(act_on_link, runtime, token, by, note)
 
     return r
+
+
+def act_on_link(runtime: Runtime, token: str, form_by: str | None, note: str) -> HTMLResponse:
+    """Act as the link's recipient; a form naming anyone else is refused (the audit trail
+    records who was paged, never who a form claims to be)."""
+
+    try:
+        link = runtime.links.verify(token)
+    except InvalidLink as error:
+        return page(runtime, "Link not usable", error=str(error), status=403)
+    by = link.recipient
+    name = owner_name(runtime.config, by)
+    if form_by is not None and form_by != by:
+        return page(runtime, "Not done", error=f"this link acts only as {name}", status=403)
+    action: service.Action = "ack" if link.action == "ack" else "resolve"
+    try:
+        incident = service.act(
+            runtime.store,
+            runtime.config,
+            runtime.links,
+            action,
+            link.incident_id,
+            by,
+            note,
+            runtime.clock(),
+            "link",
+        )
+    except service.REFUSALS as error:
+        refused = refusal(error)
+        return page(runtime, "Not done", error=refused.located, status=refused.status)
+    done = (
+        f"Acknowledged by {name}. Escalation has stopped."
+        if action == "ack"
+        else f"Resolved by {name}. Everyone who was notified will hear of it."
+    )
+    return page(runtime, "Done", incident=incident, message=done)
 
 
 def _form_field(form: dict[str, list[str]], name: str) -> str | None:

@@ -4,12 +4,12 @@ template environment the status page shares."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import jinja2
 from fastapi.responses import HTMLResponse
 
+from driftowner.api.runtime import Runtime
 from driftowner.config import Config, format_duration
 from driftowner.model import Incident
 
@@ -35,8 +35,7 @@ def whole_age(incident: Incident, now: datetime) -> str:
 
 
 def page(
-    config: Config,
-    clock: Callable[[], datetime],
+    runtime: Runtime,
     title: str,
     *,
     incident: Incident | None = None,
@@ -53,8 +52,8 @@ def page(
         .render(
             title=title,
             incident=incident,
-            owner_name=owner_name(config, incident.owner) if incident else "",
-            age=whole_age(incident, clock()) if incident else "",
+            owner_name=owner_name(runtime.config, incident.owner) if incident else "",
+            age=whole_age(incident, runtime.clock()) if incident else "",
             error=error,
             message=message,
             confirm=confirm,
