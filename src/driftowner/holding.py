@@ -56,8 +56,7 @@ def holdings(
         now: The instant open holdings are measured to.
     """
     if not handovers:
-        first = timing.first_acknowledged_at
-        acknowledged = () if first is None else (first,)
+        return [_whole(timing, now)]
     owners = [h.from_owner for h in handovers] + [timing.owner]
     starts = [timing.opened_at] + [h.at.timestamp() for h in handovers]
     ends: list[float | None] = [h.at.timestamp() for h in handovers]
@@ -93,3 +92,23 @@ def holdings(
             )
         )
     return out
+
+
+def _whole(timing: Timing, now: float) -> Holding:
+    """The one holding of an incident never handed over: its own numbers (the common case,
+    thousands per scrape, so built directly)."""
+    tta = timing.time_to_acknowledge
+    ttr = timing.time_to_resolve
+    return Holding(
+        incident_id=timing.incident_id,
+        owner=timing.owner,
+        system=timing.system,
+        start=timing.opened_at,
+        end=timing.resolved_at,
+        received=False,
+        handed_over=False,
+        time_to_acknowledge=tta,
+        time_to_resolve=ttr,
+        ack_breached=timing.ack_breached(now),
+        resolve_breached=timing.resolve_breached(now),
+    )

@@ -4,6 +4,7 @@ with the CLI). No label carries an incident id, an email address or free text.""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
@@ -233,7 +234,8 @@ def _holding_metrics(incidents: list[Timing], held: list[Holding], now: float) -
 def _histogram(name: str, documentation: str, by_owner: dict[str, list[float]]) -> Metric:
     family = HistogramMetricFamily(name, documentation, labels=["owner"])
     for owner, values in sorted(by_owner.items()):
-        buckets = [(_le(bound), float(sum(v <= bound for v in values))) for bound in TIME_BUCKETS]
+        ordered = sorted(values)
+        buckets = [(_le(bound), float(bisect_right(ordered, bound))) for bound in TIME_BUCKETS]
         buckets.append(("+Inf", float(len(values))))
         family.add_metric([owner], buckets, sum(values))
     return family
