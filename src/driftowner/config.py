@@ -378,6 +378,9 @@ class OwnerConfig(Strict):
     email: str | None = None
     slack: str | None = None
     """Slack member id (``U024BE7LH``)."""
+    api_token: Secret | None = None
+    """A bearer token that acts on incidents only as this owner (``server.api_token`` is the
+    admin token, which names who acts)."""
 
 
 class TeamConfig(Strict):
@@ -1001,6 +1004,28 @@ def cross_check(config: Config) -> list[ConfigIssue]:
     for system_name, system in config.systems.items():
         issues.extend(_check_system(config, system_name, system))
     issues.extend(_check_label_claims(config))
+    issues.extend(_check_api_tokens(config))
+    return issues
+
+
+def _check_api_tokens(config: Config) -> list[ConfigIssue]:
+    """Each API token names one actor: no owner's token is another's or the admin token
+    (the message never shows the token)."""
+    issues: list[ConfigIssue] = []
+    admin = config.server.api_token
+    holders: dict[str, str] = {} if admin is None else {admin.get_secret_value(): "server"}
+    for key, owner in config.owners.items():
+        if owner.api_token is None:
+            continue
+        token = owner.api_token.get_secret_value()
+        holder = holders.setdefault(token, f"owners.{key}")
+        if holder != f"owners.{key}":
+            issues.append(
+                (
+                    ("owners", key, "api_token"),
+                    f"the same token as {holder}.api_token: each token must act as one actor only",
+                )
+            )
     return issues
 
 

@@ -47,6 +47,10 @@ so that they show who acts on it now."""
 
 AUTO = "auto"
 """The actor that stands for driftowner itself (auto-resolve, escalation)."""
+Via = Literal["api", "cli", "link", "slack", "auto"]
+"""Through what an action came: the HTTP API, the command line, a signed link, a Slack button,
+or driftowner itself."""
+VIAS: tuple[Via, ...] = ("api", "cli", "link", "slack", "auto")
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +250,7 @@ class Incident:
 
     def timing(self) -> Timing:
         return Timing(
+            incident_id=self.id,
             owner=self.owner,
             system=self.system,
             kind=self.kind,
@@ -263,8 +268,11 @@ class Incident:
 @dataclass(frozen=True, slots=True)
 class Timing:
     """The numbers of one incident that the report and ``/metrics`` aggregate: instants as
-    Unix seconds, SLOs as seconds. Read from plain store columns, so thousands are cheap."""
+    Unix seconds, SLOs as seconds. Read from plain store columns, so thousands are cheap.
+    ``owner`` is the current accountable owner; :mod:`driftowner.holding` splits an incident
+    handed over between owners into the periods each held it."""
 
+    incident_id: str
     owner: str
     system: str
     kind: Kind
@@ -314,13 +322,35 @@ def _seconds_or_none(at: datetime | None) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One entry of an incident's append-only log."""
+    """One entry of an incident's append-only log: who acted (``actor``) and through what
+    (``via``). ``via`` is None only for events recorded before it was kept, by a person; an
+    event whose actor is driftowner itself is always ``auto``."""
 
     incident_id: str
     at: datetime
     kind: EventKind
     actor: str
     detail: str = ""
+    via: Via | None = None
+
+    def __post_init__(self) -> None:
+        if self.via is None and self.actor == AUTO:
+            object.__setattr__(self, "via", "auto")
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """One reassignment: the incident passed ``from_owner`` → ``to_owner`` at ``at``, done by
+    ``by`` through ``via``, for ``reason``. The report credits each owner with the time they
+    held the incident between handovers."""
+
+    incident_id: str
+    at: datetime
+    from_owner: str
+    to_owner: str
+    by: str
+    via: Via | None
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

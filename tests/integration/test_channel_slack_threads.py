@@ -227,7 +227,7 @@ async def test_an_acknowledgement_posts_into_every_thread_the_incident_started(
         store.apply(Changes(opened=[factories.incident()], notifications=[page, fyi]))
         assert await deliver_due(store, {"slack": channel}, lambda: factories.at(1)) == 2
         service.acknowledge(
-            store, config, "inc-1", "alice", "on it", factories.at(2), factories.links
+            store, config, "inc-1", "alice", "on it", factories.at(2), "slack", factories.links
         )
         queued = [n for n in store.notifications("inc-1") if n.message.purpose == "acknowledged"]
         assert [(n.address, n.message.note, n.message.actor) for n in queued] == [

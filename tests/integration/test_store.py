@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from driftowner.config import UnsupportedStorageURL as UnsupportedURL
 from driftowner.config import parse_storage_url as parse_url
-from driftowner.model import Event, Pending
+from driftowner.model import Event, Handover, Pending
 from driftowner.store import (
     Changes,
     Conflict,
@@ -388,6 +388,27 @@ def test_the_first_delivered_message_becomes_its_conversations_root(store: Store
     assert store.conversations("inc-1") == [("slack", "U1", "D1:1700000000.000100")]
 
 
+def test_handovers_and_acknowledgements_read_back_per_incident(store: Store) -> None:
+    """Handovers written with their changes read back per incident, oldest first; every
+    acknowledgement's time reads back per asked incident (an empty list when none)."""
+    handover = Handover("inc-1", at(2), "alice", "bob", "dana", "api", "bob owns it")
+    store.apply(
+        Changes(
+            opened=[incident(), incident(id="inc-2", rule="drift:x")],
+            events=[
+                Event("inc-1", at(1), "acknowledged", "alice", "", "api"),
+                Event("inc-1", at(3), "acknowledged", "bob", "", "cli"),
+            ],
+            handovers=[handover],
+        )
+    )
+    assert store.handovers() == {"inc-1": [handover]}
+    assert store.acknowledgements(["inc-2", "inc-1"]) == {
+        "inc-1": [at(1).timestamp(), at(3).timestamp()],
+        "inc-2": [],
+    }
+
+
 def test_accepted_events_are_read_after_a_position_with_their_incidents_signals(
     store: Store,
 ) -> None:
@@ -637,6 +658,54 @@ def test_a_version_1_store_is_migrated_in_place_and_keeps_its_incidents(
             sa.text("SELECT value FROM driftowner_meta WHERE key = 'schema_version'")
         ).scalar_one()
     assert int(version) == SCHEMA_VERSION
+
+
+def test_a_version_2_store_gains_via_and_recovers_its_handovers(
+    sql_store: SqlStore, raw: sa.Engine
+) -> None:
+    """A store at schema 2 (events without ``via``, no handovers) opens migrated: events by
+    driftowner read back ``via: auto``, events by people ``via: None`` (unknown), and each
+    ``reassigned`` event becomes a handover (from, to, who, why) the report can credit."""
+    sql_store.apply(Changes(opened=[incident()]))
+    with raw.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE handovers")
+        conn.exec_driver_sql("ALTER TABLE events DROP COLUMN via")
+        for minute, kind, actor, detail in (
+            (0, "opened", "auto", "accuracy falling"),
+            (1, "acknowledged", "alice", "on it"),
+            (2, "reassigned", "dana", "alice → bob: bob owns it: really"),
+            (3, "note", "dana", "not from driftowner's reassign"),
+        ):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO events (incident_id, at, kind, actor, detail) "
+                    "VALUES ('inc-1', :at, :kind, :actor, :detail)"
+                ),
+                {"at": at(minute).timestamp(), "kind": kind, "actor": actor, "detail": detail},
+            )
+    _set_version(raw, 2)
+    store = _reopen(sql_store)
+    try:
+        assert [(e.kind, e.actor, e.via) for e in store.events("inc-1")] == [
+            ("opened", "auto", "auto"),
+            ("acknowledged", "alice", None),
+            ("reassigned", "dana", None),
+            ("note", "dana", None),
+        ]
+        ((handed),) = store.handovers().values()
+        assert [(h.at, h.from_owner, h.to_owner, h.by, h.via, h.reason) for h in handed] == [
+            (at(2), "alice", "bob", "dana", None, "bob owns it: really")
+        ]
+        # New events and handovers are written with via as usual.
+        store.apply(Changes(events=[Event("inc-1", at(4), "note", "bob", "x", "cli")]))
+        assert store.events("inc-1")[-1].via == "cli"
+    finally:
+        store.close()
+    with raw.connect() as conn:
+        version = conn.execute(
+            sa.text("SELECT value FROM driftowner_meta WHERE key = 'schema_version'")
+        ).scalar_one()
+    assert int(version) == SCHEMA_VERSION == 3
 
 
 def test_a_fresh_store_is_created_at_the_current_version(

@@ -9,7 +9,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from driftowner.model import Accepted, Event, Incident, Notification, Pending, State, Timing
+from driftowner.model import (
+    Accepted,
+    Event,
+    Handover,
+    Incident,
+    Notification,
+    Pending,
+    State,
+    Timing,
+)
 
 Fingerprint = tuple[str, str]
 """(system, rule)."""
@@ -36,6 +45,7 @@ class Changes:
     opened: Sequence[Incident] = ()
     updated: Sequence[Incident] = ()
     events: Sequence[Event] = ()
+    handovers: Sequence[Handover] = ()
     notifications: Sequence[Notification] = ()
     pending_system: str | None = None
     """When set, the pending conditions of this system are replaced by ``pending``."""
@@ -119,6 +129,15 @@ class Store(StoreView, Protocol):
 
     def outbox_pending(self) -> int:
         """Notifications neither delivered, nor given up on, nor superseded."""
+        ...
+
+    def handovers(self) -> dict[str, list[Handover]]:
+        """Every incident's reassignments, oldest first, by incident id."""
+        ...
+
+    def acknowledgements(self, incident_ids: Iterable[str]) -> dict[str, list[float]]:
+        """When each of these incidents was acknowledged (Unix seconds, every time, oldest
+        first); an incident never acknowledged has an empty list."""
         ...
 
     def accepted_after(self, seq: int) -> list[Accepted]:

@@ -13,7 +13,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from driftowner.model import Accepted, Event, Incident, Notification, Pending, State, Timing
+from driftowner.model import (
+    Accepted,
+    Event,
+    Handover,
+    Incident,
+    Notification,
+    Pending,
+    State,
+    Timing,
+)
 from driftowner.store.base import Changes, Conflict, Fingerprint
 from driftowner.store.codec import incident_from_json, incident_to_json
 
@@ -53,6 +62,7 @@ class MemoryStore:
         self._events: dict[str, list[Event]] = {}
         self._log: list[Event] = []
         """Every event in the order appended: an event's position (from 1) is its ``seq``."""
+        self._handovers: dict[str, list[Handover]] = {}
         self._conversations: dict[tuple[str, str, str], tuple[str, datetime]] = {}
         """(incident, channel, address) → the root message's reference and when it was sent."""
         self._outbox: dict[str, _Outbound] = {}
@@ -159,6 +169,21 @@ class MemoryStore:
         with self._lock:
             return sum(row.unfinished for row in self._outbox.values())
 
+    def handovers(self) -> dict[str, list[Handover]]:
+        with self._lock:
+            return {incident_id: list(found) for incident_id, found in self._handovers.items()}
+
+    def acknowledgements(self, incident_ids: Iterable[str]) -> dict[str, list[float]]:
+        with self._lock:
+            return {
+                incident_id: [
+                    e.at.timestamp()
+                    for e in self._events.get(incident_id, ())
+                    if e.kind == "acknowledged"
+                ]
+                for incident_id in sorted(set(incident_ids))
+            }
+
     def accepted_after(self, seq: int) -> list[Accepted]:
         with self._lock:
             return [
@@ -204,6 +229,8 @@ class MemoryStore:
                 self._put(incident, incident.version + 1)
             for event in changes.events:
                 self._append(event)
+            for handover in changes.handovers:
+                self._handovers.setdefault(handover.incident_id, []).append(handover)
             for notification in changes.notifications:
                 self._outbox[notification.id] = _Outbound(notification)
             if changes.pending_system is not None:
@@ -245,6 +272,7 @@ class MemoryStore:
             if notification.id in self._outbox:
                 raise Conflict(f"refused by the store: notification {notification.id} exists")
         owners = {e.incident_id for e in changes.events}
+        owners |= {h.incident_id for h in changes.handovers}
         owners |= {n.incident_id for n in changes.notifications}
         unknown = sorted(owners - self._incidents.keys() - touched.keys())
         if unknown:

@@ -10,14 +10,23 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection, Engine
 
 from driftowner.config import UnsupportedStorageURL, parse_storage_url
-from driftowner.model import Accepted, Event, Incident, Notification, Pending, State, Timing
+from driftowner.model import (
+    Accepted,
+    Event,
+    Handover,
+    Incident,
+    Notification,
+    Pending,
+    State,
+    Timing,
+)
 from driftowner.store import dialect
 from driftowner.store.base import Changes, Conflict, StoreError, StoreUnavailable
 from driftowner.store.codec import (
@@ -85,7 +94,27 @@ events = sa.Table(
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("actor", Name, nullable=False),
     sa.Column("detail", sa.Text, nullable=False),
+    # Through what the actor acted (api, cli, link, slack, auto); NULL on events recorded
+    # by a person before schema version 3.
+    sa.Column("via", sa.String(16)),
     sa.Index("events_by_incident", "incident_id", "seq"),
+    sa.Index("events_by_kind", "kind", "incident_id"),
+)
+
+handovers = sa.Table(
+    # Who held each incident when: one row per reassignment, written with its event. Plain
+    # SQL in migrations._to_3 creates the same table on older stores.
+    "handovers",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("incident_id", sa.String(32), sa.ForeignKey("incidents.id"), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("from_owner", Name, nullable=False),
+    sa.Column("to_owner", Name, nullable=False),
+    sa.Column("by", Name, nullable=False),
+    sa.Column("via", sa.String(16)),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Index("handovers_by_incident", "incident_id", "seq"),
 )
 
 outbox = sa.Table(
@@ -389,6 +418,7 @@ class SqlStore:
         one when it is given), from plain columns: what the report and /metrics aggregate."""
         c = incidents.c
         query = sa.select(
+            c.id,
             c.owner,
             c.system,
             c.kind,
@@ -402,7 +432,8 @@ class SqlStore:
         if opened_since is not None:
             query = query.where(sa.or_(c.opened_at >= ts(opened_since), c.state != "resolved"))
         with self._tx(read_only=True) as conn:
-            return [Timing(*row) for row in conn.execute(query)]
+            # Positional, in Timing's field order: thousands per scrape, so no mapping per row.
+            return [Timing(*cast(tuple[Any, ...], row)) for row in conn.execute(query)]
 
     def recently_resolved(self, system: str, since: datetime) -> dict[tuple[str, str], Incident]:
         """The newest incident of each of a system's fingerprints resolved at or after
@@ -419,6 +450,45 @@ class SqlStore:
         with self._tx(read_only=True) as conn:
             found = [incident_from_json(row.body, row.version) for row in conn.execute(query)]
         return {incident.fingerprint: incident for incident in found}
+
+    def handovers(self) -> dict[str, list[Handover]]:
+        """Every incident's reassignments, oldest first, by incident id (few: most incidents
+        are never handed over)."""
+        h = handovers.c
+        query = sa.select(handovers).order_by(h.incident_id, h.seq)
+        found: dict[str, list[Handover]] = {}
+        with self._tx(read_only=True) as conn:
+            for row in conn.execute(query):
+                found.setdefault(row.incident_id, []).append(
+                    Handover(
+                        row.incident_id,
+                        _at(row.at),
+                        row.from_owner,
+                        row.to_owner,
+                        row.by,
+                        row.via,
+                        row.reason,
+                    )
+                )
+        return found
+
+    def acknowledgements(self, incident_ids: Iterable[str]) -> dict[str, list[float]]:
+        """When each of these incidents was acknowledged (Unix seconds, every time, oldest
+        first)."""
+        ids = sorted(set(incident_ids))
+        found: dict[str, list[float]] = {i: [] for i in ids}
+        if not ids:
+            return found
+        e = events.c
+        query = (
+            sa.select(e.incident_id, e.at)
+            .where(e.kind == "acknowledged", e.incident_id.in_(ids))
+            .order_by(e.seq)
+        )
+        with self._tx(read_only=True) as conn:
+            for incident_id, at in conn.execute(query):
+                found[incident_id].append(at)
+        return found
 
     def events(self, incident_id: str) -> list[Event]:
         with self._tx(read_only=True) as conn:
@@ -514,6 +584,22 @@ class SqlStore:
                     raise Conflict(f"incident {incident.id} changed since it was read")
             if changes.events:
                 conn.execute(sa.insert(events), [_event_row(e) for e in changes.events])
+            if changes.handovers:
+                conn.execute(
+                    sa.insert(handovers),
+                    [
+                        {
+                            "incident_id": h.incident_id,
+                            "at": ts(h.at),
+                            "from_owner": h.from_owner,
+                            "to_owner": h.to_owner,
+                            "by": h.by,
+                            "via": h.via,
+                            "reason": h.reason,
+                        }
+                        for h in changes.handovers
+                    ],
+                )
             if changes.notifications:
                 conn.execute(sa.insert(outbox), [_outbox_row(n) for n in changes.notifications])
             if changes.pending_system is not None:
@@ -818,11 +904,12 @@ def _event_row(e: Event) -> dict[str, Any]:
         "kind": e.kind,
         "actor": e.actor,
         "detail": e.detail,
+        "via": e.via,
     }
 
 
 def _event(row: Any) -> Event:
-    return Event(row.incident_id, _at(row.at), row.kind, row.actor, row.detail)
+    return Event(row.incident_id, _at(row.at), row.kind, row.actor, row.detail, row.via)
 
 
 def _outbox_row(n: Notification) -> dict[str, Any]:
