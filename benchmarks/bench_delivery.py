@@ -56,7 +56,7 @@ from driftowner.channels import build_channel
 from driftowner.config import Config
 from driftowner.model import Incident, Message, Notification
 from driftowner.outbox import Deliverer
-from driftowner.store import Changes, Store
+from driftowner.store import Changes, SqlStore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -234,7 +234,7 @@ async def run_driftowner(
     """(t0, the time the last outcome was recorded, delivered, attempts) for ``count``
     pages through the outbox to ``url``."""
     config = driftowner_config(url, f"sqlite:///{tmp}/outbox.db", max_in_flight)
-    store = Store(config.storage.url)
+    store = SqlStore(config.storage.url)
     store.open()
     now = datetime.now(UTC)
     incidents, notes = pages(count, now)

@@ -16,13 +16,14 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from driftowner import __version__, service
+from driftowner import report as reports
 from driftowner.clock import rfc3339, utcnow
 from driftowner.config import Config, config_json_schema, format_duration, parse_duration
 from driftowner.configload import ConfigError, default_secrets_dir, load_config, warning_lines
 from driftowner.incidents import LifecycleError
 from driftowner.links import LinkSigner
 from driftowner.model import STATES, Delivery
-from driftowner.store import Conflict, Store, StoreError
+from driftowner.store import Conflict, SqlStore, Store, StoreError
 
 DEFAULT_CONFIG = Path("config/driftowner.yaml")
 DEMO_CONFIG = Path("config/demo.yaml")
@@ -44,7 +45,7 @@ def _load(path: Path) -> Config:
 
 
 def _store(config: Config) -> Store:
-    store = Store(config.storage.url)
+    store = SqlStore(config.storage.url)
     store.open()
     return store
 
@@ -101,16 +102,17 @@ def cmd_schema(_: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from driftowner import engine
+    from driftowner import poll
+    from driftowner.cycle import Findings
     from driftowner.detect import rules
     from driftowner.sources import build_source
 
     config = _load(_config_path(args.config))
 
-    async def once() -> engine.Findings:
+    async def once() -> Findings:
         sources = {n: build_source(n, s, clock=utcnow) for n, s in config.sources.items()}
         try:
-            findings, _ = await engine.poll(config, sources, utcnow())
+            findings, _ = await poll.poll(config, sources, utcnow())
         finally:
             for source in sources.values():
                 await source.aclose()
@@ -156,12 +158,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_notify_test(args: argparse.Namespace) -> int:
     from driftowner.channels import build_channel
     from driftowner.escalation import test_notifications
+    from driftowner.ids import new_notification_id
 
     config = _load(_config_path(args.config))
     if args.owner not in config.owners:
         known = ", ".join(sorted(config.owners))
         raise Failure(f"--owner: unknown owner {args.owner!r} (known: {known})")
-    notifications = test_notifications(config, args.owner, utcnow(), service.new_notification_id)
+    notifications = test_notifications(config, args.owner, utcnow(), new_notification_id)
     if not notifications:
         raise Failure(f"owner {args.owner!r} has no contact on any configured channel")
 
@@ -329,14 +332,18 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"{label:<17} {body[key]:.1f}s")
     print("events:")
     for e in events:
-        print(f"  {e.at.isoformat(timespec='seconds')}  {e.kind:<19} {e.actor:<8} {e.detail}")
+        via = e.via or "?"
+        print(
+            f"  {e.at.isoformat(timespec='seconds')}  {e.kind:<19} {e.actor:<8} {via:<5} {e.detail}"
+        )
     return 0
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
+    store = _store(config)
     incident = service.acknowledge(
-        _store(config), config, args.id, args.by, args.note or "", utcnow()
+        store, config, args.id, args.by, args.note or "", utcnow(), "cli", _links_for(config, store)
     )
     print(f"{incident.id} acknowledged by {args.by}; escalation stopped")
     return 0
@@ -346,24 +353,36 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
     store = _store(config)
     incident = service.resolve(
-        store, config, args.id, args.by, args.note or "", utcnow(), _links_for(config, store)
+        store,
+        config,
+        args.id,
+        args.by,
+        args.note or "",
+        utcnow(),
+        _links_for(config, store),
+        "cli",
+        accept=args.accept,
     )
     ttr = incident.time_to_resolve
     took = format_duration(_whole(ttr)) if ttr is not None else "?"
-    print(f"{incident.id} resolved by {args.by} after {took}")
+    relearn = "; the new level is accepted, detectors re-learn it" if args.accept else ""
+    print(f"{incident.id} resolved by {args.by} after {took}{relearn}")
     return 0
 
 
 def cmd_reassign(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
+    store = _store(config)
     incident = service.reassign(
-        _store(config),
+        store,
         config,
         args.id,
         args.to,
         args.reason,
-        os.environ.get("USER", "cli"),
+        args.by,
         utcnow(),
+        "cli",
+        _links_for(config, store),
     )
     print(f"{incident.id} now owned by {incident.owner}; escalation restarts with them")
     return 0
@@ -375,14 +394,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         since = parse_duration(args.since)
     except ValueError as error:
         raise Failure(f"--since: {error}") from error
-    rows = service.report(_store(config), since, utcnow())
+    rows = reports.report(_store(config), since, utcnow())
     if args.json:
-        _print_json({"since": args.since, "rows": [service.report_row_json(r) for r in rows]})
+        _print_json({"since": args.since, "rows": [reports.report_row_json(r) for r in rows]})
         return 0
     print(
         f"{'OWNER':<10} {'SYSTEM':<20} {'OPEN':>4} {'ACKED':>5} {'RESOLVED':>8} "
         f"{'TTA p50':>8} {'TTA p90':>8} {'TTR p50':>8} {'TTR p90':>8} {'BREACH':>6} "
-        f"{'OLDEST':>8}"
+        f"{'HELD':>8} {'GIVEN':>5} {'GOT':>3} {'OLDEST':>8}"
     )
     for r in rows:
         print(
@@ -390,6 +409,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"{_fmt_s(r.ack_median_s):>8} {_fmt_s(r.ack_p90_s):>8} "
             f"{_fmt_s(r.resolve_median_s):>8} {_fmt_s(r.resolve_p90_s):>8} "
             f"{r.ack_slo_breaches + r.resolve_slo_breaches:>6} "
+            f"{_fmt_s(r.held_s):>8} {r.handovers_given:>5} {r.handovers_received:>3} "
             f"{_fmt_s(r.oldest_unresolved_s):>8}"
         )
     return 0
@@ -408,6 +428,65 @@ def _whole(value: timedelta) -> timedelta:
 # -- parser -----------------------------------------------------------------------------------
 
 
+def config_arg(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--config",
+        help="config file (default: $DRIFTOWNER_CONFIG, then ./config/driftowner.yaml)",
+    )
+
+
+def _incident_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """incidents, show, ack, resolve, reassign, report: the commands over the store."""
+    c = sub.add_parser("incidents", help="list incidents")
+    config_arg(c)
+    c.add_argument("--state", choices=STATES)
+    c.add_argument("--owner")
+    c.add_argument("--system")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_incidents)
+
+    c = sub.add_parser("show", help="one incident with its event timeline")
+    config_arg(c)
+    c.add_argument("id")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_show)
+
+    for name, func, text in (
+        ("ack", cmd_ack, "acknowledge an incident: escalation stops"),
+        ("resolve", cmd_resolve, "resolve an incident"),
+    ):
+        c = sub.add_parser(name, help=text)
+        config_arg(c)
+        c.add_argument("id")
+        c.add_argument("--by", required=True, help="owner key of the person acting")
+        c.add_argument("--note")
+        if name == "resolve":
+            c.add_argument(
+                "--accept",
+                action="store_true",
+                help="the new level is normal: the signals' detectors re-learn their reference",
+            )
+        c.set_defaults(func=func)
+
+    c = sub.add_parser("reassign", help="make another owner accountable for an incident")
+    config_arg(c)
+    c.add_argument("id")
+    c.add_argument("--to", required=True)
+    c.add_argument("--reason", required=True)
+    c.add_argument(
+        "--by",
+        default=os.environ.get("USER") or "cli",
+        help="who hands the incident over (default: $USER)",
+    )
+    c.set_defaults(func=cmd_reassign)
+
+    c = sub.add_parser("report", help="time to acknowledge and resolve, per owner and system")
+    config_arg(c)
+    c.add_argument("--since", default="30d")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_report)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="driftowner",
@@ -415,12 +494,6 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"driftowner {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def config_arg(c: argparse.ArgumentParser) -> None:
-        c.add_argument(
-            "--config",
-            help="config file (default: $DRIFTOWNER_CONFIG, then ./config/driftowner.yaml)",
-        )
 
     c = sub.add_parser("run", help="run the daemon")
     config_arg(c)
@@ -456,43 +529,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--owner", required=True)
     c.set_defaults(func=cmd_notify_test)
 
-    c = sub.add_parser("incidents", help="list incidents")
-    config_arg(c)
-    c.add_argument("--state", choices=STATES)
-    c.add_argument("--owner")
-    c.add_argument("--system")
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_incidents)
-
-    c = sub.add_parser("show", help="one incident with its event timeline")
-    config_arg(c)
-    c.add_argument("id")
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_show)
-
-    for name, func, text in (
-        ("ack", cmd_ack, "acknowledge an incident: escalation stops"),
-        ("resolve", cmd_resolve, "resolve an incident"),
-    ):
-        c = sub.add_parser(name, help=text)
-        config_arg(c)
-        c.add_argument("id")
-        c.add_argument("--by", required=True, help="owner key of the person acting")
-        c.add_argument("--note")
-        c.set_defaults(func=func)
-
-    c = sub.add_parser("reassign", help="make another owner accountable for an incident")
-    config_arg(c)
-    c.add_argument("id")
-    c.add_argument("--to", required=True)
-    c.add_argument("--reason", required=True)
-    c.set_defaults(func=cmd_reassign)
-
-    c = sub.add_parser("report", help="time to acknowledge and resolve, per owner and system")
-    config_arg(c)
-    c.add_argument("--since", default="30d")
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_report)
+    _incident_commands(sub)
     return p
 
 

@@ -266,6 +266,49 @@ class ServerConfig(Strict):
         return (self.external_url or f"http://{self.listen}").rstrip("/")
 
 
+STORAGE_URLS = "sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
+"""What an unsupported storage URL's error says is expected. ``postgresql+psycopg://`` works
+too; a password goes in the URL (``USER:PASSWORD@``) or libpq's ``PGPASSWORD`` / ``~/.pgpass``."""
+
+_POSTGRESQL_DRIVERS = ("postgresql", "postgresql+psycopg")
+"""Schemes taken as PostgreSQL; both run on psycopg 3."""
+
+_URL_PASSWORD = re.compile(r"(?P<head>://[^/@\s:]*:)[^@/\s]*@")
+
+
+class UnsupportedStorageURL(ValueError):
+    """A storage URL no store opens; the message shows no password."""
+
+
+def parse_storage_url(url: str) -> SqlAlchemyURL:
+    """The SQLAlchemy URL the store connects to (PostgreSQL always through psycopg 3).
+
+    Raises:
+        UnsupportedStorageURL: not a URL, or not SQLite or PostgreSQL; the message names what
+            is supported and masks the URL's password.
+    """
+    # Imported here so loading a config does not import SQLAlchemy up front.
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        raise UnsupportedStorageURL(
+            f"unsupported storage url {mask_url(url)!r}: expected {STORAGE_URLS}"
+        ) from None
+    if parsed.drivername in _POSTGRESQL_DRIVERS:
+        return parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername == "sqlite" and url.startswith("sqlite:///"):
+        return parsed
+    shown = parsed.render_as_string(hide_password=True)
+    raise UnsupportedStorageURL(f"unsupported storage url {shown!r}: expected {STORAGE_URLS}")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any ``user:password@`` password replaced by ``***`` (it may not parse)."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", url)
+
+
 class StorageConfig(Strict):
     url: str = "sqlite:///var/driftowner.db"
     """SQLAlchemy URL: ``sqlite:////abs/path``, ``sqlite:///relative/path``, or
@@ -275,11 +318,7 @@ class StorageConfig(Strict):
     @field_validator("url")
     @classmethod
     def _supported(cls, value: str) -> str:
-        # The store decides which URLs it opens; imported here so loading a config does not
-        # import the store up front.
-        from driftowner.store.dialect import parse_url
-
-        parse_url(value)
+        parse_storage_url(value)
         return value
 
 
@@ -340,6 +379,9 @@ class OwnerConfig(Strict):
     email: str | None = None
     slack: str | None = None
     """Slack member id (``U024BE7LH``)."""
+    api_token: Secret | None = None
+    """A bearer token that acts on incidents only as this owner (``server.api_token`` is the
+    admin token, which names who acts)."""
 
 
 class TeamConfig(Strict):
@@ -493,6 +535,26 @@ class EmailChannelConfig(Paced):
     timeout: Duration = timedelta(seconds=10)
     ca_file: Path | None = None
     """Extra CA bundle to trust (a private relay's certificate)."""
+    templates_dir: Path | None = None
+    """A directory of Jinja2 templates overriding the packaged ones by name
+    (``email_subject.txt``, ``message.txt``, ``message.html``); relative to the working
+    directory. Checked at load by rendering a sample message."""
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _templates_render(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return value
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        # Imported here: the channels package imports this module.
+        from driftowner.channels.email import MailTemplates, TemplateProblem
+
+        try:
+            MailTemplates(value).check()
+        except TemplateProblem as exc:
+            raise ValueError(f"a template does not render: {exc}") from None
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -515,10 +577,62 @@ class WebhookChannelConfig(Paced):
     type: Literal["webhook"]
     url: SecretHttpUrl
     timeout: Duration = timedelta(seconds=10)
+    secret: Secret | None = None
+    """Signs each body with HMAC-SHA256 (``X-Driftowner-Signature``, over the
+    ``X-Driftowner-Timestamp`` and the body); receivers verify it."""
+
+
+def _http_base_url(value: str) -> str:
+    """An http(s) base URL with a host (checked like every URL), ending with ``/``."""
+    value = _http_url(value)
+    return value if value.endswith("/") else value + "/"
+
+
+HttpBaseUrl = Annotated[str, AfterValidator(_http_base_url)]
+
+
+class PagerDutyChannelConfig(Paced):
+    """PagerDuty's Events API v2: trigger, acknowledge and resolve, ``dedup_key`` = the
+    incident id. Each event goes to its recipient's integration key in ``routing_keys``
+    (owner or team key), else to ``routing_key``; at least one must be set."""
+
+    type: Literal["pagerduty"]
+    routing_key: Secret | None = None
+    """The Events API v2 integration key for recipients without their own (a secret)."""
+    routing_keys: dict[str, Secret] = Field(default_factory=dict)
+    """Integration keys by owner or team key (secrets)."""
+    severity: Literal["critical", "error", "warning", "info"] = "critical"
+    api_url: HttpBaseUrl = "https://events.pagerduty.com/"
+    """The Events API's base URL (EU accounts: ``https://events.eu.pagerduty.com/``)."""
+    timeout: Duration = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _some_routing_key(self) -> PagerDutyChannelConfig:
+        if self.routing_key is None and not self.routing_keys:
+            raise ValueError("set routing_key, routing_keys (by owner or team), or both")
+        return self
+
+
+class OpsgenieChannelConfig(Paced):
+    """Opsgenie's Alert API: create, acknowledge and close by ``alias`` = the incident id,
+    authenticated by an API integration's key."""
+
+    type: Literal["opsgenie"]
+    api_key: Secret
+    """The API integration's key, sent as ``Authorization: GenieKey ...`` (a secret)."""
+    priority: Literal["P1", "P2", "P3", "P4", "P5"] = "P1"
+    api_url: HttpBaseUrl = "https://api.opsgenie.com/"
+    """The API's base URL (EU accounts: ``https://api.eu.opsgenie.com/``)."""
+    timeout: Duration = timedelta(seconds=10)
 
 
 ChannelConfig = Annotated[
-    LogChannelConfig | SlackChannelConfig | EmailChannelConfig | WebhookChannelConfig,
+    LogChannelConfig
+    | SlackChannelConfig
+    | EmailChannelConfig
+    | WebhookChannelConfig
+    | PagerDutyChannelConfig
+    | OpsgenieChannelConfig,
     Field(discriminator="type"),
 ]
 
@@ -527,6 +641,8 @@ CONTACT_FIELD: dict[str, str | None] = {
     "email": "email",
     "webhook": None,
     "log": None,
+    "pagerduty": None,
+    "opsgenie": None,
 }
 """Which owner field a channel type needs to reach a person (``None``: reaches anyone)."""
 
@@ -632,16 +748,88 @@ class BaselineConfig(Strict):
         return value
 
 
+class CusumConfig(Strict):
+    """Tabular CUSUM on robustly standardised values (docs/detectors.md)."""
+
+    k: FiniteFloat = Field(default=0.5, gt=0)
+    """The allowance, in long-run deviations: half the shift it is fastest at."""
+    h: FiniteFloat | None = Field(default=None, gt=0)
+    """The decision limit; unset: derived from ``false_alarm_every``."""
+    warmup: int = Field(default=30, ge=2)
+    """Samples the reference is learned from."""
+
+
+class EwmaConfig(Strict):
+    """EWMA chart on robustly standardised values (docs/detectors.md)."""
+
+    lambda_: FiniteFloat = Field(default=0.2, gt=0, le=1, alias="lambda")
+    width: FiniteFloat | None = Field(default=None, gt=0, alias="L")
+    """The limit's width ``L``; unset: derived from ``false_alarm_every``."""
+    warmup: int = Field(default=30, ge=2)
+
+
+class PageHinkleyConfig(Strict):
+    """Page-Hinkley test against the running mean (the default detector's chart)."""
+
+    delta: FiniteFloat = Field(default=0.5, gt=0)
+    threshold: FiniteFloat | None = Field(default=None, gt=0)
+    """The decision limit; unset: derived from ``false_alarm_every``."""
+    warmup: int = Field(default=30, ge=2)
+
+
+class HistogramConfig(Strict):
+    """PSI or Jensen-Shannon between two windows of a Prometheus classic histogram: the
+    signal's query is a ``*_bucket`` selector."""
+
+    reference: Duration = timedelta(days=7)
+    """The window before ``recent`` whose distribution is normal."""
+    recent: Duration = timedelta(hours=1)
+    """The window, ending now, judged against the reference."""
+    limit: FiniteFloat | None = Field(default=None, gt=0)
+    """Unset: the larger of the practical floor and the budget's sampling limit."""
+
+
+DETECTOR_NAMES: tuple[str, ...] = (
+    "threshold",
+    "baseline",
+    "cusum",
+    "ewma",
+    "page_hinkley",
+    "psi",
+    "js",
+)
+"""The detectors a ``detect`` section may name (exactly one)."""
+
+HISTOGRAM_DETECTORS: tuple[str, ...] = ("psi", "js")
+
+
 class DetectConfig(Strict):
     threshold: ThresholdConfig | None = None
     baseline: BaselineConfig | None = None
+    cusum: CusumConfig | None = None
+    ewma: EwmaConfig | None = None
+    page_hinkley: PageHinkleyConfig | None = None
+    psi: HistogramConfig | None = None
+    js: HistogramConfig | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DetectConfig:
-        chosen = [name for name in ("threshold", "baseline") if getattr(self, name) is not None]
-        if len(chosen) != 1:
-            raise ValueError("detect needs exactly one detector: threshold or baseline")
+        if len(self.chosen()) != 1:
+            raise ValueError(
+                "detect needs exactly one detector: "
+                f"{', '.join(DETECTOR_NAMES[:-1])} or {DETECTOR_NAMES[-1]} "
+                "(leave detect out for the default detector)"
+            )
         return self
+
+    def chosen(self) -> list[str]:
+        """The names of the detectors this section sets."""
+        return [name for name in DETECTOR_NAMES if getattr(self, name) is not None]
+
+    @property
+    def name(self) -> str:
+        """The one detector this section names."""
+        return self.chosen()[0]
 
 
 class _SignalBody(Strict):
@@ -652,7 +840,11 @@ class _SignalBody(Strict):
     source: str
     query: str
     bad: BadDirection = "both"
-    detect: DetectConfig
+    detect: DetectConfig | None = None
+    """None: the default detector (Page-Hinkley, calibrated by ``false_alarm_every``)."""
+    false_alarm_every: Duration = timedelta(days=30)
+    """How often a healthy signal may page: change-point and histogram limits derive from it
+    and the evaluation interval."""
     for_: Duration = Field(default=timedelta(0), alias="for")
     resolve_after: Duration | None = None
     stale_after: Duration | None = None
@@ -758,6 +950,8 @@ def _derived_keys_together(value: Any) -> Any:
 
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import URL as SqlAlchemyURL
+
     # Once a Config is validated every signal is a SignalConfig (template refs are expanded),
     # and that is what code reading the config sees.
     SignalEntry: TypeAlias = SignalConfig
@@ -929,6 +1123,28 @@ def cross_check(config: Config) -> list[ConfigIssue]:
     for system_name, system in config.systems.items():
         issues.extend(_check_system(config, system_name, system))
     issues.extend(_check_label_claims(config))
+    issues.extend(_check_api_tokens(config))
+    return issues
+
+
+def _check_api_tokens(config: Config) -> list[ConfigIssue]:
+    """Each API token names one actor: no owner's token is another's or the admin token
+    (the message never shows the token)."""
+    issues: list[ConfigIssue] = []
+    admin = config.server.api_token
+    holders: dict[str, str] = {} if admin is None else {admin.get_secret_value(): "server"}
+    for key, owner in config.owners.items():
+        if owner.api_token is None:
+            continue
+        token = owner.api_token.get_secret_value()
+        holder = holders.setdefault(token, f"owners.{key}")
+        if holder != f"owners.{key}":
+            issues.append(
+                (
+                    ("owners", key, "api_token"),
+                    f"the same token as {holder}.api_token: each token must act as one actor only",
+                )
+            )
     return issues
 
 
@@ -1104,9 +1320,12 @@ def _check_system(config: Config, name: str, system: SystemConfig) -> list[Confi
             used_labels.append(template.system_label)
             if (signal.bad, signal.detect) != (template.bad, template.detect):
                 issues.extend(_check_direction(where, signal.bad, signal.detect))
+                issues.extend(_check_histogram(config, where, signal, templated=True))
             continue
         issues.extend(_check_source(config, where, signal))
         issues.extend(_check_direction(where, signal.bad, signal.detect))
+        issues.extend(_check_histogram(config, where, signal))
+        issues.extend(_check_budget(config, where, signal))
     for label_name in system.labels:
         if label_name not in used_labels:
             issues.append(((*base, "labels", label_name), _unknown_label(label_name, used_labels)))
@@ -1156,12 +1375,64 @@ def _check_source(
     return []
 
 
+_BUCKET_SELECTOR = re.compile(r"^\s*[a-zA-Z_:][a-zA-Z0-9_:]*_bucket\s*(\{.*\})?\s*$", re.DOTALL)
+"""A series selector naming a classic histogram's buckets: ``name_bucket{job="x"}``."""
+
+
+def _check_histogram(
+    config: Config,
+    where: tuple[str | int, ...],
+    signal: SignalConfig | SignalTemplateConfig,
+    *,
+    templated: bool = False,
+) -> list[ConfigIssue]:
+    """PSI and JS read a classic histogram's buckets from Prometheus, one signal at a time."""
+    if signal.detect is None or signal.detect.name not in HISTOGRAM_DETECTORS:
+        return []
+    at = (*where, "detect", signal.detect.name)
+    if templated:
+        return [(at, "psi and js read one histogram per signal: not available on a template")]
+    source = config.sources.get(signal.source)
+    if source is not None and source.type != "prometheus":
+        return [
+            (
+                at,
+                f"needs a prometheus source that holds the histogram's buckets "
+                f"({signal.source!r} is a {source.type} source)",
+            )
+        ]
+    if not _BUCKET_SELECTOR.match(signal.query):
+        return [
+            (
+                (*where, "query"),
+                f"{signal.detect.name} needs a classic histogram's bucket series as the query, "
+                'e.g. latency_seconds_bucket{job="api"}',
+            )
+        ]
+    return []
+
+
+def _check_budget(
+    config: Config, where: tuple[str | int, ...], signal: SignalConfig | SignalTemplateConfig
+) -> list[ConfigIssue]:
+    """A false-alarm budget is a number of evaluations: at least one must fit in it."""
+    interval = config.evaluation.interval
+    if signal.false_alarm_every <= interval:
+        return [
+            (
+                (*where, "false_alarm_every"),
+                f"must be longer than evaluation.interval ({format_duration(interval)})",
+            )
+        ]
+    return []
+
+
 def _check_direction(
-    where: tuple[str | int, ...], bad: BadDirection, detect: DetectConfig
+    where: tuple[str | int, ...], bad: BadDirection, detect: DetectConfig | None
 ) -> list[ConfigIssue]:
     """Threshold bounds that ``bad`` would make pointless."""
     issues: list[ConfigIssue] = []
-    threshold = detect.threshold
+    threshold = None if detect is None else detect.threshold
     if threshold is not None:
         if bad == "down" and threshold.max is not None:
             issues.append(
@@ -1194,6 +1465,8 @@ def _check_template(config: Config, name: str, template: SignalTemplateConfig) -
     else:
         issues = _check_source(config, where, template)
     issues.extend(_check_direction(where, template.bad, template.detect))
+    issues.extend(_check_histogram(config, where, template, templated=True))
+    issues.extend(_check_budget(config, where, template))
     return issues
 
 

@@ -1071,13 +1071,14 @@ def _clean_loc(loc: tuple[int | str, ...], data: Any) -> tuple[YamlPath, bool]:
         if part == "[key]":
             key_error = True
             continue
+        if isinstance(node, dict) and part in node:
+            # A key the file really has, even one spelt like a tag (``plain signal:``).
+            path.append(part)
+            node = node[part]
+            continue
         if part in SIGNAL_ENTRY_TAGS or part in VIA_TAGS:
             continue  # which form a signal (plain, template ref) or a via entry is in
         if isinstance(node, dict):
-            if part in node:
-                path.append(part)
-                node = node[part]
-                continue
             if isinstance(part, str) and (part == node.get("type") or _LOC_NOISE.search(part)):
                 continue
             path.append(part)

@@ -124,7 +124,8 @@ def reconcile(
                     Event(incident.id, now, "reopened", AUTO, f"{condition.summary} (held {held})")
                 )
                 continue
-            incident = _open(config, system, condition, waiting.since, now, new_id())
+            began = min([waiting.since, *(f.began_at for f in condition.evidence if f.began_at)])
+            incident = _open(config, system, condition, began, now, new_id())
             opened.append(incident)
             events.append(
                 Event(incident.id, now, "opened", AUTO, f"{condition.summary} (held {held})")

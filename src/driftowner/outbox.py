@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import random
 import time
@@ -18,9 +19,9 @@ import structlog
 
 from driftowner.channels import Channel
 from driftowner.config import Config, SlackChannelConfig, owner_contact
+from driftowner.ids import new_notification_id
 from driftowner.metrics import Metrics
 from driftowner.model import AUTO, Delivery, Event, Notification, State
-from driftowner.service import new_notification_id
 from driftowner.store import Settled, Store, StoreUnavailable
 
 log = structlog.get_logger("driftowner.outbox")
@@ -141,6 +142,8 @@ class Outcome:
     kind: Literal["delivered", "retry", "failed"]
     detail: str = ""
     next_attempt_at: datetime | None = None
+    ref: str | None = None
+    """The reference of the message a delivery created (see ``Delivery.ref``)."""
 
 
 def outcome_of(
@@ -155,7 +158,7 @@ def outcome_of(
         jitter: The retry's random draw in [0, 1] (see :func:`next_attempt`).
     """
     if delivery.ok:
-        return Outcome("delivered")
+        return Outcome("delivered", ref=delivery.ref)
     reason = gives_up(notification, delivery, now)
     if reason is not None:
         return Outcome("failed", reason)
@@ -243,8 +246,11 @@ async def deliver_due(
     if not leased:
         return 0
     states = store.incident_states(n.incident_id for n in leased)
+    # Each notification learns the root message of its conversation, if one was delivered.
+    threads = store.threads(leased)
     sendable = []
     for notification in sending_order(leased):
+        notification = dataclasses.replace(notification, thread=threads.get(notification.id))
         reason = superseded(notification, states.get(notification.incident_id))
         if reason is None:
             sendable.append(notification)
@@ -323,7 +329,7 @@ def settled_of(
     """What the store records of one send: its outcome, and for a give-up the incident's
     event and the fallback page that takes over."""
     if outcome.kind == "delivered":
-        return Settled(notification.id, now, "delivered")
+        return Settled(notification.id, now, "delivered", ref=outcome.ref)
     if outcome.kind == "retry":
         return Settled(notification.id, now, "retry", outcome.detail, outcome.next_attempt_at)
     if fallback is None:
@@ -734,6 +740,9 @@ class Deliverer:
         states = await asyncio.to_thread(
             self.store.incident_states, (n.incident_id for n in leased)
         )
+        # Each notification learns the root message of its conversation, if one was delivered.
+        threads = await asyncio.to_thread(self.store.threads, leased)
+        leased = [dataclasses.replace(n, thread=threads.get(n.id)) for n in leased]
         later: dict[str, tuple[datetime, datetime]] = {}
         paced_now = self.pace_clock()
         horizon = self.lease - SEND_MARGIN - self._send_budget_floor()

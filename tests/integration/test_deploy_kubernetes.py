@@ -4,6 +4,7 @@ ConfigMap's config passes check-config, and the PrometheusRule carries the rules
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -124,11 +125,14 @@ def test_config_map_config_passes_check_config(tmp_path: Path) -> None:
     """The config shipped in the ConfigMap is valid for driftowner."""
     config = tmp_path / "driftowner.yaml"
     config.write_text(load("configmap.yaml")["data"]["driftowner.yaml"])
+    # The Slack webhook URL comes from the Secret, as the Deployment's env names it.
+    env = {**os.environ, "DRIFTOWNER_CHANNELS__SLACK__WEBHOOK_URL": "https://hooks.example/T/B/X"}
     result = subprocess.run(
         [sys.executable, "-m", "driftowner.cli", "check-config", str(config)],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert load("configmap.yaml")["data"]["driftowner.yaml"].count("postgresql://") == 1

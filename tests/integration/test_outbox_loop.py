@@ -24,7 +24,7 @@ from driftowner.config import Config
 from driftowner.metrics import Metrics
 from driftowner.model import Delivery, Notification
 from driftowner.outbox import Deliverer
-from driftowner.store import Changes, Store
+from driftowner.store import Changes, SqlStore, Store
 from tests.fakes.mailbox import running_smtp
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
     postgres_database_url,
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:  # noqa: F811 (a fixture)
-    opened = Store(store_url)
+    opened = SqlStore(store_url)
     opened.open()
     opened.apply(Changes(opened=[incident()]))
     yield opened

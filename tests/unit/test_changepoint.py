@@ -28,6 +28,7 @@ from driftowner.detect.changepoint import (
     ewma_limit,
     ewma_run_length,
     learn_reference,
+    spoken_duration,
     state_from_json,
     state_to_json,
 )
@@ -175,10 +176,26 @@ def test_describe_reads_as_one_line() -> None:
         limit=9.5,
     )
     assert describe(detection, "adoption", timedelta(days=30)) == (
-        "adoption 0.31 fell 24.4% below its 1w level 0.41 around 09:40 "
-        "(1 false alarm expected per 4w2d)"
+        "adoption 0.31 fell 24.4% below its 7-day level 0.41 around 09:40 "
+        "(1 false alarm expected per 30 days)"
     )
     assert describe(detection, "adoption", None).endswith("(statistic 12 > limit 9.5)")
+
+
+@pytest.mark.parametrize(
+    ("span", "noun", "adjective"),
+    [
+        (timedelta(days=30), "30 days", "30-day"),
+        (timedelta(days=1), "1 day", "1-day"),
+        (timedelta(hours=36), "36 hours", "36-hour"),
+        (timedelta(minutes=90), "90 minutes", "90-minute"),
+        (timedelta(seconds=45), "45 seconds", "45-second"),
+    ],
+)
+def test_durations_read_as_a_person_says_them(span: timedelta, noun: str, adjective: str) -> None:
+    """The evidence line says "30 days" and "7-day", never the config syntax "4w2d"."""
+    assert spoken_duration(span) == noun
+    assert spoken_duration(span, adjective=True) == adjective
 
 
 def test_warm_start_from_json_continues_identically() -> None:

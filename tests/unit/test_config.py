@@ -155,9 +155,10 @@ def test_demo_config_loads_and_tells_the_story() -> None:
 
 def test_example_config_loads() -> None:
     """config/example.yaml, the reference users copy, is valid as shipped, its template ref
-    expanded."""
+    expanded, adoption on the default detector with its false-alarm budget."""
     config = load_config(ROOT / "config" / "example.yaml", environ={})
-    assert config.systems["fraud-scoring"].signals["adoption"].detect.baseline is not None
+    adoption = config.systems["fraud-scoring"].signals["adoption"]
+    assert (adoption.detect, adoption.false_alarm_every) == (None, timedelta(days=30))
     accuracy = config.systems["fraud-scoring"].signals["accuracy"]
     assert (accuracy.template, accuracy.label) == ("accuracy", ("model", "fraud"))
     assert accuracy.query == config.signal_templates["accuracy"].query

@@ -47,7 +47,6 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal, Protocol
 
-from driftowner.config import format_duration
 from driftowner.detect.detectors import _fmt, _percent, _relative_change
 from driftowner.model import BadDirection
 
@@ -355,8 +354,8 @@ class Detection:
 
 
 def describe(detection: Detection, signal: str, false_alarm_every: timedelta | None) -> str:
-    """One line a person understands, e.g. ``adoption 0.31 fell 24% below its 4w2d level 0.41
-    around 09:40 (1 false alarm expected per 4w2d)``.
+    """One line a person understands, e.g. ``adoption 0.31 fell 24% below its 7-day level 0.41
+    around 09:40 (1 false alarm expected per 30 days)``.
 
     Args:
         detection: the confirmed change.
@@ -369,7 +368,7 @@ def describe(detection: Detection, signal: str, false_alarm_every: timedelta | N
     change = _relative_change(detection.value, detection.reference)
     verb = "rose" if detection.direction == "up" else "fell"
     side = "above" if detection.direction == "up" else "below"
-    span = format_duration(_whole_minutes(detection.reference_span))
+    span = spoken_duration(_whole_minutes(detection.reference_span), adjective=True)
     amount = _percent(abs(change), signed=False)
     line = (
         f"{signal} {_fmt(detection.value)} {verb} {amount} {side} its {span} level "
@@ -377,7 +376,20 @@ def describe(detection: Detection, signal: str, false_alarm_every: timedelta | N
     )
     if false_alarm_every is None:
         return f"{line} (statistic {_fmt(detection.statistic)} > limit {_fmt(detection.limit)})"
-    return f"{line} (1 false alarm expected per {format_duration(false_alarm_every)})"
+    return f"{line} (1 false alarm expected per {spoken_duration(false_alarm_every)})"
+
+
+def spoken_duration(span: timedelta, *, adjective: bool = False) -> str:
+    """A duration as a person says it, in its largest whole unit (days, hours, minutes, else
+    seconds): ``30 days``, or as an adjective ``7-day`` (``adjective=True``)."""
+    seconds = round(span.total_seconds())
+    for unit, size in (("day", 86_400), ("hour", 3_600), ("minute", 60), ("second", 1)):
+        if seconds % size == 0 or unit == "second":
+            count = seconds // size
+            if adjective:
+                return f"{count}-{unit}"
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    raise AssertionError("unreachable")
 
 
 def _whole_minutes(span: timedelta) -> timedelta:
@@ -470,7 +482,14 @@ def _number(raw: object, where: str) -> float:
 class Detector(Protocol):
     """What the evaluation cycle needs from any change-point detector."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def bad(self) -> BadDirection: ...
+
+    @property
+    def warmup(self) -> int: ...
 
     def start(self) -> ChartState: ...
 

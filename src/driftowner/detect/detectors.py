@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 from statistics import fmean
 
 from driftowner.config import BaselineConfig, SignalConfig, ThresholdConfig, format_duration
-from driftowner.model import BadDirection, Finding, Sample, SourceResult
+from driftowner.model import BadDirection, Change, Direction, Finding, Sample, SourceResult
 
 
 def lookback(signal: SignalConfig) -> timedelta:
     """How much history a signal's detector needs: 0 means one instant read suffices."""
-    if signal.detect.baseline is not None:
+    if signal.detect is not None and signal.detect.baseline is not None:
         return signal.detect.baseline.reference
     return timedelta(0)
 
@@ -30,7 +30,45 @@ def read_step(signal: SignalConfig, interval: timedelta) -> timedelta:
 def judge(
     system: str, signal_name: str, signal: SignalConfig, result: SourceResult, now: datetime
 ) -> Finding:
-    """The verdict on one signal at ``now`` from what its source returned."""
+    """The verdict of a stateless detector (threshold, baseline) on one signal at ``now`` from
+    what its source returned. Change-point charts keep state: see :mod:`driftowner.detect.bank`
+    (which also reports a flip of a stateless verdict as a change: :func:`flip`)."""
+    found = unusable(system, signal_name, signal, result, now)
+    if found is not None:
+        return found
+    base = Finding(system=system, signal=signal_name, layer=signal.layer, status="no_data", at=now)
+    latest = result.samples[-1]
+    detect = signal.detect
+    if detect is not None and detect.threshold is not None:
+        return threshold(base, detect.threshold, latest)
+    if detect is None or detect.baseline is None:
+        raise ValueError(f"{signal_name}: {detect and detect.name} is not a stateless detector")
+    return baseline(base, detect.baseline, signal.bad, result.samples)
+
+
+FLIP = frozenset({"ok", "degraded"})
+"""The two verdicts a flip goes between (no data is no verdict)."""
+
+
+def flip(decided: Finding | None, found: Finding) -> Change | None:
+    """The change a detector without a chart (threshold, baseline, psi, js) confirms: its
+    verdict flipped between ``ok`` and ``degraded`` since ``decided``, its last verdict (a
+    shift, or a recovery), from the level before (the reference, or the value last judged) to
+    the value now. No data in between changes nothing."""
+    if decided is None or found.value is None or {decided.status, found.status} != FLIP:
+        return None
+    before = found.reference if found.reference is not None else decided.value
+    if before is None:
+        return None
+    direction: Direction = "up" if found.value > before else "down"
+    return Change(found.at, direction, before, found.value)
+
+
+def unusable(
+    system: str, signal_name: str, signal: SignalConfig, result: SourceResult, now: datetime
+) -> Finding | None:
+    """The ``no_data`` finding when the source failed, returned nothing, or its newest sample
+    is older than ``stale_after``; None when there is something to judge."""
     base = Finding(system=system, signal=signal_name, layer=signal.layer, status="no_data", at=now)
     if result.error is not None:
         return replace(
@@ -51,10 +89,7 @@ def judge(
             detector="staleness",
             reason=f"newest sample is {age} old (stale_after {limit})",
         )
-    if signal.detect.threshold is not None:
-        return threshold(base, signal.detect.threshold, latest)
-    assert signal.detect.baseline is not None  # DetectConfig guarantees exactly one detector
-    return baseline(base, signal.detect.baseline, signal.bad, result.samples)
+    return None
 
 
 def threshold(base: Finding, spec: ThresholdConfig, latest: Sample) -> Finding:

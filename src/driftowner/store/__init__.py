@@ -1,12 +1,28 @@
-"""Durable state: incidents, events, outbox, pending conditions."""
+"""Durable state: incidents, events, outbox, pending conditions, behind one ``Store`` protocol
+with three backends: in memory (replay, tests), SQLite (the default) and PostgreSQL (HA)."""
 
-from driftowner.store.sql import (
+from driftowner.store.base import (
     Changes,
     Conflict,
+    Fingerprint,
     Settled,
     Store,
     StoreError,
     StoreUnavailable,
+    StoreView,
 )
+from driftowner.store.memory import MemoryStore
+from driftowner.store.sql import SqlStore
 
-__all__ = ["Changes", "Conflict", "Settled", "Store", "StoreError", "StoreUnavailable"]
+__all__ = [
+    "Changes",
+    "Conflict",
+    "Fingerprint",
+    "MemoryStore",
+    "Settled",
+    "SqlStore",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "StoreView",
+]

@@ -1,0 +1,371 @@
+"""The detector bank: which change-point chart watches each signal, what each chart remembers
+between evaluations, the level an unrecovered change left, and the re-learning an owner asked
+for. Pure: samples, readings and times come in; the bank's values go out.
+
+A chart confirms *changes*; a finding needs a *status*. The bank turns one into the other:
+
+- the first confirmed change in the signal's ``bad`` direction records the level it **left**
+  (the reference before it), the level it went to and when it began;
+- later changes (recoveries, further shifts) move the signal's current level; the signal stays
+  ``degraded`` while its current level is still away from the level it left, in the bad
+  direction, by more than half of that first change; it is ``ok`` once it comes back;
+- an owner who resolves with ``--accept`` says the new level is normal: the chart starts over
+  and learns its reference from the samples after the accept (:meth:`Bank.accept`);
+- a warm start replays history through the same updates (:func:`observe`), so the state after
+  a restart equals the state reached online.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from driftowner.config import HISTOGRAM_DETECTORS, SignalConfig
+from driftowner.detect import detectors
+from driftowner.detect.changepoint import (
+    ChartState,
+    Cusum,
+    Detection,
+    Detector,
+    Ewma,
+    PageHinkley,
+    default_detector,
+    describe,
+)
+from driftowner.detect.histogram import HistogramDrift, HistogramVerdict, verdict_line
+from driftowner.model import Accepted, BadDirection, Change, Finding, Sample, SourceResult
+
+SignalKey = tuple[str, str]
+"""(system, signal)."""
+
+WARM_START_RUNS = 10
+"""A warm start reads this many warm-ups' worth of history (at most the chart's longest
+warm-up on autocorrelated input), and further back when a change is still open."""
+
+
+def chart_for(signal: SignalConfig, interval: timedelta) -> Detector | None:
+    """The change-point chart a signal's ``detect`` section names, the default one when it
+    names none, or None for a detector without memory (threshold, baseline, psi, js)."""
+    detect = signal.detect
+    bad, budget = signal.bad, signal.false_alarm_every
+    if detect is None:
+        return default_detector(bad, budget, interval)
+    if detect.cusum is not None:
+        spec = detect.cusum
+        return Cusum(bad, budget, interval, spec.warmup, k=spec.k, h=spec.h)
+    if detect.ewma is not None:
+        ewma = detect.ewma
+        return Ewma(bad, budget, interval, ewma.warmup, lam=ewma.lambda_, width=ewma.width)
+    if detect.page_hinkley is not None:
+        ph = detect.page_hinkley
+        return PageHinkley(bad, budget, interval, ph.warmup, delta=ph.delta, threshold=ph.threshold)
+    return None
+
+
+def histogram_for(signal: SignalConfig, interval: timedelta) -> HistogramDrift | None:
+    """The PSI or JS verdict a signal's ``detect`` section names, or None."""
+    detect = signal.detect
+    if detect is None or detect.name not in HISTOGRAM_DETECTORS:
+        return None
+    spec = detect.psi if detect.psi is not None else detect.js
+    assert spec is not None
+    return HistogramDrift(
+        metric="psi" if detect.psi is not None else "js",
+        limit=spec.limit,
+        bad=signal.bad,
+        false_alarm_every=signal.false_alarm_every,
+        interval=interval,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """What the bank remembers of one signal between evaluations."""
+
+    detector: Detector
+    state: ChartState
+    left: float | None = None
+    """The level before the first unrecovered change in the bad direction; None when the
+    signal is where it should be."""
+    went_to: float | None = None
+    """The level that first change went to: half the way back from it counts as recovered."""
+    began_at: datetime | None = None
+    """When that first change began."""
+    level: float | None = None
+    """The level of the latest confirmed change (the signal's current level)."""
+    latest: Detection | None = None
+    """The latest confirmed change, the evidence for the finding."""
+    relearn_from: datetime | None = None
+    """Samples at or before this time are ignored: an owner accepted the level then."""
+
+    @property
+    def degraded(self) -> bool:
+        return self.left is not None
+
+
+def away(level: float, left: float, went_to: float, bad: BadDirection) -> bool:
+    """Whether ``level`` is still away from the level a change ``left``, in the ``bad``
+    direction, by more than half of the first change (``left`` to ``went_to``)."""
+    tolerance = abs(went_to - left) / 2
+    moved = level - left
+    if bad == "down":
+        return moved < -tolerance
+    if bad == "up":
+        return moved > tolerance
+    return abs(moved) > tolerance
+
+
+def start(detector: Detector, relearn_from: datetime | None = None) -> Watch:
+    """A watch that has seen nothing yet (a new signal, or one whose level was accepted)."""
+    return Watch(detector=detector, state=detector.start(), relearn_from=relearn_from)
+
+
+def observe(watch: Watch, samples: Iterable[Sample]) -> tuple[Watch, list[Detection]]:
+    """Feed samples (oldest first) to a watch: the same step online and in a warm start.
+
+    Returns:
+        The watch after them, and the changes they confirmed, in order.
+    """
+    confirmed: list[Detection] = []
+    state = watch.state
+    for sample in samples:
+        if watch.relearn_from is not None and sample.at <= watch.relearn_from:
+            continue
+        state, detection = watch.detector.update(state, sample.value, sample.at)
+        if detection is not None:
+            watch = _after(replace(watch, state=state), detection)
+            confirmed.append(detection)
+    return replace(watch, state=state), confirmed
+
+
+def _after(watch: Watch, detection: Detection) -> Watch:
+    """The watch after a confirmed change: a first bad one records the level it left; any
+    later one moves the current level, and a return to the level left clears it."""
+    bad = watch.detector.bad
+    moved = replace(watch, level=detection.level, latest=detection)
+    if watch.left is None or watch.went_to is None:
+        if not detection.bad:
+            return moved
+        return replace(
+            moved, left=detection.reference, went_to=detection.level, began_at=detection.began_at
+        )
+    if away(detection.level, watch.left, watch.went_to, bad):
+        return moved
+    return replace(moved, left=None, went_to=None, began_at=None)
+
+
+def warm_start(
+    detector: Detector, history: Iterable[Sample], relearn_from: datetime | None
+) -> Watch:
+    """A watch rebuilt from history, exactly as if it had seen every sample online."""
+    watch, _ = observe(start(detector, relearn_from), history)
+    return watch
+
+
+def chart_finding(base: Finding, watch: Watch, signal: SignalConfig) -> Finding:
+    """The finding a watch gives: degraded while away from the level it left, ok otherwise,
+    no data while its first reference is still being learned."""
+    state = watch.state
+    budget = None if _explicit_limit(watch.detector) else signal.false_alarm_every
+    name = watch.detector.name or "default"
+    if watch.latest is not None:
+        detection = watch.latest
+        line = describe(detection, base.signal, budget)
+        found = replace(
+            base,
+            detector=name,
+            reference=watch.left if watch.left is not None else detection.reference,
+            statistic=detection.statistic,
+            limit=detection.limit,
+            began_at=watch.began_at if watch.degraded else detection.began_at,
+        )
+        if not watch.degraded:
+            return replace(found, status="ok", reason=f"back near its level: last change {line}")
+        return replace(found, status="degraded", reason=line)
+    if state.reference is None:
+        return replace(
+            base,
+            detector=name,
+            status="no_data",
+            reason=f"learning its reference ({len(state.warmup)} samples so far)",
+        )
+    reference = state.reference
+    statistic = max(state.upper, state.lower)
+    return replace(
+        base,
+        detector=name,
+        status="ok",
+        reference=reference.centre,
+        statistic=statistic,
+        limit=state.limit,
+        reason=(
+            f"{detectors._fmt(base.value or 0.0)} in control around "
+            f"{detectors._fmt(reference.centre)} (statistic {detectors._fmt(statistic)}, "
+            f"limit {detectors._fmt(state.limit)})"
+        ),
+    )
+
+
+def _explicit_limit(detector: Detector) -> bool:
+    return any(getattr(detector, name, None) is not None for name in ("h", "width", "threshold"))
+
+
+def histogram_finding(base: Finding, verdict: HistogramVerdict, at: datetime) -> Finding:
+    """The finding a PSI or JS verdict gives."""
+    return replace(
+        base,
+        detector=verdict.metric,
+        status="degraded" if verdict.drifted else "ok",
+        value=verdict.recent_centre,
+        reference=verdict.reference_centre,
+        statistic=verdict.statistic,
+        limit=verdict.limit,
+        reason=verdict_line(verdict, base.signal, at),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramReading:
+    """A histogram's cumulative bucket counts over the reference and the recent windows, or
+    why they could not be read."""
+
+    reference: Mapping[float, float]
+    recent: Mapping[float, float]
+    error: str | None = None
+
+
+class Bank:
+    """Every signal's watch, held by the shell between evaluations (the daemon keeps one;
+    ``replay`` starts one at the beginning of its range)."""
+
+    def __init__(self) -> None:
+        self.watches: dict[SignalKey, Watch] = {}
+        self.accepted: dict[SignalKey, datetime] = {}
+        """Per signal, the latest time an owner accepted its level."""
+        self.accept_cursor = 0
+        """The position of the last ``accepted`` event applied (see :meth:`apply_accepts`)."""
+        self.histograms: dict[SignalKey, HistogramReading] = {}
+        """This evaluation's histogram readings (set by the shell before judging)."""
+        self.decided: dict[SignalKey, Finding] = {}
+        """Per signal without a chart (threshold, baseline, psi, js), its last ``ok`` or
+        ``degraded`` finding: a flip from it is a confirmed change (:func:`detectors.flip`)."""
+
+    def needs_history(self, key: SignalKey, signal: SignalConfig, interval: timedelta) -> bool:
+        """Whether the signal's chart has no state yet (start, new signal, changed detector)."""
+        detector = chart_for(signal, interval)
+        watch = self.watches.get(key)
+        return detector is not None and (watch is None or watch.detector != detector)
+
+    def history_window(self, signal: SignalConfig, interval: timedelta) -> timedelta:
+        """How much history a warm start reads: enough for the chart's longest warm-up, over
+        several runs so a change that began before it is seen to begin."""
+        detector = chart_for(signal, interval)
+        warmup = detector.warmup if detector is not None else 0
+        return interval * warmup * WARM_START_RUNS
+
+    def warm(
+        self, key: SignalKey, signal: SignalConfig, interval: timedelta, history: Iterable[Sample]
+    ) -> None:
+        """Rebuild a signal's watch from its history (oldest first)."""
+        detector = chart_for(signal, interval)
+        if detector is None:
+            return
+        self.watches[key] = warm_start(detector, history, self.accepted.get(key))
+
+    def accept(self, key: SignalKey, at: datetime) -> None:
+        """The owner accepted the signal's current level at ``at``: forget the level it left
+        and learn a new reference from the samples after ``at``."""
+        if key in self.accepted and self.accepted[key] >= at:
+            return
+        self.accepted[key] = at
+        watch = self.watches.get(key)
+        if watch is not None:
+            self.watches[key] = start(watch.detector, at)
+
+    def apply_accepts(self, accepts: Iterable[Accepted]) -> None:
+        """Apply the ``accepted`` events logged since the last call (any process may log
+        them: the CLI, the API), and remember how far the log was read."""
+        for accepted in accepts:
+            for name in accepted.signals:
+                self.accept((accepted.system, name), accepted.at)
+            self.accept_cursor = max(self.accept_cursor, accepted.seq)
+
+    def forget_except(self, keys: Iterable[SignalKey]) -> None:
+        """Drop the watches of signals no longer configured."""
+        kept = set(keys)
+        for key in list(self.watches):
+            if key not in kept:
+                del self.watches[key]
+        for key in list(self.decided):
+            if key not in kept:
+                del self.decided[key]
+
+    def judge(
+        self,
+        system: str,
+        name: str,
+        signal: SignalConfig,
+        result: SourceResult,
+        now: datetime,
+        interval: timedelta,
+    ) -> Finding:
+        """The verdict on one signal at ``now``: its chart updated with the new samples (the
+        stateless detectors as :func:`~driftowner.detect.detectors.judge` gives them), with
+        the changes confirmed on the way (``Finding.changes``)."""
+        key = (system, name)
+        detector = chart_for(signal, interval)
+        if detector is None:
+            drift = histogram_for(signal, interval)
+            if drift is not None:
+                found = self._judge_histogram(key, drift, signal, now)
+            else:
+                found = detectors.judge(system, name, signal, result, now)
+            return self._flipped(key, found)
+        unusable = detectors.unusable(system, name, signal, result, now)
+        if unusable is not None:
+            return unusable
+        watch = self.watches.get(key)
+        if watch is None or watch.detector != detector:
+            watch = start(detector, self.accepted.get(key))
+        watch, confirmed = observe(watch, result.samples)
+        self.watches[key] = watch
+        base = Finding(
+            system=system,
+            signal=name,
+            layer=signal.layer,
+            status="ok",
+            at=now,
+            value=result.samples[-1].value,
+            changes=tuple(Change(d.at, d.direction, d.reference, d.level) for d in confirmed),
+        )
+        return chart_finding(base, watch, signal)
+
+    def _flipped(self, key: SignalKey, found: Finding) -> Finding:
+        """``found`` with the change its flip from the last verdict confirms, if any; a
+        verdict (ok or degraded, not no data) becomes the last one."""
+        if found.status not in detectors.FLIP:
+            return found
+        change = detectors.flip(self.decided.get(key), found)
+        self.decided[key] = found
+        return found if change is None else replace(found, changes=(change,))
+
+    def _judge_histogram(
+        self, key: SignalKey, drift: HistogramDrift, signal: SignalConfig, now: datetime
+    ) -> Finding:
+        base = Finding(system=key[0], signal=key[1], layer=signal.layer, status="no_data", at=now)
+        reading = self.histograms.get(key)
+        if reading is None:
+            return replace(base, detector=drift.metric, reason="histogram not read")
+        if reading.error is not None:
+            return replace(base, detector=drift.metric, reason=reading.error, source_error=True)
+        if not reading.reference or not reading.recent:
+            return replace(base, detector=drift.metric, reason="the histogram has no buckets")
+        if reading.reference.get(math.inf, 0.0) <= 0 or reading.recent.get(math.inf, 0.0) <= 0:
+            return replace(base, detector=drift.metric, reason="no observations in a window")
+        try:
+            verdict = drift.judge(reading.reference, reading.recent)
+        except ValueError as error:
+            return replace(base, detector=drift.metric, reason=str(error), source_error=True)
+        return histogram_finding(base, verdict, now)

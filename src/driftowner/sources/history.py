@@ -1,0 +1,124 @@
+"""What the detector bank reads besides each cycle's newest samples: the history a chart's warm
+start replays (range reads over its reference window), and the two windows of a classic
+histogram that PSI and JS compare (``increase`` of its ``*_bucket`` series, summed by ``le``).
+
+I/O only; the decisions are :mod:`driftowner.detect.bank`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import cast
+
+from driftowner.config import Config, HistogramConfig, SignalConfig
+from driftowner.detect.bank import Bank, HistogramReading, SignalKey
+from driftowner.detect.histogram import parse_le
+from driftowner.model import Sample, SourceResult
+from driftowner.sources import LabelledResult, LabelledSource, Source, supports_labels
+
+
+async def prepare(bank: Bank, config: Config, sources: Mapping[str, Source], now: datetime) -> None:
+    """Ready the bank for judging at ``now``: forget removed signals, warm-start every chart
+    without state from its history, and read every histogram's two windows."""
+    interval = config.evaluation.interval
+    keys = [(s, n) for s, system in config.systems.items() for n in system.signals]
+    bank.forget_except(keys)
+    limits = {
+        name: asyncio.Semaphore(getattr(spec, "max_concurrent_queries", 64))
+        for name, spec in config.sources.items()
+    }
+    cold: list[SignalKey] = []
+    histograms: list[SignalKey] = []
+    for key in keys:
+        signal = config.systems[key[0]].signals[key[1]]
+        if signal.detect is not None and signal.detect.name in ("psi", "js"):
+            histograms.append(key)
+        elif bank.needs_history(key, signal, interval):
+            cold.append(key)
+    bank.histograms = {}
+
+    async def warm(key: SignalKey) -> None:
+        signal = config.systems[key[0]].signals[key[1]]
+        async with limits[signal.source]:
+            history = await read_history(sources[signal.source], signal, bank, interval, now)
+        if history.error is None:
+            # This cycle's own read of the newest sample is then skipped as not newer.
+            bank.warm(key, signal, interval, history.samples)
+
+    async def histogram(key: SignalKey) -> None:
+        signal = config.systems[key[0]].signals[key[1]]
+        async with limits[signal.source]:
+            bank.histograms[key] = await read_histogram(sources[signal.source], signal, now)
+
+    await asyncio.gather(*(warm(k) for k in cold), *(histogram(k) for k in histograms))
+
+
+async def read_history(
+    source: Source, signal: SignalConfig, bank: Bank, interval: timedelta, now: datetime
+) -> SourceResult:
+    """A signal's samples over its warm-start window, one per evaluation interval. A template
+    signal reads its own series through the template's query split by its label."""
+    start = now - bank.history_window(signal, interval)
+    if signal.label is not None and supports_labels(source):
+        label, value = signal.label
+        split = await cast(LabelledSource, source).read_by_label(
+            signal.query, start, now, interval, label
+        )
+        return split.share(label, value)
+    return await source.read(signal.query, start, now, interval)
+
+
+async def read_histogram(source: Source, signal: SignalConfig, now: datetime) -> HistogramReading:
+    """The bucket counts observed in the reference window (before the recent one) and in the
+    recent window, summed over series by ``le`` (Prometheus handles counter resets)."""
+    detect = signal.detect
+    assert detect is not None
+    spec = detect.psi if detect.psi is not None else detect.js
+    assert spec is not None
+    if not supports_labels(source):
+        return HistogramReading({}, {}, f"source {source.name!r} cannot read buckets by le")
+    labelled = cast(LabelledSource, source)
+    reference, recent = await asyncio.gather(
+        labelled.read_by_label(
+            _window_query(signal.query, spec, True), now, now, spec.recent, "le"
+        ),
+        labelled.read_by_label(
+            _window_query(signal.query, spec, False), now, now, spec.recent, "le"
+        ),
+    )
+    for part in (reference, recent):
+        if part.error is not None:
+            return HistogramReading({}, {}, part.error)
+    try:
+        return HistogramReading(_counts(reference), _counts(recent))
+    except ValueError as error:
+        return HistogramReading({}, {}, f"histogram {signal.query}: {error}")
+
+
+def _window_query(selector: str, spec: HistogramConfig, reference: bool) -> str:
+    """PromQL for the per-``le`` increase over one window."""
+    if reference:
+        return (
+            f"sum by (le) (increase({selector}[{_seconds(spec.reference)}] "
+            f"offset {_seconds(spec.recent)}))"
+        )
+    return f"sum by (le) (increase({selector}[{_seconds(spec.recent)}]))"
+
+
+def _seconds(duration: timedelta) -> str:
+    return f"{max(1, round(duration.total_seconds()))}s"
+
+
+def _counts(result: LabelledResult) -> dict[float, float]:
+    """``le`` to the window's cumulative count, from one instant sample per bucket."""
+    counts: dict[float, float] = {}
+    for le, samples in result.series.items():
+        if samples:
+            counts[parse_le(le)] = _last(samples).value
+    return counts
+
+
+def _last(samples: tuple[Sample, ...]) -> Sample:
+    return samples[-1]

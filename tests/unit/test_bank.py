@@ -1,0 +1,208 @@
+"""The detector bank: a signal's status from its chart's confirmed changes (successive changes,
+recovery, further shifts), accepting a new level, warm start equal to the online state, and
+each ``detect`` section building its chart. Pure: samples and times are passed in."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from datetime import timedelta
+
+import pytest
+
+from driftowner.detect.bank import Bank, away, chart_for, observe, start, warm_start
+from driftowner.detect.changepoint import Cusum, Ewma, PageHinkley
+from driftowner.model import Finding, Sample, SourceResult
+from tests.unit.factories import T0, signal
+
+MINUTE = timedelta(minutes=1)
+KEY = ("fraud-scoring", "adoption")
+
+
+def series(*segments: tuple[int, float], seed: int = 3, sd: float = 0.01) -> list[Sample]:
+    """Samples one a minute from T0: ``(count, level)`` segments plus Gaussian noise."""
+    rng = random.Random(seed)
+    values = [level + rng.gauss(0, sd) for count, level in segments for _ in range(count)]
+    return [Sample(T0 + index * MINUTE, value) for index, value in enumerate(values)]
+
+
+def run(bank: Bank, samples: Sequence[Sample], bad: str = "down") -> list[Finding]:
+    """Judge one sample per evaluation, as the daemon does with instant reads."""
+    spec = signal(bad=bad)
+    return [
+        bank.judge(*KEY, spec, SourceResult(samples=(sample,)), sample.at, MINUTE)
+        for sample in samples
+    ]
+
+
+def statuses(findings: Sequence[Finding]) -> list[str]:
+    """The status sequence with repeats collapsed: the story of the signal."""
+    story: list[str] = []
+    for finding in findings:
+        if not story or story[-1] != finding.status:
+            story.append(finding.status)
+    return story
+
+
+@pytest.mark.parametrize(
+    ("level", "left", "went_to", "bad", "expected"),
+    [
+        (0.30, 0.40, 0.30, "down", True),  # still at the new level
+        (0.36, 0.40, 0.30, "down", False),  # more than half way back
+        (0.34, 0.40, 0.30, "down", True),  # less than half way back
+        (0.50, 0.40, 0.30, "down", False),  # overshot upwards: not bad for a down signal
+        (0.50, 0.40, 0.50, "up", True),
+        (0.30, 0.40, 0.50, "both", True),  # a further shift the other way is still away
+        (0.41, 0.40, 0.50, "both", False),
+    ],
+)
+def test_away_from_the_level_left(
+    level: float, left: float, went_to: float, bad: str, expected: bool
+) -> None:
+    """A signal counts as away while it sits beyond half of its first change from the level
+    it left, in the bad direction."""
+    assert away(level, left, went_to, bad) is expected  # type: ignore[arg-type]
+
+
+def test_a_drop_degrades_and_a_recovery_clears() -> None:
+    """Learning, then ok; a fall in the bad direction is degraded, dated where it began;
+    the return to the old level is found as its own change and clears the finding."""
+    bank = Bank()
+    found = run(bank, series((200, 0.40), (200, 0.30), (200, 0.40)))
+    assert statuses(found) == ["no_data", "ok", "degraded", "ok"]
+    first_bad = next(f for f in found if f.status == "degraded")
+    assert first_bad.began_at is not None
+    assert T0 + 195 * MINUTE <= first_bad.began_at <= T0 + 205 * MINUTE
+    assert first_bad.reference == pytest.approx(0.40, abs=0.01)
+    assert "fell" in first_bad.reason and "below" in first_bad.reason
+    assert found[-1].status == "ok"
+
+
+def test_a_further_shift_keeps_the_incident_on_the_level_it_left() -> None:
+    """After a first fall, a further fall is its own change; the signal stays degraded and
+    keeps the start and the level of the first change."""
+    bank = Bank()
+    found = run(bank, series((200, 0.40), (200, 0.30), (200, 0.20)))
+    assert statuses(found) == ["no_data", "ok", "degraded"]
+    first = next(f for f in found if f.status == "degraded")
+    assert found[-1].began_at == first.began_at
+    assert found[-1].reference == pytest.approx(0.40, abs=0.01)
+    latest = bank.watches[KEY].latest
+    assert latest is not None and latest.level == pytest.approx(0.20, abs=0.03)
+
+
+def test_a_rise_on_a_down_signal_never_degrades() -> None:
+    """A confirmed change in the good direction is reported as evidence but is not bad."""
+    bank = Bank()
+    found = run(bank, series((200, 0.40), (200, 0.50)))
+    assert "degraded" not in statuses(found)
+    latest = bank.watches[KEY].latest
+    assert latest is not None and latest.direction == "up" and not latest.bad
+
+
+def test_accept_relearns_the_new_level_as_normal() -> None:
+    """Accepting a shifted level clears the finding, learns a new reference from samples after
+    the accept, and later judges against the new level: a return to the old one is a rise, not
+    a recovery, and a further fall from the new level is bad again."""
+    bank = Bank()
+    run(bank, series((200, 0.40), (200, 0.30)))
+    accepted_at = T0 + 399 * MINUTE
+    bank.accept(KEY, accepted_at)
+    later = [
+        Sample(accepted_at + (index + 1) * MINUTE, s.value)
+        for index, s in enumerate(series((200, 0.30), (200, 0.20), seed=9))
+    ]
+    found = run(bank, later)
+    assert statuses(found) == ["no_data", "ok", "degraded"]
+    degraded = next(f for f in found if f.status == "degraded")
+    assert degraded.reference == pytest.approx(0.30, abs=0.01)
+
+
+def test_an_older_accept_is_not_applied_twice() -> None:
+    """The bank reads accepts every cycle; one it already applied does not reset it again."""
+    bank = Bank()
+    run(bank, series((100, 0.40)))
+    bank.accept(KEY, T0)
+    run(bank, [Sample(T0 + (100 + i) * MINUTE, 0.40 + 0.001 * (i % 3)) for i in range(60)])
+    before = bank.watches[KEY]
+    bank.accept(KEY, T0)
+    assert bank.watches[KEY] is before
+
+
+@pytest.mark.parametrize(
+    "segments",
+    [
+        ((300, 0.40),),
+        ((200, 0.40), (150, 0.30)),
+        ((200, 0.40), (150, 0.30), (150, 0.40)),
+    ],
+)
+def test_warm_start_from_history_equals_the_state_reached_online(
+    segments: tuple[tuple[int, float], ...],
+) -> None:
+    """A watch rebuilt from history holds exactly the state, level left and evidence that
+    judging the same samples one evaluation at a time reached."""
+    samples = series(*segments)
+    online = Bank()
+    run(online, samples)
+    detector = chart_for(signal(bad="down"), MINUTE)
+    assert detector is not None
+    assert warm_start(detector, samples, None) == online.watches[KEY]
+
+
+def test_warm_start_ignores_samples_before_an_accept() -> None:
+    """History from before an accept does not come back after a restart."""
+    samples = series((200, 0.40), (200, 0.30))
+    detector = chart_for(signal(bad="down"), MINUTE)
+    assert detector is not None
+    watch = warm_start(detector, samples, T0 + 300 * MINUTE)
+    assert watch.left is None
+    fresh, _ = observe(start(detector, T0 + 300 * MINUTE), samples[301:])
+    assert watch == fresh
+
+
+@pytest.mark.parametrize(
+    ("detect", "kind", "fields"),
+    [
+        (None, PageHinkley, {"delta": 0.5, "threshold": None}),
+        ({"cusum": {"k": 0.25, "h": 7}}, Cusum, {"k": 0.25, "h": 7}),
+        ({"ewma": {"lambda": 0.1}}, Ewma, {"lam": 0.1, "width": None}),
+        ({"ewma": {"lambda": 0.1, "L": 3}}, Ewma, {"lam": 0.1, "width": 3}),
+        ({"page_hinkley": {"delta": 1, "warmup": 50}}, PageHinkley, {"delta": 1, "warmup": 50}),
+    ],
+)
+def test_each_detect_section_builds_its_chart(
+    detect: dict[str, object] | None, kind: type, fields: dict[str, object]
+) -> None:
+    """Every chart a config names is built with its parameters, the signal's bad direction
+    and its false-alarm budget at the evaluation interval."""
+    spec = signal(bad="up", false_alarm_every="7d", **({"detect": detect} if detect else {}))
+    chart = chart_for(spec, 5 * MINUTE)
+    assert isinstance(chart, kind)
+    assert (chart.bad, chart.false_alarm_every, chart.interval) == (
+        "up",
+        timedelta(days=7),
+        5 * MINUTE,
+    )
+    for name, value in fields.items():
+        assert getattr(chart, name) == value
+
+
+def test_stateless_detectors_keep_their_verdicts() -> None:
+    """A threshold signal is judged as before: the bank keeps no watch for it."""
+    bank = Bank()
+    spec = signal(detect={"threshold": {"min": 0.9}})
+    sample = Sample(T0, 0.5)
+    found = bank.judge(*KEY, spec, SourceResult(samples=(sample,)), T0, MINUTE)
+    assert (found.status, found.detector) == ("degraded", "threshold")
+    assert KEY not in bank.watches
+
+
+def test_a_source_error_leaves_the_chart_untouched() -> None:
+    """A failed read is no data and no evidence: the chart's state does not move."""
+    bank = Bank()
+    run(bank, series((100, 0.40)))
+    before = bank.watches[KEY]
+    found = bank.judge(*KEY, signal(bad="down"), SourceResult(error="down"), T0, MINUTE)
+    assert (found.status, found.source_error) == ("no_data", True)
+    assert bank.watches[KEY] is before
