@@ -27,6 +27,7 @@ from driftowner.store import (
     Changes,
     Conflict,
     MemoryStore,
+    Settled,
     SqlStore,
     Store,
     StoreError,
@@ -1219,3 +1220,47 @@ def test_a_new_sqlite_store_is_readable_by_its_owner_only(db_path: Path) -> None
     store.secret("links")
     store.close()
     assert db_path.stat().st_mode & 0o777 == 0o600
+
+
+# -- the delivery loop's writes (every backend) ------------------------------------------------
+
+
+def test_outcomes_settled_together_with_a_fallback_and_a_conversation(store: Store) -> None:
+    """One ``settle`` records a delivery (starting its conversation), a retry, and a give-up
+    with its event and the fallback page that takes over; the age of the oldest owed
+    notification and the next due time follow."""
+    store.apply(Changes(opened=[incident()]))
+    store.apply(Changes(notifications=[notification(f"n-{i}", created_at=T0) for i in range(3)]))
+    leased = store.lease_due(T0, timedelta(seconds=15), 3)
+    assert len(leased) == 3 and store.outbox_oldest(T0 + timedelta(seconds=90)) == 90
+    fallback = notification("fb-1", channel="email", address="alice@example.com", created_at=at(1))
+    gave_up = Event("inc-1", at(1), "note", "auto", "page to alice via console failed for good")
+    store.settle(
+        [
+            Settled("n-0", at(1), "delivered", ref="ts-1"),
+            Settled("n-1", at(1), "retry", "503", next_attempt_at=at(2)),
+            Settled("n-2", at(1), "failed", "404", event=gave_up, fallback=fallback),
+        ]
+    )
+    by_id = {n.id: n for n in store.notifications("inc-1")}
+    assert by_id["n-0"].delivered_at == at(1) and by_id["n-1"].next_attempt_at == at(2)
+    assert by_id["n-2"].failed_at == at(1) and by_id["fb-1"].delivered_at is None
+    assert [n.attempts for n in (by_id["n-0"], by_id["n-1"], by_id["n-2"])] == [1, 1, 1]
+    assert store.threads([by_id["n-0"]]) == {"n-0": "ts-1"}
+    assert gave_up in store.events("inc-1")
+    assert store.next_due() == at(1)  # the fallback, due at once
+    assert store.outbox_oldest(at(3)) == 180.0  # n-1, made at T0, still owed
+
+
+def test_handing_back_makes_a_notification_due_again_without_an_attempt(store: Store) -> None:
+    """``defer`` ends the caller's lease and sets when the notification is due again; the
+    attempt count is unchanged, and a lease that is no longer the caller's is left alone."""
+    store.apply(Changes(opened=[incident()]))
+    store.apply(Changes(notifications=[notification("n-1"), notification("n-2")]))
+    lease = timedelta(seconds=15)
+    store.lease_due(T0, lease, 2)
+    store.defer({"n-1": (at(5), T0 + lease), "n-2": (at(5), T0)})  # n-2: not our lease end
+    by_id = {n.id: n for n in store.notifications("inc-1")}
+    assert (by_id["n-1"].next_attempt_at, by_id["n-1"].attempts) == (at(5), 0)
+    assert by_id["n-2"].next_attempt_at == T0
+    assert store.lease_due(T0 + timedelta(seconds=10), lease, 2) == []  # n-2: still leased
