@@ -275,7 +275,9 @@ class Daemon:
                 self.config,
                 self.clock,
                 self.metrics,
-                leading=lambda: self.leading and not self._stopping,
+                # The running loop delivers only while this instance leads; jobs run by hand
+                # (no loop) were already let through by their caller, as a leader's job is.
+                leading=lambda: not self._stopping and (self.leading or self._delivering is None),
                 report=self._delivery_report,
             )
         return self._deliverer
