@@ -350,8 +350,10 @@ def summary(name: str, t0: float, times: list[float], count: int) -> dict[str, f
         "p50": statistics.median(latencies) if latencies else float("nan"),
         "p99": p99,
     }
+    if len(times) < count:
+        print(f"  {name:12} ONLY {len(times)} of {count} pages arrived within the wait")
     print(
-        f"  {name:12} {len(times):6d} requests for {count} pages, all in {last:7.2f} s, "
+        f"  {name:12} {len(times):6d} requests for {count} pages, the last at {last:7.2f} s, "
         f"{result['per_second']:8.0f} pages/s, p50 {result['p50']:.2f} s, p99 {p99:.2f} s"
     )
     return result
