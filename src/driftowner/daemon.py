@@ -147,7 +147,7 @@ class Daemon:
 
     def _build_edges(self, config: Config) -> tuple[dict[str, Source], dict[str, Channel]]:
         sources = {
-            name: build_source(name, spec, clock=self.clock)
+            name: build_source(name, spec, clock=self.clock, alerts=self.store)
             for name, spec in config.sources.items()
         }
         channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}

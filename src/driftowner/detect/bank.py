@@ -50,6 +50,8 @@ def chart_for(signal: SignalConfig, interval: timedelta) -> Detector | None:
     names none, or None for a detector without memory (threshold, baseline, psi, js)."""
     detect = signal.detect
     bad, budget = signal.bad, signal.false_alarm_every
+    if signal.alerts:
+        return None  # fires or not: judged at each instant (detectors.alerting)
     if detect is None:
         return default_detector(bad, budget, interval)
     if detect.cusum is not None:
