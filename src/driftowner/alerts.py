@@ -103,7 +103,7 @@ def parse_selector(text: str) -> tuple[Matcher, ...]:
 def _braced(text: str) -> list[Matcher]:
     """The matchers of ``{...}`` (the whole of ``text``)."""
     if not text.endswith("}"):
-        raise ValueError(f"{text!r}: the selector does not end with }}")
+        raise ValueError("the selector does not end with }")
     body = text[1:-1]
     matchers: list[Matcher] = []
     position = 0
