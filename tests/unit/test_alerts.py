@@ -179,7 +179,7 @@ def test_an_alert_signal_is_degraded_while_its_alert_fires_and_has_no_chart() ->
     bank = Bank()
     interval = config.evaluation.interval
     fired = bank.judge(
-        SYSTEM, "serving_errors", signal, SourceResult(samples(((0, 2.0)))), T0, interval
+        SYSTEM, "serving_errors", signal, SourceResult(samples((0, 2.0))), T0, interval
     )
     assert (fired.status, fired.detector, fired.value) == ("degraded", "alert", 2.0)
     assert fired.reason == ('2 alerts firing: {alertname="ServingErrors", system="fraud-scoring"}')
@@ -384,7 +384,8 @@ def test_a_loaded_alert_signal_validates_again_unchanged() -> None:
             "'am': an alert signal is bad while its alert fires",
         ),
         (
-            "      errors: {layer: engineering, source: am, query: X, detect: {threshold: {max: 0}}}",
+            "      errors: {layer: engineering, source: am, query: X, "
+            "detect: {threshold: {max: 0}}}",
             "systems.fraud-scoring.signals.errors.detect: does not apply",
         ),
         (
