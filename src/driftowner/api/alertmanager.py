@@ -137,7 +137,7 @@ def router(runtime: Runtime) -> APIRouter:
     @r.post(
         "/api/v1/alertmanager",
         max_body_size=BODY_LIMIT,
-        responses=responses(401, 403, 404, 413, 422),
+        responses=responses(400, 401, 403, 404, 413, 422),
     )
     def alertmanager(
         payload: WebhookPayload, request: Request, source: str | None = None
