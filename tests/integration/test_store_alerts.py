@@ -1,18 +1,20 @@
 """The store's contract for received alerts (what the Alertmanager webhook writes and the
-alertmanager source reads), run against each backend: episodes kept per fingerprint and start,
-a resolve final for its episode, episodes read by the range they fire in, resolved ones
-forgotten after a while, restarts, and instances recording one episode at once."""
+alertmanager source reads), run against each backend (in memory, SQLite, PostgreSQL): episodes
+kept per fingerprint and start, a resolve final for its episode, episodes read by the range
+they fire in, resolved ones forgotten after a while; on the SQL backends, restarts and
+instances recording one episode at once."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from driftowner.model import ReceivedAlert
-from driftowner.store import Store
+from driftowner.store import MemoryStore, SqlStore, Store
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
     postgres_database_url,
     postgres_url,
@@ -24,9 +26,16 @@ SOURCE = "am"
 FAR = at(60 * 24 * 365)
 
 
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:  # noqa: F811 (a fixture)
-    opened = Store(store_url)
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """An empty store on each backend of the contract suite."""
+    opened: Store
+    if request.param == "memory":
+        opened = MemoryStore()
+    elif request.param == "sqlite":
+        opened = SqlStore(f"sqlite:///{tmp_path / 'state' / 'driftowner.db'}")
+    else:
+        opened = SqlStore(request.getfixturevalue("postgres_database_url"))
     opened.open()
     yield opened
     opened.close()
@@ -112,10 +121,10 @@ def test_resolved_episodes_are_forgotten_after_a_while(store: Store) -> None:
 
 def test_alerts_survive_a_restart(store_url: str) -> None:  # noqa: F811 (a fixture)
     """What a webhook recorded is there for the next process (the store is the handover)."""
-    first = Store(store_url)
+    first = SqlStore(store_url)
     first.record_alerts(SOURCE, [alert(0)], forget_before=at(-1000))
     first.close()
-    second = Store(store_url)
+    second = SqlStore(store_url)
     try:
         assert everything(second) == [alert(0)]
     finally:
@@ -127,13 +136,13 @@ def test_instances_recording_one_new_episode_at_once_keep_one(
 ) -> None:
     """Alertmanager's HA peers deliver the same alert to several instances at once: every
     write succeeds, and the episode is one row with a resolve kept."""
-    Store(store_url).open()
+    SqlStore(store_url).open()
     count = 4
     barrier = threading.Barrier(count)
     problems: list[BaseException] = []
 
     def deliver(index: int) -> None:
-        instance = Store(store_url)
+        instance = SqlStore(store_url)
         try:
             barrier.wait()
             report = alert(0, 10, resolved=True) if index == 0 else alert(0)
@@ -149,7 +158,7 @@ def test_instances_recording_one_new_episode_at_once_keep_one(
     for thread in threads:
         thread.join()
     assert problems == []
-    reader = Store(store_url)
+    reader = SqlStore(store_url)
     try:
         (kept,) = everything(reader)
     finally:
