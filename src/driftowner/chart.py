@@ -284,7 +284,7 @@ def _marker(root: ET.Element, scale: _Scale, marker: Marker, kind: str) -> None:
     group = ET.SubElement(root, "g", {"class": kind})
     group.append(_title(f"{marker.label} {marker.at.strftime('%Y-%m-%d %H:%M:%S UTC')}"))
     ET.SubElement(group, "line", {"x1": x, "x2": x, "y1": _n(_TOP), "y2": _n(HEIGHT - _BOTTOM)})
-    text = ET.SubElement(group, "text", {"x": x, "y": _n(_TOP + 10)})
+    text = ET.SubElement(group, "text", {"x": _n(scale.x(marker.at) + 3), "y": _n(_TOP + 10)})
     text.text = marker.label
 
 
