@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 from driftowner.model import Sample
 
-WIDTH = 720
-HEIGHT = 260
-_LEFT, _RIGHT, _TOP, _BOTTOM = 56, 16, 14, 30
+WIDTH = 640
+HEIGHT = 280
+_LEFT, _RIGHT, _TOP, _BOTTOM = 60, 16, 14, 34
 """Margins around the plot area, in SVG units: room for the axes' labels."""
 
 _TIME_STEPS = tuple(
@@ -267,7 +267,7 @@ def _axes(root: ET.Element, chart: Chart, scale: _Scale) -> None:
     for at in ticks:
         x = _n(scale.x(at))
         ET.SubElement(axes, "line", {"x1": x, "x2": x, "y1": _n(bottom), "y2": _n(bottom + 4)})
-        label = ET.SubElement(axes, "text", {"x": x, "y": _n(bottom + 18), "class": "x-tick"})
+        label = ET.SubElement(axes, "text", {"x": x, "y": _n(bottom + 22), "class": "x-tick"})
         label.text = at.strftime("%b %d" if daily else "%H:%M")
 
 

@@ -9,7 +9,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from driftowner.chart import Chart, Marker, svg, thin, time_ticks, value_range, value_ticks
+from driftowner.chart import (
+    HEIGHT,
+    Chart,
+    Marker,
+    svg,
+    thin,
+    time_ticks,
+    value_range,
+    value_ticks,
+)
 from driftowner.model import Sample
 
 NS = {"s": "http://www.w3.org/2000/svg"}
@@ -131,7 +140,7 @@ def test_a_flat_series_is_drawn_mid_height_with_a_span_around_it() -> None:
     root = parsed(chart(samples=minutes([2.0] * 6)))
     ys = {point.split(",")[1].strip() for point in strokes(root)[0].split("L")}
     assert len(ys) == 1
-    assert float(ys.pop()) == pytest.approx((14 + 230) / 2, abs=0.1)
+    assert float(ys.pop()) == pytest.approx((14 + HEIGHT - 34) / 2, abs=0.1)
 
 
 def test_no_samples_still_draws_axes_reference_and_limits() -> None:

@@ -105,17 +105,19 @@ def value_limits(
 ) -> tuple[float | None, float | None]:
     """The lower and upper limits of the values, where the detector has limits on the values'
     own scale: a threshold's ``min`` / ``max``; a baseline's reference ± ``max_change`` on the
-    bad side. Change-point charts and histograms judge a statistic, not the value: none. Pure."""
+    bad side. Change-point charts and histograms judge a statistic, not the value: none. The
+    detector is the evidence's, or the signal's when the evidence names none. Pure."""
+    configured = signal.detect if signal is not None else None
+    detector = finding.detector or (configured.name if configured is not None else "")
     bad = signal.bad if signal is not None else "both"
-    if finding.detector == "threshold":
-        spec = signal.detect.threshold if signal and signal.detect else None
+    if detector == "threshold":
+        spec = configured.threshold if configured is not None else None
         if spec is not None:
             return spec.min, spec.max
         if finding.limit is None:
             return None, None
         return (finding.limit, None) if bad == "down" else (None, finding.limit)
-    if finding.detector == "baseline" and None not in (finding.reference, finding.limit):
-        assert finding.reference is not None and finding.limit is not None
+    if detector == "baseline" and finding.reference is not None and finding.limit is not None:
         delta = abs(finding.reference) * finding.limit
         return (
             finding.reference - delta if bad in ("down", "both") else None,
@@ -140,6 +142,7 @@ async def signal_chart(
         "layer": signal.layer if signal else (finding.layer if finding else ""),
         "evidence": _evidence(finding),
         "svg": None,
+        "legend": None,
         "problem": None,
     }
     if signal is None:
@@ -159,7 +162,7 @@ async def signal_chart(
         )
     reference = finding.reference if finding else None
     lower, upper = value_limits(finding, signal) if finding else (None, None)
-    began = finding.began_at if finding and finding.began_at else incident.condition_began_at
+    began = change_start(incident, finding)
     samples = thin(result.samples, MAX_CHART_POINTS)
     chart = Chart(
         key=f"chart-{len(incident.signals)}-{incident.signals.index(name)}",
@@ -177,7 +180,23 @@ async def signal_chart(
     )
     # Safe as markup: ElementTree escaped every text in it.
     shown["svg"] = Markup(svg(chart))
+    shown["legend"] = {
+        "reference": reference is not None,
+        "limits": lower is not None or upper is not None,
+        "change": began is not None,
+    }
     return shown
+
+
+def change_start(incident: Incident, finding: Finding | None) -> datetime | None:
+    """Where a signal's chart marks the change: its detector's estimate, else the incident's
+    condition start; none for a signal whose evidence was healthy (the steady side of a
+    disagreement did not change). Pure."""
+    if finding is not None and finding.began_at is not None:
+        return finding.began_at
+    if finding is not None and finding.status == "ok":
+        return None
+    return incident.condition_began_at
 
 
 async def _history(
