@@ -1012,6 +1012,11 @@ def _check_api_tokens(config: Config) -> list[ConfigIssue]:
     return issues
 
 
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
+    """``unknown owner 'alicia', did you mean 'alice'?`` (or the names there are)."""
+    return _unknown(kind, name, known)
+
+
 def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
     """``unknown owner 'alicia', did you mean 'alice'?`` (or the names there are)."""
     names = [str(each) for each in known]
