@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from driftowner import __version__, service
 from driftowner import report as reports
+from driftowner.audit import Audit, audit, audit_json
 from driftowner.clock import rfc3339, utcnow
 from driftowner.config import Config, config_json_schema, format_duration, parse_duration
 from driftowner.configload import ConfigError, default_secrets_dir, load_config, warning_lines
@@ -94,6 +95,44 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{len(config.sources)} sources, {len(config.channels)} channels)"
     )
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    result = audit(_load(_config_path(args.config)))
+    if args.json:
+        _print_json(audit_json(result))
+    else:
+        _print_audit_table(result)
+    return 1 if args.strict and result.gaps else 0
+
+
+def _print_audit_table(result: Audit) -> None:
+    """The audit as a table, one row per system, then every gap on a line of its own."""
+    rows = [("SYSTEM", "OWNER", "LAYERS", "MODEL~BUSINESS", "REACHABLE", "CONTRIBUTORS", "GAPS")]
+    for system in result.systems:
+        rows.append(
+            (
+                system.name,
+                system.owner,
+                ",".join(system.layers) or "-",
+                "yes" if system.disagreements else "no",
+                "yes" if system.owner_reachable else "no",
+                " ".join(f"{layer}:{team}" for layer, team in system.contributors.items()) or "-",
+                str(len(system.gaps)),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+    gaps = result.gaps
+    print()
+    if not gaps:
+        print("no gaps")
+        return
+    print(f"{len(gaps)} gap{'s' if len(gaps) != 1 else ''}:")
+    for gap in gaps:
+        print(f"  - {gap.message}")
 
 
 def cmd_schema(_: argparse.Namespace) -> int:
@@ -534,6 +573,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--interval", help="between evaluations (default: evaluation.interval)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_replay)
+
+    c = sub.add_parser(
+        "audit", help="the ownership registry checked: layers, disagreement rules, reachability"
+    )
+    config_arg(c)
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--strict", action="store_true", help="exit 1 when there is any gap")
+    c.set_defaults(func=cmd_audit)
 
     c = sub.add_parser("notify-test", help="one test message through each of an owner's channels")
     config_arg(c)

@@ -43,7 +43,7 @@ from pydantic.json_schema import GenerateJsonSchema, SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from driftowner.alerts import for_system, parse_selector, render, system_conflict
-from driftowner.model import BadDirection, Layer
+from driftowner.model import LAYERS, BadDirection, Layer
 
 _DURATION_PART = re.compile(r"([0-9]+)(ms|y|w|d|h|m|s)")
 _UNIT_MS = {
@@ -926,6 +926,27 @@ class SystemConfig(Strict):
     reopens."""
 
 
+class AuditConfig(Strict):
+    """What ``driftowner audit`` holds the ownership registry to (see :mod:`driftowner.audit`)."""
+
+    max_systems_per_owner: int = Field(default=5, ge=1)
+    """More systems than this on one accountable owner is a gap: nobody answers for that
+    many well (and their absence stops all of them)."""
+    layers: list[Layer] = Field(default_factory=lambda: list(LAYERS), min_length=1)
+    """The layers every system should watch with at least one signal."""
+
+
+class BackstageConfig(Strict):
+    """Owners read from a Backstage catalog (see :mod:`driftowner.backstage`)."""
+
+    catalog: Path
+    """A ``catalog-info.yaml`` (one or more ``---``-separated entities) or a directory of
+    them (every ``*.yaml``/``*.yml`` below it); relative to the config file's directory."""
+    owners: dict[str, str] = Field(min_length=1)
+    """A Backstage owner reference (``user:default/alice``, ``group:ml-fraud``) → an owner
+    key of ``owners``."""
+
+
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
@@ -943,6 +964,9 @@ class Config(Strict):
     ``systems`` by the loader (:mod:`driftowner.configload`), which resolves a relative path
     against the config file's directory. Validating a Config directly reads nothing."""
     systems: dict[str, SystemConfig] = Field(min_length=1)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    backstage: BackstageConfig | None = None
+    """Where systems without an ``owner`` take theirs from; the loader fills them in."""
 
     @model_validator(mode="after")
     def _expand_template_refs(self) -> Config:
@@ -1107,6 +1131,11 @@ def _check_api_tokens(config: Config) -> list[ConfigIssue]:
                 )
             )
     return issues
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
+    """``unknown owner 'alicia', did you mean 'alice'?`` (or the names there are)."""
+    return _unknown(kind, name, known)
 
 
 def _unknown(kind: str, name: str, known: Iterable[str]) -> str:

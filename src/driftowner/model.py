@@ -138,7 +138,12 @@ class Finding:
     """Human-readable, one line: why this status (``0.71 < min 0.90``)."""
     source_up: bool = True
     source_error: bool = False
-    """The query produced no usable answer (source down, bad query): not a stale signal."""
+    """The query produced no usable answer (source down, bad query). With ``source_up`` false
+    it is the operator's problem; with the source up and a broken-query ``error_reason`` it is
+    the owner's (a stale condition, see :func:`driftowner.detect.rules.broken_query`)."""
+    error_reason: str | None = None
+    """The source's bounded reason for ``source_error`` (``multiple_series``, ``timeout``, ...);
+    None when there was no error or the reader gave none."""
     changes: tuple[Change, ...] = ()
     """The changes this evaluation confirmed, oldest first (see :func:`driftowner.cycle.judge`):
     a chart's confirmed changes, or a flip of another detector's verdict."""
