@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from driftowner.clock import rfc3339
-from driftowner.config import WEEKDAYS, Config, MaintenanceConfig, format_duration, parse_duration
+from driftowner.config import Config, format_duration, parse_duration
+from driftowner.escalation import maintenance_silences
 from driftowner.model import Silence, Via
 from driftowner.service import MAX_NAME_CHARS, MAX_TEXT_CHARS, BadRequest, NotFound, text_problem
 from driftowner.store import Store
@@ -21,55 +21,7 @@ MAX_SILENCE = timedelta(days=30)
 """The longest a silence may hold pages: past a month, a system nobody should hear about is
 a system to remove from the config, not to silence."""
 
-CONFIG = "config"
-"""Who a maintenance window's silence is by: the config that declares it."""
-
-
-# --- pure: maintenance windows, validation ---------------------------------------------------
-
-
-def maintenance_silences(config: Config, now: datetime) -> tuple[Silence, ...]:
-    """The silences of every maintenance window holding at ``now``, one per system named.
-    A window's silence id is ``maintenance-<index>``; it starts and ends with the window."""
-    held: list[Silence] = []
-    for index, window in enumerate(config.maintenance):
-        start = window_start(window, now)
-        if start is None:
-            continue
-        end = start + window.for_
-        for system in window.systems:
-            held.append(
-                Silence(
-                    id=f"maintenance-{index}",
-                    starts_at=start,
-                    ends_at=end,
-                    reason=f"{window.reason} ({window.every}, {format_duration(window.for_)})",
-                    by=CONFIG,
-                    via="auto",
-                    system=system,
-                )
-            )
-    return tuple(held)
-
-
-def window_start(window: MaintenanceConfig, now: datetime) -> datetime | None:
-    """When the occurrence of ``window`` that holds at ``now`` began, or None when none
-    does. Wall-clock times are in the window's time zone (a daylight-saving change moves the
-    window with the local clock)."""
-    zone = ZoneInfo(window.timezone)
-    local = now.astimezone(zone)
-    hour, minute = (int(part) for part in window.at.split(":"))
-    period = 7 if window.every == "weekly" else 1
-    # The latest start at or before now is at most one period back.
-    for back in range(period + 1):
-        day = (local - timedelta(days=back)).date()
-        if window.day is not None and WEEKDAYS[day.weekday()] != window.day:
-            continue
-        start = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
-        start_utc = start.astimezone(now.tzinfo)
-        if start_utc <= now:
-            return start_utc if now < start_utc + window.for_ else None
-    return None
+# --- pure: what a valid silence is ---------------------------------------------------
 
 
 def _text(field: str, value: str, limit: int) -> None:
