@@ -1344,7 +1344,9 @@ def _check_system(config: Config, name: str, system: SystemConfig) -> list[Confi
         issues.extend(_check_budget(config, where, signal))
     for label_name in system.labels:
         if label_name not in used_labels:
-            issues.append(((*base, "labels", label_name), _unknown_label(label_name, used_labels)))
+            typo = _unknown_label(label_name, used_labels)
+            if typo is not None:
+                issues.append(((*base, "labels", label_name), typo))
     seen_disagreements: set[str] = set()
     for index, disagreement in enumerate(system.disagreements):
         where = (*base, "disagreements", index)
@@ -1486,21 +1488,14 @@ def _check_template(config: Config, name: str, template: SignalTemplateConfig) -
     return issues
 
 
-def _unknown_label(name: str, used: list[str]) -> str:
-    """A ``labels`` key that no template the system uses splits by: likely a typo."""
+def _unknown_label(name: str, used: list[str]) -> str | None:
+    """A ``labels`` key spelt like a label a template the system uses splits by, but not
+    it: likely a typo. Any other label is a label of its own, which silences match."""
     known = list(dict.fromkeys(used))
-    if not known:
-        return (
-            f"unknown label {name!r}: this system uses no signal template (labels give a "
-            "template's system_label its value for this system)"
-        )
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     if close:
         return f"unknown label {name!r}, did you mean {close[0]!r}?"
-    return (
-        f"unknown label {name!r}: no signal template this system uses splits by it "
-        f"(they split by {', '.join(known)})"
-    )
+    return None
 
 
 def _check_label_claims(config: Config) -> list[ConfigIssue]:
