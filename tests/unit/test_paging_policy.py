@@ -173,7 +173,7 @@ def test_an_expired_silence_releases_like_an_ended_one() -> None:
     subject = incident(ack_within=None, resolve_within=None, held_by="sil-1")
     expired = Paging((silence(expired_at=at(10)),), {})
     outcome = tick(config, subject, at(10), ids("n"), links, expired)
-    assert [e.kind for e in outcome.events][0] == "released"
+    assert outcome.events[0].kind == "released"
     assert {n.recipient for n in outcome.notifications} == {"alice"}
 
 
