@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from driftowner import __version__
-from driftowner.api import actions, errors, incidents, operations, slack
+from driftowner.api import actions, errors, incidents, operations, silences, slack
 from driftowner.api.runtime import Runtime
 
 __all__ = ["BODY_LIMIT", "Runtime", "create_app"]
@@ -31,5 +31,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(actions.router(runtime))
     app.include_router(actions.links_router(runtime))
     app.include_router(slack.router(runtime))
-    # Silences (/api/v1/silences) get their own router here.
+    app.include_router(silences.reads(runtime))
+    app.include_router(silences.router(runtime))
     return app
