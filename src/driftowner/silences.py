@@ -53,11 +53,11 @@ def make(
     """
     _text("reason", reason, MAX_TEXT_CHARS)
     if not reason.strip():
-        raise BadRequest("reason", "reason: say why the pages are held")
+        raise BadRequest("reason", "say why the pages are held")
     _text("by", by, MAX_NAME_CHARS)
     if by not in config.owners:
         raise BadRequest(
-            "by", f"by: unknown owner {by!r} (known: {', '.join(sorted(config.owners))})"
+            "by", f"unknown owner {by!r} (known: {', '.join(sorted(config.owners))})"
         )
     given = [
         name for name, value in (("system", system), ("owner", owner), ("labels", labels)) if value
@@ -71,20 +71,20 @@ def make(
     if system is not None:
         _text("system", system, MAX_NAME_CHARS)
         if system not in config.systems:
-            raise BadRequest("system", f"system: unknown system {system!r}")
+            raise BadRequest("system", f"unknown system {system!r}")
     if owner is not None:
         _text("owner", owner, MAX_NAME_CHARS)
         if owner not in config.owners:
-            raise BadRequest("owner", f"owner: unknown owner {owner!r}")
+            raise BadRequest("owner", f"unknown owner {owner!r}")
     for key, value in labels.items():
         _text("labels", f"{key}={value}", MAX_NAME_CHARS)
     try:
         length = parse_duration(duration)
     except ValueError as error:
-        raise BadRequest("for", f"for: {error}") from error
+        raise BadRequest("for", f"{error}") from error
     if not timedelta(0) < length <= MAX_SILENCE:
         raise BadRequest(
-            "for", f"for: must be longer than 0s and at most {format_duration(MAX_SILENCE)}"
+            "for", f"must be longer than 0s and at most {format_duration(MAX_SILENCE)}"
         )
     silence = Silence(
         id=new_id,
@@ -121,7 +121,7 @@ def parse_labels(pairs: Iterable[str]) -> dict[str, str]:
     for pair in pairs:
         key, equals, value = pair.partition("=")
         if not equals or not key:
-            raise BadRequest("labels", f"labels: expected name=value, got {pair!r}")
+            raise BadRequest("labels", f"expected name=value, got {pair!r}")
         labels[key] = value
     return labels
 
