@@ -56,9 +56,7 @@ def make(
         raise BadRequest("reason", "say why the pages are held")
     _text("by", by, MAX_NAME_CHARS)
     if by not in config.owners:
-        raise BadRequest(
-            "by", f"unknown owner {by!r} (known: {', '.join(sorted(config.owners))})"
-        )
+        raise BadRequest("by", f"unknown owner {by!r} (known: {', '.join(sorted(config.owners))})")
     given = [
         name for name, value in (("system", system), ("owner", owner), ("labels", labels)) if value
     ]
