@@ -111,12 +111,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
 
     async def once() -> Findings:
-        sources = {n: build_source(n, s, clock=utcnow) for n, s in config.sources.items()}
+        # Opened only if an alertmanager source reads the alerts the webhook kept.
+        alerts = SqlStore(config.storage.url)
+        sources = {
+            n: build_source(n, s, clock=utcnow, alerts=alerts) for n, s in config.sources.items()
+        }
         try:
             findings, _ = await poll.poll(config, sources, utcnow())
         finally:
             for source in sources.values():
                 await source.aclose()
+            alerts.close()
         return findings
 
     findings = asyncio.run(once())
@@ -246,12 +251,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     async def run() -> Any:
         # The demo source simulates relative to its start: start it at --from.
-        sources = {n: build_source(n, s, clock=lambda: start) for n, s in config.sources.items()}
+        # Opened only if an alertmanager source reads the alerts the webhook kept.
+        alerts = SqlStore(config.storage.url)
+        sources = {
+            n: build_source(n, s, clock=lambda: start, alerts=alerts)
+            for n, s in config.sources.items()
+        }
         try:
             return await replay(config, sources, start, end, interval=interval)
         finally:
             for source in sources.values():
                 await source.aclose()
+            alerts.close()
 
     try:
         result = asyncio.run(run())

@@ -108,6 +108,30 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceivedAlert:
+    """One episode of one alert as an Alertmanager webhook reported it to an alertmanager
+    source: from ``starts_at`` until ``ends_at`` (None: no end known yet)."""
+
+    fingerprint: str
+    """Alertmanager's fingerprint of the alert's labels."""
+    labels: tuple[tuple[str, str], ...]
+    """The alert's labels, sorted by name."""
+    starts_at: datetime
+    ends_at: datetime | None
+    """When the alert ends: a resolve's time, or the end a firing alert was given; None while
+    it fires with no end known (Alertmanager sends firing alerts without one)."""
+    resolved: bool
+    """Alertmanager reported it resolved: final for this episode."""
+    received_at: datetime
+    """When a webhook last reported this episode."""
+
+    def firing_at(self, at: datetime) -> bool:
+        """Whether this episode fires at ``at`` (an end that passed counts as resolved, as
+        Alertmanager counts it)."""
+        return self.starts_at <= at and (self.ends_at is None or at < self.ends_at)
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     """One signal's verdict at one evaluation, with the evidence behind it."""
 

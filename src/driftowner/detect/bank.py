@@ -47,9 +47,12 @@ warm-up on autocorrelated input), and further back when a change is still open."
 
 def chart_for(signal: SignalConfig, interval: timedelta) -> Detector | None:
     """The change-point chart a signal's ``detect`` section names, the default one when it
-    names none, or None for a detector without memory (threshold, baseline, psi, js)."""
+    names none, or None for a detector without memory (threshold, baseline, psi, js) and for
+    an alert signal (it fires or not)."""
     detect = signal.detect
     bad, budget = signal.bad, signal.false_alarm_every
+    if signal.alerts:
+        return None  # fires or not: judged at each instant (detectors.alerting)
     if detect is None:
         return default_detector(bad, budget, interval)
     if detect.cusum is not None:

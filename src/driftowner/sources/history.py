@@ -61,13 +61,21 @@ async def read_history(
     """A signal's samples over its warm-start window, one per evaluation interval. A template
     signal reads its own series through the template's query split by its label."""
     start = now - bank.history_window(signal, interval)
+    return await read_signal(source, signal, start, now, interval)
+
+
+async def read_signal(
+    source: Source, signal: SignalConfig, start: datetime, end: datetime, step: timedelta
+) -> SourceResult:
+    """A signal's samples within ``[start, end]``, one per ``step``. A template signal reads
+    its own series through the template's query split by its label."""
     if signal.label is not None and supports_labels(source):
         label, value = signal.label
         split = await cast(LabelledSource, source).read_by_label(
-            signal.query, start, now, interval, label
+            signal.query, start, end, step, label
         )
         return split.share(label, value)
-    return await source.read(signal.query, start, now, interval)
+    return await source.read(signal.query, start, end, step)
 
 
 async def read_histogram(source: Source, signal: SignalConfig, now: datetime) -> HistogramReading:
