@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from driftowner.config import UnsupportedStorageURL as UnsupportedURL
 from driftowner.config import parse_storage_url as parse_url
-from driftowner.model import Event, Handover, Pending
+from driftowner.model import Event, Handover, Pending, Silence
 from driftowner.store import (
     Changes,
     Conflict,
@@ -1219,3 +1219,37 @@ def test_a_new_sqlite_store_is_readable_by_its_owner_only(db_path: Path) -> None
     store.secret("links")
     store.close()
     assert db_path.stat().st_mode & 0o777 == 0o600
+
+
+def test_silences_are_kept_listed_by_when_they_hold_and_expired_once(store: Store) -> None:
+    """A silence reads back whole (matcher, times, who, via); ``silences(at)`` lists those
+    holding at that instant (started, not ended, not expired); expiring records when and by
+    whom, once (a second expiry changes nothing); an unknown id expires nothing; an id kept
+    twice is a conflict."""
+    by_label = Silence(
+        "sil-2", T0, T0 + timedelta(hours=2), "pipeline", "bob", "api", labels=(("team", "risk"),)
+    )
+    by_system = Silence(
+        "sil-1",
+        T0 - timedelta(hours=1),
+        T0 + timedelta(hours=1),
+        "retrain",
+        "alice",
+        "cli",
+        system="fraud-scoring",
+    )
+    store.add_silence(by_label)
+    store.add_silence(by_system)
+    assert store.silences() == [by_system, by_label]
+    assert store.silences(T0 + timedelta(minutes=90)) == [by_label]
+    assert store.silences(T0 - timedelta(hours=2)) == []
+    expired = store.expire_silence("sil-2", T0 + timedelta(minutes=10), "alice")
+    assert expired is not None
+    assert (expired.expired_at, expired.expired_by) == (T0 + timedelta(minutes=10), "alice")
+    again = store.expire_silence("sil-2", T0 + timedelta(minutes=20), "bob")
+    assert again == expired
+    assert store.silences(T0 + timedelta(minutes=5)) == [by_system, expired]
+    assert store.silences(T0 + timedelta(minutes=10)) == [by_system]
+    assert store.expire_silence("sil-none", T0, "alice") is None
+    with pytest.raises(Conflict):
+        store.add_silence(by_label)
