@@ -15,11 +15,13 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from driftowner import __version__, service
+from driftowner import __version__, service, silences
 from driftowner import report as reports
+from driftowner.audit import Audit, audit, audit_json
 from driftowner.clock import rfc3339, utcnow
 from driftowner.config import Config, config_json_schema, format_duration, parse_duration
 from driftowner.configload import ConfigError, default_secrets_dir, load_config, warning_lines
+from driftowner.ids import new_silence_id
 from driftowner.incidents import LifecycleError
 from driftowner.links import LinkSigner
 from driftowner.model import STATES, Delivery
@@ -94,6 +96,44 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"{len(config.sources)} sources, {len(config.channels)} channels)"
     )
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    result = audit(_load(_config_path(args.config)))
+    if args.json:
+        _print_json(audit_json(result))
+    else:
+        _print_audit_table(result)
+    return 1 if args.strict and result.gaps else 0
+
+
+def _print_audit_table(result: Audit) -> None:
+    """The audit as a table, one row per system, then every gap on a line of its own."""
+    rows = [("SYSTEM", "OWNER", "LAYERS", "MODEL~BUSINESS", "REACHABLE", "CONTRIBUTORS", "GAPS")]
+    for system in result.systems:
+        rows.append(
+            (
+                system.name,
+                system.owner,
+                ",".join(system.layers) or "-",
+                "yes" if system.disagreements else "no",
+                "yes" if system.owner_reachable else "no",
+                " ".join(f"{layer}:{team}" for layer, team in system.contributors.items()) or "-",
+                str(len(system.gaps)),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+    gaps = result.gaps
+    print()
+    if not gaps:
+        print("no gaps")
+        return
+    print(f"{len(gaps)} gap{'s' if len(gaps) != 1 else ''}:")
+    for gap in gaps:
+        print(f"  - {gap.message}")
 
 
 def cmd_schema(_: argparse.Namespace) -> int:
@@ -426,6 +466,52 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_silence_add(args: argparse.Namespace) -> int:
+    config = _load(_config_path(args.config))
+    now = utcnow()
+    silence = silences.make(
+        config,
+        system=args.system,
+        owner=args.owner,
+        labels=silences.parse_labels(args.label or ()),
+        duration=args.for_,
+        reason=args.reason,
+        by=args.by,
+        via="cli",
+        now=now,
+        new_id=new_silence_id(),
+    )
+    silences.add(_store(config), silence)
+    covered = ", ".join(silences.covered(config, silence))
+    print(f"{silence.id} holds the pages of {covered} until {rfc3339(silence.ends_at)}")
+    return 0
+
+
+def cmd_silence_list(args: argparse.Namespace) -> int:
+    config = _load(_config_path(args.config))
+    now = utcnow()
+    found = silences.listed(_store(config), config, now, every=args.all)
+    if args.json:
+        _print_json({"silences": [silences.silence_json(s, now, config) for s in found]})
+        return 0
+    if not found:
+        print("no silences")
+        return 0
+    print(f"{'ID':<15} {'ACTIVE':<6} {'UNTIL':<19} {'BY':<10} {'COVERS':<30} REASON")
+    for s in found:
+        until = s.ends_at if s.expired_at is None else min(s.ends_at, s.expired_at)
+        active = "yes" if s.active(now) else "no"
+        print(f"{s.id:<15} {active:<6} {_short(until):<19} {s.by:<10} {s.matcher:<30} {s.reason}")
+    return 0
+
+
+def cmd_silence_expire(args: argparse.Namespace) -> int:
+    config = _load(_config_path(args.config))
+    silence = silences.expire(_store(config), args.id, args.by, "cli", utcnow())
+    print(f"{silence.id} expired by {silence.expired_by}; its open incidents page their owners")
+    return 0
+
+
 def _fmt_s(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -498,6 +584,40 @@ def _incident_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     c.set_defaults(func=cmd_report)
 
 
+def _silence_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """silence add, list, expire: holding pages on the configured store."""
+    silence = sub.add_parser("silence", help="hold the pages of systems for a while")
+    commands = silence.add_subparsers(dest="silence_command", required=True, metavar="ACTION")
+    c = commands.add_parser("add", help="hold the pages of a system, an owner's or labelled ones")
+    config_arg(c)
+    matcher = c.add_mutually_exclusive_group(required=True)
+    matcher.add_argument("--system", help="one system")
+    matcher.add_argument("--owner", help="every system of this owner")
+    matcher.add_argument(
+        "--label", action="append", help="NAME=VALUE: systems with this label (repeatable)"
+    )
+    c.add_argument("--for", dest="for_", required=True, help="how long, e.g. 2h (at most 30d)")
+    c.add_argument("--reason", required=True)
+    c.add_argument("--by", required=True, help="owner key of the person silencing")
+    c.set_defaults(func=cmd_silence_add)
+
+    c = commands.add_parser("list", help="the silences and maintenance windows holding now")
+    config_arg(c)
+    c.add_argument("--all", action="store_true", help="also those ended or expired")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_silence_list)
+
+    c = commands.add_parser("expire", help="end a silence now: held incidents page again")
+    config_arg(c)
+    c.add_argument("id")
+    c.add_argument(
+        "--by",
+        default=os.environ.get("USER") or "cli",
+        help="who ends it (default: $USER)",
+    )
+    c.set_defaults(func=cmd_silence_expire)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="driftowner",
@@ -535,12 +655,21 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_replay)
 
+    c = sub.add_parser(
+        "audit", help="the ownership registry checked: layers, disagreement rules, reachability"
+    )
+    config_arg(c)
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--strict", action="store_true", help="exit 1 when there is any gap")
+    c.set_defaults(func=cmd_audit)
+
     c = sub.add_parser("notify-test", help="one test message through each of an owner's channels")
     config_arg(c)
     c.add_argument("--owner", required=True)
     c.set_defaults(func=cmd_notify_test)
 
     _incident_commands(sub)
+    _silence_commands(sub)
     return p
 
 

@@ -23,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -43,7 +44,7 @@ from pydantic.json_schema import GenerateJsonSchema, SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from driftowner.alerts import for_system, parse_selector, render, system_conflict
-from driftowner.model import BadDirection, Layer
+from driftowner.model import LAYERS, BadDirection, Layer
 
 _DURATION_PART = re.compile(r"([0-9]+)(ms|y|w|d|h|m|s)")
 _UNIT_MS = {
@@ -747,6 +748,60 @@ class ChainConfig(Strict):
     repeat: int = Field(default=0, ge=0)
     remind_every: Duration | None = None
     ack_timeout: Duration | None = None
+    on_breach: list[str] | None = Field(default=None, min_length=1)
+    """Owner keys told when an incident breaches ``ack_within`` or ``resolve_within``, besides
+    its owner; default: the recipients of the chain's next step."""
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _clock_time(value: object) -> str:
+    """``HH:MM`` on a 24-hour clock."""
+    if not isinstance(value, str) or not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", value):
+        raise ValueError(f"invalid time {value!r}: expected HH:MM on a 24-hour clock, e.g. 02:00")
+    return value
+
+
+def _time_zone(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected an IANA time zone name, e.g. UTC or Europe/Paris")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(
+            f"unknown time zone {value!r}: expected an IANA name, e.g. UTC or Europe/Paris"
+        ) from error
+    return value
+
+
+class MaintenanceConfig(Strict):
+    """A recurring maintenance window (weekly retraining): while it lasts, the systems it
+    names page nobody, as under a silence. ``day`` is for weekly windows (``on`` would be read
+    as a YAML 1.1 boolean)."""
+
+    systems: list[str] = Field(min_length=1)
+    every: Literal["daily", "weekly"]
+    day: Weekday | None = None
+    at: Annotated[str, BeforeValidator(_clock_time)]
+    for_: Duration = Field(alias="for")
+    timezone: Annotated[str, BeforeValidator(_time_zone)] = "UTC"
+    reason: str = "maintenance window"
+
+    @model_validator(mode="after")
+    def _shape(self) -> MaintenanceConfig:
+        if self.every == "weekly" and self.day is None:
+            raise ValueError("a weekly window needs day: mon, tue, wed, thu, fri, sat or sun")
+        if self.every == "daily" and self.day is not None:
+            raise ValueError("a daily window takes no day: remove it, or say every: weekly")
+        period = timedelta(days=7 if self.every == "weekly" else 1)
+        if not timedelta(0) < self.for_ < period:
+            raise ValueError(
+                f"for must be longer than 0s and shorter than the window's period "
+                f"({format_duration(period)})"
+            )
+        return self
 
 
 class ThresholdConfig(Strict):
@@ -1043,6 +1098,33 @@ class SystemConfig(Strict):
     """A fingerprint that fires again this soon after its incident resolved reopens that
     incident (history kept, escalation from step one) instead of opening a new one; 0s never
     reopens."""
+    depends_on: list[str] = Field(default_factory=list)
+    """Upstream systems (a shared feature pipeline): an incident that opens here while one of
+    theirs is open is linked to it as probably caused by it, and its owner is informed, not
+    paged, until the upstream incident resolves."""
+    on_breach: list[str] | None = Field(default=None, min_length=1)
+    """Owner keys told of an SLO breach besides the owner (overrides the chain's)."""
+
+
+class AuditConfig(Strict):
+    """What ``driftowner audit`` holds the ownership registry to (see :mod:`driftowner.audit`)."""
+
+    max_systems_per_owner: int = Field(default=5, ge=1)
+    """More systems than this on one accountable owner is a gap: nobody answers for that
+    many well (and their absence stops all of them)."""
+    layers: list[Layer] = Field(default_factory=lambda: list(LAYERS), min_length=1)
+    """The layers every system should watch with at least one signal."""
+
+
+class BackstageConfig(Strict):
+    """Owners read from a Backstage catalog (see :mod:`driftowner.backstage`)."""
+
+    catalog: Path
+    """A ``catalog-info.yaml`` (one or more ``---``-separated entities) or a directory of
+    them (every ``*.yaml``/``*.yml`` below it); relative to the config file's directory."""
+    owners: dict[str, str] = Field(min_length=1)
+    """A Backstage owner reference (``user:default/alice``, ``group:ml-fraud``) → an owner
+    key of ``owners``."""
 
 
 class Config(Strict):
@@ -1062,6 +1144,11 @@ class Config(Strict):
     ``systems`` by the loader (:mod:`driftowner.configload`), which resolves a relative path
     against the config file's directory. Validating a Config directly reads nothing."""
     systems: dict[str, SystemConfig] = Field(min_length=1)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    backstage: BackstageConfig | None = None
+    """Where systems without an ``owner`` take theirs from; the loader fills them in."""
+    maintenance: list[MaintenanceConfig] = Field(default_factory=list)
+    """Recurring windows in which the systems named page nobody."""
 
     @model_validator(mode="after")
     def _expand_template_refs(self) -> Config:
@@ -1204,7 +1291,103 @@ def cross_check(config: Config) -> list[ConfigIssue]:
         issues.extend(_check_system(config, system_name, system))
     issues.extend(_check_label_claims(config))
     issues.extend(_check_api_tokens(config))
+    issues.extend(_check_dependencies(config))
+    issues.extend(_check_paging_names(config))
     return issues
+
+
+def _check_paging_names(config: Config) -> list[ConfigIssue]:
+    """Owners named by ``on_breach`` and systems named by maintenance windows exist."""
+    issues: list[ConfigIssue] = []
+    for base, on_breach in [
+        *((("escalation_chains", n), c.on_breach) for n, c in config.escalation_chains.items()),
+        *((("systems", n), s.on_breach) for n, s in config.systems.items()),
+    ]:
+        for position, who in enumerate(on_breach or []):
+            if who not in config.owners:
+                issues.append(
+                    ((*base, "on_breach", position), _unknown("owner", who, config.owners))
+                )
+    for index, window in enumerate(config.maintenance):
+        for position, name in enumerate(window.systems):
+            if name not in config.systems:
+                issues.append(
+                    (
+                        ("maintenance", index, "systems", position),
+                        _unknown("system", name, config.systems),
+                    )
+                )
+    return issues
+
+
+def _check_dependencies(config: Config) -> list[ConfigIssue]:
+    """``depends_on`` names other systems that exist, and no system depends on itself
+    through any path (a cycle would make each incident the cause of the other)."""
+    issues: list[ConfigIssue] = []
+    for name, system in config.systems.items():
+        for position, upstream in enumerate(system.depends_on):
+            where = ("systems", name, "depends_on", position)
+            if upstream == name:
+                issues.append((where, "a system cannot depend on itself"))
+            elif upstream not in config.systems:
+                issues.append((where, _unknown("system", upstream, config.systems)))
+    reported: set[str] = set()
+    for name in config.systems:
+        loop = _dependency_cycle(config, name)
+        if loop is not None and not reported & set(loop):
+            reported.update(loop)
+            issues.append(
+                (
+                    ("systems", name, "depends_on"),
+                    "dependency cycle: " + " → ".join([*loop, loop[0]]),
+                )
+            )
+    return issues
+
+
+def _dependency_cycle(config: Config, start: str) -> list[str] | None:
+    """The systems of a ``depends_on`` cycle through ``start``, in order, or None."""
+    path: list[str] = [start]
+    seen: set[str] = set()
+
+    def walk(name: str) -> list[str] | None:
+        for upstream in config.systems[name].depends_on:
+            if upstream == start and upstream != name:
+                return list(path)
+            if upstream in config.systems and upstream not in seen and upstream != name:
+                seen.add(upstream)
+                path.append(upstream)
+                found = walk(upstream)
+                if found is not None:
+                    return found
+                path.pop()
+        return None
+
+    return walk(start)
+
+
+def upstream_first(config: Config, names: Iterable[str]) -> list[str]:
+    """``names`` ordered so that every system comes after the systems it depends on (config
+    order otherwise): the order the cycle evaluates systems in, so a dependent's incident
+    sees an upstream incident opened in the same cycle."""
+    ordered: list[str] = []
+    placed: set[str] = set()
+    wanted = list(names)
+    wanted_set = set(wanted)
+
+    def place(name: str, visiting: frozenset[str]) -> None:
+        if name in placed or name in visiting:
+            return
+        system = config.systems.get(name)
+        for upstream in system.depends_on if system is not None else ():
+            if upstream in wanted_set:
+                place(upstream, visiting | {name})
+        placed.add(name)
+        ordered.append(name)
+
+    for name in wanted:
+        place(name, frozenset())
+    return ordered
 
 
 def _check_api_tokens(config: Config) -> list[ConfigIssue]:
@@ -1226,6 +1409,11 @@ def _check_api_tokens(config: Config) -> list[ConfigIssue]:
                 )
             )
     return issues
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
+    """``unknown owner 'alicia', did you mean 'alice'?`` (or the names there are)."""
+    return _unknown(kind, name, known)
 
 
 def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
@@ -1414,7 +1602,9 @@ def _check_system(config: Config, name: str, system: SystemConfig) -> list[Confi
         issues.extend(_check_budget(config, where, signal))
     for label_name in system.labels:
         if label_name not in used_labels:
-            issues.append(((*base, "labels", label_name), _unknown_label(label_name, used_labels)))
+            typo = _unknown_label(label_name, used_labels)
+            if typo is not None:
+                issues.append(((*base, "labels", label_name), typo))
     seen_disagreements: set[str] = set()
     for index, disagreement in enumerate(system.disagreements):
         where = (*base, "disagreements", index)
@@ -1592,21 +1782,14 @@ def _check_template(config: Config, name: str, template: SignalTemplateConfig) -
     return issues
 
 
-def _unknown_label(name: str, used: list[str]) -> str:
-    """A ``labels`` key that no template the system uses splits by: likely a typo."""
+def _unknown_label(name: str, used: list[str]) -> str | None:
+    """A ``labels`` key spelt like a label a template the system uses splits by, but not
+    it: likely a typo. Any other label is a label of its own, which silences match."""
     known = list(dict.fromkeys(used))
-    if not known:
-        return (
-            f"unknown label {name!r}: this system uses no signal template (labels give a "
-            "template's system_label its value for this system)"
-        )
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     if close:
         return f"unknown label {name!r}, did you mean {close[0]!r}?"
-    return (
-        f"unknown label {name!r}: no signal template this system uses splits by it "
-        f"(they split by {', '.join(known)})"
-    )
+    return None
 
 
 def _check_label_claims(config: Config) -> list[ConfigIssue]:

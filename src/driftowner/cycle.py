@@ -13,15 +13,15 @@ without the escalation stage, so it pages nobody.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from driftowner import escalation, incidents
-from driftowner.config import Config
+from driftowner.config import Config, upstream_first
 from driftowner.detect import rules
 from driftowner.detect.bank import Bank
-from driftowner.escalation import Escalation, Links
-from driftowner.model import AUTO, Finding, Incident, Notification, SourceResult
+from driftowner.escalation import Escalation, Links, Paging
+from driftowner.model import AUTO, Event, Finding, Incident, Notification, SourceResult
 from driftowner.store import Changes, Fingerprint, StoreView
 
 SignalKey = tuple[str, str]
@@ -91,13 +91,24 @@ def due(
     expired ack, a reminder), with what it owes: one transaction each. An incident of a
     system no longer configured escalates no further (the next evaluation retires it)."""
     owed: list[tuple[Incident, Escalation]] = []
-    for incident in view.incidents(unresolved=True):
+    unresolved = view.incidents(unresolved=True)
+    paging = paging_at(config, view, unresolved, now)
+    for incident in unresolved:
         if incident.system not in config.systems:
             continue
-        outcome = escalation.tick(config, incident, now, pager.new_id, pager.links)
+        outcome = escalation.tick(config, incident, now, pager.new_id, pager.links, paging)
         if outcome.events:
             owed.append((incident, outcome))
     return owed
+
+
+def paging_at(
+    config: Config, view: StoreView, unresolved: Iterable[Incident], now: datetime
+) -> Paging:
+    """What may hold pages at ``now``: the kept silences holding then, the maintenance
+    windows holding then, and the unresolved incidents (probable causes upstream)."""
+    silences = (*view.silences(now), *escalation.maintenance_silences(config, now))
+    return Paging(silences, {incident.id: incident for incident in unresolved})
 
 
 # --- evaluate: findings → conditions → reconcile, as one transaction per system --------------
@@ -141,14 +152,65 @@ def evaluate(
     for incident in view.incidents(unresolved=True):
         by_system.setdefault(incident.system, {})[incident.fingerprint] = incident
     steps = list(_retire(config, by_system, view, now, pager))
-    for system_name, system_findings in findings.items():
+    # Upstream systems first, so an incident opening on a dependent system in the same cycle
+    # finds its probable cause.
+    for system_name in upstream_first(config, findings):
         unresolved = by_system.get(system_name, {})
-        steps.append(
-            _reconcile(
-                config, system_name, system_findings, unresolved, view, now, new_incident_id, pager
-            )
+        step = _reconcile(
+            config,
+            system_name,
+            findings[system_name],
+            unresolved,
+            view,
+            now,
+            new_incident_id,
+            pager,
         )
+        step = _link_upstream(config, step, by_system, now)
+        for incident in step.changes.opened:
+            by_system.setdefault(system_name, {})[incident.fingerprint] = incident
+        steps.append(step)
     return steps
+
+
+def _link_upstream(
+    config: Config,
+    step: Step,
+    by_system: Mapping[str, Mapping[Fingerprint, Incident]],
+    now: datetime,
+) -> Step:
+    """Link each incident the step opens to its probable cause: the oldest unresolved
+    incident of a system it ``depends_on``, followed up to the root of its own cause. The
+    upstream incident's log names the dependent (so its owner sees who is affected)."""
+    system = config.systems.get(step.system)
+    if system is None or not system.depends_on or not step.changes.opened:
+        return step
+    upstream = sorted(
+        (i for name in system.depends_on for i in by_system.get(name, {}).values()),
+        key=lambda i: (i.opened_at, i.id),
+    )
+    if not upstream:
+        return step
+    every = {i.id: i for incidents_of in by_system.values() for i in incidents_of.values()}
+    cause = upstream[0]
+    seen = {cause.id}
+    while cause.caused_by in every and cause.caused_by not in seen:
+        cause = every[cause.caused_by]
+        seen.add(cause.id)
+    opened = [replace(incident, caused_by=cause.id) for incident in step.changes.opened]
+    notes = [
+        Event(
+            cause.id,
+            now,
+            "note",
+            AUTO,
+            f"dependent incident {incident.id} on {incident.system} (owner {incident.owner}) "
+            f"opened, probably caused by this one; its owner is informed, not paged",
+        )
+        for incident in opened
+    ]
+    changes = replace(step.changes, opened=opened, events=(*step.changes.events, *notes))
+    return replace(step, changes=changes)
 
 
 def _reconcile(

@@ -1,6 +1,11 @@
 """Escalation chain semantics: an incident, its snapshotted chain and ``now`` in; the steps due,
 the notifications they owe and the events that record them out. Pure.
 
+The escalation stage alone decides who is paged, so the paging policy lives here too: what
+holds an incident's pages (a silence, a maintenance window, an open incident upstream that it
+probably follows from), what a hold's end restarts, and what an SLO breach tells whom. What
+may hold pages comes in as a typed :class:`Paging`, read by the cycle.
+
 Timers are derived from the incident's stored timestamps (``escalation_epoch``,
 ``escalation_steps_done``, ``acknowledged_at``, ``last_reminded_at``) at every tick, so a
 restart resumes exactly where escalation stood.
@@ -8,12 +13,21 @@ restart resumes exactly where escalation stood.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
+from zoneinfo import ZoneInfo
 
-from driftowner.config import Config, owner_contact, round_length, team_contact
+from driftowner.config import (
+    WEEKDAYS,
+    Config,
+    MaintenanceConfig,
+    format_duration,
+    owner_contact,
+    round_length,
+    team_contact,
+)
 from driftowner.model import (
     AUTO,
     ChainSnapshot,
@@ -24,6 +38,8 @@ from driftowner.model import (
     Message,
     Notification,
     Purpose,
+    Silence,
+    Slo,
 )
 
 
@@ -78,23 +94,299 @@ def step_due_at(chain: ChainSnapshot, epoch: datetime, k: int) -> datetime | Non
     return epoch + cycle * cycle_length(chain) + chain.steps[index].after
 
 
+# --- the paging policy: holds and SLO breaches ---------------------------------------------
+
+
+MAINTENANCE = "config"
+"""Who a maintenance window's silence is by: the config that declares it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Paging:
+    """What may hold pages at a tick, as the cycle read it: the silences holding now (kept
+    ones and maintenance windows), and every unresolved incident by id (to know whether an
+    incident's probable cause upstream is still open)."""
+
+    silences: tuple[Silence, ...] = ()
+    unresolved: Mapping[str, Incident] = field(default_factory=dict)
+
+
+NO_HOLDS = Paging()
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Why an incident pages nobody now: a silence (``ref`` its id) or an open incident
+    upstream (``ref`` that incident's id)."""
+
+    kind: Literal["silence", "upstream"]
+    ref: str
+    detail: str
+
+
+def hold(config: Config, incident: Incident, paging: Paging, now: datetime) -> Hold | None:
+    """What holds an incident's pages at ``now``, or None. A silence that covers its system
+    (by name, by the system's owner or by its labels) comes first; then the incident it was
+    linked to at opening (``caused_by``), while that stays unresolved."""
+    system = config.systems.get(incident.system)
+    owner = system.owner if system is not None else incident.owner
+    labels = system.labels if system is not None else {}
+    for silence in paging.silences:
+        if silence.active(now) and silence.covers(incident.system, owner, labels):
+            until = silence.ends_at if silence.expired_at is None else silence.expired_at
+            return Hold(
+                "silence",
+                silence.id,
+                f"{silence.id} ({silence.matcher}, by {silence.by}: {silence.reason}) holds the "
+                f"pages until {until.isoformat(timespec='seconds')}",
+            )
+    upstream = paging.unresolved.get(incident.caused_by or "")
+    if upstream is not None:
+        return Hold(
+            "upstream",
+            upstream.id,
+            f"probably caused by {upstream.id} on {upstream.system} (owner {upstream.owner}), "
+            f"still {upstream.state}: {incident.owner} is informed, not paged; paging resumes "
+            "if it resolves while this incident still holds",
+        )
+    return None
+
+
+def _held(
+    config: Config,
+    incident: Incident,
+    reason: Hold,
+    now: datetime,
+    new_id: Callable[[], str],
+    links: Links,
+) -> Escalation:
+    """A tick of an incident whose pages are held: the hold is recorded when it begins (a
+    ``silenced`` or ``inhibited`` event naming it), the owner of an incident held by its
+    upstream is informed once, SLO breaches are recorded without pages; no step fires."""
+    events: list[Event] = []
+    notifications: list[Notification] = []
+    if incident.held_by != reason.ref:
+        kind: EventKind = "silenced" if reason.kind == "silence" else "inhibited"
+        events.append(Event(incident.id, now, kind, AUTO, reason.detail))
+        if reason.kind == "upstream":
+            notifications.extend(
+                _informed_owner(config, incident, reason.detail, now, new_id, links)
+            )
+        incident = replace(incident, held_by=reason.ref)
+    breach = slo_breaches(config, incident, now, new_id, links, held_by=reason.ref)
+    return Escalation(
+        breach.incident,
+        (*events, *breach.events),
+        (*notifications, *breach.notifications),
+    )
+
+
+def _informed_owner(
+    config: Config,
+    incident: Incident,
+    note: str,
+    now: datetime,
+    new_id: Callable[[], str],
+    links: Links,
+) -> list[Notification]:
+    """The owner told of an incident without being paged: no acknowledge / resolve links,
+    the reason as the note."""
+    message = build_message(
+        config, incident, "informed", 0, _name(config, incident.owner), now, links, paged=None
+    )
+    message = replace(message, note=note, actor=AUTO)
+    out: list[Notification] = []
+    for channel in incident.chain.steps[0].via:
+        address = owner_contact(config, incident.owner, channel)
+        if address is not None:
+            out.append(
+                _notification(new_id(), incident, channel, incident.owner, address, message, now)
+            )
+    return out
+
+
+def _released(incident: Incident, now: datetime) -> tuple[Incident, Event]:
+    """The hold on an incident ended: escalation restarts from step one (the owner first),
+    timed from now, as after an expired ack. An acknowledged incident just stays so."""
+    what = (
+        f"upstream incident {incident.held_by} resolved while this one still holds"
+        if incident.held_by == incident.caused_by
+        else f"silence {incident.held_by} ended"
+    )
+    restarts = incident.state == "open"
+    detail = what + ("; escalation restarts from step 1" if restarts else "")
+    released = replace(incident, held_by=None)
+    if restarts:
+        released = replace(released, escalation_epoch=now, escalation_steps_done=0)
+    return released, Event(incident.id, now, "released", AUTO, detail)
+
+
+def slo_breaches(
+    config: Config,
+    incident: Incident,
+    now: datetime,
+    new_id: Callable[[], str],
+    links: Links,
+    held_by: str | None = None,
+) -> Escalation:
+    """The SLO breaches an incident reached by ``now`` and has not recorded yet: an
+    ``slo_breached`` event each, once per SLO per incident. ``ack_within`` is breached when it
+    passes unacknowledged (or the first ack came later: recorded, nobody chased);
+    ``resolve_within`` when it passes unresolved. Each breach while unheld tells the owner and
+    the chain's next step's recipients (or the system's or chain's ``on_breach``)."""
+    events: list[Event] = []
+    notifications: list[Notification] = []
+    breached: list[Slo] = list(incident.slo_breached)
+    slos: tuple[tuple[Slo, timedelta | None], ...] = (
+        ("ack", incident.ack_within),
+        ("resolve", incident.resolve_within),
+    )
+    for slo, within in slos:
+        if within is None or slo in breached:
+            continue
+        deadline = incident.opened_at + within
+        acked = incident.first_acknowledged_at
+        if slo == "ack" and acked is not None and acked <= deadline:
+            continue
+        if now < deadline:
+            continue
+        breached.append(slo)
+        name = f"{slo}_within {format_duration(within)}"
+        if slo == "ack" and acked is not None:
+            waited = format_duration(acked - incident.opened_at)
+            detail = f"{name} passed: first acknowledged after {waited}"
+            events.append(Event(incident.id, now, "slo_breached", AUTO, detail))
+            continue
+        state = "unacknowledged" if slo == "ack" else "unresolved"
+        told = (
+            []
+            if held_by is not None
+            else _breach_pages(config, incident, slo, name, now, new_id, links)
+        )
+        who = ", ".join(sorted({n.recipient for n in told}))
+        detail = f"{name} passed {state}: " + (
+            f"pages held by {held_by}" if held_by is not None else f"told {who or 'nobody'}"
+        )
+        events.append(Event(incident.id, now, "slo_breached", AUTO, detail))
+        notifications.extend(told)
+    return Escalation(
+        replace(incident, slo_breached=tuple(breached)), tuple(events), tuple(notifications)
+    )
+
+
+def _breach_pages(
+    config: Config,
+    incident: Incident,
+    slo: str,
+    name: str,
+    now: datetime,
+    new_id: Callable[[], str],
+    links: Links,
+) -> list[Notification]:
+    """One page per recipient and channel: the owner through the first step's channels, the
+    chain's next step's recipients through its channels (or ``on_breach`` through every
+    channel the chain uses). An ack breach reads as an escalation, a resolve breach as a
+    reminder; the note names the SLO."""
+    chain = incident.chain
+    steps = chain.steps
+    targets: list[tuple[str, tuple[str, ...]]] = [(incident.owner, steps[0].via)]
+    system = config.systems.get(incident.system)
+    configured = config.escalation_chains.get(chain.name)
+    on_breach = (system.on_breach if system is not None else None) or (
+        configured.on_breach if configured is not None else None
+    )
+    if on_breach:
+        every_via = tuple(dict.fromkeys(c for step in steps for c in step.via))
+        targets += [(who, every_via) for who in on_breach]
+    else:
+        done = incident.escalation_steps_done
+        following = steps[done % len(steps)] if done < len(steps) * rounds(chain) else steps[-1]
+        targets += [(who, following.via) for who in following.recipients]
+    purpose: Purpose = "escalated" if slo == "ack" else "reminder"
+    note = f"SLO breached: {name} passed with the incident {incident.state}"
+    out: list[Notification] = []
+    seen: set[tuple[str, str]] = set()
+    for recipient, via in targets:
+        fresh = tuple(c for c in via if (recipient, c) not in seen)
+        seen.update((recipient, c) for c in fresh)
+        for n in _to_owners(config, incident, (recipient,), fresh, purpose, 0, now, new_id, links):
+            out.append(replace(n, message=replace(n.message, note=note, actor=AUTO)))
+    return out
+
+
+def maintenance_silences(config: Config, now: datetime) -> tuple[Silence, ...]:
+    """The silences of every maintenance window holding at ``now``, one per system named.
+    A window's silence id is ``maintenance-<index>``; it starts and ends with the window."""
+    held: list[Silence] = []
+    for index, window in enumerate(config.maintenance):
+        start = window_start(window, now)
+        if start is None:
+            continue
+        end = start + window.for_
+        for system in window.systems:
+            held.append(
+                Silence(
+                    id=f"maintenance-{index}",
+                    starts_at=start,
+                    ends_at=end,
+                    reason=f"{window.reason} ({window.every}, {format_duration(window.for_)})",
+                    by=MAINTENANCE,
+                    via="auto",
+                    system=system,
+                )
+            )
+    return tuple(held)
+
+
+def window_start(window: MaintenanceConfig, now: datetime) -> datetime | None:
+    """When the occurrence of ``window`` that holds at ``now`` began, or None when none
+    does. Wall-clock times are in the window's time zone (a daylight-saving change moves the
+    window with the local clock)."""
+    zone = ZoneInfo(window.timezone)
+    local = now.astimezone(zone)
+    hour, minute = (int(part) for part in window.at.split(":"))
+    period = 7 if window.every == "weekly" else 1
+    # The latest start at or before now is at most one period back.
+    for back in range(period + 1):
+        day = (local - timedelta(days=back)).date()
+        if window.day is not None and WEEKDAYS[day.weekday()] != window.day:
+            continue
+        start = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
+        start_utc = start.astimezone(now.tzinfo)
+        if start_utc <= now:
+            return start_utc if now < start_utc + window.for_ else None
+    return None
+
+
+# --- the chain --------------------------------------------------------------------------------
+
+
 def tick(
     config: Config,
     incident: Incident,
     now: datetime,
     new_id: Callable[[], str],
     links: Links,
+    paging: Paging = NO_HOLDS,
 ) -> Escalation:
     """Everything escalation owes an unresolved incident at ``now``.
 
-    An expired ack reopens escalation from step one; while open, the due steps fire (several
-    due at once, after downtime, are collapsed: see :func:`_fire_due_steps`); while
-    acknowledged, reminders go to the owner every ``remind_every``.
+    A hold (see :func:`hold`) stops every page (:func:`_held`); when it ends, escalation
+    restarts from step one. An expired ack reopens escalation from step one; while open, the
+    due steps fire (several due at once, after downtime, are collapsed: see
+    :func:`_fire_due_steps`); while acknowledged, reminders go to the owner every
+    ``remind_every``. SLO breaches are recorded and told (:func:`slo_breaches`).
     """
     if incident.state == "resolved":
         return Escalation(incident)
+    reason = hold(config, incident, paging, now)
+    if reason is not None:
+        return _held(config, incident, reason, now, new_id, links)
     events: list[Event] = []
     notifications: list[Notification] = []
+    if incident.held_by is not None:
+        incident, released = _released(incident, now)
+        events.append(released)
     fired: tuple[int, ...] = ()
     collapsed: tuple[int, ...] = ()
     chain = incident.chain
@@ -145,7 +437,14 @@ def tick(
                 )
             )
             incident = replace(incident, last_reminded_at=now)
-    return Escalation(incident, tuple(events), tuple(notifications), fired, collapsed)
+    breach = slo_breaches(config, incident, now, new_id, links)
+    return Escalation(
+        breach.incident,
+        (*events, *breach.events),
+        (*notifications, *breach.notifications),
+        fired,
+        collapsed,
+    )
 
 
 Page = tuple[str, str]

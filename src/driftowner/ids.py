@@ -13,3 +13,8 @@ def new_incident_id() -> str:
 
 def new_notification_id() -> str:
     return secrets.token_hex(12)
+
+
+def new_silence_id() -> str:
+    """``sil-8c1e0a4f2d``: as short and unguessable as an incident id."""
+    return f"sil-{secrets.token_hex(5)}"

@@ -3,6 +3,7 @@ events, notifications and deliveries. No I/O, no behaviour beyond small derived 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -29,7 +30,15 @@ EventKind = Literal[
     "reopened",
     "note",
     "accepted",
+    "slo_breached",
+    "silenced",
+    "inhibited",
+    "released",
 ]
+"""``slo_breached``: ``ack_within`` or ``resolve_within`` passed (once per SLO per incident);
+``silenced``: a silence or maintenance window held the incident's pages; ``inhibited``: an
+open incident upstream (``depends_on``) held them, the owner informed instead; ``released``:
+the hold ended and escalation restarted from step one."""
 Purpose = Literal[
     "opened",
     "reopened",
@@ -51,6 +60,8 @@ Via = Literal["api", "cli", "link", "slack", "auto"]
 """Through what an action came: the HTTP API, the command line, a signed link, a Slack button,
 or driftowner itself."""
 VIAS: tuple[Via, ...] = ("api", "cli", "link", "slack", "auto")
+Slo = Literal["ack", "resolve"]
+"""An incident SLO: ``ack_within`` or ``resolve_within``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +149,12 @@ class Finding:
     """Human-readable, one line: why this status (``0.71 < min 0.90``)."""
     source_up: bool = True
     source_error: bool = False
-    """The query produced no usable answer (source down, bad query): not a stale signal."""
+    """The query produced no usable answer (source down, bad query). With ``source_up`` false
+    it is the operator's problem; with the source up and a broken-query ``error_reason`` it is
+    the owner's (a stale condition, see :func:`driftowner.detect.rules.broken_query`)."""
+    error_reason: str | None = None
+    """The source's bounded reason for ``source_error`` (``multiple_series``, ``timeout``, ...);
+    None when there was no error or the reader gave none."""
     changes: tuple[Change, ...] = ()
     """The changes this evaluation confirmed, oldest first (see :func:`driftowner.cycle.judge`):
     a chart's confirmed changes, or a flip of another detector's verdict."""
@@ -246,6 +262,15 @@ class Incident:
     runbook: str | None = None
     reopened_at: datetime | None = None
     """When the incident last reopened (its fingerprint fired within reopen_within)."""
+    caused_by: str | None = None
+    """The upstream incident (of a system this one ``depends_on``) that was open when this one
+    opened: probably its cause. While it stays unresolved this incident's owner is informed,
+    not paged."""
+    held_by: str | None = None
+    """What holds this incident's pages now: a silence's id, or the upstream incident's id;
+    None when nothing does. Set and cleared by the escalation stage."""
+    slo_breached: tuple[Slo, ...] = ()
+    """The SLOs (``ack``, ``resolve``) whose breach was already recorded and told."""
     version: int = 0
     """Optimistic-lock counter: a write based on a stale read is refused, never merged."""
 
@@ -360,6 +385,50 @@ class Event:
     def __post_init__(self) -> None:
         if self.via is None and self.actor == AUTO:
             object.__setattr__(self, "via", "auto")
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Hold the pages of the systems it covers from ``starts_at`` until ``ends_at`` (or until
+    it is expired): incidents still open and are recorded, nobody is paged. It covers one
+    system, every system of one owner, or every system whose ``labels`` include all of
+    ``labels``; exactly one of the three is given."""
+
+    id: str
+    starts_at: datetime
+    ends_at: datetime
+    reason: str
+    by: str
+    """Who silenced: an owner key, or ``config`` for a maintenance window."""
+    via: Via | None
+    system: str | None = None
+    owner: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    expired_at: datetime | None = None
+    expired_by: str | None = None
+
+    def active(self, now: datetime) -> bool:
+        """Whether it holds pages at ``now``."""
+        end = self.ends_at if self.expired_at is None else min(self.ends_at, self.expired_at)
+        return self.starts_at <= now < end
+
+    def covers(self, system: str, owner: str, labels: Mapping[str, str]) -> bool:
+        """Whether it names this system (by name, by its owner, or by its labels)."""
+        if self.system is not None:
+            return self.system == system
+        if self.owner is not None:
+            return self.owner == owner
+        return bool(self.labels) and all(labels.get(k) == v for k, v in self.labels)
+
+    @property
+    def matcher(self) -> str:
+        """What it covers, as a person reads it: ``system fraud-scoring``, ``owner alice``,
+        ``labels team=risk``."""
+        if self.system is not None:
+            return f"system {self.system}"
+        if self.owner is not None:
+            return f"owner {self.owner}'s systems"
+        return "labels " + ",".join(f"{k}={v}" for k, v in self.labels)
 
 
 @dataclass(frozen=True, slots=True)

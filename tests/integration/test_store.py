@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from driftowner.config import UnsupportedStorageURL as UnsupportedURL
 from driftowner.config import parse_storage_url as parse_url
-from driftowner.model import Event, Handover, Pending
+from driftowner.model import Event, Handover, Pending, Silence
 from driftowner.store import (
     Changes,
     Conflict,
@@ -1264,3 +1264,37 @@ def test_handing_back_makes_a_notification_due_again_without_an_attempt(store: S
     assert (by_id["n-1"].next_attempt_at, by_id["n-1"].attempts) == (at(5), 0)
     assert by_id["n-2"].next_attempt_at == T0
     assert store.lease_due(T0 + timedelta(seconds=10), lease, 2) == []  # n-2: still leased
+
+
+def test_silences_are_kept_listed_by_when_they_hold_and_expired_once(store: Store) -> None:
+    """A silence reads back whole (matcher, times, who, via); ``silences(at)`` lists those
+    holding at that instant (started, not ended, not expired); expiring records when and by
+    whom, once (a second expiry changes nothing); an unknown id expires nothing; an id kept
+    twice is a conflict."""
+    by_label = Silence(
+        "sil-2", T0, T0 + timedelta(hours=2), "pipeline", "bob", "api", labels=(("team", "risk"),)
+    )
+    by_system = Silence(
+        "sil-1",
+        T0 - timedelta(hours=1),
+        T0 + timedelta(hours=1),
+        "retrain",
+        "alice",
+        "cli",
+        system="fraud-scoring",
+    )
+    store.add_silence(by_label)
+    store.add_silence(by_system)
+    assert store.silences() == [by_system, by_label]
+    assert store.silences(T0 + timedelta(minutes=90)) == [by_label]
+    assert store.silences(T0 - timedelta(hours=2)) == []
+    expired = store.expire_silence("sil-2", T0 + timedelta(minutes=10), "alice")
+    assert expired is not None
+    assert (expired.expired_at, expired.expired_by) == (T0 + timedelta(minutes=10), "alice")
+    again = store.expire_silence("sil-2", T0 + timedelta(minutes=20), "bob")
+    assert again == expired
+    assert store.silences(T0 + timedelta(minutes=5)) == [by_system, expired]
+    assert store.silences(T0 + timedelta(minutes=10)) == [by_system]
+    assert store.expire_silence("sil-none", T0, "alice") is None
+    with pytest.raises(Conflict):
+        store.add_silence(by_label)

@@ -1008,8 +1008,6 @@ def test_template_errors_are_reported_together(tmp_path: Path) -> None:
         f"{path}: signal_templates.demo_acc.source: signal templates need a prometheus source: "
         "one query returns every system's series ('sim' is a demo source)",
         f"{path}: signal_templates.lost.source: unknown source 'promx', did you mean 'prom'?",
-        f"{path}: systems.fraud-scoring.labels.team: unknown label 'team': no signal template "
-        "this system uses splits by it (they split by model)",
         f"{path}: systems.other.labels.model: systems fraud-scoring and other both claim "
         'model="fraud-scoring" of template accuracy: the split would be ambiguous; give one '
         "of them another labels.model",
@@ -1017,17 +1015,14 @@ def test_template_errors_are_reported_together(tmp_path: Path) -> None:
 
 
 def test_labels_without_templates_and_hand_written_derived_fields(tmp_path: Path) -> None:
-    """labels on a system using no template is a likely mistake; so are ``label`` on a plain
-    signal and ``template`` on a signal written in full."""
+    """labels on a system using no template are its own (silences match them); ``label`` on
+    a plain signal and ``template`` on a signal written in full are likely mistakes."""
     text = VALID.replace(
         "    contributors: {model: ml-fraud}\n",
         "    contributors: {model: ml-fraud}\n    labels: {model: fraud}\n",
     )
     path = write(tmp_path, text)
-    assert errors_of(path, environ={}) == [
-        f"{path}: systems.fraud-scoring.labels.model: unknown label 'model': this system uses "
-        "no signal template (labels give a template's system_label its value for this system)"
-    ]
+    assert load_config(path, environ={}).systems["fraud-scoring"].labels == {"model": "fraud"}
     text = templated(VALID).replace(
         "      accuracy: {template: accuracy}\n",
         "      accuracy: {template: accuracy}\n"

@@ -14,6 +14,7 @@ from driftowner.api import (
     incident_page,
     incidents,
     operations,
+    silences,
     slack,
     status_page,
 )
@@ -43,5 +44,6 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(actions.links_router(runtime))
     app.include_router(slack.router(runtime))
     app.include_router(alertmanager.router(runtime))
-    # Silences (/api/v1/silences) get their own router here.
+    app.include_router(silences.reads(runtime))
+    app.include_router(silences.router(runtime))
     return app

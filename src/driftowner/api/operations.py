@@ -15,6 +15,7 @@ from driftowner import report as reports
 from driftowner.api.auth import caller_of, token_checked
 from driftowner.api.errors import Problem, responses
 from driftowner.api.runtime import Runtime
+from driftowner.audit import audit, gap_json, system_audit_json
 from driftowner.config import format_duration, parse_duration
 
 MAX_REPORT_WINDOW = timedelta(days=3650)
@@ -64,7 +65,13 @@ def router(runtime: Runtime) -> APIRouter:
 
     @r.get("/api/v1/systems")
     def systems() -> dict[str, Any]:
-        return {"systems": registry(runtime)}
+        """Every system with its registry entry, signal status and ``audit`` (its gaps), and
+        the ``registry`` gaps across systems (:mod:`driftowner.audit`)."""
+        checked = audit(runtime.config)
+        rows = registry(runtime)
+        for row, system in zip(rows, checked.systems, strict=True):
+            row["audit"] = system_audit_json(system)
+        return {"systems": rows, "registry": [gap_json(gap) for gap in checked.registry]}
 
     admin = APIRouter(route_class=token_checked(lambda: runtime.config))
 

@@ -78,6 +78,7 @@ def unusable(
             reason=result.error,
             source_up=result.source_up,
             source_error=True,
+            error_reason=result.error_reason,
         )
     if not result.samples:
         return replace(base, reason="the query returned no samples", detector="staleness")

@@ -17,6 +17,7 @@ from driftowner.model import (
     Notification,
     Pending,
     ReceivedAlert,
+    Silence,
     State,
     Timing,
 )
@@ -102,6 +103,11 @@ class StoreView(Protocol):
         """An incident's events in the order they were appended."""
         ...
 
+    def silences(self, active_at: datetime | None = None) -> list[Silence]:
+        """Every silence (with ``active_at``, those holding at that instant), oldest first
+        (by start, then id)."""
+        ...
+
 
 class Store(StoreView, Protocol):
     """Incidents, their append-only events, the notification outbox, pending conditions, a
@@ -171,6 +177,20 @@ class Store(StoreView, Protocol):
     def conversations(self, incident_id: str) -> list[tuple[str, str, str]]:
         """``(channel, address, ref)`` of every conversation an incident started, oldest
         first."""
+        ...
+
+    def add_silence(self, silence: Silence) -> None:
+        """Keep a new silence.
+
+        Raises:
+            Conflict: a silence with its id exists; nothing was written.
+            StoreUnavailable: the store cannot be written now.
+        """
+        ...
+
+    def expire_silence(self, silence_id: str, at: datetime, by: str) -> Silence | None:
+        """End a silence at ``at`` (recording ``by``) and return it; one already expired is
+        returned as it was. None when no silence has that id."""
         ...
 
     def apply(self, changes: Changes) -> None:

@@ -41,6 +41,7 @@ def _finding(f: Finding) -> dict[str, Any]:
         "reason": f.reason,
         "source_up": f.source_up,
         "source_error": f.source_error,
+        "error_reason": f.error_reason,
     }
 
 
@@ -107,6 +108,9 @@ def incident_to_json(incident: Incident) -> str:
         "resolved_by": incident.resolved_by,
         "escalation_steps_done": incident.escalation_steps_done,
         "runbook": incident.runbook,
+        "caused_by": incident.caused_by,
+        "held_by": incident.held_by,
+        "slo_breached": list(incident.slo_breached),
     }
     for name in _INCIDENT_TIMES:
         d[name] = ts(getattr(incident, name))
@@ -126,6 +130,7 @@ def incident_from_json(text: str, version: int) -> Incident:
     d["signals"] = tuple(d["signals"])
     d["chain"] = _chain_from(d["chain"])
     d["evidence"] = tuple(_finding_from(f) for f in d["evidence"])
+    d["slo_breached"] = tuple(d.get("slo_breached", ()))  # absent from older bodies
     return Incident(**d, version=version)
 
 

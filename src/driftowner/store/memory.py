@@ -21,6 +21,7 @@ from driftowner.model import (
     Notification,
     Pending,
     ReceivedAlert,
+    Silence,
     State,
     Timing,
 )
@@ -70,6 +71,7 @@ class MemoryStore:
         self._pending: dict[str, dict[Fingerprint, Pending]] = {}
         self._secrets: dict[str, str] = {}
         self._leases: dict[str, tuple[str, datetime]] = {}
+        self._silences: dict[str, Silence] = {}
         self._alerts: dict[str, dict[tuple[str, datetime], ReceivedAlert]] = {}
         """Source → (fingerprint, start) → the episode as last reported."""
 
@@ -221,7 +223,26 @@ class MemoryStore:
                 if (stored := self._incidents.get(incident_id)) is not None
             }
 
+    def silences(self, active_at: datetime | None = None) -> list[Silence]:
+        with self._lock:
+            found = [s for s in self._silences.values() if active_at is None or s.active(active_at)]
+        return sorted(found, key=lambda s: (s.starts_at, s.id))
+
     # -- writes ------------------------------------------------------------------------------
+
+    def add_silence(self, silence: Silence) -> None:
+        with self._lock:
+            if silence.id in self._silences:
+                raise Conflict(f"refused by the store: silence {silence.id} exists")
+            self._silences[silence.id] = silence
+
+    def expire_silence(self, silence_id: str, at: datetime, by: str) -> Silence | None:
+        with self._lock:
+            silence = self._silences.get(silence_id)
+            if silence is not None and silence.expired_at is None:
+                silence = replace(silence, expired_at=at, expired_by=by)
+                self._silences[silence_id] = silence
+            return silence
 
     def record_alerts(
         self, source: str, alerts: Sequence[ReceivedAlert], *, forget_before: datetime

@@ -26,6 +26,7 @@ from driftowner.model import (
     Notification,
     Pending,
     ReceivedAlert,
+    Silence,
     State,
     Timing,
 )
@@ -170,6 +171,25 @@ conversations = sa.Table(
     sa.Column("address", Name, primary_key=True),
     sa.Column("ref", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+silences = sa.Table(
+    "silences",
+    metadata,
+    # Who held which systems' pages, why and until when. Created at open on stores of any
+    # version (a new table changes nothing older driftowners read).
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("system", Name),
+    sa.Column("owner", Name),
+    sa.Column("labels", sa.Text, nullable=False),
+    sa.Column("starts_at", sa.Float, nullable=False),
+    sa.Column("ends_at", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("by", Name, nullable=False),
+    sa.Column("via", sa.String(16)),
+    sa.Column("expired_at", sa.Float),
+    sa.Column("expired_by", Name),
+    sa.Index("silences_by_end", "ends_at"),
 )
 
 received_alerts = sa.Table(
@@ -532,6 +552,36 @@ class SqlStore:
             incident = incident_from_json(row.body, row.version)
             found.append(Accepted(row.seq, incident.system, incident.signals, _at(row.at)))
         return found
+
+    def silences(self, active_at: datetime | None = None) -> list[Silence]:
+        query = sa.select(silences).order_by(silences.c.starts_at, silences.c.id)
+        if active_at is not None:
+            at = ts(active_at)
+            query = query.where(
+                silences.c.starts_at <= at,
+                silences.c.ends_at > at,
+                sa.or_(silences.c.expired_at.is_(None), silences.c.expired_at > at),
+            )
+        with self._tx(read_only=True) as conn:
+            rows = conn.execute(query).all()
+        return [_silence(row) for row in rows]
+
+    def add_silence(self, silence: Silence) -> None:
+        try:
+            with self._tx(work="silences") as conn:
+                conn.execute(sa.insert(silences).values(**_silence_row(silence)))
+        except sa.exc.IntegrityError as error:
+            raise Conflict(f"refused by the store: silence {silence.id} exists") from error
+
+    def expire_silence(self, silence_id: str, at: datetime, by: str) -> Silence | None:
+        with self._tx(work="silences") as conn:
+            conn.execute(
+                sa.update(silences)
+                .where(silences.c.id == silence_id, silences.c.expired_at.is_(None))
+                .values(expired_at=ts(at), expired_by=by)
+            )
+            row = conn.execute(sa.select(silences).where(silences.c.id == silence_id)).first()
+        return None if row is None else _silence(row)
 
     def pending(self, system: str) -> dict[tuple[str, str], Pending]:
         """A system's pending conditions: what its last evaluation recorded or, when the
@@ -1100,6 +1150,38 @@ def _incident_row(incident: Incident, version: int) -> dict[str, Any]:
         "version": version,
         "body": incident_to_json(incident),
     }
+
+
+def _silence_row(s: Silence) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "system": s.system,
+        "owner": s.owner,
+        "labels": json.dumps(dict(s.labels), sort_keys=True),
+        "starts_at": ts(s.starts_at),
+        "ends_at": ts(s.ends_at),
+        "reason": s.reason,
+        "by": s.by,
+        "via": s.via,
+        "expired_at": ts(s.expired_at),
+        "expired_by": s.expired_by,
+    }
+
+
+def _silence(row: Any) -> Silence:
+    return Silence(
+        id=row.id,
+        starts_at=_at(row.starts_at),
+        ends_at=_at(row.ends_at),
+        reason=row.reason,
+        by=row.by,
+        via=row.via,
+        system=row.system,
+        owner=row.owner,
+        labels=tuple(sorted(json.loads(row.labels).items())),
+        expired_at=from_ts(row.expired_at),
+        expired_by=row.expired_by,
+    )
 
 
 def _event_row(e: Event) -> dict[str, Any]:
