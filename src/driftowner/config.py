@@ -480,6 +480,22 @@ class Paced(Strict):
     """Sends in flight at once to one destination."""
     rate: Rate = None
     """Sends started per second to one destination (``1/s``, ``20/m``); none: no limit."""
+    group_wait: Duration | None = None
+    """How long the first page to a recipient waits for others to go with it as one message
+    (``0s`` turns grouping off for this channel); unset: the ``grouping`` section's."""
+    group_interval: Duration | None = None
+    """After a grouped message, how long later changes for the same recipient wait to go
+    out together as the next update; unset: the ``grouping`` section's."""
+
+
+class Grouping(Strict):
+    """The defaults of every channel's ``group_wait`` and ``group_interval``: pages that
+    reach the same recipient through the same channel within ``wait`` go out as one
+    message. PagerDuty and Opsgenie always get one event per incident (they dedup by key)."""
+
+    wait: Duration = timedelta(seconds=3)
+    """``0s`` turns grouping off everywhere a channel does not set its own."""
+    interval: Duration = timedelta(seconds=30)
 
 
 class LogChannelConfig(Paced):
@@ -1135,6 +1151,7 @@ class Config(Strict):
     owners: dict[str, OwnerConfig] = Field(min_length=1)
     teams: dict[str, TeamConfig] = Field(default_factory=dict)
     channels: dict[str, ChannelConfig] = Field(min_length=1)
+    grouping: Grouping = Field(default_factory=Grouping)
     escalation_chains: dict[str, ChainConfig] = Field(min_length=1)
     signal_templates: dict[str, SignalTemplateConfig] = Field(default_factory=dict)
     """One query per template per cycle, split into systems by the template's

@@ -719,6 +719,7 @@ def build_message(
     being informed) gets the incident's view link only.
     """
     owner = config.owners.get(incident.owner)
+    system = config.systems.get(incident.system)
     acts = paged is not None
     return Message(
         purpose=purpose,
@@ -744,6 +745,7 @@ def build_message(
         resolve_url=links(incident.id, "resolve", paged)
         if acts and incident.state != "resolved"
         else None,
+        upstreams=tuple(system.depends_on) if system is not None else (),
     )
 
 

@@ -475,6 +475,9 @@ class Message:
     anything."""
     actor: str = ""
     """Who acknowledged, resolved or reassigned it (an owner key or ``auto``), if known."""
+    upstreams: tuple[str, ...] = ()
+    """The systems this one ``depends_on`` (what a group's summary names as the common
+    cause: "12 systems fed by features-v3")."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 import structlog
 
-from driftowner.channels import Channel
+from driftowner.channels import Channel, GroupChannel
 from driftowner.config import Config, SlackChannelConfig, owner_contact
+from driftowner.grouping import Grouper, key_of, policy_of
 from driftowner.ids import new_notification_id
 from driftowner.metrics import Metrics
 from driftowner.model import AUTO, Delivery, Event, Notification, State
@@ -477,6 +478,24 @@ async def _send(
         return Delivery.retry(f"{type(error).__name__} in channel {notification.channel!r}")
 
 
+async def _send_group(
+    channels: Mapping[str, Channel], members: tuple[Notification, ...], budget: timedelta
+) -> Delivery:
+    """Send a group's members as one message within ``budget`` (see :func:`_send`)."""
+    name = members[0].channel
+    channel = channels.get(name)
+    if not isinstance(channel, GroupChannel):
+        return Delivery.retry(f"channel {name!r} can no longer send groups")
+    try:
+        async with asyncio.timeout(budget.total_seconds()):
+            return await channel.send_group(members)
+    except TimeoutError:
+        return Delivery.retry(f"{name}: no delivery within {budget.total_seconds():g}s")
+    except Exception as error:  # a channel bug must not lose the notifications
+        log.exception("channel raised", channel=name)
+        return Delivery.retry(f"{type(error).__name__} in channel {name!r}")
+
+
 # -- pacing: per destination, concurrency, rate and a server's pause ----------------------------
 
 Destination = tuple[str, str]
@@ -594,6 +613,8 @@ IDLE_POLL = timedelta(seconds=1)
 """With nothing due, the loop still looks this often (writes by the API, another instance's
 retries); an escalation that writes pages wakes it at once."""
 SEND_MARGIN = timedelta(seconds=5)
+GROUPS_KEPT = timedelta(hours=1)
+"""A group idle this long is forgotten (its next member waits ``group_wait`` again)."""
 """A send must finish this long before its lease runs out."""
 
 
@@ -601,6 +622,13 @@ SEND_MARGIN = timedelta(seconds=5)
 class _Waiting:
     notification: Notification
     leased_until: datetime
+    members: tuple[Notification, ...] = ()
+    """A group's notifications (``notification`` is the first), sent as one message; empty
+    for a notification sent on its own."""
+
+    def ids(self) -> list[str]:
+        """The ids of the notifications this send delivers."""
+        return [n.id for n in self.members] if self.members else [self.notification.id]
 
 
 class Deliverer:
@@ -643,6 +671,7 @@ class Deliverer:
         self.configure(config, channels)
         self.throttle = Throttle(lambda d: pace_of(self.config, d[0]))
         self._queues: dict[Destination, list[_Waiting]] = {}
+        self.grouper = Grouper()
         self._commits = GroupCommit(store)
         self._sends: set[asyncio.Task[bool]] = set()
         self._wake = asyncio.Event()
@@ -744,24 +773,54 @@ class Deliverer:
         threads = await asyncio.to_thread(self.store.threads, leased)
         leased = [dataclasses.replace(n, thread=threads.get(n.id)) for n in leased]
         later: dict[str, tuple[datetime, datetime]] = {}
-        paced_now = self.pace_clock()
-        horizon = self.lease - SEND_MARGIN - self._send_budget_floor()
+        sendable: list[Notification] = []
         for notification in sending_order(leased):
             reason = superseded(notification, states.get(notification.incident_id))
             if reason is not None:
                 await asyncio.to_thread(
                     _supersede, self.store, notification, reason, now, self.metrics
                 )
-                continue
-            destination = destination_of(self.config, notification)
+            else:
+                sendable.append(notification)
+        paced_now = self.pace_clock()
+        horizon = self.lease - SEND_MARGIN - self._send_budget_floor()
+        for members in self._grouped(sendable, now, later):
+            waiting = _Waiting(members[0], now + self.lease, members if len(members) > 1 else ())
+            destination = destination_of(self.config, members[0])
             queue = self._queues.setdefault(destination, [])
             starts_in = self.throttle.clears_at(destination, len(queue), paced_now) - paced_now
             if starts_in > horizon:
-                later[notification.id] = (now + starts_in, now + self.lease)
+                later.update({i: (now + starts_in, now + self.lease) for i in waiting.ids()})
             else:
-                queue.append(_Waiting(notification, now + self.lease))
+                queue.append(waiting)
         if later:
             await asyncio.to_thread(self.store.defer, later)
+
+    def _grouped(
+        self,
+        notifications: list[Notification],
+        now: datetime,
+        later: dict[str, tuple[datetime, datetime]],
+    ) -> list[tuple[Notification, ...]]:
+        """The sends due now, in order: each a notification on its own, or a group's members
+        due now (its channel can send groups); members due later go into ``later``."""
+        self.grouper.forget(now - GROUPS_KEPT)
+        sends: dict[object, list[Notification]] = {}
+        for notification in notifications:
+            policy = policy_of(self.config, notification.channel)
+            channel = self.channels.get(notification.channel)
+            if policy.off or not isinstance(channel, GroupChannel):
+                sends[notification.id] = [notification]
+                continue
+            due = self.grouper.due_at(notification, policy, now)
+            if due > now:
+                later[notification.id] = (due, now + self.lease)
+            else:
+                sends.setdefault(key_of(notification), []).append(notification)
+        for key in sends:
+            if isinstance(key, tuple):
+                self.grouper.formed(key, now)
+        return [tuple(members) for members in sends.values()]
 
     def _send_budget_floor(self) -> timedelta:
         """The least time a send is given: its channel's timeout, as :func:`lease_for` has it."""
@@ -781,7 +840,7 @@ class Deliverer:
                 if at > paced_now:
                     starts = now + (at - paced_now)
                     if starts + self._send_budget_floor() > queue[0].leased_until - SEND_MARGIN:
-                        due = {w.notification.id: (starts, w.leased_until) for w in queue}
+                        due = {i: (starts, w.leased_until) for w in queue for i in w.ids()}
                         queue.clear()
                         await asyncio.to_thread(self.store.defer, due)
                     else:
@@ -797,10 +856,13 @@ class Deliverer:
     async def _send_one(
         self, destination: Destination, waiting: _Waiting, started: datetime, paced: datetime
     ) -> bool:
-        notification = waiting.notification
+        members = waiting.members or (waiting.notification,)
         budget = max(waiting.leased_until - SEND_MARGIN - started, timedelta(seconds=1))
         try:
-            delivery = await _send(self.channels, notification, budget)
+            if waiting.members:
+                delivery = await _send_group(self.channels, waiting.members, budget)
+            else:
+                delivery = await _send(self.channels, waiting.notification, budget)
             finished = self.pace_clock()
             self.throttle.finish(
                 destination,
@@ -808,17 +870,24 @@ class Deliverer:
                 (finished - paced).total_seconds(),
                 None if delivery.ok else delivery.retry_after,
             )
-            ok = await _settle(
-                self._commits.record,
-                notification,
-                delivery,
-                self.clock,
-                self.metrics,
-                self._jitter(),
-                lambda n, now: fallback_of(self.config, n, now, self._new_id),
+            # One draw for the whole group: its members retry together, as a group again.
+            jitter = self._jitter()
+            settled = await asyncio.gather(
+                *(
+                    _settle(
+                        self._commits.record,
+                        notification,
+                        delivery,
+                        self.clock,
+                        self.metrics,
+                        jitter,
+                        lambda n, now: fallback_of(self.config, n, now, self._new_id),
+                    )
+                    for notification in members
+                )
             )
-            self.delivered += ok
-            return ok
+            self.delivered += sum(settled)
+            return all(settled)
         finally:
             self._changed.set()
 
@@ -836,7 +905,7 @@ class Deliverer:
         """Hand every notification waiting for its destination back to the store, due now
         (best effort: unreleased, its lease runs out soon anyway)."""
         now = self.clock()
-        due = {w.notification.id: (now, w.leased_until) for q in self._queues.values() for w in q}
+        due = {i: (now, w.leased_until) for q in self._queues.values() for w in q for i in w.ids()}
         self._queues.clear()
         if due:
             with contextlib.suppress(Exception):

@@ -157,6 +157,7 @@ async def test_posts_the_versioned_document_with_an_idempotency_key(receiver: Re
             "resolve_url": "https://driftowner.example.com/a/resolve-token",
             "note": "",
             "actor": "",
+            "upstreams": [],
         },
     }
     assert "X-Driftowner-Signature" not in headers  # no secret, no signature

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Channel",
+    "GroupChannel",
     "build_channel",
     "parse_retry_after",
     "safe_detail",
@@ -57,6 +58,17 @@ class Channel(Protocol):
 
     async def aclose(self) -> None:
         """Release connections; the channel may be used again afterwards."""
+        ...
+
+
+@runtime_checkable
+class GroupChannel(Protocol):
+    """A channel that can deliver several notifications to one recipient as one message
+    (see :mod:`driftowner.grouping`); the others send each notification on its own."""
+
+    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
+        """Deliver ``notifications`` (two or more, one recipient and address) as one
+        message; the one ``Delivery`` is every member's outcome."""
         ...
 
 

@@ -8,10 +8,17 @@ bytes ``timestamp + "." + body``. A receiver recomputes it over the raw body, co
 constant time, and refuses a timestamp too far from its clock (a replay); see
 docs/operations.md for the verification code.
 
-Document (``version`` 1)::
+Document (``version`` 1), one notification::
 
     {"version": 1, "notification_id": "...", "channel": "...", "recipient": "alice",
      "address": "...", "message": {every Message field; datetimes RFC 3339 UTC}}
+
+Group document (``version`` 2), several notifications to one recipient sent as one (see
+:mod:`driftowner.grouping`); each ``group`` item is a version 1 document without its
+``version``::
+
+    {"version": 2, "channel": "...", "recipient": "alice", "address": "...",
+     "summary": "12 systems fed by features-v3 ...", "count": 12, "group": [{...}, ...]}
 """
 
 from __future__ import annotations
@@ -21,18 +28,20 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
+from driftowner import render
 from driftowner.channels.http import HttpPostChannel
 from driftowner.clock import rfc3339
 from driftowner.model import Delivery, Message, Notification
 
 PAYLOAD_VERSION = 1
+GROUP_PAYLOAD_VERSION = 2
 SIGNATURE_HEADER = "X-Driftowner-Signature"
 TIMESTAMP_HEADER = "X-Driftowner-Timestamp"
 
@@ -66,6 +75,28 @@ def build_payload(notification: Notification) -> dict[str, Any]:
         "address": notification.address,
         "message": message_document(notification.message),
     }
+
+
+def build_group_payload(notifications: Sequence[Notification]) -> dict[str, Any]:
+    """The JSON document for a group of notifications to one recipient (module docstring)."""
+    first = notifications[0]
+    return {
+        "version": GROUP_PAYLOAD_VERSION,
+        "channel": first.channel,
+        "recipient": first.recipient,
+        "address": first.address,
+        "summary": render.group_summary([n.message for n in notifications]),
+        "count": len(notifications),
+        "group": [
+            {k: v for k, v in build_payload(n).items() if k != "version"} for n in notifications
+        ],
+    }
+
+
+def group_key(notifications: Sequence[Notification]) -> str:
+    """The ``Idempotency-Key`` of a group: the same members give the same key."""
+    ids = "\n".join(sorted(n.id for n in notifications))
+    return "group-" + hashlib.sha256(ids.encode()).hexdigest()[:32]
 
 
 class WebhookChannel(HttpPostChannel):
@@ -105,11 +136,21 @@ class WebhookChannel(HttpPostChannel):
 
     async def send(self, notification: Notification) -> Delivery:
         """POST one notification; every outcome comes back as a Delivery."""
-        body = json.dumps(build_payload(notification), separators=(",", ":")).encode()
-        headers = {"Idempotency-Key": notification.id}
+        return await self._post_document(build_payload(notification), notification.id)
+
+    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
+        """POST a group of notifications as one version 2 document."""
+        return await self._post_document(
+            build_group_payload(notifications), group_key(notifications)
+        )
+
+    async def _post_document(self, document: dict[str, Any], key: str) -> Delivery:
+        """POST ``document`` as compact JSON, signed when the channel has a secret."""
+        body = json.dumps(document, separators=(",", ":")).encode()
+        headers = {"Idempotency-Key": key}
         if self._secret is not None:
             timestamp = str(int(self._clock()))
-            key = self._secret.get_secret_value().encode()
+            secret = self._secret.get_secret_value().encode()
             headers[TIMESTAMP_HEADER] = timestamp
-            headers[SIGNATURE_HEADER] = signature(key, timestamp, body)
+            headers[SIGNATURE_HEADER] = signature(secret, timestamp, body)
         return await self._post(body, headers=headers)

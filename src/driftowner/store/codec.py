@@ -138,11 +138,13 @@ def message_to_json(message: Message) -> str:
     d = {
         name: getattr(message, name)
         for name in Message.__dataclass_fields__
-        if name not in ("opened_at", "layers", "evidence")
+        if name not in ("opened_at", "layers", "evidence", "upstreams")
     }
     d["opened_at"] = ts(message.opened_at)
     d["layers"] = list(message.layers)
     d["evidence"] = list(message.evidence)
+    if message.upstreams:
+        d["upstreams"] = list(message.upstreams)
     return json.dumps(d, sort_keys=True)
 
 
@@ -151,4 +153,5 @@ def message_from_json(text: str) -> Message:
     d["opened_at"] = from_ts(d["opened_at"])
     d["layers"] = tuple(d["layers"])
     d["evidence"] = tuple(d["evidence"])
+    d["upstreams"] = tuple(d.get("upstreams", ()))
     return Message(**d)

@@ -1,0 +1,324 @@
+"""Grouping: the pure schedule (:class:`Grouper`), each channel's policy, the group's words,
+and the delivery loop sending a group as one message with a frozen, injected clock (a
+MemoryStore; no sleeps, no wall clock in any assertion)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from driftowner import render
+from driftowner.config import Config
+from driftowner.grouping import Grouper, GroupPolicy, key_of, policy_of
+from driftowner.model import Delivery, Notification
+from driftowner.outbox import Deliverer
+from driftowner.store import Changes, MemoryStore
+from tests.unit.factories import (
+    T0,
+    full_message,
+    incident,
+    make_config,
+    message,
+    notification,
+)
+
+WAIT = timedelta(seconds=3)
+INTERVAL = timedelta(seconds=30)
+POLICY = GroupPolicy(WAIT, INTERVAL)
+
+
+def _at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+# -- the schedule: a table of (lease time, made at) -> due time ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "steps"),
+    [
+        # A lone incident made at 0 and leased at once waits group_wait, no more.
+        ("lone", [(0, 0, 3), (3, 0, 3)]),
+        # A burst within the window all goes at the first member's group_wait.
+        ("burst", [(0, 0, 3), (1, 1, 3), (2.5, 2.5, 3), (3, 0, 3), (3, 1, 3), (3, 2.5, 3)]),
+        # A member leased late (the daemon was busy) and overdue goes at once.
+        ("overdue", [(10, 0, 10)]),
+        # After the group went out at 3, a new member waits for group_interval (33).
+        ("later member", [(0, 0, 3), (3, 0, 3), "formed@3", (10, 10, 33), (20, 20, 33)]),
+        # ... and at 33 everything due goes together.
+        ("next update", [(0, 0, 3), "formed@3", (10, 10, 33), "formed@33", (40, 40, 63)]),
+        # A member made before its group went out (a lease's limit left it behind) goes now.
+        ("straggler", [(0, 0, 3), "formed@3", (3.2, 1, 3.2)]),
+    ],
+)
+def test_grouper_schedule(name: str, steps: list[Any]) -> None:
+    """Each step leases a notification (made at ``made``) at ``now`` and expects it due at
+    ``due``; ``formed@t`` is the group going out at t."""
+    grouper = Grouper()
+    key = key_of(notification())
+    for step in steps:
+        if isinstance(step, str):
+            grouper.formed(key, _at(float(step.split("@")[1])))
+            continue
+        now, made, due = step
+        member = notification(created_at=_at(made))
+        assert grouper.due_at(member, POLICY, _at(now)) == _at(due), (name, step)
+
+
+def test_grouping_off_never_waits() -> None:
+    """With ``group_wait: 0s`` every notification is due the moment it is leased."""
+    grouper = Grouper()
+    off = GroupPolicy(timedelta(0), INTERVAL)
+    assert grouper.due_at(notification(created_at=T0), off, T0) == T0
+
+
+def test_forget_drops_idle_groups_only() -> None:
+    """A group idle for long is forgotten: its next member waits group_wait again, where a
+    remembered group would send it at once (its interval long over). A group with a member
+    waiting is kept: its overdue flush sends the next member at once."""
+    grouper = Grouper()
+    idle, waiting = notification(recipient="bob"), notification(recipient="alice")
+    grouper.formed(key_of(idle), T0)
+    assert grouper.due_at(waiting, POLICY, T0) == _at(3)
+    grouper.forget(_at(3600))
+    later = _at(4000)
+    assert grouper.due_at(dataclasses.replace(idle, created_at=later), POLICY, later) == _at(4003)
+    assert grouper.due_at(dataclasses.replace(waiting, created_at=later), POLICY, later) == later
+
+
+# -- the policy per channel ----------------------------------------------------------------------
+
+
+def _config(hook: dict[str, Any] | None = None, grouping: dict[str, Any] | None = None) -> Config:
+    patch: dict[str, Any] = {
+        "channels": {
+            "hook": {"type": "webhook", "url": "http://127.0.0.1:9/hook", **(hook or {})},
+            "pd": {"type": "pagerduty", "routing_key": "k" * 32},
+        }
+    }
+    if grouping is not None:
+        patch["grouping"] = grouping
+    return make_config(patch)
+
+
+@pytest.mark.parametrize(
+    ("hook", "grouping", "channel", "expected"),
+    [
+        (None, None, "hook", GroupPolicy(WAIT, INTERVAL)),
+        (
+            None,
+            {"wait": "10s", "interval": "2m"},
+            "hook",
+            GroupPolicy(timedelta(seconds=10), timedelta(minutes=2)),
+        ),
+        (
+            {"group_wait": "1s"},
+            {"wait": "10s"},
+            "hook",
+            GroupPolicy(timedelta(seconds=1), INTERVAL),
+        ),
+        ({"group_wait": "0s"}, None, "hook", GroupPolicy(timedelta(0), INTERVAL)),
+        (None, None, "pd", GroupPolicy(timedelta(0), timedelta(0))),
+        (None, None, "gone", GroupPolicy(timedelta(0), timedelta(0))),
+    ],
+)
+def test_policy_of(
+    hook: dict[str, Any] | None,
+    grouping: dict[str, Any] | None,
+    channel: str,
+    expected: GroupPolicy,
+) -> None:
+    """A channel's own setting wins over the ``grouping`` section, whose defaults are 3s and
+    30s; PagerDuty and an unknown channel never group."""
+    assert policy_of(_config(hook, grouping), channel) == expected
+
+
+def test_a_bad_group_wait_is_a_located_error() -> None:
+    """A group_wait that is no duration is refused, naming where it is."""
+    with pytest.raises(ValueError, match="group_wait"):
+        _config({"group_wait": "soon"})
+
+
+# -- the words ------------------------------------------------------------------------------------
+
+
+def test_group_summary_names_the_shared_upstream_and_counts() -> None:
+    """Twelve systems fed by features-v3: the summary names the upstream and the tally."""
+    messages = [
+        full_message(system=f"model-{i}", upstreams=("features-v3",), purpose="opened")
+        for i in range(10)
+    ] + [
+        full_message(system=f"model-{i}", upstreams=("features-v3", "x"), purpose="resolved")
+        for i in range(10, 12)
+    ]
+    summary = render.group_summary(messages)
+    assert summary.startswith("12 systems fed by features-v3")
+    assert "10 OPEN, 2 RESOLVED" in summary
+
+
+def test_group_summary_falls_back_to_rule_then_layer() -> None:
+    """Without a shared upstream the common rule, else the common layer, is named."""
+    same_rule = [full_message(system=s, rule="drift:psi") for s in ("a", "b")]
+    assert "breaching drift:psi" in render.group_summary(same_rule)
+    same_layer = [
+        full_message(system="a", rule="r1", layers=("data", "model")),
+        full_message(system="b", rule="r2", layers=("data",)),
+    ]
+    assert "in the data layer" in render.group_summary(same_layer)
+
+
+def test_group_text_lists_each_incident_with_its_links_and_clips() -> None:
+    """Each listed incident has its system, evidence and own links; past ``shown`` the rest
+    is counted, pointing to the status page."""
+    messages = [
+        dataclasses.replace(message(f"inc-{i}"), system=f"model-{i}", ack_url=f"http://a/{i}")
+        for i in range(5)
+    ]
+    text = render.group_text(messages, shown=3)
+    for i in range(3):
+        assert f"model-{i}" in text and f"http://a/{i}" in text
+    assert "model-4" not in text
+    assert "and 2 more — see the status page" in text
+    assert "accuracy (model): degraded" in text
+
+
+# -- the delivery loop -----------------------------------------------------------------------------
+
+
+@dataclass
+class Clock:
+    now: datetime = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class GroupFake:
+    """A channel that can send groups; records each message (a list of notification ids)
+    and answers from a script."""
+
+    name: str
+    script: list[Delivery] = field(default_factory=list)
+    messages: list[list[str]] = field(default_factory=list)
+
+    def _answer(self) -> Delivery:
+        return self.script.pop(0) if self.script else Delivery.delivered(ref="msg")
+
+    async def send(self, notification: Notification) -> Delivery:
+        self.messages.append([notification.id])
+        return self._answer()
+
+    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
+        self.messages.append([n.id for n in notifications])
+        return self._answer()
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def _loop(hook: dict[str, Any] | None = None) -> tuple[MemoryStore, GroupFake, Clock, Deliverer]:
+    store, channel, clock = MemoryStore(), GroupFake("hook"), Clock()
+    deliverer = Deliverer(
+        store, {"hook": channel}, _config(hook), clock, pace_clock=clock, jitter=lambda: 1.0
+    )
+    return store, channel, clock, deliverer
+
+
+def _page(store: MemoryStore, nid: str, at: float, **fields: Any) -> None:
+    made = _at(at)
+    store.apply(Changes(opened=[incident(id=f"inc-{nid}", system=f"model-{nid}")]))
+    store.apply(
+        Changes(
+            notifications=[
+                notification(
+                    nid, incident_id=f"inc-{nid}", channel="hook", created_at=made, **fields
+                )
+            ]
+        )
+    )
+
+
+def _rows(store: MemoryStore, nids: Sequence[str]) -> list[Notification]:
+    return [n for nid in nids for n in store.notifications(f"inc-{nid}")]
+
+
+async def _drain_at(deliverer: Deliverer, clock: Clock, seconds: float) -> None:
+    clock.now = _at(seconds)
+    await deliverer.drain()
+
+
+async def test_a_lone_incident_waits_group_wait_and_goes_alone() -> None:
+    """Leased at once, a lone page is held (due at group_wait), then sent on its own."""
+    store, channel, clock, deliverer = _loop()
+    _page(store, "a", 0)
+    await _drain_at(deliverer, clock, 0)
+    assert channel.messages == [] and store.next_due() == _at(3)
+    await _drain_at(deliverer, clock, 3)
+    assert channel.messages == [["a"]]
+    assert _rows(store, ["a"])[0].delivered_at == _at(3)
+
+
+async def test_a_burst_is_one_message_and_every_row_is_delivered() -> None:
+    """Five pages to one recipient within group_wait go out as one message at the first's
+    group_wait; each row is delivered; a page to someone else is its own message."""
+    store, channel, clock, deliverer = _loop()
+    for i, nid in enumerate("abcde"):
+        _page(store, nid, i * 0.5)
+        await _drain_at(deliverer, clock, i * 0.5)
+    _page(store, "z", 1, recipient="bob", address="bob")
+    await _drain_at(deliverer, clock, 1)
+    assert channel.messages == []
+    await _drain_at(deliverer, clock, 3)
+    assert sorted(map(sorted, channel.messages)) == [list("abcde")]
+    await _drain_at(deliverer, clock, 4)
+    assert sorted(map(sorted, channel.messages)) == [list("abcde"), ["z"]]
+    assert all(n.delivered_at is not None for n in _rows(store, "abcdez"))
+
+
+async def test_later_members_acks_and_resolutions_join_the_next_update() -> None:
+    """After the group went out at 3, a new page (10s) and a resolution of a member (20s)
+    wait for group_interval and go together at 33, as one update."""
+    store, channel, clock, deliverer = _loop()
+    _page(store, "a", 0)
+    await _drain_at(deliverer, clock, 0)
+    await _drain_at(deliverer, clock, 3)
+    _page(store, "b", 10)
+    await _drain_at(deliverer, clock, 10)
+    _page(store, "r", 20, purpose="resolved")
+    await _drain_at(deliverer, clock, 20)
+    assert channel.messages == [["a"]] and store.next_due() == _at(33)
+    await _drain_at(deliverer, clock, 33)
+    assert channel.messages == [["a"], ["b", "r"]]
+
+
+async def test_a_failed_group_retries_as_a_group() -> None:
+    """A group answered 503 has every member scheduled for the same retry, and the retry is
+    again one message."""
+    store, channel, clock, deliverer = _loop()
+    channel.script = [Delivery.retry("503")]
+    _page(store, "a", 0)
+    _page(store, "b", 0)
+    await _drain_at(deliverer, clock, 0)
+    await _drain_at(deliverer, clock, 3)
+    retries = {n.next_attempt_at for n in _rows(store, "ab")}
+    assert len(retries) == 1 and all(n.attempts == 1 for n in _rows(store, "ab"))
+    (when,) = retries
+    assert when is not None
+    await _drain_at(deliverer, clock, (when - T0).total_seconds())
+    assert channel.messages == [["a", "b"], ["a", "b"]]
+    assert all(n.delivered_at is not None for n in _rows(store, "ab"))
+
+
+async def test_grouping_off_sends_each_at_once() -> None:
+    """With ``group_wait: 0s`` each page goes at once and on its own."""
+    store, channel, clock, deliverer = _loop({"group_wait": "0s"})
+    _page(store, "a", 0)
+    _page(store, "b", 0)
+    await _drain_at(deliverer, clock, 0)
+    assert sorted(channel.messages) == [["a"], ["b"]]
