@@ -19,7 +19,7 @@ import structlog
 
 from driftowner.channels import Channel, GroupChannel
 from driftowner.config import Config, SlackChannelConfig, owner_contact
-from driftowner.grouping import Grouper, key_of, policy_of
+from driftowner.grouping import Grouper, GroupKey, key_of, policy_of
 from driftowner.ids import new_notification_id
 from driftowner.metrics import Metrics
 from driftowner.model import AUTO, Delivery, Event, Notification, State
@@ -613,6 +613,9 @@ IDLE_POLL = timedelta(seconds=1)
 """With nothing due, the loop still looks this often (writes by the API, another instance's
 retries); an escalation that writes pages wakes it at once."""
 SEND_MARGIN = timedelta(seconds=5)
+FORMING_LIMIT = 5000
+"""Group members held at most while the rest of their groups is leased; past this many the
+groups go out as they are."""
 GROUPS_KEPT = timedelta(hours=1)
 """A group idle this long is forgotten (its next member waits ``group_wait`` again)."""
 """A send must finish this long before its lease runs out."""
@@ -672,6 +675,8 @@ class Deliverer:
         self.throttle = Throttle(lambda d: pace_of(self.config, d[0]))
         self._queues: dict[Destination, list[_Waiting]] = {}
         self.grouper = Grouper()
+        self._forming: dict[GroupKey, list[_Waiting]] = {}
+        """Group members due now, held until every member due now is leased."""
         self._commits = GroupCommit(store)
         self._sends: set[asyncio.Task[bool]] = set()
         self._wake = asyncio.Event()
@@ -745,7 +750,7 @@ class Deliverer:
                 room = self.batch - waiting
                 leased = await asyncio.to_thread(self.store.lease_due, now, self.lease, room)
                 more = len(leased) == room
-                await self._enqueue(leased, now)
+                await self._enqueue(leased, now, complete=not more)
             wake_at = await self._pump()
             if not self._sends and not any(self._queues.values()):
                 if not more or not self.leading():
@@ -761,18 +766,42 @@ class Deliverer:
             more = True
         return self.delivered - delivered_before
 
-    async def _enqueue(self, leased: list[Notification], now: datetime) -> None:
-        """Queue leased notifications by destination; finish the moot ones; hand back what a
-        destination cannot start within the lease."""
-        if not leased:
-            return
+    async def _enqueue(self, leased: list[Notification], now: datetime, complete: bool) -> None:
+        """Queue leased notifications by destination; finish the moot ones; hold a group's
+        members until ``complete`` (nothing more is due: every member due now is leased);
+        hand back what a destination cannot start within the lease."""
+        later: dict[str, tuple[datetime, datetime]] = {}
+        sends = await self._sendable(leased, now, later) if leased else []
+        forming = sum(len(members) for members in self._forming.values())
+        if self._forming and (complete or forming >= FORMING_LIMIT):
+            sends += self._formed(now)
+        paced_now = self.pace_clock()
+        horizon = self.lease - SEND_MARGIN - self._send_budget_floor()
+        for waiting in sends:
+            destination = destination_of(self.config, waiting.notification)
+            queue = self._queues.setdefault(destination, [])
+            starts_in = self.throttle.clears_at(destination, len(queue), paced_now) - paced_now
+            if starts_in > horizon:
+                later.update({i: (now + starts_in, waiting.leased_until) for i in waiting.ids()})
+            else:
+                queue.append(waiting)
+        if later:
+            await asyncio.to_thread(self.store.defer, later)
+
+    async def _sendable(
+        self,
+        leased: list[Notification],
+        now: datetime,
+        later: dict[str, tuple[datetime, datetime]],
+    ) -> list[_Waiting]:
+        """The leased notifications to send on their own now; the moot ones finished, group
+        members held (see :meth:`_grouped`)."""
         states = await asyncio.to_thread(
             self.store.incident_states, (n.incident_id for n in leased)
         )
         # Each notification learns the root message of its conversation, if one was delivered.
         threads = await asyncio.to_thread(self.store.threads, leased)
         leased = [dataclasses.replace(n, thread=threads.get(n.id)) for n in leased]
-        later: dict[str, tuple[datetime, datetime]] = {}
         sendable: list[Notification] = []
         for notification in sending_order(leased):
             reason = superseded(notification, states.get(notification.incident_id))
@@ -782,45 +811,44 @@ class Deliverer:
                 )
             else:
                 sendable.append(notification)
-        paced_now = self.pace_clock()
-        horizon = self.lease - SEND_MARGIN - self._send_budget_floor()
-        for members in self._grouped(sendable, now, later):
-            waiting = _Waiting(members[0], now + self.lease, members if len(members) > 1 else ())
-            destination = destination_of(self.config, members[0])
-            queue = self._queues.setdefault(destination, [])
-            starts_in = self.throttle.clears_at(destination, len(queue), paced_now) - paced_now
-            if starts_in > horizon:
-                later.update({i: (now + starts_in, now + self.lease) for i in waiting.ids()})
-            else:
-                queue.append(waiting)
-        if later:
-            await asyncio.to_thread(self.store.defer, later)
+        return self._grouped(sendable, now, later)
 
     def _grouped(
         self,
         notifications: list[Notification],
         now: datetime,
         later: dict[str, tuple[datetime, datetime]],
-    ) -> list[tuple[Notification, ...]]:
-        """The sends due now, in order: each a notification on its own, or a group's members
-        due now (its channel can send groups); members due later go into ``later``."""
+    ) -> list[_Waiting]:
+        """The notifications (leased at ``now``) to send on their own now: their channel
+        does not group. A group's member due now joins its group in ``_forming``, sent once
+        every member due now is leased; one due later goes into ``later``."""
         self.grouper.forget(now - GROUPS_KEPT)
-        sends: dict[object, list[Notification]] = {}
+        sends: list[_Waiting] = []
         for notification in notifications:
             policy = policy_of(self.config, notification.channel)
             channel = self.channels.get(notification.channel)
+            waiting = _Waiting(notification, now + self.lease)
             if policy.off or not isinstance(channel, GroupChannel):
-                sends[notification.id] = [notification]
+                sends.append(waiting)
                 continue
             due = self.grouper.due_at(notification, policy, now)
             if due > now:
-                later[notification.id] = (due, now + self.lease)
+                later[notification.id] = (due, waiting.leased_until)
             else:
-                sends.setdefault(key_of(notification), []).append(notification)
-        for key in sends:
-            if isinstance(key, tuple):
-                self.grouper.formed(key, now)
-        return [tuple(members) for members in sends.values()]
+                self._forming.setdefault(key_of(notification), []).append(waiting)
+        return sends
+
+    def _formed(self, now: datetime) -> list[_Waiting]:
+        """Every group held in ``_forming``, going out now, as one send each (a group of one
+        is sent on its own); its lease is its members' earliest."""
+        sends = []
+        for key, held in self._forming.items():
+            self.grouper.formed(key, now)
+            members = tuple(w.notification for w in held)
+            leased_until = min(w.leased_until for w in held)
+            sends.append(_Waiting(members[0], leased_until, members if len(members) > 1 else ()))
+        self._forming.clear()
+        return sends
 
     def _send_budget_floor(self) -> timedelta:
         """The least time a send is given: its channel's timeout, as :func:`lease_for` has it."""
@@ -905,8 +933,11 @@ class Deliverer:
         """Hand every notification waiting for its destination back to the store, due now
         (best effort: unreleased, its lease runs out soon anyway)."""
         now = self.clock()
-        due = {i: (now, w.leased_until) for q in self._queues.values() for w in q for i in w.ids()}
+        held = [w for q in self._queues.values() for w in q]
+        held += [w for members in self._forming.values() for w in members]
+        due = {i: (now, w.leased_until) for w in held for i in w.ids()}
         self._queues.clear()
+        self._forming.clear()
         if due:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.store.defer, due)

@@ -222,10 +222,18 @@ class GroupFake:
         """Nothing to release."""
 
 
-def _loop(hook: dict[str, Any] | None = None) -> tuple[MemoryStore, GroupFake, Clock, Deliverer]:
+def _loop(
+    hook: dict[str, Any] | None = None, batch: int = 200
+) -> tuple[MemoryStore, GroupFake, Clock, Deliverer]:
     store, channel, clock = MemoryStore(), GroupFake("hook"), Clock()
     deliverer = Deliverer(
-        store, {"hook": channel}, _config(hook), clock, pace_clock=clock, jitter=lambda: 1.0
+        store,
+        {"hook": channel},
+        _config(hook),
+        clock,
+        pace_clock=clock,
+        jitter=lambda: 1.0,
+        batch=batch,
     )
     return store, channel, clock, deliverer
 
@@ -322,3 +330,18 @@ async def test_grouping_off_sends_each_at_once() -> None:
     _page(store, "b", 0)
     await _drain_at(deliverer, clock, 0)
     assert sorted(channel.messages) == [["a"], ["b"]]
+
+
+async def test_a_group_bigger_than_a_lease_batch_is_still_one_message() -> None:
+    """Seven pages each to alice and bob fall due together and are leased 4 at a time: each
+    recipient still gets one message (a regression: each lease batch was sent as its own
+    group)."""
+    store, channel, clock, deliverer = _loop(batch=4)
+    nids = [f"a{i}" for i in range(7)] + [f"b{i}" for i in range(7)]
+    for nid in nids:
+        who = "alice" if nid.startswith("a") else "bob"
+        _page(store, nid, 0, recipient=who, address=who)
+    await _drain_at(deliverer, clock, 0)
+    await _drain_at(deliverer, clock, 3)
+    assert sorted(map(sorted, channel.messages)) == [nids[:7], nids[7:]]
+    assert all(n.delivered_at is not None for n in _rows(store, nids))
