@@ -24,30 +24,41 @@ MOST_MESSAGES_PER_OWNER = 4
 incidents trickle in; 20 without grouping."""
 
 
-def write_history(path: Path, start: datetime) -> None:
+def write_history(path: Path, start: datetime, broken_from: int = 3) -> None:
     """One sample a second around ``start``: ``features`` healthy throughout, ``score``
-    fine until 3 s after ``start`` and broken from then on (the upstream pipeline broke)."""
+    fine until ``broken_from`` seconds after ``start`` and broken from then on (the upstream
+    pipeline broke)."""
     lines = ["timestamp,series,value"]
     for second in range(-300, 300):
         at = (start + timedelta(seconds=second)).timestamp()
         lines.append(f"{at:.0f},features,1.0")
-        lines.append(f"{at:.0f},score,{0.2 if second >= 3 else 0.95}")
+        lines.append(f"{at:.0f},score,{0.2 if second >= broken_from else 0.95}")
     path.write_text("\n".join(lines) + "\n")
 
 
-def storm_config(port: int, db: Path, csv: Path, hook: str) -> str:
-    """A config of 200 systems (owner i % 10) that all read the one broken series, each
-    depending on the healthy ``features-v3`` pipeline, all paging through one webhook."""
-    owners = "\n".join(f"  owner-{i}: {{name: Owner {i}}}" for i in range(OWNERS))
-    systems = "\n".join(
+def storm_config(
+    port: int,
+    db: Path,
+    csv: Path,
+    hook: str,
+    *,
+    systems: int = SYSTEMS,
+    owners: int = OWNERS,
+    extra: str = "",
+) -> str:
+    """A config of ``systems`` systems (owner i % ``owners``) that all read the one broken
+    series, each depending on the healthy ``features-v3`` pipeline, all paging through one
+    webhook; ``extra`` is appended (a ``grouping`` section)."""
+    people = "\n".join(f"  owner-{i}: {{name: Owner {i}}}" for i in range(owners))
+    models = "\n".join(
         f"  model-{i:03d}:\n"
-        f"    owner: owner-{i % OWNERS}\n"
+        f"    owner: owner-{i % owners}\n"
         "    escalation: standard\n"
         "    depends_on: [features-v3]\n"
         "    signals:\n"
         "      score: {layer: model, source: history, query: score, bad: down,"
         " detect: {threshold: {min: 0.9}}}"
-        for i in range(SYSTEMS)
+        for i in range(systems)
     )
     return f"""
 server: {{listen: "127.0.0.1:{port}", api_token: "{TOKEN}"}}
@@ -56,7 +67,7 @@ evaluation: {{interval: 1s, escalation_interval: 500ms}}
 sources:
   history: {{type: file, path: "{csv}"}}
 owners:
-{owners}
+{people}
 channels:
   hook: {{type: webhook, url: "{hook}"}}
 escalation_chains:
@@ -71,7 +82,8 @@ systems:
     signals:
       features: {{layer: data, source: history, query: features, bad: down,
                   detect: {{threshold: {{min: 0.5}}}}}}
-{systems}
+{models}
+{extra}
 """
 
 
