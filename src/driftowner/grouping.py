@@ -13,6 +13,8 @@ memory (a restart or another instance forgets it, and then sends what is due at 
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -50,6 +52,13 @@ def policy_of(config: Config, channel: str) -> GroupPolicy:
     wait = spec.group_wait if spec.group_wait is not None else config.grouping.wait
     interval = spec.group_interval if spec.group_interval is not None else config.grouping.interval
     return GroupPolicy(wait, interval)
+
+
+def group_key(notifications: Sequence[Notification]) -> str:
+    """A group's stable identity (its webhook ``Idempotency-Key``, its mail's Message-ID):
+    the same members give the same key, so a retried group is recognisably the same."""
+    ids = "\n".join(sorted(n.id for n in notifications))
+    return "group-" + hashlib.sha256(ids.encode()).hexdigest()[:32]
 
 
 def key_of(notification: Notification) -> GroupKey:

@@ -52,7 +52,8 @@ owners:
   bob: {{name: Bob Diaz, email: bob@example.com}}
   dana: {{name: Dana Ito, email: dana@example.com}}
 channels:
-  hook: {{type: webhook, url: "{hook}", timeout: 2s}}
+  # One POST per notification (no grouping): the test counts each page's duplicates.
+  hook: {{type: webhook, url: "{hook}", timeout: 2s, group_wait: 0s}}
 escalation_chains:
   chaos:
     steps:

@@ -272,6 +272,33 @@ async def test_later_mails_reply_to_the_first_mails_message_id(mailbox: Server, 
         assert mail["Date"]
 
 
+async def test_a_group_is_one_mail_listing_each_incident(mailbox: Server, tls: Tls) -> None:
+    """Three notifications to alice sent as a group arrive as one mail: the subject is the
+    group's summary (the shared upstream, the tally), the text and HTML list each system with
+    its own acknowledge link, and the mail threads under no incident nor starts a thread."""
+    members = [
+        dataclasses.replace(
+            notification(
+                f"notif-{i}",
+                system=f"model-{i}",
+                upstreams=("features-v3",),
+                ack_url=f"https://driftowner.example.com/a/ack-{i}",
+            ),
+            thread="<notification-old@driftowner>",
+        )
+        for i in range(3)
+    ]
+    delivery = await channel(mailbox.port, tls).send_group(members)
+    assert delivery.ok and delivery.ref is None
+    [mail] = mailbox.handler.messages
+    assert mailbox.handler.envelopes == [(SENDER, ["alice@example.com"])]
+    assert mail["Subject"].startswith("[driftowner] 3 systems fed by features-v3")
+    assert mail["In-Reply-To"] is None and mail["X-Driftowner-Group"] == "3"
+    for body in parts(mail):
+        for i in range(3):
+            assert f"model-{i}" in body and f"https://driftowner.example.com/a/ack-{i}" in body
+
+
 async def test_a_templates_dir_overrides_the_packaged_templates(
     mailbox: Server, tls: Tls, tmp_path: Path
 ) -> None:

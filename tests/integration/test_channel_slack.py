@@ -3,6 +3,7 @@ respx for transport failures a real server cannot easily produce."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -493,3 +494,35 @@ async def test_a_slack_channel_with_a_signing_secret_is_built_interactive() -> N
     assert all("url" in b for b in url_buttons)
     ack = next(b for b in interactive_buttons if b.get("action_id") == ACK_ACTION)
     assert "url" not in ack and ack["value"] == notification().incident_id
+
+
+async def test_a_group_of_300_lists_the_first_40_within_slacks_limits(slack: FakeSlack) -> None:
+    """A group of 300 notifications to one member is one message the webhook accepts: at
+    most 50 blocks, the summary in the header, the first 40 incidents each with its own
+    acknowledge link, and "and 260 more — see the status page"."""
+    members = [
+        dataclasses.replace(
+            notification(
+                system=f"model-{i:03d}",
+                upstreams=("features-v3",),
+                ack_url=f"https://driftowner.example.com/a/ack-{i}",
+            ),
+            id=f"notif-{i}",
+        )
+        for i in range(300)
+    ]
+    channel = channel_for(slack)
+    try:
+        delivery = await channel.send_group(members)
+    finally:
+        await channel.aclose()
+    assert delivery.ok, slack.rejections
+    [payload] = slack.received
+    assert len(payload["blocks"]) <= 50
+    assert payload["blocks"][0]["text"]["text"].startswith("300 systems fed by features-v3")
+    text = all_text(payload)
+    for i in range(40):
+        assert f"model-{i:03d}" in text and f"https://driftowner.example.com/a/ack-{i}|" in text
+    assert "model-040" not in text
+    assert "and 260 more — see the status page" in text
+    assert "<@U024BE7LH>" in payload["text"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -30,6 +31,7 @@ from pydantic import SecretStr
 
 from driftowner import render
 from driftowner.channels import safe_detail, timeout_seconds
+from driftowner.grouping import group_key
 from driftowner.model import Delivery, Message, Notification
 
 MESSAGE_ID_DOMAIN = "driftowner"
@@ -182,6 +184,30 @@ def build_email(
     return mail
 
 
+def build_group_email(
+    notifications: Sequence[Notification], sender: str, now: datetime
+) -> EmailMessage:
+    """One mail for a group of notifications to one address (see :mod:`driftowner.grouping`):
+    the group's summary as subject, each incident listed with its links. It threads under no
+    incident (it spans several) and becomes no thread's root.
+
+    Raises:
+        ValueError: when an address or header value cannot be put into a mail.
+    """
+    messages = [n.message for n in notifications]
+    mail = EmailMessage()
+    mail["Subject"] = render.group_subject(messages)
+    mail["From"] = sender
+    mail["To"] = notifications[0].address
+    mail["Date"] = format_datetime(now.astimezone(UTC))
+    mail["Message-ID"] = message_id(group_key(notifications))
+    mail["Auto-Submitted"] = "auto-generated"
+    mail["X-Driftowner-Group"] = str(len(notifications))
+    mail.set_content(render.group_text(messages))
+    mail.add_alternative(render.group_html(messages), subtype="html")
+    return mail
+
+
 class EmailChannel:
     """Sends each notification as one mail through an SMTP relay, one connection per mail.
 
@@ -233,11 +259,32 @@ class EmailChannel:
         """Send one notification's mail; every outcome comes back as a Delivery."""
         try:
             mail = build_email(notification, self._sender, datetime.now(UTC), self._templates)
+        except TemplateProblem as exc:
+            return Delivery.give_up(safe_detail(f"email: a template failed: {exc}"))
+        except (ValueError, TypeError, IndexError) as exc:
+            return Delivery.give_up(
+                safe_detail(f"email: cannot build the mail: {exc}", self._secrets())
+            )
+        # A first mail's Message-ID is the root later mails of its conversation refer to.
+        return await self._send_mail(mail, root=notification.thread is None)
+
+    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
+        """Send a group's mail (one for all its notifications); the outcome is every
+        member's."""
+        try:
+            mail = build_group_email(notifications, self._sender, datetime.now(UTC))
+        except (ValueError, TypeError, IndexError) as exc:
+            return Delivery.give_up(
+                safe_detail(f"email: cannot build the mail: {exc}", self._secrets())
+            )
+        return await self._send_mail(mail, root=False)
+
+    async def _send_mail(self, mail: EmailMessage, root: bool) -> Delivery:
+        """Send one built mail; ``root``: its Message-ID comes back as the delivery's ref."""
+        try:
             sender = mail["From"].addresses[0].addr_spec
             recipients = [address.addr_spec for address in mail["To"].addresses]
             raw = mail.as_bytes(policy=_WIRE_POLICY)
-        except TemplateProblem as exc:
-            return Delivery.give_up(safe_detail(f"email: a template failed: {exc}"))
         except (ValueError, TypeError, IndexError) as exc:
             return Delivery.give_up(
                 safe_detail(f"email: cannot build the mail: {exc}", self._secrets())
@@ -261,8 +308,7 @@ class EmailChannel:
         except Exception as exc:  # every failure becomes a Delivery; see _judge
             return self._judge(exc)
         # The relay's last reply often names its queue id: the thread to follow in its logs.
-        # A first mail's Message-ID is the root later mails of its conversation refer to.
-        ref = None if notification.thread else str(mail["Message-ID"])
+        ref = str(mail["Message-ID"]) if root else None
         return Delivery.delivered(safe_detail(reply, self._secrets()), ref=ref)
 
     def _judge(self, exc: Exception) -> Delivery:

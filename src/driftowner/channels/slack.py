@@ -16,6 +16,7 @@ can never be posted as sent; with 429 and ``Retry-After`` when rate limited; wit
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -231,6 +232,67 @@ def build_payload(
     }
 
 
+GROUP_SHOWN = 40
+"""Incidents a group's Slack message lists (one block each, within Slack's 50 blocks); the
+rest are counted, pointing to the status page."""
+
+
+def _group_line(message: Message) -> str:
+    """One incident of a group: tag, system, rule, age, first evidence line, its links."""
+    entry = render.group_entry(message)
+    links = " · ".join(
+        _link(url, label)
+        for url, label in (
+            (message.ack_url, "Acknowledge"),
+            (message.resolve_url, "Resolve"),
+            (message.incident_url, "Open incident"),
+        )
+        if url and len(url) <= _BUTTON_URL_LIMIT
+    )
+    return (
+        f"*{escape(entry['label'])} {escape(message.system)}* (`{escape(message.rule)}`), "
+        f"{escape(entry['age_phrase'])}\n{escape(entry['evidence'])}"
+        + (f"\n{links}" if links else "")
+    )
+
+
+def build_group_payload(notifications: Sequence[Notification]) -> dict[str, Any]:
+    """The message of a group of notifications to one address: the summary, then each
+    incident (at most :data:`GROUP_SHOWN`, the rest counted) with its own links; within
+    Slack's limits (50 blocks, 3,000 characters a section).
+
+    Raises:
+        SlackObjectFormationError: when a block breaks Block Kit's rules.
+    """
+    messages = [n.message for n in notifications]
+    context = render.group_context(messages, GROUP_SHOWN)
+    who = mention(notifications[0].address)
+    lead = f"{who} " if who else ""
+    blocks: list[Block] = [
+        HeaderBlock(text=PlainTextObject(text=_clip(context["summary"], _HEADER_LIMIT))),
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=_clip(
+                    f"{lead}*{len(messages)} incidents*; each keeps its own escalation.",
+                    _SECTION_LIMIT,
+                )
+            )
+        ),
+    ]
+    blocks += [
+        SectionBlock(text=MarkdownTextObject(text=_clip(_group_line(m), _SECTION_LIMIT)))
+        for m in messages[:GROUP_SHOWN]
+    ]
+    if context["more"]:
+        more = f"… and {context['more']} more — see the status page."
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=more)]))
+    fallback = escape(render.group_subject(messages))
+    return {
+        "text": f"{who} {fallback}" if who else fallback,
+        "blocks": [block.to_dict() for block in blocks],
+    }
+
+
 class SlackWebhookChannel(HttpPostChannel):
     """Posts notifications to one Slack incoming webhook.
 
@@ -261,6 +323,14 @@ class SlackWebhookChannel(HttpPostChannel):
         """Post one notification; every outcome, failures included, comes back as a Delivery."""
         try:
             payload = build_payload(notification, interactive=self.interactive)
+        except SlackObjectFormationError as exc:
+            return Delivery.give_up(safe_detail(f"slack: cannot build the message: {exc}"))
+        return await self._post(payload)
+
+    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
+        """Post a group of notifications as one message."""
+        try:
+            payload = build_group_payload(notifications)
         except SlackObjectFormationError as exc:
             return Delivery.give_up(safe_detail(f"slack: cannot build the message: {exc}"))
         return await self._post(payload)
@@ -379,6 +449,21 @@ class SlackWebApiChannel:
         if not replied.ok:
             return replied
         return Delivery.delivered(f"replied in thread {channel}:{ts}{note}")
+
+    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
+        """Post a group of notifications as one message to their conversation. It threads
+        under no incident and becomes no incident's thread root (its ref is not returned), so
+        an incident's later updates never rewrite the group's message."""
+        try:
+            payload = build_group_payload(notifications)
+        except SlackObjectFormationError as exc:
+            return Delivery.give_up(self._safe(f"slack: cannot build the message: {exc}"))
+        posted = await self._call(
+            "chat.postMessage", channel=notifications[0].address.strip(), **payload
+        )
+        if not posted.ok:
+            return posted
+        return Delivery.delivered(f"posted a group of {len(notifications)} as {posted.ref}")
 
     async def _call(self, method: str, **arguments: Any) -> Delivery:
         """One Web API call mapped to a Delivery; a posted message's ``channel:ts`` is its

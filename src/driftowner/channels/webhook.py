@@ -38,6 +38,7 @@ from pydantic import SecretStr
 from driftowner import render
 from driftowner.channels.http import HttpPostChannel
 from driftowner.clock import rfc3339
+from driftowner.grouping import group_key
 from driftowner.model import Delivery, Message, Notification
 
 PAYLOAD_VERSION = 1
@@ -91,12 +92,6 @@ def build_group_payload(notifications: Sequence[Notification]) -> dict[str, Any]
             {k: v for k, v in build_payload(n).items() if k != "version"} for n in notifications
         ],
     }
-
-
-def group_key(notifications: Sequence[Notification]) -> str:
-    """The ``Idempotency-Key`` of a group: the same members give the same key."""
-    ids = "\n".join(sorted(n.id for n in notifications))
-    return "group-" + hashlib.sha256(ids.encode()).hexdigest()[:32]
 
 
 class WebhookChannel(HttpPostChannel):
