@@ -687,15 +687,7 @@ def test_notifications(
         address = owner_contact(config, owner_key, channel)
         if address is not None:
             out.append(
-                Notification(
-                    id=new_id(),
-                    incident_id=message.incident_id,
-                    channel=channel,
-                    recipient=owner_key,
-                    address=address,
-                    message=message,
-                    created_at=now,
-                )
+                _outbound(new_id(), message.incident_id, channel, owner_key, address, message, now)
             )
     return tuple(out)
 
@@ -809,15 +801,59 @@ def _notification(
     message: Message,
     now: datetime,
 ) -> Notification:
+    return _outbound(notification_id, incident.id, channel, recipient, address, message, now)
+
+
+def _outbound(
+    notification_id: str,
+    incident_id: str,
+    channel: str,
+    recipient: str,
+    address: str,
+    message: Message,
+    now: datetime,
+) -> Notification:
+    """The one place a notification is made: due at once, not yet attempted."""
     return Notification(
         id=notification_id,
-        incident_id=incident.id,
+        incident_id=incident_id,
         channel=channel,
         recipient=recipient,
         address=address,
         message=message,
         created_at=now,
         next_attempt_at=now,
+    )
+
+
+PAGES = ("opened", "reopened", "escalated")
+"""Purposes of the messages that page a person (a fallback takes over only these)."""
+
+
+def fallback_of(
+    config: Config, notification: Notification, now: datetime, new_id: Callable[[], str]
+) -> Notification | None:
+    """The page that takes over when ``notification`` gives up, or None.
+
+    The step that made the page (its message's step in the system's chain, as configured
+    now) may name a fallback for the page's channel (``via: [{channel: slack, fallback:
+    email}]``); the same person is then paged, with the same message, through the fallback,
+    at once.
+    """
+    message = notification.message
+    system = config.systems.get(message.system)
+    if message.purpose not in PAGES or message.step < 1 or system is None:
+        return None
+    chain = config.escalation_chains.get(system.escalation)
+    if chain is None:
+        return None
+    step = chain.steps[(message.step - 1) % len(chain.steps)]
+    channel = step.fallbacks.get(notification.channel)
+    address = None if channel is None else owner_contact(config, notification.recipient, channel)
+    if channel is None or address is None:
+        return None
+    return _outbound(
+        new_id(), notification.incident_id, channel, notification.recipient, address, message, now
     )
 
 

@@ -18,7 +18,8 @@ from typing import Any, Literal
 import structlog
 
 from driftowner.channels import Channel, GroupChannel
-from driftowner.config import Config, SlackChannelConfig, owner_contact
+from driftowner.config import Config, SlackChannelConfig
+from driftowner.escalation import fallback_of
 from driftowner.grouping import Grouper, GroupKey, key_of, policy_of
 from driftowner.ids import new_notification_id
 from driftowner.metrics import Metrics
@@ -167,44 +168,6 @@ def outcome_of(
         notification.attempts + 1, now, delivery.retry_after, give_up_at(notification), jitter
     )
     return Outcome("retry", delivery.detail, when)
-
-
-PAGES = ("opened", "reopened", "escalated")
-"""Purposes of the messages that page a person (a fallback takes over only these)."""
-
-
-def fallback_of(
-    config: Config, notification: Notification, now: datetime, new_id: Callable[[], str]
-) -> Notification | None:
-    """The page that takes over when ``notification`` gives up, or None.
-
-    The step that made the page (its message's step in the system's chain, as configured
-    now) may name a fallback for the page's channel (``via: [{channel: slack, fallback:
-    email}]``); the same person is then paged, with the same message, through the fallback,
-    at once.
-    """
-    message = notification.message
-    system = config.systems.get(message.system)
-    if message.purpose not in PAGES or message.step < 1 or system is None:
-        return None
-    chain = config.escalation_chains.get(system.escalation)
-    if chain is None:
-        return None
-    step = chain.steps[(message.step - 1) % len(chain.steps)]
-    channel = step.fallbacks.get(notification.channel)
-    address = None if channel is None else owner_contact(config, notification.recipient, channel)
-    if channel is None or address is None:
-        return None
-    return Notification(
-        id=new_id(),
-        incident_id=notification.incident_id,
-        channel=channel,
-        recipient=notification.recipient,
-        address=address,
-        message=message,
-        created_at=now,
-        next_attempt_at=now,
-    )
 
 
 def sending_order(notifications: list[Notification]) -> list[Notification]:

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from driftowner.escalation import fallback_of
 from driftowner.model import Notification
 from driftowner.outbox import (
     FIRST_RETRY,
@@ -19,7 +20,6 @@ from driftowner.outbox import (
     Pace,
     Throttle,
     destination_of,
-    fallback_of,
     next_attempt,
     pace_of,
 )

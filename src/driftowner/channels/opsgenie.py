@@ -60,7 +60,7 @@ def build_request(
         return None
     note = message.note
     if message.purpose == "reassigned":
-        note = f"Reassigned: {message.owner_name} is now the accountable owner. {note}".strip()
+        note = f"{render.intro(message)} {note}".strip()
     body: dict[str, Any] = {"source": SOURCE, "user": _clip(message.actor or SOURCE, USER_LIMIT)}
     if note:
         body["note"] = _clip(note, NOTE_LIMIT)
