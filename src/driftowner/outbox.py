@@ -188,7 +188,8 @@ async def deliver_due(
     lease: timedelta = LEASE,
 ) -> int:
     """One pass over the outbox: lease what is due, send it all concurrently, and record each
-    outcome as soon as its own send finishes.
+    outcome as soon as its own send finishes. Each notification goes on its own: grouping is
+    the delivery loop's (:class:`Deliverer`), which the daemon runs.
 
     Recording at once means a kill -9 mid-pass re-sends only the sends truly in flight, and a
     slow receiver never holds back the record of a fast one. Each notification is handled on

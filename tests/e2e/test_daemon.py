@@ -57,7 +57,9 @@ owners:
   dana: {{name: Dana Ito, email: dana@example.com}}
 channels:
   console: {{type: log}}
-  slack: {{type: slack, webhook_url: "{slack}"}}
+  # One message per notification: these tests follow one incident's lifecycle message by
+  # message (tests/e2e/test_storm.py and tests/unit/test_grouping.py cover grouping).
+  slack: {{type: slack, webhook_url: "{slack}", group_wait: 0s}}
 escalation_chains:
   standard:
     steps:

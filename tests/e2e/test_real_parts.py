@@ -70,6 +70,8 @@ owners:
   bob: {{name: Bob Diaz, email: bob@example.com}}
 teams:
   ml-fraud: {{email: ml-fraud@example.com}}
+# One message per notification: the test follows one incident message by message.
+grouping: {{wait: 0s}}
 channels:
   slack: {{type: slack, webhook_url: "{slack}"}}
   email: {{type: email, host: 127.0.0.1, port: {smtp}, starttls: false,

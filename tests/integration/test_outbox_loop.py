@@ -199,6 +199,8 @@ async def test_a_page_that_fails_for_good_falls_back_to_email(
                         "port": port,
                         "starttls": False,
                         "from": "driftowner@example.com",
+                        # Sent in the same drain, not held for a group.
+                        "group_wait": "0s",
                     },
                 },
                 "escalation_chains": {
