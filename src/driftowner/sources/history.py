@@ -112,11 +112,14 @@ def _seconds(duration: timedelta) -> str:
 
 
 def _counts(result: LabelledResult) -> dict[float, float]:
-    """``le`` to the window's cumulative count, from one instant sample per bucket."""
+    """``le`` to the window's cumulative count, from one instant sample per bucket. One bound
+    may be spelt several ways (``1``, ``1.0``, ``1e+00``: client libraries differ, and
+    ``sum by (le)`` groups by the text), so counts add up by the bound's value."""
     counts: dict[float, float] = {}
     for le, samples in result.series.items():
         if samples:
-            counts[parse_le(le)] = _last(samples).value
+            bound = parse_le(le)
+            counts[bound] = counts.get(bound, 0.0) + _last(samples).value
     return counts
 
 
