@@ -173,3 +173,32 @@ async def test_a_histogram_that_moves_opens_a_drift_incident(
         ]
     finally:
         store.close()
+
+
+async def test_an_accepted_level_moves_the_reference_window_after_the_accept(
+    history: History, sources: dict[str, Source]
+) -> None:
+    """After ``resolve --accept`` two minutes into the shift, the fraud histogram's reference
+    window starts after the accept: it holds only moved scores, so the recent window is ok
+    against it. Accepted later, within the recent window, no reference is left yet: the
+    finding is ``no_data`` (learning), which neither fires nor clears an incident."""
+    config = _config(history, "psi")
+    now = history.last + timedelta(seconds=1)
+    shift = history.last - timedelta(minutes=HISTORY_MINUTES - 1 - SHIFT_BEGINS)
+    key = ("fraud-scoring", "scores")
+
+    bank = Bank()
+    bank.accept(key, shift + timedelta(minutes=2))
+    findings, stats = await engine.poll(config, sources, now, bank)
+    assert stats.failing == {}
+    fraud = findings["fraud-scoring"]["scores"]
+    assert fraud.status == "ok", fraud.reason
+    assert fraud.reference is not None and fraud.reference > 0.5, fraud.reason
+
+    bank = Bank()
+    bank.accept(key, now - timedelta(minutes=10))
+    findings, _ = await engine.poll(config, sources, now, bank)
+    fraud = findings["fraud-scoring"]["scores"]
+    assert fraud.status == "no_data"
+    assert "learning its reference since the level was accepted" in fraud.reason
+    assert findings["churn-scoring"]["scores"].status == "ok"

@@ -10,7 +10,15 @@ from datetime import timedelta
 
 import pytest
 
-from driftowner.detect.bank import Bank, away, chart_for, observe, start, warm_start
+from driftowner.detect.bank import (
+    Bank,
+    away,
+    chart_for,
+    observe,
+    reference_window,
+    start,
+    warm_start,
+)
 from driftowner.detect.changepoint import Cusum, Ewma, PageHinkley
 from driftowner.model import Finding, Sample, SourceResult
 from tests.unit.factories import T0, signal
@@ -206,3 +214,25 @@ def test_a_source_error_leaves_the_chart_untouched() -> None:
     found = bank.judge(*KEY, signal(bad="down"), SourceResult(error="down"), T0, MINUTE)
     assert (found.status, found.source_error) == ("no_data", True)
     assert bank.watches[KEY] is before
+
+
+@pytest.mark.parametrize(
+    ("accepted_minutes_before", "expected"),
+    [
+        (None, timedelta(hours=2)),
+        (24 * 60, timedelta(hours=2)),
+        (50, timedelta(minutes=30)),
+        (20, None),
+        (5, None),
+    ],
+)
+def test_an_accept_cuts_the_histogram_reference_window_to_start_after_it(
+    accepted_minutes_before: int | None, expected: timedelta | None
+) -> None:
+    """A PSI signal (reference 2h, recent 20m) reads its whole reference window until an owner
+    accepts; then the window starts at the accept, and while the accept lies inside the recent
+    window there is none."""
+    spec = signal(detect={"psi": {"reference": "2h", "recent": "20m"}})
+    now = T0 + timedelta(days=2)
+    accepted = None if accepted_minutes_before is None else now - accepted_minutes_before * MINUTE
+    assert reference_window(spec, now, accepted) == expected

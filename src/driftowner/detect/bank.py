@@ -226,6 +226,23 @@ def histogram_finding(base: Finding, verdict: HistogramVerdict, at: datetime) ->
     )
 
 
+def reference_window(
+    signal: SignalConfig, now: datetime, accepted: datetime | None
+) -> timedelta | None:
+    """How far back a PSI or JS signal's reference window reaches before its recent window at
+    ``now``: its ``reference``, cut to start after the owner last accepted the level (the
+    distribution since the accept is normal), or None while no time since the accept lies
+    before the recent window (then there is no reference to judge against yet)."""
+    detect = signal.detect
+    spec = None if detect is None else detect.psi if detect.psi is not None else detect.js
+    if spec is None:
+        return None
+    if accepted is None:
+        return spec.reference
+    since = now - spec.recent - accepted
+    return min(spec.reference, since) if since > timedelta(0) else None
+
+
 @dataclass(frozen=True, slots=True)
 class HistogramReading:
     """A histogram's cumulative bucket counts over the reference and the recent windows, or
@@ -336,6 +353,13 @@ class Bank:
         self, key: SignalKey, drift: HistogramDrift, signal: SignalConfig, now: datetime
     ) -> Finding:
         base = Finding(system=key[0], signal=key[1], layer=signal.layer, status="no_data", at=now)
+        accepted = self.accepted.get(key)
+        if accepted is not None and reference_window(signal, now, accepted) is None:
+            return replace(
+                base,
+                detector=drift.metric,
+                reason=f"learning its reference since the level was accepted at {accepted:%H:%M}",
+            )
         reading = self.histograms.get(key)
         if reading is None:
             return replace(base, detector=drift.metric, reason="histogram not read")

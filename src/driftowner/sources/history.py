@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import cast
 
-from driftowner.config import Config, HistogramConfig, SignalConfig
-from driftowner.detect.bank import Bank, HistogramReading, SignalKey
+from driftowner.config import HISTOGRAM_DETECTORS, Config, SignalConfig
+from driftowner.detect.bank import Bank, HistogramReading, SignalKey, reference_window
 from driftowner.detect.histogram import parse_le
 from driftowner.model import Sample, SourceResult
 from driftowner.sources import LabelledResult, LabelledSource, Source, supports_labels
@@ -33,8 +33,9 @@ async def prepare(bank: Bank, config: Config, sources: Mapping[str, Source], now
     histograms: list[SignalKey] = []
     for key in keys:
         signal = config.systems[key[0]].signals[key[1]]
-        if signal.detect is not None and signal.detect.name in ("psi", "js"):
-            histograms.append(key)
+        if signal.detect is not None and signal.detect.name in HISTOGRAM_DETECTORS:
+            if reference_window(signal, now, bank.accepted.get(key)) is not None:
+                histograms.append(key)
         elif bank.needs_history(key, signal, interval):
             cold.append(key)
     bank.histograms = {}
@@ -50,7 +51,9 @@ async def prepare(bank: Bank, config: Config, sources: Mapping[str, Source], now
     async def histogram(key: SignalKey) -> None:
         signal = config.systems[key[0]].signals[key[1]]
         async with limits[signal.source]:
-            bank.histograms[key] = await read_histogram(sources[signal.source], signal, now)
+            bank.histograms[key] = await read_histogram(
+                sources[signal.source], signal, now, bank.accepted.get(key)
+            )
 
     await asyncio.gather(*(warm(k) for k in cold), *(histogram(k) for k in histograms))
 
@@ -70,22 +73,28 @@ async def read_history(
     return await source.read(signal.query, start, now, interval)
 
 
-async def read_histogram(source: Source, signal: SignalConfig, now: datetime) -> HistogramReading:
-    """The bucket counts observed in the reference window (before the recent one) and in the
-    recent window, summed over series by ``le`` (Prometheus handles counter resets)."""
+async def read_histogram(
+    source: Source, signal: SignalConfig, now: datetime, accepted: datetime | None = None
+) -> HistogramReading:
+    """The bucket counts observed in the reference window (before the recent one, starting
+    after the level was last ``accepted``) and in the recent window, summed over series by
+    ``le`` (Prometheus handles counter resets)."""
     detect = signal.detect
     assert detect is not None
     spec = detect.psi if detect.psi is not None else detect.js
     assert spec is not None
+    window = reference_window(signal, now, accepted)
+    if window is None:
+        return HistogramReading({}, {}, "no reference window since the accept")
     if not supports_labels(source):
         return HistogramReading({}, {}, f"source {source.name!r} cannot read buckets by le")
     labelled = cast(LabelledSource, source)
     reference, recent = await asyncio.gather(
         labelled.read_by_label(
-            _window_query(signal.query, spec, True), now, now, spec.recent, "le"
+            _window_query(signal.query, spec.recent, window), now, now, spec.recent, "le"
         ),
         labelled.read_by_label(
-            _window_query(signal.query, spec, False), now, now, spec.recent, "le"
+            _window_query(signal.query, spec.recent, None), now, now, spec.recent, "le"
         ),
     )
     for part in (reference, recent):
@@ -97,14 +106,14 @@ async def read_histogram(source: Source, signal: SignalConfig, now: datetime) ->
         return HistogramReading({}, {}, f"histogram {signal.query}: {error}")
 
 
-def _window_query(selector: str, spec: HistogramConfig, reference: bool) -> str:
-    """PromQL for the per-``le`` increase over one window."""
-    if reference:
+def _window_query(selector: str, recent: timedelta, reference: timedelta | None) -> str:
+    """PromQL for the per-``le`` increase over the recent window, or over the ``reference``
+    window before it."""
+    if reference is not None:
         return (
-            f"sum by (le) (increase({selector}[{_seconds(spec.reference)}] "
-            f"offset {_seconds(spec.recent)}))"
+            f"sum by (le) (increase({selector}[{_seconds(reference)}] offset {_seconds(recent)}))"
         )
-    return f"sum by (le) (increase({selector}[{_seconds(spec.recent)}]))"
+    return f"sum by (le) (increase({selector}[{_seconds(recent)}]))"
 
 
 def _seconds(duration: timedelta) -> str:
