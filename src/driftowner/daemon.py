@@ -202,6 +202,7 @@ class Daemon:
             now = self.clock()
             accepts = await asyncio.to_thread(store.accepted_after, self.bank.accept_cursor)
             self.bank.apply_accepts(accepts)
+            self.bank.note_open(await asyncio.to_thread(store.incidents, unresolved=True))
             findings, stats = await engine.poll(config, self.sources, now, self.bank)
             engine.log_query_failures(self._failing, stats.failing)
             self._failing = stats.failing

@@ -21,7 +21,7 @@ from driftowner.detect.bank import (
 )
 from driftowner.detect.changepoint import Cusum, Ewma, PageHinkley
 from driftowner.model import Finding, Sample, SourceResult
-from tests.unit.factories import T0, signal
+from tests.unit.factories import T0, incident, signal
 
 MINUTE = timedelta(minutes=1)
 KEY = ("fraud-scoring", "adoption")
@@ -236,3 +236,43 @@ def test_an_accept_cuts_the_histogram_reference_window_to_start_after_it(
     now = T0 + timedelta(days=2)
     accepted = None if accepted_minutes_before is None else now - accepted_minutes_before * MINUTE
     assert reference_window(spec, now, accepted) == expected
+
+
+def test_a_warm_start_reaches_back_before_an_open_incidents_condition_began() -> None:
+    """A chart's warm start reads 10 warm-ups (300 intervals for the default detector) before
+    now; for a signal of an unresolved incident whose condition began earlier, it reads as
+    far before that start, so the level the drift left is learned first. Resolved incidents
+    and other signals keep the plain window, and the earliest start among incidents wins."""
+    bank = Bank()
+    spec = signal(bad="down")
+    now = T0 + timedelta(days=3)
+    window = 300 * MINUTE
+    accuracy = ("fraud-scoring", "accuracy")
+    assert bank.history_start(accuracy, spec, MINUTE, now) == now - window
+    began = now - timedelta(days=1)
+    bank.note_open(
+        [
+            incident(condition_began_at=began),
+            incident(id="inc-2", rule="drift:x", condition_began_at=began + timedelta(hours=2)),
+            incident(id="inc-3", system="other", condition_began_at=None),
+        ]
+    )
+    assert bank.history_start(accuracy, spec, MINUTE, now) == began - window
+    assert bank.history_start(("fraud-scoring", "adoption"), spec, MINUTE, now) == now - window
+    bank.note_open([])
+    assert bank.history_start(accuracy, spec, MINUTE, now) == now - window
+
+
+def test_a_warm_start_from_before_the_drift_keeps_it_degraded_with_its_start() -> None:
+    """History read from before a drift that began long ago rebuilds a degraded watch whose
+    start is the drift's, where the plain window (all after the drift) learns the low level
+    as normal: the defect the reach-back fixes."""
+    samples = series((400, 0.62), (400, 0.30), sd=0.01)
+    began = samples[400].at
+    detector = chart_for(signal(bad="down"), MINUTE)
+    assert detector is not None
+    whole = warm_start(detector, samples, None)
+    assert whole.degraded
+    assert whole.began_at is not None and abs(whole.began_at - began) <= 5 * MINUTE
+    recent = warm_start(detector, samples[-300:], None)
+    assert not recent.degraded

@@ -35,14 +35,15 @@ from driftowner.detect.changepoint import (
     describe,
 )
 from driftowner.detect.histogram import HistogramDrift, HistogramVerdict, verdict_line
-from driftowner.model import Accepted, BadDirection, Finding, Sample, SourceResult
+from driftowner.model import Accepted, BadDirection, Finding, Incident, Sample, SourceResult
 
 SignalKey = tuple[str, str]
 """(system, signal)."""
 
 WARM_START_RUNS = 10
 """A warm start reads this many warm-ups' worth of history (at most the chart's longest
-warm-up on autocorrelated input), and further back when a change is still open."""
+warm-up on autocorrelated input) before now, and as much before an open incident's
+condition began, so the chart learns the level the change left and sees it begin."""
 
 
 def chart_for(signal: SignalConfig, interval: timedelta) -> Detector | None:
@@ -265,6 +266,22 @@ class Bank:
         """The position of the last ``accepted`` event applied (see :meth:`apply_accepts`)."""
         self.histograms: dict[SignalKey, HistogramReading] = {}
         """This evaluation's histogram readings (set by the shell before judging)."""
+        self.open_since: dict[SignalKey, datetime] = {}
+        """Per signal of an unresolved incident, when its condition began (set by the shell
+        from the store before judging: see :meth:`note_open`)."""
+
+    def note_open(self, unresolved: Iterable[Incident]) -> None:
+        """Remember when the conditions of the unresolved incidents began, per signal (the
+        earliest when several involve one), so a warm start reaches back before them."""
+        self.open_since = {}
+        for incident in unresolved:
+            began = incident.condition_began_at
+            if began is None:
+                continue
+            for name in incident.signals:
+                key = (incident.system, name)
+                known = self.open_since.get(key)
+                self.open_since[key] = began if known is None else min(known, began)
 
     def needs_history(self, key: SignalKey, signal: SignalConfig, interval: timedelta) -> bool:
         """Whether the signal's chart has no state yet (start, new signal, changed detector)."""
@@ -272,12 +289,17 @@ class Bank:
         watch = self.watches.get(key)
         return detector is not None and (watch is None or watch.detector != detector)
 
-    def history_window(self, signal: SignalConfig, interval: timedelta) -> timedelta:
-        """How much history a warm start reads: enough for the chart's longest warm-up, over
-        several runs so a change that began before it is seen to begin."""
+    def history_start(
+        self, key: SignalKey, signal: SignalConfig, interval: timedelta, now: datetime
+    ) -> datetime:
+        """Where a warm start's history read begins: :data:`WARM_START_RUNS` warm-ups before
+        ``now``, or before the open incident's condition began if that is earlier (a drift
+        older than the window would otherwise be learned as the signal's normal level).
+        Samples up to an accept are skipped by the watch itself."""
         detector = chart_for(signal, interval)
-        warmup = detector.warmup if detector is not None else 0
-        return interval * warmup * WARM_START_RUNS
+        window = interval * (detector.warmup if detector is not None else 0) * WARM_START_RUNS
+        began = self.open_since.get(key)
+        return now - window if began is None else min(now, began) - window
 
     def warm(
         self, key: SignalKey, signal: SignalConfig, interval: timedelta, history: Iterable[Sample]

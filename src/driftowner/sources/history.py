@@ -43,7 +43,8 @@ async def prepare(bank: Bank, config: Config, sources: Mapping[str, Source], now
     async def warm(key: SignalKey) -> None:
         signal = config.systems[key[0]].signals[key[1]]
         async with limits[signal.source]:
-            history = await read_history(sources[signal.source], signal, bank, interval, now)
+            start = bank.history_start(key, signal, interval, now)
+            history = await read_history(sources[signal.source], signal, start, interval, now)
         if history.error is None:
             # This cycle's own read of the newest sample is then skipped as not newer.
             bank.warm(key, signal, interval, history.samples)
@@ -59,11 +60,11 @@ async def prepare(bank: Bank, config: Config, sources: Mapping[str, Source], now
 
 
 async def read_history(
-    source: Source, signal: SignalConfig, bank: Bank, interval: timedelta, now: datetime
+    source: Source, signal: SignalConfig, start: datetime, interval: timedelta, now: datetime
 ) -> SourceResult:
-    """A signal's samples over its warm-start window, one per evaluation interval. A template
-    signal reads its own series through the template's query split by its label."""
-    start = now - bank.history_window(signal, interval)
+    """A signal's samples from ``start`` (see :meth:`Bank.history_start`) to ``now``, one per
+    evaluation interval. A template signal reads its own series through the template's query
+    split by its label."""
     if signal.label is not None and supports_labels(source):
         label, value = signal.label
         split = await cast(LabelledSource, source).read_by_label(
