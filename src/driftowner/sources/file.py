@@ -11,6 +11,7 @@ import asyncio
 import csv
 import io
 import re
+import threading
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,6 +50,9 @@ class FileSource:
         self._path = Path(path)
         self._label = f"file source {name!r}"
         self._cache: tuple[tuple[int, int], _Parsed] | None = None
+        self._loading = threading.Lock()
+        """One parse at a time: a cycle's many concurrent reads share the first one's result
+        instead of each parsing the file in its own thread (N copies at the memory peak)."""
 
     def __repr__(self) -> str:
         return f"FileSource(name={self.name!r}, path={str(self._path)!r})"
@@ -84,6 +88,10 @@ class FileSource:
 
     def _load(self) -> _Parsed:
         """The parsed file, from the cache while its mtime and size are unchanged."""
+        with self._loading:
+            return self._load_once()
+
+    def _load_once(self) -> _Parsed:
         try:
             status = self._path.stat()
         except FileNotFoundError:
