@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
+from driftowner.config import Config
 from driftowner.detect.bank import (
     Bank,
     away,
@@ -21,7 +22,8 @@ from driftowner.detect.bank import (
 )
 from driftowner.detect.changepoint import Cusum, Ewma, PageHinkley
 from driftowner.model import Finding, Sample, SourceResult
-from tests.unit.factories import T0, incident, signal
+from driftowner.sources import LabelledResult, history
+from tests.unit.factories import T0, incident, signal, templated_document
 
 MINUTE = timedelta(minutes=1)
 KEY = ("fraud-scoring", "adoption")
@@ -276,3 +278,66 @@ def test_a_warm_start_from_before_the_drift_keeps_it_degraded_with_its_start() -
     assert whole.began_at is not None and abs(whole.began_at - began) <= 5 * MINUTE
     recent = warm_start(detector, samples[-300:], None)
     assert not recent.degraded
+
+
+class _RangeFake:
+    """A Prometheus stand-in answering a template's range read from a table, counting reads;
+    refuses plain reads (a template's systems must never be read one by one)."""
+
+    name = "prom"
+
+    def __init__(self, series: dict[str, tuple[Sample, ...]]) -> None:
+        self.series = series
+        self.calls: list[tuple[str, datetime, datetime]] = []
+
+    async def read(
+        self, query: str, start: datetime, end: datetime, step: timedelta
+    ) -> SourceResult:
+        raise AssertionError("a templated signal was read per system")
+
+    async def read_by_label(
+        self, query: str, start: datetime, end: datetime, step: timedelta, label: str
+    ) -> LabelledResult:
+        self.calls.append((query, start, end))
+        kept = {
+            value: tuple(s for s in samples if start <= s.at <= end)
+            for value, samples in self.series.items()
+        }
+        return LabelledResult(series=kept)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_warm_start_reads_a_template_once_for_all_its_systems() -> None:
+    """Forty systems on one template (the default detector) warm-start from one range read of
+    the template's query, from the earliest start any of them needs (one reaches back before
+    its open incident), and each chart equals a warm start from its own window alone."""
+    document, system = templated_document("http://127.0.0.1:9")
+    document["signal_templates"]["accuracy"].pop("detect")
+    for index in range(40):
+        document["systems"][f"model-{index}"] = system
+    config = Config.model_validate(document)
+    now = T0 + timedelta(days=1)
+    fake = _RangeFake(
+        {
+            f"model-{i}": tuple(
+                Sample(now - (3000 - m) * MINUTE, 0.9 + 0.01 * random.Random(i * 9999 + m).random())
+                for m in range(3001)
+            )
+            for i in range(40)
+        }
+    )
+    bank = Bank()
+    reach = now - timedelta(hours=12)
+    bank.note_open([incident(system="model-7", signals=("accuracy",), condition_began_at=reach)])
+    await history.prepare(bank, config, {"prom": fake}, now)
+    interval = config.evaluation.interval
+    window = 300 * interval
+    assert fake.calls == [("avg by (model) (model_accuracy)", reach - window, now)]
+    spec = config.systems["model-3"].signals["accuracy"]
+    detector = chart_for(spec, interval)
+    assert detector is not None
+    for name, begins in (("model-3", now - window), ("model-7", reach - window)):
+        own = [s for s in fake.series[name] if s.at >= begins]
+        assert bank.watches[(name, "accuracy")] == warm_start(detector, own, None)

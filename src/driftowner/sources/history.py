@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -39,15 +40,23 @@ async def prepare(bank: Bank, config: Config, sources: Mapping[str, Source], now
         elif bank.needs_history(key, signal, interval):
             cold.append(key)
     bank.histograms = {}
+    plain, templated = _warm_reads(bank, config, cold, sources, now)
 
-    async def warm(key: SignalKey) -> None:
-        signal = config.systems[key[0]].signals[key[1]]
-        async with limits[signal.source]:
-            start = bank.history_start(key, signal, interval, now)
-            history = await read_history(sources[signal.source], signal, start, interval, now)
-        if history.error is None:
-            # This cycle's own read of the newest sample is then skipped as not newer.
-            bank.warm(key, signal, interval, history.samples)
+    async def warm(read: _WarmRead) -> None:
+        async with limits[read.source]:
+            if read.label is None:
+                source = sources[read.source]
+                found = {
+                    read.members[0][0]: await source.read(read.query, read.start, now, interval)
+                }
+            else:
+                found = await _read_shares(sources[read.source], read, now, interval)
+        for key, start, _ in read.members:
+            history = found[key]
+            if history.error is None:
+                # This cycle's own read of the newest sample is then skipped as not newer.
+                samples = [sample for sample in history.samples if sample.at >= start]
+                bank.warm(key, config.systems[key[0]].signals[key[1]], interval, samples)
 
     async def histogram(key: SignalKey) -> None:
         signal = config.systems[key[0]].signals[key[1]]
@@ -56,22 +65,60 @@ async def prepare(bank: Bank, config: Config, sources: Mapping[str, Source], now
                 sources[signal.source], signal, now, bank.accepted.get(key)
             )
 
-    await asyncio.gather(*(warm(k) for k in cold), *(histogram(k) for k in histograms))
+    await asyncio.gather(
+        *(warm(read) for read in (*plain, *templated)), *(histogram(k) for k in histograms)
+    )
 
 
-async def read_history(
-    source: Source, signal: SignalConfig, start: datetime, interval: timedelta, now: datetime
-) -> SourceResult:
-    """A signal's samples from ``start`` (see :meth:`Bank.history_start`) to ``now``, one per
-    evaluation interval. A template signal reads its own series through the template's query
-    split by its label."""
-    if signal.label is not None and supports_labels(source):
-        label, value = signal.label
-        split = await cast(LabelledSource, source).read_by_label(
-            signal.query, start, now, interval, label
-        )
-        return split.share(label, value)
-    return await source.read(signal.query, start, now, interval)
+@dataclass(frozen=True, slots=True)
+class _WarmRead:
+    """One range read of a warm start: a plain signal's query, or a signal template's query
+    for every system whose chart needs history (split by its label, as a cycle's read is)."""
+
+    source: str
+    query: str
+    label: str | None
+    start: datetime
+    """The earliest start among the members."""
+    members: tuple[tuple[SignalKey, datetime, str], ...]
+    """(system, signal), where its own history begins (:meth:`Bank.history_start`), and its
+    value of the template's label (unused for a plain read)."""
+
+
+def _warm_reads(
+    bank: Bank, config: Config, cold: list[SignalKey], sources: Mapping[str, Source], now: datetime
+) -> tuple[list[_WarmRead], list[_WarmRead]]:
+    """The range reads that warm-start ``cold``'s charts: one per plain signal, one per signal
+    template however many systems use it (a read per system of a template's whole query made
+    a first cycle over 2,000 systems send 2,000 copies of each)."""
+    interval = config.evaluation.interval
+    plain: list[_WarmRead] = []
+    grouped: dict[tuple[str, str, str], list[tuple[SignalKey, datetime, str]]] = {}
+    for key in cold:
+        signal = config.systems[key[0]].signals[key[1]]
+        start = bank.history_start(key, signal, interval, now)
+        if signal.label is not None and supports_labels(sources[signal.source]):
+            label, value = signal.label
+            grouped.setdefault((signal.source, signal.query, label), []).append((key, start, value))
+        else:
+            read = _WarmRead(signal.source, signal.query, None, start, ((key, start, ""),))
+            plain.append(read)
+    templated = [
+        _WarmRead(source, query, label, min(start for _, start, _ in members), tuple(members))
+        for (source, query, label), members in grouped.items()
+    ]
+    return plain, templated
+
+
+async def _read_shares(
+    source: Source, read: _WarmRead, now: datetime, interval: timedelta
+) -> dict[SignalKey, SourceResult]:
+    """Each member's share of one template query's range read."""
+    assert read.label is not None
+    split = await cast(LabelledSource, source).read_by_label(
+        read.query, read.start, now, interval, read.label
+    )
+    return {key: split.share(read.label, value) for key, _, value in read.members}
 
 
 async def read_histogram(
