@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from driftowner import __version__, service
+from driftowner import report as reports
 from driftowner.clock import rfc3339, utcnow
 from driftowner.config import Config, config_json_schema, format_duration, parse_duration
 from driftowner.configload import ConfigError, default_secrets_dir, load_config, warning_lines
@@ -329,14 +330,18 @@ def cmd_show(args: argparse.Namespace) -> int:
             print(f"{label:<17} {body[key]:.1f}s")
     print("events:")
     for e in events:
-        print(f"  {e.at.isoformat(timespec='seconds')}  {e.kind:<19} {e.actor:<8} {e.detail}")
+        via = e.via or "?"
+        print(
+            f"  {e.at.isoformat(timespec='seconds')}  {e.kind:<19} {e.actor:<8} {via:<5} {e.detail}"
+        )
     return 0
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
+    store = _store(config)
     incident = service.acknowledge(
-        _store(config), config, args.id, args.by, args.note or "", utcnow()
+        store, config, args.id, args.by, args.note or "", utcnow(), "cli", _links_for(config, store)
     )
     print(f"{incident.id} acknowledged by {args.by}; escalation stopped")
     return 0
@@ -353,6 +358,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         args.note or "",
         utcnow(),
         _links_for(config, store),
+        "cli",
         accept=args.accept,
     )
     ttr = incident.time_to_resolve
@@ -364,14 +370,17 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
 def cmd_reassign(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
+    store = _store(config)
     incident = service.reassign(
-        _store(config),
+        store,
         config,
         args.id,
         args.to,
         args.reason,
-        os.environ.get("USER", "cli"),
+        args.by,
         utcnow(),
+        "cli",
+        _links_for(config, store),
     )
     print(f"{incident.id} now owned by {incident.owner}; escalation restarts with them")
     return 0
@@ -383,14 +392,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         since = parse_duration(args.since)
     except ValueError as error:
         raise Failure(f"--since: {error}") from error
-    rows = service.report(_store(config), since, utcnow())
+    rows = reports.report(_store(config), since, utcnow())
     if args.json:
-        _print_json({"since": args.since, "rows": [service.report_row_json(r) for r in rows]})
+        _print_json({"since": args.since, "rows": [reports.report_row_json(r) for r in rows]})
         return 0
     print(
         f"{'OWNER':<10} {'SYSTEM':<20} {'OPEN':>4} {'ACKED':>5} {'RESOLVED':>8} "
         f"{'TTA p50':>8} {'TTA p90':>8} {'TTR p50':>8} {'TTR p90':>8} {'BREACH':>6} "
-        f"{'OLDEST':>8}"
+        f"{'HELD':>8} {'GIVEN':>5} {'GOT':>3} {'OLDEST':>8}"
     )
     for r in rows:
         print(
@@ -398,6 +407,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             f"{_fmt_s(r.ack_median_s):>8} {_fmt_s(r.ack_p90_s):>8} "
             f"{_fmt_s(r.resolve_median_s):>8} {_fmt_s(r.resolve_p90_s):>8} "
             f"{r.ack_slo_breaches + r.resolve_slo_breaches:>6} "
+            f"{_fmt_s(r.held_s):>8} {r.handovers_given:>5} {r.handovers_received:>3} "
             f"{_fmt_s(r.oldest_unresolved_s):>8}"
         )
     return 0
@@ -416,54 +426,15 @@ def _whole(value: timedelta) -> timedelta:
 # -- parser -----------------------------------------------------------------------------------
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="driftowner",
-        description="One accountable owner for every production AI system.",
+def config_arg(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--config",
+        help="config file (default: $DRIFTOWNER_CONFIG, then ./config/driftowner.yaml)",
     )
-    p.add_argument("--version", action="version", version=f"driftowner {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def config_arg(c: argparse.ArgumentParser) -> None:
-        c.add_argument(
-            "--config",
-            help="config file (default: $DRIFTOWNER_CONFIG, then ./config/driftowner.yaml)",
-        )
 
-    c = sub.add_parser("run", help="run the daemon")
-    config_arg(c)
-    c.add_argument("--listen", help="HOST:PORT to serve HTTP on (overrides server.listen)")
-    c.set_defaults(func=cmd_run)
-
-    c = sub.add_parser("demo", help="run the daemon on config/demo.yaml (simulated metrics)")
-    c.add_argument("--listen", help="HOST:PORT to serve HTTP on")
-    c.set_defaults(func=cmd_demo)
-
-    c = sub.add_parser("check-config", help="validate a config file")
-    c.add_argument("path")
-    c.set_defaults(func=cmd_check_config)
-
-    c = sub.add_parser("schema", help="print the JSON Schema of the config")
-    c.set_defaults(func=cmd_schema)
-
-    c = sub.add_parser("evaluate", help="one poll + detect cycle; prints findings, changes nothing")
-    config_arg(c)
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_evaluate)
-
-    c = sub.add_parser("replay", help="backtest: the incidents the rules would have opened")
-    config_arg(c)
-    c.add_argument("--from", dest="start", required=True, help="RFC 3339, Unix seconds, now-7d")
-    c.add_argument("--to", dest="end", default="now", help="default: now")
-    c.add_argument("--interval", help="between evaluations (default: evaluation.interval)")
-    c.add_argument("--json", action="store_true")
-    c.set_defaults(func=cmd_replay)
-
-    c = sub.add_parser("notify-test", help="one test message through each of an owner's channels")
-    config_arg(c)
-    c.add_argument("--owner", required=True)
-    c.set_defaults(func=cmd_notify_test)
-
+def _incident_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """incidents, show, ack, resolve, reassign, report: the commands over the store."""
     c = sub.add_parser("incidents", help="list incidents")
     config_arg(c)
     c.add_argument("--state", choices=STATES)
@@ -500,6 +471,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("id")
     c.add_argument("--to", required=True)
     c.add_argument("--reason", required=True)
+    c.add_argument(
+        "--by",
+        default=os.environ.get("USER") or "cli",
+        help="who hands the incident over (default: $USER)",
+    )
     c.set_defaults(func=cmd_reassign)
 
     c = sub.add_parser("report", help="time to acknowledge and resolve, per owner and system")
@@ -507,6 +483,51 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--since", default="30d")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_report)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="driftowner",
+        description="One accountable owner for every production AI system.",
+    )
+    p.add_argument("--version", action="version", version=f"driftowner {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    c = sub.add_parser("run", help="run the daemon")
+    config_arg(c)
+    c.add_argument("--listen", help="HOST:PORT to serve HTTP on (overrides server.listen)")
+    c.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("demo", help="run the daemon on config/demo.yaml (simulated metrics)")
+    c.add_argument("--listen", help="HOST:PORT to serve HTTP on")
+    c.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("check-config", help="validate a config file")
+    c.add_argument("path")
+    c.set_defaults(func=cmd_check_config)
+
+    c = sub.add_parser("schema", help="print the JSON Schema of the config")
+    c.set_defaults(func=cmd_schema)
+
+    c = sub.add_parser("evaluate", help="one poll + detect cycle; prints findings, changes nothing")
+    config_arg(c)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("replay", help="backtest: the incidents the rules would have opened")
+    config_arg(c)
+    c.add_argument("--from", dest="start", required=True, help="RFC 3339, Unix seconds, now-7d")
+    c.add_argument("--to", dest="end", default="now", help="default: now")
+    c.add_argument("--interval", help="between evaluations (default: evaluation.interval)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_replay)
+
+    c = sub.add_parser("notify-test", help="one test message through each of an owner's channels")
+    config_arg(c)
+    c.add_argument("--owner", required=True)
+    c.set_defaults(func=cmd_notify_test)
+
+    _incident_commands(sub)
     return p
 
 

@@ -339,6 +339,9 @@ class OwnerConfig(Strict):
     email: str | None = None
     slack: str | None = None
     """Slack member id (``U024BE7LH``)."""
+    api_token: Secret | None = None
+    """A bearer token that acts on incidents only as this owner (``server.api_token`` is the
+    admin token, which names who acts)."""
 
 
 class TeamConfig(Strict):
@@ -422,6 +425,26 @@ class EmailChannelConfig(Strict):
     timeout: Duration = timedelta(seconds=10)
     ca_file: Path | None = None
     """Extra CA bundle to trust (a private relay's certificate)."""
+    templates_dir: Path | None = None
+    """A directory of Jinja2 templates overriding the packaged ones by name
+    (``email_subject.txt``, ``message.txt``, ``message.html``); relative to the working
+    directory. Checked at load by rendering a sample message."""
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _templates_render(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return value
+        if not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        # Imported here: the channels package imports this module.
+        from driftowner.channels.email import MailTemplates, TemplateProblem
+
+        try:
+            MailTemplates(value).check()
+        except TemplateProblem as exc:
+            raise ValueError(f"a template does not render: {exc}") from None
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -444,10 +467,62 @@ class WebhookChannelConfig(Strict):
     type: Literal["webhook"]
     url: SecretHttpUrl
     timeout: Duration = timedelta(seconds=10)
+    secret: Secret | None = None
+    """Signs each body with HMAC-SHA256 (``X-Driftowner-Signature``, over the
+    ``X-Driftowner-Timestamp`` and the body); receivers verify it."""
+
+
+def _http_base_url(value: str) -> str:
+    """An http(s) base URL with a host (checked like every URL), ending with ``/``."""
+    value = _http_url(value)
+    return value if value.endswith("/") else value + "/"
+
+
+HttpBaseUrl = Annotated[str, AfterValidator(_http_base_url)]
+
+
+class PagerDutyChannelConfig(Strict):
+    """PagerDuty's Events API v2: trigger, acknowledge and resolve, ``dedup_key`` = the
+    incident id. Each event goes to its recipient's integration key in ``routing_keys``
+    (owner or team key), else to ``routing_key``; at least one must be set."""
+
+    type: Literal["pagerduty"]
+    routing_key: Secret | None = None
+    """The Events API v2 integration key for recipients without their own (a secret)."""
+    routing_keys: dict[str, Secret] = Field(default_factory=dict)
+    """Integration keys by owner or team key (secrets)."""
+    severity: Literal["critical", "error", "warning", "info"] = "critical"
+    api_url: HttpBaseUrl = "https://events.pagerduty.com/"
+    """The Events API's base URL (EU accounts: ``https://events.eu.pagerduty.com/``)."""
+    timeout: Duration = timedelta(seconds=10)
+
+    @model_validator(mode="after")
+    def _some_routing_key(self) -> PagerDutyChannelConfig:
+        if self.routing_key is None and not self.routing_keys:
+            raise ValueError("set routing_key, routing_keys (by owner or team), or both")
+        return self
+
+
+class OpsgenieChannelConfig(Strict):
+    """Opsgenie's Alert API: create, acknowledge and close by ``alias`` = the incident id,
+    authenticated by an API integration's key."""
+
+    type: Literal["opsgenie"]
+    api_key: Secret
+    """The API integration's key, sent as ``Authorization: GenieKey ...`` (a secret)."""
+    priority: Literal["P1", "P2", "P3", "P4", "P5"] = "P1"
+    api_url: HttpBaseUrl = "https://api.opsgenie.com/"
+    """The API's base URL (EU accounts: ``https://api.eu.opsgenie.com/``)."""
+    timeout: Duration = timedelta(seconds=10)
 
 
 ChannelConfig = Annotated[
-    LogChannelConfig | SlackChannelConfig | EmailChannelConfig | WebhookChannelConfig,
+    LogChannelConfig
+    | SlackChannelConfig
+    | EmailChannelConfig
+    | WebhookChannelConfig
+    | PagerDutyChannelConfig
+    | OpsgenieChannelConfig,
     Field(discriminator="type"),
 ]
 
@@ -456,6 +531,8 @@ CONTACT_FIELD: dict[str, str | None] = {
     "email": "email",
     "webhook": None,
     "log": None,
+    "pagerduty": None,
+    "opsgenie": None,
 }
 """Which owner field a channel type needs to reach a person (``None``: reaches anyone)."""
 
@@ -886,6 +963,28 @@ def cross_check(config: Config) -> list[ConfigIssue]:
     for system_name, system in config.systems.items():
         issues.extend(_check_system(config, system_name, system))
     issues.extend(_check_label_claims(config))
+    issues.extend(_check_api_tokens(config))
+    return issues
+
+
+def _check_api_tokens(config: Config) -> list[ConfigIssue]:
+    """Each API token names one actor: no owner's token is another's or the admin token
+    (the message never shows the token)."""
+    issues: list[ConfigIssue] = []
+    admin = config.server.api_token
+    holders: dict[str, str] = {} if admin is None else {admin.get_secret_value(): "server"}
+    for key, owner in config.owners.items():
+        if owner.api_token is None:
+            continue
+        token = owner.api_token.get_secret_value()
+        holder = holders.setdefault(token, f"owners.{key}")
+        if holder != f"owners.{key}":
+            issues.append(
+                (
+                    ("owners", key, "api_token"),
+                    f"the same token as {holder}.api_token: each token must act as one actor only",
+                )
+            )
     return issues
 
 

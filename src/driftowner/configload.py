@@ -1070,13 +1070,14 @@ def _clean_loc(loc: tuple[int | str, ...], data: Any) -> tuple[YamlPath, bool]:
         if part == "[key]":
             key_error = True
             continue
+        if isinstance(node, dict) and part in node:
+            # A key the file really has, even one spelt like a tag (``plain signal:``).
+            path.append(part)
+            node = node[part]
+            continue
         if part in SIGNAL_ENTRY_TAGS:
             continue  # which form a system's signal is in (plain or template ref)
         if isinstance(node, dict):
-            if part in node:
-                path.append(part)
-                node = node[part]
-                continue
             if isinstance(part, str) and (part == node.get("type") or _LOC_NOISE.search(part)):
                 continue
             path.append(part)

@@ -307,17 +307,44 @@ def on_resolved(
     now: datetime,
     new_id: Callable[[], str],
     links: Links,
+    note: str = "",
 ) -> tuple[Notification, ...]:
     """A resolution notifies everyone who was notified of the incident, once per address."""
+    return follow_ups(
+        config, incident, notified, "resolved", now, new_id, links, note, incident.resolved_by
+    )
+
+
+def follow_ups(
+    config: Config,
+    incident: Incident,
+    notified: Iterable[Notification],
+    purpose: Purpose,
+    now: datetime,
+    new_id: Callable[[], str],
+    links: Links,
+    note: str = "",
+    actor: str | None = None,
+) -> tuple[Notification, ...]:
+    """What happened to an incident (``acknowledged``, ``reassigned``, ``resolved``), told to
+    every conversation it started: once per channel, recipient and address that was notified
+    of it (test messages aside), so each Slack thread and mail thread shows it. Contributor
+    teams, informed only at opening and resolution, hear only of the resolution; a person
+    paged gets the links still useful (resolve, after an acknowledgement)."""
     seen: set[tuple[str, str, str]] = set()
     out: list[Notification] = []
     for earlier in notified:
         key = (earlier.channel, earlier.recipient, earlier.address)
+        informed = earlier.message.purpose == "informed"
         if earlier.message.purpose == "test" or key in seen:
+            continue
+        if informed and purpose != "resolved":
             continue
         seen.add(key)
         name = _name(config, earlier.recipient)
-        message = build_message(config, incident, "resolved", 0, name, now, links)
+        paged = None if informed or purpose == "resolved" else earlier.recipient
+        message = build_message(config, incident, purpose, 0, name, now, links, paged=paged)
+        message = replace(message, note=note, actor=actor or "")
         out.append(
             _notification(
                 new_id(),

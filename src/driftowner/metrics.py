@@ -4,6 +4,7 @@ with the CLI). No label carries an incident id, an email address or free text.""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
@@ -17,7 +18,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from driftowner import __version__
+from driftowner.holding import Holding
 from driftowner.model import STATES, STATUSES, Finding, Timing
+from driftowner.report import holdings_from
 from driftowner.store import Store
 
 # Seconds: 1 minute .. 1 week, the range owners act in; the demo's seconds land in the first.
@@ -133,22 +136,24 @@ class StoreCollector(Collector):
         )
         writable.add_metric([], 0 if self._store.unwritable() else 1)
         yield writable
-        yield from _incident_metrics(self._store.timings(), self._clock().timestamp())
+        now = self._clock()
+        timings, held = holdings_from(self._store, now)
+        yield from _incident_metrics(timings, now.timestamp())
+        yield from _holding_metrics(timings, held, now.timestamp())
         pending = GaugeMetricFamily("driftowner_outbox_pending", "Notifications not yet delivered")
         pending.add_metric([], self._store.outbox_pending())
         yield pending
 
 
 def _incident_metrics(incidents: list[Timing], now: float) -> Iterator[Metric]:
+    """What the incidents are now: opened per system, unresolved and oldest per current
+    owner."""
     opened = CounterMetricFamily(
         "driftowner_incidents_opened", "Incidents opened", labels=["system", "kind"]
     )
     counts: dict[tuple[str, str], int] = {}
     open_now: dict[tuple[str, str, str], int] = {}
     oldest: dict[tuple[str, str], float] = {}
-    breaches: dict[tuple[str, str], int] = {}
-    tta: dict[str, list[float]] = {}
-    ttr: dict[str, list[float]] = {}
     for incident in incidents:
         counts[(incident.system, incident.kind)] = (
             counts.get((incident.system, incident.kind), 0) + 1
@@ -159,17 +164,6 @@ def _incident_metrics(incidents: list[Timing], now: float) -> Iterator[Metric]:
             age = incident.age(now)
             pair = (incident.owner, incident.system)
             oldest[pair] = max(oldest.get(pair, 0.0), age)
-        for slo, breached in (
-            ("ack", incident.ack_breached(now)),
-            ("resolve", incident.resolve_breached(now)),
-        ):
-            breaches.setdefault((incident.owner, slo), 0)
-            if breached:
-                breaches[(incident.owner, slo)] += 1
-        if (t := incident.time_to_acknowledge) is not None:
-            tta.setdefault(incident.owner, []).append(t)
-        if (t := incident.time_to_resolve) is not None:
-            ttr.setdefault(incident.owner, []).append(t)
     for (system, kind), count in sorted(counts.items()):
         opened.add_metric([system, kind], count)
     yield opened
@@ -196,25 +190,52 @@ def _incident_metrics(incidents: list[Timing], now: float) -> Iterator[Metric]:
         oldest_age.add_metric([owner, system], seconds)
     yield oldest_age
 
+
+def _holding_metrics(incidents: list[Timing], held: list[Holding], now: float) -> Iterator[Metric]:
+    """What each owner did while they held incidents, as the report counts it: SLO breaches
+    and the times to acknowledge and resolve of their own holding periods."""
+    breaches: dict[tuple[str, str, str], int] = {}
+    # Every owner/system pair an incident has, at zero, so alerts see 0 rather than absence.
+    for owner, system in {(i.owner, i.system) for i in incidents} | {
+        (h.owner, h.system) for h in held
+    }:
+        for slo in ("ack", "resolve"):
+            breaches[(owner, system, slo)] = 0
+    tta: dict[str, list[float]] = {}
+    ttr: dict[str, list[float]] = {}
+    for holding in held:
+        breaches[(holding.owner, holding.system, "ack")] += holding.ack_breached
+        breaches[(holding.owner, holding.system, "resolve")] += holding.resolve_breached
+        if (t := holding.time_to_acknowledge) is not None:
+            tta.setdefault(holding.owner, []).append(t)
+        if (t := holding.time_to_resolve) is not None:
+            ttr.setdefault(holding.owner, []).append(t)
     slo_family = CounterMetricFamily(
         "driftowner_incident_slo_breaches",
-        "Incidents past their ack or resolve SLO",
-        labels=["owner", "slo"],
+        "Incident holdings past their ack or resolve SLO, credited to the owner holding it",
+        labels=["owner", "system", "slo"],
     )
-    for (owner, kind), count in sorted(breaches.items()):
-        slo_family.add_metric([owner, kind], count)
+    for (owner, system, slo), count in sorted(breaches.items()):
+        slo_family.add_metric([owner, system, slo], count)
     yield slo_family
 
     yield _histogram(
-        "driftowner_incident_time_to_acknowledge_seconds", "First ack minus opening", tta
+        "driftowner_incident_time_to_acknowledge_seconds",
+        "First ack minus the start of the owner's holding (opening or handover)",
+        tta,
     )
-    yield _histogram("driftowner_incident_time_to_resolve_seconds", "Resolution minus opening", ttr)
+    yield _histogram(
+        "driftowner_incident_time_to_resolve_seconds",
+        "Resolution minus the start of the resolving owner's holding (opening or handover)",
+        ttr,
+    )
 
 
 def _histogram(name: str, documentation: str, by_owner: dict[str, list[float]]) -> Metric:
     family = HistogramMetricFamily(name, documentation, labels=["owner"])
     for owner, values in sorted(by_owner.items()):
-        buckets = [(_le(bound), float(sum(v <= bound for v in values))) for bound in TIME_BUCKETS]
+        ordered = sorted(values)
+        buckets = [(_le(bound), float(bisect_right(ordered, bound))) for bound in TIME_BUCKETS]
         buckets.append(("+Inf", float(len(values))))
         family.add_metric([owner], buckets, sum(values))
     return family

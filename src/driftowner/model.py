@@ -30,10 +30,27 @@ EventKind = Literal[
     "note",
     "accepted",
 ]
-Purpose = Literal["opened", "reopened", "escalated", "reminder", "resolved", "informed", "test"]
+Purpose = Literal[
+    "opened",
+    "reopened",
+    "escalated",
+    "reminder",
+    "acknowledged",
+    "reassigned",
+    "resolved",
+    "informed",
+    "test",
+]
+"""Why a notification is sent. ``acknowledged`` and ``reassigned`` go only to the
+conversations an incident already started (its Slack threads, mail threads, paging services),
+so that they show who acts on it now."""
 
 AUTO = "auto"
 """The actor that stands for driftowner itself (auto-resolve, escalation)."""
+Via = Literal["api", "cli", "link", "slack", "auto"]
+"""Through what an action came: the HTTP API, the command line, a signed link, a Slack button,
+or driftowner itself."""
+VIAS: tuple[Via, ...] = ("api", "cli", "link", "slack", "auto")
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +231,7 @@ class Incident:
 
     def timing(self) -> Timing:
         return Timing(
+            incident_id=self.id,
             owner=self.owner,
             system=self.system,
             kind=self.kind,
@@ -231,8 +249,11 @@ class Incident:
 @dataclass(frozen=True, slots=True)
 class Timing:
     """The numbers of one incident that the report and ``/metrics`` aggregate: instants as
-    Unix seconds, SLOs as seconds. Read from plain store columns, so thousands are cheap."""
+    Unix seconds, SLOs as seconds. Read from plain store columns, so thousands are cheap.
+    ``owner`` is the current accountable owner; :mod:`driftowner.holding` splits an incident
+    handed over between owners into the periods each held it."""
 
+    incident_id: str
     owner: str
     system: str
     kind: Kind
@@ -282,13 +303,35 @@ def _seconds_or_none(at: datetime | None) -> float | None:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One entry of an incident's append-only log."""
+    """One entry of an incident's append-only log: who acted (``actor``) and through what
+    (``via``). ``via`` is None only for events recorded before it was kept, by a person; an
+    event whose actor is driftowner itself is always ``auto``."""
 
     incident_id: str
     at: datetime
     kind: EventKind
     actor: str
     detail: str = ""
+    via: Via | None = None
+
+    def __post_init__(self) -> None:
+        if self.via is None and self.actor == AUTO:
+            object.__setattr__(self, "via", "auto")
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """One reassignment: the incident passed ``from_owner`` → ``to_owner`` at ``at``, done by
+    ``by`` through ``via``, for ``reason``. The report credits each owner with the time they
+    held the incident between handovers."""
+
+    incident_id: str
+    at: datetime
+    from_owner: str
+    to_owner: str
+    by: str
+    via: Via | None
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +358,11 @@ class Message:
     incident_url: str | None = None
     ack_url: str | None = None
     resolve_url: str | None = None
+    note: str = ""
+    """What the person who acknowledged, resolved or reassigned the incident wrote, if
+    anything."""
+    actor: str = ""
+    """Who acknowledged, resolved or reassigned it (an owner key or ``auto``), if known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,21 +383,29 @@ class Notification:
     delivered_at: datetime | None = None
     failed_at: datetime | None = None
     last_error: str | None = None
+    thread: str | None = None
+    """The reference of the root message this notification's conversation (incident,
+    channel, address) started, when one was delivered before: a Slack ``channel:ts``, a mail's
+    ``Message-ID``. Filled by the outbox from the store just before sending; never stored with
+    the notification."""
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """The outcome of one send. ``recoverable`` says whether retrying may help;
-    ``retry_after`` is the server's hint (Slack 429), in seconds."""
+    ``retry_after`` is the server's hint (Slack 429), in seconds; ``ref`` is the reference
+    of the message a delivery created, which later notifications of the same conversation
+    thread under (see ``Notification.thread``)."""
 
     ok: bool
     recoverable: bool = False
     detail: str = ""
     retry_after: float | None = None
+    ref: str | None = None
 
     @classmethod
-    def delivered(cls, detail: str = "") -> Delivery:
-        return cls(ok=True, detail=detail)
+    def delivered(cls, detail: str = "", ref: str | None = None) -> Delivery:
+        return cls(ok=True, detail=detail, ref=ref)
 
     @classmethod
     def retry(cls, detail: str, retry_after: float | None = None) -> Delivery:

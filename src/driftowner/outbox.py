@@ -5,6 +5,7 @@ is never dropped silently, and one notification's trouble never decides another'
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -124,6 +125,8 @@ class Outcome:
     kind: Literal["delivered", "retry", "failed"]
     detail: str = ""
     next_attempt_at: datetime | None = None
+    ref: str | None = None
+    """The reference of the message a delivery created (see ``Delivery.ref``)."""
 
 
 def outcome_of(notification: Notification, delivery: Delivery, now: datetime) -> Outcome:
@@ -135,7 +138,7 @@ def outcome_of(notification: Notification, delivery: Delivery, now: datetime) ->
         now: When the send finished.
     """
     if delivery.ok:
-        return Outcome("delivered")
+        return Outcome("delivered", ref=delivery.ref)
     reason = gives_up(notification, delivery, now)
     if reason is not None:
         return Outcome("failed", reason)
@@ -185,8 +188,11 @@ async def deliver_due(
     if not leased:
         return 0
     states = store.incident_states(n.incident_id for n in leased)
+    # Each notification learns the root message of its conversation, if one was delivered.
+    threads = store.threads(leased)
     sendable = []
     for notification in sending_order(leased):
+        notification = dataclasses.replace(notification, thread=threads.get(notification.id))
         reason = superseded(notification, states.get(notification.incident_id))
         if reason is None:
             sendable.append(notification)
@@ -234,7 +240,7 @@ def _record(
 ) -> None:
     """Write one send's outcome to the store, log it, and count it."""
     if outcome.kind == "delivered":
-        store.mark_delivered(notification.id, now)
+        store.mark_delivered(notification.id, now, ref=outcome.ref)
         if metrics is not None:
             metrics.notification_latency.labels(notification.channel).observe(
                 max((now - notification.created_at).total_seconds(), 0.0)

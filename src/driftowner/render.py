@@ -22,6 +22,8 @@ _PURPOSE_LABEL: dict[Purpose, str] = {
     "reopened": "REOPENED",
     "escalated": "ESCALATED",
     "reminder": "REMINDER",
+    "acknowledged": "ACKNOWLEDGED",
+    "reassigned": "REASSIGNED",
     "resolved": "RESOLVED",
     "informed": "FYI",
     "test": "TEST",
@@ -98,6 +100,11 @@ def intro(message: Message) -> str:
         )
     if message.purpose == "reminder":
         return f"Reminder: this incident is {message.state} and still unresolved after {age}."
+    by = message.actor or "someone"
+    if message.purpose == "acknowledged":
+        return f"Acknowledged by {by} after {age}: escalation stops. {owner} is accountable."
+    if message.purpose == "reassigned":
+        return f"Reassigned by {by}: {owner} is now the accountable owner."
     if message.purpose == "resolved":
         return f"Resolved after {age}. {owner} was the accountable owner."
     if message.purpose == "informed":
@@ -124,7 +131,8 @@ def _utc(at: datetime) -> str:
     return at.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _context(message: Message) -> dict[str, Any]:
+def context(message: Message) -> dict[str, Any]:
+    """What every template sees: the message as ``m`` and its phrases already written."""
     return {
         "m": message,
         "label": label(message),
@@ -144,19 +152,24 @@ def subject(message: Message) -> str:
     ``[driftowner] OPEN fraud-scoring: accuracy fine, adoption falling — owner Alice Chen
     (step 1)``; a resolution reads ``... after 12m 30s — owner Alice Chen``.
     """
-    context = _context(message)
-    summary = context["summary_line"]
+    values = context(message)
+    values["summary_line"] = clipped_summary(message)
+    return one_line(_environment().get_template("subject.txt").render(values))
+
+
+def clipped_summary(message: Message) -> str:
+    """The summary on one line, cut to fit a subject line."""
+    summary = one_line(message.summary)
     if len(summary) > _SUBJECT_SUMMARY_LIMIT:
         summary = summary[: _SUBJECT_SUMMARY_LIMIT - 1].rstrip() + "…"
-    context["summary_line"] = summary
-    return one_line(_environment().get_template("subject.txt").render(context))
+    return summary
 
 
 def text(message: Message) -> str:
     """The plain-text body: every field a human needs to act, links spelled out."""
-    return _environment().get_template("message.txt").render(_context(message))
+    return _environment().get_template("message.txt").render(context(message))
 
 
 def html(message: Message) -> str:
     """The HTML body (the email alternative); every message field is escaped."""
-    return _environment().get_template("message.html").render(_context(message))
+    return _environment().get_template("message.html").render(context(message))

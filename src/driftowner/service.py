@@ -1,20 +1,24 @@
-"""Incident operations shared by the CLI and the HTTP API: list, show, acknowledge, resolve,
-reassign, report. Each reads, decides with the pure core, and writes in one transaction."""
+"""Incident commands shared by the CLI, the HTTP API, signed links and Slack: acknowledge,
+resolve, reassign, each recording who acted and through what; and the incidents' public JSON
+views. Each command reads, decides with the pure core, and writes in one transaction. The
+report lives in :mod:`driftowner.report`."""
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from statistics import median, quantiles
-from typing import Any
+from dataclasses import replace
+from datetime import datetime
+from typing import Any, Literal
 
 from driftowner import escalation, incidents
 from driftowner.clock import rfc3339
 from driftowner.config import Config
 from driftowner.escalation import Links
-from driftowner.model import Event, Finding, Incident, Timing
-from driftowner.store import Changes, Store
+from driftowner.model import Event, Finding, Handover, Incident, Notification, Purpose, Via
+from driftowner.store import Changes, Conflict, Store
+
+Action = Literal["ack", "resolve"]
+"""What a person can do to an incident in one step (API, link, Slack button, CLI)."""
 
 
 class NotFound(Exception):
@@ -31,6 +35,10 @@ class BadRequest(Exception):
         super().__init__(message)
         self.field = field
 
+
+REFUSALS = (NotFound, BadRequest, incidents.LifecycleError, Conflict)
+"""Every error a command may be refused with; the HTTP layer maps them to answers in one
+place (:mod:`driftowner.api.errors`)."""
 
 MAX_NAME_CHARS = 200
 """Longest owner key or actor name a request may give (``by``, ``to``)."""
@@ -89,10 +97,43 @@ def _known_owner(config: Config, field: str, who: str) -> None:
         raise BadRequest(field, f"unknown owner {who!r} (known: {known})")
 
 
-def acknowledge(
-    store: Store, config: Config, incident_id: str, by: str, note: str, now: datetime
+def act(
+    store: Store,
+    config: Config,
+    links: Links,
+    action: Action,
+    incident_id: str,
+    by: str,
+    note: str,
+    now: datetime,
+    via: Via,
+    *,
+    accept: bool = False,
 ) -> Incident:
-    """Acknowledge an incident on behalf of ``by``: escalation stops.
+    """Acknowledge or resolve an incident on behalf of the owner ``by``, through ``via``
+    (``accept``: resolving, the signals' new levels are normal).
+
+    Raises:
+        NotFound, BadRequest, incidents.LifecycleError, store.Conflict.
+    """
+    if action == "ack":
+        return acknowledge(store, config, incident_id, by, note, now, via, links)
+    return resolve(store, config, incident_id, by, note, now, links, via, accept=accept)
+
+
+def acknowledge(
+    store: Store,
+    config: Config,
+    incident_id: str,
+    by: str,
+    note: str,
+    now: datetime,
+    via: Via,
+    links: Links | None = None,
+) -> Incident:
+    """Acknowledge an incident on behalf of ``by``: escalation stops. With ``links``, every
+    conversation the incident started hears of it (an ``acknowledged`` notification each),
+    in the same transaction.
 
     Raises:
         NotFound, BadRequest, incidents.LifecycleError, store.Conflict.
@@ -100,8 +141,46 @@ def acknowledge(
     _valid_text("note", note, MAX_TEXT_CHARS)
     _known_owner(config, "by", by)
     transition = incidents.acknowledge(get(store, incident_id), by, now, note)
-    store.apply(Changes(updated=[transition.incident], events=transition.events))
+    store.apply(
+        Changes(
+            updated=[transition.incident],
+            events=_through(transition.events, via),
+            notifications=_follow_ups(
+                store, config, transition.incident, "acknowledged", note, by, now, links
+            ),
+        )
+    )
     return transition.incident
+
+
+def _follow_ups(
+    store: Store,
+    config: Config,
+    incident: Incident,
+    purpose: Purpose,
+    note: str,
+    by: str,
+    now: datetime,
+    links: Links | None,
+) -> tuple[Notification, ...]:
+    """What an acknowledgement or reassignment tells the conversations the incident started
+    (without ``links``, the messages carry no links)."""
+    return escalation.follow_ups(
+        config,
+        incident,
+        store.notifications(incident.id),
+        purpose,
+        now,
+        new_notification_id,
+        links or _no_links,
+        note,
+        by,
+    )
+
+
+def _no_links(incident_id: str, action: str, recipient: str | None = None) -> str | None:
+    """Links when the caller has none to give: every link absent."""
+    return None
 
 
 def resolve(
@@ -112,6 +191,7 @@ def resolve(
     note: str,
     now: datetime,
     links: Links,
+    via: Via,
     *,
     accept: bool = False,
 ) -> Incident:
@@ -128,7 +208,7 @@ def resolve(
     accepted = (
         Event(incident.id, now, "accepted", by, "new level accepted: detectors re-learn from here"),
     )
-    return close(store, config, incident, by, note, now, links, accepted if accept else ())
+    return close(store, config, incident, by, note, now, links, via, accepted if accept else ())
 
 
 def close(
@@ -139,10 +219,12 @@ def close(
     note: str,
     now: datetime,
     links: Links,
+    via: Via | None = None,
     extra: tuple[Event, ...] = (),
 ) -> Incident:
     """Resolve an incident and, in the same transaction, queue the notice to everyone who was
-    notified of it (and log ``extra`` events with it).
+    notified of it (and log ``extra`` events with it). ``via`` may be omitted only when ``by``
+    is driftowner itself.
 
     Raises:
         incidents.LifecycleError, store.Conflict.
@@ -151,7 +233,7 @@ def close(
     store.apply(
         Changes(
             updated=[transition.incident],
-            events=[*transition.events, *extra],
+            events=_through((*transition.events, *extra), via),
             notifications=escalation.on_resolved(
                 config,
                 transition.incident,
@@ -159,10 +241,16 @@ def close(
                 now,
                 new_notification_id,
                 links,
+                note,
             ),
         )
     )
     return transition.incident
+
+
+def _through(events: tuple[Event, ...], via: Via | None) -> list[Event]:
+    """The events of a person's action, marked with what they acted through."""
+    return [e if via is None else replace(e, via=via) for e in events]
 
 
 def reassign(
@@ -173,8 +261,13 @@ def reassign(
     reason: str,
     by: str,
     now: datetime,
+    via: Via,
+    links: Links | None = None,
 ) -> Incident:
-    """Make ``to`` the accountable owner of one incident; escalation restarts with them.
+    """Make ``to`` the accountable owner of one incident; escalation restarts with them. The
+    handover (from, to, who, why) is recorded with the event, so each owner is credited with
+    their own period. With ``links``, every conversation the incident started hears of it (a
+    ``reassigned`` notification each, the reason as its note), in the same transaction.
 
     Raises:
         NotFound, BadRequest, incidents.LifecycleError, store.Conflict.
@@ -190,7 +283,17 @@ def reassign(
         incidents.snapshot_chain(config, system, owner=to) if system is not None else incident.chain
     )
     transition = incidents.reassign(incident, to, reason, now, by, chain)
-    store.apply(Changes(updated=[transition.incident], events=transition.events))
+    handover = Handover(incident.id, now, incident.owner, to, by, via, reason)
+    store.apply(
+        Changes(
+            updated=[transition.incident],
+            events=_through(transition.events, via),
+            handovers=[handover],
+            notifications=_follow_ups(
+                store, config, transition.incident, "reassigned", reason, by, now, links
+            ),
+        )
+    )
     return transition.incident
 
 
@@ -244,94 +347,12 @@ def finding_json(finding: Finding) -> dict[str, Any]:
 
 
 def event_json(event: Event) -> dict[str, Any]:
+    """The public JSON shape of an event: ``via`` is null for events recorded by a person
+    before driftowner kept it."""
     return {
         "at": rfc3339(event.at),
         "kind": event.kind,
         "actor": event.actor,
+        "via": event.via,
         "detail": event.detail,
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class ReportRow:
-    owner: str
-    system: str
-    open: int
-    acknowledged: int
-    resolved: int
-    ack_median_s: float | None
-    ack_p90_s: float | None
-    resolve_median_s: float | None
-    resolve_p90_s: float | None
-    ack_slo_breaches: int
-    resolve_slo_breaches: int
-    oldest_unresolved_s: float | None
-
-
-def report(store: Store, since: timedelta, now: datetime) -> list[ReportRow]:
-    """Per owner and system, over incidents opened within ``since`` plus every unresolved one:
-    counts by state, median and p90 time to acknowledge and to resolve, SLO breaches, and the
-    age of the oldest unresolved incident."""
-    at = now.timestamp()
-    groups: dict[tuple[str, str], list[Timing]] = {}
-    for timing in store.timings(opened_since=now - since):
-        groups.setdefault((timing.owner, timing.system), []).append(timing)
-    rows = []
-    for (owner, system), group in sorted(groups.items()):
-        acks = [t for i in group if (t := i.time_to_acknowledge) is not None]
-        fixes = [t for i in group if (t := i.time_to_resolve) is not None]
-        unresolved_ages = [i.age(at) for i in group if i.unresolved]
-        rows.append(
-            ReportRow(
-                owner=owner,
-                system=system,
-                open=sum(i.state == "open" for i in group),
-                acknowledged=sum(i.state == "acknowledged" for i in group),
-                resolved=sum(i.state == "resolved" for i in group),
-                ack_median_s=_median(acks),
-                ack_p90_s=_p90(acks),
-                resolve_median_s=_median(fixes),
-                resolve_p90_s=_p90(fixes),
-                ack_slo_breaches=sum(i.ack_breached(at) for i in group),
-                resolve_slo_breaches=sum(i.resolve_breached(at) for i in group),
-                oldest_unresolved_s=max(unresolved_ages) if unresolved_ages else None,
-            )
-        )
-    return rows
-
-
-def breached_ack(incident: Incident, now: datetime) -> bool:
-    """Acknowledged later than ``ack_within``, or still unacknowledged past it."""
-    return incident.timing().ack_breached(now.timestamp())
-
-
-def breached_resolve(incident: Incident, now: datetime) -> bool:
-    """Resolved later than ``resolve_within``, or still unresolved past it."""
-    return incident.timing().resolve_breached(now.timestamp())
-
-
-def _median(values: list[float]) -> float | None:
-    return median(values) if values else None
-
-
-def _p90(values: list[float]) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    return quantiles(values, n=10, method="inclusive")[-1]
-
-
-def report_row_json(row: ReportRow) -> dict[str, Any]:
-    """The public JSON shape of one report row."""
-    return {
-        "owner": row.owner,
-        "system": row.system,
-        "open": row.open,
-        "acknowledged": row.acknowledged,
-        "resolved": row.resolved,
-        "time_to_acknowledge_seconds": {"median": row.ack_median_s, "p90": row.ack_p90_s},
-        "time_to_resolve_seconds": {"median": row.resolve_median_s, "p90": row.resolve_p90_s},
-        "slo_breaches": {"ack": row.ack_slo_breaches, "resolve": row.resolve_slo_breaches},
-        "oldest_unresolved_seconds": row.oldest_unresolved_s,
     }

@@ -245,9 +245,11 @@ def test_incident_goes_from_opened_through_escalation_and_ack_to_auto_resolution
     assert detail["resolved_by"] == "auto"
     assert detail["time_to_acknowledge_seconds"] > 0
     assert detail["time_to_resolve_seconds"] > detail["time_to_acknowledge_seconds"]
-    # Everyone who was told of the incident is told it resolved: alice and bob on Slack.
-    payloads = deployment.slack.wait_for(4, timeout=10)
-    assert sum("RESOLVED" in json.dumps(p).upper() for p in payloads) == 2
+    # Everyone who was told of the incident is told it was acknowledged, then resolved:
+    # alice and bob on Slack.
+    payloads = deployment.slack.wait_for(6, timeout=10)
+    headers = [p["blocks"][0]["text"]["text"].split()[0] for p in payloads]
+    assert (headers.count("ACKNOWLEDGED"), headers.count("RESOLVED")) == (2, 2), headers
 
     metrics = wait_for(
         lambda: (m := deployment.metrics()) and m.get("driftowner_outbox_pending") == 0.0 and m,
@@ -267,7 +269,7 @@ def test_incident_goes_from_opened_through_escalation_and_ack_to_auto_resolution
     )
     assert metrics['driftowner_incident_time_to_acknowledge_seconds_count{owner="alice"}'] == 1
     assert metrics['driftowner_source_up{source="history"}'] == 1
-    assert metrics['driftowner_notifications_total{channel="slack",outcome="delivered"}'] == 4
+    assert metrics['driftowner_notifications_total{channel="slack",outcome="delivered"}'] == 6
     assert TOKEN not in deployment.log()
     assert "fakeSecretToken" not in deployment.log()
 

@@ -170,11 +170,11 @@ def _the_story(deployment: Deployment, box: Mailbox, slack: FakeSlack, model: Mo
 
     to_alice = wait_for(lambda: box.to("alice@example.com"), "alice's mail", 10)[0]
     subject = str(to_alice["Subject"])
-    assert "fraud-scoring" in subject and "Alice Chen" in subject
+    assert "fraud-scoring" in subject and incident["id"] in subject
     body = to_alice.get_body(preferencelist=("plain",))
     assert body is not None
     text = body.get_content()
-    for needed in ("adoption", "business", "model", "/a/", "step 1"):
+    for needed in ("Alice Chen", "adoption", "business", "model", "/a/", "step 1"):
         assert needed in text, needed
     assert wait_for(lambda: box.to("ml-fraud@example.com"), "the team informed", 10)
     assert "<@U0ALICE>" in json.dumps(slack.wait_for(1, timeout=10)[0])
@@ -185,11 +185,14 @@ def _the_story(deployment: Deployment, box: Mailbox, slack: FakeSlack, model: Mo
     model.adoption.set(0.62)
     wait_for(lambda: deployment.incidents()[0]["state"] == "resolved", "auto-resolution", 30)
     resolved_mail = wait_for(
-        lambda: [m for m in box.to("bob@example.com") if "RESOLVED" in str(m["Subject"])],
+        lambda: [m for m in box.to("bob@example.com") if m["X-Driftowner-Purpose"] == "resolved"],
         "bob told of the resolution",
         10,
     )
-    assert resolved_mail
+    # One thread per incident and address: bob's later mails reply to his first one.
+    first_to_bob = box.to("bob@example.com")[0]
+    assert resolved_mail[0]["In-Reply-To"] == first_to_bob["Message-ID"]
+    assert resolved_mail[0]["Subject"] == f"Re: {first_to_bob['Subject']}"
     kinds = [e["kind"] for e in deployment.show(incident["id"])["events"]]
     assert kinds.count("escalated") == 1
     assert kinds[-1] == "resolved"

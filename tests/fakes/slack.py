@@ -26,6 +26,13 @@ URL, ``.token`` the bot token it accepts). It answers JSON like Slack: ``Authori
 ``text`` at most 40,000 characters (else ``msg_too_long``). Accepted messages are recorded,
 with their ``channel``, in ``.posted``. Scripted replies (``api_error``, ``api_rate_limited``,
 ``SERVER_ERROR``) answer the next requests of either kind.
+
+Threads: a ``thread_ts`` must name a message the fake accepted in that conversation (else
+``thread_not_found``); it is kept in the posted message, so ``.posted`` shows which replies
+went into which thread. ``POST /api/chat.update`` takes ``channel`` (the conversation id a
+post answered with), ``ts`` and new ``text`` / ``blocks`` (the same rules): an unknown channel
+is ``channel_not_found``, an unknown ``ts`` there ``message_not_found``; an accepted update
+replaces the message (``.message(channel, ts)``) and is recorded in ``.updated``.
 """
 
 from __future__ import annotations
@@ -58,6 +65,7 @@ __all__ = [
 ]
 
 API_PATH = "/api/chat.postMessage"
+UPDATE_PATH = "/api/chat.update"
 MAX_TEXT = 40_000
 
 MAX_BLOCKS = 50
@@ -168,6 +176,9 @@ class _State:
     script: deque[Reply] = field(default_factory=deque)
     received: list[dict[str, Any]] = field(default_factory=list)
     posted: list[dict[str, Any]] = field(default_factory=list)
+    updated: list[dict[str, Any]] = field(default_factory=list)
+    messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    """(conversation id, ts) → the message as it now stands."""
     requests: list[RecordedRequest] = field(default_factory=list)
     rejections: list[str] = field(default_factory=list)
     arrived: threading.Condition = field(init=False)
@@ -312,6 +323,17 @@ class FakeSlack:
             return list(self._state.posted)
 
     @property
+    def updated(self) -> list[dict[str, Any]]:
+        """``chat.update`` calls accepted (with their ``channel`` and ``ts``), oldest first."""
+        with self._state.lock:
+            return list(self._state.updated)
+
+    def message(self, channel: str, ts: str) -> dict[str, Any]:
+        """A message as it stands now (posted, then updated), by conversation id and ts."""
+        with self._state.lock:
+            return dict(self._state.messages[(channel, ts)])
+
+    @property
     def requests(self) -> list[RecordedRequest]:
         """Every request that arrived, accepted or not, oldest first (a copy)."""
         with self._state.lock:
@@ -346,6 +368,8 @@ class FakeSlack:
             self._state.script.clear()
             self._state.received.clear()
             self._state.posted.clear()
+            self._state.updated.clear()
+            self._state.messages.clear()
             self._state.requests.clear()
             self._state.rejections.clear()
 
@@ -358,15 +382,14 @@ class _Api:
     archived: frozenset[str]
     not_joined: frozenset[str]
 
-    def post_message(self, headers: Mapping[str, str], body: bytes) -> tuple[Reply, Any]:
-        """Slack's answer to one ``chat.postMessage`` call, and the message when accepted."""
-        auth = headers.get("Authorization", "")
-        if auth != f"Bearer {self.token}":
-            return api_error("not_authed" if not auth else "invalid_auth"), None
-        try:
-            payload = _parse(headers.get("Content-Type", ""), body, api=True)
-        except BlockError as exc:
-            return api_error(exc.error), None
+    def post_message(
+        self, headers: Mapping[str, str], body: bytes, messages: dict[tuple[str, str], Any]
+    ) -> tuple[Reply, Any]:
+        """Slack's answer to one ``chat.postMessage`` call, and the message when accepted
+        (``messages``, the conversation's messages by ts, gains it)."""
+        payload, refused = self._authorized_payload(headers, body)
+        if refused is not None:
+            return refused, None
         channel = payload.get("channel")
         if not isinstance(channel, str) or not channel.strip():
             return api_error("channel_not_found"), None
@@ -379,13 +402,10 @@ class _Api:
             resolved = "D" + name[1:]
         elif name in self.channels:
             resolved = name if name[:1] in ("C", "G") and name.upper() == name else "C0" + name
+        elif any(key[0] == name for key in messages):  # a conversation id a post answered
+            resolved = name
         else:
             return api_error("channel_not_found"), None
-        if isinstance(payload.get("blocks"), str):  # form-encoded: blocks as a JSON string
-            try:
-                payload["blocks"] = json.loads(payload["blocks"])
-            except ValueError:
-                return api_error("invalid_blocks"), None
         try:
             _validate(payload)
         except BlockError as exc:
@@ -393,8 +413,52 @@ class _Api:
             return api_error(error), None
         if len(payload.get("text") or "") > MAX_TEXT:
             return api_error("msg_too_long"), None
+        thread_ts = payload.get("thread_ts")
+        if thread_ts is not None and (resolved, thread_ts) not in messages:
+            return api_error("thread_not_found"), None
         ts = f"{time.time():.6f}"
+        while (resolved, ts) in messages:  # two posts within a microsecond
+            ts = f"{float(ts) + 0.000001:.6f}"
+        messages[(resolved, ts)] = dict(payload)
         return api_reply({"ok": True, "channel": resolved, "ts": ts}), payload
+
+    def update(
+        self, headers: Mapping[str, str], body: bytes, messages: dict[tuple[str, str], Any]
+    ) -> tuple[Reply, Any]:
+        """Slack's answer to one ``chat.update`` call, and the update when accepted (the
+        message in ``messages`` is replaced)."""
+        payload, refused = self._authorized_payload(headers, body)
+        if refused is not None:
+            return refused, None
+        channel, ts = payload.get("channel"), payload.get("ts")
+        if not isinstance(channel, str) or not any(key[0] == channel for key in messages):
+            return api_error("channel_not_found"), None
+        if (channel, ts) not in messages:
+            return api_error("message_not_found"), None
+        try:
+            _validate(payload)
+        except BlockError as exc:
+            error = "invalid_blocks" if exc.error == "invalid_payload" else exc.error
+            return api_error(error), None
+        messages[(channel, ts)] = {**messages[(channel, ts)], **payload}
+        return api_reply({"ok": True, "channel": channel, "ts": ts, "text": ""}), payload
+
+    def _authorized_payload(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> tuple[dict[str, Any], Reply | None]:
+        auth = headers.get("Authorization", "")
+        if auth != f"Bearer {self.token}":
+            return {}, api_error("not_authed" if not auth else "invalid_auth")
+        try:
+            payload = _parse(headers.get("Content-Type", ""), body, api=True)
+        except BlockError as exc:
+            return {}, api_error(exc.error)
+        if isinstance(payload.get("blocks"), str):  # form-encoded: blocks as a JSON string
+            try:
+                payload["blocks"] = json.loads(payload["blocks"])
+            except ValueError:
+                return {}, api_error("invalid_blocks")
+        return payload, None
 
 
 def _make_handler(path: str, state: _State, api: _Api) -> type[BaseHTTPRequestHandler]:
@@ -410,14 +474,15 @@ def _make_handler(path: str, state: _State, api: _Api) -> type[BaseHTTPRequestHa
             with state.lock:
                 scripted = state.script.popleft() if state.script else None
             payload: dict[str, Any] | None = None
-            if scripted is None and self.path == API_PATH:
-                reply, posted = api.post_message(self.headers, body)
+            if scripted is None and self.path in (API_PATH, UPDATE_PATH):
                 with state.arrived:
+                    call = api.post_message if self.path == API_PATH else api.update
+                    reply, posted = call(self.headers, body, state.messages)
                     state.requests.append(
                         RecordedRequest("POST", self.path, dict(self.headers.items()), body, reply)
                     )
                     if posted is not None:
-                        state.posted.append(posted)
+                        (state.posted if self.path == API_PATH else state.updated).append(posted)
                         state.arrived.notify_all()
                     else:
                         state.rejections.append(f"api: {json.loads(reply.body)['error']}")
@@ -425,7 +490,7 @@ def _make_handler(path: str, state: _State, api: _Api) -> type[BaseHTTPRequestHa
                 return
             if scripted is not None:
                 reply = scripted
-                if reply.status == 200 and self.path != API_PATH:
+                if reply.status == 200 and self.path not in (API_PATH, UPDATE_PATH):
                     try:
                         payload = _parse(self.headers.get("Content-Type", ""), body)
                     except BlockError:

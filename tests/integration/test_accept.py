@@ -22,9 +22,9 @@ def test_resolve_with_accept_logs_an_event_the_bank_applies(tmp_path: Path) -> N
     config = make_config()
     store.apply(Changes(opened=[incident(id="inc-1"), incident(id="inc-2", rule="drift:x")]))
     now = T0 + timedelta(hours=1)
-    service.resolve(store, config, "inc-2", "alice", "", now, lambda *_: None)
+    service.resolve(store, config, "inc-2", "alice", "", now, lambda *_: None, "cli")
     assert store.accepted_after(0) == []
-    service.resolve(store, config, "inc-1", "alice", "", now, lambda *_: None, accept=True)
+    service.resolve(store, config, "inc-1", "alice", "", now, lambda *_: None, "cli", accept=True)
     accepted = store.accepted_after(0)
     assert [(a.system, a.signals, a.at) for a in accepted] == [
         ("fraud-scoring", ("accuracy",), now)

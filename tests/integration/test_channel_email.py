@@ -3,6 +3,7 @@ implicit TLS using a throwaway CA from trustme; certificate verification stays o
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import socket
@@ -16,13 +17,15 @@ from typing import Any
 
 import pytest
 import trustme
+import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
 
 from driftowner.channels import build_channel
-from driftowner.channels.email import EmailChannel, message_id, thread_id
+from driftowner.channels.email import EmailChannel, message_id
 from driftowner.config import EmailChannelConfig
+from driftowner.configload import ConfigError, load_config_text
 from driftowner.model import Delivery, Notification
 from tests.unit import factories
 
@@ -221,10 +224,7 @@ async def test_mail_over_starttls_names_every_required_field(mailbox: Server, tl
     assert mailbox.handler.envelopes == [(SENDER, ["alice@example.com"])]
     assert mail["To"] == "alice@example.com"
     assert mail["From"] == SENDER
-    assert mail["Subject"] == (
-        "[driftowner] OPEN fraud-scoring: accuracy fine, adoption falling"
-        " — owner Alice Chen (step 1)"
-    )
+    assert mail["Subject"] == "[driftowner] fraud-scoring: accuracy fine, adoption falling (inc-42)"
     assert mail.get_content_type() == "multipart/alternative"
     text, html = parts(mail)
     for body in (text, html):
@@ -241,24 +241,60 @@ async def test_mail_over_starttls_names_every_required_field(mailbox: Server, tl
             "https://driftowner.example.com/a/ack-token",
             "https://driftowner.example.com/a/resolve-token",
             "https://driftowner.example.com/incidents/inc-42",
+            "OPEN fraud-scoring",
         ):
             assert needle in body, needle
 
 
-async def test_mails_of_one_incident_thread_together(mailbox: Server, tls: Tls) -> None:
-    """Every mail of an incident refers to the same thread id; each has its own, stable
-    Message-ID derived from the notification."""
+async def test_later_mails_reply_to_the_first_mails_message_id(mailbox: Server, tls: Tls) -> None:
+    """The first mail of a conversation starts the thread: no In-Reply-To, and its
+    Message-ID (stable, from the notification) comes back as the delivery's ref. A later mail
+    given that ref names it in In-Reply-To and References, and keeps the subject (``Re:``
+    before it) and the Thread-Topic, so Gmail and Outlook show one conversation."""
     sender = channel(mailbox.port, tls)
-    await sender.send(notification("notif-1"))
-    await sender.send(notification("notif-2", purpose="escalated", step=2))
-    first, second = mailbox.handler.messages
-    assert first["Message-ID"] == message_id("notif-1") == "<notification-notif-1@driftowner>"
-    assert second["Message-ID"] == message_id("notif-2")
-    for mail in (first, second):
-        assert mail["References"] == thread_id("inc-42") == "<incident-inc-42@driftowner>"
-        assert mail["In-Reply-To"] == thread_id("inc-42")
+    first = await sender.send(notification("notif-1"))
+    assert first.ref == message_id("notif-1") == "<notification-notif-1@driftowner>"
+    later = dataclasses.replace(
+        notification("notif-2", purpose="escalated", step=2), thread=first.ref
+    )
+    second = await sender.send(later)
+    assert second.ok and second.ref is None
+    root, reply = mailbox.handler.messages
+    assert root["Message-ID"] == first.ref
+    assert root["In-Reply-To"] is None and root["References"] is None
+    assert reply["Message-ID"] == message_id("notif-2")
+    assert reply["In-Reply-To"] == reply["References"] == root["Message-ID"]
+    assert reply["Subject"] == f"Re: {root['Subject']}"
+    assert reply["Thread-Topic"] == root["Thread-Topic"] == root["Subject"]
+    assert reply.get_body(preferencelist=("plain",)).get_content().startswith("ESCALATED")
+    for mail in (root, reply):
         assert mail["Auto-Submitted"] == "auto-generated"
         assert mail["Date"]
+
+
+async def test_a_templates_dir_overrides_the_packaged_templates(
+    mailbox: Server, tls: Tls, tmp_path: Path
+) -> None:
+    """Templates in ``templates_dir`` replace the packaged ones by name; the others stay."""
+    (tmp_path / "message.txt").write_text("Custom: {{ m.system }} owned by {{ m.owner_name }}\n")
+    sender = EmailChannel(
+        "email",
+        host="127.0.0.1",
+        port=mailbox.port,
+        starttls=True,
+        use_tls=False,
+        username=None,
+        password=None,
+        sender=SENDER,
+        timeout=timedelta(seconds=5),
+        ca_file=tls.ca_file,
+        templates_dir=tmp_path,
+    )
+    assert (await sender.send(notification())).ok
+    [mail] = mailbox.handler.messages
+    text, html = parts(mail)
+    assert text.rstrip() == "Custom: fraud-scoring owned by Alice Chen"
+    assert "<h2" in html and mail["Subject"].startswith("[driftowner] fraud-scoring")
 
 
 async def test_authenticated_submission_over_tls(tls: Tls) -> None:
@@ -364,3 +400,45 @@ def test_build_channel_makes_an_email_channel_without_io() -> None:
     built = build_channel("email", config)
     assert isinstance(built, EmailChannel)
     assert built.name == "email"
+
+
+def _config_with_templates(directory: Path) -> str:
+    document = factories.base_config()
+    document["channels"]["email"]["templates_dir"] = str(directory)
+    return yaml.safe_dump(document)
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("{% if m.system %}unclosed", "message.txt, line 1"),
+        ("{{ m.no_such_field }}", "message.txt"),
+    ],
+    ids=["syntax-error", "unknown-field"],
+)
+def test_a_broken_template_is_a_located_config_error_at_load(
+    tmp_path: Path, template: str, expected: str
+) -> None:
+    """A template that does not parse, or fails on a sample message, stops the config from
+    loading with an error at ``channels.email.templates_dir`` naming the file (and the line
+    of a syntax error); no traceback."""
+    (tmp_path / "message.txt").write_text(template)
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(_config_with_templates(tmp_path), name="d.yaml")
+    (line,) = [e for e in caught.value.errors if "templates_dir" in e]
+    assert line.startswith("d.yaml:") and "channels.email.templates_dir" in line
+    assert expected in line and "Traceback" not in line
+
+
+def test_a_missing_templates_dir_is_a_config_error(tmp_path: Path) -> None:
+    """A ``templates_dir`` that is not a directory is refused at load, by path."""
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(_config_with_templates(tmp_path / "nope"), name="d.yaml")
+    assert any("templates_dir" in e and "is not a directory" in e for e in caught.value.errors)
+
+
+def test_good_override_templates_load(tmp_path: Path) -> None:
+    """A directory overriding only the subject loads; the other templates stay packaged."""
+    (tmp_path / "email_subject.txt").write_text("[ops] {{ m.system }} ({{ m.incident_id }})")
+    config = load_config_text(_config_with_templates(tmp_path))
+    assert config.channels["email"].templates_dir == tmp_path  # type: ignore[union-attr]

@@ -66,8 +66,9 @@ async def send_once(channel: SlackWebApiChannel, note: Notification) -> Delivery
 async def test_a_member_id_is_posted_as_a_dm(slack: FakeSlack) -> None:
     """An owner's member id is the ``channel`` of chat.postMessage (Slack opens the DM)."""
     delivery = await send_once(api_channel(slack), notification("U024BE7LH"))
-    assert delivery == Delivery.delivered(), slack.rejections
     (posted,) = slack.posted
+    assert delivery.ok, slack.rejections
+    assert delivery.ref is not None and delivery.ref.startswith("D024BE7LH:")
     assert posted["channel"] == "U024BE7LH"
     assert posted["blocks"][0]["type"] == "header"
     assert posted["text"]
@@ -181,7 +182,7 @@ async def test_rate_limit_is_retried_after_slacks_delay(slack: FakeSlack) -> Non
     assert delivery.recoverable
     assert delivery.retry_after == 42
     assert "ratelimited" in delivery.detail
-    assert await channel.send(notification()) == Delivery.delivered()
+    assert (await channel.send(notification())).ok
     await channel.aclose()
     assert len(slack.posted) == 1
     assert len(slack.requests) == 2  # the client itself did not retry behind our back

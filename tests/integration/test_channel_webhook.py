@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import textwrap
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from driftowner.channels import build_channel
 from driftowner.channels.webhook import PAYLOAD_VERSION, WebhookChannel
@@ -152,8 +155,11 @@ async def test_posts_the_versioned_document_with_an_idempotency_key(receiver: Re
             "incident_url": "https://driftowner.example.com/incidents/inc-42",
             "ack_url": None,
             "resolve_url": "https://driftowner.example.com/a/resolve-token",
+            "note": "",
+            "actor": "",
         },
     }
+    assert "X-Driftowner-Signature" not in headers  # no secret, no signature
 
 
 async def test_a_retried_notification_keeps_its_idempotency_key(receiver: Receiver) -> None:
@@ -253,3 +259,64 @@ async def test_build_channel_makes_a_webhook_channel_without_io() -> None:
     assert isinstance(built, WebhookChannel)
     assert built._http is None
     await built.aclose()
+
+
+def documented_verifier() -> Any:
+    """``verify_driftowner`` exactly as docs/operations.md shows it (the block after the
+    ``<!-- webhook-verify -->`` marker), compiled from the document itself."""
+    text = (Path(__file__).parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
+    after = text.split("<!-- webhook-verify -->", 1)[1]
+    block = after.split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(textwrap.dedent(block), namespace)
+    return namespace["verify_driftowner"]
+
+
+async def test_the_documented_snippet_verifies_a_signed_request(receiver: Receiver) -> None:
+    """With a ``secret``, the request carries a timestamp and a ``v1=`` HMAC-SHA256 that the
+    verification code of the docs accepts over the raw body; a changed body, another secret,
+    a replayed old timestamp and a missing signature are refused; the secret is not sent."""
+    verify = documented_verifier()
+    channel = WebhookChannel(
+        "hook",
+        SecretStr(receiver.url),
+        timeout=timedelta(seconds=5),
+        secret=SecretStr("whsec-Shared-42"),
+    )
+    assert (await channel.send(notification())).ok
+    await channel.aclose()
+    [(_, headers, body)] = receiver.requests
+    timestamp, signed = headers["X-Driftowner-Timestamp"], headers["X-Driftowner-Signature"]
+    assert signed.startswith("v1=")
+    assert verify(b"whsec-Shared-42", body, timestamp, signed)
+    assert not verify(b"whsec-Shared-42", body.replace(b"alice", b"mallory"), timestamp, signed)
+    assert not verify(b"another-secret", body, timestamp, signed)
+    assert not verify(b"whsec-Shared-42", body, "not-a-number", signed)
+    assert not verify(b"whsec-Shared-42", body, timestamp, "")
+    assert b"whsec-Shared-42" not in body and "whsec-Shared-42" not in str(headers)
+
+
+async def test_an_old_signature_is_refused_as_a_replay(receiver: Receiver) -> None:
+    """A request signed 10 minutes ago (the channel's clock) fails the documented check."""
+    verify = documented_verifier()
+    channel = WebhookChannel(
+        "hook",
+        SecretStr(receiver.url),
+        timeout=timedelta(seconds=5),
+        secret=SecretStr("whsec-Shared-42"),
+        clock=lambda: time.time() - 600,
+    )
+    assert (await channel.send(notification())).ok
+    await channel.aclose()
+    [(_, headers, body)] = receiver.requests
+    stamp, signed = headers["X-Driftowner-Timestamp"], headers["X-Driftowner-Signature"]
+    assert not verify(b"whsec-Shared-42", body, stamp, signed)
+
+
+def test_a_blank_secret_is_a_config_error() -> None:
+    """An empty ``secret`` is refused (omit it to send unsigned), not read as no signing."""
+    with pytest.raises(ValidationError) as caught:
+        WebhookChannelConfig.model_validate(
+            {"type": "webhook", "url": "https://hooks.example.com/x", "secret": "  "}
+        )
+    assert caught.value.errors()[0]["loc"] == ("secret",)

@@ -209,3 +209,34 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
         [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_slo_breaches_are_grouped_by_the_labels_the_metric_has(tmp_path: Path) -> None:
+    """driftowner_incident_slo_breaches_total carries {owner, system, slo} as DESIGN names
+    them, and the alert and the dashboard group by exactly those (a label the metric lacks
+    would silently merge every system into one series)."""
+    from driftowner.store import Changes
+    from tests.unit.factories import incident
+
+    store = Store(f"sqlite:///{tmp_path}/store.db")
+    store.open()
+    try:
+        store.apply(Changes(opened=[incident()]))
+        metrics = Metrics(store, lambda: datetime.now(UTC))
+        family = next(
+            f for f in metrics.registry.collect() if f.name == "driftowner_incident_slo_breaches"
+        )
+    finally:
+        store.close()
+    labels = {frozenset(sample.labels) for sample in family.samples}
+    assert labels == {frozenset({"owner", "system", "slo"})}
+    slo_exprs = [rule["expr"] for rule in _rules() if "slo_breaches" in rule["expr"]]
+    slo_exprs += [
+        t["expr"]
+        for t in _targets(json.loads(DASHBOARD.read_text()))
+        if "slo_breaches" in t["expr"]
+    ]
+    assert slo_exprs
+    for expr in slo_exprs:
+        (grouping,) = re.findall(r"\bby \(([^)]*)\)", expr)
+        assert {label.strip() for label in grouping.split(",")} == {"owner", "system", "slo"}

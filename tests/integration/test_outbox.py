@@ -414,10 +414,10 @@ class WatchedStore(Store):
         self.on_delivered: Callable[[str], None] = lambda _id: None
         self.broken: set[str] = set()
 
-    def mark_delivered(self, notification_id: str, at: datetime) -> None:
+    def mark_delivered(self, notification_id: str, at: datetime, ref: str | None = None) -> None:
         if notification_id in self.broken:
             raise RuntimeError(f"disk I/O error recording {notification_id}")
-        super().mark_delivered(notification_id, at)
+        super().mark_delivered(notification_id, at, ref)
         self.on_delivered(notification_id)
 
 

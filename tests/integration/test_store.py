@@ -330,6 +330,30 @@ def test_mark_delivered_retry_and_failed(store: Store) -> None:
     assert [n.id for n in store.lease_due(at(600), LEASE)] == ["n-retry"]
 
 
+def test_the_first_delivered_message_becomes_its_conversations_root(store: Store) -> None:
+    """A delivery with a reference starts its conversation (incident, channel, address);
+    a later one of the same conversation keeps the first root; other conversations stay
+    unthreaded; the roots survive a restart."""
+    _outbox(
+        store,
+        notification("n-1", channel="slack", address="U1"),
+        notification("n-2", channel="slack", address="U1", created_at=at(1)),
+        notification("n-3", channel="email", address="a@example.com"),
+        notification("n-4", channel="slack", address="C9"),
+    )
+    assert store.threads(store.notifications("inc-1")) == {}
+    store.mark_delivered("n-1", at(1), ref="D1:1700000000.000100")
+    store.mark_delivered("n-2", at(2), ref="D1:1700000099.000200")
+    store.mark_delivered("n-3", at(2))
+    assert store.threads(store.notifications("inc-1")) == {
+        "n-1": "D1:1700000000.000100",
+        "n-2": "D1:1700000000.000100",
+    }
+    store = _reopen(store)
+    assert store.conversations("inc-1") == [("slack", "U1", "D1:1700000000.000100")]
+    store.close()
+
+
 def test_everything_survives_a_restart(store: Store) -> None:
     """Closing and reopening the store (a restart) keeps incidents, versions, events,
     notifications with their outbox state, and pending conditions."""
@@ -556,6 +580,54 @@ def test_a_version_1_store_is_migrated_in_place_and_keeps_its_incidents(
             sa.text("SELECT value FROM driftowner_meta WHERE key = 'schema_version'")
         ).scalar_one()
     assert int(version) == SCHEMA_VERSION
+
+
+def test_a_version_2_store_gains_via_and_recovers_its_handovers(
+    store: Store, raw: sa.Engine
+) -> None:
+    """A store at schema 2 (events without ``via``, no handovers) opens migrated: events by
+    driftowner read back ``via: auto``, events by people ``via: None`` (unknown), and each
+    ``reassigned`` event becomes a handover (from, to, who, why) the report can credit."""
+    store.apply(Changes(opened=[incident()]))
+    with raw.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE handovers")
+        conn.exec_driver_sql("ALTER TABLE events DROP COLUMN via")
+        for minute, kind, actor, detail in (
+            (0, "opened", "auto", "accuracy falling"),
+            (1, "acknowledged", "alice", "on it"),
+            (2, "reassigned", "dana", "alice → bob: bob owns it: really"),
+            (3, "note", "dana", "not from driftowner's reassign"),
+        ):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO events (incident_id, at, kind, actor, detail) "
+                    "VALUES ('inc-1', :at, :kind, :actor, :detail)"
+                ),
+                {"at": at(minute).timestamp(), "kind": kind, "actor": actor, "detail": detail},
+            )
+    _set_version(raw, 2)
+    store = _reopen(store)
+    try:
+        assert [(e.kind, e.actor, e.via) for e in store.events("inc-1")] == [
+            ("opened", "auto", "auto"),
+            ("acknowledged", "alice", None),
+            ("reassigned", "dana", None),
+            ("note", "dana", None),
+        ]
+        ((handed),) = store.handovers().values()
+        assert [(h.at, h.from_owner, h.to_owner, h.by, h.via, h.reason) for h in handed] == [
+            (at(2), "alice", "bob", "dana", None, "bob owns it: really")
+        ]
+        # New events and handovers are written with via as usual.
+        store.apply(Changes(events=[Event("inc-1", at(4), "note", "bob", "x", "cli")]))
+        assert store.events("inc-1")[-1].via == "cli"
+    finally:
+        store.close()
+    with raw.connect() as conn:
+        version = conn.execute(
+            sa.text("SELECT value FROM driftowner_meta WHERE key = 'schema_version'")
+        ).scalar_one()
+    assert int(version) == SCHEMA_VERSION == 3
 
 
 def test_a_fresh_store_is_created_at_the_current_version(store: Store, raw: sa.Engine) -> None:

@@ -18,6 +18,8 @@ from driftowner.config import (
     ChannelConfig,
     EmailChannelConfig,
     LogChannelConfig,
+    OpsgenieChannelConfig,
+    PagerDutyChannelConfig,
     SlackChannelConfig,
     WebhookChannelConfig,
 )
@@ -66,8 +68,8 @@ def build_channel(name: str, config: ChannelConfig) -> Channel:
         config: Its validated config section.
 
     Returns:
-        A ``LogChannel``, ``SlackWebhookChannel``, ``SlackWebApiChannel``, ``EmailChannel``
-        or ``WebhookChannel``.
+        A ``LogChannel``, ``SlackWebhookChannel``, ``SlackWebApiChannel``, ``EmailChannel``,
+        ``WebhookChannel``, ``PagerDutyChannel`` or ``OpsgenieChannel``.
     """
     # Imported here so that importing the protocol does not import every client library.
     if isinstance(config, LogChannelConfig):
@@ -105,11 +107,33 @@ def build_channel(name: str, config: ChannelConfig) -> Channel:
             sender=config.from_,
             timeout=config.timeout,
             ca_file=config.ca_file,
+            templates_dir=config.templates_dir,
         )
     if isinstance(config, WebhookChannelConfig):
         from driftowner.channels.webhook import WebhookChannel
 
-        return WebhookChannel(name, config.url, timeout=config.timeout)
+        return WebhookChannel(name, config.url, timeout=config.timeout, secret=config.secret)
+    if isinstance(config, PagerDutyChannelConfig):
+        from driftowner.channels.pagerduty import PagerDutyChannel
+
+        return PagerDutyChannel(
+            name,
+            api_url=config.api_url,
+            routing_key=config.routing_key,
+            routing_keys=config.routing_keys,
+            severity=config.severity,
+            timeout=config.timeout,
+        )
+    if isinstance(config, OpsgenieChannelConfig):
+        from driftowner.channels.opsgenie import OpsgenieChannel
+
+        return OpsgenieChannel(
+            name,
+            api_url=config.api_url,
+            api_key=config.api_key,
+            priority=config.priority,
+            timeout=config.timeout,
+        )
     raise TypeError(f"unknown channel config {type(config).__name__}")  # pragma: no cover
 
 

@@ -1,5 +1,13 @@
 """The ``email`` channel: a multipart (plain text + HTML) mail sent through an SMTP relay with
-aiosmtplib, threaded per incident, and the mapping of SMTP outcomes to deliveries.
+aiosmtplib, threaded per incident and address, and the mapping of SMTP outcomes to deliveries.
+
+Threads: the first mail of an incident to an address is the thread's root; its
+``Message-ID`` comes back as the delivery's ``ref`` and every later mail to that address
+names it in ``In-Reply-To`` and ``References``. Every mail of the incident has the same
+subject (``Re:`` before it on replies) and a ``Thread-Topic``, so Gmail (which also groups by
+subject) and Outlook (by topic) keep one conversation. Subject, text and HTML come from Jinja2
+templates: the packaged ones, or those of a ``templates_dir`` that overrides them by name
+(``email_subject.txt``, ``message.txt``, ``message.html``).
 
 SMTP says whether a failure is temporary: 4xx replies (greylisting, mailbox busy, ``451``)
 are worth retrying, 5xx replies (unknown recipient, ``535`` bad credentials) are not.
@@ -17,11 +25,12 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import aiosmtplib
+import jinja2
 from pydantic import SecretStr
 
 from driftowner import render
 from driftowner.channels import safe_detail, timeout_seconds
-from driftowner.model import Delivery, Notification
+from driftowner.model import Delivery, Message, Notification
 
 MESSAGE_ID_DOMAIN = "driftowner"
 # Python's header folder doubles the space before an encoded word it wraps onto a new line
@@ -34,43 +43,142 @@ def _id_part(value: str) -> str:
     return _ID_UNSAFE.sub("-", value) or "-"
 
 
-def thread_id(incident_id: str) -> str:
-    """The message id every mail of one incident refers to: ``<incident-ID@driftowner>``."""
-    return f"<incident-{_id_part(incident_id)}@{MESSAGE_ID_DOMAIN}>"
-
-
 def message_id(notification_id: str) -> str:
     """The Message-ID of one notification's mail. Stable across retries, so a mail the relay
     accepted twice (at-least-once delivery) can be recognised as one."""
     return f"<notification-{_id_part(notification_id)}@{MESSAGE_ID_DOMAIN}>"
 
 
-def build_email(notification: Notification, sender: str, now: datetime) -> EmailMessage:
+TEMPLATE_NAMES = ("email_subject.txt", "message.txt", "message.html")
+"""The templates a ``templates_dir`` may override; any it lacks come from the package."""
+
+
+class TemplateProblem(ValueError):
+    """A mail template that cannot be loaded or rendered; the message names the template
+    file and line."""
+
+
+class MailTemplates:
+    """The subject, text and HTML templates of the email channel.
+
+    Args:
+        directory: Templates that override the packaged ones by name, if any.
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        loaders: list[jinja2.BaseLoader] = []
+        if directory is not None:
+            loaders.append(jinja2.FileSystemLoader(str(directory)))
+        loaders.append(jinja2.PackageLoader("driftowner", "templates"))
+        self._directory = directory
+        self._env = jinja2.Environment(
+            loader=jinja2.ChoiceLoader(loaders),
+            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+
+    def render(self, message: Message) -> tuple[str, str, str]:
+        """``(subject, text, html)`` of one message.
+
+        Raises:
+            TemplateProblem: a template has a syntax error or fails while rendering (an
+                unknown variable, ...), naming the file and line.
+        """
+        values = render.context(message)
+        values["subject_summary"] = render.clipped_summary(message)
+        out = []
+        for name in TEMPLATE_NAMES:
+            try:
+                out.append(self._env.get_template(name).render(values))
+            except jinja2.TemplateSyntaxError as exc:
+                where = exc.filename or name
+                raise TemplateProblem(f"{where}, line {exc.lineno}: {exc.message}") from None
+            except jinja2.TemplateError as exc:
+                raise TemplateProblem(f"{self._where(name)}: {exc}") from None
+        return render.one_line(out[0]), out[1], out[2]
+
+    def _where(self, name: str) -> str:
+        if self._directory is not None and (self._directory / name).is_file():
+            return str(self._directory / name)
+        return name
+
+    def check(self) -> None:
+        """Render a sample message with every field set, so that a broken template is an
+        error when the config loads, not when the first page is sent.
+
+        Raises:
+            TemplateProblem: as for :meth:`render`.
+        """
+        self.render(sample_message())
+
+
+def sample_message() -> Message:
+    """The message a template check renders: every field set."""
+    return Message(
+        purpose="escalated",
+        incident_id="inc-0123456789",
+        system="fraud-scoring",
+        owner="alice",
+        owner_name="Alice Chen",
+        kind="disagreement",
+        rule="disagreement:accuracy-fine-adoption-falling",
+        state="open",
+        layers=("model", "business"),
+        summary="accuracy fine, adoption falling",
+        evidence=("accuracy 0.95 >= min 0.90", "adoption 0.41 < 0.53"),
+        opened_at=datetime(2024, 5, 1, 9, 30, tzinfo=UTC),
+        age_seconds=900.0,
+        step=2,
+        recipient_name="Bob Diaz",
+        runbook="https://wiki.example.com/fraud-scoring",
+        incident_url="https://driftowner.example.com/incidents/inc-0123456789",
+        ack_url="https://driftowner.example.com/a/ack",
+        resolve_url="https://driftowner.example.com/a/resolve",
+        note="looking at it",
+        actor="alice",
+    )
+
+
+def build_email(
+    notification: Notification,
+    sender: str,
+    now: datetime,
+    templates: MailTemplates | None = None,
+) -> EmailMessage:
     """The mail for one notification: subject, text and HTML parts, threading headers.
 
     Args:
-        notification: What to send and to whom (``address`` is the To address).
+        notification: What to send and to whom (``address`` is the To address; ``thread``
+            the Message-ID of its conversation's first mail, if one was delivered).
         sender: The From address.
         now: The Date header's time.
+        templates: The templates to render (default: the packaged ones).
 
     Raises:
         ValueError: when an address or header value cannot be put into a mail.
+        TemplateProblem: when a template fails.
     """
     message = notification.message
+    subject, text, html = (templates or MailTemplates()).render(message)
     mail = EmailMessage()
-    mail["Subject"] = render.subject(message)
+    mail["Subject"] = f"Re: {subject}" if notification.thread else subject
+    mail["Thread-Topic"] = subject
     mail["From"] = sender
     mail["To"] = notification.address
     mail["Date"] = format_datetime(now.astimezone(UTC))
     mail["Message-ID"] = message_id(notification.id)
-    mail["In-Reply-To"] = thread_id(message.incident_id)
-    mail["References"] = thread_id(message.incident_id)
+    if notification.thread:
+        mail["In-Reply-To"] = notification.thread
+        mail["References"] = notification.thread
     # RFC 3834: tells vacation responders and ticket systems not to answer a robot.
     mail["Auto-Submitted"] = "auto-generated"
     mail["X-Driftowner-Incident"] = render.one_line(message.incident_id)
     mail["X-Driftowner-Purpose"] = message.purpose
-    mail.set_content(render.text(message))
-    mail.add_alternative(render.html(message), subtype="html")
+    mail.set_content(text)
+    mail.add_alternative(html, subtype="html")
     return mail
 
 
@@ -88,6 +196,7 @@ class EmailChannel:
         sender: The From address.
         timeout: The timeout of each network operation.
         ca_file: An extra CA bundle to verify the relay's certificate against.
+        templates_dir: Templates overriding the packaged ones by name.
     """
 
     def __init__(
@@ -103,8 +212,10 @@ class EmailChannel:
         sender: str,
         timeout: timedelta,
         ca_file: Path | None = None,
+        templates_dir: Path | None = None,
     ) -> None:
         self.name = name
+        self._templates = MailTemplates(templates_dir)
         self._host = host
         self._port = port
         self._starttls = starttls and not use_tls
@@ -121,10 +232,12 @@ class EmailChannel:
     async def send(self, notification: Notification) -> Delivery:
         """Send one notification's mail; every outcome comes back as a Delivery."""
         try:
-            mail = build_email(notification, self._sender, datetime.now(UTC))
+            mail = build_email(notification, self._sender, datetime.now(UTC), self._templates)
             sender = mail["From"].addresses[0].addr_spec
             recipients = [address.addr_spec for address in mail["To"].addresses]
             raw = mail.as_bytes(policy=_WIRE_POLICY)
+        except TemplateProblem as exc:
+            return Delivery.give_up(safe_detail(f"email: a template failed: {exc}"))
         except (ValueError, TypeError, IndexError) as exc:
             return Delivery.give_up(
                 safe_detail(f"email: cannot build the mail: {exc}", self._secrets())
@@ -148,7 +261,9 @@ class EmailChannel:
         except Exception as exc:  # every failure becomes a Delivery; see _judge
             return self._judge(exc)
         # The relay's last reply often names its queue id: the thread to follow in its logs.
-        return Delivery.delivered(safe_detail(reply, self._secrets()))
+        # A first mail's Message-ID is the root later mails of its conversation refer to.
+        ref = None if notification.thread else str(mail["Message-ID"])
+        return Delivery.delivered(safe_detail(reply, self._secrets()), ref=ref)
 
     def _judge(self, exc: Exception) -> Delivery:
         detail = self._describe(exc)

@@ -69,12 +69,24 @@ class HttpPostChannel:
         return tuple(found)
 
     async def _post(
-        self, payload: Mapping[str, Any], headers: Mapping[str, str] | None = None
+        self,
+        payload: Mapping[str, Any] | bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        path: str = "",
     ) -> Delivery:
+        """POST ``payload`` as JSON to the URL (plus ``path``); bytes are sent as they are (a
+        body already signed)."""
+        url = self._url.get_secret_value() + path
         try:
-            response = await self._client().post(
-                self._url.get_secret_value(), json=payload, headers=headers
-            )
+            if isinstance(payload, bytes):
+                response = await self._client().post(
+                    url,
+                    content=payload,
+                    headers={"Content-Type": "application/json", **(headers or {})},
+                )
+            else:
+                response = await self._client().post(url, json=payload, headers=headers)
         except httpx.TimeoutException as exc:
             return Delivery.retry(
                 f"{self.label}: no answer within {timeout_seconds(self._timeout):g}s "

@@ -42,6 +42,7 @@ from driftowner.model import Delivery, Message, Notification
 if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
 
+_TS = re.compile(r"^[0-9]+\.[0-9]+$")
 _MEMBER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 _CONVERSATION_ID = re.compile(r"^[CG][A-Z0-9]{2,}$")
 _HEADER_LIMIT = 150
@@ -90,13 +91,14 @@ def _buttons(message: Message, interactive: bool) -> list[ButtonElement]:
     out: list[ButtonElement] = []
     # A team informed is not paged: it gets no Acknowledge / Resolve, interactive or not.
     paged = message.purpose != "informed"
-    for text, style, action, url in (
-        ("Acknowledge", "primary", ACK_ACTION, message.ack_url),
-        ("Resolve", None, RESOLVE_ACTION, message.resolve_url),
+    for text, style, action, url, wanted in (
+        ("Acknowledge", "primary", ACK_ACTION, message.ack_url, message.state == "open"),
+        ("Resolve", None, RESOLVE_ACTION, message.resolve_url, message.state != "resolved"),
     ):
         if (
             interactive
             and paged
+            and wanted
             and message.incident_id
             and len(message.incident_id) <= _BUTTON_VALUE_LIMIT
         ):
@@ -127,8 +129,11 @@ def _buttons(message: Message, interactive: bool) -> list[ButtonElement]:
     return out
 
 
-def build_blocks(message: Message, address: str, *, interactive: bool = False) -> list[Block]:
-    """The Block Kit blocks of one message, every text within Slack's size limits.
+def build_blocks(
+    message: Message, address: str, *, interactive: bool = False, root: bool = False
+) -> list[Block]:
+    """The Block Kit blocks of one message, every text within Slack's size limits (longer
+    text is cut and ends with ``…``, never refused).
 
     Args:
         message: What to say.
@@ -136,14 +141,16 @@ def build_blocks(message: Message, address: str, *, interactive: bool = False) -
         interactive: Acknowledge / Resolve are interactive buttons (``action_id``
             ``driftowner.ack`` / ``driftowner.resolve``, ``value`` the incident id) handled by
             ``POST /slack/interactions``, instead of URL buttons opening the signed links.
+        root: The blocks of a thread's root message as updated with ``chat.update``: the
+            header names the incident's current state (``ACKNOWLEDGED fraud-scoring``)
+            rather than why this message was sent.
     """
     who = mention(address)
     lead = f"{who} " if who else ""
+    headline = message.state.upper() if root else render.label(message)
     blocks: list[Block] = [
         HeaderBlock(
-            text=PlainTextObject(
-                text=_clip(f"{render.label(message)} {message.system}", _HEADER_LIMIT)
-            )
+            text=PlainTextObject(text=_clip(f"{headline} {message.system}", _HEADER_LIMIT))
         ),
         SectionBlock(
             text=MarkdownTextObject(
@@ -173,6 +180,10 @@ def build_blocks(message: Message, address: str, *, interactive: bool = False) -
     blocks.append(
         SectionBlock(text=MarkdownTextObject(text=_clip(f"*Evidence*\n{evidence}", _SECTION_LIMIT)))
     )
+    if message.note:
+        by = f" from {escape(message.actor)}" if message.actor else ""
+        note = f"*Note{by}*\n{escape(message.note)}"
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_clip(note, _SECTION_LIMIT))))
     buttons = _buttons(message, interactive)
     if buttons:
         blocks.append(ActionsBlock(elements=buttons))
@@ -192,13 +203,16 @@ def build_blocks(message: Message, address: str, *, interactive: bool = False) -
     return blocks
 
 
-def build_payload(notification: Notification, *, interactive: bool = False) -> dict[str, Any]:
+def build_payload(
+    notification: Notification, *, interactive: bool = False, root: bool = False
+) -> dict[str, Any]:
     """The JSON body posted to the webhook: Block Kit blocks plus a ``text`` fallback (shown
     in notifications and by clients that cannot render blocks).
 
     Args:
         notification: What to post, and to whom.
         interactive: As for :func:`build_blocks`.
+        root: As for :func:`build_blocks`.
 
     Raises:
         SlackObjectFormationError: when a block breaks Block Kit's rules.
@@ -210,7 +224,9 @@ def build_payload(notification: Notification, *, interactive: bool = False) -> d
         "text": f"{who} {fallback}" if who else fallback,
         "blocks": [
             block.to_dict()
-            for block in build_blocks(message, notification.address, interactive=interactive)
+            for block in build_blocks(
+                message, notification.address, interactive=interactive, root=root
+            )
         ],
     }
 
@@ -268,6 +284,17 @@ _API_HINTS = {
 }
 
 
+def parse_thread(thread: str | None) -> tuple[str, str] | None:
+    """``(channel id, ts)`` of a root reference ``C0123:1700000000.000100``, or None when
+    there is none or it is not one (a reference another channel type stored)."""
+    if not thread:
+        return None
+    channel, _, ts = thread.partition(":")
+    if not channel or not _TS.match(ts):
+        return None
+    return channel, ts
+
+
 class SlackWebApiChannel:
     """Posts notifications with the Web API's ``chat.postMessage`` (slack_sdk's
     ``AsyncWebClient``): each message goes to its notification's address, a member id (Slack
@@ -321,17 +348,47 @@ class SlackWebApiChannel:
         return safe_detail(text, (self._token.get_secret_value(),))
 
     async def send(self, notification: Notification) -> Delivery:
-        """Post one notification; every outcome, failures included, comes back as a Delivery."""
+        """Post one notification; every outcome, failures included, comes back as a Delivery.
+
+        The first message of a conversation (no ``notification.thread``) is posted on its
+        own and its ``channel:ts`` comes back as the delivery's ``ref``. A later one first
+        updates that root with ``chat.update`` to show the incident's current state, then
+        posts as a reply in its thread (``thread_ts``). The update is idempotent, so a retry
+        after a failed reply repeats it harmlessly; a root Slack no longer has
+        (``message_not_found``, ``cant_update_message``) leaves the reply unthreaded."""
         try:
             payload = build_payload(notification, interactive=self.interactive)
+            root = build_payload(notification, interactive=self.interactive, root=True)
         except SlackObjectFormationError as exc:
             return Delivery.give_up(self._safe(f"slack: cannot build the message: {exc}"))
-        try:
-            await self._client().chat_postMessage(
-                channel=notification.address.strip(), text=payload["text"], blocks=payload["blocks"]
+        thread = parse_thread(notification.thread)
+        if thread is None:
+            return await self._call(
+                "chat.postMessage", channel=notification.address.strip(), **payload
             )
+        channel, ts = thread
+        updated = await self._call("chat.update", channel=channel, ts=ts, **root)
+        if not updated.ok and updated.recoverable:
+            return updated
+        note = "" if updated.ok else f"; the root was not updated ({updated.detail})"
+        if not updated.ok:
+            # The root is gone: the reply goes to the conversation on its own.
+            replied = await self._call("chat.postMessage", channel=channel, **payload)
+        else:
+            replied = await self._call("chat.postMessage", channel=channel, thread_ts=ts, **payload)
+        if not replied.ok:
+            return replied
+        return Delivery.delivered(f"replied in thread {channel}:{ts}{note}")
+
+    async def _call(self, method: str, **arguments: Any) -> Delivery:
+        """One Web API call mapped to a Delivery; a posted message's ``channel:ts`` is its
+        ``ref``."""
+        client = self._client()
+        call = client.chat_update if method == "chat.update" else client.chat_postMessage
+        try:
+            response = await call(**arguments)
         except SlackApiError as exc:
-            return self._judge(exc)
+            return self._judge(method, exc)
         except TimeoutError as exc:  # asyncio.TimeoutError is TimeoutError on 3.11+
             return Delivery.retry(
                 f"slack: no answer within {timeout_seconds(self._timeout):g}s "
@@ -345,9 +402,11 @@ class SlackWebApiChannel:
             return Delivery.retry(self._safe(f"slack: {type(exc).__name__}: {exc}"))
         except SlackClientError as exc:
             return Delivery.give_up(self._safe(f"slack: {type(exc).__name__}: {exc}"))
-        return Delivery.delivered()
+        channel, ts = response.get("channel"), response.get("ts")
+        ref = f"{channel}:{ts}" if isinstance(channel, str) and isinstance(ts, str) else None
+        return Delivery.delivered(ref=ref)
 
-    def _judge(self, exc: SlackApiError) -> Delivery:
+    def _judge(self, method: str, exc: SlackApiError) -> Delivery:
         response = exc.response
         status = getattr(response, "status_code", None) or getattr(response, "status", None)
         data = getattr(response, "data", None)
@@ -357,7 +416,7 @@ class SlackWebApiChannel:
             error = "(no error given)" if isinstance(data, dict) else str(exc).split("(")[0]
         hint = _API_HINTS.get(str(error))
         detail = self._safe(
-            f"slack: chat.postMessage HTTP {status} {error}" + (f" ({hint})" if hint else "")
+            f"slack: {method} HTTP {status} {error}" + (f" ({hint})" if hint else "")
         )
         if status == 429 or error == "ratelimited":
             return Delivery.retry(detail, retry_after=parse_retry_after(headers.get("Retry-After")))

@@ -1,5 +1,12 @@
 """The ``webhook`` channel: a versioned JSON document POSTed to any HTTP endpoint, with an
-``Idempotency-Key`` so receivers can drop the duplicates at-least-once delivery produces.
+``Idempotency-Key`` so receivers can drop the duplicates at-least-once delivery produces, and,
+with a ``secret``, an HMAC-SHA256 signature over the timestamp and the body.
+
+Signature: ``X-Driftowner-Timestamp`` is the Unix time of the send in whole seconds;
+``X-Driftowner-Signature`` is ``v1=`` and the hex HMAC-SHA256, keyed by the secret, of the
+bytes ``timestamp + "." + body``. A receiver recomputes it over the raw body, compares in
+constant time, and refuses a timestamp too far from its clock (a replay); see
+docs/operations.md for the verification code.
 
 Document (``version`` 1)::
 
@@ -10,14 +17,30 @@ Document (``version`` 1)::
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
+
+import httpx
+from pydantic import SecretStr
 
 from driftowner.channels.http import HttpPostChannel
 from driftowner.clock import rfc3339
 from driftowner.model import Delivery, Message, Notification
 
 PAYLOAD_VERSION = 1
+SIGNATURE_HEADER = "X-Driftowner-Signature"
+TIMESTAMP_HEADER = "X-Driftowner-Timestamp"
+
+
+def signature(secret: bytes, timestamp: str, body: bytes) -> str:
+    """``v1=`` and the hex HMAC-SHA256 of ``timestamp.body`` keyed by ``secret``."""
+    digest = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"v1={digest}"
 
 
 def message_document(message: Message) -> dict[str, Any]:
@@ -46,7 +69,7 @@ def build_payload(notification: Notification) -> dict[str, Any]:
 
 
 class WebhookChannel(HttpPostChannel):
-    """POSTs each notification as JSON to one URL.
+    """POSTs each notification as JSON to one URL, signed when the channel has a secret.
 
     2xx is delivered; 408, 429, 5xx and transport trouble are retried (``Retry-After``
     honoured); any other answer is given up.
@@ -55,13 +78,38 @@ class WebhookChannel(HttpPostChannel):
         name: The channel's name in the config.
         url: The endpoint; a secret (it may carry a token), never shown in details.
         timeout: The whole-request timeout.
+        secret: The key of the body's HMAC-SHA256 signature, if any; never sent.
         transport: An httpx transport to use instead of the network (tests).
+        clock: Unix seconds now, for the signature's timestamp (tests).
     """
 
     label = "webhook"
 
+    def __init__(
+        self,
+        name: str,
+        url: SecretStr,
+        *,
+        timeout: timedelta,
+        secret: SecretStr | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(name, url, timeout=timeout, transport=transport)
+        self._secret = secret
+        self._clock = clock
+
+    def _secrets(self) -> tuple[str, ...]:
+        own = (self._secret.get_secret_value(),) if self._secret else ()
+        return (*super()._secrets(), *own)
+
     async def send(self, notification: Notification) -> Delivery:
         """POST one notification; every outcome comes back as a Delivery."""
-        return await self._post(
-            build_payload(notification), headers={"Idempotency-Key": notification.id}
-        )
+        body = json.dumps(build_payload(notification), separators=(",", ":")).encode()
+        headers = {"Idempotency-Key": notification.id}
+        if self._secret is not None:
+            timestamp = str(int(self._clock()))
+            key = self._secret.get_secret_value().encode()
+            headers[TIMESTAMP_HEADER] = timestamp
+            headers[SIGNATURE_HEADER] = signature(key, timestamp, body)
+        return await self._post(body, headers=headers)

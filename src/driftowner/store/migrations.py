@@ -11,7 +11,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _to_2(conn: Connection) -> None:
@@ -51,7 +51,49 @@ def _to_2(conn: Connection) -> None:
         )
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _to_2}
+def _to_3(conn: Connection) -> None:
+    """Each event says through what its actor acted (``via``), and each reassignment is kept
+    as a handover (from, to, who, why) so the report credits every owner with their own time.
+
+    Events recorded by people before this version keep ``via`` NULL (unknown): nothing says
+    whether they came through the API or the command line. Handovers are recovered from the
+    ``reassigned`` events, whose detail has always read ``from → to: reason``."""
+    # The table's definition lives with the others; imported here, at run time, because the
+    # store module imports this one.
+    from driftowner.store.sql import handovers
+
+    handovers.create(conn, checkfirst=True)
+    inspector = sa.inspect(conn)
+    if not inspector.has_table("events"):
+        return  # the first schema kept no events: opening creates the table with via
+    if "via" not in {column["name"] for column in inspector.get_columns("events")}:
+        conn.exec_driver_sql("ALTER TABLE events ADD COLUMN via VARCHAR(16)")
+    conn.execute(sa.text("UPDATE events SET via = 'auto' WHERE actor = 'auto' AND via IS NULL"))
+    rows = conn.execute(
+        sa.text(
+            "SELECT incident_id, at, actor, detail FROM events WHERE kind = 'reassigned' "
+            "ORDER BY seq"
+        )
+    ).all()
+    for incident_id, at, actor, detail in rows:
+        from_owner, arrow, rest = detail.partition(" → ")
+        to_owner, colon, reason = rest.partition(": ")
+        if not arrow or not colon:
+            continue  # not written by driftowner's reassign: nothing to recover
+        conn.execute(
+            sa.insert(handovers).values(
+                incident_id=incident_id,
+                at=at,
+                from_owner=from_owner,
+                to_owner=to_owner,
+                by=actor,
+                via=None,
+                reason=reason,
+            )
+        )
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _to_2, 2: _to_3}
 """version → the function that takes a store at that version to the next."""
 
 

@@ -11,13 +11,22 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection, Engine
 
-from driftowner.model import Accepted, Event, Incident, Notification, Pending, State, Timing
+from driftowner.model import (
+    Accepted,
+    Event,
+    Handover,
+    Incident,
+    Notification,
+    Pending,
+    State,
+    Timing,
+)
 from driftowner.store import dialect
 from driftowner.store.codec import (
     from_ts,
@@ -84,7 +93,27 @@ events = sa.Table(
     sa.Column("kind", sa.String(32), nullable=False),
     sa.Column("actor", Name, nullable=False),
     sa.Column("detail", sa.Text, nullable=False),
+    # Through what the actor acted (api, cli, link, slack, auto); NULL on events recorded
+    # by a person before schema version 3.
+    sa.Column("via", sa.String(16)),
     sa.Index("events_by_incident", "incident_id", "seq"),
+    sa.Index("events_by_kind", "kind", "incident_id"),
+)
+
+handovers = sa.Table(
+    # Who held each incident when: one row per reassignment, written with its event. Plain
+    # SQL in migrations._to_3 creates the same table on older stores.
+    "handovers",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("incident_id", sa.String(32), sa.ForeignKey("incidents.id"), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("from_owner", Name, nullable=False),
+    sa.Column("to_owner", Name, nullable=False),
+    sa.Column("by", Name, nullable=False),
+    sa.Column("via", sa.String(16)),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Index("handovers_by_incident", "incident_id", "seq"),
 )
 
 outbox = sa.Table(
@@ -127,6 +156,19 @@ leader = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
 )
 
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    # The root message each incident started in each conversation (channel + address): a
+    # Slack "channel:ts", a mail's Message-ID. Later notifications thread under it. Created at
+    # open on stores of any version (a new table changes nothing older driftowners read).
+    sa.Column("incident_id", sa.String(32), sa.ForeignKey("incidents.id"), primary_key=True),
+    sa.Column("channel", Name, primary_key=True),
+    sa.Column("address", Name, primary_key=True),
+    sa.Column("ref", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
 LEADERSHIP = "daemon"
 """The name of the lease whose holder evaluates and escalates."""
 
@@ -152,6 +194,7 @@ class Changes:
     opened: Sequence[Incident] = ()
     updated: Sequence[Incident] = ()
     events: Sequence[Event] = ()
+    handovers: Sequence[Handover] = ()
     notifications: Sequence[Notification] = ()
     pending_system: str | None = None
     """When set, the pending conditions of this system are replaced by ``pending``."""
@@ -402,6 +445,7 @@ class Store:
         one when it is given), from plain columns: what the report and /metrics aggregate."""
         c = incidents.c
         query = sa.select(
+            c.id,
             c.owner,
             c.system,
             c.kind,
@@ -415,7 +459,8 @@ class Store:
         if opened_since is not None:
             query = query.where(sa.or_(c.opened_at >= ts(opened_since), c.state != "resolved"))
         with self._tx(read_only=True) as conn:
-            return [Timing(*row) for row in conn.execute(query)]
+            # Positional, in Timing's field order: thousands per scrape, so no mapping per row.
+            return [Timing(*cast(tuple[Any, ...], row)) for row in conn.execute(query)]
 
     def recently_resolved(self, system: str, since: datetime) -> dict[tuple[str, str], Incident]:
         """The newest incident of each of a system's fingerprints resolved at or after
@@ -432,6 +477,45 @@ class Store:
         with self._tx(read_only=True) as conn:
             found = [incident_from_json(row.body, row.version) for row in conn.execute(query)]
         return {incident.fingerprint: incident for incident in found}
+
+    def handovers(self) -> dict[str, list[Handover]]:
+        """Every incident's reassignments, oldest first, by incident id (few: most incidents
+        are never handed over)."""
+        h = handovers.c
+        query = sa.select(handovers).order_by(h.incident_id, h.seq)
+        found: dict[str, list[Handover]] = {}
+        with self._tx(read_only=True) as conn:
+            for row in conn.execute(query):
+                found.setdefault(row.incident_id, []).append(
+                    Handover(
+                        row.incident_id,
+                        _at(row.at),
+                        row.from_owner,
+                        row.to_owner,
+                        row.by,
+                        row.via,
+                        row.reason,
+                    )
+                )
+        return found
+
+    def acknowledgements(self, incident_ids: Iterable[str]) -> dict[str, list[float]]:
+        """When each of these incidents was acknowledged (Unix seconds, every time, oldest
+        first)."""
+        ids = sorted(set(incident_ids))
+        found: dict[str, list[float]] = {i: [] for i in ids}
+        if not ids:
+            return found
+        e = events.c
+        query = (
+            sa.select(e.incident_id, e.at)
+            .where(e.kind == "acknowledged", e.incident_id.in_(ids))
+            .order_by(e.seq)
+        )
+        with self._tx(read_only=True) as conn:
+            for incident_id, at in conn.execute(query):
+                found[incident_id].append(at)
+        return found
 
     def events(self, incident_id: str) -> list[Event]:
         with self._tx(read_only=True) as conn:
@@ -527,6 +611,22 @@ class Store:
                     raise Conflict(f"incident {incident.id} changed since it was read")
             if changes.events:
                 conn.execute(sa.insert(events), [_event_row(e) for e in changes.events])
+            if changes.handovers:
+                conn.execute(
+                    sa.insert(handovers),
+                    [
+                        {
+                            "incident_id": h.incident_id,
+                            "at": ts(h.at),
+                            "from_owner": h.from_owner,
+                            "to_owner": h.to_owner,
+                            "by": h.by,
+                            "via": h.via,
+                            "reason": h.reason,
+                        }
+                        for h in changes.handovers
+                    ],
+                )
             if changes.notifications:
                 conn.execute(sa.insert(outbox), [_outbox_row(n) for n in changes.notifications])
             if changes.pending_system is not None:
@@ -600,8 +700,39 @@ class Store:
             last_error=reason,
         )
 
-    def mark_delivered(self, notification_id: str, at: datetime) -> None:
-        self._finish(notification_id, delivered_at=ts(at), leased_until=None, last_error=None)
+    def mark_delivered(self, notification_id: str, at: datetime, ref: str | None = None) -> None:
+        """Record a delivery. ``ref``, the reference of the message it created, becomes the
+        root of its conversation (incident, channel, address) in the same transaction, unless
+        that conversation already has one: the first delivered message stays the root."""
+        self._finish(
+            notification_id, delivered_at=ts(at), leased_until=None, last_error=None, ref=ref
+        )
+
+    def threads(self, notifications: Iterable[Notification]) -> dict[str, str]:
+        """Notification id → the root reference of its conversation, for those whose
+        conversation (incident, channel, address) has one."""
+        wanted = {n.id: (n.incident_id, n.channel, n.address) for n in notifications}
+        if not wanted:
+            return {}
+        with self._tx(read_only=True) as conn:
+            rows = conn.execute(
+                sa.select(conversations).where(
+                    conversations.c.incident_id.in_(sorted({key[0] for key in wanted.values()}))
+                )
+            ).all()
+        found = {(row.incident_id, row.channel, row.address): row.ref for row in rows}
+        return {nid: found[key] for nid, key in wanted.items() if key in found}
+
+    def conversations(self, incident_id: str) -> list[tuple[str, str, str]]:
+        """``(channel, address, ref)`` of every conversation an incident started, oldest
+        first."""
+        with self._tx(read_only=True) as conn:
+            rows = conn.execute(
+                sa.select(conversations)
+                .where(conversations.c.incident_id == incident_id)
+                .order_by(conversations.c.created_at, conversations.c.channel)
+            ).all()
+        return [(row.channel, row.address, row.ref) for row in rows]
 
     def mark_retry(
         self, notification_id: str, at: datetime, error: str, next_attempt_at: datetime
@@ -628,6 +759,7 @@ class Store:
         event: Event | None = None,
         *,
         attempted: bool = True,
+        ref: str | None = None,
         **values: Any,
     ) -> None:
         if attempted:
@@ -636,6 +768,8 @@ class Store:
             conn.execute(sa.update(outbox).where(outbox.c.id == notification_id).values(**values))
             if event is not None:
                 conn.execute(sa.insert(events).values(**_event_row(event)))
+            if ref is not None:
+                _start_conversation(conn, notification_id, ref, values["delivered_at"])
 
     # -- leadership --------------------------------------------------------------------------
 
@@ -711,6 +845,25 @@ class Store:
             )
 
 
+def _start_conversation(conn: Connection, notification_id: str, ref: str, at: float) -> None:
+    """Make ``ref`` the root of the notification's conversation unless it has one already.
+    A plain select-then-insert: the outbox never sends two notifications of one conversation
+    at once to different workers for long, and the primary key keeps the first root."""
+    row = conn.execute(
+        sa.select(outbox.c.incident_id, outbox.c.channel, outbox.c.address).where(
+            outbox.c.id == notification_id
+        )
+    ).first()
+    if row is None:
+        return
+    key = {"incident_id": row.incident_id, "channel": row.channel, "address": row.address}
+    held = conn.execute(
+        sa.select(conversations.c.ref).where(*(conversations.c[k] == v for k, v in key.items()))
+    ).first()
+    if held is None:
+        conn.execute(sa.insert(conversations).values(**key, ref=ref, created_at=at))
+
+
 def _seen(changes: Changes) -> tuple[Pending, ...]:
     """The conditions an evaluation saw holding, from its unwritten ``changes``: those still
     pending, and those whose incident it was opening or reopening (pending again until that
@@ -778,11 +931,12 @@ def _event_row(e: Event) -> dict[str, Any]:
         "kind": e.kind,
         "actor": e.actor,
         "detail": e.detail,
+        "via": e.via,
     }
 
 
 def _event(row: Any) -> Event:
-    return Event(row.incident_id, _at(row.at), row.kind, row.actor, row.detail)
+    return Event(row.incident_id, _at(row.at), row.kind, row.actor, row.detail, row.via)
 
 
 def _outbox_row(n: Notification) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from typing import Any, cast
 
 import pytest
 
-from driftowner.model import Incident, Timing
-from driftowner.service import ReportRow, breached_ack, breached_resolve, report, report_row_json
+from driftowner.model import Handover, Incident, Timing
+from driftowner.report import ReportRow, breached_ack, breached_resolve, report, report_row_json
 from driftowner.store import Store
 
 from .factories import SYSTEM, T0, at, incident, minutes
@@ -31,6 +31,12 @@ class FakeStore:
             for i in self._incidents
             if opened_since is None or i.opened_at >= opened_since or i.unresolved
         ]
+
+    def handovers(self) -> dict[str, list[Any]]:
+        return {}
+
+    def acknowledgements(self, incident_ids: Any) -> dict[str, list[float]]:
+        return {i: [] for i in incident_ids}
 
 
 def _report(incidents: list[Incident], since: timedelta = timedelta(days=30)) -> list[ReportRow]:
@@ -180,3 +186,36 @@ def test_report_groups_by_owner_and_system_over_the_window_plus_everything_unres
 def test_an_empty_store_reports_nothing() -> None:
     """No incidents, no rows."""
     assert _report([]) == []
+
+
+class HandedOverStore(FakeStore):
+    """A FakeStore whose one incident alice acked at 28 s and handed to bob at 10 min."""
+
+    def handovers(self) -> dict[str, list[Any]]:
+        return {"inc-1": [Handover("inc-1", at(10), "alice", "bob", "dana", "api", "rota")]}
+
+    def acknowledgements(self, incident_ids: Any) -> dict[str, list[float]]:
+        return {"inc-1": [(T0 + timedelta(seconds=28)).timestamp()]}
+
+
+def test_a_handover_credits_the_first_owners_ack_to_them_not_the_next() -> None:
+    """Regression (issue 8): alice acked in 28 s and the incident was then reassigned to bob,
+    who resolved it at 40 min. The report showed alice's 28 s under bob. Now alice has the
+    28 s ack and 10 min held; bob the 30 min resolution from when he got it."""
+    handed = incident(
+        owner="bob",
+        opened_at=T0,
+        state="resolved",
+        first_acknowledged_at=T0 + timedelta(seconds=28),
+        resolved_at=at(40),
+        ack_within=None,
+        resolve_within=None,
+    )
+    rows = report(cast(Store, HandedOverStore([handed])), timedelta(days=3650), NOW)
+    by_owner = {row.owner: row for row in rows}
+    assert set(by_owner) == {"alice", "bob"}
+    alice, bob = by_owner["alice"], by_owner["bob"]
+    assert (alice.ack_median_s, alice.resolve_median_s, alice.resolved) == (28.0, None, 0)
+    assert (bob.ack_median_s, bob.resolve_median_s, bob.resolved) == (None, 1800.0, 1)
+    assert (alice.held_s, alice.handovers_given, alice.handovers_received) == (600.0, 1, 0)
+    assert (bob.held_s, bob.handovers_given, bob.handovers_received) == (1800.0, 0, 1)

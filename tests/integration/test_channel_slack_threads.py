@@ -1,0 +1,246 @@
+"""Slack as a conversation (Web API mode) against FakeSlack on loopback: one thread per
+incident in each conversation, later messages as replies, the root kept up to date with
+``chat.update``, Slack's limits respected, and the outbox carrying the thread through the
+store."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from driftowner import service
+from driftowner.channels.slack import SlackWebApiChannel
+from driftowner.model import Delivery, Notification
+from driftowner.outbox import deliver_due
+from driftowner.store import Changes, Store
+from tests.fakes.slack import FakeSlack, api_error, api_rate_limited
+from tests.unit import factories
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        yield fake
+
+
+def api_channel(slack: FakeSlack) -> SlackWebApiChannel:
+    return SlackWebApiChannel(
+        "slack", SecretStr(slack.token), api_url=slack.api_url, timeout=timedelta(seconds=5)
+    )
+
+
+def acknowledged(thread: str | None, address: str = "U024BE7LH") -> Notification:
+    """Alice's acknowledgement of inc-42, as a follow-up in the conversation ``thread``."""
+    note = factories.slack_notification(
+        address,
+        purpose="acknowledged",
+        state="acknowledged",
+        step=0,
+        ack_url=None,
+        note="looking at the adoption dashboard",
+        actor="alice",
+    )
+    return dataclasses.replace(note, id="notif-2", thread=thread)
+
+
+async def test_a_follow_up_replies_in_the_thread_and_updates_the_root(slack: FakeSlack) -> None:
+    """The first message starts the thread (its ``channel:ts`` is the delivery's ref); the
+    acknowledgement is a reply with ``thread_ts`` in the same conversation, and the root now
+    reads ACKNOWLEDGED, without an Acknowledge button."""
+    channel = api_channel(slack)
+    try:
+        first = await channel.send(factories.slack_notification())
+        assert first.ok and first.ref is not None, slack.rejections
+        root_channel, root_ts = first.ref.split(":")
+        assert root_channel == "D024BE7LH"
+        second = await channel.send(acknowledged(first.ref))
+    finally:
+        await channel.aclose()
+    assert second.ok, slack.rejections
+    root, reply = slack.posted
+    assert "thread_ts" not in root
+    assert (reply["channel"], reply["thread_ts"]) == (root_channel, root_ts)
+    assert "looking at the adoption dashboard" in str(reply["blocks"])
+    (update,) = slack.updated
+    assert (update["channel"], update["ts"]) == (root_channel, root_ts)
+    now = slack.message(root_channel, root_ts)
+    assert now["blocks"][0]["text"]["text"].startswith("ACKNOWLEDGED ")
+    buttons = next(b for b in now["blocks"] if b["type"] == "actions")["elements"]
+    assert "Acknowledge" not in [button["text"]["text"] for button in buttons]
+
+
+async def test_a_rate_limited_root_update_is_retried_before_any_reply(slack: FakeSlack) -> None:
+    """``ratelimited`` on chat.update is a retry after Slack's Retry-After, and nothing was
+    replied yet, so the retry posts the reply once."""
+    channel = api_channel(slack)
+    try:
+        first = await channel.send(factories.slack_notification())
+        slack.answer_next(api_rate_limited(7))
+        delivery = await channel.send(acknowledged(first.ref))
+        assert (delivery.ok, delivery.recoverable, delivery.retry_after) == (False, True, 7.0)
+        assert "chat.update" in delivery.detail
+        assert len(slack.posted) == 1
+        again = await channel.send(acknowledged(first.ref))
+    finally:
+        await channel.aclose()
+    assert again.ok
+    assert len(slack.posted) == 2 and len(slack.updated) == 1
+
+
+async def test_a_root_slack_no_longer_has_leaves_the_reply_unthreaded(slack: FakeSlack) -> None:
+    """A root Slack cannot find (``message_not_found``: deleted) does not lose the message:
+    it is posted to the conversation on its own, and the detail says the root was not
+    updated."""
+    channel = api_channel(slack)
+    try:
+        first = await channel.send(factories.slack_notification())
+        assert first.ref is not None
+        gone = first.ref.split(":")[0] + ":1.000001"
+        delivery = await channel.send(acknowledged(gone))
+    finally:
+        await channel.aclose()
+    assert delivery.ok
+    assert "message_not_found" in delivery.detail
+    assert "thread_ts" not in slack.posted[-1]
+
+
+async def test_an_unknown_conversation_gives_up_with_channel_not_found(slack: FakeSlack) -> None:
+    """A first message to a conversation Slack does not know gives up naming the error."""
+    channel = api_channel(slack)
+    try:
+        delivery = await channel.send(factories.slack_notification("#nowhere"))
+    finally:
+        await channel.aclose()
+    assert (delivery.ok, delivery.recoverable) == (False, False)
+    assert "channel_not_found" in delivery.detail
+
+
+async def test_a_server_error_on_the_reply_is_retried(slack: FakeSlack) -> None:
+    """When the root was updated but the reply hit trouble on Slack's side, the send is
+    retried (updating the root again is harmless)."""
+    channel = api_channel(slack)
+    try:
+        first = await channel.send(factories.slack_notification())
+        # The update goes through; the reply is answered with Slack's internal_error.
+        delivery = await _with_reply_failing(slack, channel, acknowledged(first.ref))
+    finally:
+        await channel.aclose()
+    assert (delivery.ok, delivery.recoverable) == (False, True)
+    assert "internal_error" in delivery.detail
+
+
+async def _with_reply_failing(
+    slack: FakeSlack, channel: SlackWebApiChannel, note: Notification
+) -> Delivery:
+    """Send ``note`` with its root update accepted and its reply refused."""
+    real_call = channel._call
+
+    async def call(method: str, **arguments: object) -> Delivery:
+        if method == "chat.postMessage":
+            slack.answer_next(api_error("internal_error"))
+        return await real_call(method, **arguments)
+
+    channel._call = call  # type: ignore[method-assign]
+    return await channel.send(note)
+
+
+async def test_ten_thousand_characters_of_evidence_are_cut_not_refused(slack: FakeSlack) -> None:
+    """Evidence of 10,000 characters, a 300-character system name and note fit Slack's
+    limits (section 3000, header 150): the fake, which refuses what Slack refuses, accepts
+    the post and the root update, and the cut text ends with an ellipsis."""
+    long = {"evidence": ("x" * 10_000,), "system": "s" * 300}
+    channel = api_channel(slack)
+    try:
+        first = await channel.send(factories.slack_notification(**long))
+        assert first.ok, slack.rejections
+        follow_up = dataclasses.replace(
+            acknowledged(first.ref),
+            message=dataclasses.replace(acknowledged(first.ref).message, note="n" * 10_000, **long),
+        )
+        second = await channel.send(follow_up)
+    finally:
+        await channel.aclose()
+    assert second.ok, slack.rejections
+    blocks = slack.posted[0]["blocks"]
+    assert len(blocks[0]["text"]["text"]) == 150
+    evidence = next(b for b in blocks if "Evidence" in b.get("text", {}).get("text", ""))
+    assert len(evidence["text"]["text"]) == 3000 and evidence["text"]["text"].endswith("…")
+    assert all(len(b.get("text", {}).get("text", "")) <= 3000 for b in slack.posted[1]["blocks"])
+
+
+async def test_the_outbox_threads_later_notifications_through_the_store(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Through the outbox and a real store: the opening page's ref is recorded as the root
+    of (incident, slack, U024BE7LH); the acknowledgement sent later is a reply in that
+    thread."""
+    store = Store(f"sqlite:///{tmp_path / 'driftowner.db'}")
+    channel = api_channel(slack)
+    page = factories.notification(
+        "n-1", channel="slack", address="U024BE7LH", created_at=factories.T0
+    )
+    ack = factories.notification(
+        "n-2",
+        channel="slack",
+        address="U024BE7LH",
+        created_at=factories.at(1),
+        purpose="acknowledged",
+    )
+    try:
+        store.apply(Changes(opened=[factories.incident()], notifications=[page]))
+        assert await deliver_due(store, {"slack": channel}, lambda: factories.at(1)) == 1
+        store.apply(Changes(notifications=[ack]))
+        assert await deliver_due(store, {"slack": channel}, lambda: factories.at(2)) == 1
+        ((_, _, ref),) = store.conversations("inc-1")
+    finally:
+        await channel.aclose()
+        store.close()
+    root, reply = slack.posted
+    assert ref.split(":") == ["D024BE7LH", reply["thread_ts"]]
+    assert "thread_ts" not in root
+
+
+async def test_an_acknowledgement_posts_into_every_thread_the_incident_started(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    """``service.acknowledge`` queues an ``acknowledged`` notification to each conversation
+    the incident started (here Alice's DM and the ml-fraud channel, not the informed team's
+    own ack), in the same transaction; the outbox posts it as a reply under each root and the
+    root shows ACKNOWLEDGED and Alice's note."""
+    config = factories.make_config(
+        {"channels": {"slack": {"type": "slack", "token": slack.token, "api_url": slack.api_url}}}
+    )
+    store = Store(f"sqlite:///{tmp_path / 'driftowner.db'}")
+    channel = api_channel(slack)
+    page = factories.notification("n-1", channel="slack", address="U024BE7LH")
+    fyi = factories.notification(
+        "n-2", channel="slack", recipient="ml-fraud", address="#ml-fraud", purpose="informed"
+    )
+    try:
+        store.apply(Changes(opened=[factories.incident()], notifications=[page, fyi]))
+        assert await deliver_due(store, {"slack": channel}, lambda: factories.at(1)) == 2
+        service.acknowledge(
+            store, config, "inc-1", "alice", "on it", factories.at(2), "slack", factories.links
+        )
+        queued = [n for n in store.notifications("inc-1") if n.message.purpose == "acknowledged"]
+        assert [(n.address, n.message.note, n.message.actor) for n in queued] == [
+            ("U024BE7LH", "on it", "alice")
+        ]
+        assert await deliver_due(store, {"slack": channel}, lambda: factories.at(3)) == 1
+        roots = dict(((c, a), ref) for c, a, ref in store.conversations("inc-1"))
+    finally:
+        await channel.aclose()
+        store.close()
+    reply = slack.posted[-1]
+    root_channel, root_ts = roots[("slack", "U024BE7LH")].split(":")
+    assert (reply["channel"], reply["thread_ts"]) == (root_channel, root_ts)
+    root = slack.message(root_channel, root_ts)
+    assert root["blocks"][0]["text"]["text"].startswith("ACKNOWLEDGED")
+    assert "on it" in str(root["blocks"])
