@@ -21,6 +21,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from driftowner.config import HISTOGRAM_DETECTORS, SignalConfig
 from driftowner.detect import detectors
@@ -48,21 +49,49 @@ condition began, so the chart learns the level the change left and sees it begin
 
 def chart_for(signal: SignalConfig, interval: timedelta) -> Detector | None:
     """The change-point chart a signal's ``detect`` section names, the default one when it
-    names none, or None for a detector without memory (threshold, baseline, psi, js)."""
+    names none, or None for a detector without memory (threshold, baseline, psi, js).
+
+    Charts are immutable and shared: every signal with the same parameters gets the same
+    instance (10,000 signals on the default detector hold one, not one each per cycle)."""
     detect = signal.detect
     bad, budget = signal.bad, signal.false_alarm_every
     if detect is None:
-        return default_detector(bad, budget, interval)
+        return _chart("default", bad, budget, interval)
     if detect.cusum is not None:
         spec = detect.cusum
-        return Cusum(bad, budget, interval, spec.warmup, k=spec.k, h=spec.h)
+        return _chart("cusum", bad, budget, interval, spec.warmup, spec.k, spec.h)
     if detect.ewma is not None:
         ewma = detect.ewma
-        return Ewma(bad, budget, interval, ewma.warmup, lam=ewma.lambda_, width=ewma.width)
+        return _chart("ewma", bad, budget, interval, ewma.warmup, ewma.lambda_, ewma.width)
     if detect.page_hinkley is not None:
         ph = detect.page_hinkley
-        return PageHinkley(bad, budget, interval, ph.warmup, delta=ph.delta, threshold=ph.threshold)
+        return _chart("page_hinkley", bad, budget, interval, ph.warmup, ph.delta, ph.threshold)
     return None
+
+
+@lru_cache(maxsize=4096)
+def _chart(
+    kind: str,
+    bad: BadDirection,
+    budget: timedelta,
+    interval: timedelta,
+    warmup: int = 0,
+    first: float = 0.0,
+    limit: float | None = None,
+) -> Detector:
+    """The one shared chart for these parameters (``first``: k, lambda or delta)."""
+    if kind == "cusum":
+        return Cusum(bad, budget, interval, warmup, k=first, h=limit)
+    if kind == "ewma":
+        return Ewma(bad, budget, interval, warmup, lam=first, width=limit)
+    if kind == "page_hinkley":
+        return PageHinkley(bad, budget, interval, warmup, delta=first, threshold=limit)
+    return default_detector(bad, budget, interval)
+
+
+def _same(watch: Watch | None, detector: Detector) -> bool:
+    """Whether a watch runs ``detector`` (the shared instance, or an equal one)."""
+    return watch is not None and (watch.detector is detector or watch.detector == detector)
 
 
 def histogram_for(signal: SignalConfig, interval: timedelta) -> HistogramDrift | None:
@@ -286,8 +315,7 @@ class Bank:
     def needs_history(self, key: SignalKey, signal: SignalConfig, interval: timedelta) -> bool:
         """Whether the signal's chart has no state yet (start, new signal, changed detector)."""
         detector = chart_for(signal, interval)
-        watch = self.watches.get(key)
-        return detector is not None and (watch is None or watch.detector != detector)
+        return detector is not None and not _same(self.watches.get(key), detector)
 
     def history_start(
         self, key: SignalKey, signal: SignalConfig, interval: timedelta, now: datetime
@@ -357,7 +385,7 @@ class Bank:
         if unusable is not None:
             return unusable
         watch = self.watches.get(key)
-        if watch is None or watch.detector != detector:
+        if watch is None or not _same(watch, detector):
             watch = start(detector, self.accepted.get(key))
         watch, _ = observe(watch, result.samples)
         self.watches[key] = watch
