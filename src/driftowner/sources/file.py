@@ -120,6 +120,9 @@ class FileSource:
         reader = csv.reader(io.StringIO(text, newline=""))
         columns: dict[str, int] | None = None
         collected: dict[str, dict[datetime, float]] = {}
+        # Series sampled together share their timestamps: one datetime per distinct text
+        # (10,000 series of 50 samples held 500,000 equal datetimes otherwise).
+        times: dict[str, datetime | None] = {}
         try:
             for row in reader:
                 line = reader.line_num
@@ -142,7 +145,9 @@ class FileSource:
                 raw_time = row[columns["timestamp"]].strip()
                 series = row[columns["series"]].strip()
                 raw_value = row[columns["value"]].strip()
-                at = parse_timestamp(raw_time)
+                at = times.get(raw_time)
+                if at is None:
+                    at = times[raw_time] = parse_timestamp(raw_time)
                 if at is None:
                     return self._invalid(
                         line,
