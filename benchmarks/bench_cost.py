@@ -37,11 +37,13 @@ import yaml
 from tests.integration.prometheus_server import Family, openmetrics, running_prometheus
 from tests.unit.factories import templated_document
 
-from driftowner import engine
+from driftowner import poll, runner
 from driftowner.config import Config
+from driftowner.cycle import Pager
 from driftowner.detect.bank import Bank
+from driftowner.ids import new_incident_id, new_notification_id
 from driftowner.sources.prometheus import PrometheusSource
-from driftowner.store import Store
+from driftowner.store import SqlStore
 
 SIGNALS = ("accuracy", "latency", "adoption", "null_rate", "mean_score")
 MINUTES = 60
@@ -106,13 +108,14 @@ async def measure_cycle(models: int, url: str, at: datetime, db: Path) -> dict[s
     cfg = config(models, url, db)
     transport = Recording()
     source = PrometheusSource("prom", url, timeout=timedelta(seconds=60), transport=transport)
-    store = Store(cfg.storage.url)
+    store = SqlStore(cfg.storage.url)
+    pager = Pager(new_notification_id, lambda _i, _a, _r=None: None)
     store.open()
     bank = Bank()
     sources: dict[str, Any] = {"prom": source}
     try:
         started = time.perf_counter()
-        findings, stats = await engine.poll(cfg, sources, at, bank)
+        findings, stats = await poll.poll(cfg, sources, at, bank)
         first = time.perf_counter() - started
         assert stats.errors == {}, stats.errors
         learned = sum(1 for w in bank.watches.values() if w.state.reference is not None)
@@ -121,9 +124,9 @@ async def measure_cycle(models: int, url: str, at: datetime, db: Path) -> dict[s
             now = at + timedelta(seconds=run + 1)
             transport.urls.clear()
             started = time.perf_counter()
-            findings, stats = await engine.poll(cfg, sources, now, bank)
+            findings, stats = await poll.poll(cfg, sources, now, bank)
             polled = time.perf_counter()
-            engine.record(store, cfg, findings, now, lambda _i, _a: None)
+            runner.evaluate(store, cfg, findings, now, new_incident_id, pager)
             polls.append(polled - started)
             cycles.append(time.perf_counter() - started)
         statuses = [f.status for signals in findings.values() for f in signals.values()]

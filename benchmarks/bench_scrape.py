@@ -23,7 +23,7 @@ from driftowner.configload import load_config
 from driftowner.incidents import snapshot_chain
 from driftowner.metrics import Metrics
 from driftowner.model import Incident
-from driftowner.store import Changes, Store
+from driftowner.store import Changes, SqlStore, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def best_of(runs: int, action: Callable[[], object]) -> float:
 def measure(count: int, now: datetime) -> tuple[float, float]:
     """(scrape, baseline) seconds over a fresh store of ``count`` incidents."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = Store(f"sqlite:///{tmp}/bench.db")
+        store = SqlStore(f"sqlite:///{tmp}/bench.db")
         store.open()
         fill(store, count, now)
         metrics = Metrics(store, lambda: now)

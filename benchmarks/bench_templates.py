@@ -22,7 +22,7 @@ from tests.integration.prometheus_server import Family, openmetrics, running_pro
 from tests.unit.factories import ACCURACY_TEMPLATE, templated_document
 
 from driftowner.config import Config
-from driftowner.engine import poll
+from driftowner.poll import poll
 from driftowner.sources import build_source
 
 

@@ -23,7 +23,7 @@ from driftowner.configload import ConfigError, default_secrets_dir, load_config,
 from driftowner.incidents import LifecycleError
 from driftowner.links import LinkSigner
 from driftowner.model import STATES, Delivery
-from driftowner.store import Conflict, Store, StoreError
+from driftowner.store import Conflict, SqlStore, Store, StoreError
 
 DEFAULT_CONFIG = Path("config/driftowner.yaml")
 DEMO_CONFIG = Path("config/demo.yaml")
@@ -45,7 +45,7 @@ def _load(path: Path) -> Config:
 
 
 def _store(config: Config) -> Store:
-    store = Store(config.storage.url)
+    store = SqlStore(config.storage.url)
     store.open()
     return store
 
@@ -102,16 +102,17 @@ def cmd_schema(_: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from driftowner import engine
+    from driftowner import poll
+    from driftowner.cycle import Findings
     from driftowner.detect import rules
     from driftowner.sources import build_source
 
     config = _load(_config_path(args.config))
 
-    async def once() -> engine.Findings:
+    async def once() -> Findings:
         sources = {n: build_source(n, s, clock=utcnow) for n, s in config.sources.items()}
         try:
-            findings, _ = await engine.poll(config, sources, utcnow())
+            findings, _ = await poll.poll(config, sources, utcnow())
         finally:
             for source in sources.values():
                 await source.aclose()
@@ -157,12 +158,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_notify_test(args: argparse.Namespace) -> int:
     from driftowner.channels import build_channel
     from driftowner.escalation import test_notifications
+    from driftowner.ids import new_notification_id
 
     config = _load(_config_path(args.config))
     if args.owner not in config.owners:
         known = ", ".join(sorted(config.owners))
         raise Failure(f"--owner: unknown owner {args.owner!r} (known: {known})")
-    notifications = test_notifications(config, args.owner, utcnow(), service.new_notification_id)
+    notifications = test_notifications(config, args.owner, utcnow(), new_notification_id)
     if not notifications:
         raise Failure(f"owner {args.owner!r} has no contact on any configured channel")
 

@@ -266,6 +266,49 @@ class ServerConfig(Strict):
         return (self.external_url or f"http://{self.listen}").rstrip("/")
 
 
+STORAGE_URLS = "sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
+"""What an unsupported storage URL's error says is expected. ``postgresql+psycopg://`` works
+too; a password goes in the URL (``USER:PASSWORD@``) or libpq's ``PGPASSWORD`` / ``~/.pgpass``."""
+
+_POSTGRESQL_DRIVERS = ("postgresql", "postgresql+psycopg")
+"""Schemes taken as PostgreSQL; both run on psycopg 3."""
+
+_URL_PASSWORD = re.compile(r"(?P<head>://[^/@\s:]*:)[^@/\s]*@")
+
+
+class UnsupportedStorageURL(ValueError):
+    """A storage URL no store opens; the message shows no password."""
+
+
+def parse_storage_url(url: str) -> SqlAlchemyURL:
+    """The SQLAlchemy URL the store connects to (PostgreSQL always through psycopg 3).
+
+    Raises:
+        UnsupportedStorageURL: not a URL, or not SQLite or PostgreSQL; the message names what
+            is supported and masks the URL's password.
+    """
+    # Imported here so loading a config does not import SQLAlchemy up front.
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        raise UnsupportedStorageURL(
+            f"unsupported storage url {mask_url(url)!r}: expected {STORAGE_URLS}"
+        ) from None
+    if parsed.drivername in _POSTGRESQL_DRIVERS:
+        return parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername == "sqlite" and url.startswith("sqlite:///"):
+        return parsed
+    shown = parsed.render_as_string(hide_password=True)
+    raise UnsupportedStorageURL(f"unsupported storage url {shown!r}: expected {STORAGE_URLS}")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any ``user:password@`` password replaced by ``***`` (it may not parse)."""
+    return _URL_PASSWORD.sub(r"\g<head>***@", url)
+
+
 class StorageConfig(Strict):
     url: str = "sqlite:///var/driftowner.db"
     """SQLAlchemy URL: ``sqlite:////abs/path``, ``sqlite:///relative/path``, or
@@ -275,11 +318,7 @@ class StorageConfig(Strict):
     @field_validator("url")
     @classmethod
     def _supported(cls, value: str) -> str:
-        # The store decides which URLs it opens; imported here so loading a config does not
-        # import the store up front.
-        from driftowner.store.dialect import parse_url
-
-        parse_url(value)
+        parse_storage_url(value)
         return value
 
 
@@ -792,6 +831,8 @@ def _derived_keys_together(value: Any) -> Any:
 
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import URL as SqlAlchemyURL
+
     # Once a Config is validated every signal is a SignalConfig (template refs are expanded),
     # and that is what code reading the config sees.
     SignalEntry: TypeAlias = SignalConfig

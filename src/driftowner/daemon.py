@@ -20,17 +20,18 @@ import structlog
 import uvicorn
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from driftowner import engine, outbox, sdnotify
+from driftowner import cycle, outbox, poll, runner, sdnotify
 from driftowner.api import Runtime, create_app
 from driftowner.channels import Channel, build_channel
 from driftowner.clock import utcnow
 from driftowner.config import Config
 from driftowner.configload import ConfigError, default_secrets_dir, load_config, warning_lines
 from driftowner.detect.bank import Bank
+from driftowner.ids import new_incident_id, new_notification_id
 from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
 from driftowner.sources import Source, build_source
-from driftowner.store import Store, StoreError, StoreUnavailable
+from driftowner.store import SqlStore, Store, StoreError, StoreUnavailable
 
 log = structlog.get_logger("driftowner.daemon")
 
@@ -118,7 +119,9 @@ class Daemon:
         self.last_cycle_at: float = time.monotonic()
         self._failing: dict[tuple[str, str], str] = {}
         self.bank = Bank()
-        """Every signal's change-point chart between evaluations (warm-started from history)."""
+        """Every signal's detector state between evaluations: change-point charts (warm-started
+        from history) and the last verdict of the others (see ``cycle.judge``)."""
+        self.pager = cycle.Pager(new_notification_id, self.links)
         self._stopping = False
         self._running: set[asyncio.Task[Any]] = set()
         self.holder = ""
@@ -203,8 +206,9 @@ class Daemon:
             accepts = await asyncio.to_thread(store.accepted_after, self.bank.accept_cursor)
             self.bank.apply_accepts(accepts)
             self.bank.note_open(await asyncio.to_thread(store.incidents, unresolved=True))
-            findings, stats = await engine.poll(config, self.sources, now, self.bank)
-            engine.log_query_failures(self._failing, stats.failing)
+            results, stats = await poll.read(config, self.sources, now, self.bank)
+            findings = cycle.judge(config, results, self.bank, now)
+            poll.log_query_failures(self._failing, stats.failing)
             self._failing = stats.failing
             for source, up in stats.up.items():
                 metrics.source_up.labels(source).set(1 if up else 0)
@@ -224,7 +228,9 @@ class Daemon:
                 }
             # Store work runs in a worker thread: a large evaluation (a transaction per
             # system) never stalls /healthz, /metrics or signal handling.
-            await asyncio.to_thread(engine.record, store, config, findings, now, self.links)
+            await asyncio.to_thread(
+                runner.evaluate, store, config, findings, now, new_incident_id, self.pager
+            )
             metrics.evaluation_duration.observe(time.perf_counter() - started)
             self.last_cycle_at = time.monotonic()
             self.store_failures.pop("evaluate", None)
@@ -238,7 +244,7 @@ class Daemon:
         assert self.config and self.store and self.metrics
         try:
             await asyncio.to_thread(
-                engine.escalate, self.store, self.config, self.clock(), self.links, self.metrics
+                runner.escalate, self.store, self.config, self.clock(), self.pager, self.metrics
             )
             self.store_failures.pop("escalate", None)
         except StoreUnavailable as error:
@@ -393,7 +399,7 @@ class Daemon:
         # is bound), and an instance restarted after a crash reclaims its own lease at once
         # instead of waiting out the lease its previous life left.
         self.holder = f"{socket.gethostname()}/{config.server.listen}"
-        self.store = Store(config.storage.url)
+        self.store = SqlStore(config.storage.url)
         try:
             self.store.open()
         except StoreError as error:

@@ -80,6 +80,22 @@ class SourceResult:
     source_up: bool = True
 
 
+Direction = Literal["up", "down"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A change a detector confirmed in a signal's level: a shift, a recovery, a further shift."""
+
+    at: datetime
+    """When the detector confirmed it."""
+    direction: Direction
+    before: float
+    """The level before: the detector's reference (or the last value it judged otherwise)."""
+    after: float
+    """The level after: the value that confirmed it (or the new level's estimate)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One signal's verdict at one evaluation, with the evidence behind it."""
@@ -99,6 +115,9 @@ class Finding:
     source_up: bool = True
     source_error: bool = False
     """The query produced no usable answer (source down, bad query): not a stale signal."""
+    changes: tuple[Change, ...] = ()
+    """The changes this evaluation confirmed, oldest first (see :func:`driftowner.cycle.judge`):
+    a chart's confirmed changes, or a flip of another detector's verdict."""
     began_at: datetime | None = None
     """When the change behind a change-point verdict is estimated to have begun (an incident's
     ``condition_began_at``); None for detectors that judge one instant."""

@@ -1,12 +1,13 @@
 """Backtest (``driftowner replay``): the incidents the rules would have opened and resolved over
-a stretch of history, with the time each condition began. Sends nothing, stores nothing.
+a stretch of history, with the time each condition began, and every change a detector confirmed.
+Sends nothing, stores nothing.
 
-Imperative shell, functional core: :func:`replay` reads each signal's history once, for the
-whole range, and hands it to :func:`backtest`, which is pure. :func:`backtest` rebuilds, for
-every evaluation instant, the :class:`~driftowner.model.SourceResult` the daemon's read at that
-instant would have returned, and runs the daemon's own detectors, rules and
-:func:`~driftowner.incidents.reconcile` over it with the pending conditions and unresolved
-incidents kept in memory.
+:func:`replay` reads each signal's history once, for the whole range, and hands it to
+:func:`backtest`. :func:`backtest` steps a clock through the range: at every evaluation instant
+it rebuilds the :class:`~driftowner.model.SourceResult` the daemon's read at that instant would
+have returned, and runs the daemon's own cycle over it (:func:`driftowner.cycle.judge`, then
+:func:`driftowner.cycle.evaluate`) against a :class:`~driftowner.store.MemoryStore`, without
+the escalation stage: nothing is paged, nothing outlives the replay.
 
 Where a backtest can differ from what the daemon saw:
 
@@ -27,34 +28,34 @@ from __future__ import annotations
 import asyncio
 import itertools
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 
+from driftowner import cycle, runner
 from driftowner.clock import rfc3339
 from driftowner.config import Config, SignalConfig, format_duration
-from driftowner.detect import detectors, rules
+from driftowner.cycle import Findings, SignalKey
+from driftowner.detect import detectors
 from driftowner.detect.bank import Bank
-from driftowner.incidents import Fingerprint, reconcile
-from driftowner.model import Finding, Incident, Kind, Layer, Pending, Sample, SourceResult
+from driftowner.model import Direction, Incident, Kind, Layer, Sample, SourceResult
 from driftowner.sources import (
     LabelledResult,
     LabelledSource,
     Source,
     as_utc,
     clamp_step,
+    reads_any_age,
     supports_labels,
 )
+from driftowner.store import MemoryStore
 
 INSTANT_LOOKBACK = timedelta(minutes=5)
 """How old a sample an instant query still answers with: Prometheus's default lookback delta."""
 
 _BEGINNING = datetime.min.replace(tzinfo=UTC)
 _NO_SAMPLES = SourceResult()
-
-SignalKey = tuple[str, str]
-"""(system, signal)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,19 @@ class ReplayedIncident:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplayedChange:
+    """A change a signal's detector confirmed during the replayed range: a shift, a recovery,
+    or a further shift inside an open incident."""
+
+    system: str
+    signal: str
+    at: datetime
+    direction: Direction
+    before: float
+    after: float
+
+
+@dataclass(frozen=True, slots=True)
 class QueryFailure:
     """A signal whose history could not be read: it was no data at every instant."""
 
@@ -101,6 +115,8 @@ class Replay:
     interval: timedelta
     incidents: tuple[ReplayedIncident, ...]
     """In opening order."""
+    changes: tuple[ReplayedChange, ...]
+    """Every change a detector confirmed, in time order (then config order)."""
     evaluations: int
     """Evaluation instants replayed (each evaluates every system)."""
     failed_queries: int
@@ -151,8 +167,9 @@ async def replay(
         ValueError: ``start`` is after ``end``, or ``interval`` is not positive.
     """
     start, end, interval = _checked(config, start, end, interval)
+    ageless = frozenset(name for name, source in sources.items() if reads_any_age(source))
     plans = {
-        (system_name, signal_name): history_read(config, signal, start, end, interval)
+        (system_name, signal_name): history_read(signal, start, end, interval, ageless)
         for system_name, system in config.systems.items()
         for signal_name, signal in system.signals.items()
     }
@@ -169,7 +186,7 @@ async def replay(
             label = config.systems[system].signals[signal_name].label
             assert label is not None and plan.label == label[0]
             histories[key] = answer.share(label[0], label[1])
-    return backtest(config, histories, start, end, interval)
+    return backtest(config, histories, start, end, interval, ageless=ageless)
 
 
 async def _read(source: Source, plan: HistoryRead) -> SourceResult | LabelledResult:
@@ -185,14 +202,20 @@ async def _read(source: Source, plan: HistoryRead) -> SourceResult | LabelledRes
 
 
 def history_read(
-    config: Config, signal: SignalConfig, start: datetime, end: datetime, interval: timedelta
+    signal: SignalConfig,
+    start: datetime,
+    end: datetime,
+    interval: timedelta,
+    ageless: Collection[str] = (),
 ) -> HistoryRead:
     """The range read that covers every read the daemon would have made of ``signal`` at the
-    instants of ``[start, end]``: from ``start`` minus its lookback, at its read step."""
+    instants of ``[start, end]``: from ``start`` minus its lookback, at its read step.
+    ``ageless`` names the sources whose instant read answers at any age (see
+    :func:`~driftowner.sources.reads_any_age`)."""
     window = detectors.lookback(signal)
     read_start = start - window
-    if window <= timedelta(0) and config.sources[signal.source].type == "file":
-        # The file source's instant read answers the newest sample at any age (stale_after
+    if window <= timedelta(0) and signal.source in ageless:
+        # Such a source's instant read answers the newest sample at any age (stale_after
         # judges its age), so the sample in force at ``start`` may be far older than it.
         read_start = _BEGINNING
     return HistoryRead(
@@ -211,8 +234,11 @@ def backtest(
     start: datetime,
     end: datetime,
     interval: timedelta,
+    *,
+    ageless: Collection[str] = (),
 ) -> Replay:
-    """The pure core of :func:`replay`: the rules run over history already read.
+    """The core of :func:`replay`: the evaluation cycle run over history already read, at
+    every instant of ``[start, end]``, against a store in memory. No I/O.
 
     Args:
         config: As for :func:`replay`.
@@ -222,6 +248,8 @@ def backtest(
         end: Last possible evaluation instant, inclusive.
         interval: Between two evaluations. It also stands in for ``evaluation.interval`` in
             the lifecycle, so a coarser replay does not count its own steps as downtime.
+        ageless: The sources whose instant read answers the newest sample at any age (see
+            :func:`~driftowner.sources.reads_any_age`).
 
     Raises:
         ValueError: ``start`` is after ``end``, or ``interval`` is not positive.
@@ -231,63 +259,31 @@ def backtest(
         config = config.model_copy(
             update={"evaluation": config.evaluation.model_copy(update={"interval": interval})}
         )
-    views: dict[SignalKey, _History] = {}
-    failures: list[QueryFailure] = []
-    for system_name, system in config.systems.items():
-        for signal_name, signal in system.signals.items():
-            result = histories.get((system_name, signal_name))
-            if result is None:
-                continue
-            if result.error is not None:
-                failures.append(QueryFailure(system_name, signal_name, result.error))
-            views[(system_name, signal_name)] = _history(config, signal, result, start, end)
+    views, failures = _views(config, histories, (start, end), ageless)
 
+    store = MemoryStore()
     new_id = _ids()
-    pending: dict[str, dict[Fingerprint, Pending]] = {name: {} for name in config.systems}
-    unresolved: dict[str, dict[Fingerprint, Incident]] = {name: {} for name in config.systems}
-    resolved: dict[str, dict[Fingerprint, Incident]] = {name: {} for name in config.systems}
     lives: list[ReplayedIncident] = []
     reopened_at: dict[str, datetime] = {}
     every: dict[str, Incident] = {}
+    changes: list[ReplayedChange] = []
     evaluations = 0
     bank = Bank()
     for now in _instants(start, end, interval):
         evaluations += 1
-        for system_name, system in config.systems.items():
-            findings: dict[str, Finding] = {}
-            for signal_name, signal in system.signals.items():
-                view = views.get((system_name, signal_name))
-                if view is not None:
-                    findings[signal_name] = bank.judge(
-                        system_name, signal_name, signal, view.read(now), now, interval
-                    )
-            holding = rules.conditions(system_name, system, findings)
-            outcome = reconcile(
-                config,
-                system_name,
-                holding,
-                findings,
-                pending[system_name],
-                unresolved[system_name],
-                now,
-                new_id,
-                resolved[system_name],
-            )
-            open_now = unresolved[system_name]
-            for event in outcome.events:
+        results = {key: view.read(now) for key, view in views.items()}
+        findings = cycle.judge(config, results, bank, now)
+        changes.extend(_changes(findings))
+        # No pager: a replay runs no escalation stage, so it pages nobody.
+        steps = cycle.evaluate(config, findings, store, now, new_id, pager=None)
+        for step in runner.apply(store, steps):
+            for event in step.changes.events:
                 if event.kind == "reopened":
                     # The earlier life ends as it was; the reopened one starts now.
                     lives.append(_replayed(every[event.incident_id]))
                     reopened_at[event.incident_id] = now
-            for incident in (*outcome.opened, *outcome.updated):
+            for incident in (*step.changes.opened, *step.changes.updated):
                 every[incident.id] = incident
-                if incident.unresolved:
-                    open_now[incident.fingerprint] = incident
-                    resolved[system_name].pop(incident.fingerprint, None)
-                else:
-                    open_now.pop(incident.fingerprint, None)
-                    resolved[system_name][incident.fingerprint] = incident
-            pending[system_name] = {(p.system, p.rule): p for p in outcome.pending}
 
     replayed = sorted(
         (*lives, *(_replayed(i, reopened_at.get(i.id)) for i in every.values())),
@@ -298,10 +294,32 @@ def backtest(
         end=end,
         interval=interval,
         incidents=tuple(replayed),
+        changes=tuple(changes),
         evaluations=evaluations,
         failed_queries=len(failures),
         failures=tuple(failures),
     )
+
+
+def _views(
+    config: Config,
+    histories: Mapping[SignalKey, SourceResult],
+    span: tuple[datetime, datetime],
+    ageless: Collection[str],
+) -> tuple[dict[SignalKey, _History], list[QueryFailure]]:
+    """Each read signal's history as the daemon's reads would have seen it, and the signals
+    whose history read failed, in config order."""
+    views: dict[SignalKey, _History] = {}
+    failures: list[QueryFailure] = []
+    for system_name, system in config.systems.items():
+        for signal_name, signal in system.signals.items():
+            result = histories.get((system_name, signal_name))
+            if result is None:
+                continue
+            if result.error is not None:
+                failures.append(QueryFailure(system_name, signal_name, result.error))
+            views[(system_name, signal_name)] = _history(config, signal, result, span, ageless)
+    return views, failures
 
 
 def replay_json(r: Replay) -> dict[str, Any]:
@@ -317,6 +335,17 @@ def replay_json(r: Replay) -> dict[str, Any]:
             {"system": f.system, "signal": f.signal, "error": f.error} for f in r.failures
         ],
         "incidents": [_incident_json(incident) for incident in r.incidents],
+        "changes": [
+            {
+                "system": c.system,
+                "signal": c.signal,
+                "at": rfc3339(c.at),
+                "direction": c.direction,
+                "before": c.before,
+                "after": c.after,
+            }
+            for c in r.changes
+        ],
     }
 
 
@@ -378,23 +407,37 @@ class _History:
 
 
 def _history(
-    config: Config, signal: SignalConfig, result: SourceResult, start: datetime, end: datetime
+    config: Config,
+    signal: SignalConfig,
+    result: SourceResult,
+    span: tuple[datetime, datetime],
+    ageless: Collection[str],
 ) -> _History:
     """How the daemon's read of ``signal`` at an instant would have answered.
 
-    A range read (baseline): the samples within its window. An instant read: for a file, the
-    newest sample at any age, with its own time; for Prometheus (and the demo), the newest
+    A range read (baseline): the samples within its window. An instant read: for a source in
+    ``ageless`` (a file), the newest sample at any age, with its own time; for Prometheus (and
+    the demo), the newest
     point at or before the instant, if within the lookback delta (or the point spacing, when
     the source had to read coarser), stamped at the instant.
     """
     window = detectors.lookback(signal)
-    if config.sources[signal.source].type == "file":
+    if signal.source in ageless:
         return _History(result, window=window, fresh_within=None, restamp=False)
-    plan = history_read(config, signal, start, end, config.evaluation.interval)
+    plan = history_read(signal, *span, config.evaluation.interval)
     spacing = clamp_step(plan.start, plan.end, plan.step)
     return _History(
         result, window=window, fresh_within=max(INSTANT_LOOKBACK, spacing), restamp=True
     )
+
+
+def _changes(findings: Findings) -> Iterator[ReplayedChange]:
+    for system, signals in findings.items():
+        for name, finding in signals.items():
+            for change in finding.changes:
+                yield ReplayedChange(
+                    system, name, change.at, change.direction, change.before, change.after
+                )
 
 
 def _replayed(incident: Incident, reopened_at: datetime | None = None) -> ReplayedIncident:

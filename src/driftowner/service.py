@@ -5,7 +5,6 @@ report lives in :mod:`driftowner.report`."""
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal
@@ -14,6 +13,7 @@ from driftowner import escalation, incidents
 from driftowner.clock import rfc3339
 from driftowner.config import Config
 from driftowner.escalation import Links
+from driftowner.ids import new_notification_id
 from driftowner.model import Event, Finding, Handover, Incident, Notification, Purpose, Via
 from driftowner.store import Changes, Conflict, Store
 
@@ -67,15 +67,6 @@ def _valid_text(field: str, value: str, limit: int) -> None:
     problem = text_problem(value, limit)
     if problem is not None:
         raise BadRequest(field, f"{field}: {problem}")
-
-
-def new_incident_id() -> str:
-    """Short, unguessable, easy to type: ``inc-3f9a1c2b7e``."""
-    return f"inc-{secrets.token_hex(5)}"
-
-
-def new_notification_id() -> str:
-    return secrets.token_hex(12)
 
 
 def get(store: Store, incident_id: str) -> Incident:

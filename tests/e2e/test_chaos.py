@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from tests.e2e.test_daemon import STARTED, _get, free_port, wait_for
 
-from driftowner.store import Store
+from driftowner.store import SqlStore, Store
 
 pytestmark = pytest.mark.e2e
 
@@ -253,7 +253,7 @@ def test_kill_9_mid_send_loses_nothing_and_duplicates_only_sends_in_flight(
     unanswered: list[int] = []
     answered_unrecorded: list[int] = []
     seen_incidents: set[str] = set()
-    store = Store(f"sqlite:///{daemon.root / 'store.db'}")
+    store = SqlStore(f"sqlite:///{daemon.root / 'store.db'}")
     try:
         for life in range(ROUNDS):
             receiver.life = life

@@ -13,7 +13,7 @@ import pytest
 from tests.e2e.test_daemon import Deployment, _deployment, wait_for
 from tests.fakes.slack import FakeSlack
 
-from driftowner.store import Store
+from driftowner.store import SqlStore
 
 pytestmark = pytest.mark.e2e
 
@@ -122,7 +122,7 @@ def test_a_restart_after_downtime_pages_each_person_once_in_step_order(tmp_path:
     assert (_mentions(after_restart, "U0ALICE"), _mentions(after_restart, "U0BOB")) == (1, 1)
     assert len(after_restart) == 2
 
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    store = SqlStore(f"sqlite:///{tmp_path / 'store.db'}")
     store.open()
     try:
         stored = store.notifications(incident["id"])

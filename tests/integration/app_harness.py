@@ -16,7 +16,7 @@ from driftowner.config import Config
 from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
 from driftowner.model import Finding, Incident
-from driftowner.store import Changes, Store
+from driftowner.store import Changes, SqlStore
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -35,7 +35,7 @@ class Clock:
 def serving(config: Config, incident_id: str) -> Iterator[tuple[TestClient, Runtime]]:
     """The app over ``config``'s store holding one open drift incident of fraud-scoring
     (accuracy 0.7 below its 0.9 minimum, opened five minutes before NOW)."""
-    store = Store(config.storage.url)
+    store = SqlStore(config.storage.url)
     store.open()
     clock = Clock()
     runtime = Runtime(

@@ -9,7 +9,7 @@ from pathlib import Path
 from driftowner import service
 from driftowner.detect.bank import Bank
 from driftowner.model import Sample, SourceResult
-from driftowner.store import Changes, Store
+from driftowner.store import Changes, SqlStore
 from tests.unit.factories import T0, incident, make_config, signal
 
 
@@ -17,7 +17,7 @@ def test_resolve_with_accept_logs_an_event_the_bank_applies(tmp_path: Path) -> N
     """``resolve --accept`` writes an ``accepted`` event in the resolving transaction;
     ``accepted_after`` returns it once (with the incident's system and signals) and the bank
     restarts that signal's chart from the accept, while a plain resolve logs none."""
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store = SqlStore(f"sqlite:///{tmp_path / 's.db'}")
     store.open()
     config = make_config()
     store.apply(Changes(opened=[incident(id="inc-1"), incident(id="inc-2", rule="drift:x")]))

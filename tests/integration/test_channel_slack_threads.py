@@ -17,7 +17,7 @@ from driftowner import service
 from driftowner.channels.slack import SlackWebApiChannel
 from driftowner.model import Delivery, Notification
 from driftowner.outbox import deliver_due
-from driftowner.store import Changes, Store
+from driftowner.store import Changes, SqlStore
 from tests.fakes.slack import FakeSlack, api_error, api_rate_limited
 from tests.unit import factories
 
@@ -181,7 +181,7 @@ async def test_the_outbox_threads_later_notifications_through_the_store(
     """Through the outbox and a real store: the opening page's ref is recorded as the root
     of (incident, slack, U024BE7LH); the acknowledgement sent later is a reply in that
     thread."""
-    store = Store(f"sqlite:///{tmp_path / 'driftowner.db'}")
+    store = SqlStore(f"sqlite:///{tmp_path / 'driftowner.db'}")
     channel = api_channel(slack)
     page = factories.notification(
         "n-1", channel="slack", address="U024BE7LH", created_at=factories.T0
@@ -217,7 +217,7 @@ async def test_an_acknowledgement_posts_into_every_thread_the_incident_started(
     config = factories.make_config(
         {"channels": {"slack": {"type": "slack", "token": slack.token, "api_url": slack.api_url}}}
     )
-    store = Store(f"sqlite:///{tmp_path / 'driftowner.db'}")
+    store = SqlStore(f"sqlite:///{tmp_path / 'driftowner.db'}")
     channel = api_channel(slack)
     page = factories.notification("n-1", channel="slack", address="U024BE7LH")
     fyi = factories.notification(

@@ -16,7 +16,7 @@ from driftowner.cli import main
 from driftowner.configload import load_config
 from driftowner.incidents import snapshot_chain
 from driftowner.model import Incident
-from driftowner.store import Changes, Store
+from driftowner.store import Changes, SqlStore
 from tests.fakes.mailbox import running_smtp
 from tests.fakes.slack import NO_SERVICE, FakeSlack
 
@@ -128,7 +128,7 @@ def deployed(tmp_path: Path) -> tuple[Path, str]:
     text = (ROOT / "config" / "demo.yaml").read_text()
     config_path.write_text(text.replace("sqlite:///var/demo.db", f"sqlite:///{tmp_path}/s.db"))
     config = load_config(config_path)
-    store = Store(config.storage.url)
+    store = SqlStore(config.storage.url)
     opened = datetime.now(UTC) - timedelta(minutes=3)
     incident = Incident(
         id="inc-cli",

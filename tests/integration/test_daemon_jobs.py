@@ -22,7 +22,7 @@ from driftowner.daemon import Daemon
 from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
 from driftowner.model import SourceResult
-from driftowner.store import Store
+from driftowner.store import SqlStore
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
     TEST_DATABASE,
     postgres_database_url,
@@ -55,7 +55,7 @@ def _daemon(tmp_path: Path, storage_url: str) -> Daemon:
     daemon = Daemon(config)
     daemon.config = daemon._load()
     daemon.holder = "test-host/127.0.0.1:9587"
-    daemon.store = Store(daemon.config.storage.url)
+    daemon.store = SqlStore(daemon.config.storage.url)
     daemon.store.open()
     daemon.metrics = Metrics(daemon.store, daemon.clock)
     daemon.sources, daemon.channels = daemon._build_edges(daemon.config)
@@ -171,7 +171,7 @@ async def test_a_postgresql_instance_that_cannot_reach_its_store_follows_and_say
             admin.execute(f"ALTER DATABASE {TEST_DATABASE} ALLOW_CONNECTIONS true")
     # Back: another instance leads now; this one's lease commits, so what it could not write
     # while leading (its delivery's claim on the outbox) no longer makes it unready.
-    other = Store(postgres_database_url)
+    other = SqlStore(postgres_database_url)
     try:
         daemon.store.resign(daemon.holder, daemon.clock())
         assert other.try_lead("other-host/127.0.0.1:9587", timedelta(seconds=20), daemon.clock())
@@ -259,7 +259,7 @@ async def test_a_listen_pinned_by_the_command_line_ignores_the_file(tmp_path: Pa
     config.write_text(text.replace("sqlite:///var/demo.db", f"sqlite:///{tmp_path}/s.db"))
     daemon = Daemon(config, listen="127.0.0.1:9999")
     daemon.config = daemon._load()
-    daemon.store = Store(daemon.config.storage.url)
+    daemon.store = SqlStore(daemon.config.storage.url)
     daemon.store.open()
     daemon.metrics = Metrics(daemon.store, daemon.clock)
     daemon.sources, daemon.channels = daemon._build_edges(daemon.config)

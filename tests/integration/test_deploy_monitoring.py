@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from driftowner.metrics import Metrics
-from driftowner.store import Store
+from driftowner.store import SqlStore
 from tests.conftest import require_binary
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
@@ -49,7 +49,7 @@ def metric_names(expr: str) -> set[str]:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """Every sample name driftowner's /metrics can carry, from its own registry."""
-    store = Store(f"sqlite:///{tmp_path_factory.mktemp('metrics')}/store.db")
+    store = SqlStore(f"sqlite:///{tmp_path_factory.mktemp('metrics')}/store.db")
     store.open()
     try:
         metrics = Metrics(store, lambda: datetime.now(UTC))
@@ -218,7 +218,7 @@ def test_slo_breaches_are_grouped_by_the_labels_the_metric_has(tmp_path: Path) -
     from driftowner.store import Changes
     from tests.unit.factories import incident
 
-    store = Store(f"sqlite:///{tmp_path}/store.db")
+    store = SqlStore(f"sqlite:///{tmp_path}/store.db")
     store.open()
     try:
         store.apply(Changes(opened=[incident()]))

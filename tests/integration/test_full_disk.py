@@ -29,7 +29,7 @@ from driftowner.api import Runtime, create_app
 from driftowner.daemon import Daemon
 from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
-from driftowner.store import Store
+from driftowner.store import SqlStore
 from driftowner.store import sql as store_tables
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -101,7 +101,7 @@ class DiskLimit:
 
     FILLER = "zz-filler"
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SqlStore) -> None:
         self._capped = False
         self._path = sa.make_url(store.url).database
         engine = store._engine
@@ -180,7 +180,7 @@ def _running(config: Path) -> Iterator[Running]:
     daemon = Daemon(config, clock=clock)
     daemon.config = daemon._load()
     daemon.holder = "test-host/127.0.0.1:9"
-    daemon.store = Store(daemon.config.storage.url)
+    daemon.store = SqlStore(daemon.config.storage.url)
     daemon.store.open()
     daemon.metrics = Metrics(daemon.store, clock)
     daemon.sources, daemon.channels = daemon._build_edges(daemon.config)

@@ -28,7 +28,7 @@ from driftowner.outbox import (
     MAX_ATTEMPTS,
     deliver_due,
 )
-from driftowner.store import Changes, Store
+from driftowner.store import Changes, SqlStore, Store
 from tests.fakes.slack import FakeSlack, api_rate_limited
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
     postgres_database_url,
@@ -71,7 +71,7 @@ class Clock:
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:  # noqa: F811 (a fixture)
-    opened = Store(store_url)
+    opened = SqlStore(store_url)
     opened.open()
     opened.apply(Changes(opened=[incident()]))
     yield opened
@@ -405,7 +405,7 @@ async def test_a_page_rate_limited_for_ever_waits_at_most_the_cap_each_time(stor
     assert gave_up.failed_at - T0 < MAX_AGE
 
 
-class WatchedStore(Store):
+class WatchedStore(SqlStore):
     """A real store that calls ``on_delivered(id)`` after each delivery is committed, and
     refuses to record the delivery of the ids in ``broken`` (a store error for one row)."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from driftowner.model import Delivery, Notification
 from driftowner.outbox import deliver_due
-from driftowner.store import Changes, Store
+from driftowner.store import Changes, SqlStore
 from tests.unit.factories import T0, incident, notification
 
 
@@ -33,7 +33,7 @@ class StuckChannel:
 async def test_a_send_longer_than_its_lease_is_cut_and_retried(tmp_path: Path) -> None:
     """With a 2 s lease the send gets 1 s: it is cut, recorded as a retry with a clear detail,
     and the notification is still owed (nothing dropped)."""
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store = SqlStore(f"sqlite:///{tmp_path / 's.db'}")
     store.open()
     store.apply(Changes(opened=[incident()], notifications=[notification("n-1", channel="email")]))
     stuck = StuckChannel()

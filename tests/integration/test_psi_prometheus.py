@@ -1,6 +1,6 @@
 """PSI and Jensen-Shannon against a real Prometheus: a classic histogram (``*_bucket`` counters
 by ``le``, loaded with promtool) whose scores move up in the last half hour opens a drift
-incident through the daemon's poll and record against SQLite; an unmoved one stays ok."""
+incident through the daemon's poll and evaluation against SQLite; an unmoved one stays ok."""
 
 from __future__ import annotations
 
@@ -14,14 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from driftowner import engine
+from driftowner import poll, runner
 from driftowner.clock import utcnow
 from driftowner.config import Config
 from driftowner.configload import load_config_text
+from driftowner.cycle import Pager
 from driftowner.detect.bank import Bank
+from driftowner.ids import new_incident_id
 from driftowner.sources import Source, build_source
-from driftowner.store import Store
+from driftowner.store import SqlStore
 from tests.integration.prometheus_server import Family, openmetrics, running_prometheus
+from tests.unit.factories import ids
 
 pytestmark = pytest.mark.integration
 
@@ -144,12 +147,12 @@ async def test_a_histogram_that_moves_opens_a_drift_incident(
     history: History, sources: dict[str, Source], tmp_path: Path, metric: str
 ) -> None:
     """Polled at the newest sample, the fraud histogram's recent 20 minutes against the two
-    hours before them is degraded, moving up, beyond its limit, and ``record`` opens one drift
+    hours before them is degraded, moving up, beyond its limit, and the evaluation opens one drift
     incident for it in SQLite; the churn histogram, unmoved, is ok below its limit although its
     two instances spell one bucket's bound differently (the bound, not its spelling, sums)."""
     config = _config(history, metric)
     now = history.last + timedelta(seconds=1)
-    findings, stats = await engine.poll(config, sources, now, Bank())
+    findings, stats = await poll.poll(config, sources, now, Bank())
     assert stats.failing == {}
     fraud = findings["fraud-scoring"]["scores"]
     churn = findings["churn-scoring"]["scores"]
@@ -163,10 +166,11 @@ async def test_a_histogram_that_moves_opens_a_drift_incident(
     assert churn.statistic is not None and churn.limit is not None
     assert churn.statistic < churn.limit / 2
 
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store = SqlStore(f"sqlite:///{tmp_path / 's.db'}")
     store.open()
     try:
-        engine.record(store, config, findings, now, lambda _i, _a: None)
+        pager = Pager(ids("notice"), lambda _i, _a, _r=None: None)
+        runner.evaluate(store, config, findings, now, new_incident_id, pager)
         opened = store.incidents(unresolved=True)
         assert [(i.system, i.kind, i.rule) for i in opened] == [
             ("fraud-scoring", "drift", "drift:scores")
@@ -189,7 +193,7 @@ async def test_an_accepted_level_moves_the_reference_window_after_the_accept(
 
     bank = Bank()
     bank.accept(key, shift + timedelta(minutes=2))
-    findings, stats = await engine.poll(config, sources, now, bank)
+    findings, stats = await poll.poll(config, sources, now, bank)
     assert stats.failing == {}
     fraud = findings["fraud-scoring"]["scores"]
     assert fraud.status == "ok", fraud.reason
@@ -197,7 +201,7 @@ async def test_an_accepted_level_moves_the_reference_window_after_the_accept(
 
     bank = Bank()
     bank.accept(key, now - timedelta(minutes=10))
-    findings, _ = await engine.poll(config, sources, now, bank)
+    findings, _ = await poll.poll(config, sources, now, bank)
     fraud = findings["fraud-scoring"]["scores"]
     assert fraud.status == "no_data"
     assert "learning its reference since the level was accepted" in fraud.reason

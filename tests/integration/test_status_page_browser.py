@@ -20,7 +20,7 @@ from driftowner.incidents import snapshot_chain
 from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
 from driftowner.model import Finding, Incident
-from driftowner.store import Changes, Store
+from driftowner.store import Changes, SqlStore
 from tests.conftest import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Runtime]]:
     text = text.replace("sqlite:///var/demo.db", f"sqlite:///{tmp_path}/s.db")
     config_path.write_text(text.replace('listen: "127.0.0.1:9587"', f'listen: "127.0.0.1:{port}"'))
     config = load_config(config_path)
-    store = Store(config.storage.url)
+    store = SqlStore(config.storage.url)
     store.open()
     now = datetime.now(UTC)
     runtime = Runtime(

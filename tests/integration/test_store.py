@@ -1,8 +1,9 @@
-"""The store's contract, run against each backend (a SQLite file and a throwaway PostgreSQL
-database): transactions, the one-unresolved-incident index, optimistic versions, the
+"""The store's contract, run against each backend (in memory, a SQLite file and a throwaway
+PostgreSQL database): transactions, the one-unresolved-incident index, optimistic versions, the
 append-only event log, pending conditions, outbox leases (also under concurrent workers),
-restarts, the schema version check and migration, the shared secret and the leader lease. A
-few tests are about one backend only and say why."""
+restarts, the schema version check and migration, the shared secret and the leader lease. Tests
+about durability, schemas and the databases themselves run on the SQL backends only (``sql_store``);
+a few are about one backend only and say why."""
 
 from __future__ import annotations
 
@@ -19,9 +20,19 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from driftowner.model import Event, Pending
-from driftowner.store import Changes, Conflict, Store, StoreError, StoreUnavailable
-from driftowner.store.dialect import UnsupportedURL, create_engine, parse_url
+from driftowner.config import UnsupportedStorageURL as UnsupportedURL
+from driftowner.config import parse_storage_url as parse_url
+from driftowner.model import Event, Handover, Pending
+from driftowner.store import (
+    Changes,
+    Conflict,
+    MemoryStore,
+    SqlStore,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
+from driftowner.store.dialect import create_engine
 from driftowner.store.migrations import SCHEMA_VERSION
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
     PASSWORD_ROLE,
@@ -48,18 +59,43 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "driftowner.db"
 
 
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:  # noqa: F811 (a fixture)
-    opened = Store(store_url)
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Store]:
+    """An empty store on each backend of the contract suite."""
+    opened: Store
+    if request.param == "memory":
+        opened = MemoryStore()
+    elif request.param == "sqlite":
+        opened = SqlStore(f"sqlite:///{db_path}")
+    else:
+        opened = SqlStore(request.getfixturevalue("postgres_database_url"))
     opened.open()
     yield opened
     opened.close()
 
 
 @pytest.fixture
-def sqlite_store(db_path: Path) -> Iterator[Store]:
+def sql_store(store_url: str) -> Iterator[SqlStore]:  # noqa: F811 (a fixture)
+    """An empty store on each SQL backend, for what only a database has: restarts, schema
+    versions, several connections, refused writes."""
+    opened = SqlStore(store_url)
+    opened.open()
+    yield opened
+    opened.close()
+
+
+def _instances(store: Store, count: int) -> list[Store]:
+    """``count`` users of ``store``'s data at once, as several daemons are: instances of the
+    same database, or the one memory store shared between threads."""
+    if isinstance(store, SqlStore):
+        return [SqlStore(store.url) for _ in range(count)]
+    return [store] * count
+
+
+@pytest.fixture
+def sqlite_store(db_path: Path) -> Iterator[SqlStore]:
     """A store on SQLite only, for the tests about SQLite's file and pragmas."""
-    opened = Store(f"sqlite:///{db_path}")
+    opened = SqlStore(f"sqlite:///{db_path}")
     opened.open()
     yield opened
     opened.close()
@@ -93,9 +129,9 @@ def _set_version(raw: sa.Engine, version: int) -> None:
         )
 
 
-def _reopen(store: Store) -> Store:
+def _reopen(store: SqlStore) -> SqlStore:
     store.close()
-    again = Store(store.url)
+    again = SqlStore(store.url)
     again.open()
     return again
 
@@ -107,7 +143,7 @@ def _event(kind: str = "note", minute: float = 0, incident_id: str = "inc-1") ->
 def test_construction_does_no_io(db_path: Path) -> None:
     """SQLite only (a file appears): building a Store touches nothing; ``open`` creates the
     file (and its directory)."""
-    unopened = Store(f"sqlite:///{db_path}")
+    unopened = SqlStore(f"sqlite:///{db_path}")
     assert not db_path.exists()
     unopened.open()
     assert db_path.exists()
@@ -333,7 +369,7 @@ def test_mark_delivered_retry_and_failed(store: Store) -> None:
 def test_the_first_delivered_message_becomes_its_conversations_root(store: Store) -> None:
     """A delivery with a reference starts its conversation (incident, channel, address);
     a later one of the same conversation keeps the first root; other conversations stay
-    unthreaded; the roots survive a restart."""
+    unthreaded (that the roots survive a restart: ``test_everything_survives_a_restart``)."""
     _outbox(
         store,
         notification("n-1", channel="slack", address="U1"),
@@ -349,15 +385,54 @@ def test_the_first_delivered_message_becomes_its_conversations_root(store: Store
         "n-1": "D1:1700000000.000100",
         "n-2": "D1:1700000000.000100",
     }
-    store = _reopen(store)
     assert store.conversations("inc-1") == [("slack", "U1", "D1:1700000000.000100")]
-    store.close()
 
 
-def test_everything_survives_a_restart(store: Store) -> None:
-    """Closing and reopening the store (a restart) keeps incidents, versions, events,
-    notifications with their outbox state, and pending conditions."""
+def test_handovers_and_acknowledgements_read_back_per_incident(store: Store) -> None:
+    """Handovers written with their changes read back per incident, oldest first; every
+    acknowledgement's time reads back per asked incident (an empty list when none)."""
+    handover = Handover("inc-1", at(2), "alice", "bob", "dana", "api", "bob owns it")
     store.apply(
+        Changes(
+            opened=[incident(), incident(id="inc-2", rule="drift:x")],
+            events=[
+                Event("inc-1", at(1), "acknowledged", "alice", "", "api"),
+                Event("inc-1", at(3), "acknowledged", "bob", "", "cli"),
+            ],
+            handovers=[handover],
+        )
+    )
+    assert store.handovers() == {"inc-1": [handover]}
+    assert store.acknowledgements(["inc-2", "inc-1"]) == {
+        "inc-1": [at(1).timestamp(), at(3).timestamp()],
+        "inc-2": [],
+    }
+
+
+def test_accepted_events_are_read_after_a_position_with_their_incidents_signals(
+    store: Store,
+) -> None:
+    """``accepted_after`` gives the ``accepted`` events after a position, oldest first, each
+    with its incident's system and signals and its own position; other events are not."""
+    store.apply(
+        Changes(
+            opened=[incident()],
+            events=[_event("note"), Event("inc-1", at(1), "accepted", "alice", "")],
+        )
+    )
+    (first,) = store.accepted_after(0)
+    assert (first.system, first.signals, first.at) == (SYSTEM, ("accuracy",), at(1))
+    assert store.accepted_after(first.seq) == []
+    store.apply(Changes(events=[Event("inc-1", at(2), "accepted", "bob", "")]))
+    assert [a.at for a in store.accepted_after(first.seq)] == [at(2)]
+    assert [a.at for a in store.accepted_after(0)] == [at(1), at(2)]
+
+
+def test_everything_survives_a_restart(sql_store: SqlStore) -> None:
+    """Closing and reopening the store (a restart) keeps incidents, versions, events,
+    notifications with their outbox state, pending conditions, conversation roots and the shared
+    secret."""
+    sql_store.apply(
         Changes(
             opened=[incident()],
             events=[_event("opened")],
@@ -366,13 +441,16 @@ def test_everything_survives_a_restart(store: Store) -> None:
             pending=[Pending(SYSTEM, "drift:null_rate", T0, at(1))],
         )
     )
-    current = store.incident("inc-1")
+    current = sql_store.incident("inc-1")
     assert current is not None
-    store.apply(Changes(updated=[replace(current, escalation_steps_done=1)]))
-    store.lease_due(T0, LEASE)
-    store.mark_delivered("n-1", at(1))
-    again = _reopen(store)
+    sql_store.apply(Changes(updated=[replace(current, escalation_steps_done=1)]))
+    sql_store.lease_due(T0, LEASE)
+    sql_store.mark_delivered("n-1", at(1), ref="D1:1700000000.000100")
+    secret = sql_store.secret("links")
+    again = _reopen(sql_store)
     try:
+        assert again.secret("links") == secret
+        assert again.conversations("inc-1") == [("console", "alice", "D1:1700000000.000100")]
         stored = again.incident("inc-1")
         assert stored == replace(incident(), escalation_steps_done=1, version=1)
         assert [e.kind for e in again.events("inc-1")] == ["opened"]
@@ -391,28 +469,28 @@ def test_the_database_runs_in_wal_mode(sqlite_store: Store, db_path: Path) -> No
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_a_newer_schema_is_refused(store: Store, raw: sa.Engine) -> None:
+def test_a_newer_schema_is_refused(sql_store: SqlStore, raw: sa.Engine) -> None:
     """A database written by a newer driftowner (schema version above ours) is refused with a
     StoreError naming the version; an equal version opens."""
-    again = _reopen(store)
+    again = _reopen(sql_store)
     again.close()
     _set_version(raw, NEWER)
-    newer = Store(store.url)
+    newer = SqlStore(sql_store.url)
     with pytest.raises(StoreError, match=f"schema version {NEWER}"):
         newer.open()
     newer.close()
 
 
 def test_refusing_a_newer_schema_leaves_that_database_untouched(
-    store: Store, raw: sa.Engine
+    sql_store: SqlStore, raw: sa.Engine
 ) -> None:
     """A newer database is refused without being written to: a table the newer schema no
     longer has is not recreated by the older driftowner."""
-    store.close()
+    sql_store.close()
     _set_version(raw, NEWER)
     with raw.begin() as conn:
         conn.execute(sa.text("DROP TABLE pending_conditions"))
-    newer = Store(store.url)
+    newer = SqlStore(sql_store.url)
     with pytest.raises(StoreError):
         newer.open()
     assert "pending_conditions" not in sa.inspect(raw).get_table_names()
@@ -423,7 +501,7 @@ def test_an_unusable_database_is_a_store_error(tmp_path: Path) -> None:
     a driver exception."""
     bogus = tmp_path / "bogus.db"
     bogus.write_bytes(b"this is not a database" * 100)
-    broken = Store(f"sqlite:///{bogus}")
+    broken = SqlStore(f"sqlite:///{bogus}")
     with pytest.raises(StoreError, match="cannot open the store"):
         broken.open()
     assert broken.ping() is False
@@ -561,7 +639,7 @@ def test_a_version_1_store_is_migrated_in_place_and_keeps_its_incidents(
                 "body": incident_to_json(acked),
             },
         )
-    store = Store(store_url)
+    store = SqlStore(store_url)
     store.open()
     try:
         assert store.incident(acked.id) == replace(acked, version=3)
@@ -583,12 +661,12 @@ def test_a_version_1_store_is_migrated_in_place_and_keeps_its_incidents(
 
 
 def test_a_version_2_store_gains_via_and_recovers_its_handovers(
-    store: Store, raw: sa.Engine
+    sql_store: SqlStore, raw: sa.Engine
 ) -> None:
     """A store at schema 2 (events without ``via``, no handovers) opens migrated: events by
     driftowner read back ``via: auto``, events by people ``via: None`` (unknown), and each
     ``reassigned`` event becomes a handover (from, to, who, why) the report can credit."""
-    store.apply(Changes(opened=[incident()]))
+    sql_store.apply(Changes(opened=[incident()]))
     with raw.begin() as conn:
         conn.exec_driver_sql("DROP TABLE handovers")
         conn.exec_driver_sql("ALTER TABLE events DROP COLUMN via")
@@ -606,7 +684,7 @@ def test_a_version_2_store_gains_via_and_recovers_its_handovers(
                 {"at": at(minute).timestamp(), "kind": kind, "actor": actor, "detail": detail},
             )
     _set_version(raw, 2)
-    store = _reopen(store)
+    store = _reopen(sql_store)
     try:
         assert [(e.kind, e.actor, e.via) for e in store.events("inc-1")] == [
             ("opened", "auto", "auto"),
@@ -630,7 +708,9 @@ def test_a_version_2_store_gains_via_and_recovers_its_handovers(
     assert int(version) == SCHEMA_VERSION == 3
 
 
-def test_a_fresh_store_is_created_at_the_current_version(store: Store, raw: sa.Engine) -> None:
+def test_a_fresh_store_is_created_at_the_current_version(
+    sql_store: SqlStore, raw: sa.Engine
+) -> None:
     """A new database gets the newest schema directly (no migrations), with every table."""
     with raw.connect() as conn:
         version = conn.execute(
@@ -652,7 +732,7 @@ def test_instances_opening_a_new_store_at_once_all_succeed(
 ) -> None:
     """Four instances starting together on an empty database (a first deployment of an HA
     pair, a CLI beside the daemon) create the schema once; every one opens and sees it."""
-    stores = [Store(store_url) for _ in range(WORKERS)]
+    stores = [SqlStore(store_url) for _ in range(WORKERS)]
 
     def open_and_read(index: int) -> int:
         stores[index].open()
@@ -681,7 +761,7 @@ def test_concurrent_workers_claim_each_notification_exactly_once(store: Store) -
             ],
         )
     )
-    workers = [Store(store.url) for _ in range(WORKERS)]
+    workers = _instances(store, WORKERS)
     for worker in workers:
         worker.open()
 
@@ -704,7 +784,7 @@ def test_concurrent_workers_claim_each_notification_exactly_once(store: Store) -
 def test_concurrent_openings_of_one_fingerprint_open_one_incident(store: Store) -> None:
     """Writers racing to open the same fingerprint: exactly one succeeds, every other gets
     Conflict (its transaction rolled back), and the stores stay usable."""
-    writers = [Store(store.url) for _ in range(WORKERS)]
+    writers = _instances(store, WORKERS)
     for writer in writers:
         writer.open()
 
@@ -732,8 +812,9 @@ def test_concurrent_openings_of_one_fingerprint_open_one_incident(store: Store) 
 
 
 def test_the_secret_is_created_once_and_shared(store: Store) -> None:
-    """Instances asking for a secret at once all get the same value, which survives restart."""
-    others = [Store(store.url) for _ in range(WORKERS)]
+    """Instances asking for a secret at once all get the same value (which survives a
+    restart: see ``test_everything_survives_a_restart``)."""
+    others = _instances(store, WORKERS)
     try:
         values = _concurrently(WORKERS, lambda index: others[index].secret("links"))
     finally:
@@ -742,11 +823,6 @@ def test_the_secret_is_created_once_and_shared(store: Store) -> None:
     assert len(set(values)) == 1
     assert store.secret("links") == values[0]
     assert store.secret("other") != values[0]
-    again = _reopen(store)
-    try:
-        assert again.secret("links") == values[0]
-    finally:
-        again.close()
 
 
 # -- leadership -----------------------------------------------------------------------------
@@ -791,7 +867,7 @@ def test_resigning_hands_over_at_once(store: Store) -> None:
 def test_contenders_at_once_elect_exactly_one(store: Store) -> None:
     """Four instances trying to lead at the same moment, on a fresh store and again once the
     lease has expired: exactly one wins each time."""
-    contenders = [Store(store.url) for _ in range(WORKERS)]
+    contenders = _instances(store, WORKERS)
     try:
         first = _concurrently(
             WORKERS, lambda index: contenders[index].try_lead(f"h{index}", TTL, T0)
@@ -815,7 +891,7 @@ class RefusedWrites:
     PostgreSQL standby does, until :meth:`allow`. Set on every connection the store checks
     out (both settings last one connection)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SqlStore) -> None:
         self.refusing = True
         engine = store._engine
         assert engine is not None
@@ -836,69 +912,69 @@ class RefusedWrites:
         self.refusing = False
 
 
-def test_a_refused_write_is_store_unavailable_and_changes_nothing(store: Store) -> None:
+def test_a_refused_write_is_store_unavailable_and_changes_nothing(sql_store: SqlStore) -> None:
     """A write the database refuses raises StoreUnavailable saying the store cannot be
     written, why, and that nothing was changed; the incident is as it was, reads still work,
     and ``unwritable`` names the reason until a write of that kind commits again."""
-    store.apply(Changes(opened=[incident()]))
-    before = store.incident("inc-1")
-    assert before is not None and store.unwritable() is None
-    refused = RefusedWrites(store)
+    sql_store.apply(Changes(opened=[incident()]))
+    before = sql_store.incident("inc-1")
+    assert before is not None and sql_store.unwritable() is None
+    refused = RefusedWrites(sql_store)
     acked = replace(before, state="acknowledged", acknowledged_by="alice")
     with pytest.raises(StoreUnavailable, match=r"^the store cannot be written: .+; nothing"):
-        store.apply(Changes(updated=[acked], events=[_event("acknowledged", 1)]))
-    assert store.incident("inc-1") == before
-    assert store.events("inc-1") == []
-    reason = store.unwritable()
+        sql_store.apply(Changes(updated=[acked], events=[_event("acknowledged", 1)]))
+    assert sql_store.incident("inc-1") == before
+    assert sql_store.events("inc-1") == []
+    reason = sql_store.unwritable()
     assert reason is not None and reason.startswith("the store cannot be written: ")
     assert "writing incidents failed" in reason
     refused.allow()
-    store.apply(Changes(updated=[acked], events=[_event("acknowledged", 1)]))
-    assert store.unwritable() is None
-    assert [e.kind for e in store.events("inc-1")] == ["acknowledged"]
+    sql_store.apply(Changes(updated=[acked], events=[_event("acknowledged", 1)]))
+    assert sql_store.unwritable() is None
+    assert [e.kind for e in sql_store.events("inc-1")] == ["acknowledged"]
 
 
-def test_each_kind_of_write_stays_unwritable_until_it_commits_again(store: Store) -> None:
+def test_each_kind_of_write_stays_unwritable_until_it_commits_again(sql_store: SqlStore) -> None:
     """A lease renewal that commits does not clear a failure to record incidents (on a full
     disk a renewal can fit where an opening cannot): only the next committed write of
     incidents does."""
-    assert store.try_lead("a", TTL, T0) is True
-    refused = RefusedWrites(store)
+    assert sql_store.try_lead("a", TTL, T0) is True
+    refused = RefusedWrites(sql_store)
     with pytest.raises(StoreUnavailable):
-        store.apply(Changes(opened=[incident()]))
+        sql_store.apply(Changes(opened=[incident()]))
     refused.allow()
-    assert store.try_lead("a", TTL, T0 + timedelta(seconds=5)) is True
-    assert "writing incidents failed" in (store.unwritable() or "")
-    store.apply(Changes(opened=[incident()]))
-    assert store.unwritable() is None
+    assert sql_store.try_lead("a", TTL, T0 + timedelta(seconds=5)) is True
+    assert "writing incidents failed" in (sql_store.unwritable() or "")
+    sql_store.apply(Changes(opened=[incident()]))
+    assert sql_store.unwritable() is None
 
 
-def test_a_claim_that_cannot_be_written_demotes_no_sqlite_instance(store: Store) -> None:
+def test_a_claim_that_cannot_be_written_demotes_no_sqlite_instance(sql_store: SqlStore) -> None:
     """SQLite (one instance): a holder whose renewal cannot be written leads on, and so does
     an instance whose first claim cannot be written, unless the lease it reads names another
     live holder. PostgreSQL (HA): the claim raises StoreUnavailable, and the caller follows."""
-    assert store.try_lead("a", TTL, T0) is True
-    RefusedWrites(store)
+    assert sql_store.try_lead("a", TTL, T0) is True
+    RefusedWrites(sql_store)
     later = T0 + TTL + timedelta(seconds=1)  # a's lease ran out: it could not renew
-    if store.single_instance:
-        assert store.try_lead("a", TTL, T0 + timedelta(seconds=5)) is True
-        assert store.try_lead("b", TTL, T0 + timedelta(seconds=5)) is False  # a's lease runs
-        assert store.try_lead("a", TTL, later) is True
+    if sql_store.single_instance:
+        assert sql_store.try_lead("a", TTL, T0 + timedelta(seconds=5)) is True
+        assert sql_store.try_lead("b", TTL, T0 + timedelta(seconds=5)) is False  # a's lease runs
+        assert sql_store.try_lead("a", TTL, later) is True
     else:
         with pytest.raises(StoreUnavailable, match="cannot be written"):
-            store.try_lead("a", TTL, later)
-    assert "writing leadership failed" in (store.unwritable() or "")
+            sql_store.try_lead("a", TTL, later)
+    assert "writing leadership failed" in (sql_store.unwritable() or "")
 
 
-def test_pending_conditions_an_evaluation_could_not_write_are_kept(store: Store) -> None:
+def test_pending_conditions_an_evaluation_could_not_write_are_kept(sql_store: SqlStore) -> None:
     """What a failed evaluation saw pending (and what it was opening) is what ``pending``
     answers until that system's next write commits, so a condition seen through the outage
     keeps its start; the stored rows count again once written."""
-    store.apply(Changes(pending_system=SYSTEM, pending=[Pending(SYSTEM, "drift:a", T0, T0)]))
-    refused = RefusedWrites(store)
+    sql_store.apply(Changes(pending_system=SYSTEM, pending=[Pending(SYSTEM, "drift:a", T0, T0)]))
+    refused = RefusedWrites(sql_store)
     opening = replace(incident(), rule="drift:b", condition_began_at=at(-10))
     with pytest.raises(StoreUnavailable):
-        store.apply(
+        sql_store.apply(
             Changes(
                 opened=[opening],
                 events=[_event("opened", 5)],
@@ -906,26 +982,26 @@ def test_pending_conditions_an_evaluation_could_not_write_are_kept(store: Store)
                 pending=[Pending(SYSTEM, "drift:a", T0, at(5))],
             )
         )
-    assert store.pending(SYSTEM) == {
+    assert sql_store.pending(SYSTEM) == {
         (SYSTEM, "drift:a"): Pending(SYSTEM, "drift:a", T0, at(5)),
         (SYSTEM, "drift:b"): Pending(SYSTEM, "drift:b", at(-10), at(5)),
     }
-    assert store.pending("churn") == {}
+    assert sql_store.pending("churn") == {}
     refused.allow()
-    store.apply(Changes(pending_system=SYSTEM, pending=[Pending(SYSTEM, "drift:a", T0, at(6))]))
-    assert store.pending(SYSTEM) == {(SYSTEM, "drift:a"): Pending(SYSTEM, "drift:a", T0, at(6))}
-    assert _reopen(store).pending(SYSTEM) == {
+    sql_store.apply(Changes(pending_system=SYSTEM, pending=[Pending(SYSTEM, "drift:a", T0, at(6))]))
+    assert sql_store.pending(SYSTEM) == {(SYSTEM, "drift:a"): Pending(SYSTEM, "drift:a", T0, at(6))}
+    assert _reopen(sql_store).pending(SYSTEM) == {
         (SYSTEM, "drift:a"): Pending(SYSTEM, "drift:a", T0, at(6))
     }
 
 
-def test_a_wrong_statement_is_not_taken_for_an_unavailable_store(store: Store) -> None:
+def test_a_wrong_statement_is_not_taken_for_an_unavailable_store(sql_store: SqlStore) -> None:
     """Only a database that cannot be used becomes StoreUnavailable: a statement the database
     does not understand (a bug) stays the driver's error, loud, and marks nothing unwritable."""
-    with pytest.raises(sa.exc.DBAPIError) as raised, store._tx(work="incidents") as conn:
+    with pytest.raises(sa.exc.DBAPIError) as raised, sql_store._tx(work="incidents") as conn:
         conn.exec_driver_sql("SELEC 1")
     assert not isinstance(raised.value, StoreUnavailable)
-    assert store.unwritable() is None
+    assert sql_store.unwritable() is None
 
 
 def test_a_full_sqlite_disk_refuses_a_write_with_its_reason(
@@ -985,7 +1061,7 @@ def test_unsupported_urls_name_what_is_supported_and_hide_the_password(url: str)
     message = str(caught.value)
     assert "expected sqlite:///PATH or postgresql://" in message
     assert "hunter22" not in message
-    store = Store(url)
+    store = SqlStore(url)
     with pytest.raises(StoreError) as refused:
         store.open()
     assert str(refused.value) == message
@@ -995,7 +1071,7 @@ def test_an_unreachable_postgresql_is_a_store_error_without_the_password() -> No
     """PostgreSQL only (a server): construction does no I/O; opening a server that does not
     answer fails soon with a StoreError naming the masked URL, never the password."""
     port = _free_port()
-    store = Store(f"postgresql://driftowner:hunter22@127.0.0.1:{port}/driftowner")
+    store = SqlStore(f"postgresql://driftowner:hunter22@127.0.0.1:{port}/driftowner")
     with pytest.raises(StoreError) as caught:
         store.open()
     message = str(caught.value)
@@ -1020,12 +1096,12 @@ def test_a_password_protected_postgresql_opens_and_a_wrong_password_is_masked(
         admin.execute(f"{verb} ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{right}'")
         admin.execute(f"ALTER DATABASE {name} OWNER TO {PASSWORD_ROLE}")
     base = postgres_database_url.split("@", 1)[1]
-    refused = Store(f"postgresql+psycopg://{PASSWORD_ROLE}:{wrong}@{base}")
+    refused = SqlStore(f"postgresql+psycopg://{PASSWORD_ROLE}:{wrong}@{base}")
     with pytest.raises(StoreError) as caught:
         refused.open()
     assert "password authentication failed" in str(caught.value)
     assert wrong not in str(caught.value) and right not in str(caught.value)
-    store = Store(f"postgresql+psycopg://{PASSWORD_ROLE}:{right}@{base}")
+    store = SqlStore(f"postgresql+psycopg://{PASSWORD_ROLE}:{right}@{base}")
     store.open()
     try:
         store.apply(Changes(opened=[incident()]))
@@ -1061,7 +1137,7 @@ def test_a_connection_the_server_cut_is_replaced(
 ) -> None:
     """PostgreSQL only (a server restart or failover cuts connections): the store's pooled
     connections are checked before use, so the next call works instead of failing."""
-    store = Store(postgres_database_url)
+    store = SqlStore(postgres_database_url)
     store.open()
     try:
         store.apply(Changes(opened=[incident()]))
@@ -1138,7 +1214,7 @@ def test_reads_never_wait_behind_a_writer(sqlite_store: Store, db_path: Path) ->
 
 def test_a_new_sqlite_store_is_readable_by_its_owner_only(db_path: Path) -> None:
     """The store holds the action-link key, so a new SQLite file is created mode 0600."""
-    store = Store(f"sqlite:///{db_path}")
+    store = SqlStore(f"sqlite:///{db_path}")
     store.open()
     store.secret("links")
     store.close()

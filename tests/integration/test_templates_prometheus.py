@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from driftowner.config import Config
-from driftowner.engine import poll
+from driftowner.poll import poll
 from driftowner.replay import replay
 from driftowner.sources import build_source
 from tests.integration.prometheus_server import Family, openmetrics, running_prometheus

@@ -1,23 +1,22 @@
-"""Replay (backtest): the incidents the rules would have opened and resolved over history, from
-one read per signal, matching what the daemon would have done at each instant."""
+"""Replay (backtest): the incidents the rules would have opened and resolved over history, and the
+changes the detectors confirmed, from one read per signal. (That replay finds what the daemon's
+own cycle finds at each instant is proved against SQLite in
+``tests/integration/test_replay_daemon.py``.)"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
-from driftowner import engine
-from driftowner.detect import rules
-from driftowner.incidents import Fingerprint, reconcile
-from driftowner.model import Incident, Pending, Sample, SourceResult
-from driftowner.replay import ReplayedIncident, replay, replay_json
+from driftowner.model import Sample, SourceResult
+from driftowner.replay import ReplayedChange, ReplayedIncident, replay, replay_json
+from driftowner.sources import build_source, reads_any_age
 
-from .factories import DISAGREEMENT, SYSTEM, at, ids, make_config, minutes
+from .factories import DISAGREEMENT, SYSTEM, at, make_config, minutes
 
 DISAGREEMENT_RULE = f"disagreement:{DISAGREEMENT}"
 QUERIES = ("model_accuracy", "adoption_rate", "null_rate")
@@ -57,7 +56,8 @@ class ScriptedSource:
 
     A range read returns the samples within ``[start, end]``; an instant read (``start ==
     end``) answers as Prometheus does: the newest sample at most five minutes old, stamped at
-    the query time. Every read is recorded.
+    the query time (with ``any_age``, as a file does: the newest sample however old, with its
+    own time). Every read is recorded.
     """
 
     name = "prom"
@@ -68,6 +68,7 @@ class ScriptedSource:
         *,
         samples: Mapping[str, tuple[Sample, ...]] | None = None,
         error: str | None = None,
+        any_age: bool = False,
     ) -> None:
         self.series: dict[str, tuple[Sample, ...]] = dict(samples or {})
         for query, script in {**HEALTHY, **(scripts or {})}.items():
@@ -78,6 +79,7 @@ class ScriptedSource:
                 Sample(moment, value) for moment in points if (value := script(moment)) is not None
             )
         self.error = error
+        self.instant_reads_any_age = any_age
         self.reads: list[tuple[str, datetime, datetime, timedelta]] = []
 
     async def read(
@@ -287,7 +289,7 @@ async def test_a_sparse_file_series_keeps_its_newest_sample_at_any_age() -> None
         Sample(at(20), 0.95),
         Sample(at(80), 0.95),
     )
-    source = ScriptedSource(samples={"model_accuracy": hourly})
+    source = ScriptedSource(samples={"model_accuracy": hourly}, any_age=True)
     file_config = config(sources={"prom": {"type": "file", "path": "/nonexistent/metrics.csv"}})
     result = await replay(file_config, {"prom": source}, at(0), at(120))
     incident = only(result.incidents)
@@ -298,61 +300,11 @@ async def test_a_sparse_file_series_keeps_its_newest_sample_at_any_age() -> None
     assert accuracy_read[1] < at(-50)
 
 
-@dataclass
-class Daemon:
-    """The daemon's evaluation loop in memory: ``engine.poll`` at each instant, then the rules
-    and ``reconcile`` applied as ``engine.record`` does, without a store."""
-
-    config: Any
-    pending: dict[Fingerprint, Pending] = field(default_factory=dict)
-    unresolved: dict[Fingerprint, Incident] = field(default_factory=dict)
-    every: dict[str, Incident] = field(default_factory=dict)
-    new_id: Callable[[], str] = field(default_factory=lambda: ids("replay"))
-
-    async def evaluate(self, source: ScriptedSource, now: datetime) -> None:
-        found, _ = await engine.poll(self.config, {"prom": source}, now)
-        signals = found[SYSTEM]
-        holding = rules.conditions(SYSTEM, self.config.systems[SYSTEM], signals)
-        outcome = reconcile(
-            self.config, SYSTEM, holding, signals, self.pending, self.unresolved, now, self.new_id
-        )
-        for incident in (*outcome.opened, *outcome.updated):
-            self.every[incident.id] = incident
-            if incident.unresolved:
-                self.unresolved[incident.fingerprint] = incident
-            else:
-                self.unresolved.pop(incident.fingerprint, None)
-        self.pending = {(p.system, p.rule): p for p in outcome.pending}
-
-
-async def test_replay_finds_what_the_daemon_would_have_found_live() -> None:
-    """Over a history with a disagreement, a short accuracy dip, a longer one and a silent
-    series, the replay reports exactly the incidents (ids, times, states) that the daemon's own
-    poll-and-reconcile loop finds evaluating at every instant."""
-    source = ScriptedSource(
-        {
-            "adoption_rate": dropping(0.62, 0.30, begins=10, ends=22),
-            "model_accuracy": lambda m: (
-                0.85 if at(40) <= m < at(43) or at(60) <= m < at(75) else 0.95
-            ),
-            "null_rate": until(steady(0.01), last=90),
-        }
-    )
-    cfg = config()
-    daemon = Daemon(cfg)
-    for minute in range(121):
-        await daemon.evaluate(source, at(minute))
-    live = sorted(daemon.every.values(), key=lambda i: i.opened_at)
-    result = await replay(cfg, {"prom": source}, at(0), at(120))
-    assert [i.rule for i in live] == [DISAGREEMENT_RULE, "drift:accuracy", "stale:null_rate"]
-    assert [
-        (i.id, i.rule, i.condition_began_at, i.opened_at, i.resolved_at) for i in result.incidents
-    ] == [(i.id, i.rule, i.condition_began_at, i.opened_at, i.resolved_at) for i in live]
-
-
 async def test_replay_json_names_each_incident_with_its_times_in_utc() -> None:
-    """The JSON document has the range, the interval, the counts and each incident with its
-    system, owner, kind, rule, layers, state and RFC 3339 UTC times; nobody acknowledged it."""
+    """The JSON document has the range, the interval, the counts, each incident with its
+    system, owner, kind, rule, layers, state and RFC 3339 UTC times (nobody acknowledged it),
+    and each change a detector confirmed: the fall of adoption against its 30-minute mean,
+    then its recovery against the mean the fall pulled down."""
     source = ScriptedSource({"adoption_rate": dropping(0.62, 0.30, begins=10, ends=20)})
     document = replay_json(await run(source, 0, 40))
     assert document == {
@@ -379,6 +331,47 @@ async def test_replay_json_names_each_incident_with_its_times_in_utc() -> None:
                 "time_to_resolve_seconds": 480.0,
             }
         ],
+        "changes": [
+            {
+                "system": SYSTEM,
+                "signal": "adoption",
+                "at": "2025-03-03T09:10:00Z",
+                "direction": "down",
+                "before": pytest.approx(0.62),
+                "after": 0.30,
+            },
+            {
+                "system": SYSTEM,
+                "signal": "adoption",
+                "at": "2025-03-03T09:20:00Z",
+                "direction": "up",
+                "before": pytest.approx((20 * 0.62 + 10 * 0.30) / 30),
+                "after": 0.62,
+            },
+        ],
+    }
+
+
+def test_only_a_file_source_says_its_instant_read_answers_at_any_age() -> None:
+    """Replay asks the source, not the config's type, how an instant read ages: the file
+    source says it answers at any age; Prometheus and the demo do not."""
+    built = {
+        kind: build_source("s", spec, clock=lambda: at(0))
+        for kind, spec in make_config(
+            {
+                "sources": {
+                    "file": {"type": "file", "path": "/nonexistent/metrics.csv"},
+                    "prometheus": {"type": "prometheus", "url": "http://127.0.0.1:9"},
+                    "demo": {"type": "demo"},
+                }
+            }
+        ).sources.items()
+    }
+    assert {kind: reads_any_age(source) for kind, source in built.items()} == {
+        "prom": False,
+        "file": True,
+        "prometheus": False,
+        "demo": False,
     }
 
 
@@ -433,3 +426,66 @@ async def test_a_reopened_incident_is_replayed_as_two_lives() -> None:
         at(45),
         at(53),
     )
+
+
+async def test_every_change_is_reported_with_recoveries_and_dips_too_short_to_page() -> None:
+    """Accuracy dips twice below its minimum: for 2 minutes (shorter than its ``for``: no
+    incident) and for 10 (an incident). Each dip and each recovery is a change, from the value
+    before to the value that confirmed it, whether or not an incident opened."""
+    source = ScriptedSource(
+        {
+            "model_accuracy": lambda moment: (
+                0.85 if at(10) <= moment < at(12) or at(30) <= moment < at(40) else 0.95
+            )
+        }
+    )
+    result = await run(source, 0, 60)
+    assert [i.rule for i in result.incidents] == ["drift:accuracy"]
+    assert result.changes == (
+        ReplayedChange(SYSTEM, "accuracy", at(10), "down", 0.95, 0.85),
+        ReplayedChange(SYSTEM, "accuracy", at(12), "up", 0.85, 0.95),
+        ReplayedChange(SYSTEM, "accuracy", at(30), "down", 0.95, 0.85),
+        ReplayedChange(SYSTEM, "accuracy", at(40), "up", 0.85, 0.95),
+    )
+
+
+async def test_a_silence_between_two_verdicts_is_no_change() -> None:
+    """Accuracy healthy, then silent for 10 minutes (no data: no verdict), then healthy again:
+    no change. Healthy, silent, then low: one change, against the last value judged."""
+    gap = {"model_accuracy": lambda m: None if at(10) <= m < at(20) else 0.95}
+    assert (await run(ScriptedSource(gap), 0, 30)).changes == ()
+    low_after = {
+        "model_accuracy": lambda m: None if at(10) <= m < at(20) else (0.95 if m < at(10) else 0.8)
+    }
+    result = await run(ScriptedSource(low_after), 0, 30)
+    assert result.changes == (ReplayedChange(SYSTEM, "accuracy", at(20), "down", 0.95, 0.8),)
+
+
+async def test_a_chart_reports_a_further_shift_and_the_recovery_inside_one_incident() -> None:
+    """Accuracy under the default change-point chart falls (80 minutes in), falls further (140)
+    and comes back (200): one drift incident, and three changes, the second and third while
+    it is open, each from the level the chart had learned to the new one."""
+
+    def accuracy(moment: datetime) -> float:
+        minute = (moment - at(0)).total_seconds() / 60
+        level = 0.8 if 80 <= minute < 140 else 0.65 if 140 <= minute < 200 else 0.95
+        return level + 0.004 * ((int(minute) * 7) % 5 - 2)
+
+    charted = config(systems={SYSTEM: {"signals": {"accuracy": {"detect": None}}}})
+    source = ScriptedSource({"model_accuracy": accuracy})
+    result = await replay(charted, {"prom": source}, at(0), at(210))
+    incident = only(result.incidents)
+    assert (incident.rule, incident.opened_at, incident.resolved_at) == (
+        "drift:accuracy",
+        at(80),
+        None,
+    )
+    assert [(c.at, c.direction) for c in result.changes] == [
+        (at(80), "down"),
+        (at(140), "down"),
+        (at(200), "up"),
+    ]
+    fall, further, back = result.changes
+    assert fall.before == pytest.approx(0.95, abs=0.01) and fall.after < 0.81
+    assert further.before == pytest.approx(0.8, abs=0.01) and further.after < 0.66
+    assert back.before < further.before < back.after

@@ -36,7 +36,15 @@ from driftowner.detect.changepoint import (
     describe,
 )
 from driftowner.detect.histogram import HistogramDrift, HistogramVerdict, verdict_line
-from driftowner.model import Accepted, BadDirection, Finding, Incident, Sample, SourceResult
+from driftowner.model import (
+    Accepted,
+    BadDirection,
+    Change,
+    Finding,
+    Incident,
+    Sample,
+    SourceResult,
+)
 
 SignalKey = tuple[str, str]
 """(system, signal)."""
@@ -295,6 +303,9 @@ class Bank:
         """The position of the last ``accepted`` event applied (see :meth:`apply_accepts`)."""
         self.histograms: dict[SignalKey, HistogramReading] = {}
         """This evaluation's histogram readings (set by the shell before judging)."""
+        self.decided: dict[SignalKey, Finding] = {}
+        """Per signal without a chart (threshold, baseline, psi, js), its last ``ok`` or
+        ``degraded`` finding: a flip from it is a confirmed change (:func:`detectors.flip`)."""
         self.open_since: dict[SignalKey, datetime] = {}
         """Per signal of an unresolved incident, when its condition began (set by the shell
         from the store before judging: see :meth:`note_open`)."""
@@ -362,6 +373,9 @@ class Bank:
         for key in list(self.watches):
             if key not in kept:
                 del self.watches[key]
+        for key in list(self.decided):
+            if key not in kept:
+                del self.decided[key]
 
     def judge(
         self,
@@ -373,21 +387,24 @@ class Bank:
         interval: timedelta,
     ) -> Finding:
         """The verdict on one signal at ``now``: its chart updated with the new samples (the
-        stateless detectors as :func:`~driftowner.detect.detectors.judge` gives them)."""
+        stateless detectors as :func:`~driftowner.detect.detectors.judge` gives them), with
+        the changes confirmed on the way (``Finding.changes``)."""
         key = (system, name)
-        drift = histogram_for(signal, interval)
-        if drift is not None:
-            return self._judge_histogram(key, drift, signal, now)
         detector = chart_for(signal, interval)
         if detector is None:
-            return detectors.judge(system, name, signal, result, now)
+            drift = histogram_for(signal, interval)
+            if drift is not None:
+                found = self._judge_histogram(key, drift, signal, now)
+            else:
+                found = detectors.judge(system, name, signal, result, now)
+            return self._flipped(key, found)
         unusable = detectors.unusable(system, name, signal, result, now)
         if unusable is not None:
             return unusable
         watch = self.watches.get(key)
         if watch is None or not _same(watch, detector):
             watch = start(detector, self.accepted.get(key))
-        watch, _ = observe(watch, result.samples)
+        watch, confirmed = observe(watch, result.samples)
         self.watches[key] = watch
         base = Finding(
             system=system,
@@ -396,8 +413,18 @@ class Bank:
             status="ok",
             at=now,
             value=result.samples[-1].value,
+            changes=tuple(Change(d.at, d.direction, d.reference, d.level) for d in confirmed),
         )
         return chart_finding(base, watch, signal)
+
+    def _flipped(self, key: SignalKey, found: Finding) -> Finding:
+        """``found`` with the change its flip from the last verdict confirms, if any; a
+        verdict (ok or degraded, not no data) becomes the last one."""
+        if found.status not in detectors.FLIP:
+            return found
+        change = detectors.flip(self.decided.get(key), found)
+        self.decided[key] = found
+        return found if change is None else replace(found, changes=(change,))
 
     def _judge_histogram(
         self, key: SignalKey, drift: HistogramDrift, signal: SignalConfig, now: datetime

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from statistics import fmean
 
 from driftowner.config import BaselineConfig, SignalConfig, ThresholdConfig, format_duration
-from driftowner.model import BadDirection, Finding, Sample, SourceResult
+from driftowner.model import BadDirection, Change, Direction, Finding, Sample, SourceResult
 
 
 def lookback(signal: SignalConfig) -> timedelta:
@@ -31,7 +31,8 @@ def judge(
     system: str, signal_name: str, signal: SignalConfig, result: SourceResult, now: datetime
 ) -> Finding:
     """The verdict of a stateless detector (threshold, baseline) on one signal at ``now`` from
-    what its source returned. Change-point charts keep state: see :mod:`driftowner.detect.bank`."""
+    what its source returned. Change-point charts keep state: see :mod:`driftowner.detect.bank`
+    (which also reports a flip of a stateless verdict as a change: :func:`flip`)."""
     found = unusable(system, signal_name, signal, result, now)
     if found is not None:
         return found
@@ -43,6 +44,24 @@ def judge(
     if detect is None or detect.baseline is None:
         raise ValueError(f"{signal_name}: {detect and detect.name} is not a stateless detector")
     return baseline(base, detect.baseline, signal.bad, result.samples)
+
+
+FLIP = frozenset({"ok", "degraded"})
+"""The two verdicts a flip goes between (no data is no verdict)."""
+
+
+def flip(decided: Finding | None, found: Finding) -> Change | None:
+    """The change a detector without a chart (threshold, baseline, psi, js) confirms: its
+    verdict flipped between ``ok`` and ``degraded`` since ``decided``, its last verdict (a
+    shift, or a recovery), from the level before (the reference, or the value last judged) to
+    the value now. No data in between changes nothing."""
+    if decided is None or found.value is None or {decided.status, found.status} != FLIP:
+        return None
+    before = found.reference if found.reference is not None else decided.value
+    if before is None:
+        return None
+    direction: Direction = "up" if found.value > before else "down"
+    return Change(found.at, direction, before, found.value)
 
 
 def unusable(

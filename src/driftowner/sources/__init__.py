@@ -151,6 +151,14 @@ def supports_labels(source: object) -> bool:
     return isinstance(source, LabelledSource)
 
 
+def reads_any_age(source: object) -> bool:
+    """Whether an instant read of ``source`` answers its newest sample however old, with the
+    sample's own time (a file: ``stale_after`` judges the age), rather than only a recent one
+    stamped at the query time (Prometheus's lookback delta). Sources say so with a true
+    ``instant_reads_any_age`` attribute."""
+    return getattr(source, "instant_reads_any_age", False) is True
+
+
 def build_source(
     name: str,
     config: SourceConfig,

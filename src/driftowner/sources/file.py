@@ -45,6 +45,9 @@ class FileSource:
         path: The CSV file. It need not exist yet: a missing file is reported on each read.
     """
 
+    instant_reads_any_age = True
+    """An instant read answers the newest sample at any age (see ``reads_any_age``)."""
+
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
         self._path = Path(path)

@@ -1,11 +1,11 @@
-"""Everything the store does differently on SQLite and on PostgreSQL, in one place: which URLs
-are supported, engine and connection options, serialising schema set-up, and locking the rows a
-claim takes. The rest of the store is portable SQLAlchemy Core."""
+"""Everything the store does differently on SQLite and on PostgreSQL, in one place: engine and
+connection options, serialising schema set-up, and locking the rows a claim takes. (Which URLs
+are supported is the config's to say: :func:`driftowner.config.parse_storage_url`.) The rest of
+the store is portable SQLAlchemy Core."""
 
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import time
 from pathlib import Path
@@ -13,13 +13,6 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
-
-SUPPORTED = "sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
-"""What an unsupported URL's error says is expected. ``postgresql+psycopg://`` works too; a
-password goes in the URL (``USER:PASSWORD@``) or libpq's ``PGPASSWORD`` / ``~/.pgpass``."""
-
-_POSTGRESQL_DRIVERS = ("postgresql", "postgresql+psycopg")
-"""Schemes taken as PostgreSQL; both run on psycopg 3."""
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 """Short: a locked store must not stall the daemon's event loop; a writer that times out fails
@@ -36,39 +29,7 @@ READ_ONLY = {"driftowner_read_only": True}
 
 _SCHEMA_LOCK = 0x6472696674  # "drift": the advisory lock id that serialises schema set-up
 
-_URL_PASSWORD = re.compile(r"(?P<head>://[^/@\s:]*:)[^@/\s]*@")
-
 _Query = TypeVar("_Query", bound=sa.Select[Any])
-
-
-class UnsupportedURL(ValueError):
-    """A storage URL this store cannot open; the message shows no password."""
-
-
-def parse_url(url: str) -> URL:
-    """The SQLAlchemy URL the store connects to (PostgreSQL always through psycopg 3).
-
-    Raises:
-        UnsupportedURL: not a URL, or not SQLite or PostgreSQL; the message names what is
-            supported and masks the URL's password.
-    """
-    try:
-        parsed = sa.make_url(url)
-    except (sa.exc.ArgumentError, ValueError):
-        raise UnsupportedURL(
-            f"unsupported storage url {mask_url(url)!r}: expected {SUPPORTED}"
-        ) from None
-    if parsed.drivername in _POSTGRESQL_DRIVERS:
-        return parsed.set(drivername="postgresql+psycopg")
-    if parsed.drivername == "sqlite" and url.startswith("sqlite:///"):
-        return parsed
-    shown = parsed.render_as_string(hide_password=True)
-    raise UnsupportedURL(f"unsupported storage url {shown!r}: expected {SUPPORTED}")
-
-
-def mask_url(url: str) -> str:
-    """``url`` with any ``user:password@`` password replaced by ``***`` (it may not parse)."""
-    return _URL_PASSWORD.sub(r"\g<head>***@", url)
 
 
 def create_engine(url: URL) -> Engine:

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -17,6 +16,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.engine import Connection, Engine
 
+from driftowner.config import UnsupportedStorageURL, parse_storage_url
 from driftowner.model import (
     Accepted,
     Event,
@@ -28,6 +28,7 @@ from driftowner.model import (
     Timing,
 )
 from driftowner.store import dialect
+from driftowner.store.base import Changes, Conflict, StoreError, StoreUnavailable
 from driftowner.store.codec import (
     from_ts,
     incident_from_json,
@@ -173,34 +174,6 @@ LEADERSHIP = "daemon"
 """The name of the lease whose holder evaluates and escalates."""
 
 
-class StoreError(Exception):
-    """The store cannot be used (unreachable, newer schema, corrupt)."""
-
-
-class StoreUnavailable(StoreError):
-    """The store cannot be written (or read) now: its disk or database is full, it is
-    read-only, locked past the busy timeout, or unreachable. The transaction was rolled back
-    whole, so nothing was changed, and trying again once the cause is gone is safe."""
-
-
-class Conflict(Exception):
-    """An incident changed since it was read; the write was refused and nothing was applied."""
-
-
-@dataclass(frozen=True, slots=True)
-class Changes:
-    """Writes that belong together: applied in one transaction, or not at all."""
-
-    opened: Sequence[Incident] = ()
-    updated: Sequence[Incident] = ()
-    events: Sequence[Event] = ()
-    handovers: Sequence[Handover] = ()
-    notifications: Sequence[Notification] = ()
-    pending_system: str | None = None
-    """When set, the pending conditions of this system are replaced by ``pending``."""
-    pending: Sequence[Pending] = ()
-
-
 class _Writes:
     """Which kinds of write fail now, and why: what readiness and ``driftowner_store_writable``
     report. Each kind is cleared by its own next commit, so a small write that still fits on
@@ -237,9 +210,9 @@ class _Writes:
             )
 
 
-class Store:
-    """Incidents, events, outbox, pending conditions and the leader lease behind one
-    SQLAlchemy engine, on SQLite or PostgreSQL alike.
+class SqlStore:
+    """The :class:`~driftowner.store.base.Store` on SQLite or PostgreSQL alike: incidents,
+    events, outbox, pending conditions and the leader lease behind one SQLAlchemy engine.
 
     Construction does no I/O; :meth:`open` connects, creates or checks the schema.
     """
@@ -277,8 +250,8 @@ class Store:
         if self._engine is not None:
             return
         try:
-            url = dialect.parse_url(self.url)
-        except dialect.UnsupportedURL as error:
+            url = parse_storage_url(self.url)
+        except UnsupportedStorageURL as error:
             raise StoreError(str(error)) from None
         # As the operator wrote it (postgresql://...), never with its password.
         where = sa.make_url(self.url).render_as_string(hide_password=True)
@@ -367,7 +340,7 @@ class Store:
         except sa.exc.DBAPIError as error:
             if not dialect.unavailable(error):
                 raise
-            reason = _without_password(_one_line(str(error.orig)), dialect.parse_url(self.url))
+            reason = _without_password(_one_line(str(error.orig)), parse_storage_url(self.url))
             if read_only:
                 raise StoreUnavailable(f"the store cannot be read: {reason}") from error
             self._writes.failed(work, reason)

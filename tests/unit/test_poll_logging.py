@@ -6,7 +6,7 @@ import itertools
 
 from structlog.testing import capture_logs
 
-from driftowner.engine import log_query_failures
+from driftowner.poll import log_query_failures
 
 KEY = ("fraud-scoring", "accuracy")
 

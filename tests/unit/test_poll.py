@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from driftowner.config import Config
-from driftowner.engine import poll
 from driftowner.model import Sample, SourceResult
+from driftowner.poll import poll
 from driftowner.sources import LabelledResult
 
 from .factories import T0, base_config, templated_document

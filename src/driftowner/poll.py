@@ -1,0 +1,192 @@
+"""Polling: every signal's read at one instant, from its source, concurrently, with how each
+source fared. The I/O edge of the evaluation cycle (:mod:`driftowner.cycle` judges what it
+reads)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import cast
+
+import structlog
+
+from driftowner import cycle
+from driftowner.config import HISTOGRAM_DETECTORS, Config
+from driftowner.cycle import Findings, SignalKey
+from driftowner.detect import detectors
+from driftowner.detect.bank import Bank
+from driftowner.model import SourceResult
+from driftowner.sources import (
+    LabelledResult,
+    LabelledSource,
+    Source,
+    history,
+    supports_labels,
+)
+
+log = structlog.get_logger("driftowner.poll")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStats:
+    """How each source fared in one poll (for ``driftowner_source_*``)."""
+
+    up: dict[str, bool]
+    errors: dict[tuple[str, str], int]
+    durations: dict[str, list[float]]
+    failing: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(system, signal) → error, for every query that failed in this poll."""
+
+
+def log_query_failures(
+    previous: Mapping[tuple[str, str], str], current: Mapping[tuple[str, str], str]
+) -> None:
+    """Log a failing query when it starts failing (or fails differently) and when it
+    recovers, not at every cycle: a source down for an hour is two lines, not thousands."""
+    for (system, signal), error in current.items():
+        if previous.get((system, signal)) != error:
+            log.warning("source query failed", system=system, signal=signal, error=error)
+    for system, signal in previous.keys() - current.keys():
+        log.info("source query recovered", system=system, signal=signal)
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRead:
+    """One query that serves every system using a signal template, split by its label."""
+
+    source: str
+    query: str
+    label: str
+    lookback: timedelta
+    step: timedelta
+    members: tuple[tuple[SignalKey, str], ...]
+    """((system, signal), this system's label value) for every signal the query serves."""
+
+
+def plan_reads(config: Config) -> tuple[list[SignalKey], list[TemplateRead]]:
+    """Which reads one cycle makes: one per plain signal, and one per signal template (per
+    distinct window), however many systems use it."""
+    interval = config.evaluation.interval
+    plain: list[SignalKey] = []
+    grouped: dict[tuple[str, str, str, timedelta, timedelta], list[tuple[SignalKey, str]]] = {}
+    for system_name, system in config.systems.items():
+        for signal_name, signal in system.signals.items():
+            if signal.template is None or signal.label is None:
+                plain.append((system_name, signal_name))
+                continue
+            label, value = signal.label
+            key = (
+                signal.source,
+                signal.query,
+                label,
+                detectors.lookback(signal),
+                detectors.read_step(signal, interval),
+            )
+            grouped.setdefault(key, []).append(((system_name, signal_name), value))
+    templated = [
+        TemplateRead(source, query, label, lookback, step, tuple(members))
+        for (source, query, label, lookback, step), members in grouped.items()
+    ]
+    return plain, templated
+
+
+def _limits(config: Config) -> dict[str, asyncio.Semaphore]:
+    """Per source, how many of its queries may be in flight at once."""
+    return {
+        name: asyncio.Semaphore(getattr(spec, "max_concurrent_queries", 64))
+        for name, spec in config.sources.items()
+    }
+
+
+async def read(
+    config: Config, sources: Mapping[str, Source], now: datetime, bank: Bank
+) -> tuple[dict[SignalKey, SourceResult], SourceStats]:
+    """Read every signal of every system at ``now``. Queries run concurrently, at most
+    ``max_concurrent_queries`` per source; a signal template is one query for all the systems
+    that use it. First the ``bank`` is readied for judging (:func:`history.prepare`: charts
+    without state warm-started from history, histograms read)."""
+    await history.prepare(bank, config, sources, now)
+    stats = SourceStats(up={name: True for name in config.sources}, errors={}, durations={})
+    limits = _limits(config)
+    plain, templated = plan_reads(config)
+    results: dict[SignalKey, SourceResult] = {}
+
+    def account(
+        source: str,
+        started: float,
+        up: bool,
+        error: str | None,
+        reason: str | None,
+        failing: SignalKey,
+    ) -> None:
+        stats.durations.setdefault(source, []).append(time.perf_counter() - started)
+        if not up:
+            stats.up[source] = False
+        if error is not None:
+            counted = (source, reason or "other")
+            stats.errors[counted] = stats.errors.get(counted, 0) + 1
+            stats.failing[failing] = error
+
+    async def read_plain(key: SignalKey) -> None:
+        signal = config.systems[key[0]].signals[key[1]]
+        if signal.detect is not None and signal.detect.name in HISTOGRAM_DETECTORS:
+            results[key] = SourceResult()  # its buckets were read by history.prepare
+            return
+        window = detectors.lookback(signal)
+        step = detectors.read_step(signal, config.evaluation.interval)
+        async with limits[signal.source]:
+            started = time.perf_counter()
+            result = await sources[signal.source].read(signal.query, now - window, now, step)
+        account(signal.source, started, result.source_up, result.error, result.error_reason, key)
+        results[key] = result
+
+    async def read_template(read: TemplateRead) -> None:
+        source = sources[read.source]
+        async with limits[read.source]:
+            started = time.perf_counter()
+            if supports_labels(source):
+                labelled = await cast(LabelledSource, source).read_by_label(
+                    read.query, now - read.lookback, now, read.step, read.label
+                )
+            else:  # the config refuses this; kept so a wrong wiring is an error, not a crash
+                labelled = LabelledResult(
+                    series={},
+                    error=f"source {read.source!r} cannot split a query by label",
+                    error_reason="query_error",
+                )
+        # A failing template query is one failure (logged once), not one per system.
+        account(
+            read.source,
+            started,
+            labelled.source_up,
+            labelled.error,
+            labelled.error_reason,
+            ("*", f"template query {read.query}"),
+        )
+        for key, value in read.members:
+            results[key] = labelled.share(read.label, value)
+            mine = results[key]
+            if labelled.error is None and mine.error is not None:
+                # One system's share failed (ambiguous, only NaN): visible and logged per
+                # system, like a plain signal's failure.
+                counted = (read.source, mine.error_reason or "other")
+                stats.errors[counted] = stats.errors.get(counted, 0) + 1
+                stats.failing[key] = mine.error
+
+    await asyncio.gather(
+        *(read_plain(key) for key in plain), *(read_template(read) for read in templated)
+    )
+    return results, stats
+
+
+async def poll(
+    config: Config, sources: Mapping[str, Source], now: datetime, bank: Bank | None = None
+) -> tuple[Findings, SourceStats]:
+    """Every signal read and judged at ``now``: :func:`read`, then :func:`cycle.judge`. With
+    no ``bank`` (``driftowner evaluate``: one look) a fresh one, warm-started from history."""
+    bank = Bank() if bank is None else bank
+    results, stats = await read(config, sources, now, bank)
+    return cycle.judge(config, results, bank, now), stats

@@ -1,0 +1,149 @@
+"""Runs the evaluation cycle against a store: reads through the store's view, applies what
+:mod:`driftowner.cycle` decides one transaction at a time, and logs what happened. The daemon
+uses it on its database; ``replay`` applies the same cycle to a memory store (:func:`apply`,
+without logging or the escalation stage)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+import structlog
+
+from driftowner import cycle
+from driftowner.config import Config
+from driftowner.cycle import Pager, Step
+from driftowner.escalation import Escalation
+from driftowner.metrics import Metrics
+from driftowner.model import Finding, Incident
+from driftowner.store import Changes, Conflict, Store
+
+log = structlog.get_logger("driftowner.cycle")
+
+
+def apply(store: Store, steps: list[Step]) -> list[Step]:
+    """Apply each step in its own transaction; returns the steps applied. A step refused with
+    a :class:`~driftowner.store.Conflict` (someone acted on an incident between our read and
+    write) is left out: the next cycle sees their change and decides again."""
+    applied: list[Step] = []
+    for step in steps:
+        try:
+            store.apply(step.changes)
+        except Conflict as conflict:
+            log.info("evaluation deferred", system=step.system, reason=str(conflict))
+            continue
+        applied.append(step)
+    return applied
+
+
+def evaluate(
+    store: Store,
+    config: Config,
+    findings: Mapping[str, Mapping[str, Finding]],
+    now: datetime,
+    new_incident_id: Callable[[], str],
+    pager: Pager,
+) -> list[Incident]:
+    """One evaluation (see :func:`driftowner.cycle.evaluate`) applied to ``store``, one
+    transaction per system (and per retired incident). Returns the incidents opened or
+    changed."""
+    steps = cycle.evaluate(config, findings, store, now, new_incident_id, pager)
+    changed: list[Incident] = []
+    for step in apply(store, steps):
+        _log(step)
+        changed.extend([*step.changes.opened, *step.changes.updated])
+    return changed
+
+
+def _log(step: Step) -> None:
+    for incident in step.changes.opened:
+        log.info(
+            "incident opened",
+            incident=incident.id,
+            system=incident.system,
+            owner=incident.owner,
+            kind=incident.kind,
+            summary=incident.summary,
+        )
+    for incident in step.changes.updated:
+        if incident.state != "resolved":
+            continue
+        ttr = incident.time_to_resolve
+        log.info(
+            "incident resolved",
+            incident=incident.id,
+            system=incident.system,
+            owner=incident.owner,
+            by=incident.resolved_by,
+            **(
+                {"reason": cycle.RETIRED}
+                if step.retired
+                else {"time_to_resolve": None if ttr is None else round(ttr.total_seconds(), 1)}
+            ),
+        )
+    for event in step.changes.events:
+        if event.kind == "reopened":
+            log.info(
+                "incident reopened",
+                incident=event.incident_id,
+                system=step.system,
+                summary=event.detail,
+            )
+
+
+def escalate(
+    store: Store,
+    config: Config,
+    now: datetime,
+    pager: Pager,
+    metrics: Metrics | None = None,
+) -> int:
+    """Fire every due escalation step, expired ack and reminder; one transaction per incident.
+    Returns the number of notifications queued."""
+    queued = 0
+    for incident, outcome in cycle.due(config, store, now, pager):
+        try:
+            store.apply(
+                Changes(
+                    updated=[outcome.incident],
+                    events=outcome.events,
+                    notifications=outcome.notifications,
+                )
+            )
+        except Conflict:
+            continue  # acknowledged or changed meanwhile: decide again next tick
+        queued += len(outcome.notifications)
+        _log_escalation(incident, outcome, metrics)
+    return queued
+
+
+def _log_escalation(incident: Incident, outcome: Escalation, metrics: Metrics | None) -> None:
+    if outcome.steps_fired and not outcome.notifications:
+        log.warning(
+            "escalation reached nobody",
+            incident=incident.id,
+            system=incident.system,
+            steps=list(outcome.steps_fired),
+            hint="a channel or contact named by the chain is no longer configured",
+        )
+    if outcome.steps_collapsed:
+        log.warning(
+            "escalation steps collapsed",
+            incident=incident.id,
+            system=incident.system,
+            steps=list(outcome.steps_collapsed),
+            hint="several steps fell due at once (downtime or a late tick): each "
+            "recipient was paged once, for the latest step they were owed",
+        )
+    # Every step passed counts, collapsed or not: the counter says how far incidents
+    # escalate, whether or not the daemon was running when a step fell due.
+    for step in outcome.steps_fired:
+        if metrics is not None:
+            metrics.escalations.labels(incident.system, str(step)).inc()
+        log.info(
+            "escalation step",
+            incident=incident.id,
+            system=incident.system,
+            owner=incident.owner,
+            step=step,
+        )

@@ -1,0 +1,206 @@
+"""The store's contract: what the daemon, the API, the CLI and the evaluation cycle may ask of
+any backend (in memory, SQLite, PostgreSQL), the writes that belong together, and the errors.
+One contract suite (``tests/integration/test_store.py``) runs against every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from driftowner.model import (
+    Accepted,
+    Event,
+    Handover,
+    Incident,
+    Notification,
+    Pending,
+    State,
+    Timing,
+)
+
+Fingerprint = tuple[str, str]
+"""(system, rule)."""
+
+
+class StoreError(Exception):
+    """The store cannot be used (unreachable, newer schema, corrupt)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be written (or read) now: its disk or database is full, it is
+    read-only, locked past the busy timeout, or unreachable. The transaction was rolled back
+    whole, so nothing was changed, and trying again once the cause is gone is safe."""
+
+
+class Conflict(Exception):
+    """An incident changed since it was read; the write was refused and nothing was applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """Writes that belong together: applied in one transaction, or not at all."""
+
+    opened: Sequence[Incident] = ()
+    updated: Sequence[Incident] = ()
+    events: Sequence[Event] = ()
+    handovers: Sequence[Handover] = ()
+    notifications: Sequence[Notification] = ()
+    pending_system: str | None = None
+    """When set, the pending conditions of this system are replaced by ``pending``."""
+    pending: Sequence[Pending] = ()
+
+
+class StoreView(Protocol):
+    """The reads one evaluation cycle makes: the store as the cycle sees it."""
+
+    def incidents(
+        self,
+        *,
+        state: State | None = None,
+        owner: str | None = None,
+        system: str | None = None,
+        unresolved: bool = False,
+        opened_since: datetime | None = None,
+    ) -> list[Incident]:
+        """Incidents matching every given filter, oldest first (by opening, then id)."""
+        ...
+
+    def recently_resolved(self, system: str, since: datetime) -> dict[Fingerprint, Incident]:
+        """The newest incident of each of a system's fingerprints resolved at or after
+        ``since`` (candidates to reopen)."""
+        ...
+
+    def pending(self, system: str) -> dict[Fingerprint, Pending]:
+        """A system's pending conditions."""
+        ...
+
+    def notifications(self, incident_id: str) -> list[Notification]:
+        """An incident's notifications, oldest first (by creation, then id)."""
+        ...
+
+    def events(self, incident_id: str) -> list[Event]:
+        """An incident's events in the order they were appended."""
+        ...
+
+
+class Store(StoreView, Protocol):
+    """Incidents, their append-only events, the notification outbox, pending conditions, a
+    shared secret and the leader lease. Construction does no I/O; :meth:`open` does."""
+
+    @property
+    def single_instance(self) -> bool:
+        """Whether one instance at a time serves this store (no leader election needed)."""
+        ...
+
+    def unwritable(self) -> str | None:
+        """Why the store cannot be written now, or None."""
+        ...
+
+    def open(self) -> None:
+        """Connect, create or check the schema.
+
+        Raises:
+            StoreError: the store cannot be used.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+    def forget_unwritable(self, *works: str) -> None:
+        """Stop reporting the failures of ``works`` (writes this process no longer makes)."""
+        ...
+
+    def secret(self, name: str) -> str:
+        """A random secret kept in the store, created on first use, the same for every user."""
+        ...
+
+    def ping(self) -> bool:
+        """True when the store answers."""
+        ...
+
+    def incident(self, incident_id: str) -> Incident | None: ...
+
+    def timings(self, *, opened_since: datetime | None = None) -> list[Timing]:
+        """The numbers of every incident (opened since ``opened_since``, plus every
+        unresolved one when it is given)."""
+        ...
+
+    def outbox_pending(self) -> int:
+        """Notifications neither delivered, nor given up on, nor superseded."""
+        ...
+
+    def handovers(self) -> dict[str, list[Handover]]:
+        """Every incident's reassignments, oldest first, by incident id."""
+        ...
+
+    def acknowledgements(self, incident_ids: Iterable[str]) -> dict[str, list[float]]:
+        """When each of these incidents was acknowledged (Unix seconds, every time, oldest
+        first); an incident never acknowledged has an empty list."""
+        ...
+
+    def accepted_after(self, seq: int) -> list[Accepted]:
+        """The ``accepted`` events logged after position ``seq``, oldest first, with the
+        system and signals of their incidents (what the detector bank re-learns)."""
+        ...
+
+    def threads(self, notifications: Iterable[Notification]) -> dict[str, str]:
+        """Notification id → the root reference of its conversation (incident, channel,
+        address), for those whose conversation has one."""
+        ...
+
+    def conversations(self, incident_id: str) -> list[tuple[str, str, str]]:
+        """``(channel, address, ref)`` of every conversation an incident started, oldest
+        first."""
+        ...
+
+    def apply(self, changes: Changes) -> None:
+        """Write ``changes`` whole or not at all; an updated incident is written at its
+        version plus one.
+
+        Raises:
+            Conflict: an updated incident changed since it was read, or an opening would make
+                a second unresolved incident of a fingerprint; nothing was written.
+            StoreUnavailable: the store cannot be written now; nothing was written.
+        """
+        ...
+
+    def lease_due(self, now: datetime, lease: timedelta, limit: int = 100) -> list[Notification]:
+        """Claim notifications due for a delivery attempt for ``lease``, oldest first; no two
+        callers claim one notification within a lease."""
+        ...
+
+    def incident_states(self, incident_ids: Iterable[str]) -> dict[str, State]:
+        """The current state of each named incident (absent ids are left out)."""
+        ...
+
+    def mark_superseded(self, notification_id: str, at: datetime, reason: str) -> None: ...
+
+    def mark_delivered(self, notification_id: str, at: datetime, ref: str | None = None) -> None:
+        """Record a delivery; ``ref`` (the message it created) becomes the root of its
+        conversation unless that conversation has one already."""
+        ...
+
+    def mark_retry(
+        self, notification_id: str, at: datetime, error: str, next_attempt_at: datetime
+    ) -> None: ...
+
+    def mark_failed(
+        self, notification_id: str, at: datetime, error: str, event: Event | None = None
+    ) -> None:
+        """Give up on a notification; ``event`` is written in the same transaction."""
+        ...
+
+    def try_lead(self, holder: str, ttl: timedelta, now: datetime) -> bool:
+        """Claim or renew the leadership lease for ``holder`` until ``now + ttl``; True when
+        ``holder`` leads."""
+        ...
+
+    def lease_holder(self, now: datetime) -> str | None:
+        """Who holds the leadership lease at ``now``; None when nobody's lease runs."""
+        ...
+
+    def resign(self, holder: str, now: datetime) -> None:
+        """End ``holder``'s lease at ``now``; nothing if it does not lead."""
+        ...

@@ -1,0 +1,165 @@
+"""The evaluation cycle as a pure step over a store's view (a MemoryStore here): judging carries
+each signal's last verdict to the next cycle and reports flips as changes; evaluation opens,
+resolves and retires incidents as Changes; only the escalation stage makes pages."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from driftowner import cycle, runner
+from driftowner.cycle import Pager
+from driftowner.detect.bank import Bank
+from driftowner.model import AUTO, Change, Sample, SourceResult
+from driftowner.store import Changes, MemoryStore
+
+from .factories import (
+    RULE,
+    SYSTEM,
+    T0,
+    at,
+    finding,
+    ids,
+    incident,
+    links,
+    make_config,
+    notification,
+)
+
+ACCURACY = (SYSTEM, "accuracy")
+ADOPTION = (SYSTEM, "adoption")
+
+
+def read(value: float | None, minute: float) -> SourceResult:
+    """An instant read of one value at ``minute`` after T0 (no samples for None)."""
+    return SourceResult() if value is None else SourceResult(samples=(Sample(at(minute), value),))
+
+
+def pager() -> Pager:
+    return Pager(ids("notice"), links)
+
+
+def test_judge_reports_a_threshold_flip_both_ways_and_remembers_the_last_verdict() -> None:
+    """Accuracy ok, then below its minimum, then no data, then ok again: the fall is a change
+    from the value before to the value now; no data keeps the last verdict (and is no
+    change); the recovery is a change against the low value."""
+    config = make_config()
+    bank = Bank()
+    seen: list[tuple[Change, ...]] = []
+    for minute, value in enumerate([0.95, 0.80, None, 0.93]):
+        findings = cycle.judge(config, {ACCURACY: read(value, minute)}, bank, at(minute))
+        seen.append(findings[SYSTEM]["accuracy"].changes)
+        assert set(findings) == set(config.systems)
+    assert seen == [
+        (),
+        (Change(at(1), "down", 0.95, 0.80),),
+        (),
+        (Change(at(3), "up", 0.80, 0.93),),
+    ]
+    assert bank.decided[ACCURACY].value == 0.93
+
+
+def test_judge_reports_a_baseline_flip_against_its_reference() -> None:
+    """A baseline that turns degraded reports the change from its reference (the window's
+    mean) to the newest value; one that stays degraded reports no further change."""
+    baseline = {"reference": "30m", "max_change": "20%", "min_samples": 3}
+    config = make_config(
+        {"systems": {SYSTEM: {"signals": {"adoption": {"detect": {"baseline": baseline}}}}}}
+    )
+    steady = tuple(Sample(at(m), 0.6) for m in range(-10, 0))
+    bank = Bank()
+    cycle.judge(config, {ADOPTION: SourceResult(samples=steady)}, bank, at(-1))
+    fallen = SourceResult(samples=(*steady, Sample(at(0), 0.3)))
+    findings = cycle.judge(config, {ADOPTION: fallen}, bank, at(0))
+    assert findings[SYSTEM]["adoption"].changes == (Change(at(0), "down", pytest.approx(0.6), 0.3),)
+    still = SourceResult(samples=(*steady, Sample(at(0), 0.3), Sample(at(1), 0.29)))
+    findings = cycle.judge(config, {ADOPTION: still}, bank, at(1))
+    assert findings[SYSTEM]["adoption"].status == "degraded"
+    assert findings[SYSTEM]["adoption"].changes == ()
+
+
+def test_judge_reports_every_change_a_chart_confirms_shift_and_recovery() -> None:
+    """A signal with the default change-point chart (no ``detect``): after its warm-up on a
+    steady level, a fall is one change (down, from the level it left to the new level) and the
+    return is another (up, from the level it re-learned after the fall), each reported once."""
+    config = make_config({"systems": {SYSTEM: {"signals": {"accuracy": {"detect": None}}}}})
+    bank = Bank()
+    confirmed: list[Change] = []
+    for minute in range(200):
+        level = 0.8 if 80 <= minute < 140 else 0.95
+        wobble = 0.004 * ((minute * 7) % 5 - 2)
+        findings = cycle.judge(config, {ACCURACY: read(level + wobble, minute)}, bank, at(minute))
+        confirmed.extend(findings[SYSTEM]["accuracy"].changes)
+    assert [c.direction for c in confirmed] == ["down", "up"]
+    fall, rise = confirmed
+    assert 80 <= (fall.at - at(0)).total_seconds() / 60 < 100
+    assert fall.before == pytest.approx(0.95, abs=0.01) and fall.after < 0.85
+    assert 140 <= (rise.at - at(0)).total_seconds() / 60 < 160
+    assert rise.before == pytest.approx(0.8, abs=0.01) and rise.after > 0.85
+
+
+def test_evaluation_opens_without_paging_and_the_escalation_stage_pages() -> None:
+    """A drift held for its ``for`` opens an incident: the evaluation's changes carry the
+    incident and its opening event but no notification; the escalation stage (``due``) owes
+    the owner's page."""
+    config = make_config({"systems": {SYSTEM: {"signals": {"accuracy": {"for": "0s"}}}}})
+    store = MemoryStore()
+    findings = {SYSTEM: {"accuracy": finding("accuracy", "degraded", value=0.7, limit=0.9)}}
+    steps = cycle.evaluate(config, findings, store, T0, ids("inc"), pager())
+    assert [s.system for s in steps] == [SYSTEM]
+    (opened,) = steps[0].changes.opened
+    assert (opened.rule, opened.state) == (RULE, "open")
+    assert [e.kind for e in steps[0].changes.events] == ["opened"]
+    assert steps[0].changes.notifications == ()
+    runner.apply(store, steps)
+    ((owed_incident, owed),) = cycle.due(config, store, T0, pager())
+    assert owed_incident.id == opened.id
+    assert {n.recipient for n in owed.notifications} == {"alice", "ml-fraud"}
+
+
+def _resolving(store: MemoryStore) -> None:
+    """An incident whose condition cleared long ago, and the page its owner got."""
+    cleared = incident(cleared_at=T0)
+    store.apply(Changes(opened=[cleared], notifications=[notification("n-1")]))
+
+
+def test_a_resolution_notifies_who_was_paged_and_replay_without_a_pager_pages_nobody() -> None:
+    """An incident clear for its ``resolve_after`` resolves; with the escalation stage's pager
+    everyone who was paged gets a resolution notice in the same changes; without one (as
+    replay runs) the same resolution makes no notification at all."""
+    config = make_config()
+    ok = {SYSTEM: {"accuracy": finding("accuracy", "ok", value=0.95)}}
+    later = T0 + timedelta(hours=1)
+    for with_pager, expected in ((True, ["resolved"]), (False, [])):
+        store = MemoryStore()
+        _resolving(store)
+        steps = cycle.evaluate(
+            config, ok, store, later, ids("inc"), pager() if with_pager else None
+        )
+        (step,) = steps
+        assert [(i.id, i.state, i.resolved_by) for i in step.changes.updated] == [
+            ("inc-1", "resolved", AUTO)
+        ]
+        assert [n.message.purpose for n in step.changes.notifications] == expected
+
+
+def test_the_incidents_of_a_removed_system_are_retired_in_their_own_steps() -> None:
+    """An unresolved incident of a system no longer configured is resolved by ``auto`` for
+    that reason, one step of its own, with the notice to whoever was paged; the escalation
+    stage owes it nothing more."""
+    store = MemoryStore()
+    store.apply(
+        Changes(
+            opened=[incident(id="inc-9", system="retired-model")],
+            notifications=[notification("n-9", incident_id="inc-9")],
+        )
+    )
+    config = make_config()
+    later = T0 + timedelta(hours=2)
+    assert cycle.due(config, store, later, pager()) == []
+    steps = cycle.evaluate(config, {}, store, later, ids("inc"), pager())
+    (retired,) = steps
+    assert retired.retired and retired.system == "retired-model"
+    assert [e.detail for e in retired.changes.events] == [cycle.RETIRED]
+    assert [n.recipient for n in retired.changes.notifications] == ["alice"]
