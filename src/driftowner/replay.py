@@ -95,6 +95,9 @@ class ReplayedChange:
     direction: Direction
     before: float
     after: float
+    began_at: datetime | None = None
+    """When the change began as its detector estimates it (a chart's excursion start); None
+    when only its confirmation is known (a threshold or baseline verdict's flip)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +346,7 @@ def replay_json(r: Replay) -> dict[str, Any]:
                 "direction": c.direction,
                 "before": c.before,
                 "after": c.after,
+                "began_at": rfc3339(c.began_at),
             }
             for c in r.changes
         ],
@@ -436,7 +440,13 @@ def _changes(findings: Findings) -> Iterator[ReplayedChange]:
         for name, finding in signals.items():
             for change in finding.changes:
                 yield ReplayedChange(
-                    system, name, change.at, change.direction, change.before, change.after
+                    system,
+                    name,
+                    change.at,
+                    change.direction,
+                    change.before,
+                    change.after,
+                    change.began_at,
                 )
 
 

@@ -413,7 +413,9 @@ class Bank:
             status="ok",
             at=now,
             value=result.samples[-1].value,
-            changes=tuple(Change(d.at, d.direction, d.reference, d.level) for d in confirmed),
+            changes=tuple(
+                Change(d.at, d.direction, d.reference, d.level, d.began_at) for d in confirmed
+            ),
         )
         return chart_finding(base, watch, signal)
 
