@@ -21,6 +21,7 @@ from driftowner.configload import load_config_text
 from driftowner.cycle import Pager
 from driftowner.detect.bank import Bank
 from driftowner.ids import new_incident_id
+from driftowner.replay import replay
 from driftowner.sources import Source, build_source
 from driftowner.store import SqlStore
 from tests.integration.prometheus_server import Family, openmetrics, running_prometheus
@@ -206,3 +207,20 @@ async def test_an_accepted_level_moves_the_reference_window_after_the_accept(
     assert fraud.status == "no_data"
     assert "learning its reference since the level was accepted" in fraud.reason
     assert findings["churn-scoring"]["scores"].status == "ok"
+
+
+async def test_replay_judges_psi_over_the_histogram_history(
+    history: History, sources: dict[str, Source]
+) -> None:
+    """Replayed over the last 90 minutes, the fraud histogram's windows are read at every
+    minute (two range queries): one drift incident opens after its scores moved, within the
+    recent window's 20 minutes, and its flip to degraded is a change; the churn histogram
+    opens nothing, and no query fails."""
+    config = _config(history, "psi")
+    shift = history.last - timedelta(minutes=HISTORY_MINUTES - 1 - SHIFT_BEGINS)
+    result = await replay(config, sources, history.last - timedelta(minutes=90), history.last)
+    assert result.failed_queries == 0, result.failures
+    (incident,) = result.incidents
+    assert (incident.system, incident.rule) == ("fraud-scoring", "drift:scores")
+    assert shift < incident.opened_at <= shift + timedelta(minutes=20)
+    assert [(c.system, c.direction) for c in result.changes] == [("fraud-scoring", "up")]

@@ -8,6 +8,7 @@ I/O only; the decisions are :mod:`driftowner.detect.bank`'s.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -152,6 +153,69 @@ async def read_histogram(
         return HistogramReading(_counts(reference), _counts(recent))
     except ValueError as error:
         return HistogramReading({}, {}, f"histogram {signal.query}: {error}")
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramHistory:
+    """A histogram's two windows at every step of a range (what ``replay`` judges PSI and JS
+    on): the reading the daemon would have made at each instant, or the read's error."""
+
+    times: tuple[datetime, ...]
+    readings: tuple[HistogramReading, ...]
+    error: str | None = None
+
+    def at(self, now: datetime) -> HistogramReading:
+        """The reading of the latest step at or before ``now``."""
+        if self.error is not None:
+            return HistogramReading({}, {}, self.error)
+        index = bisect_right(self.times, now)
+        if index == 0:
+            return HistogramReading({}, {})
+        return self.readings[index - 1]
+
+
+async def read_histogram_history(
+    source: Source, signal: SignalConfig, start: datetime, end: datetime, step: timedelta
+) -> HistogramHistory:
+    """The reference and recent windows' bucket counts at every ``step`` of ``[start, end]``:
+    the same two queries as :func:`read_histogram`, as range queries (no accept in a
+    replay)."""
+    detect = signal.detect
+    assert detect is not None
+    spec = detect.psi if detect.psi is not None else detect.js
+    assert spec is not None
+    if not supports_labels(source):
+        return HistogramHistory((), (), f"source {source.name!r} cannot read buckets by le")
+    labelled = cast(LabelledSource, source)
+    reference, recent = await asyncio.gather(
+        labelled.read_by_label(
+            _window_query(signal.query, spec.recent, spec.reference), start, end, step, "le"
+        ),
+        labelled.read_by_label(
+            _window_query(signal.query, spec.recent, None), start, end, step, "le"
+        ),
+    )
+    for part in (reference, recent):
+        if part.error is not None:
+            return HistogramHistory((), (), part.error)
+    try:
+        before, after = _counts_by_time(reference), _counts_by_time(recent)
+    except ValueError as error:
+        return HistogramHistory((), (), f"histogram {signal.query}: {error}")
+    times = tuple(sorted(before.keys() & after.keys()))
+    return HistogramHistory(times, tuple(HistogramReading(before[t], after[t]) for t in times))
+
+
+def _counts_by_time(result: LabelledResult) -> dict[datetime, dict[float, float]]:
+    """Per step, ``le`` to the window's cumulative count (summed by the bound's value, as
+    :func:`_counts` does)."""
+    counts: dict[datetime, dict[float, float]] = {}
+    for le, samples in result.series.items():
+        bound = parse_le(le)
+        for sample in samples:
+            at_step = counts.setdefault(sample.at, {})
+            at_step[bound] = at_step.get(bound, 0.0) + sample.value
+    return counts
 
 
 def _window_query(selector: str, recent: timedelta, reference: timedelta | None) -> str:
