@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := prometheus chromium postgresql systemd
+DEBIAN_PACKAGES := prometheus prometheus-alertmanager chromium postgresql systemd
 
 .PHONY: run test lint pytest system-deps clean
 

@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from driftowner import __version__, service
 from driftowner import report as reports
+from driftowner.audit import Audit, audit, audit_json
 from driftowner.clock import rfc3339, utcnow
 from driftowner.config import Config, config_json_schema, format_duration, parse_duration
 from driftowner.configload import ConfigError, default_secrets_dir, load_config, warning_lines
@@ -96,6 +97,44 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    result = audit(_load(_config_path(args.config)))
+    if args.json:
+        _print_json(audit_json(result))
+    else:
+        _print_audit_table(result)
+    return 1 if args.strict and result.gaps else 0
+
+
+def _print_audit_table(result: Audit) -> None:
+    """The audit as a table, one row per system, then every gap on a line of its own."""
+    rows = [("SYSTEM", "OWNER", "LAYERS", "MODEL~BUSINESS", "REACHABLE", "CONTRIBUTORS", "GAPS")]
+    for system in result.systems:
+        rows.append(
+            (
+                system.name,
+                system.owner,
+                ",".join(system.layers) or "-",
+                "yes" if system.disagreements else "no",
+                "yes" if system.owner_reachable else "no",
+                " ".join(f"{layer}:{team}" for layer, team in system.contributors.items()) or "-",
+                str(len(system.gaps)),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+    gaps = result.gaps
+    print()
+    if not gaps:
+        print("no gaps")
+        return
+    print(f"{len(gaps)} gap{'s' if len(gaps) != 1 else ''}:")
+    for gap in gaps:
+        print(f"  - {gap.message}")
+
+
 def cmd_schema(_: argparse.Namespace) -> int:
     _print_json(config_json_schema())
     return 0
@@ -110,12 +149,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
 
     async def once() -> Findings:
-        sources = {n: build_source(n, s, clock=utcnow) for n, s in config.sources.items()}
+        # Opened only if an alertmanager source reads the alerts the webhook kept.
+        alerts = SqlStore(config.storage.url)
+        sources = {
+            n: build_source(n, s, clock=utcnow, alerts=alerts) for n, s in config.sources.items()
+        }
         try:
             findings, _ = await poll.poll(config, sources, utcnow())
         finally:
             for source in sources.values():
                 await source.aclose()
+            alerts.close()
         return findings
 
     findings = asyncio.run(once())
@@ -245,12 +289,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     async def run() -> Any:
         # The demo source simulates relative to its start: start it at --from.
-        sources = {n: build_source(n, s, clock=lambda: start) for n, s in config.sources.items()}
+        # Opened only if an alertmanager source reads the alerts the webhook kept.
+        alerts = SqlStore(config.storage.url)
+        sources = {
+            n: build_source(n, s, clock=lambda: start, alerts=alerts)
+            for n, s in config.sources.items()
+        }
         try:
             return await replay(config, sources, start, end, interval=interval)
         finally:
             for source in sources.values():
                 await source.aclose()
+            alerts.close()
 
     try:
         result = asyncio.run(run())
@@ -523,6 +573,14 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--interval", help="between evaluations (default: evaluation.interval)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_replay)
+
+    c = sub.add_parser(
+        "audit", help="the ownership registry checked: layers, disagreement rules, reachability"
+    )
+    config_arg(c)
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--strict", action="store_true", help="exit 1 when there is any gap")
+    c.set_defaults(func=cmd_audit)
 
     c = sub.add_parser("notify-test", help="one test message through each of an owner's channels")
     config_arg(c)

@@ -42,7 +42,8 @@ from pydantic import (
 from pydantic.json_schema import GenerateJsonSchema, SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from driftowner.model import BadDirection, Layer
+from driftowner.alerts import for_system, parse_selector, render, system_conflict
+from driftowner.model import LAYERS, BadDirection, Layer
 
 _DURATION_PART = re.compile(r"([0-9]+)(ms|y|w|d|h|m|s)")
 _UNIT_MS = {
@@ -335,6 +336,9 @@ class EvaluationConfig(Strict):
         return value
 
 
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
 class PrometheusSourceConfig(Strict):
     type: Literal["prometheus"]
     url: HttpUrl
@@ -367,8 +371,32 @@ class DemoSourceConfig(Strict):
     drift_lasts: Duration = timedelta(seconds=150)
 
 
+class AlertmanagerSourceConfig(Strict):
+    """driftowner as an Alertmanager webhook receiver (``POST /api/v1/alertmanager``): a signal
+    on this source names an alert, degraded while it fires."""
+
+    type: Literal["alertmanager"]
+    system_label: str = "system"
+    """The alert label whose value names the system an alert belongs to: the system's
+    ``labels[system_label]``, else the system's name."""
+    token: Secret | None = None
+    """The bearer token Alertmanager sends (``http_config.authorization``); it may only post
+    alerts. Without it, the webhook takes ``server.api_token``."""
+    keep_resolved: Duration = timedelta(days=30)
+    """How long a resolved alert is kept (``replay`` reads alerts as history)."""
+
+    @field_validator("system_label")
+    @classmethod
+    def _label_name(cls, value: str) -> str:
+        if not _LABEL_NAME.match(value):
+            raise ValueError(
+                f"invalid label name {value!r}: expected a Prometheus label name, e.g. system"
+            )
+        return value
+
+
 SourceConfig = Annotated[
-    PrometheusSourceConfig | FileSourceConfig | DemoSourceConfig,
+    PrometheusSourceConfig | FileSourceConfig | DemoSourceConfig | AlertmanagerSourceConfig,
     Field(discriminator="type"),
 ]
 
@@ -746,9 +774,10 @@ class SignalConfig(_SignalBody):
     """``(system_label, value)``: the series of the template's query that belong to this
     system are those whose ``system_label`` equals ``value`` (the system's
     ``labels[system_label]``, else the system's name)."""
-
-
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    alerts: SkipJsonSchema[bool] = Field(default=False, exclude=True)
+    """Set by :class:`Config` for a signal on an alertmanager source: its value is the number
+    of its alerts firing, degraded while one fires; its ``query`` then includes the system's
+    own matcher. Never written by hand, never dumped."""
 
 
 class SignalTemplateConfig(_SignalBody):
@@ -811,6 +840,12 @@ def _derived_keys_together(value: Any) -> Any:
     """``template`` and ``label`` are set by expansion, together; alone they are mistakes."""
     if not isinstance(value, dict):
         return value
+    if "alerts" in value:
+        raise PydanticCustomError(
+            "signal_key",
+            "is not written by hand: a signal on an alertmanager source is an alert signal",
+            {"key": "alerts"},
+        )
     template, label = value.get("template"), value.get("label")
     if label is not None and template is None:
         raise PydanticCustomError(
@@ -891,6 +926,27 @@ class SystemConfig(Strict):
     reopens."""
 
 
+class AuditConfig(Strict):
+    """What ``driftowner audit`` holds the ownership registry to (see :mod:`driftowner.audit`)."""
+
+    max_systems_per_owner: int = Field(default=5, ge=1)
+    """More systems than this on one accountable owner is a gap: nobody answers for that
+    many well (and their absence stops all of them)."""
+    layers: list[Layer] = Field(default_factory=lambda: list(LAYERS), min_length=1)
+    """The layers every system should watch with at least one signal."""
+
+
+class BackstageConfig(Strict):
+    """Owners read from a Backstage catalog (see :mod:`driftowner.backstage`)."""
+
+    catalog: Path
+    """A ``catalog-info.yaml`` (one or more ``---``-separated entities) or a directory of
+    them (every ``*.yaml``/``*.yml`` below it); relative to the config file's directory."""
+    owners: dict[str, str] = Field(min_length=1)
+    """A Backstage owner reference (``user:default/alice``, ``group:ml-fraud``) → an owner
+    key of ``owners``."""
+
+
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
@@ -908,6 +964,9 @@ class Config(Strict):
     ``systems`` by the loader (:mod:`driftowner.configload`), which resolves a relative path
     against the config file's directory. Validating a Config directly reads nothing."""
     systems: dict[str, SystemConfig] = Field(min_length=1)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    backstage: BackstageConfig | None = None
+    """Where systems without an ``owner`` take theirs from; the loader fills them in."""
 
     @model_validator(mode="after")
     def _expand_template_refs(self) -> Config:
@@ -957,6 +1016,51 @@ class Config(Strict):
             # Frozen to callers; this is still validation, building the value they receive.
             self.__dict__["systems"] = systems
         return self
+
+    @model_validator(mode="after")
+    def _mark_alert_signals(self) -> Config:
+        """Mark every signal on an alertmanager source as an alert signal and add the
+        system's own matcher to its query (a query that does not parse is left as written;
+        :func:`cross_check` reports it)."""
+        systems: dict[str, SystemConfig] = {}
+        changed = False
+        for system_name, system in self.systems.items():
+            signals: dict[str, SignalConfig] = {}
+            for signal_name, signal in system.signals.items():
+                source = self.sources.get(signal.source)
+                if isinstance(signal, SignalConfig) and isinstance(
+                    source, AlertmanagerSourceConfig
+                ):
+                    signals[signal_name] = alert_signal(signal, source, system_name, system.labels)
+                    changed = True
+            systems[system_name] = (
+                system.model_copy(update={"signals": {**system.signals, **signals}})
+                if signals
+                else system
+            )
+        if changed:
+            # Frozen to callers; this is still validation, building the value they receive.
+            self.__dict__["systems"] = systems
+        return self
+
+
+def alert_signal(
+    signal: SignalConfig,
+    source: AlertmanagerSourceConfig,
+    system_name: str,
+    labels: Mapping[str, str],
+) -> SignalConfig:
+    """A signal on an alertmanager source as the rest of driftowner reads it: marked
+    ``alerts``, its query the canonical selector with the system's own matcher."""
+    value = labels.get(source.system_label, system_name)
+    try:
+        matchers = parse_selector(signal.query)
+    except ValueError:
+        return signal.model_copy(update={"alerts": True})
+    if system_conflict(matchers, source.system_label, value) is not None:
+        return signal.model_copy(update={"alerts": True})
+    query = render(for_system(matchers, source.system_label, value))
+    return signal.model_copy(update={"alerts": True, "query": query})
 
 
 def expand_template_ref(
@@ -1027,6 +1131,11 @@ def _check_api_tokens(config: Config) -> list[ConfigIssue]:
                 )
             )
     return issues
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> str:
+    """``unknown owner 'alicia', did you mean 'alice'?`` (or the names there are)."""
+    return _unknown(kind, name, known)
 
 
 def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
@@ -1179,6 +1288,12 @@ def _check_system(config: Config, name: str, system: SystemConfig) -> list[Confi
                 issues.extend(_check_direction(where, signal.bad, signal.detect))
                 issues.extend(_check_histogram(config, where, signal, templated=True))
             continue
+        source = config.sources.get(signal.source)
+        if isinstance(source, AlertmanagerSourceConfig):
+            used_labels.append(source.system_label)
+            value = system.labels.get(source.system_label, name)
+            issues.extend(_check_alert_signal(where, signal, source, value))
+            continue
         issues.extend(_check_source(config, where, signal))
         issues.extend(_check_direction(where, signal.bad, signal.detect))
         issues.extend(_check_histogram(config, where, signal))
@@ -1230,6 +1345,42 @@ def _check_source(
             )
         ]
     return []
+
+
+_NOT_FOR_ALERTS = {
+    "bad": "an alert signal is bad while its alert fires",
+    "detect": "an alert signal is degraded while its alert fires, healthy once it resolves",
+    "false_alarm_every": "Alertmanager decides when an alert fires",
+    "stale_after": "an alert that stops being sent is resolved when its endsAt passes",
+}
+"""The signal fields that do not apply on an alertmanager source, and why."""
+
+
+def _check_alert_signal(
+    where: tuple[str | int, ...],
+    signal: SignalConfig,
+    source: AlertmanagerSourceConfig,
+    value: str,
+) -> list[ConfigIssue]:
+    """A signal on an alertmanager source names alerts by a selector, and sets none of the
+    fields that judge values."""
+    issues: list[ConfigIssue] = []
+    for field_name, why in _NOT_FOR_ALERTS.items():
+        if field_name in signal.model_fields_set:
+            issues.append(
+                (
+                    (*where, field_name),
+                    f"does not apply on alertmanager source {signal.source!r}: {why}",
+                )
+            )
+    try:
+        matchers = parse_selector(signal.query)
+    except ValueError as error:
+        return [*issues, ((*where, "query"), f"not an alert selector: {error}")]
+    conflict = system_conflict(matchers, source.system_label, value)
+    if conflict is not None:
+        issues.append(((*where, "query"), conflict))
+    return issues
 
 
 _BUCKET_SELECTOR = re.compile(r"^\s*[a-zA-Z_:][a-zA-Z0-9_:]*_bucket\s*(\{.*\})?\s*$", re.DOTALL)

@@ -99,6 +99,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from driftowner import backstage
 from driftowner.config import (
     SIGNAL_ENTRY_TAGS,
     TEMPLATE_OVERRIDES,
@@ -107,6 +108,7 @@ from driftowner.config import (
     TemplateRefConfig,
     config_warnings,
     cross_check,
+    unknown_name,
 )
 
 ENV_PREFIX = "DRIFTOWNER_"
@@ -255,11 +257,14 @@ def load_config_text(
         raise _config_error([*problems, *text_problems], files, systems_files, frozenset())
     if directory is not None:
         data["systems_dir"] = str(directory)
+    ownerless = _apply_backstage(data, base_dir, files, problems)
     secret_values.update(_secret_strings(Config, data))
     config = _validate(data, provenance, problems, cross_references=not document_problems)
     if merged.unreadable:
         # Not "systems: required" as well: the systems are in the directory that is missing.
         problems = [problem for problem in problems if problem.path != ("systems",)]
+    # Not "owner: required" (or "unknown owner") as well: the Backstage problem says where.
+    problems = [p for p in problems if p.path not in ownerless or p in ownerless.values()]
     if problems:
         raise _config_error(problems, files, systems_files, frozenset(secret_values))
     assert config is not None
@@ -737,6 +742,108 @@ def _read_systems_file(
         )
         return {}, False, document.positions
     return body, not found, document.positions
+
+
+# --- backstage --------------------------------------------------------------------------
+
+
+def _apply_backstage(
+    data: dict[str, Any], base_dir: Path | None, files: list[_File], problems: list[_Problem]
+) -> dict[YamlPath, _Problem]:
+    """Fill in the owner of every system without one from the Backstage catalog the
+    ``backstage`` section names (:mod:`driftowner.backstage`), noting every problem: in a
+    catalog file (by line), at ``backstage.owners``, or at a system's ``owner`` (a conflict, or
+    no owner anywhere). Returns, by the path of a system's ``owner``, the one problem to report
+    there (no owner anywhere, or an unknown owner said at ``backstage.owners``).
+
+    A ``backstage`` section of the wrong shape is left for validation to report."""
+    section = data.get("backstage")
+    systems = data.get("systems")
+    if not isinstance(section, dict) or not isinstance(systems, dict):
+        return {}
+    catalog, written = section.get("catalog"), section.get("owners")
+    if not isinstance(catalog, str) or not catalog.strip() or not isinstance(written, dict):
+        return {}
+    path = Path(catalog)
+    if base_dir is not None and not path.is_absolute():
+        path = base_dir / path
+    owner_map, unknown = _backstage_owner_map(written, data.get("owners"), problems)
+    read = backstage.read_catalog(path)
+    resolution = backstage.resolve(
+        [name for name in systems if isinstance(name, str)], owner_map, read.components
+    )
+    for found in (*read.problems, *resolution.problems):
+        if found.file == str(path) and found.line is None:
+            problems.append(_Problem(("backstage", "catalog"), f"{catalog!r} {found.message}"))
+            continue
+        index = next((i for i, f in enumerate(files) if f.name == found.file), None)
+        if index is None:
+            index = len(files)
+            files.append(_File(found.file, {}))
+        problems.append(_Problem((), found.message, line=found.line or 1, file=index))
+    ownerless: dict[YamlPath, _Problem] = {}
+    for name, system in systems.items():
+        if not isinstance(system, dict):
+            continue
+        where: YamlPath = ("systems", name, "owner")
+        given, source = resolution.owners.get(name), resolution.sources.get(name)
+        if "owner" not in system and given is not None:
+            system["owner"] = given
+            if given in unknown:  # said at backstage.owners, not again at the system
+                ownerless[where] = unknown[given]
+        elif "owner" not in system:
+            ownerless[where] = _Problem(
+                where,
+                f"no owner: give one here, or give the Backstage catalog ({catalog}) a "
+                f"Component named {name!r} or annotated '{backstage.ANNOTATION}: {name}'",
+            )
+            if not read.problems:  # else the catalog could not be read: that error says it
+                problems.append(ownerless[where])
+        elif given is not None and source is not None and system["owner"] != given:
+            problems.append(
+                _Problem(
+                    where,
+                    f"{system['owner']!r} here, but the Backstage catalog gives {given!r} "
+                    f"(component {source.name!r}, {source.file} line {source.line}, spec.owner "
+                    f"{source.owner!r}): keep one; remove owner here to take the catalog's",
+                )
+            )
+    return ownerless
+
+
+def _backstage_owner_map(
+    written: dict[Any, Any], owners: Any, problems: list[_Problem]
+) -> tuple[dict[str, str], dict[str, _Problem]]:
+    """``backstage.owners`` keyed by full entity reference, and the problem of each value that
+    names no owner (by that value); a key that is not a reference and two spellings of one
+    reference are problems too."""
+    mapped: dict[str, str] = {}
+    spelled: dict[str, str] = {}
+    unknown: dict[str, _Problem] = {}
+    for key, value in written.items():
+        where: YamlPath = ("backstage", "owners", str(key))
+        ref = backstage.entity_ref(key) if isinstance(key, str) else None
+        if ref is None:
+            problems.append(
+                _Problem(where, "not a Backstage entity reference ([kind:][namespace/]name)")
+            )
+            continue
+        if not isinstance(value, str):
+            continue  # validation reports it
+        if isinstance(owners, dict) and value not in owners:
+            unknown[value] = _Problem(where, unknown_name("owner", value, owners))
+            problems.append(unknown[value])
+        if ref in mapped and mapped[ref] != value:
+            problems.append(
+                _Problem(
+                    where,
+                    f"the same reference as {spelled[ref]!r} ({ref}), mapped to "
+                    f"{mapped[ref]!r}: one reference, one owner",
+                )
+            )
+            continue
+        mapped[ref], spelled[ref] = value, str(key)
+    return mapped, unknown
 
 
 # --- environment and secrets ------------------------------------------------------------

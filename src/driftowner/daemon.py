@@ -22,6 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from driftowner import cycle, outbox, poll, runner, sdnotify
 from driftowner.api import Runtime, create_app
+from driftowner.api.runtime import observe_sources
 from driftowner.channels import Channel, build_channel
 from driftowner.clock import utcnow
 from driftowner.config import Config
@@ -150,7 +151,7 @@ class Daemon:
 
     def _build_edges(self, config: Config) -> tuple[dict[str, Source], dict[str, Channel]]:
         sources = {
-            name: build_source(name, spec, clock=self.clock)
+            name: build_source(name, spec, clock=self.clock, alerts=self.store)
             for name, spec in config.sources.items()
         }
         channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
@@ -176,6 +177,7 @@ class Daemon:
         self.sources, self.channels = self._build_edges(config)
         self.config = config
         self.runtime.config = config
+        self.runtime.sources = self.sources
         if self.store is not None:
             self.signer = LinkSigner(self.store.secret("links"), config.server.base_url)
             self.runtime.links = self.signer
@@ -226,6 +228,9 @@ class Daemon:
                     }
                     for system, signals in findings.items()
                 }
+                self.runtime.source_health = observe_sources(
+                    self.runtime.source_health, config, stats.up, stats.failing, now
+                )
             # Store work runs in a worker thread: a large evaluation (a transaction per
             # system) never stalls /healthz, /metrics or signal handling.
             await asyncio.to_thread(
@@ -420,6 +425,7 @@ class Daemon:
             clock=self.clock,
             links=self.signer,
             healthy=self.healthy,
+            sources=self.sources,
             reload=lambda: asyncio.run_coroutine_threadsafe(self._sd_reload(), loop).result(30),
         )
         server = _Server(

@@ -1,4 +1,5 @@
-"""Signed one-click action links (``/a/{token}``) and the incident links notifications carry.
+"""Signed one-click action links (``/a/{token}``) and the incident page links (``/incidents/{id}``)
+notifications carry.
 
 A token names an incident, an action (``ack`` or ``resolve``) and its recipient (the owner
 who was paged and acts by it), is signed with the store's link secret, and expires; holding it
@@ -11,6 +12,7 @@ instance over the same store accepts them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -40,10 +42,11 @@ class LinkSigner:
         self.base_url = base_url.rstrip("/")
 
     def __call__(self, incident_id: str, action: str, recipient: str | None = None) -> str | None:
-        """The URL for ``action`` on an incident: ``view`` (the API), or ``ack`` / ``resolve``
-        (a signed one-click link acting as ``recipient``; None without a recipient)."""
+        """The URL for ``action`` on an incident: ``view`` (its page, with a chart of its
+        signals), or ``ack`` / ``resolve`` (a signed one-click link acting as ``recipient``;
+        None without a recipient)."""
         if action == "view":
-            return f"{self.base_url}/api/v1/incidents/{incident_id}"
+            return f"{self.base_url}/incidents/{quote(incident_id, safe='')}"
         if action not in ACTIONS or not recipient:
             return None
         token = self._serializer.dumps({"i": incident_id, "a": action, "r": recipient})

@@ -100,6 +100,30 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class ReceivedAlert:
+    """One episode of one alert as an Alertmanager webhook reported it to an alertmanager
+    source: from ``starts_at`` until ``ends_at`` (None: no end known yet)."""
+
+    fingerprint: str
+    """Alertmanager's fingerprint of the alert's labels."""
+    labels: tuple[tuple[str, str], ...]
+    """The alert's labels, sorted by name."""
+    starts_at: datetime
+    ends_at: datetime | None
+    """When the alert ends: a resolve's time, or the end a firing alert was given; None while
+    it fires with no end known (Alertmanager sends firing alerts without one)."""
+    resolved: bool
+    """Alertmanager reported it resolved: final for this episode."""
+    received_at: datetime
+    """When a webhook last reported this episode."""
+
+    def firing_at(self, at: datetime) -> bool:
+        """Whether this episode fires at ``at`` (an end that passed counts as resolved, as
+        Alertmanager counts it)."""
+        return self.starts_at <= at and (self.ends_at is None or at < self.ends_at)
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     """One signal's verdict at one evaluation, with the evidence behind it."""
 
@@ -117,7 +141,12 @@ class Finding:
     """Human-readable, one line: why this status (``0.71 < min 0.90``)."""
     source_up: bool = True
     source_error: bool = False
-    """The query produced no usable answer (source down, bad query): not a stale signal."""
+    """The query produced no usable answer (source down, bad query). With ``source_up`` false
+    it is the operator's problem; with the source up and a broken-query ``error_reason`` it is
+    the owner's (a stale condition, see :func:`driftowner.detect.rules.broken_query`)."""
+    error_reason: str | None = None
+    """The source's bounded reason for ``source_error`` (``multiple_series``, ``timeout``, ...);
+    None when there was no error or the reader gave none."""
     changes: tuple[Change, ...] = ()
     """The changes this evaluation confirmed, oldest first (see :func:`driftowner.cycle.judge`):
     a chart's confirmed changes, or a flip of another detector's verdict."""

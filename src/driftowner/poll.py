@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -39,6 +39,8 @@ class SourceStats:
     durations: dict[str, list[float]]
     failing: dict[tuple[str, str], str] = field(default_factory=dict)
     """(system, signal) → error, for every query that failed in this poll."""
+    unmatched: dict[tuple[str, str], str] = field(default_factory=dict)
+    """(system, signal) → why a template query that answered has no series for it."""
 
 
 def log_query_failures(
@@ -169,6 +171,9 @@ async def read(
         for key, value in read.members:
             results[key] = labelled.share(read.label, value)
             mine = results[key]
+            missing = unmatched_label(labelled, read.label, value)
+            if missing is not None:
+                stats.unmatched[key] = missing
             if labelled.error is None and mine.error is not None:
                 # One system's share failed (ambiguous, only NaN): visible and logged per
                 # system, like a plain signal's failure.
@@ -189,4 +194,31 @@ async def poll(
     no ``bank`` (``driftowner evaluate``: one look) a fresh one, warm-started from history."""
     bank = Bank() if bank is None else bank
     results, stats = await read(config, sources, now, bank)
-    return cycle.judge(config, results, bank, now), stats
+    return explain_unmatched(cycle.judge(config, results, bank, now), stats.unmatched), stats
+
+
+def unmatched_label(labelled: LabelledResult, label: str, value: str) -> str | None:
+    """Why a template query that answered has no series for one system (its ``label`` value
+    matches none of the query's series while others do), or None when it has one, or the query
+    failed, or returned nothing for anyone (no data: nothing to tell apart)."""
+    others = sorted({*labelled.series, *labelled.ambiguous} - {value})
+    if labelled.error is not None or value in labelled.series or value in labelled.ambiguous:
+        return None
+    if not others:
+        return None
+    shown = ", ".join(f"{label}={other!r}" for other in others[:3])
+    more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+    return (
+        f"the template query returns no series with {label}={value!r} (it has {shown}{more}): "
+        f"the system stopped reporting, or its labels.{label} matches nothing"
+    )
+
+
+def explain_unmatched(findings: Findings, unmatched: Mapping[SignalKey, str]) -> Findings:
+    """``findings`` with the no-data reason of each signal whose template label matched no
+    series replaced by that explanation (the stale rule pages its owner with it)."""
+    for (system, name), why in unmatched.items():
+        found = findings.get(system, {}).get(name)
+        if found is not None and found.detector == "staleness" and found.value is None:
+            findings[system][name] = replace(found, reason=why)
+    return findings

@@ -21,7 +21,7 @@ TOKEN = "api-test-token"
 CONFIG = """
 server: {listen: "127.0.0.1:9587", external_url: "https://driftowner.test", api_token: "%s"}
 storage: {url: "sqlite:///%s"}
-sources: {sim: {type: demo}}
+sources: {sim: {type: demo}, am: {type: alertmanager}}
 owners:
   alice: {name: Alice Chen, email: alice@example.com}
   bob: {name: Bob Diaz, email: bob@example.com}

@@ -95,3 +95,4 @@ def test_with_the_token_no_answer_breaks_the_schema(api_schema: schemathesis.Bas
     5xx, only declared status codes, content types and bodies."""
     fuzzed = fuzz(api_schema, {"Authorization": f"Bearer {TOKEN}"})
     assert "POST /api/v1/incidents/{incident_id}/reassign" in fuzzed
+    assert "POST /api/v1/alertmanager" in fuzzed

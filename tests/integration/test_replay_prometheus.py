@@ -166,11 +166,12 @@ async def test_a_replay_ending_inside_the_drop_leaves_the_incident_open(
     assert incident.resolved_at is None
 
 
-async def test_a_query_prometheus_rejects_is_a_failed_query_not_an_incident(
+async def test_a_query_prometheus_rejects_is_a_failed_query_and_a_stale_incident(
     history: History, config: Config, sources: dict[str, Source]
 ) -> None:
     """A signal whose PromQL Prometheus rejects is counted as a failed query with the server's
-    error, and opens no stale or disagreement incident."""
+    error; Prometheus being up, that is broken monitoring, the owner's problem: one stale
+    incident whose evidence says the query is broken, and no disagreement."""
     system = config.systems["fraud-scoring"]
     broken_signal = system.signals["adoption"].model_copy(
         update={"query": "rate(fraud_alert_adoption_ratio"}
@@ -185,7 +186,10 @@ async def test_a_query_prometheus_rejects_is_a_failed_query_not_an_incident(
         }
     )
     result = await replay(broken, sources, history.first, history.last)
-    assert result.incidents == ()
+    (stale,) = result.incidents
+    assert (stale.kind, stale.rule, stale.owner) == ("stale", "stale:adoption", "alice")
+    assert stale.summary.startswith("adoption cannot be read, its query is broken")
+    assert "query rejected" in stale.summary
     assert result.failed_queries == 1
     (failure,) = result.failures
     assert failure.signal == "adoption"

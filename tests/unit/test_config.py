@@ -681,7 +681,7 @@ def test_missing_type_names_the_choices(tmp_path: Path) -> None:
     """A source without ``type`` is reported at ``.type`` with the types there are."""
     path = write(tmp_path, VALID.replace("{type: prometheus, ", "{"))
     assert errors_of(path, environ={}) == [
-        f"{path}: sources.prom.type: required: one of 'prometheus', 'file', 'demo'"
+        f"{path}: sources.prom.type: required: one of 'prometheus', 'file', 'demo', 'alertmanager'"
     ]
 
 

@@ -135,6 +135,33 @@ async def test_a_system_missing_from_the_template_result_has_no_data() -> None:
     assert missing.detector == "staleness"
 
 
+async def test_a_template_label_that_matches_nothing_is_explained() -> None:
+    """A system whose label value matches none of the series a template query returns (while
+    other systems' do) has no data, and its finding says which label matched nothing and
+    what the query does return: the evidence its owner's stale incident carries."""
+    series = {f"model-{i}": (Sample(T0, 0.95),) for i in (0, 2, 3, 4)}
+    fake = LabelledFake(LabelledResult(series=series, ambiguous=("model-5",)))
+    findings, stats = await poll(_templated(2), {"prom": fake}, T0)
+    missing = findings["model-1"]["accuracy"]
+    assert missing.status == "no_data" and missing.detector == "staleness"
+    assert missing.reason == (
+        "the template query returns no series with model='model-1' (it has model='model-0', "
+        "model='model-2', model='model-3' and 2 more): the system stopped reporting, or its "
+        "labels.model matches nothing"
+    )
+    assert findings["model-0"]["accuracy"].status == "ok"
+    assert stats.unmatched == {("model-1", "accuracy"): missing.reason}
+
+
+async def test_a_template_query_with_no_series_at_all_keeps_the_plain_no_data_reason() -> None:
+    """When the template query returns nothing for anyone there is nothing to tell apart: the
+    plain no-samples reason stays."""
+    fake = LabelledFake(LabelledResult(series={}))
+    findings, stats = await poll(_templated(1), {"prom": fake}, T0)
+    assert findings["model-0"]["accuracy"].reason == "the query returned no samples"
+    assert stats.unmatched == {}
+
+
 async def test_a_failing_template_query_fails_each_system_once_and_logs_once() -> None:
     """The template's query fails: every system using it has no data from a source error (no
     stale page), the source is down, and the failure is one error, not fifty."""

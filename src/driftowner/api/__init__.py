@@ -1,13 +1,22 @@
-"""HTTP: /metrics, health, the incidents API, action links, Slack interactivity, reload and
-the status page. Thin: one small router per part, every action one service call, every
-refusal one error mapping (:mod:`driftowner.api.errors`)."""
+"""HTTP: /metrics, health, the incidents API, action links, Slack interactivity, reload, the
+status page and the incident pages. Thin: one small router per part, every action one service
+call, every refusal one error mapping (:mod:`driftowner.api.errors`)."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
 from driftowner import __version__
-from driftowner.api import actions, errors, incidents, operations, slack
+from driftowner.api import (
+    actions,
+    alertmanager,
+    errors,
+    incident_page,
+    incidents,
+    operations,
+    slack,
+    status_page,
+)
 from driftowner.api.runtime import Runtime
 
 __all__ = ["BODY_LIMIT", "Runtime", "create_app"]
@@ -27,9 +36,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     errors.install(app)
     app.include_router(operations.router(runtime))
+    app.include_router(status_page.router(runtime))
+    app.include_router(incident_page.router(runtime))
     app.include_router(incidents.router(runtime))
     app.include_router(actions.router(runtime))
     app.include_router(actions.links_router(runtime))
     app.include_router(slack.router(runtime))
+    app.include_router(alertmanager.router(runtime))
     # Silences (/api/v1/silences) get their own router here.
     return app

@@ -1,5 +1,5 @@
-"""Operating driftowner over HTTP: /metrics, health and readiness, reload, the report, the
-ownership registry and the status page."""
+"""Operating driftowner over HTTP: /metrics, health and readiness, reload, the report and the
+ownership registry (the status page is :mod:`driftowner.api.status_page`)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
 from driftowner import report as reports
 from driftowner.api.auth import caller_of, token_checked
 from driftowner.api.errors import Problem, responses
-from driftowner.api.pages import owner_name, templates, whole_age
 from driftowner.api.runtime import Runtime
+from driftowner.audit import audit, gap_json, system_audit_json
 from driftowner.config import format_duration, parse_duration
 
 MAX_REPORT_WINDOW = timedelta(days=3650)
@@ -30,7 +30,7 @@ class ReloadAnswer(BaseModel):
 
 
 def router(runtime: Runtime) -> APIRouter:
-    """Health, metrics, report, registry and status page; reload (admin token only)."""
+    """Health, metrics, report and registry; reload (admin token only)."""
     r = APIRouter()
 
     @r.get("/metrics", include_in_schema=False)
@@ -65,12 +65,13 @@ def router(runtime: Runtime) -> APIRouter:
 
     @r.get("/api/v1/systems")
     def systems() -> dict[str, Any]:
-        return {"systems": registry(runtime)}
-
-    @r.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def status_page() -> HTMLResponse:
-        """Open incidents by accountable owner, with age, state and escalation level."""
-        return HTMLResponse(render_status_page(runtime))
+        """Every system with its registry entry, signal status and ``audit`` (its gaps), and
+        the ``registry`` gaps across systems (:mod:`driftowner.audit`)."""
+        checked = audit(runtime.config)
+        rows = registry(runtime)
+        for row, system in zip(rows, checked.systems, strict=True):
+            row["audit"] = system_audit_json(system)
+        return {"systems": rows, "registry": [gap_json(gap) for gap in checked.registry]}
 
     admin = APIRouter(route_class=token_checked(lambda: runtime.config))
 
@@ -118,46 +119,6 @@ def registry(runtime: Runtime) -> list[dict[str, Any]]:
         }
         for name, system in config.systems.items()
     ]
-
-
-def render_status_page(runtime: Runtime) -> str:
-    """The status page: unresolved incidents grouped by accountable owner, oldest first."""
-    now = runtime.clock()
-    unresolved = runtime.store.incidents(unresolved=True)
-    by_owner: dict[str, list[dict[str, Any]]] = {}
-    for incident in sorted(unresolved, key=lambda i: i.opened_at):
-        steps = len(incident.chain.steps)
-        level = (
-            f"step {min(incident.escalation_steps_done, steps)} of {steps}"
-            if incident.state == "open"
-            else f"acknowledged by {incident.acknowledged_by}"
-        )
-        by_owner.setdefault(incident.owner, []).append(
-            {
-                "id": incident.id,
-                "system": incident.system,
-                "summary": incident.summary,
-                "layers": ", ".join(incident.layers),
-                "state": incident.state,
-                "age": whole_age(incident, now),
-                "breach": reports.breached_ack(incident, now)
-                or reports.breached_resolve(incident, now),
-                "level": level,
-            }
-        )
-    return (
-        templates()
-        .get_template("status.html")
-        .render(
-            now=now.strftime("%Y-%m-%d %H:%M:%S UTC"),
-            unresolved=unresolved,
-            by_owner=[
-                (key, owner_name(runtime.config, key), rows)
-                for key, rows in sorted(by_owner.items())
-            ],
-            systems=registry(runtime),
-        )
-    )
 
 
 def report_window(since: str) -> timedelta:

@@ -57,12 +57,15 @@ condition began, so the chart learns the level the change left and sees it begin
 
 def chart_for(signal: SignalConfig, interval: timedelta) -> Detector | None:
     """The change-point chart a signal's ``detect`` section names, the default one when it
-    names none, or None for a detector without memory (threshold, baseline, psi, js).
+    names none, or None for a detector without memory (threshold, baseline, psi, js) and for
+    an alert signal (it fires or not).
 
     Charts are immutable and shared: every signal with the same parameters gets the same
     instance (10,000 signals on the default detector hold one, not one each per cycle)."""
     detect = signal.detect
     bad, budget = signal.bad, signal.false_alarm_every
+    if signal.alerts:
+        return None  # fires or not: judged at each instant (detectors.alerting)
     if detect is None:
         return _chart("default", bad, budget, interval)
     if detect.cusum is not None:

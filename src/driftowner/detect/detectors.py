@@ -38,6 +38,8 @@ def judge(
         return found
     base = Finding(system=system, signal=signal_name, layer=signal.layer, status="no_data", at=now)
     latest = result.samples[-1]
+    if signal.alerts:
+        return alerting(base, signal.query, latest)
     detect = signal.detect
     if detect is not None and detect.threshold is not None:
         return threshold(base, detect.threshold, latest)
@@ -76,6 +78,7 @@ def unusable(
             reason=result.error,
             source_up=result.source_up,
             source_error=True,
+            error_reason=result.error_reason,
         )
     if not result.samples:
         return replace(base, reason="the query returned no samples", detector="staleness")
@@ -90,6 +93,17 @@ def unusable(
             reason=f"newest sample is {age} old (stale_after {limit})",
         )
     return None
+
+
+def alerting(base: Finding, selector: str, latest: Sample) -> Finding:
+    """An alert signal: degraded while any of its alerts fires (the sample's value is how many
+    fire), healthy once they resolve."""
+    firing = round(latest.value)
+    found = replace(base, value=latest.value, detector="alert", limit=0.0)
+    if firing > 0:
+        alerts = "1 alert" if firing == 1 else f"{firing} alerts"
+        return replace(found, status="degraded", reason=f"{alerts} firing: {selector}")
+    return replace(found, status="ok", reason=f"no alert firing: {selector}")
 
 
 def threshold(base: Finding, spec: ThresholdConfig, latest: Sample) -> Finding:

@@ -70,15 +70,54 @@ def conditions(
             )
     for name in system.signals:
         finding = findings.get(name)
-        # Only a source that answered with nothing (or only old samples) is stale; a failed
-        # query is the operator's problem, and a baseline short of history is not a silence.
-        if finding is None or finding.status != "no_data" or finding.detector != "staleness":
+        stale = None if finding is None else _unwatchable(name, finding)
+        if finding is None or stale is None:
             continue
-        summary = f"{name} has no data: {finding.reason}"
         holding.append(
-            _one_signal(system_name, system, name, finding, "stale", system.stale_for, summary)
+            _one_signal(system_name, system, name, finding, "stale", system.stale_for, stale)
         )
     return holding
+
+
+BROKEN_QUERY_REASONS = frozenset({"query_error", "multiple_series", "non_finite"})
+"""Error reasons that say the query, not its source, is at fault: the source answered (several
+series, NaN/Inf only, a query it rejects or a template label it has no series for)."""
+
+_FIX = {
+    "multiple_series": "a signal needs exactly one series",
+    "non_finite": "a ratio over a zero denominator? guard it (e.g. clamp_min) or drop the empty "
+    "case",
+    "query_error": "the source answers, but not this query: fix the signal's query",
+}
+
+
+def broken_query(finding: Finding) -> bool:
+    """True when ``finding`` has no data because its query is broken while its source is up:
+    the system's owner's problem (a stale condition), unlike a source that is down (the
+    operator's, ``driftowner_source_up 0``), which pages nobody."""
+    return (
+        finding.status == "no_data"
+        and finding.source_error
+        and finding.source_up
+        and finding.error_reason in BROKEN_QUERY_REASONS
+    )
+
+
+def _unwatchable(name: str, finding: Finding) -> str | None:
+    """The stale summary of a signal nobody can watch now, or None when it can be (or when
+    that is not its owner's problem).
+
+    Stale: a source that answered with nothing (or only old samples), or a broken query
+    against a source that is up. Not stale: a source that is down (the operator's problem),
+    and a baseline short of history (not a silence)."""
+    if finding.status != "no_data":
+        return None
+    if finding.detector == "staleness":
+        return f"{name} has no data: {finding.reason}"
+    if broken_query(finding):
+        fix = _FIX[finding.error_reason or "query_error"]
+        return f"{name} cannot be read, its query is broken ({fix}): {finding.reason}"
+    return None
 
 
 def _one_signal(

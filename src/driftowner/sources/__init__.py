@@ -16,14 +16,18 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from driftowner.config import (
+    AlertmanagerSourceConfig,
     FileSourceConfig,
     PrometheusSourceConfig,
     SourceConfig,
 )
 from driftowner.model import Sample, SourceResult
+
+if TYPE_CHECKING:
+    from driftowner.sources.alertmanager import AlertLog
 
 MAX_POINTS = 11_000
 """Most samples a range read asks for (Prometheus refuses more points per series)."""
@@ -44,7 +48,7 @@ ERROR_REASONS = (
 
 
 class Source(Protocol):
-    """Where samples come from. Implementations: prometheus, file, demo."""
+    """Where samples come from. Implementations: prometheus, file, demo, alertmanager."""
 
     name: str
 
@@ -164,6 +168,7 @@ def build_source(
     config: SourceConfig,
     *,
     clock: Callable[[], datetime],
+    alerts: AlertLog | None = None,
 ) -> Source:
     """Build the source a config entry describes. Does no I/O.
 
@@ -171,11 +176,22 @@ def build_source(
         name: The source's name in the config (``sources.<name>``), used in error messages.
         config: Its validated config.
         clock: Now, in UTC; the demo source's simulation starts at ``clock()``.
+        alerts: Where the webhook keeps received alerts (the store); an alertmanager source
+            reads them there.
 
     Returns:
         A source ready to read; HTTP clients and files are opened on the first read.
+
+    Raises:
+        ValueError: an alertmanager source without ``alerts`` to read.
     """
     # Imported here: the implementations import the helpers of this module.
+    if isinstance(config, AlertmanagerSourceConfig):
+        from driftowner.sources.alertmanager import AlertmanagerSource
+
+        if alerts is None:
+            raise ValueError(f"alertmanager source {name!r} needs the store to read alerts from")
+        return AlertmanagerSource(name, alerts)
     if isinstance(config, PrometheusSourceConfig):
         from driftowner.sources.prometheus import PrometheusSource
 

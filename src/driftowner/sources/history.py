@@ -71,6 +71,20 @@ async def prepare(bank: Bank, config: Config, sources: Mapping[str, Source], now
     )
 
 
+async def read_signal(
+    source: Source, signal: SignalConfig, start: datetime, end: datetime, step: timedelta
+) -> SourceResult:
+    """A signal's samples within ``[start, end]``, one per ``step``. A template signal reads
+    its own series through the template's query split by its label."""
+    if signal.label is not None and supports_labels(source):
+        label, value = signal.label
+        split = await cast(LabelledSource, source).read_by_label(
+            signal.query, start, end, step, label
+        )
+        return split.share(label, value)
+    return await source.read(signal.query, start, end, step)
+
+
 @dataclass(frozen=True, slots=True)
 class _WarmRead:
     """One range read of a warm start: a plain signal's query, or a signal template's query

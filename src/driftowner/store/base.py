@@ -16,6 +16,7 @@ from driftowner.model import (
     Incident,
     Notification,
     Pending,
+    ReceivedAlert,
     State,
     Timing,
 )
@@ -190,6 +191,25 @@ class Store(StoreView, Protocol):
         self, notification_id: str, at: datetime, error: str, event: Event | None = None
     ) -> None:
         """Give up on a notification; ``event`` is written in the same transaction."""
+        ...
+
+    def record_alerts(
+        self, source: str, alerts: Sequence[ReceivedAlert], *, forget_before: datetime
+    ) -> None:
+        """Keep what one Alertmanager webhook reported to an alertmanager source, whole or not
+        at all: one episode per fingerprint and start; a resolve is final for its episode (a
+        later firing report of it changes nothing). Forget the source's episodes resolved
+        before ``forget_before``.
+
+        Raises:
+            StoreUnavailable: the store cannot be written now; nothing was written.
+        """
+        ...
+
+    def received_alerts(self, source: str, start: datetime, end: datetime) -> list[ReceivedAlert]:
+        """The episodes of an alertmanager source's alerts that may fire within
+        ``[start, end]`` (also every episode of an alert that has one without an end: a later
+        episode ends it), oldest first (by start, then fingerprint)."""
         ...
 
     def try_lead(self, holder: str, ttl: timedelta, now: datetime) -> bool:

@@ -41,6 +41,7 @@ def _finding(f: Finding) -> dict[str, Any]:
         "reason": f.reason,
         "source_up": f.source_up,
         "source_error": f.source_error,
+        "error_reason": f.error_reason,
     }
 
 

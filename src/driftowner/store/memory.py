@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -20,6 +20,7 @@ from driftowner.model import (
     Incident,
     Notification,
     Pending,
+    ReceivedAlert,
     State,
     Timing,
 )
@@ -69,6 +70,8 @@ class MemoryStore:
         self._pending: dict[str, dict[Fingerprint, Pending]] = {}
         self._secrets: dict[str, str] = {}
         self._leases: dict[str, tuple[str, datetime]] = {}
+        self._alerts: dict[str, dict[tuple[str, datetime], ReceivedAlert]] = {}
+        """Source → (fingerprint, start) → the episode as last reported."""
 
     # -- lifecycle: nothing to connect to ---------------------------------------------------
 
@@ -219,6 +222,38 @@ class MemoryStore:
             }
 
     # -- writes ------------------------------------------------------------------------------
+
+    def record_alerts(
+        self, source: str, alerts: Sequence[ReceivedAlert], *, forget_before: datetime
+    ) -> None:
+        with self._lock:
+            kept = self._alerts.setdefault(source, {})
+            for alert in alerts:
+                held = kept.get((alert.fingerprint, alert.starts_at))
+                if held is not None and held.resolved and not alert.resolved:
+                    continue  # a resolve is final for its episode
+                kept[(alert.fingerprint, alert.starts_at)] = alert
+            for key, held in list(kept.items()):
+                if held.resolved and held.ends_at is not None and held.ends_at < forget_before:
+                    del kept[key]
+
+    def received_alerts(self, source: str, start: datetime, end: datetime) -> list[ReceivedAlert]:
+        with self._lock:
+            kept = list(self._alerts.get(source, {}).values())
+        open_ended = {alert.fingerprint for alert in kept if alert.ends_at is None}
+        return sorted(
+            (
+                alert
+                for alert in kept
+                if alert.starts_at <= end
+                and (
+                    alert.ends_at is None
+                    or alert.ends_at > start
+                    or alert.fingerprint in open_ended
+                )
+            ),
+            key=lambda alert: (alert.starts_at, alert.fingerprint),
+        )
 
     def apply(self, changes: Changes) -> None:
         with self._lock:

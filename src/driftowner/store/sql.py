@@ -5,9 +5,10 @@ What differs between the two databases lives in :mod:`driftowner.store.dialect`.
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -24,6 +25,7 @@ from driftowner.model import (
     Incident,
     Notification,
     Pending,
+    ReceivedAlert,
     State,
     Timing,
 )
@@ -168,6 +170,23 @@ conversations = sa.Table(
     sa.Column("address", Name, primary_key=True),
     sa.Column("ref", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+received_alerts = sa.Table(
+    "received_alerts",
+    metadata,
+    # What Alertmanager webhooks reported to each alertmanager source: one row per episode of
+    # an alert (its fingerprint and start). Any instance receives them; the leader reads them.
+    # Created at open on stores of any version (a new table changes nothing older driftowners
+    # read).
+    sa.Column("source", Name, primary_key=True),
+    sa.Column("fingerprint", sa.String(64), primary_key=True),
+    sa.Column("starts_at", sa.Float, primary_key=True),
+    sa.Column("ends_at", sa.Float),
+    sa.Column("resolved", sa.Boolean, nullable=False),
+    sa.Column("labels", sa.Text, nullable=False),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Index("received_alerts_by_end", "source", "ends_at"),
 )
 
 LEADERSHIP = "daemon"
@@ -746,6 +765,60 @@ class SqlStore:
 
     # -- leadership --------------------------------------------------------------------------
 
+    # -- received alerts ---------------------------------------------------------------------
+
+    def record_alerts(
+        self, source: str, alerts: Sequence[ReceivedAlert], *, forget_before: datetime
+    ) -> None:
+        """Keep what one webhook reported to an alertmanager source, in one transaction, and
+        forget the source's alerts resolved before ``forget_before``.
+
+        Raises:
+            StoreUnavailable: nothing was written (Alertmanager sends the webhook again).
+        """
+        for attempt in range(3):
+            try:
+                with self._tx(work="alerts") as conn:
+                    for alert in alerts:
+                        _record_alert(conn, source, alert)
+                    conn.execute(
+                        sa.delete(received_alerts).where(
+                            received_alerts.c.source == source,
+                            received_alerts.c.resolved.is_(True),
+                            received_alerts.c.ends_at < ts(forget_before),
+                        )
+                    )
+                return
+            except sa.exc.IntegrityError:
+                # Another instance inserted one of these episodes first: write over it.
+                if attempt == 2:
+                    raise
+
+    def received_alerts(self, source: str, start: datetime, end: datetime) -> list[ReceivedAlert]:
+        """The episodes of an alertmanager source's alerts that fire at some time in
+        ``[start, end]``, with every episode of an alert that has one without an end (a
+        later episode ends it), oldest first."""
+        table = received_alerts.c
+        open_ended = sa.select(table.fingerprint).where(
+            table.source == source, table.ends_at.is_(None)
+        )
+        query = (
+            sa.select(received_alerts)
+            .where(
+                table.source == source,
+                table.starts_at <= ts(end),
+                sa.or_(
+                    table.ends_at.is_(None),
+                    table.ends_at > ts(start),
+                    table.fingerprint.in_(open_ended),
+                ),
+            )
+            .order_by(table.starts_at, table.fingerprint)
+        )
+        with self._tx(read_only=True) as conn:
+            rows = conn.execute(query).all()
+        return [_received_alert(row) for row in rows]
+
     def try_lead(self, holder: str, ttl: timedelta, now: datetime) -> bool:
         """Claim or renew the leadership lease for ``holder`` until ``now + ttl``.
 
@@ -816,6 +889,54 @@ class SqlStore:
                 .where(leader.c.name == LEADERSHIP, leader.c.holder == holder)
                 .values(expires_at=ts(now))
             )
+
+
+def _record_alert(conn: Connection, source: str, alert: ReceivedAlert) -> None:
+    """Write one reported episode. A resolve is final: a firing report of an episode already
+    resolved (an HA peer's late delivery) changes nothing. Each write is one conditional
+    statement, so two instances reporting at once cannot undo each other's resolve."""
+    key = (
+        received_alerts.c.source == source,
+        received_alerts.c.fingerprint == alert.fingerprint,
+        received_alerts.c.starts_at == ts(alert.starts_at),
+    )
+    values = {
+        "ends_at": ts(alert.ends_at),
+        "labels": json.dumps(dict(alert.labels), sort_keys=True),
+        "received_at": ts(alert.received_at),
+    }
+    update = sa.update(received_alerts).where(*key)
+    if alert.resolved:
+        done = conn.execute(update.values(**values, resolved=True)).rowcount
+    else:
+        done = conn.execute(
+            update.where(received_alerts.c.resolved.is_(False)).values(**values)
+        ).rowcount
+        if not done:
+            done = conn.execute(
+                sa.select(sa.func.count()).select_from(received_alerts).where(*key)
+            ).scalar_one()
+    if not done:
+        conn.execute(
+            sa.insert(received_alerts).values(
+                source=source,
+                fingerprint=alert.fingerprint,
+                starts_at=ts(alert.starts_at),
+                resolved=alert.resolved,
+                **values,
+            )
+        )
+
+
+def _received_alert(row: Any) -> ReceivedAlert:
+    return ReceivedAlert(
+        fingerprint=row.fingerprint,
+        labels=tuple(sorted(json.loads(row.labels).items())),
+        starts_at=_at(row.starts_at),
+        ends_at=from_ts(row.ends_at),
+        resolved=bool(row.resolved),
+        received_at=_at(row.received_at),
+    )
 
 
 def _start_conversation(conn: Connection, notification_id: str, ref: str, at: float) -> None:
