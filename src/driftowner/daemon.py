@@ -213,6 +213,7 @@ class Daemon:
             now = self.clock()
             accepts = await asyncio.to_thread(store.accepted_after, self.bank.accept_cursor)
             self.bank.apply_accepts(accepts)
+            self.bank.note_open(await asyncio.to_thread(store.incidents, unresolved=True))
             results, stats = await poll.read(config, self.sources, now, self.bank)
             findings = cycle.judge(config, results, self.bank, now)
             poll.log_query_failures(self._failing, stats.failing)

@@ -105,6 +105,9 @@ class Change:
     """The level before: the detector's reference (or the last value it judged otherwise)."""
     after: float
     """The level after: the value that confirmed it (or the new level's estimate)."""
+    began_at: datetime | None = None
+    """When the change began, as its detector estimates it (a chart: the start of the
+    excursion it confirmed); None when only the confirmation is known (a verdict's flip)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from typing import Any, Literal, cast
 
 from driftowner import cycle, runner
 from driftowner.clock import rfc3339
-from driftowner.config import Config, SignalConfig, format_duration
+from driftowner.config import HISTOGRAM_DETECTORS, Config, SignalConfig, format_duration
 from driftowner.cycle import Findings, SignalKey
 from driftowner.detect import detectors
 from driftowner.detect.bank import Bank
@@ -49,6 +49,7 @@ from driftowner.sources import (
     reads_any_age,
     supports_labels,
 )
+from driftowner.sources.history import HistogramHistory, read_histogram_history
 from driftowner.store import MemoryStore
 
 INSTANT_LOOKBACK = timedelta(minutes=5)
@@ -95,6 +96,9 @@ class ReplayedChange:
     direction: Direction
     before: float
     after: float
+    began_at: datetime | None = None
+    """When the change began as its detector estimates it (a chart's excursion start); None
+    when only its confirmation is known (a threshold or baseline verdict's flip)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +172,26 @@ async def replay(
     """
     start, end, interval = _checked(config, start, end, interval)
     ageless = frozenset(name for name, source in sources.items() if reads_any_age(source))
+    bucketed = {
+        (system_name, signal_name): signal
+        for system_name, system in config.systems.items()
+        for signal_name, signal in system.signals.items()
+        if signal.detect is not None and signal.detect.name in HISTOGRAM_DETECTORS
+    }
     plans = {
         (system_name, signal_name): history_read(signal, start, end, interval, ageless)
         for system_name, system in config.systems.items()
         for signal_name, signal in system.signals.items()
+        if (system_name, signal_name) not in bucketed
     }
+    # PSI and JS read their two windows at every instant: two range queries per signal.
+    windows = await asyncio.gather(
+        *(
+            read_histogram_history(sources[signal.source], signal, start, end, interval)
+            for signal in bucketed.values()
+        )
+    )
+    histograms = dict(zip(bucketed, windows, strict=True))
     unique = list(dict.fromkeys(plans.values()))
     answers = await asyncio.gather(*(_read(sources[plan.source], plan) for plan in unique))
     read = dict(zip(unique, answers, strict=True))
@@ -186,7 +205,9 @@ async def replay(
             label = config.systems[system].signals[signal_name].label
             assert label is not None and plan.label == label[0]
             histories[key] = answer.share(label[0], label[1])
-    return backtest(config, histories, start, end, interval, ageless=ageless)
+    for key, history in histograms.items():
+        histories[key] = SourceResult(error=history.error)
+    return backtest(config, histories, start, end, interval, ageless=ageless, histograms=histograms)
 
 
 async def _read(source: Source, plan: HistoryRead) -> SourceResult | LabelledResult:
@@ -236,6 +257,7 @@ def backtest(
     interval: timedelta,
     *,
     ageless: Collection[str] = (),
+    histograms: Mapping[SignalKey, HistogramHistory] | None = None,
 ) -> Replay:
     """The core of :func:`replay`: the evaluation cycle run over history already read, at
     every instant of ``[start, end]``, against a store in memory. No I/O.
@@ -250,6 +272,7 @@ def backtest(
             the lifecycle, so a coarser replay does not count its own steps as downtime.
         ageless: The sources whose instant read answers the newest sample at any age (see
             :func:`~driftowner.sources.reads_any_age`).
+        histograms: (system, signal) → a PSI or JS signal's two windows at every step.
 
     Raises:
         ValueError: ``start`` is after ``end``, or ``interval`` is not positive.
@@ -272,6 +295,7 @@ def backtest(
     for now in _instants(start, end, interval):
         evaluations += 1
         results = {key: view.read(now) for key, view in views.items()}
+        bank.histograms = {key: h.at(now) for key, h in (histograms or {}).items()}
         findings = cycle.judge(config, results, bank, now)
         changes.extend(_changes(findings))
         # No pager: a replay runs no escalation stage, so it pages nobody.
@@ -343,6 +367,7 @@ def replay_json(r: Replay) -> dict[str, Any]:
                 "direction": c.direction,
                 "before": c.before,
                 "after": c.after,
+                "began_at": rfc3339(c.began_at),
             }
             for c in r.changes
         ],
@@ -436,7 +461,13 @@ def _changes(findings: Findings) -> Iterator[ReplayedChange]:
         for name, finding in signals.items():
             for change in finding.changes:
                 yield ReplayedChange(
-                    system, name, change.at, change.direction, change.before, change.after
+                    system,
+                    name,
+                    change.at,
+                    change.direction,
+                    change.before,
+                    change.after,
+                    change.began_at,
                 )
 
 

@@ -270,7 +270,7 @@ def test_kill_9_mid_send_loses_nothing_and_duplicates_only_sends_in_flight(
             seen_incidents |= {i.id for i in store.incidents()}
         receiver.life = ROUNDS
         daemon.start()
-        wait_for(lambda: _all_delivered(store), "every page delivered", 60)
+        wait_for(lambda: _all_delivered(store), "every page delivered", 180)
         daemon.kill(signal.SIGTERM)
         final = store.incidents()
         notifications = [n for i in final for n in store.notifications(i.id)]

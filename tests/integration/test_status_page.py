@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from markupsafe import escape
 
 from driftowner import incidents, service
 from driftowner.api import Runtime
 from driftowner.api.runtime import observe_sources
+from driftowner.audit import audit
 from driftowner.configload import load_config
 from driftowner.model import Incident
 from driftowner.render import format_age
@@ -187,3 +189,19 @@ def test_the_status_page_reloads_itself_and_fits_a_phone(site: tuple[TestClient,
     assert 'href="incidents/inc-open"' in html
     assert 'href="api/v1/incidents/inc-open"' in html
     assert "<script" not in html
+
+
+def test_the_status_page_names_every_gap_the_audit_finds(
+    site: tuple[TestClient, Runtime],
+) -> None:
+    """The ownership registry's gaps are on the page, each worded as ``driftowner audit``
+    words it, and nothing else is listed as one."""
+    client, runtime = site
+    gaps = audit(runtime.config).gaps
+    assert gaps, "the test config is expected to have at least one gap"
+    html = client.get("/").text
+    section = html[html.index('<section id="registry">') : html.index('<section id="systems">')]
+    for gap in gaps:
+        assert f'data-gap="{gap.code}"' in section
+        assert str(escape(gap.message)) in section
+    assert section.count("<li ") == len(gaps)

@@ -6,14 +6,24 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
-from driftowner.detect.bank import Bank, away, chart_for, observe, start, warm_start
+from driftowner.config import Config
+from driftowner.detect.bank import (
+    Bank,
+    away,
+    chart_for,
+    observe,
+    reference_window,
+    start,
+    warm_start,
+)
 from driftowner.detect.changepoint import Cusum, Ewma, PageHinkley
 from driftowner.model import Finding, Sample, SourceResult
-from tests.unit.factories import T0, signal
+from driftowner.sources import LabelledResult, history
+from tests.unit.factories import T0, incident, signal, templated_document
 
 MINUTE = timedelta(minutes=1)
 KEY = ("fraud-scoring", "adoption")
@@ -206,3 +216,128 @@ def test_a_source_error_leaves_the_chart_untouched() -> None:
     found = bank.judge(*KEY, signal(bad="down"), SourceResult(error="down"), T0, MINUTE)
     assert (found.status, found.source_error) == ("no_data", True)
     assert bank.watches[KEY] is before
+
+
+@pytest.mark.parametrize(
+    ("accepted_minutes_before", "expected"),
+    [
+        (None, timedelta(hours=2)),
+        (24 * 60, timedelta(hours=2)),
+        (50, timedelta(minutes=30)),
+        (20, None),
+        (5, None),
+    ],
+)
+def test_an_accept_cuts_the_histogram_reference_window_to_start_after_it(
+    accepted_minutes_before: int | None, expected: timedelta | None
+) -> None:
+    """A PSI signal (reference 2h, recent 20m) reads its whole reference window until an owner
+    accepts; then the window starts at the accept, and while the accept lies inside the recent
+    window there is none."""
+    spec = signal(detect={"psi": {"reference": "2h", "recent": "20m"}})
+    now = T0 + timedelta(days=2)
+    accepted = None if accepted_minutes_before is None else now - accepted_minutes_before * MINUTE
+    assert reference_window(spec, now, accepted) == expected
+
+
+def test_a_warm_start_reaches_back_before_an_open_incidents_condition_began() -> None:
+    """A chart's warm start reads 10 warm-ups (300 intervals for the default detector) before
+    now; for a signal of an unresolved incident whose condition began earlier, it reads as
+    far before that start, so the level the drift left is learned first. Resolved incidents
+    and other signals keep the plain window, and the earliest start among incidents wins."""
+    bank = Bank()
+    spec = signal(bad="down")
+    now = T0 + timedelta(days=3)
+    window = 300 * MINUTE
+    accuracy = ("fraud-scoring", "accuracy")
+    assert bank.history_start(accuracy, spec, MINUTE, now) == now - window
+    began = now - timedelta(days=1)
+    bank.note_open(
+        [
+            incident(condition_began_at=began),
+            incident(id="inc-2", rule="drift:x", condition_began_at=began + timedelta(hours=2)),
+            incident(id="inc-3", system="other", condition_began_at=None),
+        ]
+    )
+    assert bank.history_start(accuracy, spec, MINUTE, now) == began - window
+    assert bank.history_start(("fraud-scoring", "adoption"), spec, MINUTE, now) == now - window
+    bank.note_open([])
+    assert bank.history_start(accuracy, spec, MINUTE, now) == now - window
+
+
+def test_a_warm_start_from_before_the_drift_keeps_it_degraded_with_its_start() -> None:
+    """History read from before a drift that began long ago rebuilds a degraded watch whose
+    start is the drift's, where the plain window (all after the drift) learns the low level
+    as normal: the defect the reach-back fixes."""
+    samples = series((400, 0.62), (400, 0.30), sd=0.01)
+    began = samples[400].at
+    detector = chart_for(signal(bad="down"), MINUTE)
+    assert detector is not None
+    whole = warm_start(detector, samples, None)
+    assert whole.degraded
+    assert whole.began_at is not None and abs(whole.began_at - began) <= 5 * MINUTE
+    recent = warm_start(detector, samples[-300:], None)
+    assert not recent.degraded
+
+
+class _RangeFake:
+    """A Prometheus stand-in answering a template's range read from a table, counting reads;
+    refuses plain reads (a template's systems must never be read one by one)."""
+
+    name = "prom"
+
+    def __init__(self, series: dict[str, tuple[Sample, ...]]) -> None:
+        self.series = series
+        self.calls: list[tuple[str, datetime, datetime]] = []
+
+    async def read(
+        self, query: str, start: datetime, end: datetime, step: timedelta
+    ) -> SourceResult:
+        raise AssertionError("a templated signal was read per system")
+
+    async def read_by_label(
+        self, query: str, start: datetime, end: datetime, step: timedelta, label: str
+    ) -> LabelledResult:
+        self.calls.append((query, start, end))
+        kept = {
+            value: tuple(s for s in samples if start <= s.at <= end)
+            for value, samples in self.series.items()
+        }
+        return LabelledResult(series=kept)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_warm_start_reads_a_template_once_for_all_its_systems() -> None:
+    """Forty systems on one template (the default detector) warm-start from one range read of
+    the template's query, from the earliest start any of them needs (one reaches back before
+    its open incident), and each chart equals a warm start from its own window alone."""
+    document, system = templated_document("http://127.0.0.1:9")
+    document["signal_templates"]["accuracy"].pop("detect")
+    for index in range(40):
+        document["systems"][f"model-{index}"] = system
+    config = Config.model_validate(document)
+    now = T0 + timedelta(days=1)
+    fake = _RangeFake(
+        {
+            f"model-{i}": tuple(
+                Sample(now - (3000 - m) * MINUTE, 0.9 + 0.01 * random.Random(i * 9999 + m).random())
+                for m in range(3001)
+            )
+            for i in range(40)
+        }
+    )
+    bank = Bank()
+    reach = now - timedelta(hours=12)
+    bank.note_open([incident(system="model-7", signals=("accuracy",), condition_began_at=reach)])
+    await history.prepare(bank, config, {"prom": fake}, now)
+    interval = config.evaluation.interval
+    window = 300 * interval
+    assert fake.calls == [("avg by (model) (model_accuracy)", reach - window, now)]
+    spec = config.systems["model-3"].signals["accuracy"]
+    detector = chart_for(spec, interval)
+    assert detector is not None
+    for name, begins in (("model-3", now - window), ("model-7", reach - window)):
+        own = [s for s in fake.series[name] if s.at >= begins]
+        assert bank.watches[(name, "accuracy")] == warm_start(detector, own, None)

@@ -304,7 +304,8 @@ async def test_replay_json_names_each_incident_with_its_times_in_utc() -> None:
     """The JSON document has the range, the interval, the counts, each incident with its
     system, owner, kind, rule, layers, state and RFC 3339 UTC times (nobody acknowledged it),
     and each change a detector confirmed: the fall of adoption against its 30-minute mean,
-    then its recovery against the mean the fall pulled down."""
+    then its recovery against the mean the fall pulled down (a baseline's verdict flips: when
+    they began is not known beyond their confirmation, ``began_at`` null)."""
     source = ScriptedSource({"adoption_rate": dropping(0.62, 0.30, begins=10, ends=20)})
     document = replay_json(await run(source, 0, 40))
     assert document == {
@@ -339,6 +340,7 @@ async def test_replay_json_names_each_incident_with_its_times_in_utc() -> None:
                 "direction": "down",
                 "before": pytest.approx(0.62),
                 "after": 0.30,
+                "began_at": None,
             },
             {
                 "system": SYSTEM,
@@ -347,6 +349,7 @@ async def test_replay_json_names_each_incident_with_its_times_in_utc() -> None:
                 "direction": "up",
                 "before": pytest.approx((20 * 0.62 + 10 * 0.30) / 30),
                 "after": 0.62,
+                "began_at": None,
             },
         ],
     }
@@ -464,7 +467,8 @@ async def test_a_silence_between_two_verdicts_is_no_change() -> None:
 async def test_a_chart_reports_a_further_shift_and_the_recovery_inside_one_incident() -> None:
     """Accuracy under the default change-point chart falls (80 minutes in), falls further (140)
     and comes back (200): one drift incident, and three changes, the second and third while
-    it is open, each from the level the chart had learned to the new one."""
+    it is open, each from the level the chart had learned to the new one, each dated
+    (``began_at``) within a minute of when it began."""
 
     def accuracy(moment: datetime) -> float:
         minute = (moment - at(0)).total_seconds() / 60
@@ -485,6 +489,9 @@ async def test_a_chart_reports_a_further_shift_and_the_recovery_inside_one_incid
         (at(140), "down"),
         (at(200), "up"),
     ]
+    for change, shift in zip(result.changes, (80, 140, 200), strict=True):
+        assert change.began_at is not None
+        assert at(shift - 1) <= change.began_at <= min(change.at, at(shift))
     fall, further, back = result.changes
     assert fall.before == pytest.approx(0.95, abs=0.01) and fall.after < 0.81
     assert further.before == pytest.approx(0.8, abs=0.01) and further.after < 0.66

@@ -3,7 +3,9 @@ name the file and line."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -237,3 +239,27 @@ async def test_a_later_row_for_the_same_instant_replaces_the_earlier(tmp_path: P
     )
     result = await FileSource("csv", path).read("s", T0, T0 + MINUTE, MINUTE)
     assert [s.value for s in result.samples] == [2.0]
+
+
+async def test_concurrent_reads_of_a_new_file_parse_it_once(
+    csv_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cycle reads every signal of a file source at once: the reads wait for the first one's
+    parse instead of each parsing the file in its own thread (with 10,000 signals that held
+    several copies of a large file at the memory peak)."""
+    source = FileSource("csv", csv_file)
+    parses = 0
+    parse = source._parse
+
+    def slow_parse(text: str) -> object:
+        nonlocal parses
+        parses += 1
+        time.sleep(0.05)  # a large file: long enough for the other reads to arrive meanwhile
+        return parse(text)
+
+    monkeypatch.setattr(source, "_parse", slow_parse)
+    results = await asyncio.gather(
+        *(source.read("adoption", T0, T0 + 2 * MINUTE, MINUTE) for _ in range(20))
+    )
+    assert parses == 1
+    assert all(len(result.samples) == 3 for result in results)

@@ -1,7 +1,8 @@
 """``GET /``: the status page. Unresolved incidents under their accountable owner (age, state,
 escalation step, links); each owner's record from the accountability report (median and p90
-time to acknowledge and to resolve, SLO breaches); how each source fared; every system's
-signals. It reloads itself every few seconds and reads on a phone."""
+time to acknowledge and to resolve, SLO breaches); how each source fared; the ownership
+registry's gaps (as ``driftowner audit`` names them); every system's signals. It reloads
+itself every few seconds and reads on a phone."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from driftowner import report as reports
+from driftowner.audit import audit
 from driftowner.api.operations import registry
 from driftowner.api.pages import owner_name, templates
 from driftowner.api.runtime import Runtime, SourceHealth
@@ -61,6 +63,7 @@ def render_status_page(runtime: Runtime) -> str:
             ],
             sources=source_rows(runtime, now),
             systems=registry(runtime),
+            gaps=audit(runtime.config).gaps,
         )
     )
 

@@ -21,6 +21,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 from driftowner.config import HISTOGRAM_DETECTORS, SignalConfig
 from driftowner.detect import detectors
@@ -35,36 +36,73 @@ from driftowner.detect.changepoint import (
     describe,
 )
 from driftowner.detect.histogram import HistogramDrift, HistogramVerdict, verdict_line
-from driftowner.model import Accepted, BadDirection, Change, Finding, Sample, SourceResult
+from driftowner.model import (
+    Accepted,
+    BadDirection,
+    Change,
+    Finding,
+    Incident,
+    Sample,
+    SourceResult,
+)
 
 SignalKey = tuple[str, str]
 """(system, signal)."""
 
 WARM_START_RUNS = 10
 """A warm start reads this many warm-ups' worth of history (at most the chart's longest
-warm-up on autocorrelated input), and further back when a change is still open."""
+warm-up on autocorrelated input) before now, and as much before an open incident's
+condition began, so the chart learns the level the change left and sees it begin."""
 
 
 def chart_for(signal: SignalConfig, interval: timedelta) -> Detector | None:
     """The change-point chart a signal's ``detect`` section names, the default one when it
     names none, or None for a detector without memory (threshold, baseline, psi, js) and for
-    an alert signal (it fires or not)."""
+    an alert signal (it fires or not).
+
+    Charts are immutable and shared: every signal with the same parameters gets the same
+    instance (10,000 signals on the default detector hold one, not one each per cycle)."""
     detect = signal.detect
     bad, budget = signal.bad, signal.false_alarm_every
     if signal.alerts:
         return None  # fires or not: judged at each instant (detectors.alerting)
     if detect is None:
-        return default_detector(bad, budget, interval)
+        return _chart("default", bad, budget, interval)
     if detect.cusum is not None:
         spec = detect.cusum
-        return Cusum(bad, budget, interval, spec.warmup, k=spec.k, h=spec.h)
+        return _chart("cusum", bad, budget, interval, spec.warmup, spec.k, spec.h)
     if detect.ewma is not None:
         ewma = detect.ewma
-        return Ewma(bad, budget, interval, ewma.warmup, lam=ewma.lambda_, width=ewma.width)
+        return _chart("ewma", bad, budget, interval, ewma.warmup, ewma.lambda_, ewma.width)
     if detect.page_hinkley is not None:
         ph = detect.page_hinkley
-        return PageHinkley(bad, budget, interval, ph.warmup, delta=ph.delta, threshold=ph.threshold)
+        return _chart("page_hinkley", bad, budget, interval, ph.warmup, ph.delta, ph.threshold)
     return None
+
+
+@lru_cache(maxsize=4096)
+def _chart(
+    kind: str,
+    bad: BadDirection,
+    budget: timedelta,
+    interval: timedelta,
+    warmup: int = 0,
+    first: float = 0.0,
+    limit: float | None = None,
+) -> Detector:
+    """The one shared chart for these parameters (``first``: k, lambda or delta)."""
+    if kind == "cusum":
+        return Cusum(bad, budget, interval, warmup, k=first, h=limit)
+    if kind == "ewma":
+        return Ewma(bad, budget, interval, warmup, lam=first, width=limit)
+    if kind == "page_hinkley":
+        return PageHinkley(bad, budget, interval, warmup, delta=first, threshold=limit)
+    return default_detector(bad, budget, interval)
+
+
+def _same(watch: Watch | None, detector: Detector) -> bool:
+    """Whether a watch runs ``detector`` (the shared instance, or an equal one)."""
+    return watch is not None and (watch.detector is detector or watch.detector == detector)
 
 
 def histogram_for(signal: SignalConfig, interval: timedelta) -> HistogramDrift | None:
@@ -229,6 +267,23 @@ def histogram_finding(base: Finding, verdict: HistogramVerdict, at: datetime) ->
     )
 
 
+def reference_window(
+    signal: SignalConfig, now: datetime, accepted: datetime | None
+) -> timedelta | None:
+    """How far back a PSI or JS signal's reference window reaches before its recent window at
+    ``now``: its ``reference``, cut to start after the owner last accepted the level (the
+    distribution since the accept is normal), or None while no time since the accept lies
+    before the recent window (then there is no reference to judge against yet)."""
+    detect = signal.detect
+    spec = None if detect is None else detect.psi if detect.psi is not None else detect.js
+    if spec is None:
+        return None
+    if accepted is None:
+        return spec.reference
+    since = now - spec.recent - accepted
+    return min(spec.reference, since) if since > timedelta(0) else None
+
+
 @dataclass(frozen=True, slots=True)
 class HistogramReading:
     """A histogram's cumulative bucket counts over the reference and the recent windows, or
@@ -254,19 +309,39 @@ class Bank:
         self.decided: dict[SignalKey, Finding] = {}
         """Per signal without a chart (threshold, baseline, psi, js), its last ``ok`` or
         ``degraded`` finding: a flip from it is a confirmed change (:func:`detectors.flip`)."""
+        self.open_since: dict[SignalKey, datetime] = {}
+        """Per signal of an unresolved incident, when its condition began (set by the shell
+        from the store before judging: see :meth:`note_open`)."""
+
+    def note_open(self, unresolved: Iterable[Incident]) -> None:
+        """Remember when the conditions of the unresolved incidents began, per signal (the
+        earliest when several involve one), so a warm start reaches back before them."""
+        self.open_since = {}
+        for incident in unresolved:
+            began = incident.condition_began_at
+            if began is None:
+                continue
+            for name in incident.signals:
+                key = (incident.system, name)
+                known = self.open_since.get(key)
+                self.open_since[key] = began if known is None else min(known, began)
 
     def needs_history(self, key: SignalKey, signal: SignalConfig, interval: timedelta) -> bool:
         """Whether the signal's chart has no state yet (start, new signal, changed detector)."""
         detector = chart_for(signal, interval)
-        watch = self.watches.get(key)
-        return detector is not None and (watch is None or watch.detector != detector)
+        return detector is not None and not _same(self.watches.get(key), detector)
 
-    def history_window(self, signal: SignalConfig, interval: timedelta) -> timedelta:
-        """How much history a warm start reads: enough for the chart's longest warm-up, over
-        several runs so a change that began before it is seen to begin."""
+    def history_start(
+        self, key: SignalKey, signal: SignalConfig, interval: timedelta, now: datetime
+    ) -> datetime:
+        """Where a warm start's history read begins: :data:`WARM_START_RUNS` warm-ups before
+        ``now``, or before the open incident's condition began if that is earlier (a drift
+        older than the window would otherwise be learned as the signal's normal level).
+        Samples up to an accept are skipped by the watch itself."""
         detector = chart_for(signal, interval)
-        warmup = detector.warmup if detector is not None else 0
-        return interval * warmup * WARM_START_RUNS
+        window = interval * (detector.warmup if detector is not None else 0) * WARM_START_RUNS
+        began = self.open_since.get(key)
+        return now - window if began is None else min(now, began) - window
 
     def warm(
         self, key: SignalKey, signal: SignalConfig, interval: timedelta, history: Iterable[Sample]
@@ -330,7 +405,7 @@ class Bank:
         if unusable is not None:
             return unusable
         watch = self.watches.get(key)
-        if watch is None or watch.detector != detector:
+        if watch is None or not _same(watch, detector):
             watch = start(detector, self.accepted.get(key))
         watch, confirmed = observe(watch, result.samples)
         self.watches[key] = watch
@@ -341,7 +416,9 @@ class Bank:
             status="ok",
             at=now,
             value=result.samples[-1].value,
-            changes=tuple(Change(d.at, d.direction, d.reference, d.level) for d in confirmed),
+            changes=tuple(
+                Change(d.at, d.direction, d.reference, d.level, d.began_at) for d in confirmed
+            ),
         )
         return chart_finding(base, watch, signal)
 
@@ -358,6 +435,13 @@ class Bank:
         self, key: SignalKey, drift: HistogramDrift, signal: SignalConfig, now: datetime
     ) -> Finding:
         base = Finding(system=key[0], signal=key[1], layer=signal.layer, status="no_data", at=now)
+        accepted = self.accepted.get(key)
+        if accepted is not None and reference_window(signal, now, accepted) is None:
+            return replace(
+                base,
+                detector=drift.metric,
+                reason=f"learning its reference since the level was accepted at {accepted:%H:%M}",
+            )
         reading = self.histograms.get(key)
         if reading is None:
             return replace(base, detector=drift.metric, reason="histogram not read")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -46,6 +46,9 @@ class _Answer:
     """``resultType: matrix`` (``values`` per series) rather than vector (one ``value``)."""
     instant: bool
     end: datetime
+    times: dict[float, datetime] = field(default_factory=dict)
+    """Each Unix time of the answer as a datetime, made once: every series of an instant
+    answer, and of a range answer at one step, shares its times."""
 
 
 class PrometheusSource:
@@ -334,12 +337,12 @@ class PrometheusSource:
                 return self._error(
                     "the query returns a native histogram, not a number", "query_error", up=True
                 )
-            return [_sample(series["value"])]
+            return [_sample(series["value"], answer.times)]
         if "values" not in series and "histograms" in series:
             return self._error(
                 "the query returns native histograms, not numbers", "query_error", up=True
             )
-        samples = sorted((_sample(point) for point in series["values"]), key=_at)
+        samples = sorted((_sample(point, answer.times) for point in series["values"]), key=_at)
         if answer.instant:
             # A range selector evaluated at one instant: its latest sample stands for it.
             samples = [sample for sample in samples if sample.at <= answer.end][-1:]
@@ -413,8 +416,9 @@ def _http_detail(response: httpx.Response, api_error: tuple[str, str] | None) ->
     return status
 
 
-def _sample(point: Sequence[Any]) -> Sample:
-    """One ``[unix_seconds, "value"]`` pair of the API as a sample.
+def _sample(point: Sequence[Any], times: dict[float, datetime]) -> Sample:
+    """One ``[unix_seconds, "value"]`` pair of the API as a sample (its time looked up in, or
+    added to, ``times``).
 
     Raises:
         TypeError, ValueError, IndexError: the pair is not shaped like that.
@@ -427,7 +431,10 @@ def _sample(point: Sequence[Any]) -> Sample:
     if not isinstance(value, str):
         raise TypeError(f"a sample value is not a string: {one_line(repr(value), 60)}")
     # float() reads the API's "NaN", "+Inf" and "-Inf" spellings too.
-    return Sample(at=datetime.fromtimestamp(timestamp, tz=UTC), value=float(value))
+    at = times.get(timestamp)
+    if at is None:
+        at = times[timestamp] = datetime.fromtimestamp(timestamp, tz=UTC)
+    return Sample(at=at, value=float(value))
 
 
 def _metric(series: Any) -> dict[str, Any]:

@@ -1,0 +1,257 @@
+"""What the change-point charts cost at scale: one evaluation cycle over 10,000 series against a
+real Prometheus beside the same PromQL sent alone, and the daemon's resident memory.
+
+    .venv/bin/python -m benchmarks.bench_cost cycle [SYSTEMS]     # default 2000 (x 5 templates)
+    .venv/bin/python -m benchmarks.bench_cost memory [SYSTEMS]    # default 10000
+
+``cycle``: SYSTEMS models' five signals (accuracy, latency, adoption, null rate, mean score)
+are loaded into a real Prometheus (Debian's, via promtool: an hour at one sample a minute,
+white noise). The config has five signal templates with no ``detect`` (the default detector,
+a chart per system and signal) split by ``model``. The first cycle warm-starts every chart
+from history; the steady cycle (read, judge every chart, and the daemon's reconcile into
+SQLite) is then measured, best of 5. The baseline, in the same run against the same server,
+sends exactly the requests the cycle sent (recorded from its transport) with a bare
+``httpx.AsyncClient``, concurrently, reading each body. The ratio cycle / bare is the
+number to compare across machines.
+
+``memory``: the real daemon (``driftowner run``) over SYSTEMS systems of one signal each (the
+default detector) on a file source holding 50 seconds of history, evaluated every second;
+its resident set (VmRSS) after 3 evaluations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from tests.integration.prometheus_server import Family, openmetrics, running_prometheus
+from tests.unit.factories import templated_document
+
+from driftowner import poll, runner
+from driftowner.config import Config
+from driftowner.cycle import Pager
+from driftowner.detect.bank import Bank
+from driftowner.ids import new_incident_id, new_notification_id
+from driftowner.sources.prometheus import PrometheusSource
+from driftowner.store import SqlStore
+
+SIGNALS = ("accuracy", "latency", "adoption", "null_rate", "mean_score")
+MINUTES = 60
+
+
+def history(models: int, now: float) -> str:
+    """An hour of white noise per model and signal, one sample a minute."""
+    rng = random.Random(7)
+    moments = [now - 60 * (MINUTES - i) for i in range(MINUTES)]
+    return openmetrics(
+        *(
+            Family(
+                f"model_{signal}",
+                "gauge",
+                [
+                    ({"model": f"m-{m}"}, t, round(0.5 + 0.05 * rng.gauss(0, 1), 5))
+                    for m in range(models)
+                    for t in moments
+                ],
+            )
+            for signal in SIGNALS
+        )
+    )
+
+
+def config(models: int, url: str, db: Path) -> Config:
+    document, system = templated_document(url)
+    document["evaluation"] = {"interval": "1m"}
+    document["storage"] = {"url": f"sqlite:///{db}"}
+    document["signal_templates"] = {
+        signal: {
+            "layer": "model",
+            "source": "prom",
+            "system_label": "model",
+            "bad": "both",
+            "query": f"avg by (model) (model_{signal})",
+        }
+        for signal in SIGNALS
+    }
+    system["signals"] = {signal: {"template": signal} for signal in SIGNALS}
+    for m in range(models):
+        document["systems"][f"m-{m}"] = system
+    return Config.model_validate(document)
+
+
+class Recording(httpx.AsyncBaseTransport):
+    """The network, remembering every request URL sent through it."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.urls: list[httpx.URL] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.urls.append(request.url)
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def measure_cycle(models: int, url: str, at: datetime, db: Path) -> dict[str, float]:
+    cfg = config(models, url, db)
+    transport = Recording()
+    source = PrometheusSource("prom", url, timeout=timedelta(seconds=60), transport=transport)
+    store = SqlStore(cfg.storage.url)
+    pager = Pager(new_notification_id, lambda _i, _a, _r=None: None)
+    store.open()
+    bank = Bank()
+    sources: dict[str, Any] = {"prom": source}
+    try:
+        started = time.perf_counter()
+        findings, stats = await poll.poll(cfg, sources, at, bank)
+        first = time.perf_counter() - started
+        assert stats.errors == {}, stats.errors
+        learned = sum(1 for w in bank.watches.values() if w.state.reference is not None)
+        polls, cycles = [], []
+        for run in range(5):
+            now = at + timedelta(seconds=run + 1)
+            transport.urls.clear()
+            started = time.perf_counter()
+            findings, stats = await poll.poll(cfg, sources, now, bank)
+            polled = time.perf_counter()
+            runner.evaluate(store, cfg, findings, now, new_incident_id, pager)
+            polls.append(polled - started)
+            cycles.append(time.perf_counter() - started)
+        statuses = [f.status for signals in findings.values() for f in signals.values()]
+        sent = list(transport.urls)
+        bare, decoded = [], []
+        async with httpx.AsyncClient(timeout=60) as client:
+            for _ in range(5):
+                started = time.perf_counter()
+                answers = await asyncio.gather(*(client.get(u) for u in sent))
+                bare.append(time.perf_counter() - started)
+                assert all(a.status_code == 200 and a.content for a in answers)
+                for answer in answers:
+                    answer.json()
+                decoded.append(time.perf_counter() - started)
+    finally:
+        await source.aclose()
+        store.close()
+    return {
+        "series": float(len(statuses)),
+        "charts learned": float(learned),
+        "ok": float(statuses.count("ok")),
+        "queries": float(len(sent)),
+        "first cycle (warm start)": first,
+        "poll + judge": min(polls),
+        "cycle (poll + judge + reconcile)": min(cycles),
+        "bare queries": min(bare),
+        "bare queries + JSON decoding": min(decoded),
+    }
+
+
+def cycle_main(models: int) -> None:
+    now = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        text = history(models, now)
+        with running_prometheus(Path(tmp), text) as url:
+            del text
+            at = datetime.fromtimestamp(now - 30, UTC)
+            result = asyncio.run(measure_cycle(models, url, at, Path(tmp) / "bench.db"))
+    for name, value in result.items():
+        print(f"| {name} | {value:.3f} |" if value % 1 else f"| {name} | {value:.0f} |")
+    print(f"| poll + judge / bare | {result['poll + judge'] / result['bare queries']:.2f} |")
+    ratio = result["cycle (poll + judge + reconcile)"] / result["bare queries"]
+    print(f"| cycle / bare | {ratio:.2f} |")
+    decoding = result["poll + judge"] / result["bare queries + JSON decoding"]
+    print(f"| poll + judge / (bare + JSON decoding) | {decoding:.2f} |")
+
+
+def memory_main(systems: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        now = datetime.now(UTC)
+        csv = root / "history.csv"
+        with csv.open("w") as out:
+            out.write("timestamp,series,value\n")
+            rng = random.Random(3)
+            for second in range(-40, 10):
+                at = int((now + timedelta(seconds=second)).timestamp())
+                for s in range(systems):
+                    out.write(f"{at},s{s},{0.9 + 0.01 * rng.gauss(0, 1):.5f}\n")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        signal = {"layer": "model", "source": "f", "bad": "down"}
+        document = {
+            "server": {"listen": f"127.0.0.1:{port}"},
+            "storage": {"url": f"sqlite:///{root / 'store.db'}"},
+            "evaluation": {"interval": "1s"},
+            "sources": {"f": {"type": "file", "path": str(csv)}},
+            "owners": {"alice": {"name": "Alice", "email": "alice@example.com"}},
+            "channels": {"console": {"type": "log"}},
+            "escalation_chains": {"std": {"steps": [{"notify": "owner", "via": ["console"]}]}},
+            "systems": {
+                f"system-{i}": {
+                    "owner": "alice",
+                    "escalation": "std",
+                    "signals": {"accuracy": {**signal, "query": f"s{i}"}},
+                }
+                for i in range(systems)
+            },
+        }
+        (root / "config.yaml").write_text(yaml.safe_dump(document))
+        with (root / "daemon.log").open("w") as log:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "driftowner.cli", "run", "--config", "config.yaml"],
+                cwd=root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + 600
+            while _evaluations(port) < 3:
+                if time.monotonic() > deadline or daemon.poll() is not None:
+                    raise SystemExit(f"the daemon did not evaluate 3 times: see {root}")
+                time.sleep(1)
+            print(f"| {systems} | {_rss_mb(daemon.pid):.0f} |")
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+
+
+def _evaluations(port: int) -> float:
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("driftowner_evaluation_duration_seconds_count"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "cycle"
+    if what == "cycle":
+        cycle_main(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
+    elif what == "memory":
+        print("| systems | daemon RSS after 3 evaluations (MB) |\n|---:|---:|")
+        for size in sys.argv[2:] or ["10000"]:
+            memory_main(int(size))
+    else:
+        raise SystemExit(f"unknown benchmark {what!r}: cycle or memory")
