@@ -13,10 +13,10 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from driftowner import report as reports
-from driftowner.audit import audit
 from driftowner.api.operations import registry
 from driftowner.api.pages import owner_name, templates
 from driftowner.api.runtime import Runtime, SourceHealth
+from driftowner.audit import audit
 from driftowner.config import parse_duration
 from driftowner.model import Incident
 from driftowner.render import format_age
