@@ -416,54 +416,21 @@ def tick(
         events.append(released)
     fired: tuple[int, ...] = ()
     collapsed: tuple[int, ...] = ()
-    chain = incident.chain
-    if (
-        incident.state == "acknowledged"
-        and chain.ack_timeout is not None
-        and incident.acknowledged_at is not None
-        and now >= incident.acknowledged_at + chain.ack_timeout
-    ):
-        events.append(
-            Event(
-                incident.id,
-                now,
-                "unacknowledged",
-                AUTO,
-                f"ack by {incident.acknowledged_by} expired; escalation resumes",
-            )
-        )
-        incident = replace(
-            incident,
-            state="open",
-            acknowledged_at=None,
-            acknowledged_by=None,
-            escalation_epoch=now,
-            escalation_steps_done=0,
-        )
+    expired = _expired_ack(incident, now)
+    if expired is not None:
+        incident, unacknowledged = expired
+        events.append(unacknowledged)
     if incident.state == "open":
         steps = _fire_due_steps(config, incident, now, new_id, links)
         incident = steps.incident
         events.extend(steps.events)
         notifications.extend(steps.notifications)
         fired, collapsed = steps.steps_fired, steps.steps_collapsed
-    elif incident.state == "acknowledged" and chain.remind_every is not None:
-        since = incident.last_reminded_at or incident.acknowledged_at or incident.opened_at
-        if now >= since + chain.remind_every:
-            first = chain.steps[0]
-            sent = _to_owners(
-                config, incident, (incident.owner,), first.via, "reminder", 0, now, new_id, links
-            )
-            notifications.extend(sent)
-            events.append(
-                Event(
-                    incident.id,
-                    now,
-                    "reminded",
-                    AUTO,
-                    f"{incident.owner}: acknowledged but unresolved",
-                )
-            )
-            incident = replace(incident, last_reminded_at=now)
+    elif incident.state == "acknowledged":
+        reminder = _reminder(config, incident, now, new_id, links)
+        incident = reminder.incident
+        events.extend(reminder.events)
+        notifications.extend(reminder.notifications)
     return _with_breaches(
         config,
         Escalation(incident, tuple(events), tuple(notifications), fired, collapsed),
@@ -471,6 +438,58 @@ def tick(
         new_id,
         links,
     )
+
+
+def _expired_ack(incident: Incident, now: datetime) -> tuple[Incident, Event] | None:
+    """An acknowledgement older than the chain's ``ack_timeout`` expires: the incident is
+    open again and escalation restarts from step one, timed from now. None while it holds."""
+    timeout = incident.chain.ack_timeout
+    if (
+        incident.state != "acknowledged"
+        or timeout is None
+        or incident.acknowledged_at is None
+        or now < incident.acknowledged_at + timeout
+    ):
+        return None
+    event = Event(
+        incident.id,
+        now,
+        "unacknowledged",
+        AUTO,
+        f"ack by {incident.acknowledged_by} expired; escalation resumes",
+    )
+    reopened = replace(
+        incident,
+        state="open",
+        acknowledged_at=None,
+        acknowledged_by=None,
+        escalation_epoch=now,
+        escalation_steps_done=0,
+    )
+    return reopened, event
+
+
+def _reminder(
+    config: Config,
+    incident: Incident,
+    now: datetime,
+    new_id: Callable[[], str],
+    links: Links,
+) -> Escalation:
+    """An acknowledged incident's owner is reminded through the first step's channels every
+    ``remind_every`` (since the last reminder, else the ack); nothing when none is due."""
+    every = incident.chain.remind_every
+    since = incident.last_reminded_at or incident.acknowledged_at or incident.opened_at
+    if every is None or now < since + every:
+        return Escalation(incident)
+    first = incident.chain.steps[0]
+    sent = _to_owners(
+        config, incident, (incident.owner,), first.via, "reminder", 0, now, new_id, links
+    )
+    event = Event(
+        incident.id, now, "reminded", AUTO, f"{incident.owner}: acknowledged but unresolved"
+    )
+    return Escalation(replace(incident, last_reminded_at=now), (event,), tuple(sent))
 
 
 Page = tuple[str, str]
