@@ -547,8 +547,7 @@ class SlackChannelConfig(Paced):
     @field_validator("api_url")
     @classmethod
     def _api_url_is_http(cls, value: str) -> str:
-        value = _http_url(value)
-        return value if value.endswith("/") else value + "/"
+        return _http_base_url(value)
 
     @model_validator(mode="after")
     def _webhook_or_token(self) -> SlackChannelConfig:

@@ -173,11 +173,32 @@ def _held(
                 _informed_owner(config, incident, reason.detail, now, new_id, links)
             )
         incident = replace(incident, held_by=reason.ref)
-    breach = slo_breaches(config, incident, now, new_id, links, held_by=reason.ref)
-    return Escalation(
-        breach.incident,
-        (*events, *breach.events),
-        (*notifications, *breach.notifications),
+    return _with_breaches(
+        config,
+        Escalation(incident, tuple(events), tuple(notifications)),
+        now,
+        new_id,
+        links,
+        held_by=reason.ref,
+    )
+
+
+def _with_breaches(
+    config: Config,
+    escalation: Escalation,
+    now: datetime,
+    new_id: Callable[[], str],
+    links: Links,
+    held_by: str | None = None,
+) -> Escalation:
+    """A tick's escalation followed by the SLO breaches its incident reached by ``now``
+    (:func:`slo_breaches`): their events and notifications come after the tick's."""
+    breach = slo_breaches(config, escalation.incident, now, new_id, links, held_by=held_by)
+    return replace(
+        escalation,
+        incident=breach.incident,
+        events=(*escalation.events, *breach.events),
+        notifications=(*escalation.notifications, *breach.notifications),
     )
 
 
@@ -191,18 +212,24 @@ def _informed_owner(
 ) -> list[Notification]:
     """The owner told of an incident without being paged: no acknowledge / resolve links,
     the reason as the note."""
-    message = build_message(
-        config, incident, "informed", 0, _name(config, incident.owner), now, links, paged=None
+    told = _to_owners(
+        config,
+        incident,
+        (incident.owner,),
+        incident.chain.steps[0].via,
+        "informed",
+        0,
+        now,
+        new_id,
+        links,
+        paged=False,
     )
-    message = replace(message, note=note, actor=AUTO)
-    out: list[Notification] = []
-    for channel in incident.chain.steps[0].via:
-        address = owner_contact(config, incident.owner, channel)
-        if address is not None:
-            out.append(
-                _notification(new_id(), incident, channel, incident.owner, address, message, now)
-            )
-    return out
+    return _noted(told, note)
+
+
+def _noted(notifications: Iterable[Notification], note: str) -> list[Notification]:
+    """Notifications whose messages carry ``note``, told by driftowner itself (``AUTO``)."""
+    return [replace(n, message=replace(n.message, note=note, actor=AUTO)) for n in notifications]
 
 
 def _released(incident: Incident, now: datetime) -> tuple[Incident, Event]:
@@ -309,8 +336,8 @@ def _breach_pages(
     for recipient, via in targets:
         fresh = tuple(c for c in via if (recipient, c) not in seen)
         seen.update((recipient, c) for c in fresh)
-        for n in _to_owners(config, incident, (recipient,), fresh, purpose, 0, now, new_id, links):
-            out.append(replace(n, message=replace(n.message, note=note, actor=AUTO)))
+        told = _to_owners(config, incident, (recipient,), fresh, purpose, 0, now, new_id, links)
+        out.extend(_noted(told, note))
     return out
 
 
@@ -389,62 +416,80 @@ def tick(
         events.append(released)
     fired: tuple[int, ...] = ()
     collapsed: tuple[int, ...] = ()
-    chain = incident.chain
-    if (
-        incident.state == "acknowledged"
-        and chain.ack_timeout is not None
-        and incident.acknowledged_at is not None
-        and now >= incident.acknowledged_at + chain.ack_timeout
-    ):
-        events.append(
-            Event(
-                incident.id,
-                now,
-                "unacknowledged",
-                AUTO,
-                f"ack by {incident.acknowledged_by} expired; escalation resumes",
-            )
-        )
-        incident = replace(
-            incident,
-            state="open",
-            acknowledged_at=None,
-            acknowledged_by=None,
-            escalation_epoch=now,
-            escalation_steps_done=0,
-        )
+    expired = _expired_ack(incident, now)
+    if expired is not None:
+        incident, unacknowledged = expired
+        events.append(unacknowledged)
     if incident.state == "open":
         steps = _fire_due_steps(config, incident, now, new_id, links)
         incident = steps.incident
         events.extend(steps.events)
         notifications.extend(steps.notifications)
         fired, collapsed = steps.steps_fired, steps.steps_collapsed
-    elif incident.state == "acknowledged" and chain.remind_every is not None:
-        since = incident.last_reminded_at or incident.acknowledged_at or incident.opened_at
-        if now >= since + chain.remind_every:
-            first = chain.steps[0]
-            sent = _to_owners(
-                config, incident, (incident.owner,), first.via, "reminder", 0, now, new_id, links
-            )
-            notifications.extend(sent)
-            events.append(
-                Event(
-                    incident.id,
-                    now,
-                    "reminded",
-                    AUTO,
-                    f"{incident.owner}: acknowledged but unresolved",
-                )
-            )
-            incident = replace(incident, last_reminded_at=now)
-    breach = slo_breaches(config, incident, now, new_id, links)
-    return Escalation(
-        breach.incident,
-        (*events, *breach.events),
-        (*notifications, *breach.notifications),
-        fired,
-        collapsed,
+    elif incident.state == "acknowledged":
+        reminder = _reminder(config, incident, now, new_id, links)
+        incident = reminder.incident
+        events.extend(reminder.events)
+        notifications.extend(reminder.notifications)
+    return _with_breaches(
+        config,
+        Escalation(incident, tuple(events), tuple(notifications), fired, collapsed),
+        now,
+        new_id,
+        links,
     )
+
+
+def _expired_ack(incident: Incident, now: datetime) -> tuple[Incident, Event] | None:
+    """An acknowledgement older than the chain's ``ack_timeout`` expires: the incident is
+    open again and escalation restarts from step one, timed from now. None while it holds."""
+    timeout = incident.chain.ack_timeout
+    if (
+        incident.state != "acknowledged"
+        or timeout is None
+        or incident.acknowledged_at is None
+        or now < incident.acknowledged_at + timeout
+    ):
+        return None
+    event = Event(
+        incident.id,
+        now,
+        "unacknowledged",
+        AUTO,
+        f"ack by {incident.acknowledged_by} expired; escalation resumes",
+    )
+    reopened = replace(
+        incident,
+        state="open",
+        acknowledged_at=None,
+        acknowledged_by=None,
+        escalation_epoch=now,
+        escalation_steps_done=0,
+    )
+    return reopened, event
+
+
+def _reminder(
+    config: Config,
+    incident: Incident,
+    now: datetime,
+    new_id: Callable[[], str],
+    links: Links,
+) -> Escalation:
+    """An acknowledged incident's owner is reminded through the first step's channels every
+    ``remind_every`` (since the last reminder, else the ack); nothing when none is due."""
+    every = incident.chain.remind_every
+    since = incident.last_reminded_at or incident.acknowledged_at or incident.opened_at
+    if every is None or now < since + every:
+        return Escalation(incident)
+    first = incident.chain.steps[0]
+    sent = _to_owners(
+        config, incident, (incident.owner,), first.via, "reminder", 0, now, new_id, links
+    )
+    event = Event(
+        incident.id, now, "reminded", AUTO, f"{incident.owner}: acknowledged but unresolved"
+    )
+    return Escalation(replace(incident, last_reminded_at=now), (event,), tuple(sent))
 
 
 Page = tuple[str, str]
@@ -751,12 +796,16 @@ def _to_owners(
     now: datetime,
     new_id: Callable[[], str],
     links: Links,
+    *,
+    paged: bool = True,
 ) -> list[Notification]:
+    """A notification per recipient and channel they have a contact on. A recipient
+    ``paged`` gets the acknowledge / resolve links, acting as them; otherwise only informed."""
     out: list[Notification] = []
     for recipient in recipients:
-        message = build_message(
-            config, incident, purpose, step, _name(config, recipient), now, links, paged=recipient
-        )
+        name = _name(config, recipient)
+        acting = recipient if paged else None
+        message = build_message(config, incident, purpose, step, name, now, links, paged=acting)
         for channel in via:
             address = owner_contact(config, recipient, channel)
             if address is not None:

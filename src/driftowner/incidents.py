@@ -139,23 +139,32 @@ def reconcile(
         signals_gone = any(name not in system.signals for name in incident.signals)
         if not signals_gone and undecided(findings, incident.signals):
             continue
-        before = incident
-        cleared_at = incident.cleared_at
-        if cleared_at is None:
-            cleared_at = now
-            incident = replace(incident, cleared_at=now)
-            events.append(Event(incident.id, now, "condition_cleared", AUTO, "condition clear"))
-        if now - cleared_at >= incident.resolve_after:
-            clear_for = format_duration(incident.resolve_after)
-            transition = resolve(incident, AUTO, now, f"condition clear for {clear_for}")
-            incident = transition.incident
-            events.extend(transition.events)
+        clear, clear_events = _condition_clear(incident, now)
+        events.extend(clear_events)
         # Still waiting out resolve_after: nothing changed, so nothing to write (a rewrite
         # would bump the version and make a concurrent ack fail with a conflict).
-        if incident is not before:
-            updated.append(incident)
+        if clear is not incident:
+            updated.append(clear)
 
     return Reconciliation(tuple(opened), tuple(updated), tuple(events), tuple(still_pending))
+
+
+def _condition_clear(incident: Incident, now: datetime) -> tuple[Incident, list[Event]]:
+    """An incident whose condition no longer holds: cleared (from now, the first time),
+    then auto-resolved once clear for ``resolve_after``. The same incident, unchanged, while
+    it is still waiting out ``resolve_after``."""
+    events: list[Event] = []
+    cleared_at = incident.cleared_at
+    if cleared_at is None:
+        cleared_at = now
+        incident = replace(incident, cleared_at=now)
+        events.append(Event(incident.id, now, "condition_cleared", AUTO, "condition clear"))
+    if now - cleared_at >= incident.resolve_after:
+        clear_for = format_duration(incident.resolve_after)
+        transition = resolve(incident, AUTO, now, f"condition clear for {clear_for}")
+        incident = transition.incident
+        events.extend(transition.events)
+    return incident, events
 
 
 def _reopens(earlier: Incident, reopen_within: timedelta, now: datetime) -> bool:

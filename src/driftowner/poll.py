@@ -42,6 +42,13 @@ class SourceStats:
     unmatched: dict[tuple[str, str], str] = field(default_factory=dict)
     """(system, signal) → why a template query that answered has no series for it."""
 
+    def failed(self, source: str, reason: str | None, signal: SignalKey, error: str) -> None:
+        """Count a failed query against its source (by ``reason``) and mark ``signal``
+        failing with ``error``."""
+        counted = (source, reason or "other")
+        self.errors[counted] = self.errors.get(counted, 0) + 1
+        self.failing[signal] = error
+
 
 def log_query_failures(
     previous: Mapping[tuple[str, str], str], current: Mapping[tuple[str, str], str]
@@ -128,9 +135,7 @@ async def read(
         if not up:
             stats.up[source] = False
         if error is not None:
-            counted = (source, reason or "other")
-            stats.errors[counted] = stats.errors.get(counted, 0) + 1
-            stats.failing[failing] = error
+            stats.failed(source, reason, failing, error)
 
     async def read_plain(key: SignalKey) -> None:
         signal = config.systems[key[0]].signals[key[1]]
@@ -168,23 +173,32 @@ async def read(
             labelled.error_reason,
             ("*", f"template query {read.query}"),
         )
-        for key, value in read.members:
-            results[key] = labelled.share(read.label, value)
-            mine = results[key]
-            missing = unmatched_label(labelled, read.label, value)
-            if missing is not None:
-                stats.unmatched[key] = missing
-            if labelled.error is None and mine.error is not None:
-                # One system's share failed (ambiguous, only NaN): visible and logged per
-                # system, like a plain signal's failure.
-                counted = (read.source, mine.error_reason or "other")
-                stats.errors[counted] = stats.errors.get(counted, 0) + 1
-                stats.failing[key] = mine.error
+        _share_template(read, labelled, results, stats)
 
     await asyncio.gather(
         *(read_plain(key) for key in plain), *(read_template(read) for read in templated)
     )
     return results, stats
+
+
+def _share_template(
+    read: TemplateRead,
+    labelled: LabelledResult,
+    results: dict[SignalKey, SourceResult],
+    stats: SourceStats,
+) -> None:
+    """Each member system's share of a template query's answer, into ``results``; a system
+    the answer has no series for is noted in ``stats.unmatched``."""
+    for key, value in read.members:
+        results[key] = labelled.share(read.label, value)
+        mine = results[key]
+        missing = unmatched_label(labelled, read.label, value)
+        if missing is not None:
+            stats.unmatched[key] = missing
+        if labelled.error is None and mine.error is not None:
+            # One system's share failed (ambiguous, only NaN): visible and logged per
+            # system, like a plain signal's failure.
+            stats.failed(read.source, mine.error_reason, key, mine.error)
 
 
 async def poll(

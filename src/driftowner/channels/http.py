@@ -1,5 +1,6 @@
-"""What the HTTP channels (Slack incoming webhook, JSON webhook) share: a lazily created
-client, one POST mapped to a Delivery, and keeping the URL (a secret) out of every detail."""
+"""What the HTTP channels (Slack incoming webhook, JSON webhook, PagerDuty, Opsgenie) share:
+a lazily created client, one POST mapped to a Delivery, keeping the URL (a secret) out of
+every detail, and reading a field of a JSON answer."""
 
 from __future__ import annotations
 
@@ -16,6 +17,22 @@ from driftowner.model import Delivery
 
 ERROR_LIMIT = 300
 """Characters of an error body kept in a Delivery detail."""
+
+
+def base_url(api_url: str) -> str:
+    """An API's base URL ending in ``/``, so that paths join onto it."""
+    return api_url if api_url.endswith("/") else api_url + "/"
+
+
+def answer_field(response: httpx.Response, key: str) -> str | None:
+    """The string ``key`` of a JSON object answer, or None (no JSON, not an object, no such
+    string)."""
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {}
+    value = answer.get(key) if isinstance(answer, dict) else None
+    return value if isinstance(value, str) else None
 
 
 class HttpPostChannel:

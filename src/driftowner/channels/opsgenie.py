@@ -22,7 +22,7 @@ import httpx
 from pydantic import SecretStr
 
 from driftowner import render
-from driftowner.channels.http import HttpPostChannel
+from driftowner.channels.http import HttpPostChannel, answer_field, base_url
 from driftowner.model import Delivery, Message, Notification
 
 Priority = Literal["P1", "P2", "P3", "P4", "P5"]
@@ -114,7 +114,7 @@ class OpsgenieChannel(HttpPostChannel):
         timeout: timedelta,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        base = api_url if api_url.endswith("/") else api_url + "/"
+        base = base_url(api_url)
         super().__init__(name, SecretStr(base), timeout=timeout, transport=transport)
         self._api_key = api_key
         self._priority = priority
@@ -136,11 +136,7 @@ class OpsgenieChannel(HttpPostChannel):
         delivery = super()._judge(response)
         if not delivery.ok:
             return delivery
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = {}
-        request_id = answer.get("requestId") if isinstance(answer, dict) else None
-        if not isinstance(request_id, str):
+        request_id = answer_field(response, "requestId")
+        if request_id is None:
             return delivery
         return Delivery.delivered(f"opsgenie: requestId {request_id}")

@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from driftowner import render
 from driftowner.channels import safe_detail
-from driftowner.channels.http import HttpPostChannel
+from driftowner.channels.http import HttpPostChannel, answer_field, base_url
 from driftowner.clock import rfc3339
 from driftowner.model import Delivery, Message, Notification, Purpose
 
@@ -146,7 +146,7 @@ class PagerDutyChannel(HttpPostChannel):
         timeout: timedelta,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        base = api_url if api_url.endswith("/") else api_url + "/"
+        base = base_url(api_url)
         super().__init__(name, SecretStr(base + ENQUEUE_PATH), timeout=timeout, transport=transport)
         self._routing_key = routing_key
         self._routing_keys = dict(routing_keys)
@@ -174,12 +174,8 @@ class PagerDutyChannel(HttpPostChannel):
         delivery = super()._judge(response)
         if not delivery.ok:
             return delivery
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = {}
-        dedup_key = answer.get("dedup_key") if isinstance(answer, dict) else None
-        if not isinstance(dedup_key, str):
+        dedup_key = answer_field(response, "dedup_key")
+        if dedup_key is None:
             return delivery
         return Delivery.delivered(
             safe_detail(f"pagerduty: dedup_key {dedup_key}", self._secrets()), ref=dedup_key

@@ -37,7 +37,7 @@ from slack_sdk.models.blocks import (
 
 from driftowner import render
 from driftowner.channels import parse_retry_after, safe_detail, timeout_seconds
-from driftowner.channels.http import HttpPostChannel
+from driftowner.channels.http import HttpPostChannel, base_url
 from driftowner.model import Delivery, Message, Notification
 
 if TYPE_CHECKING:
@@ -391,7 +391,7 @@ class SlackWebApiChannel:
     ) -> None:
         self.name = name
         self._token = token
-        self._api_url = api_url if api_url.endswith("/") else api_url + "/"
+        self._api_url = base_url(api_url)
         self._timeout = timeout
         self.interactive = interactive
         self._session: aiohttp.ClientSession | None = None
