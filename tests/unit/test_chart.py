@@ -206,7 +206,7 @@ def test_time_ticks_fall_on_round_moments(span: timedelta, step: timedelta) -> N
     start = T0 + timedelta(seconds=17)
     ticks, got = time_ticks(start, start + span)
     assert got == step
-    assert 1 <= len(ticks) <= 6
+    assert 0 < len(ticks) <= 6
     assert all(start <= t <= start + span for t in ticks)
     assert all(t.timestamp() % step.total_seconds() == 0 for t in ticks)
 
