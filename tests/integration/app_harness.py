@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +16,7 @@ from driftowner.config import Config
 from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
 from driftowner.model import Finding, Incident
+from driftowner.sources import Source
 from driftowner.store import Changes, SqlStore
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -31,6 +32,25 @@ class Clock:
         return self.now
 
 
+def runtime_over(
+    config: Config,
+    store: SqlStore,
+    clock: Callable[[], datetime],
+    sources: Mapping[str, Source] | None = None,
+) -> Runtime:
+    """A healthy daemon's runtime over an open ``store`` at ``clock``'s time, its links signed
+    with the store's key, reading ``sources`` for the incident pages."""
+    return Runtime(
+        config=config,
+        store=store,
+        metrics=Metrics(store, clock),
+        clock=clock,
+        links=LinkSigner(store.secret("links"), config.server.base_url),
+        healthy=lambda: True,
+        sources=dict(sources or {}),
+    )
+
+
 @contextmanager
 def serving(config: Config, incident_id: str) -> Iterator[tuple[TestClient, Runtime]]:
     """The app over ``config``'s store holding one open drift incident of fraud-scoring
@@ -38,14 +58,7 @@ def serving(config: Config, incident_id: str) -> Iterator[tuple[TestClient, Runt
     store = SqlStore(config.storage.url)
     store.open()
     clock = Clock()
-    runtime = Runtime(
-        config=config,
-        store=store,
-        metrics=Metrics(store, clock),
-        clock=clock,
-        links=LinkSigner(store.secret("links"), config.server.base_url),
-        healthy=lambda: True,
-    )
+    runtime = runtime_over(config, store, clock)
     finding = Finding("fraud-scoring", "accuracy", "model", "degraded", NOW, 0.7, reason="low")
     store.apply(
         Changes(

@@ -18,11 +18,10 @@ from driftowner import incidents
 from driftowner.api import Runtime, create_app
 from driftowner.config import Config
 from driftowner.configload import load_config
-from driftowner.links import LinkSigner
-from driftowner.metrics import Metrics
 from driftowner.model import Finding, Incident, SourceResult
 from driftowner.sources import Source, build_source
 from driftowner.store import Changes, SqlStore
+from tests.integration.app_harness import runtime_over
 
 NS = {"s": "http://www.w3.org/2000/svg"}
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -145,14 +144,11 @@ def site(tmp_path: Path) -> Iterator[tuple[TestClient, Runtime]]:
     config = load_config(config_path)
     store = SqlStore(config.storage.url)
     store.open()
-    runtime = Runtime(
-        config=config,
-        store=store,
-        metrics=Metrics(store, lambda: NOW),
-        clock=lambda: NOW,
-        links=LinkSigner(store.secret("links"), config.server.base_url),
-        healthy=lambda: True,
-        sources={
+    runtime = runtime_over(
+        config,
+        store,
+        lambda: NOW,
+        {
             name: CountingSource(build_source(name, spec, clock=lambda: NOW))
             for name, spec in config.sources.items()
         },

@@ -17,13 +17,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from driftowner import incidents
-from driftowner.api import Runtime, create_app
+from driftowner.api import create_app
 from driftowner.configload import load_config
-from driftowner.links import LinkSigner
-from driftowner.metrics import Metrics
 from driftowner.model import Finding, Incident
 from driftowner.sources import build_source
 from driftowner.store import Changes, SqlStore
+from tests.integration.app_harness import runtime_over
 from tests.integration.prometheus_server import Family, openmetrics, running_prometheus
 
 NS = {"s": "http://www.w3.org/2000/svg"}
@@ -69,14 +68,11 @@ def serving(tmp_path: Path, url: str, now: datetime) -> Iterator[TestClient]:
     config = load_config(path)
     store = SqlStore(config.storage.url)
     store.open()
-    runtime = Runtime(
-        config=config,
-        store=store,
-        metrics=Metrics(store, lambda: now),
-        clock=lambda: now,
-        links=LinkSigner(store.secret("links"), config.server.base_url),
-        healthy=lambda: True,
-        sources={
+    runtime = runtime_over(
+        config,
+        store,
+        lambda: now,
+        {
             name: build_source(name, spec, clock=lambda: now)
             for name, spec in config.sources.items()
         },
