@@ -9,8 +9,8 @@ to the last byte is the real thing: the lease renewal fails too (its WAL frames 
 
 from __future__ import annotations
 
+import itertools
 import os
-import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -120,9 +120,10 @@ class DiskLimit:
         try:
             raw.execute("PRAGMA max_page_count=1")
             raw.execute("PRAGMA foreign_keys=OFF")
+            serial = itertools.count()  # unique keys: random short ones collided (UNIQUE failed)
             for table in store_tables.metadata.sorted_tables:
                 for length in (2000, 400, 80, 16, 1):
-                    while _insert_filler(raw, table, length, self.FILLER):
+                    while _insert_filler(raw, table, length, f"{self.FILLER}-{next(serial)}"):
                         pass
         finally:
             raw.close()
@@ -131,8 +132,9 @@ class DiskLimit:
         self._capped = False
 
 
-def _insert_filler(raw: sqlite3.Connection, table: sa.Table, length: int, system: str) -> bool:
-    """One filler row in ``table`` with text ``length`` long; False once the file is full."""
+def _insert_filler(raw: sqlite3.Connection, table: sa.Table, length: int, key: str) -> bool:
+    """One filler row in ``table`` with text at least ``length`` long, every text column
+    starting with ``key`` (unique per row); False once the file is full."""
     row: dict[str, object] = {}
     for column in table.columns:
         if column.autoincrement is True:
@@ -140,11 +142,11 @@ def _insert_filler(raw: sqlite3.Connection, table: sa.Table, length: int, system
         if isinstance(column.type, sa.Float | sa.Integer):
             row[column.name] = 1
         else:
-            row[column.name] = (system + secrets.token_hex(length))[: max(length, 24)]
+            row[column.name] = key.ljust(length, "x")
     if "state" in row:
         row["state"] = "resolved"  # not unresolved: the daemon never reads the filler
     if "system" in row:
-        row["system"] = system
+        row["system"] = DiskLimit.FILLER
     names = ", ".join(row)
     marks = ", ".join("?" for _ in row)
     try:
