@@ -239,12 +239,15 @@ async def test_nobody_listening_is_retried() -> None:
     assert "ConnectError" in delivery.detail
 
 
-@respx.mock
 async def test_timeout_is_retried() -> None:
     """No answer within the timeout: retry."""
-    respx.post("https://hooks.example/x").mock(side_effect=httpx.ReadTimeout("slow"))
+    router = respx.MockRouter(assert_all_called=True)
+    router.post("https://hooks.example/x").mock(side_effect=httpx.ReadTimeout("slow"))
     channel = WebhookChannel(
-        "hook", SecretStr("https://hooks.example/x"), timeout=timedelta(seconds=2)
+        "hook",
+        SecretStr("https://hooks.example/x"),
+        timeout=timedelta(seconds=2),
+        transport=httpx.MockTransport(router.handler),
     )
     delivery = await channel.send(notification())
     await channel.aclose()
