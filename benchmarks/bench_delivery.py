@@ -54,6 +54,7 @@ import structlog
 
 from driftowner.channels import build_channel
 from driftowner.config import Config
+from driftowner.daemon import loop_factory
 from driftowner.model import Incident, Message, Notification
 from driftowner.outbox import Deliverer
 from driftowner.store import Changes, SqlStore
@@ -200,7 +201,9 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
 
 
 def driftowner_config(url: str, store_url: str, max_in_flight: int | None) -> Config:
-    hook: dict[str, Any] = {"type": "webhook", "url": url, "timeout": "10s"}
+    # group_wait 0s: one request per page, as Alertmanager's group_by ['...'] sends one per
+    # alert (grouping would send fewer, larger requests: another benchmark).
+    hook: dict[str, Any] = {"type": "webhook", "url": url, "timeout": "10s", "group_wait": "0s"}
     if max_in_flight is not None:
         hook["max_in_flight"] = max_in_flight
     return make_config({"storage": {"url": store_url}, "channels": {"hook": hook}})
@@ -424,11 +427,16 @@ def main() -> None:
     for tool in ("/usr/sbin/nginx", "prometheus-alertmanager"):
         if shutil.which(tool) is None:
             sys.exit(f"needs {tool}: apt-get install -y nginx-light prometheus-alertmanager")
+    # The daemon's event loop ($DRIFTOWNER_EVENT_LOOP: uvloop when installed, or asyncio).
+    factory = loop_factory()
+    print(f"event loop: {'asyncio' if factory is None else 'uvloop'}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "nginx"):
-            asyncio.run(against("nginx", args.pages, args.max_in_flight, Path(tmp)))
+            with asyncio.Runner(loop_factory=factory) as loop:
+                loop.run(against("nginx", args.pages, args.max_in_flight, Path(tmp)))
         if args.only in (None, "slow"):
-            asyncio.run(against("slow", args.slow_pages, args.max_in_flight, Path(tmp)))
+            with asyncio.Runner(loop_factory=factory) as loop:
+                loop.run(against("slow", args.slow_pages, args.max_in_flight, Path(tmp)))
 
 
 if __name__ == "__main__":

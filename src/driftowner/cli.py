@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,6 +26,9 @@ from driftowner.incidents import LifecycleError
 from driftowner.links import LinkSigner
 from driftowner.model import STATES, Delivery
 from driftowner.store import Conflict, SqlStore, Store, StoreError
+
+if TYPE_CHECKING:
+    from driftowner.daemon import Daemon
 
 DEFAULT_CONFIG = Path("config/driftowner.yaml")
 DEMO_CONFIG = Path("config/demo.yaml")
@@ -67,14 +70,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     from driftowner.daemon import Daemon, configure_logging
 
     configure_logging()
-    return asyncio.run(Daemon(_config_path(args.config), listen=args.listen).run())
+    return _run_daemon(Daemon(_config_path(args.config), listen=args.listen))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from driftowner.daemon import Daemon, configure_logging
 
     configure_logging()
-    return asyncio.run(Daemon(_demo_config(), listen=args.listen).run())
+    return _run_daemon(Daemon(_demo_config(), listen=args.listen))
+
+
+def _run_daemon(daemon: Daemon) -> int:
+    """Run the daemon on the event loop ``$DRIFTOWNER_EVENT_LOOP`` chooses (exit 2, with
+    the reason, when it names none)."""
+    from driftowner.daemon import EventLoopChoiceError, run_on_chosen_loop
+
+    try:
+        return run_on_chosen_loop(daemon.run())
+    except EventLoopChoiceError as error:
+        print(f"driftowner: {error}", file=sys.stderr)
+        return 2
 
 
 def _demo_config() -> Path:

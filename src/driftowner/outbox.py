@@ -862,22 +862,25 @@ class Deliverer:
                 (finished - paced).total_seconds(),
                 None if delivery.ok else delivery.retry_after,
             )
+            # The destination has room again: its next send starts while this outcome is
+            # committed, not after (else a commit's fsync paces every destination).
+            self._changed.set()
             # One draw for the whole group: its members retry together, as a group again.
             jitter = self._jitter()
-            settled = await asyncio.gather(
-                *(
-                    _settle(
-                        self._commits.record,
-                        notification,
-                        delivery,
-                        self.clock,
-                        self.metrics,
-                        jitter,
-                        lambda n, now: fallback_of(self.config, n, now, self._new_id),
-                    )
-                    for notification in members
+            settling = [
+                _settle(
+                    self._commits.record,
+                    notification,
+                    delivery,
+                    self.clock,
+                    self.metrics,
+                    jitter,
+                    lambda n, now: fallback_of(self.config, n, now, self._new_id),
                 )
-            )
+                for notification in members
+            ]
+            # A lone page settles in this task: gather would start a task for it.
+            settled = [await settling[0]] if len(settling) == 1 else await asyncio.gather(*settling)
             self.delivered += sum(settled)
             return all(settled)
         finally:

@@ -408,14 +408,19 @@ SECRET_URL = "https://hooks.slack.com/services/T000/B000/SECRETxyz"
         (httpx.RemoteProtocolError("Server disconnected without sending a response."), "Remote"),
     ],
 )
-@respx.mock
 async def test_transport_failures_are_retried_without_leaking_the_url(
     error: Exception, name: str
 ) -> None:
     """Timeouts, resets and refused connections are retried; the URL is redacted even when
     the exception's message carries it."""
-    respx.post(SECRET_URL).mock(side_effect=error)
-    channel = SlackWebhookChannel("slack", SecretStr(SECRET_URL), timeout=timedelta(seconds=3))
+    router = respx.MockRouter(assert_all_called=True)
+    router.post(SECRET_URL).mock(side_effect=error)
+    channel = SlackWebhookChannel(
+        "slack",
+        SecretStr(SECRET_URL),
+        timeout=timedelta(seconds=3),
+        transport=httpx.MockTransport(router.handler),
+    )
     delivery = await channel.send(notification())
     await channel.aclose()
     assert delivery.recoverable
@@ -424,15 +429,20 @@ async def test_transport_failures_are_retried_without_leaking_the_url(
     assert "\n" not in delivery.detail
 
 
-@respx.mock
 async def test_retry_after_as_http_date_is_understood() -> None:
     """A Retry-After given as an HTTP date becomes a delay in seconds."""
     later = datetime.now(UTC) + timedelta(seconds=120)
     header = later.strftime("%a, %d %b %Y %H:%M:%S GMT")
-    respx.post(SECRET_URL).mock(
+    router = respx.MockRouter(assert_all_called=True)
+    router.post(SECRET_URL).mock(
         return_value=httpx.Response(429, text="rate_limited", headers={"Retry-After": header})
     )
-    channel = SlackWebhookChannel("slack", SecretStr(SECRET_URL), timeout=timedelta(seconds=3))
+    channel = SlackWebhookChannel(
+        "slack",
+        SecretStr(SECRET_URL),
+        timeout=timedelta(seconds=3),
+        transport=httpx.MockTransport(router.handler),
+    )
     delivery = await channel.send(notification())
     await channel.aclose()
     assert delivery.retry_after is not None

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import socket
+import struct
 import textwrap
 import threading
 import time
@@ -239,12 +243,15 @@ async def test_nobody_listening_is_retried() -> None:
     assert "ConnectError" in delivery.detail
 
 
-@respx.mock
 async def test_timeout_is_retried() -> None:
     """No answer within the timeout: retry."""
-    respx.post("https://hooks.example/x").mock(side_effect=httpx.ReadTimeout("slow"))
+    router = respx.MockRouter(assert_all_called=True)
+    router.post("https://hooks.example/x").mock(side_effect=httpx.ReadTimeout("slow"))
     channel = WebhookChannel(
-        "hook", SecretStr("https://hooks.example/x"), timeout=timedelta(seconds=2)
+        "hook",
+        SecretStr("https://hooks.example/x"),
+        timeout=timedelta(seconds=2),
+        transport=httpx.MockTransport(router.handler),
     )
     delivery = await channel.send(notification())
     await channel.aclose()
@@ -321,3 +328,93 @@ def test_a_blank_secret_is_a_config_error() -> None:
             {"type": "webhook", "url": "https://hooks.example.com/x", "secret": "  "}
         )
     assert caught.value.errors()[0]["loc"] == ("secret",)
+
+
+# -- the aiohttp transport against misbehaving receivers (real loopback sockets) -------------
+
+
+async def _answer_closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(65536)
+    writer.close()
+
+
+async def _answer_garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(65536)
+    writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def _answer_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(65536)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.close()
+
+
+async def _answer_never(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read(65536)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize(
+    ("server", "named"),
+    [
+        (_answer_closing, "RemoteProtocolError"),
+        (_answer_garbage, "RemoteProtocolError"),
+        (_answer_reset, "NetworkError"),
+        (_answer_never, "no answer within 1s (ReadTimeout)"),
+    ],
+)
+async def test_a_misbehaving_receiver_is_retried_with_what_went_wrong(
+    server: Any, named: str
+) -> None:
+    """A receiver that closes without answering, answers something that is not HTTP, resets
+    the connection or never answers: each is retried, the detail naming what happened (not a
+    timeout for a closed connection), without the URL's secret path."""
+    listening = await asyncio.start_server(server, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    channel = WebhookChannel(
+        "hook", SecretStr(f"http://127.0.0.1:{port}/SECRETxyz"), timeout=timedelta(seconds=1)
+    )
+    try:
+        delivery = await channel.send(notification())
+    finally:
+        await channel.aclose()
+        listening.close()
+    assert delivery.recoverable
+    assert named in delivery.detail
+    assert "SECRETxyz" not in delivery.detail
+
+
+async def test_headers_go_out_as_written() -> None:
+    """The idempotency and signature headers reach the receiver with their names as written
+    (``Idempotency-Key``, ``X-Driftowner-Signature``), with driftowner's User-Agent."""
+    seen: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    channel = WebhookChannel(
+        "hook",
+        SecretStr(f"http://127.0.0.1:{port}/x"),
+        timeout=timedelta(seconds=5),
+        secret=SecretStr("s3cret"),
+    )
+    try:
+        assert await channel.send(notification()) == Delivery.delivered()
+    finally:
+        await channel.aclose()
+        listening.close()
+    head = seen[0].decode()
+    assert "\r\nIdempotency-Key: " in head
+    assert "\r\nX-Driftowner-Signature: v1=" in head
+    assert "\r\nX-Driftowner-Timestamp: " in head
+    assert "\r\nContent-Type: application/json\r\n" in head
+    assert "\r\nUser-Agent: driftowner/" in head

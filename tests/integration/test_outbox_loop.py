@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,7 +25,7 @@ from driftowner.config import Config
 from driftowner.metrics import Metrics
 from driftowner.model import Delivery, Notification
 from driftowner.outbox import Deliverer
-from driftowner.store import Changes, SqlStore, Store
+from driftowner.store import Changes, Settled, SqlStore, Store
 from tests.fakes.mailbox import running_smtp
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
     postgres_database_url,
@@ -356,3 +357,40 @@ async def test_handing_back_touches_only_notifications_whose_lease_is_still_ours
     assert by_id["n-00000"].next_attempt_at == T0  # still the other worker's, unchanged
     assert by_id["n-00001"].next_attempt_at == T0 + timedelta(minutes=1)
     assert store.lease_due(later, lease, 2) == []
+
+
+class SlowCommits(SqlStore):
+    """A real store whose outcome commits wait until ``release`` is set (a slow fsync)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.release = threading.Event()
+
+    def settle(self, outcomes: Sequence[Settled]) -> None:
+        self.release.wait(60)
+        super().settle(outcomes)
+
+
+async def test_the_next_send_starts_while_an_outcome_is_being_committed(
+    store_url: str,  # noqa: F811 (a fixture)
+) -> None:
+    """One send at a time to a destination (``max_in_flight: 1``): the second page goes out
+    as soon as the first send finishes, while the first outcome's commit is still being
+    written, not after it; both outcomes are committed in the end."""
+    slow = SlowCommits(store_url)
+    slow.open()
+    slow.apply(Changes(opened=[incident()]))
+    _queue(slow, 2)
+    channel = Counting("console", 2)
+    config = _config(console={"max_in_flight": 1})
+    deliverer = Deliverer(slow, {"console": channel}, config, Clock(T0 + timedelta(seconds=1)))
+    draining = asyncio.create_task(deliverer.drain())
+    try:
+        await asyncio.wait_for(channel.done.wait(), 20)
+        assert slow.outbox_pending() == 2  # both sent, neither outcome committed yet
+    finally:
+        slow.release.set()
+        delivered = await asyncio.wait_for(draining, 60)
+    assert delivered == 2
+    assert slow.outbox_pending() == 0
+    slow.close()
