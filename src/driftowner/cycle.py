@@ -21,7 +21,7 @@ from driftowner.config import Config, upstream_first
 from driftowner.detect import rules
 from driftowner.detect.bank import Bank
 from driftowner.escalation import Escalation, Links, Paging
-from driftowner.model import AUTO, Event, Finding, Incident, Notification, SourceResult
+from driftowner.model import AUTO, Event, Finding, Incident, Notification, Pending, SourceResult
 from driftowner.store import Changes, Fingerprint, StoreView
 
 SignalKey = tuple[str, str]
@@ -135,6 +135,11 @@ def evaluate(
     """One evaluation: each system's conditions reconciled with its pending conditions and
     incidents, and the incidents of systems no longer configured retired.
 
+    The store is read twice, whatever the number of systems: the unresolved incidents and the
+    pending conditions. A *quiet* system (every finding ``ok``, no pending condition, no
+    unresolved incident) can change nothing, so it is neither reconciled nor given a step; a
+    step that changes nothing is left out too, so a quiet cycle writes nothing.
+
     Args:
         config: The systems, rules and chains.
         findings: system → signal → this cycle's finding (see :func:`judge`).
@@ -146,31 +151,53 @@ def evaluate(
             notice, so the cycle pages nobody.
 
     Returns:
-        Retirements first, then one step per evaluated system, in ``findings`` order.
+        Retirements first, then one step per system whose evaluation changes something, in
+        ``findings`` order (upstream systems first).
     """
     by_system: dict[str, dict[Fingerprint, Incident]] = {}
     for incident in view.incidents(unresolved=True):
         by_system.setdefault(incident.system, {})[incident.fingerprint] = incident
+    pending = view.pending_by_system()
     steps = list(_retire(config, by_system, view, now, pager))
     # Upstream systems first, so an incident opening on a dependent system in the same cycle
     # finds its probable cause.
     for system_name in upstream_first(config, findings):
         unresolved = by_system.get(system_name, {})
+        waiting = pending.get(system_name, {})
+        if not unresolved and not waiting and settled(findings, system_name):
+            continue
         step = _reconcile(
             config,
             system_name,
             findings[system_name],
-            unresolved,
+            (unresolved, waiting),
             view,
             now,
             new_incident_id,
             pager,
         )
+        if not waiting and _changes_nothing(step.changes):
+            continue
         step = _link_upstream(config, step, by_system, now)
         for incident in step.changes.opened:
             by_system.setdefault(system_name, {})[incident.fingerprint] = incident
         steps.append(step)
     return steps
+
+
+def settled(findings: Mapping[str, Mapping[str, Finding]], system: str) -> bool:
+    """Whether every finding of ``system`` is ``ok`` (then no rule holds for it)."""
+    return all(found.status == "ok" for found in findings.get(system, {}).values())
+
+
+def _changes_nothing(changes: Changes) -> bool:
+    return not (
+        changes.opened
+        or changes.updated
+        or changes.events
+        or changes.notifications
+        or changes.pending
+    )
 
 
 def _link_upstream(
@@ -217,13 +244,16 @@ def _reconcile(
     config: Config,
     system_name: str,
     findings: Mapping[str, Finding],
-    unresolved: Mapping[Fingerprint, Incident],
+    held: tuple[Mapping[Fingerprint, Incident], Mapping[Fingerprint, Pending]],
     view: StoreView,
     now: datetime,
     new_incident_id: Callable[[], str],
     pager: Pager | None,
 ) -> Step:
+    """One system's step: its conditions against ``held``, its unresolved incidents and its
+    pending conditions as the store has them."""
     system = config.systems[system_name]
+    unresolved, pending = held
     holding = rules.conditions(system_name, system, findings)
     # Only a condition without an unresolved incident can reopen one: read the recently
     # resolved only then.
@@ -238,7 +268,7 @@ def _reconcile(
         system_name,
         holding,
         findings,
-        view.pending(system_name),
+        pending,
         unresolved,
         now,
         new_incident_id,
