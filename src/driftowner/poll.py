@@ -234,7 +234,13 @@ def explain_unmatched(findings: Findings, unmatched: Mapping[SignalKey, str]) ->
     """``findings`` with the no-data reason of each signal whose template label matched no
     series replaced by that explanation (the stale rule pages its owner with it)."""
     for (system, name), why in unmatched.items():
-        found = findings.get(system, {}).get(name)
-        if found is not None and found.detector == "staleness" and found.value is None:
-            findings[system][name] = replace(found, reason=why)
+        held = findings.get(system)
+        found = None if held is None else held.get(name)
+        if (
+            held is not None
+            and found is not None
+            and found.detector == "staleness"
+            and found.value is None
+        ):
+            held[name] = replace(found, reason=why)
     return findings
