@@ -77,7 +77,8 @@ class TemplateRead:
 
 def plan_reads(config: Config) -> tuple[list[SignalKey], list[TemplateRead]]:
     """Which reads one cycle makes: one per plain signal, and one per signal template (per
-    distinct window), however many systems use it."""
+    distinct window), however many systems use it. The same for every cycle of one config:
+    :func:`read` plans once per config (``Bank.derived``)."""
     interval = config.evaluation.interval
     plain: list[SignalKey] = []
     grouped: dict[tuple[str, str, str, timedelta, timedelta], list[tuple[SignalKey, str]]] = {}
@@ -120,7 +121,7 @@ async def read(
     await history.prepare(bank, config, sources, now)
     stats = SourceStats(up={name: True for name in config.sources}, errors={}, durations={})
     limits = _limits(config)
-    plain, templated = plan_reads(config)
+    plain, templated = bank.derived(config, "reads", lambda: plan_reads(config))
     results: dict[SignalKey, SourceResult] = {}
 
     def account(

@@ -411,3 +411,14 @@ def test_the_steady_path_gives_the_findings_of_the_full_path(
         assert verdicts[-1].status == found.status
     built = [v.finding() if isinstance(v, Later) else v for v in verdicts]
     assert built == expected
+
+
+def test_a_value_derived_from_the_config_is_made_once_per_config() -> None:
+    """``Bank.derived`` makes a value (the read plan) once for one config object and again
+    for another (a reload)."""
+    bank = Bank()
+    made: list[object] = []
+    first, second = object(), object()
+    for config in (first, first, second, second, first):
+        bank.derived(config, "reads", lambda config=config: made.append(config) or len(made))
+    assert made == [first, second, first]

@@ -18,10 +18,11 @@ A chart confirms *changes*; a finding needs a *status*. The bank turns one into 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import TypeVar, cast
 
 from driftowner.config import HISTOGRAM_DETECTORS, SignalConfig
 from driftowner.detect import detectors
@@ -49,6 +50,8 @@ from driftowner.model import (
 
 SignalKey = tuple[str, str]
 """(system, signal)."""
+
+_Derived = TypeVar("_Derived")
 
 WARM_START_RUNS = 10
 """A warm start reads this many warm-ups' worth of history (at most the chart's longest
@@ -353,9 +356,18 @@ class Bank:
         self.decided: dict[SignalKey, Finding] = {}
         """Per signal without a chart (threshold, baseline, psi, js), its last ``ok`` or
         ``degraded`` finding: a flip from it is a confirmed change (:func:`detectors.flip`)."""
+        self._derived: dict[str, tuple[object, object]] = {}
         self.open_since: dict[SignalKey, datetime] = {}
         """Per signal of an unresolved incident, when its condition began (set by the shell
         from the store before judging: see :meth:`note_open`)."""
+
+    def derived(self, config: object, name: str, derive: Callable[[], _Derived]) -> _Derived:
+        """What ``derive`` makes of ``config`` (a read plan, say), made once per config object:
+        a reload brings a new config, and with it a new value."""
+        held = self._derived.get(name)
+        if held is None or held[0] is not config:
+            held = self._derived[name] = (config, derive())
+        return cast(_Derived, held[1])
 
     def note_open(self, unresolved: Iterable[Incident]) -> None:
         """Remember when the conditions of the unresolved incidents began, per signal (the
