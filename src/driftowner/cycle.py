@@ -12,23 +12,151 @@ without the escalation stage, so it pages nobody.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from driftowner import escalation, incidents
 from driftowner.config import Config, upstream_first
 from driftowner.detect import rules
-from driftowner.detect.bank import Bank
+from driftowner.detect.bank import Bank, Later
 from driftowner.escalation import Escalation, Links, Paging
-from driftowner.model import AUTO, Event, Finding, Incident, Notification, SourceResult
+from driftowner.model import (
+    AUTO,
+    Change,
+    Event,
+    Finding,
+    Incident,
+    Notification,
+    Pending,
+    SourceResult,
+    Status,
+)
 from driftowner.store import Changes, Fingerprint, StoreView
 
 SignalKey = tuple[str, str]
 """(system, signal)."""
 
-Findings = dict[str, dict[str, Finding]]
-"""system → signal → finding."""
+
+class SystemFindings(MutableMapping[str, Finding]):
+    """One system's findings: signal → finding. A quiet chart's verdict is kept as a
+    :class:`~driftowner.detect.bank.Later` and built into its finding on first read."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Finding | Later] = {}
+
+    def __getitem__(self, name: str) -> Finding:
+        entry = self._entries[name]
+        if isinstance(entry, Later):
+            entry = self._entries[name] = entry.finding()
+        return entry
+
+    def __setitem__(self, name: str, found: Finding | Later) -> None:
+        self._entries[name] = found
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def settled(self) -> bool:
+        """Whether every finding is ``ok``, read from the statuses alone."""
+        return all(entry.status == "ok" for entry in self._entries.values())
+
+    def statuses(self) -> Iterator[tuple[str, Status]]:
+        """(signal, status) of every finding, read without building any."""
+        for name, entry in self._entries.items():
+            yield name, entry.status
+
+    def changes(self) -> Iterator[tuple[str, Change]]:
+        """(signal, change) for every change confirmed, oldest first per signal: only built
+        findings can carry one (a quiet verdict confirmed none)."""
+        for name, entry in self._entries.items():
+            if isinstance(entry, Finding):
+                for change in entry.changes:
+                    yield name, change
+
+
+class Findings(Mapping[str, SystemFindings]):
+    """One judged cycle's findings: system → signal → finding, every configured system present
+    (empty for a system nothing was read for). Reading a finding builds it; the statuses
+    (:meth:`settled`) and the confirmed changes (:meth:`changes`) are read without building
+    the quiet ones."""
+
+    __slots__ = ("_systems",)
+
+    def __init__(self, systems: Iterable[str]) -> None:
+        self._systems = {system: SystemFindings() for system in systems}
+
+    def __getitem__(self, system: str) -> SystemFindings:
+        return self._systems[system]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._systems)
+
+    def __len__(self) -> int:
+        return len(self._systems)
+
+    def settled(self, system: str) -> bool:
+        """Whether every finding of ``system`` is ``ok`` (then no rule holds for it)."""
+        held = self._systems.get(system)
+        return held is None or held.settled()
+
+    def changes(self) -> Iterator[tuple[str, str, Change]]:
+        """(system, signal, change) for every change this cycle confirmed."""
+        for system, held in self._systems.items():
+            for name, change in held.changes():
+                yield system, name, change
+
+    def moved(self, recorded: dict[SignalKey, Status]) -> list[Finding]:
+        """The findings whose status differs from the one ``recorded`` for their signal
+        (what ``driftowner_signal_status`` last said), ``recorded`` updated to this cycle's:
+        a steady cycle builds none."""
+        moved: list[Finding] = []
+        for system, held in self._systems.items():
+            for name, status in held.statuses():
+                key = (system, name)
+                if recorded.get(key) != status:
+                    recorded[key] = status
+                    moved.append(held[name])
+        return moved
+
+    def summaries(self) -> Mapping[str, Mapping[str, Mapping[str, Any]]]:
+        """system → signal → ``{"status", "value", "reason"}`` (``/api/v1/systems``), each
+        made when read."""
+        return _Summaries(self)
+
+
+class _Summaries(Mapping[str, Mapping[str, Mapping[str, Any]]]):
+    """:meth:`Findings.summaries`: a view, read when the API asks."""
+
+    __slots__ = ("_findings",)
+
+    def __init__(self, findings: Findings) -> None:
+        self._findings = findings
+
+    def __getitem__(self, system: str) -> Mapping[str, Mapping[str, Any]]:
+        held = self._findings[system]
+        return {name: _summary(held, name) for name in held}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._findings)
+
+    def __len__(self) -> int:
+        return len(self._findings)
+
+
+def _summary(held: SystemFindings, name: str) -> dict[str, Any]:
+    found = held[name]
+    return {"status": found.status, "value": found.value, "reason": found.reason}
+
 
 RETIRED = "system removed from the config"
 """Why the incidents of a system no longer configured are resolved."""
@@ -56,10 +184,11 @@ def judge(
         each with the changes its detector confirmed (``Finding.changes``).
     """
     interval = config.evaluation.interval
-    findings: Findings = {system: {} for system in config.systems}
+    findings = Findings(config.systems)
+    systems = config.systems
     for (system, name), result in results.items():
-        signal = config.systems[system].signals[name]
-        findings[system][name] = bank.judge(system, name, signal, result, now, interval)
+        signal = systems[system].signals[name]
+        findings[system][name] = bank.verdict(system, name, signal, result, now, interval)
     return findings
 
 
@@ -135,6 +264,11 @@ def evaluate(
     """One evaluation: each system's conditions reconciled with its pending conditions and
     incidents, and the incidents of systems no longer configured retired.
 
+    The store is read twice, whatever the number of systems: the unresolved incidents and the
+    pending conditions. A *quiet* system (every finding ``ok``, no pending condition, no
+    unresolved incident) can change nothing, so it is neither reconciled nor given a step; a
+    step that changes nothing is left out too, so a quiet cycle writes nothing.
+
     Args:
         config: The systems, rules and chains.
         findings: system → signal → this cycle's finding (see :func:`judge`).
@@ -146,31 +280,56 @@ def evaluate(
             notice, so the cycle pages nobody.
 
     Returns:
-        Retirements first, then one step per evaluated system, in ``findings`` order.
+        Retirements first, then one step per system whose evaluation changes something, in
+        ``findings`` order (upstream systems first).
     """
     by_system: dict[str, dict[Fingerprint, Incident]] = {}
     for incident in view.incidents(unresolved=True):
         by_system.setdefault(incident.system, {})[incident.fingerprint] = incident
+    pending = view.pending_by_system()
     steps = list(_retire(config, by_system, view, now, pager))
     # Upstream systems first, so an incident opening on a dependent system in the same cycle
     # finds its probable cause.
     for system_name in upstream_first(config, findings):
         unresolved = by_system.get(system_name, {})
+        waiting = pending.get(system_name, {})
+        if not unresolved and not waiting and settled(findings, system_name):
+            continue
         step = _reconcile(
             config,
             system_name,
             findings[system_name],
-            unresolved,
+            (unresolved, waiting),
             view,
             now,
             new_incident_id,
             pager,
         )
+        if not waiting and _changes_nothing(step.changes):
+            continue
         step = _link_upstream(config, step, by_system, now)
         for incident in step.changes.opened:
             by_system.setdefault(system_name, {})[incident.fingerprint] = incident
         steps.append(step)
     return steps
+
+
+def settled(findings: Mapping[str, Mapping[str, Finding]], system: str) -> bool:
+    """Whether every finding of ``system`` is ``ok`` (then no rule holds for it). A judged
+    cycle's :class:`Findings` answers from its statuses, without building findings."""
+    if isinstance(findings, Findings):
+        return findings.settled(system)
+    return all(found.status == "ok" for found in findings.get(system, {}).values())
+
+
+def _changes_nothing(changes: Changes) -> bool:
+    return not (
+        changes.opened
+        or changes.updated
+        or changes.events
+        or changes.notifications
+        or changes.pending
+    )
 
 
 def _link_upstream(
@@ -217,13 +376,16 @@ def _reconcile(
     config: Config,
     system_name: str,
     findings: Mapping[str, Finding],
-    unresolved: Mapping[Fingerprint, Incident],
+    held: tuple[Mapping[Fingerprint, Incident], Mapping[Fingerprint, Pending]],
     view: StoreView,
     now: datetime,
     new_incident_id: Callable[[], str],
     pager: Pager | None,
 ) -> Step:
+    """One system's step: its conditions against ``held``, its unresolved incidents and its
+    pending conditions as the store has them."""
     system = config.systems[system_name]
+    unresolved, pending = held
     holding = rules.conditions(system_name, system, findings)
     # Only a condition without an unresolved incident can reopen one: read the recently
     # resolved only then.
@@ -238,7 +400,7 @@ def _reconcile(
         system_name,
         holding,
         findings,
-        view.pending(system_name),
+        pending,
         unresolved,
         now,
         new_incident_id,

@@ -32,6 +32,7 @@ from driftowner.detect.bank import Bank
 from driftowner.ids import new_incident_id, new_notification_id
 from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
+from driftowner.model import Status
 from driftowner.sources import Source, build_source
 from driftowner.store import SqlStore, Store, StoreError, StoreUnavailable
 
@@ -181,6 +182,8 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         self.last_cycle_at: float = time.monotonic()
         self._failing: dict[tuple[str, str], str] = {}
+        self._recorded: dict[tuple[str, str], Status] = {}
+        """(system, signal) → the status ``driftowner_signal_status`` last got."""
         self.bank = Bank()
         """Every signal's detector state between evaluations: change-point charts (warm-started
         from history) and the last verdict of the others (see ``cycle.judge``)."""
@@ -287,15 +290,11 @@ class Daemon:
             for source, durations in stats.durations.items():
                 for seconds in durations:
                     metrics.source_query_duration.labels(source).observe(seconds)
-            metrics.record_findings(f for signals in findings.values() for f in signals.values())
+            # Only the statuses that moved: a steady cycle builds no finding for its quiet
+            # signals (their evidence is made when the API reads it).
+            metrics.record_findings(findings.moved(self._recorded))
             if self.runtime is not None:
-                self.runtime.findings = {
-                    system: {
-                        name: {"status": f.status, "value": f.value, "reason": f.reason}
-                        for name, f in signals.items()
-                    }
-                    for system, signals in findings.items()
-                }
+                self.runtime.findings = findings.summaries()
                 self.runtime.source_health = observe_sources(
                     self.runtime.source_health, config, stats.up, stats.failing, now
                 )

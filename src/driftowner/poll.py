@@ -77,7 +77,8 @@ class TemplateRead:
 
 def plan_reads(config: Config) -> tuple[list[SignalKey], list[TemplateRead]]:
     """Which reads one cycle makes: one per plain signal, and one per signal template (per
-    distinct window), however many systems use it."""
+    distinct window), however many systems use it. The same for every cycle of one config:
+    :func:`read` plans once per config (``Bank.derived``)."""
     interval = config.evaluation.interval
     plain: list[SignalKey] = []
     grouped: dict[tuple[str, str, str, timedelta, timedelta], list[tuple[SignalKey, str]]] = {}
@@ -120,7 +121,7 @@ async def read(
     await history.prepare(bank, config, sources, now)
     stats = SourceStats(up={name: True for name in config.sources}, errors={}, durations={})
     limits = _limits(config)
-    plain, templated = plan_reads(config)
+    plain, templated = bank.derived(config, "reads", lambda: plan_reads(config))
     results: dict[SignalKey, SourceResult] = {}
 
     def account(
@@ -215,9 +216,11 @@ def unmatched_label(labelled: LabelledResult, label: str, value: str) -> str | N
     """Why a template query that answered has no series for one system (its ``label`` value
     matches none of the query's series while others do), or None when it has one, or the query
     failed, or returned nothing for anyone (no data: nothing to tell apart)."""
-    others = sorted({*labelled.series, *labelled.ambiguous} - {value})
+    # A lookup first: the answer is walked only for a system it has no series for (walking
+    # it for every member made a template of 2,000 systems cost 2,000 sorts a cycle).
     if labelled.error is not None or value in labelled.series or value in labelled.ambiguous:
         return None
+    others = sorted({*labelled.series, *labelled.ambiguous} - {value})
     if not others:
         return None
     shown = ", ".join(f"{label}={other!r}" for other in others[:3])
@@ -232,7 +235,13 @@ def explain_unmatched(findings: Findings, unmatched: Mapping[SignalKey, str]) ->
     """``findings`` with the no-data reason of each signal whose template label matched no
     series replaced by that explanation (the stale rule pages its owner with it)."""
     for (system, name), why in unmatched.items():
-        found = findings.get(system, {}).get(name)
-        if found is not None and found.detector == "staleness" and found.value is None:
-            findings[system][name] = replace(found, reason=why)
+        held = findings.get(system)
+        found = None if held is None else held.get(name)
+        if (
+            held is not None
+            and found is not None
+            and found.detector == "staleness"
+            and found.value is None
+        ):
+            held[name] = replace(found, reason=why)
     return findings

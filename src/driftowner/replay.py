@@ -457,18 +457,16 @@ def _history(
 
 
 def _changes(findings: Findings) -> Iterator[ReplayedChange]:
-    for system, signals in findings.items():
-        for name, finding in signals.items():
-            for change in finding.changes:
-                yield ReplayedChange(
-                    system,
-                    name,
-                    change.at,
-                    change.direction,
-                    change.before,
-                    change.after,
-                    change.began_at,
-                )
+    for system, name, change in findings.changes():
+        yield ReplayedChange(
+            system,
+            name,
+            change.at,
+            change.direction,
+            change.before,
+            change.after,
+            change.began_at,
+        )
 
 
 def _replayed(incident: Incident, reopened_at: datetime | None = None) -> ReplayedIncident:

@@ -1298,3 +1298,16 @@ def test_silences_are_kept_listed_by_when_they_hold_and_expired_once(store: Stor
     assert store.expire_silence("sil-none", T0, "alice") is None
     with pytest.raises(Conflict):
         store.add_silence(by_label)
+
+
+def test_pending_by_system_is_every_systems_pending_in_one_read(store: Store) -> None:
+    """``pending_by_system`` gives, for every system with pending conditions, what
+    ``pending`` gives for it; a system whose set was emptied is absent."""
+    store.apply(Changes(pending_system=SYSTEM, pending=[Pending(SYSTEM, "drift:a", T0, at(1))]))
+    store.apply(Changes(pending_system="churn", pending=[Pending("churn", "drift:c", T0, T0)]))
+    store.apply(Changes(pending_system="gone", pending=[Pending("gone", "stale:x", T0, T0)]))
+    store.apply(Changes(pending_system="gone", pending=[]))
+    assert store.pending_by_system() == {
+        SYSTEM: store.pending(SYSTEM),
+        "churn": store.pending("churn"),
+    }

@@ -4,16 +4,22 @@ each ``detect`` section building its chart. Pure: samples and times are passed i
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from driftowner.config import Config
 from driftowner.detect.bank import (
     Bank,
+    Later,
     away,
+    chart_finding,
     chart_for,
     observe,
     reference_window,
@@ -21,7 +27,7 @@ from driftowner.detect.bank import (
     warm_start,
 )
 from driftowner.detect.changepoint import Cusum, Ewma, PageHinkley
-from driftowner.model import Finding, Sample, SourceResult
+from driftowner.model import Change, Finding, Sample, SourceResult
 from driftowner.sources import LabelledResult, history
 from tests.unit.factories import T0, incident, signal, templated_document
 
@@ -341,3 +347,78 @@ async def test_a_warm_start_reads_a_template_once_for_all_its_systems() -> None:
     for name, begins in (("model-3", now - window), ("model-7", reach - window)):
         own = [s for s in fake.series[name] if s.at >= begins]
         assert bank.watches[(name, "accuracy")] == warm_start(detector, own, None)
+
+
+def _full_path(watch: Any, sample: Sample, spec: Any, now: datetime) -> tuple[Any, Finding]:
+    """The verdict as the bank gave it before the steady path: every sample through
+    :func:`observe`, every finding built at once by :func:`chart_finding`."""
+    watch, confirmed = observe(watch, (sample,))
+    base = Finding(
+        system=KEY[0],
+        signal=KEY[1],
+        layer=spec.layer,
+        status="ok",
+        at=now,
+        value=sample.value,
+        changes=tuple(
+            Change(d.at, d.direction, d.reference, d.level, d.began_at) for d in confirmed
+        ),
+    )
+    return watch, chart_finding(base, watch, spec)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shifts=st.lists(
+        st.tuples(st.integers(1, 60), st.floats(-3, 3), st.sampled_from([0.0, 0.3, 1.0])),
+        min_size=1,
+        max_size=6,
+    ),
+    bad=st.sampled_from(["up", "down", "both"]),
+    detect=st.sampled_from([None, {"cusum": {}}, {"ewma": {}}, {"page_hinkley": {}}]),
+    seed=st.integers(0, 1000),
+)
+def test_the_steady_path_gives_the_findings_of_the_full_path(
+    shifts: list[tuple[int, float, float]], bad: str, detect: Any, seed: int
+) -> None:
+    """Property: judging one sample a cycle through the bank's steady path (the state moved
+    in place, a quiet verdict's finding built only when read, and read only after the chart
+    has moved on) gives, sample after sample, exactly the findings and watches of the full
+    path, whatever the shifts (level, noise, repeated or NaN values), direction and chart."""
+    rng = random.Random(seed)
+    values: list[float] = []
+    for count, level, noise in shifts:
+        values.extend(level + noise * rng.gauss(0, 1) for _ in range(count))
+    if len(values) > 3:
+        values[len(values) // 2] = math.nan
+    spec = signal(bad=bad, **({} if detect is None else {"detect": detect}))
+    bank = Bank()
+    watch = None
+    verdicts: list[Finding | Later] = []
+    expected: list[Finding] = []
+    for index, value in enumerate(values):
+        # A repeated time now and then: a sample not newer than the last is skipped.
+        at = T0 + (index - (index % 17 == 16)) * MINUTE
+        sample = Sample(at, value)
+        verdicts.append(bank.verdict(*KEY, spec, SourceResult(samples=(sample,)), at, MINUTE))
+        if watch is None:
+            detector = chart_for(spec, MINUTE)
+            assert detector is not None
+            watch = start(detector)
+        watch, found = _full_path(watch, sample, spec, at)
+        expected.append(found)
+        assert bank.watches[KEY] == watch
+        assert verdicts[-1].status == found.status
+    built = [v.finding() if isinstance(v, Later) else v for v in verdicts]
+    assert built == expected
+
+
+def test_a_value_derived_from_the_config_is_made_once_per_config() -> None:
+    """``Bank.derived`` makes a value (the read plan) once for one config object and again
+    for another (a reload)."""
+    bank = Bank()
+    made: list[object] = []
+    first, second = object(), object()
+    for config in (first, first, second, second, first):
+        bank.derived(config, "reads", lambda config=config: made.append(config) or len(made))
+    assert made == [first, second, first]

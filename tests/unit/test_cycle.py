@@ -11,7 +11,7 @@ import pytest
 from driftowner import cycle, runner
 from driftowner.cycle import Pager
 from driftowner.detect.bank import Bank
-from driftowner.model import AUTO, Change, Sample, SourceResult
+from driftowner.model import AUTO, Change, Sample, SourceResult, Status
 from driftowner.store import Changes, MemoryStore
 
 from .factories import (
@@ -163,3 +163,25 @@ def test_the_incidents_of_a_removed_system_are_retired_in_their_own_steps() -> N
     assert retired.retired and retired.system == "retired-model"
     assert [e.detail for e in retired.changes.events] == [cycle.RETIRED]
     assert [n.recipient for n in retired.changes.notifications] == ["alice"]
+
+
+def test_a_steady_cycle_builds_no_finding_until_one_is_read() -> None:
+    """A chart's quiet verdicts are kept unbuilt: the statuses that moved since the last
+    recorded ones are the only findings built for ``/metrics`` (none in a steady cycle), and a
+    finding read later (the API) is the one judged then, with its evidence line."""
+    config = make_config({"systems": {SYSTEM: {"signals": {"accuracy": {"detect": None}}}}})
+    bank = Bank()
+    recorded: dict[tuple[str, str], Status] = {}
+    for minute in range(40):
+        findings = cycle.judge(
+            config, {ACCURACY: read(0.9 + 0.001 * (minute % 3), minute)}, bank, at(minute)
+        )
+        moved = findings.moved(recorded)
+        if minute == 39:
+            assert moved == []
+    assert recorded[ACCURACY] == "ok"
+    held = findings[SYSTEM]
+    assert [name for name, status in held.statuses()] == ["accuracy"]
+    summary = findings.summaries()[SYSTEM]["accuracy"]
+    assert summary["status"] == "ok" and "in control around" in summary["reason"]
+    assert held["accuracy"].value == pytest.approx(0.9)

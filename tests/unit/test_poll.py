@@ -179,3 +179,30 @@ async def test_a_failing_template_query_fails_each_system_once_and_logs_once() -
     assert stats.up == {"prom": False}
     assert stats.errors == {("prom", "unreachable"): 1}
     assert len(stats.failing) == 1
+
+
+class _CountedSeries(dict[str, tuple[Sample, ...]]):
+    """A template answer's series that counts how often all of it is walked through."""
+
+    walks = 0
+
+    def __iter__(self) -> Any:
+        type(self).walks += 1
+        return super().__iter__()
+
+
+def test_a_system_found_in_the_template_answer_costs_one_lookup() -> None:
+    """Regression: explaining unmatched labels walked (and sorted) the whole answer once per
+    member system, even for systems whose series is there: 2,000 systems of a template made
+    2,000 sorts of 2,000 labels a cycle (7 of 9 s of a profiled cycle). A system whose series
+    is in the answer is now a lookup; the answer is walked only to explain one that is not."""
+    from driftowner.poll import unmatched_label
+
+    series = _CountedSeries({f"model-{i}": (Sample(T0, 0.95),) for i in range(50)})
+    answer = LabelledResult(series=series)
+    _CountedSeries.walks = 0
+    for i in range(50):
+        assert unmatched_label(answer, "model", f"model-{i}") is None
+    assert _CountedSeries.walks == 0
+    assert unmatched_label(answer, "model", "model-99") is not None
+    assert _CountedSeries.walks == 1

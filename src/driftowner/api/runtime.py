@@ -80,7 +80,8 @@ class Runtime:
     links: LinkSigner
     healthy: Callable[[], bool]
     reload: Callable[[], Any] | None = None
-    findings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    findings: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    """system → signal → its last finding's status, value and reason."""
     sources: Mapping[str, Source] = field(default_factory=dict)
     """The sources the daemon reads: the incident page reads a signal's history through them."""
     source_health: dict[str, SourceHealth] = field(default_factory=dict)

@@ -18,10 +18,11 @@ A chart confirms *changes*; a finding needs a *status*. The bank turns one into 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import TypeVar, cast
 
 from driftowner.config import HISTOGRAM_DETECTORS, SignalConfig
 from driftowner.detect import detectors
@@ -44,10 +45,13 @@ from driftowner.model import (
     Incident,
     Sample,
     SourceResult,
+    Status,
 )
 
 SignalKey = tuple[str, str]
 """(system, signal)."""
+
+_Derived = TypeVar("_Derived")
 
 WARM_START_RUNS = 10
 """A warm start reads this many warm-ups' worth of history (at most the chart's longest
@@ -121,9 +125,11 @@ def histogram_for(signal: SignalConfig, interval: timedelta) -> HistogramDrift |
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Watch:
-    """What the bank remembers of one signal between evaluations."""
+    """What the bank remembers of one signal between evaluations. Only the bank changes it,
+    and only its ``state``, in place, on a quiet sample (no change confirmed: the steady
+    cycle); a confirmed change or an accept gives the signal a new watch."""
 
     detector: Detector
     state: ChartState
@@ -181,6 +187,20 @@ def observe(watch: Watch, samples: Iterable[Sample]) -> tuple[Watch, list[Detect
     return replace(watch, state=state), confirmed
 
 
+def _quiet(watch: Watch, samples: tuple[Sample, ...]) -> ChartState | None:
+    """The steady path: one new sample that confirms no change moves the watch's state in
+    place, and the state after it is returned; None (nothing moved) for anything else (several
+    samples, a change confirmed, samples before an accept), which :func:`observe` takes."""
+    if len(samples) != 1 or watch.relearn_from is not None:
+        return None
+    sample = samples[0]
+    state, detection = watch.detector.update(watch.state, sample.value, sample.at)
+    if detection is not None:
+        return None
+    watch.state = state
+    return state
+
+
 def _after(watch: Watch, detection: Detection) -> Watch:
     """The watch after a confirmed change: a first bad one records the level it left; any
     later one moves the current level, and a return to the level left clears it."""
@@ -205,10 +225,37 @@ def warm_start(
     return watch
 
 
-def chart_finding(base: Finding, watch: Watch, signal: SignalConfig) -> Finding:
+def chart_status(watch: Watch) -> Status:
+    """The status :func:`chart_finding` gives a watch, without building the finding."""
+    if watch.latest is not None:
+        return "degraded" if watch.degraded else "ok"
+    return "no_data" if watch.state.reference is None else "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class Later:
+    """A chart's verdict whose finding is built only when someone reads it: a quiet signal (no
+    change confirmed) needs its status every cycle, its evidence line rarely. ``finding()``
+    gives exactly what :func:`chart_finding` gives at the time of judging."""
+
+    status: Status
+    base: Finding
+    watch: Watch
+    state: ChartState
+    """The chart's state after this sample (the watch's own moves on with later samples)."""
+    signal: SignalConfig
+
+    def finding(self) -> Finding:
+        return chart_finding(self.base, self.watch, self.signal, self.state)
+
+
+def chart_finding(
+    base: Finding, watch: Watch, signal: SignalConfig, state: ChartState | None = None
+) -> Finding:
     """The finding a watch gives: degraded while away from the level it left, ok otherwise,
-    no data while its first reference is still being learned."""
-    state = watch.state
+    no data while its first reference is still being learned. ``state`` stands in for the
+    watch's own (the state it had when judged)."""
+    state = watch.state if state is None else state
     budget = None if _explicit_limit(watch.detector) else signal.false_alarm_every
     name = watch.detector.name or "default"
     if watch.latest is not None:
@@ -309,9 +356,18 @@ class Bank:
         self.decided: dict[SignalKey, Finding] = {}
         """Per signal without a chart (threshold, baseline, psi, js), its last ``ok`` or
         ``degraded`` finding: a flip from it is a confirmed change (:func:`detectors.flip`)."""
+        self._derived: dict[str, tuple[object, object]] = {}
         self.open_since: dict[SignalKey, datetime] = {}
         """Per signal of an unresolved incident, when its condition began (set by the shell
         from the store before judging: see :meth:`note_open`)."""
+
+    def derived(self, config: object, name: str, derive: Callable[[], _Derived]) -> _Derived:
+        """What ``derive`` makes of ``config`` (a read plan, say), made once per config object:
+        a reload brings a new config, and with it a new value."""
+        held = self._derived.get(name)
+        if held is None or held[0] is not config:
+            held = self._derived[name] = (config, derive())
+        return cast(_Derived, held[1])
 
     def note_open(self, unresolved: Iterable[Incident]) -> None:
         """Remember when the conditions of the unresolved incidents began, per signal (the
@@ -392,6 +448,21 @@ class Bank:
         """The verdict on one signal at ``now``: its chart updated with the new samples (the
         stateless detectors as :func:`~driftowner.detect.detectors.judge` gives them), with
         the changes confirmed on the way (``Finding.changes``)."""
+        found = self.verdict(system, name, signal, result, now, interval)
+        return found.finding() if isinstance(found, Later) else found
+
+    def verdict(
+        self,
+        system: str,
+        name: str,
+        signal: SignalConfig,
+        result: SourceResult,
+        now: datetime,
+        interval: timedelta,
+    ) -> Finding | Later:
+        """What :meth:`judge` gives, with a chart's quiet verdict (one new sample, no change
+        confirmed: nearly every signal at nearly every cycle) left :class:`Later`: its status
+        now, its finding and evidence line built if and when someone reads them."""
         key = (system, name)
         detector = chart_for(signal, interval)
         if detector is None:
@@ -406,7 +477,12 @@ class Bank:
             return unusable
         watch = self.watches.get(key)
         if watch is None or not _same(watch, detector):
-            watch = start(detector, self.accepted.get(key))
+            watch = self.watches[key] = start(detector, self.accepted.get(key))
+        quiet = _quiet(watch, result.samples)
+        if quiet is not None:
+            latest = result.samples[-1]
+            base = Finding(system, name, signal.layer, "ok", now, latest.value)
+            return Later(chart_status(watch), base, watch, quiet, signal)
         watch, confirmed = observe(watch, result.samples)
         self.watches[key] = watch
         base = Finding(

@@ -71,6 +71,9 @@ def unusable(
 ) -> Finding | None:
     """The ``no_data`` finding when the source failed, returned nothing, or its newest sample
     is older than ``stale_after``; None when there is something to judge."""
+    samples = result.samples
+    if result.error is None and samples and signal.stale_after is None:
+        return None  # the common case, decided before any finding is built
     base = Finding(system=system, signal=signal_name, layer=signal.layer, status="no_data", at=now)
     if result.error is not None:
         return replace(

@@ -161,6 +161,10 @@ class MemoryStore:
         with self._lock:
             return dict(self._pending.get(system, {}))
 
+    def pending_by_system(self) -> dict[str, dict[Fingerprint, Pending]]:
+        with self._lock:
+            return {system: dict(held) for system, held in self._pending.items() if held}
+
     def notifications(self, incident_id: str) -> list[Notification]:
         with self._lock:
             found = [

@@ -600,6 +600,21 @@ class SqlStore:
             for row in rows
         }
 
+    def pending_by_system(self) -> dict[str, dict[tuple[str, str], Pending]]:
+        """Every system's pending conditions in one read, each as :meth:`pending` gives it
+        (what this process saw but could not write standing in for the stored rows)."""
+        with self._tx(read_only=True) as conn:
+            rows = conn.execute(sa.select(pending)).all()
+        found: dict[str, dict[tuple[str, str], Pending]] = {}
+        for row in rows:
+            if row.system not in self._unsaved:
+                held = Pending(row.system, row.rule, _at(row.since), _at(row.last_seen_at))
+                found.setdefault(row.system, {})[(row.system, row.rule)] = held
+        for system, unsaved in self._unsaved.items():
+            if unsaved:
+                found[system] = {(p.system, p.rule): p for p in unsaved}
+        return found
+
     def notifications(self, incident_id: str) -> list[Notification]:
         with self._tx(read_only=True) as conn:
             rows = conn.execute(
