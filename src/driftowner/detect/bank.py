@@ -426,11 +426,18 @@ class Bank:
                 self.accept((accepted.system, name), accepted.at)
             self.accept_cursor = max(self.accept_cursor, accepted.seq)
 
-    def forget_except(self, keys: Iterable[SignalKey]) -> None:
-        """Drop the watches of signals no longer configured."""
+    def forget_except(
+        self, keys: Iterable[SignalKey], charts: Mapping[SignalKey, Detector] | None = None
+    ) -> None:
+        """Drop the watches of signals no longer configured, and (with ``charts``, each
+        charted signal's chart now) those running another chart: the config changed it, and
+        the signal starts over from its history."""
         kept = set(keys)
-        for key in list(self.watches):
-            if key not in kept:
+        for key, watch in list(self.watches.items()):
+            chart = None if charts is None else charts.get(key)
+            if key not in kept or (
+                charts is not None and (chart is None or not _same(watch, chart))
+            ):
                 del self.watches[key]
         for key in list(self.decided):
             if key not in kept:
