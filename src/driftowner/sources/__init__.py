@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import numpy as np
+from numpy.typing import NDArray
+
 from driftowner.config import (
     AlertmanagerSourceConfig,
     FileSourceConfig,
@@ -148,6 +151,42 @@ class LabelledSource(Protocol):
         as :meth:`Source.read` reports them.
         """
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledValues:
+    """An instant read split by one label, as arrays (the steady path of a signal template):
+    per series whose label value the reader's index knows, its row in that index, its value
+    (NaN/Inf kept) and its time (Unix seconds, as the source sent it). Every series has the
+    label and no value is shared by two series: otherwise the source answers a
+    :class:`LabelledResult`, which says what is wrong."""
+
+    rows: NDArray[np.int64]
+    values: NDArray[np.float64]
+    stamps: NDArray[np.float64]
+    others: tuple[str, ...] = ()
+    """The label values of the series the index does not know, sorted."""
+
+
+@runtime_checkable
+class ValuesSource(Protocol):
+    """A source that can answer an instant read split by a label as arrays (optional; see
+    :func:`supports_values`). Implementations: prometheus."""
+
+    name: str
+
+    async def read_values_by_label(
+        self, query: str, at: datetime, label: str, index: Mapping[str, int]
+    ) -> LabelledValues | LabelledResult:
+        """``query`` evaluated at ``at``, its series keyed by their ``label`` value's row in
+        ``index``; a :class:`LabelledResult` (as :meth:`LabelledSource.read_by_label` gives
+        it, errors included) when the answer is anything but such a clean vector."""
+        ...
+
+
+def supports_values(source: object) -> bool:
+    """Whether ``source`` can answer :meth:`ValuesSource.read_values_by_label`."""
+    return isinstance(source, ValuesSource)
 
 
 def supports_labels(source: object) -> bool:

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import numpy as np
 from pydantic import SecretStr
 
 from driftowner import __version__
 from driftowner.model import Sample, SourceResult
 from driftowner.sources import (
     LabelledResult,
+    LabelledValues,
     as_utc,
     clamp_step,
     finite_result,
@@ -116,6 +118,29 @@ class PrometheusSource:
         """
         outcome = await self._evaluate(
             query, start, end, step, lambda answer: self._by_label(answer, label)
+        )
+        if isinstance(outcome, SourceResult):
+            return LabelledResult.failed(outcome)
+        return outcome
+
+    async def read_values_by_label(
+        self, query: str, at: datetime, label: str, index: Mapping[str, int]
+    ) -> LabelledValues | LabelledResult:
+        """Evaluate ``query`` at the instant ``at`` and split its series by their ``label``
+        into arrays: each series' row in ``index``, value and time, in one pass with no
+        sample object per series (the steady read of a signal template).
+
+        Returns:
+            The arrays; or, for an answer that is not a clean vector (a matrix, a series
+            without the label, a value two series share, a malformed point), exactly what
+            :meth:`read_by_label` returns for it, errors included.
+        """
+        outcome: LabelledValues | LabelledResult | SourceResult = await self._evaluate(
+            query,
+            at,
+            at,
+            timedelta(seconds=1),
+            lambda answer: self._values_by_label(answer, label, index),
         )
         if isinstance(outcome, SourceResult):
             return LabelledResult.failed(outcome)
@@ -323,6 +348,13 @@ class PrometheusSource:
             ambiguous=ambiguous,
         )
 
+    def _values_by_label(
+        self, answer: _Answer, label: str, index: Mapping[str, int]
+    ) -> LabelledValues | LabelledResult | SourceResult:
+        """The arrays of a clean vector answer, else :meth:`_by_label`'s reading of it."""
+        values = _vector_values(answer, label, index)
+        return self._by_label(answer, label) if values is None else values
+
     def _points(self, series: Any, answer: _Answer) -> list[Sample] | SourceResult:
         """The samples of one series of ``answer``, oldest first, NaN/Inf kept; for an instant
         read of a range selector, its latest sample.
@@ -435,6 +467,44 @@ def _sample(point: Sequence[Any], times: dict[float, datetime]) -> Sample:
     if at is None:
         at = times[timestamp] = datetime.fromtimestamp(timestamp, tz=UTC)
     return Sample(at=at, value=float(value))
+
+
+def _vector_values(answer: _Answer, label: str, index: Mapping[str, int]) -> LabelledValues | None:
+    """A vector answer's series as :class:`~driftowner.sources.LabelledValues`, or None when
+    it is anything else (then :meth:`PrometheusSource._by_label` parses it and names what is
+    wrong): every series must carry a non-empty string ``label``, no two the same, and one
+    ``[time, "value"]`` point each."""
+    series = answer.series
+    if answer.matrix or not series:
+        return None
+    try:
+        names = [one["metric"][label] for one in series]
+        points = [one["value"] for one in series]
+        known = index.get
+        rows = [known(name, -1) for name in names]
+    except (KeyError, TypeError):
+        return None
+    if any(type(point) is not list or len(point) != 2 for point in points):
+        return None
+    times = [point[0] for point in points]
+    texts = [point[1] for point in points]
+    if not {type(t) for t in times} <= {int, float} or {type(t) for t in texts} != {str}:
+        return None
+    others = [name for name, row in zip(names, rows, strict=True) if row < 0]
+    if any(type(name) is not str or not name for name in others) or len(set(others)) < len(others):
+        return None
+    placed = np.fromiter(rows, dtype=np.int64, count=len(rows))
+    mine = placed >= 0
+    found = placed[mine]
+    if found.size and np.bincount(found).max() > 1:
+        return None
+    try:
+        # float() reads the API's "NaN", "+Inf" and "-Inf" spellings, as _sample does.
+        values = np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
+    except ValueError:
+        return None
+    stamps = np.fromiter(times, dtype=np.float64, count=len(times))
+    return LabelledValues(found, values[mine], stamps[mine], tuple(sorted(others)))
 
 
 def _metric(series: Any) -> dict[str, Any]:

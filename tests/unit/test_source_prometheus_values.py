@@ -1,0 +1,172 @@
+"""``PrometheusSource.read_values_by_label`` against mocked HTTP (respx): a clean instant vector
+becomes arrays (row, value, time) that say exactly what ``read_by_label`` says of it, and any
+other answer is ``read_by_label``'s own result, errors included."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import respx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tests.unit.test_source_prometheus_transport as transport
+from driftowner.sources import LabelledResult, LabelledValues, supports_values
+from driftowner.sources.demo import DemoSource
+from driftowner.sources.file import FileSource
+from driftowner.sources.prometheus import PrometheusSource
+from tests.unit.test_source_prometheus_by_label import answer, series
+from tests.unit.test_source_prometheus_transport import BASE, NOW, STEP, SourceFactory, success
+
+router = transport.router
+make_source = transport.make_source
+
+INDEX = {"a": 0, "b": 1, "c": 2, "d": 3}
+
+
+def as_series(found: LabelledValues, index: dict[str, int]) -> dict[str, list[float]]:
+    """What the arrays say per known label value: its finite values (none: only NaN/Inf)."""
+    names = {row: name for name, row in index.items()}
+    out: dict[str, list[float]] = {}
+    for row, value, stamp in zip(found.rows, found.values, found.stamps, strict=True):
+        assert stamp == NOW.timestamp()
+        out[names[int(row)]] = [float(value)] if math.isfinite(value) else []
+    return out
+
+
+async def test_a_clean_vector_becomes_arrays_that_say_what_read_by_label_says(
+    router: respx.Router, make_source: SourceFactory
+) -> None:
+    """Each series' row in the index, its value (NaN and infinities kept, to be told apart
+    from a missing series) and its time; label values the index does not know are named in
+    ``others``; the same request as ``read_by_label``."""
+    route = answer(
+        router,
+        "vector",
+        series({"model": "b"}, "0.8"),
+        series({"model": "zz", "job": "x"}, "0.9"),
+        series({"model": "a"}, "NaN"),
+        series({"model": "c"}, "+Inf"),
+        series({"model": "d"}, "0.25"),
+    )
+    source = make_source()
+    assert supports_values(source)
+    found = await source.read_values_by_label("q", NOW, "model", INDEX)
+    assert isinstance(found, LabelledValues)
+    assert as_series(found, INDEX) == {"a": [], "b": [0.8], "c": [], "d": [0.25]}
+    assert found.others == ("zz",)
+    values_url = route.calls.last.request.url
+    by_label = await source.read_by_label("q", NOW, NOW, STEP, "model")
+    assert route.calls.last.request.url == values_url
+    assert {k: [s.value for s in v] for k, v in by_label.series.items() if k in INDEX} == (
+        as_series(found, INDEX)
+    )
+
+
+ODD_ANSWERS: list[tuple[str, Any]] = [
+    ("matrix", [{"metric": {"model": "a"}, "values": [[NOW.timestamp(), "1"]]}]),
+    ("vector", [series({"model": "a"}, "1"), series({"model": "a"}, "2")]),
+    ("vector", [series({"model": "a"}, "1"), series({"model": "b"}, "2"), series({}, "3")]),
+    ("vector", [series({"job": "x"}, "1")]),
+    ("vector", [series({"model": "a"}, "1"), {"metric": {"model": "b"}, "value": [1, 2]}]),
+    ("vector", [series({"model": "a"}, "abc")]),
+    ("vector", [{"metric": {"model": "a"}, "histogram": [1, {}]}]),
+    ("vector", [series({"model": "zz"}, "1"), series({"model": "zz"}, "2")]),
+    ("vector", []),
+    ("scalar", [NOW.timestamp(), "1"]),
+    ("string", [NOW.timestamp(), "x"]),
+]
+
+
+async def test_any_other_answer_is_exactly_read_by_label_s_result(
+    router: respx.Router, make_source: SourceFactory
+) -> None:
+    """A matrix, a shared label value, an unlabelled series, a malformed or unparsable point,
+    a native histogram, no series, a scalar, a string: the result is the very
+    :class:`LabelledResult` ``read_by_label`` gives (its error text included)."""
+    source = make_source()
+    for result_type, found in ODD_ANSWERS:
+        router.routes.clear()
+        router.get("/api/v1/query").mock(return_value=success(result_type, found))
+        got = await source.read_values_by_label("q", NOW, "model", INDEX)
+        assert isinstance(got, LabelledResult), (result_type, found)
+        assert got == await source.read_by_label("q", NOW, NOW, STEP, "model")
+
+
+async def test_a_failed_query_is_the_error_read_by_label_gives(
+    router: respx.Router, make_source: SourceFactory
+) -> None:
+    """A refused query and an unreachable server fail as ``read_by_label`` fails."""
+    source = make_source()
+    router.get("/api/v1/query").mock(
+        return_value=httpx.Response(
+            400, json={"status": "error", "errorType": "bad_data", "error": "parse error"}
+        )
+    )
+    refused = await source.read_values_by_label("q(", NOW, "model", INDEX)
+    assert isinstance(refused, LabelledResult) and refused.error_reason == "query_error"
+    assert refused == await source.read_by_label("q(", NOW, NOW, STEP, "model")
+    router.routes.clear()
+    router.get("/api/v1/query").mock(side_effect=httpx.ConnectError("refused"))
+    down = await source.read_values_by_label("q", NOW, "model", INDEX)
+    assert isinstance(down, LabelledResult) and not down.source_up
+    assert down == await source.read_by_label("q", NOW, NOW, STEP, "model")
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    answers=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c", "d", "x", "y"]),
+            st.one_of(
+                st.floats(allow_nan=True, allow_infinity=True).map(repr),
+                st.sampled_from(["NaN", "+Inf", "-Inf", "1e-300", "0"]),
+            ),
+        ),
+        max_size=8,
+        unique_by=lambda pair: pair[0],
+    )
+)
+async def test_arrays_agree_with_read_by_label_on_any_clean_vector(
+    router: respx.Router, make_source: SourceFactory, answers: list[tuple[str, str]]
+) -> None:
+    """Property: for any clean vector (known and unknown label values, any float spelling),
+    the arrays give each known value the finite samples ``read_by_label`` gives it, and name
+    every other value."""
+    source = make_source()
+    router.routes.clear()
+    body = [series({"model": name}, text.replace("inf", "Inf")) for name, text in answers]
+    router.get("/api/v1/query").mock(return_value=success("vector", body))
+    found = await source.read_values_by_label("q", NOW, "model", INDEX)
+    by_label = await source.read_by_label("q", NOW, NOW, STEP, "model")
+    if not answers:
+        assert found == by_label
+        return
+    assert isinstance(found, LabelledValues)
+    assert as_series(found, INDEX) == {
+        k: [s.value for s in v] for k, v in by_label.series.items() if k in INDEX
+    }
+    assert found.others == tuple(sorted(k for k in by_label.series if k not in INDEX))
+
+
+def test_only_the_prometheus_source_reads_values(tmp_path: Path) -> None:
+    """Prometheus offers the optional array read (the poll uses it for templates); the file
+    and demo sources and unrelated objects do not."""
+    assert supports_values(PrometheusSource("prom", BASE, timeout=timedelta(seconds=1)))
+    assert not supports_values(FileSource("file", tmp_path / "x.csv"))
+    assert not supports_values(
+        DemoSource(
+            "demo",
+            seed=1,
+            started_at=datetime(2024, 1, 1, tzinfo=UTC),
+            drift_starts_after=timedelta(hours=1),
+            drift_lasts=timedelta(hours=1),
+        )
+    )
+    assert not supports_values(object())
