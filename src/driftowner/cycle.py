@@ -12,15 +12,19 @@ without the escalation stage, so it pages nobody.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from driftowner import escalation, incidents
-from driftowner.config import Config, upstream_first
+from driftowner.config import Config, SignalConfig, upstream_first
 from driftowner.detect import rules
-from driftowner.detect.bank import Bank, Later
+from driftowner.detect.bank import Bank, RowValues, Verdict
+from driftowner.detect.changepoint import Detector
 from driftowner.escalation import Escalation, Links, Paging
 from driftowner.model import (
     AUTO,
@@ -30,6 +34,7 @@ from driftowner.model import (
     Incident,
     Notification,
     Pending,
+    Sample,
     SourceResult,
     Status,
 )
@@ -41,20 +46,21 @@ SignalKey = tuple[str, str]
 
 class SystemFindings(MutableMapping[str, Finding]):
     """One system's findings: signal → finding. A quiet chart's verdict is kept as a
-    :class:`~driftowner.detect.bank.Later` and built into its finding on first read."""
+    :class:`~driftowner.detect.bank.Later` (or :class:`~driftowner.detect.bank.Held`) and
+    built into its finding on first read."""
 
     __slots__ = ("_entries",)
 
     def __init__(self) -> None:
-        self._entries: dict[str, Finding | Later] = {}
+        self._entries: dict[str, Verdict] = {}
 
     def __getitem__(self, name: str) -> Finding:
         entry = self._entries[name]
-        if isinstance(entry, Later):
+        if not isinstance(entry, Finding):
             entry = self._entries[name] = entry.finding()
         return entry
 
-    def __setitem__(self, name: str, found: Finding | Later) -> None:
+    def __setitem__(self, name: str, found: Verdict) -> None:
         self._entries[name] = found
 
     def __delitem__(self, name: str) -> None:
@@ -158,6 +164,38 @@ def _summary(held: SystemFindings, name: str) -> dict[str, Any]:
     return {"status": found.status, "value": found.value, "reason": found.reason}
 
 
+@dataclass(frozen=True, slots=True)
+class TemplateValues:
+    """One signal template's instant answer as arrays: its members' charts are judged
+    together (:meth:`~driftowner.detect.bank.Bank.judge_rows`)."""
+
+    block: Hashable
+    """Names the template's rows in the bank (its read plan)."""
+    keys: tuple[SignalKey, ...]
+    """The template's signals, in row order."""
+    signals: tuple[SignalConfig, ...]
+    detector: Detector
+    """The chart every one of them runs."""
+    values: RowValues
+    """This cycle's finite sample of the members the answer has one for."""
+    moments: tuple[datetime, ...]
+    """The answer's distinct sample times."""
+    moment: NDArray[np.intp]
+    """Per value, its time's place in ``moments``."""
+
+
+class Reads(dict[SignalKey, SourceResult]):
+    """What one poll read: each signal's result, and the signal templates answered as arrays
+    (:class:`TemplateValues`), whose members with a value are judged from those and are not
+    listed in the mapping."""
+
+    __slots__ = ("templates",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.templates: list[TemplateValues] = []
+
+
 RETIRED = "system removed from the config"
 """Why the incidents of a system no longer configured are resolved."""
 
@@ -189,7 +227,32 @@ def judge(
     for (system, name), result in results.items():
         signal = systems[system].signals[name]
         findings[system][name] = bank.verdict(system, name, signal, result, now, interval)
+    for template in results.templates if isinstance(results, Reads) else ():
+        _judge_template(template, findings, bank, now, interval)
     return findings
+
+
+def _judge_template(
+    template: TemplateValues, findings: Findings, bank: Bank, now: datetime, interval: timedelta
+) -> None:
+    """A template's members with a value: the quiet ones judged together as rows, the rest
+    (a change confirmed, a chart learning) one by one as :meth:`Bank.verdict` judges any."""
+    keys, signals = template.keys, template.signals
+    quiet, moved = bank.judge_rows(
+        template.block, keys, signals, template.detector, template.values, now
+    )
+    for row, verdict in quiet:
+        system, name = keys[row]
+        findings[system][name] = verdict
+    if not moved.size:
+        return
+    values = template.values
+    for i in moved.tolist():
+        row = int(values.rows[i])
+        system, name = keys[row]
+        sample = Sample(template.moments[int(template.moment[i])], float(values.values[i]))
+        result = SourceResult(samples=(sample,))
+        findings[system][name] = bank.verdict(system, name, signals[row], result, now, interval)
 
 
 # --- the escalation stage: the only one that makes pages ------------------------------------

@@ -8,23 +8,28 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from typing import cast
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
+import numpy as np
 import structlog
 
 from driftowner import cycle
-from driftowner.config import HISTOGRAM_DETECTORS, Config
-from driftowner.cycle import Findings, SignalKey
-from driftowner.detect import detectors
-from driftowner.detect.bank import Bank
+from driftowner.config import HISTOGRAM_DETECTORS, Config, SignalConfig
+from driftowner.cycle import Findings, Reads, SignalKey, TemplateValues
+from driftowner.detect import charts, detectors
+from driftowner.detect.bank import Bank, RowValues, chart_for
+from driftowner.detect.changepoint import Detector
 from driftowner.model import SourceResult
 from driftowner.sources import (
     LabelledResult,
     LabelledSource,
+    LabelledValues,
     Source,
+    ValuesSource,
     history,
     supports_labels,
+    supports_values,
 )
 
 log = structlog.get_logger("driftowner.poll")
@@ -62,9 +67,10 @@ def log_query_failures(
         log.info("source query recovered", system=system, signal=signal)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class TemplateRead:
-    """One query that serves every system using a signal template, split by its label."""
+    """One query that serves every system using a signal template, split by its label. Made
+    once per config; compared by identity (it names its charts' rows in the bank)."""
 
     source: str
     query: str
@@ -73,6 +79,39 @@ class TemplateRead:
     step: timedelta
     members: tuple[tuple[SignalKey, str], ...]
     """((system, signal), this system's label value) for every signal the query serves."""
+    keys: tuple[SignalKey, ...] = ()
+    """The members' signals, in member order."""
+    signals: tuple[SignalConfig, ...] = ()
+    """Their configs, in member order."""
+    index: Mapping[str, int] = field(default_factory=dict)
+    """Label value → member: the row of its value in an answer read as arrays."""
+    chart: Detector | None = None
+    """The chart every member runs when an instant answer can be judged as arrays
+    (:func:`driftowner.detect.charts.vectorised`, no ``stale_after``, one member per label
+    value); None otherwise."""
+
+
+def _template_read(
+    config: Config, key: tuple[str, str, str, timedelta, timedelta], members: list[Any]
+) -> TemplateRead:
+    """The read of one template, with what judging its answer as arrays needs."""
+    source, query, label, lookback, step = key
+    keys = tuple(member for member, _ in members)
+    signals = tuple(config.systems[system].signals[name] for system, name in keys)
+    index = {value: row for row, (_, value) in enumerate(members)}
+    found = {chart_for(signal, config.evaluation.interval) for signal in signals}
+    chart = found.pop() if len(found) == 1 else None
+    if (
+        chart is None
+        or not charts.vectorised(chart)
+        or lookback > timedelta(0)
+        or len(index) < len(members)
+        or any(signal.stale_after is not None for signal in signals)
+    ):
+        chart = None
+    return TemplateRead(
+        source, query, label, lookback, step, tuple(members), keys, signals, index, chart
+    )
 
 
 def plan_reads(config: Config) -> tuple[list[SignalKey], list[TemplateRead]]:
@@ -96,10 +135,7 @@ def plan_reads(config: Config) -> tuple[list[SignalKey], list[TemplateRead]]:
                 detectors.read_step(signal, interval),
             )
             grouped.setdefault(key, []).append(((system_name, signal_name), value))
-    templated = [
-        TemplateRead(source, query, label, lookback, step, tuple(members))
-        for (source, query, label, lookback, step), members in grouped.items()
-    ]
+    templated = [_template_read(config, key, members) for key, members in grouped.items()]
     return plain, templated
 
 
@@ -122,7 +158,7 @@ async def read(
     stats = SourceStats(up={name: True for name in config.sources}, errors={}, durations={})
     limits = _limits(config)
     plain, templated = bank.derived(config, "reads", lambda: plan_reads(config))
-    results: dict[SignalKey, SourceResult] = {}
+    results = Reads()
 
     def account(
         source: str,
@@ -155,7 +191,12 @@ async def read(
         source = sources[read.source]
         async with limits[read.source]:
             started = time.perf_counter()
-            if supports_labels(source):
+            labelled: LabelledValues | LabelledResult
+            if read.chart is not None and supports_values(source):
+                labelled = await cast(ValuesSource, source).read_values_by_label(
+                    read.query, now, read.label, read.index
+                )
+            elif supports_labels(source):
                 labelled = await cast(LabelledSource, source).read_by_label(
                     read.query, now - read.lookback, now, read.step, read.label
                 )
@@ -166,20 +207,61 @@ async def read(
                     error_reason="query_error",
                 )
         # A failing template query is one failure (logged once), not one per system.
-        account(
-            read.source,
-            started,
-            labelled.source_up,
-            labelled.error,
-            labelled.error_reason,
-            ("*", f"template query {read.query}"),
-        )
+        failing = ("*", f"template query {read.query}")
+        if isinstance(labelled, LabelledValues):  # answered: arrays come only from success
+            account(read.source, started, True, None, None, failing)
+            _share_values(read, labelled, results, stats)
+            return
+        up, error, reason = labelled.source_up, labelled.error, labelled.error_reason
+        account(read.source, started, up, error, reason, failing)
         _share_template(read, labelled, results, stats)
 
     await asyncio.gather(
         *(read_plain(key) for key in plain), *(read_template(read) for read in templated)
     )
     return results, stats
+
+
+def _share_values(
+    read: TemplateRead, answer: LabelledValues, results: Reads, stats: SourceStats
+) -> None:
+    """A template's answer read as arrays: the members with a finite value into
+    ``results.templates`` (judged together), every other member's share into ``results``
+    exactly as :func:`_share_template` gives it (only NaN/Inf, no series)."""
+    assert read.chart is not None
+    finite = np.isfinite(answer.values)
+    raw = answer.stamps[finite]
+    times, moment = np.unique(raw, return_inverse=True)
+    # Each time as a Sample's datetime (as the source's own parsing makes it), and as the
+    # scalar update reads it (``at.timestamp()``, which may differ from the raw seconds).
+    moments = tuple(datetime.fromtimestamp(t, UTC) for t in times.tolist())
+    stamps = np.array([at.timestamp() for at in moments], dtype=np.float64)[moment]
+    rows = answer.rows[finite]
+    results.templates.append(
+        TemplateValues(
+            read,
+            read.keys,
+            read.signals,
+            read.chart,
+            RowValues(rows, answer.values[finite], stamps),
+            moments,
+            moment.astype(np.intp),
+        )
+    )
+    answered = np.zeros(len(read.members), dtype=np.bool_)
+    answered[answer.rows] = True
+    odd = [*answer.rows[~finite].tolist(), *np.flatnonzero(~answered).tolist()]
+    if not odd:
+        return
+    # The rare members left (only NaN/Inf, no series): shared as the per-series reading
+    # shares them, from the label values the answer has.
+    # Every value the answer has, none with samples: a member among them held only NaN/Inf
+    # (a present, empty series), one missing from them has no series.
+    names = (*(read.members[row][1] for row in answer.rows.tolist()), *answer.others)
+    labelled = LabelledResult(series=dict.fromkeys(names, ()))
+    _share_template(
+        replace(read, members=tuple(read.members[row] for row in odd)), labelled, results, stats
+    )
 
 
 def _share_template(

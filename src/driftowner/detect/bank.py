@@ -18,14 +18,25 @@ A chart confirms *changes*; a finding needs a *status*. The bank turns one into 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import (
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import TypeVar, cast
 
+import numpy as np
+from numpy.typing import NDArray
+
 from driftowner.config import HISTOGRAM_DETECTORS, SignalConfig
-from driftowner.detect import detectors
+from driftowner.detect import charts, detectors
 from driftowner.detect.changepoint import (
     ChartState,
     Cusum,
@@ -249,6 +260,43 @@ class Later:
         return chart_finding(self.base, self.watch, self.signal, self.state)
 
 
+class Held:
+    """A quiet verdict of a chart judged as a row of arrays (:meth:`Bank.judge_rows`): what
+    :class:`Later` is for a chart judged alone, its state read from the rows it was judged
+    into (the state after this sample) when the finding is built."""
+
+    __slots__ = ("at", "key", "row", "rows", "signal", "status", "value", "watch")
+
+    def __init__(
+        self,
+        status: Status,
+        key: SignalKey,
+        at: datetime,
+        value: float,
+        watch: Watch,
+        signal: SignalConfig,
+        rows: charts.Rows,
+        row: int,
+    ) -> None:
+        self.status = status
+        self.key = key
+        self.at = at
+        self.value = value
+        self.watch = watch
+        self.signal = signal
+        self.rows = rows
+        self.row = row
+
+    def finding(self) -> Finding:
+        system, name = self.key
+        base = Finding(system, name, self.signal.layer, "ok", self.at, self.value)
+        return chart_finding(base, self.watch, self.signal, charts.state_at(self.rows, self.row))
+
+
+Verdict = Finding | Later | Held
+"""A signal's verdict: its finding, or a quiet chart's, built when read."""
+
+
 def chart_finding(
     base: Finding, watch: Watch, signal: SignalConfig, state: ChartState | None = None
 ) -> Finding:
@@ -346,7 +394,12 @@ class Bank:
     ``replay`` starts one at the beginning of its range)."""
 
     def __init__(self) -> None:
-        self.watches: dict[SignalKey, Watch] = {}
+        self._watches: dict[SignalKey, Watch] = {}
+        """Every signal's watch; a held signal's state is its row's (see :attr:`watches`)."""
+        self._rows: dict[Hashable, charts.Rows] = {}
+        """Per signal template judged as arrays (:meth:`judge_rows`), its charts' rows."""
+        self._held: dict[SignalKey, tuple[Hashable, int]] = {}
+        """The signals whose chart state is held in a row, not in their watch: (block, row)."""
         self.accepted: dict[SignalKey, datetime] = {}
         """Per signal, the latest time an owner accepted its level."""
         self.accept_cursor = 0
@@ -360,6 +413,51 @@ class Bank:
         self.open_since: dict[SignalKey, datetime] = {}
         """Per signal of an unresolved incident, when its condition began (set by the shell
         from the store before judging: see :meth:`note_open`)."""
+
+    @property
+    def watches(self) -> MutableMapping[SignalKey, Watch]:
+        """Every signal's watch, its state current when read (a signal whose chart is judged
+        as a row of arrays has its state copied into its watch then)."""
+        return _Watches(self)
+
+    def _current(self, key: SignalKey) -> Watch:
+        watch = self._watches[key]
+        held = self._held.get(key)
+        if held is not None:
+            watch.state = charts.state_at(self._rows[held[0]], held[1])
+        return watch
+
+    def _put(self, key: SignalKey, watch: Watch) -> Watch:
+        self._let_go(key)
+        self._watches[key] = watch
+        return watch
+
+    def _drop(self, key: SignalKey) -> None:
+        self._let_go(key)
+        del self._watches[key]
+
+    def _let_go(self, key: SignalKey) -> None:
+        """A held signal's state back into its watch, its row no longer held: the scalar
+        update takes the chart from here."""
+        held = self._held.pop(key, None)
+        if held is None:
+            return
+        block, row = held
+        rows = self._rows[block]
+        watch = self._watches.get(key)
+        if watch is not None:
+            watch.state = charts.state_at(rows, row)
+        self._rows[block] = charts.release(rows, [row])
+
+    def _let_go_all(self) -> None:
+        """Every held state back into its watch, and every block of rows dropped (a new
+        config plans its own blocks)."""
+        for key, (block, row) in self._held.items():
+            watch = self._watches.get(key)
+            if watch is not None:
+                watch.state = charts.state_at(self._rows[block], row)
+        self._held = {}
+        self._rows = {}
 
     def derived(self, config: object, name: str, derive: Callable[[], _Derived]) -> _Derived:
         """What ``derive`` makes of ``config`` (a read plan, say), made once per config object:
@@ -385,7 +483,7 @@ class Bank:
     def needs_history(self, key: SignalKey, signal: SignalConfig, interval: timedelta) -> bool:
         """Whether the signal's chart has no state yet (start, new signal, changed detector)."""
         detector = chart_for(signal, interval)
-        return detector is not None and not _same(self.watches.get(key), detector)
+        return detector is not None and not _same(self._watches.get(key), detector)
 
     def history_start(
         self, key: SignalKey, signal: SignalConfig, interval: timedelta, now: datetime
@@ -406,7 +504,7 @@ class Bank:
         detector = chart_for(signal, interval)
         if detector is None:
             return
-        self.watches[key] = warm_start(detector, history, self.accepted.get(key))
+        self._put(key, warm_start(detector, history, self.accepted.get(key)))
 
     def accept(self, key: SignalKey, at: datetime) -> None:
         """The owner accepted the signal's current level at ``at``: forget the level it left
@@ -414,9 +512,9 @@ class Bank:
         if key in self.accepted and self.accepted[key] >= at:
             return
         self.accepted[key] = at
-        watch = self.watches.get(key)
+        watch = self._watches.get(key)
         if watch is not None:
-            self.watches[key] = start(watch.detector, at)
+            self._put(key, start(watch.detector, at))
 
     def apply_accepts(self, accepts: Iterable[Accepted]) -> None:
         """Apply the ``accepted`` events logged since the last call (any process may log
@@ -427,18 +525,20 @@ class Bank:
             self.accept_cursor = max(self.accept_cursor, accepted.seq)
 
     def forget_except(
-        self, keys: Iterable[SignalKey], charts: Mapping[SignalKey, Detector] | None = None
+        self, keys: Iterable[SignalKey], charted: Mapping[SignalKey, Detector] | None = None
     ) -> None:
-        """Drop the watches of signals no longer configured, and (with ``charts``, each
+        """Drop the watches of signals no longer configured, and (with ``charted``, each
         charted signal's chart now) those running another chart: the config changed it, and
-        the signal starts over from its history."""
+        the signal starts over from its history. Every state held in rows goes back to its
+        watch (a new config plans its own rows)."""
         kept = set(keys)
-        for key, watch in list(self.watches.items()):
-            chart = None if charts is None else charts.get(key)
+        self._let_go_all()
+        for key, watch in list(self._watches.items()):
+            chart = None if charted is None else charted.get(key)
             if key not in kept or (
-                charts is not None and (chart is None or not _same(watch, chart))
+                charted is not None and (chart is None or not _same(watch, chart))
             ):
-                del self.watches[key]
+                del self._watches[key]
         for key in list(self.decided):
             if key not in kept:
                 del self.decided[key]
@@ -482,16 +582,18 @@ class Bank:
         unusable = detectors.unusable(system, name, signal, result, now)
         if unusable is not None:
             return unusable
-        watch = self.watches.get(key)
+        if key in self._held:
+            self._let_go(key)
+        watch = self._watches.get(key)
         if watch is None or not _same(watch, detector):
-            watch = self.watches[key] = start(detector, self.accepted.get(key))
+            watch = self._put(key, start(detector, self.accepted.get(key)))
         quiet = _quiet(watch, result.samples)
         if quiet is not None:
             latest = result.samples[-1]
             base = Finding(system, name, signal.layer, "ok", now, latest.value)
             return Later(chart_status(watch), base, watch, quiet, signal)
         watch, confirmed = observe(watch, result.samples)
-        self.watches[key] = watch
+        self._watches[key] = watch
         base = Finding(
             system=system,
             signal=name,
@@ -504,6 +606,80 @@ class Bank:
             ),
         )
         return chart_finding(base, watch, signal)
+
+    def judge_rows(
+        self,
+        block: Hashable,
+        keys: Sequence[SignalKey],
+        signals: Sequence[SignalConfig],
+        detector: Detector,
+        values: RowValues,
+        now: datetime,
+    ) -> tuple[list[tuple[int, Held]], NDArray[np.intp]]:
+        """The steady verdicts of one signal template's charts, judged together as rows of
+        arrays (:mod:`driftowner.detect.charts`): the same verdicts :meth:`verdict` gives
+        each, with its scalar update, for one new sample per signal.
+
+        Args:
+            block: Names the template's rows (one per read plan: a new config, new rows).
+            keys: The template's signals, in row order.
+            signals: Their configs, in row order; all run ``detector``.
+            detector: Their chart (:func:`charts.vectorised`).
+            values: This cycle's finite sample of some of them.
+            now: The evaluation instant.
+
+        Returns:
+            (row, quiet verdict) for each signal whose chart confirmed nothing, and the places
+            in ``values`` of the samples the scalar :meth:`verdict` must judge (a change
+            confirmed, a chart still learning or just accepted): their state is back in their
+            watch.
+        """
+        rows = self._rows.get(block)
+        if rows is None:
+            rows = charts.empty(len(keys), detector.warmup)
+        rows = self._hold(block, rows, keys, detector, values.rows)
+        step = charts.advance(detector, rows, values.rows, values.values, values.stamps)
+        self._rows[block] = step.rows
+        quiet = ~step.moved
+        verdicts: list[tuple[int, Held]] = []
+        watches = self._watches
+        for row, value in zip(values.rows[quiet].tolist(), values.values[quiet].tolist()):
+            key = keys[row]
+            watch = watches[key]
+            status: Status = "ok" if watch.latest is None or watch.left is None else "degraded"
+            verdicts.append(
+                (row, Held(status, key, now, value, watch, signals[row], step.rows, row))
+            )
+        moved = np.flatnonzero(step.moved)
+        for row in values.rows[moved].tolist():
+            self._let_go(keys[row])
+        return verdicts, moved
+
+    def _hold(
+        self,
+        block: Hashable,
+        rows: charts.Rows,
+        keys: Sequence[SignalKey],
+        detector: Detector,
+        sampled: NDArray[np.int64],
+    ) -> charts.Rows:
+        """``rows`` holding, besides those it holds, each sampled signal whose watch runs
+        ``detector`` against a learned reference (no accept to skip samples up to)."""
+        index: list[int] = []
+        states: list[ChartState] = []
+        for row in sampled[~rows.held[sampled]].tolist():
+            key = keys[row]
+            watch = self._watches.get(key)
+            if (
+                watch is not None
+                and watch.relearn_from is None
+                and _same(watch, detector)
+                and charts.judging(watch.state)
+            ):
+                index.append(row)
+                states.append(watch.state)
+                self._held[key] = (block, row)
+        return charts.hold(rows, index, states)
 
     def _flipped(self, key: SignalKey, found: Finding) -> Finding:
         """``found`` with the change its flip from the last verdict confirms, if any; a
@@ -539,3 +715,37 @@ class Bank:
         except ValueError as error:
             return replace(base, detector=drift.metric, reason=str(error), source_error=True)
         return histogram_finding(base, verdict, now)
+
+
+@dataclass(frozen=True, slots=True)
+class RowValues:
+    """One new sample for some rows of a signal template's charts: each row's finite value and
+    its time as the scalar update reads it (``Sample.at.timestamp()``)."""
+
+    rows: NDArray[np.int64]
+    values: NDArray[np.float64]
+    stamps: NDArray[np.float64]
+
+
+class _Watches(MutableMapping[SignalKey, Watch]):
+    """:attr:`Bank.watches`: reading a watch brings its state up to date with its row."""
+
+    __slots__ = ("_bank",)
+
+    def __init__(self, bank: Bank) -> None:
+        self._bank = bank
+
+    def __getitem__(self, key: SignalKey) -> Watch:
+        return self._bank._current(key)
+
+    def __setitem__(self, key: SignalKey, watch: Watch) -> None:
+        self._bank._put(key, watch)
+
+    def __delitem__(self, key: SignalKey) -> None:
+        self._bank._drop(key)
+
+    def __iter__(self) -> Iterator[SignalKey]:
+        return iter(self._bank._watches)
+
+    def __len__(self) -> int:
+        return len(self._bank._watches)
