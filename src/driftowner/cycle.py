@@ -241,9 +241,10 @@ def _judge_template(
     quiet, moved = bank.judge_rows(
         template.block, keys, signals, template.detector, template.values, now
     )
+    systems = findings._systems
     for row, verdict in quiet:
         system, name = keys[row]
-        findings[system][name] = verdict
+        systems[system]._entries[name] = verdict  # the mapping's own store: 10,000 a cycle
     if not moved.size:
         return
     values = template.values

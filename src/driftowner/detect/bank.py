@@ -260,37 +260,42 @@ class Later:
         return chart_finding(self.base, self.watch, self.signal, self.state)
 
 
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """A signal template's charts as judged together at one instant (:meth:`Bank.judge_rows`):
+    what their quiet verdicts' findings are built from, when read."""
+
+    keys: Sequence[SignalKey]
+    signals: Sequence[SignalConfig]
+    at: datetime
+    rows: charts.Rows
+    """The charts' rows after this instant's samples."""
+    values: list[float]
+    """Per row, this instant's value (meaningless for a row not judged quietly)."""
+    watches: list[Watch | None]
+    """Per row, the signal's watch at this instant."""
+
+    def finding(self, row: int) -> Finding:
+        """The finding :func:`chart_finding` gives the chart of ``row`` as judged."""
+        (system, name), signal, watch = self.keys[row], self.signals[row], self.watches[row]
+        assert watch is not None  # a quiet verdict's signal has a watch
+        base = Finding(system, name, signal.layer, "ok", self.at, self.values[row])
+        return chart_finding(base, watch, signal, charts.state_at(self.rows, row))
+
+
 class Held:
-    """A quiet verdict of a chart judged as a row of arrays (:meth:`Bank.judge_rows`): what
-    :class:`Later` is for a chart judged alone, its state read from the rows it was judged
-    into (the state after this sample) when the finding is built."""
+    """A quiet verdict of a chart judged as a row of arrays: what :class:`Later` is for a
+    chart judged alone (its status now, its finding built when read)."""
 
-    __slots__ = ("at", "key", "row", "rows", "signal", "status", "value", "watch")
+    __slots__ = ("judged", "row", "status")
 
-    def __init__(
-        self,
-        status: Status,
-        key: SignalKey,
-        at: datetime,
-        value: float,
-        watch: Watch,
-        signal: SignalConfig,
-        rows: charts.Rows,
-        row: int,
-    ) -> None:
+    def __init__(self, status: Status, judged: Judged, row: int) -> None:
         self.status = status
-        self.key = key
-        self.at = at
-        self.value = value
-        self.watch = watch
-        self.signal = signal
-        self.rows = rows
+        self.judged = judged
         self.row = row
 
     def finding(self) -> Finding:
-        system, name = self.key
-        base = Finding(system, name, self.signal.layer, "ok", self.at, self.value)
-        return chart_finding(base, self.watch, self.signal, charts.state_at(self.rows, self.row))
+        return self.judged.finding(self.row)
 
 
 Verdict = Finding | Later | Held
@@ -480,6 +485,11 @@ class Bank:
                 known = self.open_since.get(key)
                 self.open_since[key] = began if known is None else min(known, began)
 
+    def unwatched(self, keys: Iterable[SignalKey]) -> list[SignalKey]:
+        """The signals among ``keys`` that have no watch."""
+        watches = self._watches
+        return [key for key in keys if key not in watches]
+
     def needs_history(self, key: SignalKey, signal: SignalConfig, interval: timedelta) -> bool:
         """Whether the signal's chart has no state yet (start, new signal, changed detector)."""
         detector = chart_for(signal, interval)
@@ -640,16 +650,17 @@ class Bank:
         rows = self._hold(block, rows, keys, detector, values.rows)
         step = charts.advance(detector, rows, values.rows, values.values, values.stamps)
         self._rows[block] = step.rows
-        quiet = ~step.moved
+        quiet = values.rows[~step.moved].tolist()
+        by_row = np.zeros(len(keys))
+        by_row[values.rows] = values.values
+        watches = [self._watches.get(key) for key in keys]
+        judged = Judged(keys, signals, now, step.rows, by_row.tolist(), watches)
         verdicts: list[tuple[int, Held]] = []
-        watches = self._watches
-        for row, value in zip(values.rows[quiet].tolist(), values.values[quiet].tolist()):
-            key = keys[row]
-            watch = watches[key]
+        for row in quiet:
+            watch = watches[row]
+            assert watch is not None  # held
             status: Status = "ok" if watch.latest is None or watch.left is None else "degraded"
-            verdicts.append(
-                (row, Held(status, key, now, value, watch, signals[row], step.rows, row))
-            )
+            verdicts.append((row, Held(status, judged, row)))
         moved = np.flatnonzero(step.moved)
         for row in values.rows[moved].tolist():
             self._let_go(keys[row])
@@ -737,6 +748,9 @@ class _Watches(MutableMapping[SignalKey, Watch]):
 
     def __getitem__(self, key: SignalKey) -> Watch:
         return self._bank._current(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._bank._watches
 
     def __setitem__(self, key: SignalKey, watch: Watch) -> None:
         self._bank._put(key, watch)

@@ -72,8 +72,7 @@ async def prepare(bank: Bank, config: Config, sources: Mapping[str, Source], now
         name: asyncio.Semaphore(getattr(spec, "max_concurrent_queries", 64))
         for name, spec in config.sources.items()
     }
-    watches = bank.watches
-    cold = [key for key in signals.charts if key not in watches]
+    cold = bank.unwatched(signals.charts)
     histograms = [
         key
         for key in signals.histograms
