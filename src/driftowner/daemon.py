@@ -188,6 +188,8 @@ class Daemon:
         """Every signal's detector state between evaluations: change-point charts (warm-started
         from history) and the last verdict of the others (see ``cycle.judge``)."""
         self.pager = cycle.Pager(new_notification_id, self.links)
+        self.heap = runner.Heap()
+        """Keeps the collector off each config's long-lived state once its charts are warm."""
         self._stopping = False
         self._running: set[asyncio.Task[Any]] = set()
         self.holder = ""
@@ -304,6 +306,7 @@ class Daemon:
                 runner.evaluate, store, config, findings, now, new_incident_id, self.pager
             )
             metrics.evaluation_duration.observe(time.perf_counter() - started)
+            self.heap.settle(config)
             self.last_cycle_at = time.monotonic()
             self.store_failures.pop("evaluate", None)
         except StoreUnavailable as error:
