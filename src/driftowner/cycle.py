@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 from driftowner import escalation, incidents
 from driftowner.config import Config, SignalConfig, upstream_first
 from driftowner.detect import rules
-from driftowner.detect.bank import Bank, RowValues, Verdict
+from driftowner.detect.bank import Bank, Held, RowValues, Verdict
 from driftowner.detect.changepoint import Detector
 from driftowner.escalation import Escalation, Links, Paging
 from driftowner.model import (
@@ -49,10 +49,12 @@ class SystemFindings(MutableMapping[str, Finding]):
     :class:`~driftowner.detect.bank.Later` (or :class:`~driftowner.detect.bank.Held`) and
     built into its finding on first read."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_unsettled")
 
     def __init__(self) -> None:
         self._entries: dict[str, Verdict] = {}
+        self._unsettled = 0
+        """How many entries are not ``ok`` (:meth:`settled` reads it, walking nothing)."""
 
     def __getitem__(self, name: str) -> Finding:
         entry = self._entries[name]
@@ -61,10 +63,17 @@ class SystemFindings(MutableMapping[str, Finding]):
         return entry
 
     def __setitem__(self, name: str, found: Verdict) -> None:
+        old = self._entries.get(name)
+        self._unsettled += (found.status != "ok") - (old is not None and old.status != "ok")
         self._entries[name] = found
 
     def __delitem__(self, name: str) -> None:
-        del self._entries[name]
+        self._unsettled -= self._entries.pop(name).status != "ok"
+
+    def held(self, name: str, verdict: Held) -> None:
+        """Add a quiet row's verdict for a signal not yet judged in this cycle."""
+        self._entries[name] = verdict
+        self._unsettled += verdict.status != "ok"
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
@@ -74,7 +83,7 @@ class SystemFindings(MutableMapping[str, Finding]):
 
     def settled(self) -> bool:
         """Whether every finding is ``ok``, read from the statuses alone."""
-        return all(entry.status == "ok" for entry in self._entries.values())
+        return self._unsettled == 0
 
     def statuses(self) -> Iterator[tuple[str, Status]]:
         """(signal, status) of every finding, read without building any."""
@@ -127,10 +136,10 @@ class Findings(Mapping[str, SystemFindings]):
         a steady cycle builds none."""
         moved: list[Finding] = []
         for system, held in self._systems.items():
-            for name, status in held.statuses():
+            for name, entry in held._entries.items():
                 key = (system, name)
-                if recorded.get(key) != status:
-                    recorded[key] = status
+                if recorded.get(key) != entry.status:
+                    recorded[key] = entry.status
                     moved.append(held[name])
         return moved
 
@@ -238,17 +247,13 @@ def _judge_template(
     """A template's members with a value: the quiet ones judged together as rows, the rest
     (a change confirmed, a chart learning) one by one as :meth:`Bank.verdict` judges any."""
     keys, signals = template.keys, template.signals
-    quiet, moved = bank.judge_rows(
-        template.block, keys, signals, template.detector, template.values, now
-    )
+    judged = bank.judge_rows(template.block, keys, signals, template.detector, template.values, now)
     systems = findings._systems
-    for row, verdict in quiet:
+    for row, status in zip(judged.quiet, judged.statuses, strict=True):
         system, name = keys[row]
-        systems[system]._entries[name] = verdict  # the mapping's own store: 10,000 a cycle
-    if not moved.size:
-        return
+        systems[system].held(name, Held(status, judged, row))
     values = template.values
-    for i in moved.tolist():
+    for i in judged.moved.tolist():
         row = int(values.rows[i])
         system, name = keys[row]
         sample = Sample(template.moments[int(template.moment[i])], float(values.values[i]))
@@ -352,13 +357,19 @@ def evaluate(
         by_system.setdefault(incident.system, {})[incident.fingerprint] = incident
     pending = view.pending_by_system()
     steps = list(_retire(config, by_system, view, now, pager))
+    # Quiet systems are left out before ordering: one can neither open an incident nor be
+    # another's probable cause (it has no unresolved incident), so the order of the others
+    # is unchanged, and ordering 2,000 systems each cycle is spared.
+    stirring = [
+        system
+        for system in findings
+        if by_system.get(system) or pending.get(system) or not settled(findings, system)
+    ]
     # Upstream systems first, so an incident opening on a dependent system in the same cycle
     # finds its probable cause.
-    for system_name in upstream_first(config, findings):
+    for system_name in upstream_first(config, stirring):
         unresolved = by_system.get(system_name, {})
         waiting = pending.get(system_name, {})
-        if not unresolved and not waiting and settled(findings, system_name):
-            continue
         step = _reconcile(
             config,
             system_name,

@@ -185,3 +185,49 @@ def test_a_steady_cycle_builds_no_finding_until_one_is_read() -> None:
     summary = findings.summaries()[SYSTEM]["accuracy"]
     assert summary["status"] == "ok" and "in control around" in summary["reason"]
     assert held["accuracy"].value == pytest.approx(0.9)
+
+
+def test_a_system_s_settled_follows_every_change_to_its_findings() -> None:
+    """``Findings.settled`` (counted as findings are set, not walked) says whether every
+    finding of a system is ``ok`` after findings are added, replaced (a no-data reason
+    explained) and removed, whichever way each was added."""
+    findings = cycle.Findings([SYSTEM, "other"])
+    held = findings[SYSTEM]
+    assert findings.settled(SYSTEM) and findings.settled("absent")
+    held["accuracy"] = finding("accuracy", "ok")
+    assert findings.settled(SYSTEM)
+    held["adoption"] = finding("adoption", "degraded")
+    assert not findings.settled(SYSTEM) and findings.settled("other")
+    held["adoption"] = finding("adoption", "no_data")
+    assert not findings.settled(SYSTEM)
+    held["adoption"] = finding("adoption", "ok")
+    assert findings.settled(SYSTEM)
+    held["latency"] = finding("latency", "no_data")
+    del held["latency"]
+    assert findings.settled(SYSTEM)
+    del held["accuracy"]
+    held["accuracy"] = finding("accuracy", "degraded")
+    assert not findings.settled(SYSTEM)
+    assert [status for _, status in held.statuses()] == ["ok", "degraded"]
+
+
+def test_a_quiet_system_is_neither_ordered_nor_reconciled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Systems whose findings are all ``ok``, with nothing pending or unresolved, are left
+    out before the upstream ordering: the cycle orders only the stirring ones."""
+    config = make_config()
+    findings = cycle.Findings(config.systems)
+    for name in config.systems:
+        findings[name]["accuracy"] = finding("accuracy", "ok", system=name)
+    ordered: list[list[str]] = []
+    real = cycle.upstream_first
+
+    def spy(cfg: object, names: object) -> list[str]:
+        listed = list(names)  # type: ignore[call-overload]
+        ordered.append(listed)
+        return real(cfg, listed)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cycle, "upstream_first", spy)
+    steps = cycle.evaluate(config, findings, MemoryStore(), T0, ids("inc"), None)
+    assert steps == [] and ordered == [[]]

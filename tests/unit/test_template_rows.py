@@ -170,3 +170,27 @@ async def test_a_template_judged_as_rows_gives_the_findings_of_one_by_one(
 
 def _statuses(findings: Findings) -> dict[tuple[str, str], str]:
     return {(s, name): status for s in findings for name, status in findings[s].statuses()}
+
+
+async def test_asking_whether_a_signal_has_a_watch_builds_no_chart_state(
+    monkeypatch: Any,
+) -> None:
+    """``key in bank.watches`` (and the bank's own presence checks in ``prepare``) build no
+    chart state from the rows, while reading a watch brings its state up to date: the first
+    form once copied every held state into its watch at each cycle."""
+    from driftowner.detect import charts
+
+    config = _config(4, "both", None)
+    table = _table(4, 3, [(3, 0.0)], 0.0, seed=1)
+    bank = Bank()
+    for minute in range(3):
+        await poll(config, {"prom": ArraysFake(table)}, T0 + minute * MINUTE, bank)
+    assert bank._held
+    built: list[int] = []
+    real = charts.state_at
+    monkeypatch.setattr(charts, "state_at", lambda rows, row: built.append(row) or real(rows, row))
+    key = ("model-0", "accuracy")
+    assert key in bank.watches and ("model-9", "accuracy") not in bank.watches
+    await poll(config, {"prom": ArraysFake(table)}, T0 + 2 * MINUTE, bank)
+    assert built == []
+    assert bank.watches[key].state.reference is not None and built

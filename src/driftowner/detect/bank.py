@@ -274,6 +274,13 @@ class Judged:
     """Per row, this instant's value (meaningless for a row not judged quietly)."""
     watches: list[Watch | None]
     """Per row, the signal's watch at this instant."""
+    quiet: list[int]
+    """The rows judged quietly (no change confirmed): their verdicts are :class:`Held`."""
+    statuses: list[Status]
+    """The status of each quiet row, in ``quiet``'s order."""
+    moved: NDArray[np.intp]
+    """The places in the judged values of the samples the scalar :meth:`Bank.verdict` must
+    judge (a change confirmed, a chart still learning or just accepted)."""
 
     def finding(self, row: int) -> Finding:
         """The finding :func:`chart_finding` gives the chart of ``row`` as judged."""
@@ -625,7 +632,7 @@ class Bank:
         detector: Detector,
         values: RowValues,
         now: datetime,
-    ) -> tuple[list[tuple[int, Held]], NDArray[np.intp]]:
+    ) -> Judged:
         """The steady verdicts of one signal template's charts, judged together as rows of
         arrays (:mod:`driftowner.detect.charts`): the same verdicts :meth:`verdict` gives
         each, with its scalar update, for one new sample per signal.
@@ -639,10 +646,9 @@ class Bank:
             now: The evaluation instant.
 
         Returns:
-            (row, quiet verdict) for each signal whose chart confirmed nothing, and the places
-            in ``values`` of the samples the scalar :meth:`verdict` must judge (a change
-            confirmed, a chart still learning or just accepted): their state is back in their
-            watch.
+            The verdicts: the quiet rows with their statuses (each one's finding built when
+            read, :class:`Held`), and the samples the scalar :meth:`verdict` must judge,
+            whose charts' states are back in their watches.
         """
         rows = self._rows.get(block)
         if rows is None:
@@ -654,17 +660,16 @@ class Bank:
         by_row = np.zeros(len(keys))
         by_row[values.rows] = values.values
         watches = [self._watches.get(key) for key in keys]
-        judged = Judged(keys, signals, now, step.rows, by_row.tolist(), watches)
-        verdicts: list[tuple[int, Held]] = []
-        for row in quiet:
-            watch = watches[row]
-            assert watch is not None  # held
-            status: Status = "ok" if watch.latest is None or watch.left is None else "degraded"
-            verdicts.append((row, Held(status, judged, row)))
+        statuses: list[Status] = [
+            "ok" if watch is None or watch.latest is None or watch.left is None else "degraded"
+            for watch in map(watches.__getitem__, quiet)
+        ]
         moved = np.flatnonzero(step.moved)
         for row in values.rows[moved].tolist():
             self._let_go(keys[row])
-        return verdicts, moved
+        return Judged(
+            keys, signals, now, step.rows, by_row.tolist(), watches, quiet, statuses, moved
+        )
 
     def _hold(
         self,
