@@ -12,7 +12,15 @@ without the escalation stage, so it pages nobody.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import (
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,7 +31,7 @@ from numpy.typing import NDArray
 from driftowner import escalation, incidents
 from driftowner.config import Config, SignalConfig, upstream_first
 from driftowner.detect import rules
-from driftowner.detect.bank import Bank, Held, RowValues, Verdict
+from driftowner.detect.bank import Bank, Held, Judged, RowValues, Verdict
 from driftowner.detect.changepoint import Detector
 from driftowner.escalation import Escalation, Links, Paging
 from driftowner.model import (
@@ -99,30 +107,61 @@ class SystemFindings(MutableMapping[str, Finding]):
                     yield name, change
 
 
+Layout = Mapping[str, Sequence[tuple[int, str]]]
+"""A signal template's rows by system: system → (row, signal) of each of its members."""
+
+
 class Findings(Mapping[str, SystemFindings]):
     """One judged cycle's findings: system → signal → finding, every configured system present
     (empty for a system nothing was read for). Reading a finding builds it; the statuses
     (:meth:`settled`) and the confirmed changes (:meth:`changes`) are read without building
-    the quiet ones."""
+    the quiet ones.
 
-    __slots__ = ("_systems",)
+    A signal template's quiet verdicts judged as rows (:meth:`hold_rows`) are kept as the
+    template's :class:`~driftowner.detect.bank.Judged`: a system's mapping is made when the
+    system is first read (most never are in a steady cycle)."""
+
+    __slots__ = ("_blocks", "_names", "_systems", "_unsettled")
 
     def __init__(self, systems: Iterable[str]) -> None:
-        self._systems = {system: SystemFindings() for system in systems}
+        self._names = dict.fromkeys(systems)
+        self._systems: dict[str, SystemFindings] = {}
+        self._blocks: list[tuple[Judged, Layout]] = []
+        self._unsettled: set[str] = set()
+        """Systems with a quiet row not ``ok``."""
 
     def __getitem__(self, system: str) -> SystemFindings:
-        return self._systems[system]
+        held = self._systems.get(system)
+        if held is None:
+            if system not in self._names:
+                raise KeyError(system)
+            held = self._systems[system] = SystemFindings()
+            for judged, layout in self._blocks:
+                _take(held, judged, layout.get(system, ()))
+        return held
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._systems)
+        return iter(self._names)
 
     def __len__(self) -> int:
-        return len(self._systems)
+        return len(self._names)
+
+    def hold_rows(self, judged: Judged, layout: Layout) -> None:
+        """A signal template's quiet verdicts, judged together as rows; ``layout`` places its
+        rows by system. Their signals must not have findings yet."""
+        self._blocks.append((judged, layout))
+        keys = judged.keys
+        for row in np.flatnonzero(judged.quiet & judged.degraded).tolist():
+            self._unsettled.add(keys[row][0])
+        for system, held in self._systems.items():  # the systems already made take theirs
+            _take(held, judged, layout.get(system, ()))
 
     def settled(self, system: str) -> bool:
         """Whether every finding of ``system`` is ``ok`` (then no rule holds for it)."""
         held = self._systems.get(system)
-        return held is None or held.settled()
+        if held is not None:
+            return held.settled()
+        return system not in self._unsettled
 
     def changes(self) -> Iterator[tuple[str, str, Change]]:
         """(system, signal, change) for every change this cycle confirmed."""
@@ -135,18 +174,37 @@ class Findings(Mapping[str, SystemFindings]):
         (what ``driftowner_signal_status`` last said), ``recorded`` updated to this cycle's:
         a steady cycle builds none."""
         moved: list[Finding] = []
-        for system, held in self._systems.items():
+        made = list(self._systems.items())
+        for system, held in made:
             for name, entry in held._entries.items():
                 key = (system, name)
                 if recorded.get(key) != entry.status:
                     recorded[key] = entry.status
                     moved.append(held[name])
+        before = dict(made)
+        for judged, _ in self._blocks:
+            keys, degraded = judged.keys, judged.degraded.tolist()
+            for row in np.flatnonzero(judged.quiet).tolist():
+                key = keys[row]
+                if key[0] in before:
+                    continue  # compared above
+                status: Status = "degraded" if degraded[row] else "ok"
+                if recorded.get(key) != status:
+                    recorded[key] = status
+                    moved.append(self[key[0]][key[1]])
         return moved
 
     def summaries(self) -> Mapping[str, Mapping[str, Mapping[str, Any]]]:
         """system → signal → ``{"status", "value", "reason"}`` (``/api/v1/systems``), each
         made when read."""
         return _Summaries(self)
+
+
+def _take(held: SystemFindings, judged: Judged, members: Sequence[tuple[int, str]]) -> None:
+    """Into one system's findings, the quiet verdicts of its ``members`` of a template."""
+    for row, name in members:
+        if judged.quiet[row]:
+            held.held(name, Held(judged.status(row), judged, row))
 
 
 class _Summaries(Mapping[str, Mapping[str, Mapping[str, Any]]]):
@@ -187,6 +245,8 @@ class TemplateValues:
     """The chart every one of them runs."""
     values: RowValues
     """This cycle's finite sample of the members the answer has one for."""
+    layout: Layout
+    """The template's rows by system."""
     moments: tuple[datetime, ...]
     """The answer's distinct sample times."""
     moment: NDArray[np.intp]
@@ -248,10 +308,7 @@ def _judge_template(
     (a change confirmed, a chart learning) one by one as :meth:`Bank.verdict` judges any."""
     keys, signals = template.keys, template.signals
     judged = bank.judge_rows(template.block, keys, signals, template.detector, template.values, now)
-    systems = findings._systems
-    for row, status in zip(judged.quiet, judged.statuses, strict=True):
-        system, name = keys[row]
-        systems[system].held(name, Held(status, judged, row))
+    findings.hold_rows(judged, template.layout)
     values = template.values
     for i in judged.moved.tolist():
         row = int(values.rows[i])

@@ -16,7 +16,7 @@ import structlog
 
 from driftowner import cycle
 from driftowner.config import HISTOGRAM_DETECTORS, Config, SignalConfig
-from driftowner.cycle import Findings, Reads, SignalKey, TemplateValues
+from driftowner.cycle import Findings, Layout, Reads, SignalKey, TemplateValues
 from driftowner.detect import charts, detectors
 from driftowner.detect.bank import Bank, RowValues, chart_for
 from driftowner.detect.changepoint import Detector
@@ -85,6 +85,8 @@ class TemplateRead:
     """Their configs, in member order."""
     index: Mapping[str, int] = field(default_factory=dict)
     """Label value → member: the row of its value in an answer read as arrays."""
+    layout: Layout = field(default_factory=dict)
+    """System → (row, signal) of its members: where their verdicts go."""
     chart: Detector | None = None
     """The chart every member runs when an instant answer can be judged as arrays
     (:func:`driftowner.detect.charts.vectorised`, no ``stale_after``, one member per label
@@ -99,6 +101,9 @@ def _template_read(
     keys = tuple(member for member, _ in members)
     signals = tuple(config.systems[system].signals[name] for system, name in keys)
     index = {value: row for row, (_, value) in enumerate(members)}
+    layout: dict[str, list[tuple[int, str]]] = {}
+    for row, (system, name) in enumerate(keys):
+        layout.setdefault(system, []).append((row, name))
     found = {chart_for(signal, config.evaluation.interval) for signal in signals}
     chart = found.pop() if len(found) == 1 else None
     if (
@@ -110,7 +115,7 @@ def _template_read(
     ):
         chart = None
     return TemplateRead(
-        source, query, label, lookback, step, tuple(members), keys, signals, index, chart
+        source, query, label, lookback, step, tuple(members), keys, signals, index, layout, chart
     )
 
 
@@ -244,6 +249,7 @@ def _share_values(
             read.signals,
             read.chart,
             RowValues(rows, answer.values[finite], stamps),
+            read.layout,
             moments,
             moment.astype(np.intp),
         )

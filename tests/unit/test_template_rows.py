@@ -143,9 +143,10 @@ async def test_a_template_judged_as_rows_gives_the_findings_of_one_by_one(
     seed: int,
 ) -> None:
     """Property: over a warm start and 60 cycles of a template of five systems, judging its
-    answers as rows of arrays gives, cycle after cycle, exactly the findings (status, value,
-    reference, statistic, limit, change start, evidence line, confirmed changes) and, at the
-    end, the watches of judging every signal alone: with shifts (alarms, recoveries), constant
+    answers as rows of arrays gives, cycle after cycle, exactly the settled systems, the
+    statuses that moved since the last cycle, the findings (status, value, reference,
+    statistic, limit, change start, evidence line, confirmed changes) and, at the end, the
+    watches of judging every signal alone: with shifts (alarms, recoveries), constant
     series, NaN and infinite values, missing series, an owner's accept midway, both ``bad``
     directions and every chart (EWMA stays on the per-signal path)."""
     cycles, systems = 60, 5
@@ -153,6 +154,7 @@ async def test_a_template_judged_as_rows_gives_the_findings_of_one_by_one(
     table = _table(systems, cycles, shifts, odd, seed)
     rows, alone = Bank(), Bank()
     most_held = 0
+    recorded: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
     for minute in range(cycles):
         now = T0 + minute * MINUTE
         if minute == accept_at:
@@ -161,7 +163,12 @@ async def test_a_template_judged_as_rows_gives_the_findings_of_one_by_one(
         got, _ = await poll(config, {"prom": ArraysFake(table)}, now, rows)
         expected, _ = await poll(config, {"prom": SeriesFake(table)}, now, alone)
         most_held = max(most_held, len(rows._held))
-        # The statuses as read unbuilt, then every finding built.
+        # Read as the daemon reads a cycle: which systems are settled, the statuses that
+        # moved (for /metrics), then the statuses, then every finding built.
+        assert {s: got.settled(s) for s in got} == {s: expected.settled(s) for s in expected}
+        moved = sorted((f.system, f.signal, f.status) for f in got.moved(recorded[0]))
+        assert moved == sorted((f.system, f.signal, f.status) for f in expected.moved(recorded[1]))
+        assert recorded[0] == recorded[1]
         assert _statuses(got) == {k: f.status for k, f in _built(expected).items()}
         assert _built(got) == _built(expected), minute
     assert dict(rows.watches) == dict(alone.watches)

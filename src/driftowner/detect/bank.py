@@ -273,14 +273,18 @@ class Judged:
     values: list[float]
     """Per row, this instant's value (meaningless for a row not judged quietly)."""
     watches: list[Watch | None]
-    """Per row, the signal's watch at this instant."""
-    quiet: list[int]
-    """The rows judged quietly (no change confirmed): their verdicts are :class:`Held`."""
-    statuses: list[Status]
-    """The status of each quiet row, in ``quiet``'s order."""
+    """Per row, the watch of a held signal at this instant (None for the others)."""
+    quiet: NDArray[np.bool_]
+    """Per row, judged quietly (no change confirmed): its verdict is a :class:`Held`."""
+    degraded: NDArray[np.bool_]
+    """Per row, its watch is away from the level a change left (the quiet verdict's status)."""
     moved: NDArray[np.intp]
     """The places in the judged values of the samples the scalar :meth:`Bank.verdict` must
     judge (a change confirmed, a chart still learning or just accepted)."""
+
+    def status(self, row: int) -> Status:
+        """The status of a quiet row's verdict."""
+        return "degraded" if self.degraded[row] else "ok"
 
     def finding(self, row: int) -> Finding:
         """The finding :func:`chart_finding` gives the chart of ``row`` as judged."""
@@ -408,7 +412,7 @@ class Bank:
     def __init__(self) -> None:
         self._watches: dict[SignalKey, Watch] = {}
         """Every signal's watch; a held signal's state is its row's (see :attr:`watches`)."""
-        self._rows: dict[Hashable, charts.Rows] = {}
+        self._rows: dict[Hashable, _Block] = {}
         """Per signal template judged as arrays (:meth:`judge_rows`), its charts' rows."""
         self._held: dict[SignalKey, tuple[Hashable, int]] = {}
         """The signals whose chart state is held in a row, not in their watch: (block, row)."""
@@ -436,7 +440,7 @@ class Bank:
         watch = self._watches[key]
         held = self._held.get(key)
         if held is not None:
-            watch.state = charts.state_at(self._rows[held[0]], held[1])
+            watch.state = charts.state_at(self._rows[held[0]].rows, held[1])
         return watch
 
     def _put(self, key: SignalKey, watch: Watch) -> Watch:
@@ -458,8 +462,9 @@ class Bank:
         rows = self._rows[block]
         watch = self._watches.get(key)
         if watch is not None:
-            watch.state = charts.state_at(rows, row)
-        self._rows[block] = charts.release(rows, [row])
+            watch.state = charts.state_at(rows.rows, row)
+        rows.rows = charts.release(rows.rows, [row])
+        rows.watches[row] = None
 
     def _let_go_all(self) -> None:
         """Every held state back into its watch, and every block of rows dropped (a new
@@ -467,7 +472,7 @@ class Bank:
         for key, (block, row) in self._held.items():
             watch = self._watches.get(key)
             if watch is not None:
-                watch.state = charts.state_at(self._rows[block], row)
+                watch.state = charts.state_at(self._rows[block].rows, row)
         self._held = {}
         self._rows = {}
 
@@ -650,40 +655,50 @@ class Bank:
             read, :class:`Held`), and the samples the scalar :meth:`verdict` must judge,
             whose charts' states are back in their watches.
         """
-        rows = self._rows.get(block)
-        if rows is None:
-            rows = charts.empty(len(keys), detector.warmup)
-        rows = self._hold(block, rows, keys, detector, values.rows)
-        step = charts.advance(detector, rows, values.rows, values.values, values.stamps)
-        self._rows[block] = step.rows
-        quiet = values.rows[~step.moved].tolist()
+        held = self._rows.get(block)
+        if held is None:
+            held = self._rows[block] = _Block(
+                charts.empty(len(keys), detector.warmup),
+                [None] * len(keys),
+                np.zeros(len(keys), dtype=np.bool_),
+            )
+        self._hold(block, held, keys, detector, values.rows)
+        step = charts.advance(detector, held.rows, values.rows, values.values, values.stamps)
+        held.rows = step.rows
+        quiet = np.zeros(len(keys), dtype=np.bool_)
+        quiet[values.rows[~step.moved]] = True
         by_row = np.zeros(len(keys))
         by_row[values.rows] = values.values
-        watches = [self._watches.get(key) for key in keys]
-        statuses: list[Status] = [
-            "ok" if watch is None or watch.latest is None or watch.left is None else "degraded"
-            for watch in map(watches.__getitem__, quiet)
-        ]
         moved = np.flatnonzero(step.moved)
+        judged = Judged(
+            keys,
+            signals,
+            now,
+            step.rows,
+            by_row.tolist(),
+            held.watches.copy(),
+            quiet,
+            held.degraded.copy(),
+            moved,
+        )
         for row in values.rows[moved].tolist():
             self._let_go(keys[row])
-        return Judged(
-            keys, signals, now, step.rows, by_row.tolist(), watches, quiet, statuses, moved
-        )
+        return judged
 
     def _hold(
         self,
         block: Hashable,
-        rows: charts.Rows,
+        held: _Block,
         keys: Sequence[SignalKey],
         detector: Detector,
         sampled: NDArray[np.int64],
-    ) -> charts.Rows:
-        """``rows`` holding, besides those it holds, each sampled signal whose watch runs
-        ``detector`` against a learned reference (no accept to skip samples up to)."""
+    ) -> None:
+        """``held`` holding, besides those it holds, each sampled signal whose watch runs
+        ``detector`` against a learned reference (no accept to skip samples up to). A held
+        signal's watch is not replaced while it is held (replacing lets it go first)."""
         index: list[int] = []
         states: list[ChartState] = []
-        for row in sampled[~rows.held[sampled]].tolist():
+        for row in sampled[~held.rows.held[sampled]].tolist():
             key = keys[row]
             watch = self._watches.get(key)
             if (
@@ -695,7 +710,9 @@ class Bank:
                 index.append(row)
                 states.append(watch.state)
                 self._held[key] = (block, row)
-        return charts.hold(rows, index, states)
+                held.watches[row] = watch
+                held.degraded[row] = watch.latest is not None and watch.left is not None
+        held.rows = charts.hold(held.rows, index, states)
 
     def _flipped(self, key: SignalKey, found: Finding) -> Finding:
         """``found`` with the change its flip from the last verdict confirms, if any; a
@@ -731,6 +748,16 @@ class Bank:
         except ValueError as error:
             return replace(base, detector=drift.metric, reason=str(error), source_error=True)
         return histogram_finding(base, verdict, now)
+
+
+@dataclass(slots=True)
+class _Block:
+    """A signal template's charts held in the bank: their rows, and per held row its watch
+    and whether it is degraded (both fixed while the row is held)."""
+
+    rows: charts.Rows
+    watches: list[Watch | None]
+    degraded: NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)
