@@ -135,9 +135,12 @@ class Findings(Mapping[str, SystemFindings]):
         if held is None:
             if system not in self._names:
                 raise KeyError(system)
-            held = self._systems[system] = SystemFindings()
+            made = SystemFindings()
             for judged, layout in self._blocks:
-                _take(held, judged, layout.get(system, ()))
+                _take(made, judged, layout.get(system, ()))
+            # Published only once whole, and only once: the daemon's reconcile (a worker
+            # thread) and the API (the event loop) may both be the first to read a system.
+            held = self._systems.setdefault(system, made)
         return held
 
     def __iter__(self) -> Iterator[str]:

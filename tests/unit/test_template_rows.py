@@ -201,3 +201,28 @@ async def test_asking_whether_a_signal_has_a_watch_builds_no_chart_state(
     await poll(config, {"prom": ArraysFake(table)}, T0 + 2 * MINUTE, bank)
     assert built == []
     assert bank.watches[key].state.reference is not None and built
+
+
+async def test_a_system_s_findings_are_published_whole(monkeypatch: Any) -> None:
+    """A system's findings, made when it is first read, are visible to other readers (the
+    reconcile's worker thread, the API) only once every template's verdicts are in them:
+    never half made."""
+    from driftowner import cycle
+
+    config = _config(3, "both", None)
+    table = _table(3, 2, [(2, 0.0)], 0.0, seed=2)
+    bank = Bank()
+    findings = None
+    for minute in range(2):
+        findings, _ = await poll(config, {"prom": ArraysFake(table)}, T0 + minute * MINUTE, bank)
+    assert findings is not None
+    seen: list[bool] = []
+    real = cycle._take
+
+    def watching(held: Any, judged: Any, members: Any) -> None:
+        seen.append("model-1" in findings._systems)
+        real(held, judged, members)
+
+    monkeypatch.setattr(cycle, "_take", watching)
+    assert list(findings["model-1"]) == ["accuracy"]
+    assert seen == [False]
