@@ -6,14 +6,15 @@ real Prometheus beside the same PromQL sent alone, and the daemon's resident mem
 
 ``cycle``: SYSTEMS models' five signals (accuracy, latency, adoption, null rate, mean score)
 are loaded into a real Prometheus (Debian's, via promtool: 75 minutes at one sample a
-minute, white noise). The config has five signal templates with no ``detect`` (the default detector,
-a chart per system and signal) split by ``model``. The first cycle warm-starts every chart
-from history; the steady cycle (read, judge every chart, and the daemon's reconcile into
-SQLite) is then measured 15 times, a minute apart in the data (each reads the next sample), each followed at once (same run, same server, same load)
-by the baseline: exactly the requests that cycle sent (recorded from its transport) sent with
-a bare ``httpx.AsyncClient``, concurrently, each body read (and, for "+ JSON decoding",
-decoded). Best and median of each are printed; the ratio cycle / bare is the number to
-compare across machines.
+minute, white noise). The config has five signal templates with no ``detect`` (the default
+detector, a chart per system and signal) split by ``model``. The first cycle warm-starts every
+chart from the first hour; the steady cycle (read, judge every chart, and the daemon's
+reconcile into SQLite) is then measured 15 times, a minute apart in the data (each reads the
+next sample), each followed at once (same run, same server, same load) by the baseline:
+exactly the requests that cycle sent (recorded from its transport) sent with a bare
+``httpx.AsyncClient``, concurrently, each body read (and, for "+ JSON decoding", decoded).
+Best and median of each are printed; the ratio cycle / bare is the number to compare across
+machines.
 
 ``memory``: the real daemon (``driftowner run``) over SYSTEMS systems of one signal each (the
 default detector) on a file source holding 50 seconds of history, evaluated every second;
