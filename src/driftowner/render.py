@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,6 +76,12 @@ def label(message: Message) -> str:
     if message.purpose == "informed":
         return f"{base} {message.state.upper()}"
     return base
+
+
+def state_label(message: Message) -> str:
+    """The upper-case state of a message's incident: ``OPEN``, ``ACKNOWLEDGED``,
+    ``RESOLVED`` (what a thread's root shows, updated as the incident moves)."""
+    return message.state.upper()
 
 
 def step_label(message: Message) -> str:
@@ -184,7 +191,7 @@ def _shared(values: list[set[str]]) -> str | None:
     return min(common) if common else None
 
 
-def common_factor(messages: list[Message]) -> str:
+def common_factor(messages: Sequence[Message]) -> str:
     """What a group's incidents share, as a phrase: ``fed by features-v3`` (a shared
     ``depends_on`` upstream), ``breaching accuracy-floor`` (one rule), ``in the data layer``
     (one layer), or the empty string when they share none of these."""
@@ -200,13 +207,16 @@ def common_factor(messages: list[Message]) -> str:
     return ""
 
 
-def group_summary(messages: list[Message]) -> str:
+def group_summary(messages: Sequence[Message], root: bool = False) -> str:
     """One line saying what a group is: ``12 systems fed by features-v3 changed within 45s:
     10 OPEN, 2 RESOLVED``.
 
     Args:
         messages: The group's messages, at least one.
+        root: Count the incidents by their state (a thread's root, showing where each
+            stands) rather than by why each message was sent.
     """
+    tag = state_label if root else label
     systems = len({m.system for m in messages})
     noun = "system" if systems == 1 else "systems"
     factor = common_factor(messages)
@@ -214,46 +224,48 @@ def group_summary(messages: list[Message]) -> str:
     span = format_age((max(opened) - min(opened)).total_seconds())
     counts: dict[str, int] = {}
     for m in messages:
-        counts[label(m)] = counts.get(label(m), 0) + 1
+        counts[tag(m)] = counts.get(tag(m), 0) + 1
     tally = ", ".join(f"{n} {tag}" for tag, n in counts.items())
     head = " ".join(part for part in (str(systems), noun, factor) if part)
     return f"{head} (opened within {span}): {tally}"
 
 
-def group_subject(messages: list[Message]) -> str:
+def group_subject(messages: Sequence[Message]) -> str:
     """The subject line of a group: ``[driftowner] 12 systems fed by features-v3 ...``."""
     return one_line(f"[driftowner] {group_summary(messages)}")
 
 
-def group_entry(message: Message) -> dict[str, Any]:
-    """What a group lists of one incident: its tag, system, rule, first evidence line, age
-    and its own links."""
+def group_entry(message: Message, root: bool = False) -> dict[str, Any]:
+    """What a group lists of one incident: its tag (its state in a thread's ``root``),
+    system, rule, first evidence line, age and its own links."""
     return {
         "m": message,
-        "label": label(message),
+        "label": state_label(message) if root else label(message),
         "age_phrase": age_phrase(message),
         "evidence": message.evidence[0] if message.evidence else one_line(message.summary),
     }
 
 
-def group_context(messages: list[Message], shown: int | None = None) -> dict[str, Any]:
+def group_context(
+    messages: Sequence[Message], shown: int | None = None, root: bool = False
+) -> dict[str, Any]:
     """What the group templates see: the summary, the first ``shown`` entries (all when
-    None) and how many more there are."""
+    None) and how many more there are; ``root``: as a thread's root, by state."""
     listed = messages if shown is None else messages[:shown]
     return {
-        "summary": group_summary(messages),
+        "summary": group_summary(messages, root),
         "recipient": messages[0].recipient_name,
-        "entries": [group_entry(m) for m in listed],
+        "entries": [group_entry(m, root) for m in listed],
         "more": len(messages) - len(listed),
         "count": len(messages),
     }
 
 
-def group_text(messages: list[Message], shown: int | None = None) -> str:
+def group_text(messages: Sequence[Message], shown: int | None = None) -> str:
     """The plain-text body of a group: the summary, then each incident with its links."""
     return _environment().get_template("group.txt").render(group_context(messages, shown))
 
 
-def group_html(messages: list[Message], shown: int | None = None) -> str:
+def group_html(messages: Sequence[Message], shown: int | None = None) -> str:
     """The HTML body of a group (the email alternative); every field is escaped."""
     return _environment().get_template("group.html").render(group_context(messages, shown))

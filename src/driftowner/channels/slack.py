@@ -38,7 +38,7 @@ from slack_sdk.models.blocks import (
 from driftowner import render
 from driftowner.channels import parse_retry_after, safe_detail, timeout_seconds
 from driftowner.channels.http import HttpPostChannel, base_url
-from driftowner.model import Delivery, Message, Notification
+from driftowner.model import Delivery, GroupThread, Message, Notification
 
 if TYPE_CHECKING:
     from slack_sdk.web.async_client import AsyncWebClient
@@ -237,9 +237,9 @@ GROUP_SHOWN = 40
 rest are counted, pointing to the status page."""
 
 
-def _group_line(message: Message) -> str:
+def _group_line(message: Message, root: bool) -> str:
     """One incident of a group: tag, system, rule, age, first evidence line, its links."""
-    entry = render.group_entry(message)
+    entry = render.group_entry(message, root)
     links = " · ".join(
         _link(url, label)
         for url, label in (
@@ -256,16 +256,24 @@ def _group_line(message: Message) -> str:
     )
 
 
-def build_group_payload(notifications: Sequence[Notification]) -> dict[str, Any]:
+def build_group_payload(
+    notifications: Sequence[Notification], *, listed: Sequence[Message] = ()
+) -> dict[str, Any]:
     """The message of a group of notifications to one address: the summary, then each
     incident (at most :data:`GROUP_SHOWN`, the rest counted) with its own links; within
     Slack's limits (50 blocks, 3,000 characters a section).
 
+    Args:
+        notifications: What goes out now, to one address.
+        listed: With messages, the group thread's root as updated with ``chat.update``:
+            these incidents, each tagged with its current state, instead.
+
     Raises:
         SlackObjectFormationError: when a block breaks Block Kit's rules.
     """
-    messages = [n.message for n in notifications]
-    context = render.group_context(messages, GROUP_SHOWN)
+    root = bool(listed)
+    messages = list(listed) if root else [n.message for n in notifications]
+    context = render.group_context(messages, GROUP_SHOWN, root)
     who = mention(notifications[0].address)
     lead = f"{who} " if who else ""
     blocks: list[Block] = [
@@ -280,7 +288,7 @@ def build_group_payload(notifications: Sequence[Notification]) -> dict[str, Any]
         ),
     ]
     blocks += [
-        SectionBlock(text=MarkdownTextObject(text=_clip(_group_line(m), _SECTION_LIMIT)))
+        SectionBlock(text=MarkdownTextObject(text=_clip(_group_line(m, root), _SECTION_LIMIT)))
         for m in messages[:GROUP_SHOWN]
     ]
     if context["more"]:
@@ -327,8 +335,11 @@ class SlackWebhookChannel(HttpPostChannel):
             return Delivery.give_up(safe_detail(f"slack: cannot build the message: {exc}"))
         return await self._post(payload)
 
-    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
-        """Post a group of notifications as one message."""
+    async def send_group(
+        self, notifications: Sequence[Notification], thread: GroupThread | None = None
+    ) -> Delivery:
+        """Post a group of notifications as one message (an incoming webhook cannot thread:
+        each of a group's messages is posted on its own)."""
         try:
             payload = build_group_payload(notifications)
         except SlackObjectFormationError as exc:
@@ -450,20 +461,46 @@ class SlackWebApiChannel:
             return replied
         return Delivery.delivered(f"replied in thread {channel}:{ts}{note}")
 
-    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
-        """Post a group of notifications as one message to their conversation. It threads
-        under no incident and becomes no incident's thread root (its ref is not returned), so
-        an incident's later updates never rewrite the group's message."""
+    async def send_group(
+        self, notifications: Sequence[Notification], thread: GroupThread | None = None
+    ) -> Delivery:
+        """Post a group of notifications as one message to their conversation.
+
+        The group's first message (no ``thread.ref``) is posted on its own and its
+        ``channel:ts`` comes back as the delivery's ``ref``: the group thread's root. A later
+        one first updates that root with ``chat.update`` to list every incident of the
+        thread (``thread.listed``) with its current state, then posts as a reply in the
+        thread. A root Slack no longer has makes this message the root of a new thread."""
+        thread = thread or GroupThread()
         try:
             payload = build_group_payload(notifications)
+            root = build_group_payload(notifications, listed=thread.listed)
         except SlackObjectFormationError as exc:
             return Delivery.give_up(self._safe(f"slack: cannot build the message: {exc}"))
+        where = parse_thread(thread.ref)
+        if where is not None:
+            channel, ts = where
+            updated = await self._call("chat.update", channel=channel, ts=ts, **root)
+            if not updated.ok and updated.recoverable:
+                return updated
+            if updated.ok:
+                replied = await self._call(
+                    "chat.postMessage", channel=channel, thread_ts=ts, **payload
+                )
+                if not replied.ok:
+                    return replied
+                return Delivery.delivered(
+                    f"replied to group thread {channel}:{ts} with {len(notifications)}",
+                    ref=f"{channel}:{ts}",
+                )
         posted = await self._call(
             "chat.postMessage", channel=notifications[0].address.strip(), **payload
         )
         if not posted.ok:
             return posted
-        return Delivery.delivered(f"posted a group of {len(notifications)} as {posted.ref}")
+        return Delivery.delivered(
+            f"posted a group of {len(notifications)} as {posted.ref}", ref=posted.ref
+        )
 
     async def _call(self, method: str, **arguments: Any) -> Delivery:
         """One Web API call mapped to a Delivery; a posted message's ``channel:ts`` is its
