@@ -164,6 +164,12 @@ def subject(message: Message) -> str:
     return one_line(_environment().get_template("subject.txt").render(values))
 
 
+def log_line(message: Message) -> str:
+    """The text of a message's log event: its subject and who is told,
+    ``[driftowner] OPEN fraud-scoring: ... → Alice Chen``."""
+    return f"{subject(message)} → {message.recipient_name}"
+
+
 def clipped_summary(message: Message) -> str:
     """The summary on one line, cut to fit a subject line."""
     summary = one_line(message.summary)
@@ -233,6 +239,11 @@ def group_summary(messages: Sequence[Message], root: bool = False) -> str:
 def group_subject(messages: Sequence[Message]) -> str:
     """The subject line of a group: ``[driftowner] 12 systems fed by features-v3 ...``."""
     return one_line(f"[driftowner] {group_summary(messages)}")
+
+
+def group_log_line(messages: Sequence[Message]) -> str:
+    """The text of a group's log event: its subject and who is told."""
+    return f"{group_subject(messages)} → {messages[0].recipient_name}"
 
 
 def group_entry(message: Message, root: bool = False) -> dict[str, Any]:
