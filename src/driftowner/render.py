@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -124,12 +125,112 @@ def intro(message: Message) -> str:
     return "This is a test notification from driftowner; no incident exists."
 
 
+def summary(message: Message) -> str:
+    """The message's summary on one line: its incident's, or a test message's own (a test
+    has no incident: escalation passes the facts, render says what it is)."""
+    if message.purpose == "test":
+        return f"Test notification for {message.recipient_name}: driftowner can reach you here."
+    return one_line(message.summary)
+
+
 def age_phrase(message: Message) -> str:
     """``open for 4m 12s`` or ``resolved after 12m 30s``."""
     age = format_age(message.age_seconds)
     if message.state == "resolved":
         return f"resolved after {age}"
     return f"{message.state} for {age}"
+
+
+ACTION_LABELS = {"ack": "Acknowledge", "resolve": "Resolve", "view": "Open incident"}
+"""What a message's action links and buttons read, by action."""
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One titled value of a chat card; ``url`` makes the value a link."""
+
+    title: str
+    value: str
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """What a chat message (a Slack card) says, every word of it; the channel only lays it
+    out (blocks, mrkdwn, escaping, Slack's limits)."""
+
+    headline: str
+    summary: str
+    intro: str
+    fields: tuple[Field, ...]
+    evidence_title: str
+    evidence: tuple[str, ...]
+    note_title: str | None
+    """None when the message carries no note."""
+    footer: str
+
+
+def card(message: Message, root: bool = False) -> Card:
+    """The card of one message; ``root``: a thread's root as updated, headed by the
+    incident's current state (``ACKNOWLEDGED fraud-scoring``) rather than why this message
+    was sent."""
+    fields = [
+        Field("Accountable owner", message.owner_name),
+        Field("Layers", ", ".join(message.layers) or "-"),
+        Field("State", f"{message.state} ({message.purpose})"),
+        Field("Age", age_phrase(message)),
+        Field("Kind", f"{message.kind}: {message.rule}"),
+    ]
+    if message.step > 0:
+        fields.append(Field("Escalation", step_label(message)))
+    if message.runbook:
+        fields.append(Field("Runbook", "runbook", message.runbook))
+    return Card(
+        headline=f"{state_label(message) if root else label(message)} {message.system}",
+        summary=summary(message),
+        intro=intro(message),
+        fields=tuple(fields),
+        evidence_title="Evidence",
+        evidence=message.evidence or ("(none recorded)",),
+        note_title=(f"Note from {message.actor}" if message.actor else "Note")
+        if message.note
+        else None,
+        footer=f"driftowner · incident {message.incident_id} · recipient {message.recipient_name}",
+    )
+
+
+PROVIDER_LINK_LABELS = {
+    "view": "Incident in driftowner",
+    "runbook": "Runbook",
+    "ack": "Acknowledge in driftowner",
+}
+"""What an incident tool (PagerDuty) shows for a message's links, by link."""
+
+
+def alert_title(message: Message) -> str:
+    """The one-line title of an alert in an incident tool (Opsgenie):
+    ``fraud-scoring: accuracy fine, adoption falling``."""
+    return f"{message.system}: {summary(message)}"
+
+
+def action_note(message: Message) -> str:
+    """The note an incident tool records with an acknowledgement, reassignment or
+    resolution: what the person wrote, after, for a reassignment, the sentence naming the
+    new owner."""
+    if message.purpose == "reassigned":
+        return f"{intro(message)} {message.note}".strip()
+    return message.note
+
+
+def group_lead(count: int) -> str:
+    """The line under a group's summary: ``12 incidents; each keeps its own escalation.``"""
+    noun = "incident" if count == 1 else "incidents"
+    return f"{count} {noun}; each keeps its own escalation."
+
+
+def more_line(more: int) -> str:
+    """What stands for the incidents a group does not list."""
+    return f"… and {more} more — see the status page."
 
 
 def _utc(at: datetime) -> str:
@@ -149,7 +250,7 @@ def context(message: Message) -> dict[str, Any]:
         "step": step_label(message),
         "layers": ", ".join(message.layers),
         "opened_at": _utc(message.opened_at),
-        "summary_line": one_line(message.summary),
+        "summary_line": summary(message),
     }
 
 
@@ -172,10 +273,10 @@ def log_line(message: Message) -> str:
 
 def clipped_summary(message: Message) -> str:
     """The summary on one line, cut to fit a subject line."""
-    summary = one_line(message.summary)
-    if len(summary) > _SUBJECT_SUMMARY_LIMIT:
-        summary = summary[: _SUBJECT_SUMMARY_LIMIT - 1].rstrip() + "…"
-    return summary
+    line = summary(message)
+    if len(line) > _SUBJECT_SUMMARY_LIMIT:
+        line = line[: _SUBJECT_SUMMARY_LIMIT - 1].rstrip() + "…"
+    return line
 
 
 def text(message: Message) -> str:

@@ -43,7 +43,7 @@ class LogChannel:
             kind=message.kind,
             rule=message.rule,
             layers=",".join(message.layers),
-            summary=render.one_line(message.summary),
+            summary=render.summary(message),
             evidence=list(message.evidence),
             age=render.format_age(message.age_seconds),
             incident_id=message.incident_id,

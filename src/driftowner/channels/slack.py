@@ -92,9 +92,10 @@ def _buttons(message: Message, interactive: bool) -> list[ButtonElement]:
     out: list[ButtonElement] = []
     # A team informed is not paged: it gets no Acknowledge / Resolve, interactive or not.
     paged = message.purpose != "informed"
+    labels = render.ACTION_LABELS
     for text, style, action, url, wanted in (
-        ("Acknowledge", "primary", ACK_ACTION, message.ack_url, message.state == "open"),
-        ("Resolve", None, RESOLVE_ACTION, message.resolve_url, message.state != "resolved"),
+        (labels["ack"], "primary", ACK_ACTION, message.ack_url, message.state == "open"),
+        (labels["resolve"], None, RESOLVE_ACTION, message.resolve_url, message.state != "resolved"),
     ):
         if (
             interactive
@@ -124,7 +125,7 @@ def _buttons(message: Message, interactive: bool) -> list[ButtonElement]:
     if url and len(url) <= _BUTTON_URL_LIMIT:
         out.append(
             ButtonElement(
-                text=PlainTextObject(text="Open incident"), action_id="driftowner_incident", url=url
+                text=PlainTextObject(text=labels["view"]), action_id="driftowner_incident", url=url
             )
         )
     return out
@@ -146,60 +147,40 @@ def build_blocks(
             header names the incident's current state (``ACKNOWLEDGED fraud-scoring``)
             rather than why this message was sent.
     """
+    said = render.card(message, root)
     who = mention(address)
     lead = f"{who} " if who else ""
-    headline = message.state.upper() if root else render.label(message)
     blocks: list[Block] = [
-        HeaderBlock(
-            text=PlainTextObject(text=_clip(f"{headline} {message.system}", _HEADER_LIMIT))
-        ),
+        HeaderBlock(text=PlainTextObject(text=_clip(said.headline, _HEADER_LIMIT))),
         SectionBlock(
             text=MarkdownTextObject(
-                text=_clip(
-                    f"{lead}*{escape(render.one_line(message.summary))}*\n"
-                    f"{escape(render.intro(message))}",
-                    _SECTION_LIMIT,
-                )
+                text=_clip(f"{lead}*{escape(said.summary)}*\n{escape(said.intro)}", _SECTION_LIMIT)
             )
         ),
     ]
     fields = [
-        f"*Accountable owner*\n{escape(message.owner_name)}",
-        f"*Layers*\n{escape(', '.join(message.layers) or '-')}",
-        f"*State*\n{escape(message.state)} ({escape(message.purpose)})",
-        f"*Age*\n{escape(render.age_phrase(message))}",
-        f"*Kind*\n{escape(message.kind)}: `{escape(message.rule)}`",
+        f"*{escape(f.title)}*\n" + (_link(f.url, f.value) if f.url is not None else escape(f.value))
+        for f in said.fields
     ]
-    if message.step > 0:
-        fields.append(f"*Escalation*\n{render.step_label(message)}")
-    if message.runbook:
-        fields.append(f"*Runbook*\n{_link(message.runbook, 'runbook')}")
     blocks.append(
         SectionBlock(fields=[MarkdownTextObject(text=_clip(f, _FIELD_LIMIT)) for f in fields])
     )
-    evidence = "\n".join(f"• {escape(line)}" for line in message.evidence) or "(none recorded)"
+    evidence = "\n".join(f"• {escape(line)}" for line in said.evidence)
     blocks.append(
-        SectionBlock(text=MarkdownTextObject(text=_clip(f"*Evidence*\n{evidence}", _SECTION_LIMIT)))
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=_clip(f"*{escape(said.evidence_title)}*\n{evidence}", _SECTION_LIMIT)
+            )
+        )
     )
-    if message.note:
-        by = f" from {escape(message.actor)}" if message.actor else ""
-        note = f"*Note{by}*\n{escape(message.note)}"
+    if said.note_title is not None:
+        note = f"*{escape(said.note_title)}*\n{escape(message.note)}"
         blocks.append(SectionBlock(text=MarkdownTextObject(text=_clip(note, _SECTION_LIMIT))))
     buttons = _buttons(message, interactive)
     if buttons:
         blocks.append(ActionsBlock(elements=buttons))
     blocks.append(
-        ContextBlock(
-            elements=[
-                MarkdownTextObject(
-                    text=_clip(
-                        f"driftowner · incident `{escape(message.incident_id)}` · "
-                        f"recipient {escape(message.recipient_name)}",
-                        _FIELD_LIMIT,
-                    )
-                )
-            ]
-        )
+        ContextBlock(elements=[MarkdownTextObject(text=_clip(escape(said.footer), _FIELD_LIMIT))])
     )
     return blocks
 
@@ -240,12 +221,13 @@ rest are counted, pointing to the status page."""
 def _group_line(message: Message, root: bool) -> str:
     """One incident of a group: tag, system, rule, age, first evidence line, its links."""
     entry = render.group_entry(message, root)
+    labels = render.ACTION_LABELS
     links = " · ".join(
         _link(url, label)
         for url, label in (
-            (message.ack_url, "Acknowledge"),
-            (message.resolve_url, "Resolve"),
-            (message.incident_url, "Open incident"),
+            (message.ack_url, labels["ack"]),
+            (message.resolve_url, labels["resolve"]),
+            (message.incident_url, labels["view"]),
         )
         if url and len(url) <= _BUTTON_URL_LIMIT
     )
@@ -280,10 +262,7 @@ def build_group_payload(
         HeaderBlock(text=PlainTextObject(text=_clip(context["summary"], _HEADER_LIMIT))),
         SectionBlock(
             text=MarkdownTextObject(
-                text=_clip(
-                    f"{lead}*{len(messages)} incidents*; each keeps its own escalation.",
-                    _SECTION_LIMIT,
-                )
+                text=_clip(f"{lead}{escape(render.group_lead(len(messages)))}", _SECTION_LIMIT)
             )
         ),
     ]
@@ -292,7 +271,7 @@ def build_group_payload(
         for m in messages[:GROUP_SHOWN]
     ]
     if context["more"]:
-        more = f"… and {context['more']} more — see the status page."
+        more = escape(render.more_line(context["more"]))
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=more)]))
     fallback = escape(render.group_subject(messages))
     return {
