@@ -49,8 +49,8 @@ def _texts(value: Any) -> str:
 async def test_every_kind_reads_as_render_says_on_every_channel(purpose: Purpose) -> None:
     """For each kind of message, from the same facts: Slack's card carries render's
     headline, summary, intro and footer; the mail's subject, text and HTML are render's
-    templates over render's context; the log event is render's line; PagerDuty's summary is render's subject and
-    Opsgenie's title render's alert title."""
+    templates over render's context; the log event is render's line; PagerDuty's summary
+    is render's subject and Opsgenie's title render's alert title."""
     sent = _of(purpose)
     message = sent.message
     card = render.card(message)
