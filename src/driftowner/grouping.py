@@ -159,10 +159,11 @@ class Grouper:
         """The ``keys`` this copy does not hold (to read from the store)."""
         return {key for key in keys if key not in self._states}
 
-    def load(self, states: Mapping[GroupKey, GroupState]) -> None:
-        """Take the store's states of groups this copy does not hold."""
-        for key, state in states.items():
-            self._states.setdefault(key, state)
+    def load(self, keys: Iterable[GroupKey], states: Mapping[GroupKey, GroupState]) -> None:
+        """Take the store's states of groups this copy does not hold: ``states`` as read for
+        ``keys``; a key the store has nothing of is a new group (not read again)."""
+        for key in keys:
+            self._states.setdefault(key, states.get(key, GroupState()))
 
     def state(self, key: GroupKey) -> GroupState:
         """The state of the group ``key`` (a new group's when unknown)."""

@@ -809,7 +809,7 @@ class Deliverer:
                 grouped.append((notification, waiting))
         missing = self.grouper.missing(key_of(n) for n, _ in grouped)
         if missing:
-            self.grouper.load(await asyncio.to_thread(self.store.groups, missing))
+            self.grouper.load(missing, await asyncio.to_thread(self.store.groups, missing))
         for notification, waiting in grouped:
             policy = policy_of(self.config, notification.channel)
             due = self.grouper.due_at(notification, policy, now)
