@@ -720,7 +720,8 @@ def test_notifications(
         rule="test",
         state="open",
         layers=(),
-        summary=f"Test notification for {owner.name}: driftowner can reach you here.",
+        # No prose here: render says what a test message is (render.summary).
+        summary="",
         evidence=(),
         opened_at=now,
         age_seconds=0.0,

@@ -508,6 +508,33 @@ class Notification:
     the notification."""
 
 
+GroupKey = tuple[str, str, str]
+"""What a group of notifications shares: (channel, recipient, address)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupThread:
+    """Where a group's message goes in its conversation: ``ref`` is the root message of the
+    group's thread (None: this message starts one), ``listed`` every incident the root lists
+    once this message is sent, each as its latest message says."""
+
+    ref: str | None = None
+    listed: tuple[Message, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    """What the store keeps of one group (see ``driftowner.grouping``), so that a restart or
+    another instance keeps its timing and its thread."""
+
+    flush_at: datetime | None = None
+    """When the members waiting go out (None: nothing waits)."""
+    last_sent: datetime | None = None
+    """When the group's last message was put together."""
+    thread: GroupThread = GroupThread()
+    """The group's thread: its root message's reference and what the root lists."""
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """The outcome of one send. ``recoverable`` says whether retrying may help;

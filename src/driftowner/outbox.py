@@ -11,7 +11,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -20,10 +20,10 @@ import structlog
 from driftowner.channels import Channel, GroupChannel
 from driftowner.config import Config, SlackChannelConfig
 from driftowner.escalation import fallback_of
-from driftowner.grouping import Grouper, GroupKey, key_of, policy_of
+from driftowner.grouping import GROUPS_KEPT, Grouper, GroupKey, key_of, listing, policy_of
 from driftowner.ids import new_notification_id
 from driftowner.metrics import Metrics
-from driftowner.model import AUTO, Delivery, Event, Notification, State
+from driftowner.model import AUTO, Delivery, Event, GroupThread, Notification, State
 from driftowner.store import Settled, Store, StoreUnavailable
 
 log = structlog.get_logger("driftowner.outbox")
@@ -443,16 +443,20 @@ async def _send(
 
 
 async def _send_group(
-    channels: Mapping[str, Channel], members: tuple[Notification, ...], budget: timedelta
+    channels: Mapping[str, Channel],
+    members: tuple[Notification, ...],
+    thread: GroupThread,
+    budget: timedelta,
 ) -> Delivery:
-    """Send a group's members as one message within ``budget`` (see :func:`_send`)."""
+    """Send a group's members as one message in its ``thread`` within ``budget`` (see
+    :func:`_send`)."""
     name = members[0].channel
     channel = channels.get(name)
     if not isinstance(channel, GroupChannel):
         return Delivery.retry(f"channel {name!r} can no longer send groups")
     try:
         async with asyncio.timeout(budget.total_seconds()):
-            return await channel.send_group(members)
+            return await channel.send_group(members, thread)
     except TimeoutError:
         return Delivery.retry(f"{name}: no delivery within {budget.total_seconds():g}s")
     except Exception as error:  # a channel bug must not lose the notifications
@@ -577,12 +581,10 @@ IDLE_POLL = timedelta(seconds=1)
 """With nothing due, the loop still looks this often (writes by the API, another instance's
 retries); an escalation that writes pages wakes it at once."""
 SEND_MARGIN = timedelta(seconds=5)
+"""A send must finish this long before its lease runs out."""
 FORMING_LIMIT = 5000
 """Group members held at most while the rest of their groups is leased; past this many the
 groups go out as they are."""
-GROUPS_KEPT = timedelta(hours=1)
-"""A group idle this long is forgotten (its next member waits ``group_wait`` again)."""
-"""A send must finish this long before its lease runs out."""
 
 
 @dataclass(slots=True)
@@ -592,6 +594,9 @@ class _Waiting:
     members: tuple[Notification, ...] = ()
     """A group's notifications (``notification`` is the first), sent as one message; empty
     for a notification sent on its own."""
+    thread: GroupThread = field(default_factory=GroupThread)
+    """A group's thread as it will be once this message is sent (see
+    :func:`~driftowner.grouping.listing`)."""
 
     def ids(self) -> list[str]:
         """The ids of the notifications this send delivers."""
@@ -641,6 +646,8 @@ class Deliverer:
         self.grouper = Grouper()
         self._forming: dict[GroupKey, list[_Waiting]] = {}
         """Group members due now, held until every member due now is leased."""
+        self._group_writes = asyncio.Lock()
+        """One write of the groups' states at a time, so an older never lands after a newer."""
         self._commits = GroupCommit(store)
         self._sends: set[asyncio.Task[bool]] = set()
         self._wake = asyncio.Event()
@@ -738,7 +745,7 @@ class Deliverer:
         sends = await self._sendable(leased, now, later) if leased else []
         forming = sum(len(members) for members in self._forming.values())
         if self._forming and (complete or forming >= FORMING_LIMIT):
-            sends += self._formed(now)
+            sends += await self._formed(now)
         paced_now = self.pace_clock()
         horizon = self.lease - SEND_MARGIN - self._send_budget_floor()
         for waiting in sends:
@@ -775,9 +782,9 @@ class Deliverer:
                 )
             else:
                 sendable.append(notification)
-        return self._grouped(sendable, now, later)
+        return await self._grouped(sendable, now, later)
 
-    def _grouped(
+    async def _grouped(
         self,
         notifications: list[Notification],
         now: datetime,
@@ -785,34 +792,74 @@ class Deliverer:
     ) -> list[_Waiting]:
         """The notifications (leased at ``now``) to send on their own now: their channel
         does not group. A group's member due now joins its group in ``_forming``, sent once
-        every member due now is leased; one due later goes into ``later``."""
+        every member due now is leased; one due later goes into ``later``. Each group's
+        timing comes from the store the first time this instance meets the group (a restart,
+        a failover), and what changed is written back before any member is handed back."""
         self.grouper.forget(now - GROUPS_KEPT)
         sends: list[_Waiting] = []
+        grouped: list[tuple[Notification, _Waiting]] = []
         for notification in notifications:
-            policy = policy_of(self.config, notification.channel)
             channel = self.channels.get(notification.channel)
             waiting = _Waiting(notification, now + self.lease)
-            if policy.off or not isinstance(channel, GroupChannel):
+            if policy_of(self.config, notification.channel).off or not isinstance(
+                channel, GroupChannel
+            ):
                 sends.append(waiting)
-                continue
+            else:
+                grouped.append((notification, waiting))
+        missing = self.grouper.missing(key_of(n) for n, _ in grouped)
+        if missing:
+            self.grouper.load(missing, await asyncio.to_thread(self.store.groups, missing))
+        for notification, waiting in grouped:
+            policy = policy_of(self.config, notification.channel)
             due = self.grouper.due_at(notification, policy, now)
             if due > now:
                 later[notification.id] = (due, waiting.leased_until)
             else:
                 self._forming.setdefault(key_of(notification), []).append(waiting)
+        await self._save_groups()
         return sends
 
-    def _formed(self, now: datetime) -> list[_Waiting]:
-        """Every group held in ``_forming``, going out now, as one send each (a group of one
-        is sent on its own); its lease is its members' earliest."""
+    async def _formed(self, now: datetime) -> list[_Waiting]:
+        """Every group held in ``_forming``, going out now, as one send each; its lease is
+        its members' earliest. A group of one is sent on its own, unless its group's thread
+        goes on (then it is the thread's next message)."""
         sends = []
         for key, held in self._forming.items():
-            self.grouper.formed(key, now)
+            thread = self.grouper.formed(key, now).thread
             members = tuple(w.notification for w in held)
             leased_until = min(w.leased_until for w in held)
-            sends.append(_Waiting(members[0], leased_until, members if len(members) > 1 else ()))
+            if len(members) > 1 or thread.ref is not None:
+                listed = listing(thread, [n.message for n in members])
+                sends.append(_Waiting(members[0], leased_until, members, listed))
+            else:
+                sends.append(_Waiting(members[0], leased_until))
+        await self._save_groups()
         self._forming.clear()
         return sends
+
+    async def _send_group(self, waiting: _Waiting, budget: timedelta) -> Delivery:
+        """Send a group's message in its thread; once delivered, the group's thread (the
+        root the channel answered, what it lists) is kept. The root is the group's, not any
+        member incident's: it starts no incident's conversation."""
+        delivery = await _send_group(self.channels, waiting.members, waiting.thread, budget)
+        if not delivery.ok:
+            return delivery
+        self.grouper.sent(key_of(waiting.notification), waiting.thread, delivery.ref)
+        try:
+            await self._save_groups()
+        except Exception:
+            # Delivered all the same; unkept, the group's next message starts a new thread.
+            _log(waiting.notification).exception("keeping the group's thread failed")
+        return dataclasses.replace(delivery, ref=None)
+
+    async def _save_groups(self) -> None:
+        """Write the groups' states changed since the last write."""
+        async with self._group_writes:
+            changed = self.grouper.changed()
+            if changed:
+                await asyncio.to_thread(self.store.save_groups, changed)
+                self.grouper.saved(changed)
 
     def _send_budget_floor(self) -> timedelta:
         """The least time a send is given: its channel's timeout, as :func:`lease_for` has it."""
@@ -852,7 +899,7 @@ class Deliverer:
         budget = max(waiting.leased_until - SEND_MARGIN - started, timedelta(seconds=1))
         try:
             if waiting.members:
-                delivery = await _send_group(self.channels, waiting.members, budget)
+                delivery = await self._send_group(waiting, budget)
             else:
                 delivery = await _send(self.channels, waiting.notification, budget)
             finished = self.pace_clock()
@@ -905,6 +952,8 @@ class Deliverer:
         due = {i: (now, w.leased_until) for w in held for i in w.ids()}
         self._queues.clear()
         self._forming.clear()
+        # What this instance knew of its groups may be stale by the next drain: read again.
+        self.grouper.clear()
         if due:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.store.defer, due)

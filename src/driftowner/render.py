@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -77,6 +79,12 @@ def label(message: Message) -> str:
     return base
 
 
+def state_label(message: Message) -> str:
+    """The upper-case state of a message's incident: ``OPEN``, ``ACKNOWLEDGED``,
+    ``RESOLVED`` (what a thread's root shows, updated as the incident moves)."""
+    return message.state.upper()
+
+
 def step_label(message: Message) -> str:
     """``step 2``, or the empty string for messages outside the chain (step 0)."""
     return f"step {message.step}" if message.step > 0 else ""
@@ -117,12 +125,112 @@ def intro(message: Message) -> str:
     return "This is a test notification from driftowner; no incident exists."
 
 
+def summary(message: Message) -> str:
+    """The message's summary on one line: its incident's, or a test message's own (a test
+    has no incident: escalation passes the facts, render says what it is)."""
+    if message.purpose == "test":
+        return f"Test notification for {message.recipient_name}: driftowner can reach you here."
+    return one_line(message.summary)
+
+
 def age_phrase(message: Message) -> str:
     """``open for 4m 12s`` or ``resolved after 12m 30s``."""
     age = format_age(message.age_seconds)
     if message.state == "resolved":
         return f"resolved after {age}"
     return f"{message.state} for {age}"
+
+
+ACTION_LABELS = {"ack": "Acknowledge", "resolve": "Resolve", "view": "Open incident"}
+"""What a message's action links and buttons read, by action."""
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One titled value of a chat card; ``url`` makes the value a link."""
+
+    title: str
+    value: str
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Card:
+    """What a chat message (a Slack card) says, every word of it; the channel only lays it
+    out (blocks, mrkdwn, escaping, Slack's limits)."""
+
+    headline: str
+    summary: str
+    intro: str
+    fields: tuple[Field, ...]
+    evidence_title: str
+    evidence: tuple[str, ...]
+    note_title: str | None
+    """None when the message carries no note."""
+    footer: str
+
+
+def card(message: Message, root: bool = False) -> Card:
+    """The card of one message; ``root``: a thread's root as updated, headed by the
+    incident's current state (``ACKNOWLEDGED fraud-scoring``) rather than why this message
+    was sent."""
+    fields = [
+        Field("Accountable owner", message.owner_name),
+        Field("Layers", ", ".join(message.layers) or "-"),
+        Field("State", f"{message.state} ({message.purpose})"),
+        Field("Age", age_phrase(message)),
+        Field("Kind", f"{message.kind}: {message.rule}"),
+    ]
+    if message.step > 0:
+        fields.append(Field("Escalation", step_label(message)))
+    if message.runbook:
+        fields.append(Field("Runbook", "runbook", message.runbook))
+    return Card(
+        headline=f"{state_label(message) if root else label(message)} {message.system}",
+        summary=summary(message),
+        intro=intro(message),
+        fields=tuple(fields),
+        evidence_title="Evidence",
+        evidence=message.evidence or ("(none recorded)",),
+        note_title=(f"Note from {message.actor}" if message.actor else "Note")
+        if message.note
+        else None,
+        footer=f"driftowner · incident {message.incident_id} · recipient {message.recipient_name}",
+    )
+
+
+PROVIDER_LINK_LABELS = {
+    "view": "Incident in driftowner",
+    "runbook": "Runbook",
+    "ack": "Acknowledge in driftowner",
+}
+"""What an incident tool (PagerDuty) shows for a message's links, by link."""
+
+
+def alert_title(message: Message) -> str:
+    """The one-line title of an alert in an incident tool (Opsgenie):
+    ``fraud-scoring: accuracy fine, adoption falling``."""
+    return f"{message.system}: {summary(message)}"
+
+
+def action_note(message: Message) -> str:
+    """The note an incident tool records with an acknowledgement, reassignment or
+    resolution: what the person wrote, after, for a reassignment, the sentence naming the
+    new owner."""
+    if message.purpose == "reassigned":
+        return f"{intro(message)} {message.note}".strip()
+    return message.note
+
+
+def group_lead(count: int) -> str:
+    """The line under a group's summary: ``12 incidents; each keeps its own escalation.``"""
+    noun = "incident" if count == 1 else "incidents"
+    return f"{count} {noun}; each keeps its own escalation."
+
+
+def more_line(more: int) -> str:
+    """What stands for the incidents a group does not list."""
+    return f"… and {more} more — see the status page."
 
 
 def _utc(at: datetime) -> str:
@@ -142,7 +250,7 @@ def context(message: Message) -> dict[str, Any]:
         "step": step_label(message),
         "layers": ", ".join(message.layers),
         "opened_at": _utc(message.opened_at),
-        "summary_line": one_line(message.summary),
+        "summary_line": summary(message),
     }
 
 
@@ -157,12 +265,18 @@ def subject(message: Message) -> str:
     return one_line(_environment().get_template("subject.txt").render(values))
 
 
+def log_line(message: Message) -> str:
+    """The text of a message's log event: its subject and who is told,
+    ``[driftowner] OPEN fraud-scoring: ... → Alice Chen``."""
+    return f"{subject(message)} → {message.recipient_name}"
+
+
 def clipped_summary(message: Message) -> str:
     """The summary on one line, cut to fit a subject line."""
-    summary = one_line(message.summary)
-    if len(summary) > _SUBJECT_SUMMARY_LIMIT:
-        summary = summary[: _SUBJECT_SUMMARY_LIMIT - 1].rstrip() + "…"
-    return summary
+    line = summary(message)
+    if len(line) > _SUBJECT_SUMMARY_LIMIT:
+        line = line[: _SUBJECT_SUMMARY_LIMIT - 1].rstrip() + "…"
+    return line
 
 
 def text(message: Message) -> str:
@@ -184,7 +298,7 @@ def _shared(values: list[set[str]]) -> str | None:
     return min(common) if common else None
 
 
-def common_factor(messages: list[Message]) -> str:
+def common_factor(messages: Sequence[Message]) -> str:
     """What a group's incidents share, as a phrase: ``fed by features-v3`` (a shared
     ``depends_on`` upstream), ``breaching accuracy-floor`` (one rule), ``in the data layer``
     (one layer), or the empty string when they share none of these."""
@@ -200,13 +314,16 @@ def common_factor(messages: list[Message]) -> str:
     return ""
 
 
-def group_summary(messages: list[Message]) -> str:
+def group_summary(messages: Sequence[Message], root: bool = False) -> str:
     """One line saying what a group is: ``12 systems fed by features-v3 changed within 45s:
     10 OPEN, 2 RESOLVED``.
 
     Args:
         messages: The group's messages, at least one.
+        root: Count the incidents by their state (a thread's root, showing where each
+            stands) rather than by why each message was sent.
     """
+    tag = state_label if root else label
     systems = len({m.system for m in messages})
     noun = "system" if systems == 1 else "systems"
     factor = common_factor(messages)
@@ -214,46 +331,53 @@ def group_summary(messages: list[Message]) -> str:
     span = format_age((max(opened) - min(opened)).total_seconds())
     counts: dict[str, int] = {}
     for m in messages:
-        counts[label(m)] = counts.get(label(m), 0) + 1
+        counts[tag(m)] = counts.get(tag(m), 0) + 1
     tally = ", ".join(f"{n} {tag}" for tag, n in counts.items())
     head = " ".join(part for part in (str(systems), noun, factor) if part)
     return f"{head} (opened within {span}): {tally}"
 
 
-def group_subject(messages: list[Message]) -> str:
+def group_subject(messages: Sequence[Message]) -> str:
     """The subject line of a group: ``[driftowner] 12 systems fed by features-v3 ...``."""
     return one_line(f"[driftowner] {group_summary(messages)}")
 
 
-def group_entry(message: Message) -> dict[str, Any]:
-    """What a group lists of one incident: its tag, system, rule, first evidence line, age
-    and its own links."""
+def group_log_line(messages: Sequence[Message]) -> str:
+    """The text of a group's log event: its subject and who is told."""
+    return f"{group_subject(messages)} → {messages[0].recipient_name}"
+
+
+def group_entry(message: Message, root: bool = False) -> dict[str, Any]:
+    """What a group lists of one incident: its tag (its state in a thread's ``root``),
+    system, rule, first evidence line, age and its own links."""
     return {
         "m": message,
-        "label": label(message),
+        "label": state_label(message) if root else label(message),
         "age_phrase": age_phrase(message),
         "evidence": message.evidence[0] if message.evidence else one_line(message.summary),
     }
 
 
-def group_context(messages: list[Message], shown: int | None = None) -> dict[str, Any]:
+def group_context(
+    messages: Sequence[Message], shown: int | None = None, root: bool = False
+) -> dict[str, Any]:
     """What the group templates see: the summary, the first ``shown`` entries (all when
-    None) and how many more there are."""
+    None) and how many more there are; ``root``: as a thread's root, by state."""
     listed = messages if shown is None else messages[:shown]
     return {
-        "summary": group_summary(messages),
+        "summary": group_summary(messages, root),
         "recipient": messages[0].recipient_name,
-        "entries": [group_entry(m) for m in listed],
+        "entries": [group_entry(m, root) for m in listed],
         "more": len(messages) - len(listed),
         "count": len(messages),
     }
 
 
-def group_text(messages: list[Message], shown: int | None = None) -> str:
+def group_text(messages: Sequence[Message], shown: int | None = None) -> str:
     """The plain-text body of a group: the summary, then each incident with its links."""
     return _environment().get_template("group.txt").render(group_context(messages, shown))
 
 
-def group_html(messages: list[Message], shown: int | None = None) -> str:
+def group_html(messages: Sequence[Message], shown: int | None = None) -> str:
     """The HTML body of a group (the email alternative); every field is escaped."""
     return _environment().get_template("group.html").render(group_context(messages, shown))

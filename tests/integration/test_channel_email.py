@@ -26,7 +26,7 @@ from driftowner.channels import build_channel
 from driftowner.channels.email import EmailChannel, message_id
 from driftowner.config import EmailChannelConfig
 from driftowner.configload import ConfigError, load_config_text
-from driftowner.model import Delivery, Notification
+from driftowner.model import Delivery, GroupThread, Notification
 from tests.unit import factories
 
 pytestmark = pytest.mark.integration
@@ -275,7 +275,8 @@ async def test_later_mails_reply_to_the_first_mails_message_id(mailbox: Server, 
 async def test_a_group_is_one_mail_listing_each_incident(mailbox: Server, tls: Tls) -> None:
     """Three notifications to alice sent as a group arrive as one mail: the subject is the
     group's summary (the shared upstream, the tally), the text and HTML list each system with
-    its own acknowledge link, and the mail threads under no incident nor starts a thread."""
+    its own acknowledge link; it threads under no incident, and starts the group's own
+    thread: its Message-ID is the delivery's ref, which the group's next mail replies to."""
     members = [
         dataclasses.replace(
             notification(
@@ -288,15 +289,21 @@ async def test_a_group_is_one_mail_listing_each_incident(mailbox: Server, tls: T
         )
         for i in range(3)
     ]
-    delivery = await channel(mailbox.port, tls).send_group(members)
-    assert delivery.ok and delivery.ref is None
+    sender = channel(mailbox.port, tls)
+    delivery = await sender.send_group(members)
     [mail] = mailbox.handler.messages
+    assert delivery.ok and delivery.ref == mail["Message-ID"]
     assert mailbox.handler.envelopes == [(SENDER, ["alice@example.com"])]
     assert mail["Subject"].startswith("[driftowner] 3 systems fed by features-v3")
     assert mail["In-Reply-To"] is None and mail["X-Driftowner-Group"] == "3"
     for body in parts(mail):
         for i in range(3):
             assert f"model-{i}" in body and f"https://driftowner.example.com/a/ack-{i}" in body
+    update = await sender.send_group(members[:1], GroupThread(delivery.ref))
+    reply = mailbox.handler.messages[-1]
+    assert update.ok and update.ref is None
+    assert reply["In-Reply-To"] == reply["References"] == mail["Message-ID"]
+    assert reply["Subject"].startswith("Re: [driftowner] 1 system")
 
 
 async def test_a_templates_dir_overrides_the_packaged_templates(

@@ -3,13 +3,14 @@ delivered."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from structlog.testing import capture_logs
 
-from driftowner.channels import Channel, build_channel
+from driftowner.channels import Channel, GroupChannel, build_channel
 from driftowner.channels.log import LogChannel
 from driftowner.config import LogChannelConfig
 from driftowner.model import Delivery, Notification
@@ -113,3 +114,39 @@ async def test_build_channel_makes_a_log_channel_that_satisfies_the_protocol() -
     assert isinstance(channel, Channel)
     assert channel.name == "console"
     await channel.aclose()
+
+
+async def test_a_group_is_one_log_event_listing_each_incident() -> None:
+    """Three notifications to Bob sent as a group are one ``driftowner.notify`` event: the
+    group's subject, the count, and each incident with its tag, system, rule, evidence, age
+    and own links (absent links left out); the log channel is a group channel."""
+    members = [
+        dataclasses.replace(
+            notification(
+                incident_id=f"inc-{i}",
+                system=f"model-{i}",
+                upstreams=("features-v3",),
+                evidence=(f"accuracy 0.7{i} < min 0.90",),
+                ack_url=f"http://127.0.0.1:9587/a/ack-{i}",
+                resolve_url=None,
+            ),
+            id=f"n-{i}",
+        )
+        for i in range(3)
+    ]
+    channel = LogChannel("console")
+    assert isinstance(channel, GroupChannel)
+    with capture_logs() as logs:
+        delivery = await channel.send_group(members)
+    assert delivery == Delivery.delivered()
+    (event,) = logs
+    assert event["event"].startswith("[driftowner] 3 systems fed by features-v3")
+    assert event["event"].endswith(f"→ {members[0].message.recipient_name}")
+    assert event["count"] == 3 and event["notification_ids"] == ["n-0", "n-1", "n-2"]
+    assert [(i["system"], i["label"], i["evidence"]) for i in event["incidents"]] == [
+        (f"model-{i}", "OPEN", f"accuracy 0.7{i} < min 0.90") for i in range(3)
+    ]
+    assert [i["ack_url"] for i in event["incidents"]] == [
+        f"http://127.0.0.1:9587/a/ack-{i}" for i in range(3)
+    ]
+    assert all("resolve_url" not in i for i in event["incidents"])

@@ -58,9 +58,7 @@ def build_request(
     action = _ACTIONS.get(message.purpose)
     if action is None:
         return None
-    note = message.note
-    if message.purpose == "reassigned":
-        note = f"{render.intro(message)} {note}".strip()
+    note = render.action_note(message)
     body: dict[str, Any] = {"source": SOURCE, "user": _clip(message.actor or SOURCE, USER_LIMIT)}
     if note:
         body["note"] = _clip(note, NOTE_LIMIT)
@@ -69,7 +67,7 @@ def build_request(
 
 def _create(message: Message, alias: str, priority: Priority) -> dict[str, Any]:
     return {
-        "message": _clip(f"{message.system}: {render.one_line(message.summary)}", MESSAGE_LIMIT),
+        "message": _clip(render.alert_title(message), MESSAGE_LIMIT),
         "alias": alias,
         "description": _clip(render.text(message), DESCRIPTION_LIMIT),
         "tags": ["driftowner", message.kind, *message.layers],

@@ -93,9 +93,9 @@ def build_event(
     links = [
         {"href": url, "text": text}
         for url, text in (
-            (message.incident_url, "Incident in driftowner"),
-            (message.runbook, "Runbook"),
-            (message.ack_url, "Acknowledge in driftowner"),
+            (message.incident_url, render.PROVIDER_LINK_LABELS["view"]),
+            (message.runbook, render.PROVIDER_LINK_LABELS["runbook"]),
+            (message.ack_url, render.PROVIDER_LINK_LABELS["ack"]),
         )
         if url
     ]
@@ -115,7 +115,7 @@ def _details(message: Message) -> dict[str, Any]:
         "rule": message.rule,
         "layers": list(message.layers),
         "age": render.format_age(message.age_seconds),
-        "summary": message.summary,
+        "summary": render.summary(message),
         "evidence": list(message.evidence),
     }
 

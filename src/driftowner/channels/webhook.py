@@ -39,7 +39,7 @@ from driftowner import render
 from driftowner.channels.http import HttpPostChannel
 from driftowner.clock import rfc3339
 from driftowner.grouping import group_key
-from driftowner.model import Delivery, Message, Notification
+from driftowner.model import Delivery, GroupThread, Message, Notification
 
 PAYLOAD_VERSION = 1
 GROUP_PAYLOAD_VERSION = 2
@@ -133,8 +133,11 @@ class WebhookChannel(HttpPostChannel):
         """POST one notification; every outcome comes back as a Delivery."""
         return await self._post_document(build_payload(notification), notification.id)
 
-    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
-        """POST a group of notifications as one version 2 document."""
+    async def send_group(
+        self, notifications: Sequence[Notification], thread: GroupThread | None = None
+    ) -> Delivery:
+        """POST a group of notifications as one version 2 document (a webhook has no
+        thread: ``thread`` is not used)."""
         return await self._post_document(
             build_group_payload(notifications), group_key(notifications)
         )

@@ -12,6 +12,8 @@ from typing import Literal, Protocol
 from driftowner.model import (
     Accepted,
     Event,
+    GroupKey,
+    GroupState,
     Handover,
     Incident,
     Notification,
@@ -244,6 +246,19 @@ class Store(StoreView, Protocol):
         """Hand leased notifications back, due again, without counting an attempt: id →
         (due again at, the end of the caller's lease); one whose lease is no longer the
         caller's is left alone."""
+        ...
+
+    def groups(self, keys: Iterable[GroupKey]) -> dict[GroupKey, GroupState]:
+        """The kept state of each named group (channel, recipient, address); groups never
+        kept are left out."""
+        ...
+
+    def save_groups(self, states: Mapping[GroupKey, GroupState]) -> None:
+        """Keep each group's state, replacing what was kept, in one transaction.
+
+        Raises:
+            StoreUnavailable: the store cannot be written now; nothing was written.
+        """
         ...
 
     def outbox_oldest(self, now: datetime) -> float:

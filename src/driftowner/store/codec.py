@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -155,3 +156,13 @@ def message_from_json(text: str) -> Message:
     d["evidence"] = tuple(d["evidence"])
     d["upstreams"] = tuple(d.get("upstreams", ()))
     return Message(**d)
+
+
+def thread_to_json(listed: Sequence[Message]) -> str:
+    """What a group's thread lists, as JSON text (a list of messages)."""
+    return json.dumps([json.loads(message_to_json(m)) for m in listed], sort_keys=True)
+
+
+def thread_from_json(text: str) -> tuple[Message, ...]:
+    """The inverse of :func:`thread_to_json`."""
+    return tuple(message_from_json(json.dumps(d)) for d in json.loads(text))

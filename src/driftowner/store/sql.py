@@ -21,6 +21,9 @@ from driftowner.config import UnsupportedStorageURL, parse_storage_url
 from driftowner.model import (
     Accepted,
     Event,
+    GroupKey,
+    GroupState,
+    GroupThread,
     Handover,
     Incident,
     Notification,
@@ -38,6 +41,8 @@ from driftowner.store.codec import (
     incident_to_json,
     message_from_json,
     message_to_json,
+    thread_from_json,
+    thread_to_json,
     ts,
 )
 from driftowner.store.migrations import SCHEMA_VERSION, migrate
@@ -207,6 +212,20 @@ received_alerts = sa.Table(
     sa.Column("labels", sa.Text, nullable=False),
     sa.Column("received_at", sa.Float, nullable=False),
     sa.Index("received_alerts_by_end", "source", "ends_at"),
+)
+
+groups = sa.Table(
+    "notification_groups",
+    metadata,
+    # Each group's timing and thread (see driftowner.grouping), so a restart or another
+    # instance keeps group_wait, group_interval and the group's thread. Schema version 4.
+    sa.Column("channel", Name, primary_key=True),
+    sa.Column("recipient", Name, primary_key=True),
+    sa.Column("address", Name, primary_key=True),
+    sa.Column("flush_at", sa.Float),
+    sa.Column("last_sent", sa.Float),
+    sa.Column("ref", sa.Text),
+    sa.Column("listed", sa.Text, nullable=False),
 )
 
 LEADERSHIP = "daemon"
@@ -632,6 +651,46 @@ class SqlStore:
                     sa.select(sa.func.count()).select_from(outbox).where(*_unfinished())
                 ).scalar_one()
             )
+
+    def groups(self, keys: Iterable[GroupKey]) -> dict[GroupKey, GroupState]:
+        """The kept state of each named group; groups never kept are left out."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        with self._tx(read_only=True) as conn:
+            rows = conn.execute(
+                sa.select(groups).where(
+                    groups.c.channel.in_(sorted({key[0] for key in wanted})),
+                    groups.c.recipient.in_(sorted({key[1] for key in wanted})),
+                )
+            ).all()
+        found = {(row.channel, row.recipient, row.address): _group(row) for row in rows}
+        return {key: state for key, state in found.items() if key in wanted}
+
+    def save_groups(self, states: Mapping[GroupKey, GroupState]) -> None:
+        """Keep each group's state, replacing the kept one, in one transaction (a delete and
+        an insert: the same SQL on both databases)."""
+        if not states:
+            return
+        with self._tx(work="outbox") as conn:
+            for (channel, recipient, address), state in states.items():
+                key = (
+                    groups.c.channel == channel,
+                    groups.c.recipient == recipient,
+                    groups.c.address == address,
+                )
+                conn.execute(sa.delete(groups).where(*key))
+                conn.execute(
+                    sa.insert(groups).values(
+                        channel=channel,
+                        recipient=recipient,
+                        address=address,
+                        flush_at=ts(state.flush_at),
+                        last_sent=ts(state.last_sent),
+                        ref=state.thread.ref,
+                        listed=thread_to_json(state.thread.listed),
+                    )
+                )
 
     def outbox_oldest(self, now: datetime) -> float:
         """Seconds the longest-waiting notification still owed has waited since it was made
@@ -1105,6 +1164,14 @@ def _start_conversation(conn: Connection, notification_id: str, ref: str, at: fl
     ).first()
     if held is None:
         conn.execute(sa.insert(conversations).values(**key, ref=ref, created_at=at))
+
+
+def _group(row: Any) -> GroupState:
+    return GroupState(
+        flush_at=from_ts(row.flush_at),
+        last_sent=from_ts(row.last_sent),
+        thread=GroupThread(row.ref, thread_from_json(row.listed)),
+    )
 
 
 def _seen(changes: Changes) -> tuple[Pending, ...]:
