@@ -283,7 +283,7 @@ if __name__ == "__main__":
         cycle_main(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
     elif what == "memory":
         trace = "--tracemalloc" in sys.argv[2:]
-        header = "| systems | daemon RSS after 3 evaluations (MB) | imports | config | first cycle |"
+        header = "| systems | daemon RSS after 3 evaluations | imports | config | first cycle |"
         if trace:
             header += " config: traced peak | traced after |"
         print(header + "\n|" + "---:|" * header.count(" | ") + "---:|")

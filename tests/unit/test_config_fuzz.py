@@ -20,7 +20,13 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from driftowner.config import MAX_DURATION, Config
-from driftowner.configload import ConfigError, format_yaml_path, load_config
+from driftowner.configload import (
+    ConfigError,
+    _parse_exact,
+    _parse_yaml,
+    format_yaml_path,
+    load_config,
+)
 from driftowner.escalation import step_due_at
 from driftowner.incidents import snapshot_chain
 
@@ -253,3 +259,51 @@ def test_random_environment_overrides_load_or_are_located_errors(
 def test_arbitrary_bytes_load_or_are_located_errors(workdir: Path, document: bytes) -> None:
     """Any bytes as the config file (not UTF-8, not YAML, NUL): a located ConfigError."""
     assert_loads_or_locates(write(workdir, document))
+
+
+# --- the lean reading against the exact one ---------------------------------------------------
+
+YAML_PIECES = st.sampled_from(
+    [
+        *("\t", " ", ":", ": ", "- ", "\n", "#", "&x ", "*x", "<<: ", "? ", "!!str ", "!!int "),
+        *("!x ", "%", "---\n", "...\n", "\\", '"', "'", "{", "}", "[", "]", ",", "|", ">"),
+        *("\ufeff", "\x85"),
+    ]
+)
+
+
+@st.composite
+def yaml_texts(draw: st.DrawFn) -> str:
+    """YAML for random data in a random style, with up to three random pieces of YAML syntax
+    inserted at random places (most of them then no longer parse, or parse differently)."""
+    text = yaml.dump(
+        draw(documents),
+        allow_unicode=draw(st.booleans()),
+        default_flow_style=draw(st.sampled_from([None, True, False])),
+        default_style=draw(st.sampled_from([None, '"', "'", "|", ">"])),
+    )
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(YAML_PIECES) + text[at:]
+    return text
+
+
+@FUZZ
+@given(yaml_texts(), st.sampled_from([(), ("systems",)]))
+def test_the_lean_reading_gives_what_the_exact_reading_gives(
+    text: str, root: tuple[str, ...]
+) -> None:
+    """Reading a document one system at a time (with libyaml when present) gives the same
+    data, problems and key positions as reading it whole with the pure-Python loader, for
+    documents that parse and documents that do not (these are read exactly)."""
+    lean_problems: list[Any] = []
+    exact_problems: list[Any] = []
+    try:
+        exact = _parse_exact(text, exact_problems, root)
+    except RecursionError:
+        return  # nesting deeper than Python's stack: neither reading holds it
+    lean = _parse_yaml(text, lean_problems, root)
+    assert lean_problems == exact_problems
+    assert lean.syntax_error == exact.syntax_error
+    assert repr(lean.data) == repr(exact.data)  # repr: NaN is not equal to itself
+    assert lean.positions() == exact.positions()
