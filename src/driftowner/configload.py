@@ -71,7 +71,16 @@ schema violations and then, only if the schema holds and no key is duplicated, t
 cross-references of :func:`~driftowner.config.cross_check`, each as ``FILE: yaml.path:
 message``. A value that came from a variable or secret file names it:
 ``FILE: evaluation.interval (from DRIFTOWNER_EVALUATION__INTERVAL): invalid duration ...``.
-Plain mapping keys are read as the text written (an owner called ``no`` stays ``"no"``).
+Plain mapping keys are read as the text written (an owner called ``no`` stays ``"no"``). A
+value that does not fit its explicit YAML tag (``!!int 12ab``) is a YAML error at its line and
+column, the value not shown.
+
+Reading at scale: each file is parsed with libyaml when PyYAML has it, one top-level section
+and one system at a time (never the whole node tree of 10,000 systems at once), and where
+each key sits is found again only when a problem is to be reported. A document libyaml
+refuses, or one that holds what libyaml reads differently, is read whole by PyYAML's
+pure-Python loader, so YAML errors read exactly as that loader reports them (see
+``_parse_lean`` for the few documents libyaml accepts that the pure-Python loader refused).
 
 Error lines are always printable: a character a YAML file may not hold raw is written as a
 Python escape (``\\x00``) wherever it would appear, YAML paths included.
@@ -84,6 +93,7 @@ echoed by that field's error unless it matches those patterns.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import os
@@ -658,19 +668,28 @@ class _PyEventParser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parse
         yaml.parser.Parser.__init__(self)
 
 
-_EventParser: Any = getattr(yaml, "CParser", _PyEventParser)
-"""libyaml's parser when PyYAML was built with it (``yaml.__with_libyaml__``)."""
+_EventParser: Any = _PyEventParser
+"""libyaml's parser when PyYAML was built with it (``yaml.__with_libyaml__``), else Python's."""
+with contextlib.suppress(ImportError):  # PyYAML built without libyaml: Python's parser
+    from yaml._yaml import CParser as _EventParser
 
 
 class _LeanLoader(_KeysAsWritten, yaml.composer.Composer, _EventParser, Resolver):  # type: ignore[misc]
-    """Python's composer and constructor over libyaml's events: mappings composed one entry
-    at a time where :func:`_parse_lean` asks."""
+    """Python's composer and constructor over libyaml's events (Python's parser without
+    libyaml): mappings composed one entry at a time where :func:`_parse_lean` asks."""
 
     def __init__(self, stream: str) -> None:
         _EventParser.__init__(self, stream)
         yaml.composer.Composer.__init__(self)
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        """As Python's composer does, but only for untagged nodes: libyaml and Python's
+        parser read an explicit tag on an empty value differently (``a: !``)."""
+        if getattr(self.peek_event(), "tag", None) is not None:
+            raise _NotLean
+        return super().compose_node(parent, index)
 
     def next_node(self) -> Node:
         """The next node of the stream, composed whole."""
@@ -686,13 +705,22 @@ def _parse_lean(text: str, root: YamlPath) -> _DocumentResult | None:
     section composed, checked for duplicate keys and constructed on its own, and the systems
     (under ``systems:`` in the main file, at the top of a ``systems_dir`` file) one by one.
 
+    libyaml reads every document Python's parser reads, and reads it the same, except for
+    an explicit tag on an empty value, a tab or a byte order mark inside the text: those
+    documents are read exactly. It also reads a few that Python's parser refuses (``? ``
+    inside a flow collection, a block scalar header followed by ``#`` without a space), as
+    the YAML specification allows.
+
     Returns:
         The document, its positions to be found again on demand; ``None`` when it must be
         read exactly (:func:`_parse_exact`): it does not parse, holds a character YAML
-        forbids, a duplicate key, a merge key (``<<``) or an anchor on a mapping read entry
-        by entry, or a non-scalar key there.
+        forbids, a tab, a byte order mark past the start, an explicit tag, a duplicate key,
+        or, where it is read entry by entry, a merge key (``<<``), a non-scalar key or an
+        anchor on the mapping.
     """
-    if _NON_PRINTABLE.search(text) is not None:
+    if "\t" in text or "\ufeff" in text[1:] or _NON_PRINTABLE.search(text) is not None:
+        # libyaml reads a tab inside a plain value, which Python's parser refuses, and a byte
+        # order mark after the start of the text as nothing, where Python's reads a character.
         return None
     inner = None if root else "systems"
     loader = _LeanLoader(text)
@@ -718,7 +746,7 @@ def _compose_entries(loader: _LeanLoader, inner: str | None) -> Any:
     if not loader.check_event(yaml.MappingStartEvent):
         return _construct(loader, loader.next_node())
     start = loader.peek_event()
-    if start.anchor is not None or start.tag not in (None, "!"):
+    if start.anchor is not None:
         raise _NotLean  # an anchored mapping must be one node, for its aliases
     loader.get_event()
     mapping: dict[Hashable, Any] = {}
