@@ -2,7 +2,7 @@
 real Prometheus beside the same PromQL sent alone, and the daemon's resident memory.
 
     .venv/bin/python -m benchmarks.bench_cost cycle [SYSTEMS]     # default 2000 (x 5 templates)
-    .venv/bin/python -m benchmarks.bench_cost memory [SYSTEMS]    # default 10000
+    .venv/bin/python -m benchmarks.bench_cost memory [SYSTEMS...] [--tracemalloc]  # 10000
 
 ``cycle``: SYSTEMS models' five signals (accuracy, latency, adoption, null rate, mean score)
 are loaded into a real Prometheus (Debian's, via promtool: an hour at one sample a minute,
@@ -16,7 +16,9 @@ number to compare across machines.
 
 ``memory``: the real daemon (``driftowner run``) over SYSTEMS systems of one signal each (the
 default detector) on a file source holding 50 seconds of history, evaluated every second;
-its resident set (VmRSS) after 3 evaluations.
+its resident set (VmRSS) after 3 evaluations. Then the same start step by step in a fresh
+process (``benchmarks/memory_steps.py``): the imports, the config load, the first cycle; with
+``--tracemalloc`` also the config load's traced peak and what it leaves referenced.
 """
 
 from __future__ import annotations
