@@ -103,7 +103,7 @@ import types
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Discriminator, SecretStr, Tag, ValidationError
@@ -674,20 +674,23 @@ with contextlib.suppress(ImportError):  # PyYAML built without libyaml: Python's
     from yaml._yaml import CParser as _EventParser
 
 
-class _LeanLoader(_KeysAsWritten, yaml.composer.Composer, _EventParser, Resolver):  # type: ignore[misc]
-    """Python's composer and constructor over libyaml's events (Python's parser without
-    libyaml): mappings composed one entry at a time where :func:`_parse_lean` asks."""
+class _Lean(_KeysAsWritten, yaml.composer.Composer):
+    """Python's composer and constructor over a parser's events (:attr:`parser`): mappings
+    composed one entry at a time where :func:`_parse_lean` asks."""
+
+    parser: ClassVar[Any]
+    """The parser class this loader reads events from (a base of the concrete loader)."""
 
     def __init__(self, stream: str) -> None:
-        _EventParser.__init__(self, stream)
+        self.parser.__init__(self, stream)
         yaml.composer.Composer.__init__(self)
         SafeConstructor.__init__(self)
-        Resolver.__init__(self)
+        Resolver.__init__(self)  # type: ignore[arg-type]  # a base of the concrete loader
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         """As Python's composer does, but only for untagged nodes: libyaml and Python's
         parser read an explicit tag on an empty value differently (``a: !``)."""
-        if getattr(self.peek_event(), "tag", None) is not None:
+        if getattr(self.peek_event(), "tag", None) is not None:  # type: ignore[attr-defined]
             raise _NotLean
         return super().compose_node(parent, index)
 
@@ -700,7 +703,21 @@ class _LeanLoader(_KeysAsWritten, yaml.composer.Composer, _EventParser, Resolver
         return node
 
 
-def _parse_lean(text: str, root: YamlPath) -> _DocumentResult | None:
+class _LeanLoader(_Lean, _EventParser, Resolver):  # type: ignore[misc]
+    """:class:`_Lean` over libyaml's parser (Python's when PyYAML has no libyaml)."""
+
+    parser = _EventParser
+
+
+class _PyLeanLoader(_Lean, _PyEventParser, Resolver):
+    """:class:`_Lean` over Python's parser: what :class:`_LeanLoader` is without libyaml."""
+
+    parser = _PyEventParser
+
+
+def _parse_lean(
+    text: str, root: YamlPath, loader_class: type[_Lean] = _LeanLoader
+) -> _DocumentResult | None:
     """One YAML document read without ever holding its whole node tree: each top-level
     section composed, checked for duplicate keys and constructed on its own, and the systems
     (under ``systems:`` in the main file, at the top of a ``systems_dir`` file) one by one.
@@ -710,6 +727,12 @@ def _parse_lean(text: str, root: YamlPath) -> _DocumentResult | None:
     documents are read exactly. It also reads a few that Python's parser refuses (``? ``
     inside a flow collection, a block scalar header followed by ``#`` without a space), as
     the YAML specification allows.
+
+    Args:
+        text: The document.
+        root: The YAML path its top level stands for (see :func:`_parse_yaml`).
+        loader_class: The loader: over libyaml's parser when there is one (the default), or
+            over Python's.
 
     Returns:
         The document, its positions to be found again on demand; ``None`` when it must be
@@ -723,7 +746,7 @@ def _parse_lean(text: str, root: YamlPath) -> _DocumentResult | None:
         # order mark after the start of the text as nothing, where Python's reads a character.
         return None
     inner = None if root else "systems"
-    loader = _LeanLoader(text)
+    loader: Any = loader_class(text)
     try:
         loader.get_event()  # stream start
         data = None
@@ -740,14 +763,14 @@ def _parse_lean(text: str, root: YamlPath) -> _DocumentResult | None:
     return _DocumentResult(data, lambda: _positions(text, root), False)
 
 
-def _compose_entries(loader: _LeanLoader, inner: str | None) -> Any:
+def _compose_entries(loader: Any, inner: str | None) -> Any:
     """The node at hand constructed; when it is a plain mapping, one entry at a time (and the
     value of key ``inner``, when a mapping, one entry at a time too)."""
     if not loader.check_event(yaml.MappingStartEvent):
         return _construct(loader, loader.next_node())
     start = loader.peek_event()
-    if start.anchor is not None:
-        raise _NotLean  # an anchored mapping must be one node, for its aliases
+    if start.anchor is not None or start.tag is not None:
+        raise _NotLean  # an anchored mapping must be one node, for its aliases; a tag: see above
     loader.get_event()
     mapping: dict[Hashable, Any] = {}
     while not loader.check_event(yaml.MappingEndEvent):
@@ -765,7 +788,7 @@ def _compose_entries(loader: _LeanLoader, inner: str | None) -> Any:
     return mapping
 
 
-def _construct(loader: _LeanLoader, node: Node) -> Any:
+def _construct(loader: _Lean, node: Node) -> Any:
     """One composed node as data, once it holds no duplicate key; then only the anchors
     still refer to nodes (``construct_document`` forgets what it constructed)."""
     duplicates: list[_Problem] = []

@@ -22,8 +22,11 @@ from pydantic import BaseModel
 from driftowner.config import MAX_DURATION, Config
 from driftowner.configload import (
     ConfigError,
+    _LeanLoader,
     _parse_exact,
+    _parse_lean,
     _parse_yaml,
+    _PyLeanLoader,
     format_yaml_path,
     load_config,
 )
@@ -289,28 +292,46 @@ def yaml_texts(draw: st.DrawFn) -> str:
 
 
 @FUZZ
-@given(yaml_texts(), st.sampled_from([(), ("systems",)]))
+@given(
+    yaml_texts(),
+    st.sampled_from([(), ("systems",)]),
+    st.sampled_from([_LeanLoader, _PyLeanLoader]),
+)
 # Where libyaml and the pure-Python parser read the same text differently (read exactly):
-@example("a: !\nb: 1\n", ())  # an explicit tag on an empty value: '' or None
-@example("a: [x,\n\ufeffy]\n", ())  # a byte order mark after the start: nothing or text
-@example("a: b\tc\n", ())  # a tab inside a plain value: refused by the pure-Python parser
+@example("a: !\nb: 1\n", (), _LeanLoader)  # an explicit tag on an empty value: '' or None
+@example("a: [x,\n\ufeffy]\n", (), _LeanLoader)  # a byte order mark after the start
+@example("a: b\tc\n", (), _LeanLoader)  # a tab inside a plain value: Python's parser refuses it
+# Duplicate keys where the lean reading goes entry by entry, and inside an entry:
+@example("a: 1\nsystems: {s: 1}\na: 2\n", (), _LeanLoader)
+@example("systems:\n  s: {owner: a}\n  s: {owner: b}\n", (), _LeanLoader)
+@example("s: {owner: a, owner: b}\n", ("systems",), _LeanLoader)
+@example("!!str {}\n", (), _PyLeanLoader)  # a tag on a mapping read entry by entry
 def test_the_lean_reading_gives_what_the_exact_reading_gives(
-    text: str, root: tuple[str, ...]
+    text: str, root: tuple[str, ...], loader_class: type[Any]
 ) -> None:
-    """Reading a document one system at a time (with libyaml when present) gives the same
-    data and key positions as reading it whole with the pure-Python loader whenever that
-    loader accepts it; a document it refuses gets the same located problems, unless libyaml
-    accepts it (libyaml is more lenient in a few corners of YAML syntax, such as ``? ``
-    inside a flow collection)."""
-    lean_problems: list[Any] = []
+    """Reading a document one system at a time gives the same data and key positions as
+    reading it whole with the pure-Python loader whenever that loader accepts it; a document
+    it refuses gets the same located problems. Over Python's parser (PyYAML without libyaml)
+    the lean reading accepts only what the exact one accepts; over libyaml a few more (it is
+    more lenient in corners of YAML syntax, such as ``? `` inside a flow collection)."""
     exact_problems: list[Any] = []
     try:
         exact = _parse_exact(text, exact_problems, root)
     except RecursionError:
         return  # nesting deeper than Python's stack: neither reading holds it
-    lean = _parse_yaml(text, lean_problems, root)
-    assert lean.positions() == exact.positions()
-    if not exact_problems or lean_problems:
-        assert lean_problems == exact_problems
-        assert lean.syntax_error == exact.syntax_error
-        assert repr(lean.data) == repr(exact.data)  # repr: NaN is not equal to itself
+    lean = _parse_lean(text, root, loader_class)
+    if loader_class is _PyLeanLoader:
+        assert lean is None or not exact_problems
+    if lean is not None:
+        assert lean.positions() == exact.positions()
+        assert not exact_problems or exact.syntax_error  # never past a duplicate key
+        if not exact_problems:
+            assert not lean.syntax_error
+            assert repr(lean.data) == repr(exact.data)  # repr: NaN is not equal to itself
+    if loader_class is _LeanLoader:
+        problems: list[Any] = []
+        read = _parse_yaml(text, problems, root)
+        assert read.positions() == exact.positions()
+        if lean is None:  # read exactly: the same problems, data and syntax verdict
+            assert (problems, read.syntax_error) == (exact_problems, exact.syntax_error)
+            assert repr(read.data) == repr(exact.data)
