@@ -132,6 +132,8 @@ ENV_NESTED_DELIMITER = "__"
 """Joins the YAML path in an environment variable name."""
 
 YamlPath = tuple[str | int, ...]
+Positions = dict[YamlPath, tuple[int, int]]
+"""Where each key (or list item) of a document sits: YAML path -> (line, column), 1-based."""
 _MISSING: Any = object()
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NON_PRINTABLE: re.Pattern[str] = yaml.reader.Reader.NON_PRINTABLE
@@ -495,10 +497,10 @@ def _parse_yaml(text: str, problems: list[_Problem], root: YamlPath = ()) -> _Do
     ``root`` is the YAML path the document's top level stands for: ``("systems",)`` for a
     file in ``systems_dir``.
 
-    A document of plain mappings, lists and scalars is read lean (:func:`_parse_lean`): with
-    libyaml when it is there, one system at a time, the key positions found again only if a
-    problem must be located. Anything else (a syntax error, a duplicate key, a merge key or
-    an anchor where systems are listed) is read whole by the pure-Python loader
+    A document is read lean (:func:`_parse_lean`): with libyaml when it is there, one system
+    at a time, the key positions found again only if a problem must be located. One that
+    does not read that way (a syntax error, a duplicate key, an explicit tag, a merge key or
+    an anchor where systems are listed, ...) is read whole by the pure-Python loader
     (:func:`_parse_exact`), so every error line is what that loader reports.
     """
     lean = _parse_lean(text, root)
@@ -530,7 +532,7 @@ def _parse_exact(text: str, problems: list[_Problem], root: YamlPath = ()) -> _D
         node = loader.get_single_node()
         if node is None:
             return _DocumentResult(None, dict, False)
-        positions: dict[YamlPath, tuple[int, int]] = {}
+        positions: Positions = {}
         _index_node(node, root, positions, problems, frozenset())
         return _DocumentResult(loader.construct_document(node), lambda: positions, False)
     except yaml.MarkedYAMLError as exc:
@@ -552,13 +554,9 @@ def _parse_exact(text: str, problems: list[_Problem], root: YamlPath = ()) -> _D
         loader.dispose()
 
 
-def _positions(text: str, root: YamlPath) -> dict[YamlPath, tuple[int, int]]:
+def _positions(text: str, root: YamlPath) -> Positions:
     """Where every key of a document read lean sits, found by reading it again exactly."""
     return _parse_exact(text, [], root).positions()
-
-
-Positions = dict[YamlPath, tuple[int, int]]
-"""Where each key (or list item) of a document sits: YAML path -> (line, column), 1-based."""
 
 
 @dataclass(frozen=True)
@@ -801,7 +799,7 @@ def _construct(loader: _Lean, node: Node) -> Any:
 def _index_node(
     node: Node,
     path: YamlPath,
-    positions: dict[YamlPath, tuple[int, int]],
+    positions: Positions,
     problems: list[_Problem],
     ancestors: frozenset[int],
 ) -> None:
