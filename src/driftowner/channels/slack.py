@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import httpx
 from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError, SlackClientError, SlackObjectFormationError
@@ -41,6 +40,7 @@ from driftowner.channels.http import HttpPostChannel, base_url
 from driftowner.model import Delivery, GroupThread, Message, Notification
 
 if TYPE_CHECKING:
+    import aiohttp
     from slack_sdk.web.async_client import AsyncWebClient
 
 _TS = re.compile(r"^[0-9]+\.[0-9]+$")
@@ -389,6 +389,8 @@ class SlackWebApiChannel:
 
     def _client(self) -> AsyncWebClient:
         """The Web API client and its HTTP session, made on first use (inside the loop)."""
+        # Imported here: aiohttp (9 MB resident) is needed only once a Web API channel sends.
+        import aiohttp
         from slack_sdk.web.async_client import AsyncWebClient
 
         if self._web is None or self._session is None or self._session.closed:
@@ -484,6 +486,8 @@ class SlackWebApiChannel:
     async def _call(self, method: str, **arguments: Any) -> Delivery:
         """One Web API call mapped to a Delivery; a posted message's ``channel:ts`` is its
         ``ref``."""
+        import aiohttp  # loaded by _client; see there
+
         client = self._client()
         call = client.chat_update if method == "chat.update" else client.chat_postMessage
         try:
