@@ -15,17 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from urllib.request import getproxies_environment, proxy_bypass
 
-import aiohttp
 import httpx
 from pydantic import SecretStr
 
 from driftowner import __version__
 from driftowner.channels import parse_retry_after, safe_detail, timeout_seconds
 from driftowner.model import Delivery
+
+if TYPE_CHECKING:  # aiohttp is imported where a channel first sends (about 7 MB, 75 ms)
+    import aiohttp
 
 ERROR_LIMIT = 300
 """Characters of an error body kept in a Delivery detail."""
@@ -36,20 +39,25 @@ LIMITS = httpx.Limits(max_connections=100, keepalive_expiry=5.0)
 """Connections a channel opens to its destination at most, and how long an idle one is kept:
 httpx's defaults, which the channels had before their transport moved to aiohttp."""
 
-_AIOHTTP_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
-    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-    (TimeoutError, httpx.TimeoutException),
-    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
-    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-    (aiohttp.ClientConnectorError, httpx.ConnectError),
-    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
-    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
-    (aiohttp.ClientPayloadError, httpx.ReadError),
-    (aiohttp.ClientOSError, httpx.NetworkError),
-    (aiohttp.ClientError, httpx.TransportError),
-)
-"""aiohttp's errors as httpx's, the first match winning (the more specific come first)."""
+
+@cache
+def _aiohttp_errors() -> tuple[tuple[type[BaseException], type[httpx.TransportError]], ...]:
+    """aiohttp's errors as httpx's, the first match winning (the more specific come first)."""
+    import aiohttp
+
+    return (
+        (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+        (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+        (TimeoutError, httpx.TimeoutException),
+        (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
+        (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+        (aiohttp.ClientConnectorError, httpx.ConnectError),
+        (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+        (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
+        (aiohttp.ClientPayloadError, httpx.ReadError),
+        (aiohttp.ClientOSError, httpx.NetworkError),
+        (aiohttp.ClientError, httpx.TransportError),
+    )
 
 
 def httpx_error(error: BaseException, request: httpx.Request) -> httpx.TransportError:
@@ -59,7 +67,7 @@ def httpx_error(error: BaseException, request: httpx.Request) -> httpx.Transport
         error: What aiohttp raised while sending ``request`` or reading its answer.
         request: The request.
     """
-    for aiohttp_error, httpx_kind in _AIOHTTP_ERRORS:
+    for aiohttp_error, httpx_kind in _aiohttp_errors():
         if isinstance(error, aiohttp_error):
             return httpx_kind(str(error) or type(error).__name__, request=request)
     return httpx.TransportError(f"{type(error).__name__}: {error}", request=request)
@@ -100,6 +108,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._proxies[key]
 
     def _open(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=LIMITS.max_connections or 0,
@@ -111,6 +121,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` and read its whole answer; raises only httpx's errors."""
+        import aiohttp
+
         timeout = request.extensions.get("timeout", {})
         headers = [
             (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
