@@ -99,22 +99,24 @@ def due_at(
     """When ``notification`` goes out, and its group's state after asking: ``now`` (with
     whatever else of its group is due now), or later, when its group does.
 
-    A first member waits until ``group_wait`` after it was made; a member made after its
-    group last went out waits until ``group_interval`` after that; a member already waiting
-    when its group went out (a lease's limit split the group, a retry) goes at once. A group
-    idle for :data:`GROUPS_KEPT` counts as new.
+    As Alertmanager does it: a group's first member waits until ``group_wait`` after it was
+    made; once the group went out, every member it meets later waits until ``group_interval``
+    after that, and all of them go together as the group's next update, however long after
+    their making they reach the outbox (a storm written over many seconds by a loaded
+    machine is still one update, not one per lease). Only a retry goes at once: its backoff
+    spaced it already. A group idle for :data:`GROUPS_KEPT` counts as new.
     """
     if policy.off:
         return now, state
     if state.flush_at is not None:
         return max(state.flush_at, now), state
     last = state.last_sent if _active(state, now) else None
-    if last is not None and notification.created_at > last:
-        when = last + policy.interval
-    elif last is not None:
+    if last is None:
+        when = notification.created_at + policy.wait
+    elif notification.attempts > 0:
         when = now
     else:
-        when = notification.created_at + policy.wait
+        when = last + policy.interval
     if when > now:
         return when, replace(state, flush_at=when)
     return now, state
