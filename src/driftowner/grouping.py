@@ -131,11 +131,14 @@ def formed(state: GroupState, now: datetime) -> GroupState:
 
 def listing(thread: GroupThread, messages: Sequence[Message]) -> GroupThread:
     """The thread once ``messages`` go out in it: each incident already listed shows its
-    newest message in its place, new incidents are added at the end."""
+    newest message in its place, new incidents are added at the end. A message that starts
+    the thread (no ``ref`` yet) is its root: every incident it lists counts in
+    ``root_size``."""
     newest = {m.incident_id: m for m in messages}
     listed = [newest.pop(m.incident_id, m) for m in thread.listed]
     listed += newest.values()
-    return GroupThread(thread.ref, tuple(listed))
+    root_size = thread.root_size if thread.ref is not None else len(listed)
+    return GroupThread(thread.ref, tuple(listed), root_size)
 
 
 def sent(state: GroupState, thread: GroupThread, ref: str | None) -> GroupState:
@@ -145,7 +148,7 @@ def sent(state: GroupState, thread: GroupThread, ref: str | None) -> GroupState:
     root = ref or thread.ref
     if root is None or all(m.state == "resolved" for m in thread.listed):
         return replace(state, thread=GroupThread())
-    return replace(state, thread=GroupThread(root, thread.listed))
+    return replace(state, thread=replace(thread, ref=root))
 
 
 class Grouper:

@@ -26,7 +26,7 @@ from driftowner.channels import build_channel
 from driftowner.channels.email import EmailChannel, message_id
 from driftowner.config import EmailChannelConfig
 from driftowner.configload import ConfigError, load_config_text
-from driftowner.model import Delivery, GroupThread, Notification
+from driftowner.model import Delivery, Evidence, GroupThread, Notification
 from tests.unit import factories
 
 pytestmark = pytest.mark.integration
@@ -209,7 +209,10 @@ async def test_mail_over_starttls_names_every_required_field(mailbox: Server, tl
         state="open",
         layers=("model", "business"),
         summary="accuracy fine, adoption falling",
-        evidence=("accuracy 0.95 >= min 0.90", "adoption 0.41 < 0.53 (20% below 0.66)"),
+        evidence=(
+            Evidence("accuracy", "model", "ok", "0.95 >= min 0.90"),
+            Evidence("adoption", "business", "degraded", "0.41 < 0.53 (20% below 0.66)"),
+        ),
         age_seconds=252,
         step=1,
         runbook="https://wiki.example.com/fraud-scoring",
@@ -224,7 +227,8 @@ async def test_mail_over_starttls_names_every_required_field(mailbox: Server, tl
     assert mailbox.handler.envelopes == [(SENDER, ["alice@example.com"])]
     assert mail["To"] == "alice@example.com"
     assert mail["From"] == SENDER
-    assert mail["Subject"] == "[driftowner] fraud-scoring: accuracy fine, adoption falling (inc-42)"
+    # The thread's topic (its rule), not the summary a reopening rewrites.
+    assert mail["Subject"] == "[driftowner] fraud-scoring: accuracy fine adoption falling (inc-42)"
     assert mail.get_content_type() == "multipart/alternative"
     text, html = parts(mail)
     for body in (text, html):
@@ -232,7 +236,11 @@ async def test_mail_over_starttls_names_every_required_field(mailbox: Server, tl
             "fraud-scoring",
             "Alice Chen",
             "model, business",
-            "accuracy 0.95 &gt;= min 0.90" if body is html else "accuracy 0.95 >= min 0.90",
+            (
+                "accuracy (model): ok — 0.95 &gt;= min 0.90"
+                if body is html
+                else "accuracy (model): ok — 0.95 >= min 0.90"
+            ),
             "4m 12s",
             "step 1",
             "open",

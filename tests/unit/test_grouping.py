@@ -422,7 +422,7 @@ async def test_a_groups_later_messages_reply_in_its_thread_after_a_restart() -> 
     _page(store, "b", 0)
     await _drain_at(deliverer, clock, 0)
     await _drain_at(deliverer, clock, 3)
-    assert channel.threads == [GroupThread(None, tuple(n.message for n in _rows(store, "ab")))]
+    assert channel.threads == [GroupThread(None, tuple(n.message for n in _rows(store, "ab")), 2)]
     resolution = dataclasses.replace(_resolved("a"), created_at=_at(10))
     store.apply(Changes(notifications=[resolution]))
     restarted = _restarted(store, channel, clock)
