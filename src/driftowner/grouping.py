@@ -99,22 +99,24 @@ def due_at(
     """When ``notification`` goes out, and its group's state after asking: ``now`` (with
     whatever else of its group is due now), or later, when its group does.
 
-    A first member waits until ``group_wait`` after it was made; a member made after its
-    group last went out waits until ``group_interval`` after that; a member already waiting
-    when its group went out (a lease's limit split the group, a retry) goes at once. A group
-    idle for :data:`GROUPS_KEPT` counts as new.
+    As Alertmanager does it: a group's first member waits until ``group_wait`` after it was
+    made; once the group went out, every member it meets later waits until ``group_interval``
+    after that, and all of them go together as the group's next update, however long after
+    their making they reach the outbox (a storm written over many seconds by a loaded
+    machine is still one update, not one per lease). Only a retry goes at once: its backoff
+    spaced it already. A group idle for :data:`GROUPS_KEPT` counts as new.
     """
     if policy.off:
         return now, state
     if state.flush_at is not None:
         return max(state.flush_at, now), state
     last = state.last_sent if _active(state, now) else None
-    if last is not None and notification.created_at > last:
-        when = last + policy.interval
-    elif last is not None:
+    if last is None:
+        when = notification.created_at + policy.wait
+    elif notification.attempts > 0:
         when = now
     else:
-        when = notification.created_at + policy.wait
+        when = last + policy.interval
     if when > now:
         return when, replace(state, flush_at=when)
     return now, state
@@ -129,11 +131,14 @@ def formed(state: GroupState, now: datetime) -> GroupState:
 
 def listing(thread: GroupThread, messages: Sequence[Message]) -> GroupThread:
     """The thread once ``messages`` go out in it: each incident already listed shows its
-    newest message in its place, new incidents are added at the end."""
+    newest message in its place, new incidents are added at the end. A message that starts
+    the thread (no ``ref`` yet) is its root: every incident it lists counts in
+    ``root_size``."""
     newest = {m.incident_id: m for m in messages}
     listed = [newest.pop(m.incident_id, m) for m in thread.listed]
     listed += newest.values()
-    return GroupThread(thread.ref, tuple(listed))
+    root_size = thread.root_size if thread.ref is not None else len(listed)
+    return GroupThread(thread.ref, tuple(listed), root_size)
 
 
 def sent(state: GroupState, thread: GroupThread, ref: str | None) -> GroupState:
@@ -143,7 +148,7 @@ def sent(state: GroupState, thread: GroupThread, ref: str | None) -> GroupState:
     root = ref or thread.ref
     if root is None or all(m.state == "resolved" for m in thread.listed):
         return replace(state, thread=GroupThread())
-    return replace(state, thread=GroupThread(root, thread.listed))
+    return replace(state, thread=replace(thread, ref=root))
 
 
 class Grouper:

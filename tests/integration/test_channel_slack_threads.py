@@ -15,7 +15,7 @@ from pydantic import SecretStr
 
 from driftowner import service
 from driftowner.channels.slack import SlackWebApiChannel
-from driftowner.model import Delivery, Notification
+from driftowner.model import Delivery, Evidence, Notification
 from driftowner.outbox import Deliverer, deliver_due
 from driftowner.store import Changes, SqlStore
 from tests.fakes.slack import FakeSlack, api_error, api_rate_limited
@@ -155,7 +155,10 @@ async def test_ten_thousand_characters_of_evidence_are_cut_not_refused(slack: Fa
     """Evidence of 10,000 characters, a 300-character system name and note fit Slack's
     limits (section 3000, header 150): the fake, which refuses what Slack refuses, accepts
     the post and the root update, and the cut text ends with an ellipsis."""
-    long = {"evidence": ("x" * 10_000,), "system": "s" * 300}
+    long = {
+        "evidence": (Evidence("accuracy", "model", "degraded", "x" * 10_000),),
+        "system": "s" * 300,
+    }
     channel = api_channel(slack)
     try:
         first = await channel.send(factories.slack_notification(**long))

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from driftowner.channels import Channel, GroupChannel, build_channel
 from driftowner.channels.log import LogChannel
 from driftowner.config import LogChannelConfig
-from driftowner.model import Delivery, Notification
+from driftowner.model import Delivery, Evidence, Notification
 
 from . import factories
 
@@ -42,7 +42,7 @@ async def test_log_channel_writes_one_event_with_every_field() -> None:
         rule="drift:accuracy",
         layers=("model",),
         summary="accuracy dropped\nbelow 0.90",
-        evidence=("accuracy 0.71 < min 0.90",),
+        evidence=(Evidence("accuracy", "model", "degraded", "0.71 < min 0.90"),),
         age_seconds=930,
         step=2,
         recipient_name="Bob Diaz",
@@ -68,7 +68,7 @@ async def test_log_channel_writes_one_event_with_every_field() -> None:
     assert event["summary"] == "accuracy dropped below 0.90"
     assert event["age"] == "15m 30s"
     assert event["incident_id"] == "inc-7"
-    assert event["evidence"] == ["accuracy 0.71 < min 0.90"]
+    assert event["evidence"] == ["accuracy (model): degraded — 0.71 < min 0.90"]
     assert event["ack_url"] == "http://127.0.0.1:9587/a/ack"
     assert event["incident_url"] == "http://127.0.0.1:9587/incidents/inc-7"
     assert event["runbook"] == "https://wiki/fraud"
@@ -126,7 +126,7 @@ async def test_a_group_is_one_log_event_listing_each_incident() -> None:
                 incident_id=f"inc-{i}",
                 system=f"model-{i}",
                 upstreams=("features-v3",),
-                evidence=(f"accuracy 0.7{i} < min 0.90",),
+                evidence=(Evidence("accuracy", "model", "degraded", f"0.7{i} < min 0.90"),),
                 ack_url=f"http://127.0.0.1:9587/a/ack-{i}",
                 resolve_url=None,
             ),
@@ -144,7 +144,7 @@ async def test_a_group_is_one_log_event_listing_each_incident() -> None:
     assert event["event"].endswith(f"→ {members[0].message.recipient_name}")
     assert event["count"] == 3 and event["notification_ids"] == ["n-0", "n-1", "n-2"]
     assert [(i["system"], i["label"], i["evidence"]) for i in event["incidents"]] == [
-        (f"model-{i}", "OPEN", f"accuracy 0.7{i} < min 0.90") for i in range(3)
+        (f"model-{i}", "OPEN", f"accuracy (model): degraded — 0.7{i} < min 0.90") for i in range(3)
     ]
     assert [i["ack_url"] for i in event["incidents"]] == [
         f"http://127.0.0.1:9587/a/ack-{i}" for i in range(3)

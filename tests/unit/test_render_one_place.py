@@ -19,9 +19,9 @@ from driftowner.channels.log import LogChannel
 from driftowner.channels.opsgenie import build_request
 from driftowner.channels.pagerduty import build_event
 from driftowner.channels.slack import build_payload, escape
-from driftowner.model import Message, Notification, Purpose
+from driftowner.model import Evidence, Incident, Message, Notification, Purpose, Upstream
 
-from .factories import T0, full_message, make_config, notification
+from .factories import T0, at, full_message, ids, incident, links, make_config, notification
 
 PURPOSES: tuple[Purpose, ...] = typing.get_args(Purpose)
 
@@ -59,7 +59,7 @@ async def test_every_kind_reads_as_render_says_on_every_channel(purpose: Purpose
         assert escape(words) in slack, (purpose, words)
     subject, text, html = MailTemplates().render(message)
     # The mail's subject is the thread's stable one (the email_subject.txt template).
-    assert render.clipped_summary(message) in subject
+    assert render.thread_topic(message) in subject
     assert render.intro(message) in text and render.summary(message) in text
     assert html == render.html(message)
     with capture_logs() as logs:
@@ -113,6 +113,118 @@ def test_escalation_notifications_carry_no_prose_of_their_own() -> None:
             value = getattr(message, name)
             assert not any(words in value for words in worded), (name, value)
         assert message.note == "" and message.actor == ""
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside a message: its fields, and the fields of the facts it holds."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, tuple):
+        return [text for item in value for text in _strings(item)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [
+            text for f in dataclasses.fields(value) for text in _strings(getattr(value, f.name))
+        ]
+    return []
+
+
+def _made_by_escalation() -> tuple[list[Notification], set[str], Incident, Incident]:
+    """Notifications escalation makes on every path, with every string a fact may be: the
+    opening (owner paged, teams informed), a step, a reminder, both SLO breaches, the owner
+    informed while an upstream incident holds the pages, the follow-ups of an ack (with its
+    person's note) and a resolution, and ``notify-test`` (an owner with systems, and one
+    without)."""
+    config = make_config()
+    new_id = ids("n")
+    subject = incident(config)
+    upstream = dataclasses.replace(incident(config, id="inc-up"), system="features", owner="dana")
+    held = incident(config, id="inc-held", caused_by="inc-up")
+    acked = dataclasses.replace(
+        subject, state="acknowledged", acknowledged_at=at(20), first_acknowledged_at=at(20)
+    )
+    made = [
+        *escalation.tick(config, subject, T0, new_id, links).notifications,
+        *escalation.tick(config, subject, at(15), new_id, links).notifications,
+        *escalation.tick(config, acked, at(20 + 120), new_id, links).notifications,
+        *escalation.slo_breaches(config, subject, at(31), new_id, links).notifications,
+        *escalation.slo_breaches(config, acked, at(3 * 24 * 60 + 1), new_id, links).notifications,
+        *escalation.tick(
+            config, held, T0, new_id, links, escalation.Paging((), {"inc-up": upstream})
+        ).notifications,
+        *escalation.test_notifications(config, "alice", T0, new_id),
+        *escalation.test_notifications(config, "bob", T0, new_id),
+    ]
+    opening = escalation.tick(config, subject, T0, new_id, links).notifications
+    made += escalation.follow_ups(
+        config, acked, opening, "acknowledged", at(20), new_id, links, "on it", "alice"
+    )
+    made += escalation.on_resolved(config, subject, opening, at(90), new_id, links)
+    facts = {"", "on it", "alice", "test", "fraud-scoring"}
+    for one in (subject, held, upstream, acked):
+        facts |= {one.id, one.system, one.owner, one.kind, one.rule, one.state, one.summary}
+        facts |= {f.reason for f in one.evidence} | set(one.layers) | set(one.signals)
+        facts |= {one.runbook or ""}
+        facts |= {
+            links(one.id, action, who) or ""
+            for action in ("ack", "resolve", "view")
+            for who in (None, *config.owners)
+        }
+    facts |= {o.name for o in config.owners.values()} | set(config.owners) | set(config.teams)
+    facts |= {note.message.incident_id for note in made if note.message.purpose == "test"}
+    facts |= set(typing.get_args(Purpose)) | {"acknowledged", "resolved", "open"}
+    facts |= {"model", "data", "business", "engineering", "ok", "degraded", "no_data"}
+    facts |= {"ack", "resolve"}
+    return made, facts, subject, upstream
+
+
+def test_every_string_escalation_puts_in_a_message_is_a_fact() -> None:
+    """Escalation passes facts only: every string anywhere in every message it makes, on
+    every path (pages, steps, reminders, SLO breaches, an upstream hold, follow-ups, test
+    messages), is a fact from the incident, the config, the links or the person who acted;
+    none is wording (an evidence line, an SLO-breach sentence, a hold's explanation, a
+    placeholder). The facts behind the words render adds are the incident's own: its
+    findings, the SLO breached and by how much, the upstream incident."""
+    made, facts, subject, upstream = _made_by_escalation()
+    purposes = {note.message.purpose for note in made}
+    assert purposes >= {"opened", "escalated", "reminder", "informed", "test", "acknowledged"}
+    for note in made:
+        for text in _strings(note.message):
+            assert text in facts, (note.message.purpose, text)
+        message = note.message
+        if message.purpose != "test":
+            assert message.evidence == tuple(Evidence.of(f) for f in subject.evidence)
+    breaches = [n.message.breach for n in made if n.message.breach is not None]
+    assert {(b.slo, b.within_seconds, b.overdue_seconds) for b in breaches} == {
+        ("ack", 30 * 60.0, 60.0),
+        ("resolve", 3 * 24 * 3600.0, 60.0),
+    }
+    held = [n.message.held_by for n in made if n.message.held_by is not None]
+    assert held and set(held) == {
+        Upstream(upstream.id, upstream.system, upstream.owner, upstream.state)
+    }
+
+
+def test_render_words_the_facts_escalation_passes() -> None:
+    """The evidence lines, the SLO-breach note and the upstream hold's note are render's:
+    each channel's text shows them, worded from the message's facts."""
+    made, _, _, _ = _made_by_escalation()
+    breach = next(n for n in made if n.message.breach is not None and n.message.breach.slo == "ack")
+    informed = next(n for n in made if n.message.held_by is not None)
+    page = next(n for n in made if n.message.purpose == "opened")
+    assert render.evidence_lines(page.message) == ("accuracy (model): degraded — 0.71 < min 0.9",)
+    assert render.note(breach.message) == (
+        "ack_within 30m passed with the incident open (1m 0s over)."
+    )
+    assert render.note(informed.message).startswith(
+        "Probably caused by inc-up on features (owner dana), still open"
+    )
+    for sent in (breach, informed, page):
+        message = sent.message
+        text = render.text(message)
+        assert render.note(message) in text and render.evidence_lines(message)[0] in text
+        said = render.card(message)
+        assert (said.note, said.note_title) == (render.note(message), render.note_title(message))
+        assert escape(render.note(message)) in _texts(build_payload(sent))
 
 
 def test_a_group_is_worded_by_render() -> None:

@@ -116,7 +116,7 @@ def _details(message: Message) -> dict[str, Any]:
         "layers": list(message.layers),
         "age": render.format_age(message.age_seconds),
         "summary": render.summary(message),
-        "evidence": list(message.evidence),
+        "evidence": list(render.evidence_lines(message)),
     }
 
 

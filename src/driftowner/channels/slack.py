@@ -174,7 +174,7 @@ def build_blocks(
         )
     )
     if said.note_title is not None:
-        note = f"*{escape(said.note_title)}*\n{escape(message.note)}"
+        note = f"*{escape(said.note_title)}*\n{escape(said.note)}"
         blocks.append(SectionBlock(text=MarkdownTextObject(text=_clip(note, _SECTION_LIMIT))))
     buttons = _buttons(message, interactive)
     if buttons:

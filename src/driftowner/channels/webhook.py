@@ -13,6 +13,11 @@ Document (``version`` 1), one notification::
     {"version": 1, "notification_id": "...", "channel": "...", "recipient": "alice",
      "address": "...", "message": {every Message field; datetimes RFC 3339 UTC}}
 
+In ``message``, ``summary``, ``evidence`` and ``note`` are what render says (the summary line,
+one line per signal, the note: a person's, an SLO breach's, an upstream hold's); the facts
+behind them are ``findings`` (one object per signal), ``breach`` and ``held_by`` (objects, or
+null).
+
 Group document (``version`` 2), several notifications to one recipient sent as one (see
 :mod:`driftowner.grouping`); each ``group`` item is a version 1 document without its
 ``version``::
@@ -54,16 +59,28 @@ def signature(secret: bytes, timestamp: str, body: bytes) -> str:
 
 
 def message_document(message: Message) -> dict[str, Any]:
-    """Every field of ``message`` as JSON-ready values: tuples as lists, datetimes RFC 3339."""
+    """Every field of ``message`` as JSON-ready values (tuples as lists, datetimes RFC 3339,
+    facts as objects), with render's words where a reader wants them: ``summary``,
+    ``evidence`` (lines) and ``note``; the evidence's facts go as ``findings``."""
     document: dict[str, Any] = {}
     for field in dataclasses.fields(message):
-        value = getattr(message, field.name)
-        if isinstance(value, datetime):
-            value = rfc3339(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        document[field.name] = value
+        document[field.name] = _json_ready(getattr(message, field.name))
+    document["findings"] = document["evidence"]
+    document["summary"] = render.summary(message)
+    document["evidence"] = list(render.evidence_lines(message))
+    document["note"] = render.note(message)
     return document
+
+
+def _json_ready(value: Any) -> Any:
+    """A message field as JSON: a datetime RFC 3339, a tuple a list, a fact an object."""
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, tuple):
+        return [_json_ready(item) for item in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def build_payload(notification: Notification) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from driftowner.model import (
     Event,
     GroupKey,
     GroupState,
-    GroupThread,
     Handover,
     Incident,
     Notification,
@@ -688,7 +687,7 @@ class SqlStore:
                         flush_at=ts(state.flush_at),
                         last_sent=ts(state.last_sent),
                         ref=state.thread.ref,
-                        listed=thread_to_json(state.thread.listed),
+                        listed=thread_to_json(state.thread),
                     )
                 )
 
@@ -1170,7 +1169,7 @@ def _group(row: Any) -> GroupState:
     return GroupState(
         flush_at=from_ts(row.flush_at),
         last_sent=from_ts(row.last_sent),
-        thread=GroupThread(row.ref, thread_from_json(row.listed)),
+        thread=thread_from_json(row.ref, row.listed),
     )
 
 
