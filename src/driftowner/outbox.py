@@ -215,7 +215,7 @@ async def deliver_due(
     threads = store.threads(leased)
     sendable = []
     for notification in sending_order(leased):
-        notification = dataclasses.replace(notification, thread=threads.get(notification.id))
+        notification = _threaded(notification, threads.get(notification.id))
         reason = superseded(notification, states.get(notification.incident_id))
         if reason is None:
             sendable.append(notification)
@@ -411,6 +411,14 @@ def _supersede(
         metrics.notifications.labels(notification.channel, "superseded").inc()
 
 
+def _threaded(notification: Notification, thread: str | None) -> Notification:
+    """``notification`` told the root message of its conversation (copied only when it has
+    one: most pages start no conversation, and a copy per page is a cost per page)."""
+    if thread == notification.thread:
+        return notification
+    return dataclasses.replace(notification, thread=thread)
+
+
 def _log(notification: Notification) -> Any:
     """The outbox logger bound to one notification's identity (never its text or address)."""
     return log.bind(
@@ -511,7 +519,10 @@ class Throttle:
         self._lanes: dict[Destination, _Lane] = {}
 
     def _lane(self, destination: Destination) -> _Lane:
-        return self._lanes.setdefault(destination, _Lane())
+        lane = self._lanes.get(destination)
+        if lane is None:
+            lane = self._lanes[destination] = _Lane()
+        return lane
 
     def start_at(self, destination: Destination, now: datetime) -> datetime | None:
         """When the next send to ``destination`` may start: ``now`` or later (its rate, a
@@ -636,7 +647,7 @@ class Deliverer:
         self._new_id = new_id
         self._lease_override = lease
         self.configure(config, channels)
-        self.throttle = Throttle(lambda d: pace_of(self.config, d[0]))
+        self.throttle = Throttle(lambda d: self._paces.get(d[0]) or pace_of(self.config, d[0]))
         self._queues: dict[Destination, list[_Waiting]] = {}
         self.grouper = Grouper()
         self._forming: dict[GroupKey, list[_Waiting]] = {}
@@ -653,6 +664,8 @@ class Deliverer:
         self.config = config
         self.channels = channels
         self.lease = self._lease_override or lease_for(config)
+        # Read at every send's start and finish: worked out once per config.
+        self._paces = {name: pace_of(config, name) for name in config.channels}
 
     def wake(self) -> None:
         """Look for due notifications now (escalation or the API just wrote some)."""
@@ -765,7 +778,7 @@ class Deliverer:
         )
         # Each notification learns the root message of its conversation, if one was delivered.
         threads = await asyncio.to_thread(self.store.threads, leased)
-        leased = [dataclasses.replace(n, thread=threads.get(n.id)) for n in leased]
+        leased = [_threaded(n, threads.get(n.id)) for n in leased]
         sendable: list[Notification] = []
         for notification in sending_order(leased):
             reason = superseded(notification, states.get(notification.incident_id))

@@ -162,6 +162,21 @@ async def test_a_destination_never_has_more_than_max_in_flight_sends(
     assert gate.sent == 40
 
 
+async def test_a_reloaded_pace_applies_from_the_next_send(store: Store) -> None:
+    """The loop works each channel's pace out once per config (not at every send): after
+    :meth:`Deliverer.configure` with a reloaded config, the new ``max_in_flight`` holds."""
+    gate = Gate("pipe")
+    _queue(store, 20, channel="pipe")
+    deliverer = Deliverer(store, {"pipe": gate}, _config(pipe={"max_in_flight": 1}), Clock(T0))
+    assert await deliverer.drain() == 20
+    assert gate.most == 1
+    gate.most = 0
+    _queue(store, 20, channel="pipe", prefix="m")
+    deliverer.configure(_config(pipe={"max_in_flight": 4}), {"pipe": gate})
+    assert await deliverer.drain() == 20
+    assert gate.most == 4
+
+
 async def test_a_429_on_one_destination_does_not_slow_another(store: Store) -> None:
     """``slow`` answers its first page 429 with Retry-After: 30; ``fast`` answers 200. In
     the same drain every fast page is delivered, while the slow destination's other pages
