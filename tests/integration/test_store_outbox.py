@@ -256,7 +256,8 @@ def _claim_work(store: SqlStore, now: datetime, limit: int) -> tuple[int, list[s
     """Lease ``limit`` notifications at ``now``; returns the work the claim's query did and
     the ids claimed. SQLite: the virtual machine's steps (counted in thousands by a progress
     handler). PostgreSQL: the rows its plan's scans read (returned or filtered out), from
-    ``EXPLAIN ANALYZE`` of the very statement the lease ran (repeated, rolled back)."""
+    ``EXPLAIN ANALYZE`` of the very statement the lease ran, repeated in its transaction
+    (statistics as a storm leaves them: no ANALYZE since the pages were written)."""
     engine = store._engine
     assert engine is not None
     if engine.dialect.name == "sqlite":
@@ -276,22 +277,21 @@ def _claim_work(store: SqlStore, now: datetime, limit: int) -> tuple[int, list[s
         counting[0] = False
         sa.event.remove(engine, "checkout", install)
         return steps[0], [n.id for n in claimed]
-    claims: list[tuple[str, Any]] = []
+    plans: list[Any] = []
 
-    def capture(_c: Any, _cur: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+    def explain(conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
         if "FOR UPDATE" in statement:
-            claims.append((statement, parameters))
+            # In the claim's own transaction, before it marks the rows leased: the same
+            # settings, the same rows (locked by this transaction, so not skipped).
+            cursor = conn.connection.dbapi_connection.cursor()
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+            plans.append(cursor.fetchone()[0])
+            cursor.close()
 
-    sa.event.listen(engine, "before_cursor_execute", capture)
+    sa.event.listen(engine, "after_cursor_execute", explain)
     claimed = store.lease_due(now, LEASE, limit)
-    sa.event.remove(engine, "before_cursor_execute", capture)
-    (statement, parameters), *_ = claims
-    with engine.connect() as conn, conn.begin() as transaction:
-        conn.exec_driver_sql("ANALYZE outbox")
-        plan = conn.exec_driver_sql(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters
-        ).scalar_one()
-        transaction.rollback()
+    sa.event.remove(engine, "after_cursor_execute", explain)
+    (plan,) = plans
     plan = json.loads(plan) if isinstance(plan, str) else plan
     return _rows_scanned(plan[0]["Plan"]), [n.id for n in claimed]
 

@@ -755,17 +755,20 @@ class SqlStore:
         Concurrent workers, in one process or many, never claim the same notification twice
         within a lease: the rows are locked as they are read (see :func:`dialect.claim`).
         """
+        due = now.timestamp()
         with self._tx(work="outbox") as conn:
+            dialect.walk_in_order(conn)
             rows = conn.execute(
                 dialect.claim(
                     sa.select(outbox)
                     .where(
                         *_unfinished(),
-                        sa.or_(
-                            outbox.c.next_attempt_at.is_(None),
-                            outbox.c.next_attempt_at <= ts(now),
-                        ),
-                        sa.or_(outbox.c.leased_until.is_(None), outbox.c.leased_until <= ts(now)),
+                        # Checked on each entry of outbox_owed, walked in the order of the
+                        # claim, never used to search it: a search by due time (PostgreSQL's
+                        # choice while its statistics lag a storm) reads and sorts every owed
+                        # row, where the walk stops at the limit.
+                        sa.func.coalesce(outbox.c.next_attempt_at, 0.0) <= due,
+                        sa.func.coalesce(outbox.c.leased_until, 0.0) <= due,
                     )
                     .order_by(outbox.c.created_at, outbox.c.id)
                     .limit(limit)
