@@ -26,7 +26,11 @@ and the ratio driftowner / Alertmanager. Absolute numbers are for orientation on
 2-core machine); the ratio is the result.
 
     .venv/bin/python benchmarks/bench_delivery.py [--pages N] [--slow-pages N]
-        [--max-in-flight K] [--only nginx|slow]
+        [--max-in-flight K] [--only nginx|slow|outbox]
+
+``--only outbox`` runs neither receiver nor Alertmanager: it measures the outbox's own cost
+(lease, send bookkeeping, group commit) with a channel that answers at once, at 2,000 pages,
+``--pages`` and twice that, so a cost that grows with the backlog shows.
 """
 
 from __future__ import annotations
@@ -52,10 +56,10 @@ from typing import Any
 
 import structlog
 
-from driftowner.channels import build_channel
+from driftowner.channels import Channel, build_channel
 from driftowner.config import Config
 from driftowner.daemon import loop_factory
-from driftowner.model import Incident, Message, Notification
+from driftowner.model import Delivery, Incident, Message, Notification
 from driftowner.outbox import Deliverer
 from driftowner.store import Changes, SqlStore
 
@@ -231,20 +235,41 @@ def pages(count: int, at: datetime) -> tuple[list[Incident], list[Notification]]
     return incidents, notes
 
 
+class Instant:
+    """A channel that answers every send at once, in this process (after yielding to the
+    loop once, as a send does): what a page costs then is the outbox's own work."""
+
+    name = "hook"
+
+    async def send(self, notification: Notification) -> Delivery:
+        await asyncio.sleep(0)
+        return Delivery.delivered()
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
 async def run_driftowner(
-    url: str, count: int, tmp: Path, max_in_flight: int | None
+    url: str,
+    count: int,
+    tmp: Path,
+    max_in_flight: int | None,
+    channels: dict[str, Channel] | None = None,
 ) -> tuple[float, float, int, int]:
-    """(t0, the time the last outcome was recorded, delivered, attempts) for ``count``
-    pages through the outbox to ``url``."""
+    """(t0, the time the last outcome was recorded, delivered, attempts, CPU seconds of
+    every thread from the first lease to the last outcome) for ``count`` pages through the
+    outbox to ``url`` (through ``channels`` instead, when given)."""
     config = driftowner_config(url, f"sqlite:///{tmp}/outbox.db", max_in_flight)
     store = SqlStore(config.storage.url)
     store.open()
     now = datetime.now(UTC)
     incidents, notes = pages(count, now)
     store.apply(Changes(opened=incidents))
-    channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
+    if channels is None:
+        channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
     store.apply(Changes(notifications=notes))  # committed: durable before anything is sent
     t0 = now.timestamp()
+    cpu = time.process_time()
     deliverer = Deliverer(store, channels, config, lambda: datetime.now(UTC))
     while store.outbox_pending():
         await deliverer.drain()
@@ -252,13 +277,31 @@ async def run_driftowner(
         if due is not None and store.outbox_pending():
             await asyncio.sleep(max((due - datetime.now(UTC)).total_seconds(), 0.0))
     recorded = time.time()
+    cpu = time.process_time() - cpu
     rows = [n for i in range(50) for n in store.notifications(f"inc-{i}")]
     delivered = sum(1 for row in rows if row.delivered_at is not None)
     attempts = sum(row.attempts for row in rows)
     for channel in channels.values():
         await channel.aclose()
     store.close()
-    return t0, recorded, delivered, attempts
+    return t0, recorded, delivered, attempts, cpu
+
+
+async def outbox_alone(counts: list[int], tmp: Path) -> None:
+    """The outbox's own cost per page, without an HTTP client: ``count`` pages through the
+    delivery loop to :class:`Instant`, each durable before and after its send as in the
+    nginx run; CPU of every thread (the store's included), per page, at each size."""
+    print("the outbox alone (a channel that answers at once):")
+    for count in counts:
+        with tempfile.TemporaryDirectory(dir=tmp) as own:
+            t0, recorded, delivered, _, cpu = await run_driftowner(
+                "http://127.0.0.1:1/unused", count, Path(own), None, {"hook": Instant()}
+            )
+        print(
+            f"  {count:6d} pages: {delivered} delivered in {recorded - t0:5.2f} s, "
+            f"{count / (recorded - t0):6.0f} pages/s, {cpu / count * 1000:.3f} ms CPU a page "
+            "(every thread, first lease to last outcome)"
+        )
 
 
 # -- Alertmanager -----------------------------------------------------------------------------
@@ -372,7 +415,7 @@ async def against(
         target: Nginx | Slow = start_nginx(base) if receiver == "nginx" else start_slow()
         url = f"http://127.0.0.1:{target.port}"
         try:
-            t0, recorded, delivered, attempts = await run_driftowner(
+            t0, recorded, delivered, attempts, cpu = await run_driftowner(
                 f"{url}/driftowner", count, base, max_in_flight
             )
             times = wait_for(target.arrivals, "/driftowner", count, 5)
@@ -381,10 +424,12 @@ async def against(
                 delivered=delivered,
                 retries=attempts - count,
                 recorded_after=recorded - t0,
+                cpu_per_page=cpu / count,
             )
             print(
                 f"  {'':12} {delivered} recorded delivered in the store, {attempts - count} "
-                f"retries, last outcome recorded {recorded - t0:.2f} s after t0"
+                f"retries, last outcome recorded {recorded - t0:.2f} s after t0, "
+                f"{cpu / count * 1000:.3f} ms CPU a page"
             )
             am_t0, am = run_alertmanager(f"{url}/alertmanager", count, base)
             try:
@@ -422,13 +467,17 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=10_000)
     parser.add_argument("--slow-pages", type=int, default=10_000)
     parser.add_argument("--max-in-flight", type=int, default=None)
-    parser.add_argument("--only", choices=["nginx", "slow"], default=None)
+    parser.add_argument("--only", choices=["nginx", "slow", "outbox"], default=None)
     args = parser.parse_args()
+    factory = loop_factory()
+    if args.only == "outbox":
+        with tempfile.TemporaryDirectory() as tmp, asyncio.Runner(loop_factory=factory) as loop:
+            loop.run(outbox_alone([2_000, args.pages, 2 * args.pages], Path(tmp)))
+        return
     for tool in ("/usr/sbin/nginx", "prometheus-alertmanager"):
         if shutil.which(tool) is None:
             sys.exit(f"needs {tool}: apt-get install -y nginx-light prometheus-alertmanager")
     # The daemon's event loop ($DRIFTOWNER_EVENT_LOOP: uvloop when installed, or asyncio).
-    factory = loop_factory()
     print(f"event loop: {'asyncio' if factory is None else 'uvloop'}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "nginx"):
