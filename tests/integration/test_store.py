@@ -243,6 +243,63 @@ def test_a_second_unresolved_incident_for_a_fingerprint_is_a_conflict(store: Sto
     assert store.incident("inc-2") is None
 
 
+def test_apply_each_writes_every_set_of_changes_but_the_refused_ones(store: Store) -> None:
+    """Many systems' changes go in together (one transaction in a database), each whole or
+    not at all: a refused one (a second unresolved incident of a fingerprint) is answered
+    with its Conflict and leaves nothing, the ones before and after it are written."""
+    store.apply(Changes(opened=[incident()]))
+    current = store.incident("inc-1")
+    assert current is not None
+    refused = store.apply_each(
+        [
+            Changes(
+                opened=[incident(id="inc-2", rule="drift:latency")],
+                events=[_event("opened", 1, "inc-2")],
+            ),
+            Changes(
+                opened=[incident(id="inc-3")],
+                events=[_event("opened", 1, "inc-3")],
+                notifications=[notification("n-3", incident_id="inc-3")],
+            ),
+            Changes(
+                updated=[replace(current, state="acknowledged")],
+                events=[_event("acknowledged", 2)],
+                pending_system=SYSTEM,
+                pending=[Pending(SYSTEM, "drift:null_rate", T0, at(2))],
+            ),
+        ]
+    )
+    assert [type(outcome) for outcome in refused] == [type(None), Conflict, type(None)]
+    assert [e.kind for e in store.events("inc-2")] == ["opened"]
+    assert store.incident("inc-3") is None
+    assert store.events("inc-3") == [] and store.notifications("inc-3") == []
+    acked = store.incident("inc-1")
+    assert acked is not None and (acked.state, acked.version) == ("acknowledged", 1)
+    assert store.pending(SYSTEM) == {
+        (SYSTEM, "drift:null_rate"): Pending(SYSTEM, "drift:null_rate", T0, at(2))
+    }
+
+
+def test_apply_each_of_a_stale_update_refuses_it_alone(store: Store) -> None:
+    """An update from a stale read inside a batch is that entry's Conflict; the batch's other
+    changes are written."""
+    store.apply(Changes(opened=[incident()]))
+    stale = store.incident("inc-1")
+    assert stale is not None
+    store.apply(Changes(updated=[replace(stale, state="acknowledged")]))
+    refused = store.apply_each(
+        [
+            Changes(updated=[replace(stale, state="resolved", resolved_at=at(1))]),
+            Changes(opened=[incident(id="inc-2", rule="drift:latency")]),
+        ]
+    )
+    assert isinstance(refused[0], Conflict) and "inc-1" in str(refused[0])
+    assert refused[1] is None
+    stored = store.incident("inc-1")
+    assert stored is not None and stored.state == "acknowledged"
+    assert store.incident("inc-2") is not None
+
+
 def test_a_resolved_incident_frees_its_fingerprint(store: Store) -> None:
     """Once resolved, the same fingerprint may open again; both incidents are kept."""
     store.apply(Changes(opened=[incident()]))

@@ -212,6 +212,16 @@ class Store(StoreView, Protocol):
         """
         ...
 
+    def apply_each(self, batch: Sequence[Changes]) -> list[Conflict | None]:
+        """Write each of ``batch`` whole or not at all, together (one transaction where the
+        store has them): the entry of one refused is its :class:`Conflict`, and the others
+        are written all the same; ``None`` for each written.
+
+        Raises:
+            StoreUnavailable: the store cannot be written now; nothing was written.
+        """
+        ...
+
     def lease_due(self, now: datetime, lease: timedelta, limit: int = 100) -> list[Notification]:
         """Claim notifications due for a delivery attempt for ``lease``, oldest first; no two
         callers claim one notification within a lease."""

@@ -301,6 +301,17 @@ class MemoryStore:
                     (p.system, p.rule): p for p in changes.pending
                 }
 
+    def apply_each(self, batch: Sequence[Changes]) -> list[Conflict | None]:
+        refused: list[Conflict | None] = []
+        for changes in batch:
+            try:
+                self.apply(changes)
+            except Conflict as conflict:
+                refused.append(conflict)
+            else:
+                refused.append(None)
+        return refused
+
     def _refuse_conflicts(self, changes: Changes) -> None:
         """Raise :class:`Conflict` for what a database would refuse, before anything is
         written: a stale update, a taken id, a second unresolved incident of a fingerprint,

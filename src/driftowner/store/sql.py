@@ -771,53 +771,44 @@ class SqlStore:
         if changes.pending_system is not None:
             self._unsaved.pop(changes.pending_system, None)
 
+    def apply_each(self, batch: Sequence[Changes]) -> list[Conflict | None]:
+        """Write each of ``batch`` whole or not at all, all of them in one transaction (one
+        commit, one fsync, for many systems' changes). If one is refused (someone acted on an
+        incident between the caller's read and this write: rare), the batch is written again
+        one set of changes to a transaction, so only the refused are left out (their entry is
+        the :class:`Conflict`). No savepoints: SQLite may roll a whole transaction back on a
+        full disk, which a savepoint's rollback would then fail to find.
+
+        Raises:
+            StoreUnavailable: the store cannot be written now; nothing was written.
+        """
+        try:
+            with self._tx(work="incidents") as conn:
+                for changes in batch:
+                    _write(conn, changes)
+        except (Conflict, sa.exc.IntegrityError):
+            return [self._refusal(changes) for changes in batch]
+        except StoreUnavailable:
+            for changes in batch:
+                if changes.pending_system is not None:
+                    self._unsaved[changes.pending_system] = _seen(changes)
+            raise
+        for changes in batch:
+            if changes.pending_system is not None:
+                self._unsaved.pop(changes.pending_system, None)
+        return [None] * len(batch)
+
+    def _refusal(self, changes: Changes) -> Conflict | None:
+        """``changes`` applied alone: the Conflict that refused them, or None once written."""
+        try:
+            self.apply(changes)
+        except Conflict as conflict:
+            return conflict
+        return None
+
     def _apply(self, changes: Changes) -> None:
         with self._tx(work="incidents") as conn:
-            for incident in changes.opened:
-                conn.execute(sa.insert(incidents).values(**_incident_row(incident, 0)))
-            for incident in changes.updated:
-                result = conn.execute(
-                    sa.update(incidents)
-                    .where(incidents.c.id == incident.id, incidents.c.version == incident.version)
-                    .values(**_incident_row(incident, incident.version + 1))
-                )
-                if result.rowcount != 1:
-                    raise Conflict(f"incident {incident.id} changed since it was read")
-            if changes.events:
-                conn.execute(sa.insert(events), [_event_row(e) for e in changes.events])
-            if changes.handovers:
-                conn.execute(
-                    sa.insert(handovers),
-                    [
-                        {
-                            "incident_id": h.incident_id,
-                            "at": ts(h.at),
-                            "from_owner": h.from_owner,
-                            "to_owner": h.to_owner,
-                            "by": h.by,
-                            "via": h.via,
-                            "reason": h.reason,
-                        }
-                        for h in changes.handovers
-                    ],
-                )
-            if changes.notifications:
-                conn.execute(sa.insert(outbox), [_outbox_row(n) for n in changes.notifications])
-            if changes.pending_system is not None:
-                conn.execute(sa.delete(pending).where(pending.c.system == changes.pending_system))
-                if changes.pending:
-                    conn.execute(
-                        sa.insert(pending),
-                        [
-                            {
-                                "system": p.system,
-                                "rule": p.rule,
-                                "since": ts(p.since),
-                                "last_seen_at": ts(p.last_seen_at),
-                            }
-                            for p in changes.pending
-                        ],
-                    )
+            _write(conn, changes)
 
     # -- outbox ------------------------------------------------------------------------------
 
@@ -1199,6 +1190,59 @@ def _group(row: Any) -> GroupState:
         last_sent=from_ts(row.last_sent),
         thread=thread_from_json(row.ref, row.listed),
     )
+
+
+def _write(conn: Connection, changes: Changes) -> None:
+    """Write ``changes`` in ``conn``'s transaction (see :meth:`SqlStore.apply`).
+
+    Raises:
+        Conflict: an updated incident changed since it was read.
+    """
+    for incident in changes.opened:
+        conn.execute(sa.insert(incidents).values(**_incident_row(incident, 0)))
+    for incident in changes.updated:
+        result = conn.execute(
+            sa.update(incidents)
+            .where(incidents.c.id == incident.id, incidents.c.version == incident.version)
+            .values(**_incident_row(incident, incident.version + 1))
+        )
+        if result.rowcount != 1:
+            raise Conflict(f"incident {incident.id} changed since it was read")
+    if changes.events:
+        conn.execute(sa.insert(events), [_event_row(e) for e in changes.events])
+    if changes.handovers:
+        conn.execute(
+            sa.insert(handovers),
+            [
+                {
+                    "incident_id": h.incident_id,
+                    "at": ts(h.at),
+                    "from_owner": h.from_owner,
+                    "to_owner": h.to_owner,
+                    "by": h.by,
+                    "via": h.via,
+                    "reason": h.reason,
+                }
+                for h in changes.handovers
+            ],
+        )
+    if changes.notifications:
+        conn.execute(sa.insert(outbox), [_outbox_row(n) for n in changes.notifications])
+    if changes.pending_system is not None:
+        conn.execute(sa.delete(pending).where(pending.c.system == changes.pending_system))
+        if changes.pending:
+            conn.execute(
+                sa.insert(pending),
+                [
+                    {
+                        "system": p.system,
+                        "rule": p.rule,
+                        "since": ts(p.since),
+                        "last_seen_at": ts(p.last_seen_at),
+                    }
+                    for p in changes.pending
+                ],
+            )
 
 
 def _seen(changes: Changes) -> tuple[Pending, ...]:
