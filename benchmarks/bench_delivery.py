@@ -26,7 +26,11 @@ and the ratio driftowner / Alertmanager. Absolute numbers are for orientation on
 2-core machine); the ratio is the result.
 
     .venv/bin/python benchmarks/bench_delivery.py [--pages N] [--slow-pages N]
-        [--max-in-flight K] [--only nginx|slow|outbox]
+        [--max-in-flight K] [--only nginx|slow|outbox|send]
+
+``--only send`` runs the HTTP path alone: ``--pages`` signed pages through
+``WebhookChannel.send`` to nginx, 16 at a time, beside the same bodies from a bare aiohttp
+session (the floor), CPU a page of each.
 
 ``--only outbox`` runs neither receiver nor Alertmanager: it measures the outbox's own cost
 (lease, send bookkeeping, group commit) with a channel that answers at once, at 2,000 pages,
@@ -357,10 +361,14 @@ async def sends_alone(count: int, tmp: Path) -> None:
     try:
         print(f"{count} sends to nginx, 16 at a time (ms CPU a page, pages/s):")
         await through_channel()  # warm-up: imports, the first connections
+        runs = (("WebhookChannel.send", through_channel), ("bare aiohttp", bare_aiohttp))
         for _ in range(2):
-            for name, run in (("WebhookChannel.send", through_channel), ("bare aiohttp", bare_aiohttp)):
+            for name, run in runs:
                 cpu, wall = await run()
-                print(f"  {name:20} {cpu / count * 1000:.3f} ms CPU a page, {count / wall:6.0f} pages/s")
+                print(
+                    f"  {name:20} {cpu / count * 1000:.3f} ms CPU a page, "
+                    f"{count / wall:6.0f} pages/s"
+                )
     finally:
         target.process.terminate()
         target.process.wait(10)
