@@ -26,7 +26,7 @@ from pydantic import SecretStr, ValidationError
 
 from driftowner import escalation, render
 from driftowner.channels import build_channel
-from driftowner.channels.webhook import PAYLOAD_VERSION, WebhookChannel
+from driftowner.channels.webhook import PAYLOAD_VERSION, WebhookChannel, build_payload
 from driftowner.config import WebhookChannelConfig
 from driftowner.model import Delivery, Evidence, Notification
 from tests.unit import factories
@@ -543,7 +543,8 @@ async def test_the_network_and_an_httpx_transport_get_the_same_request_head_and_
     """aiohttp, called directly, puts on the wire the head httpx's Request gave it before
     (Host, Content-Type, User-Agent, Idempotency-Key, the timestamp and signature,
     Content-Length, then aiohttp's Accept and Accept-Encoding, in that order) and the bytes a
-    test's httpx transport receives for the same send: one request, not two that drift."""
+    test's httpx transport receives for the same send (the document as ``json.dumps`` with
+    compact separators writes it): one request, not two that drift."""
     heads: list[bytes] = []
     bodies: list[bytes] = []
 
@@ -603,6 +604,7 @@ async def test_the_network_and_an_httpx_transport_get_the_same_request_head_and_
     ]
     [request] = seen
     assert bodies[0] == request.content
+    assert bodies[0] == json.dumps(build_payload(notification()), separators=(",", ":")).encode()
     mock_headers = {name: value for name, value in request.headers.items()}
     for name, value in wire[:-2]:
         assert mock_headers[name.lower()] == value, name

@@ -245,7 +245,11 @@ class HttpxSender:
 
 def json_body(document: Mapping[str, Any]) -> bytes:
     """``document`` as compact UTF-8 JSON, byte for byte as httpx's ``json=`` wrote it."""
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return _JSON.encode(document).encode()
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+"""httpx's ``json_dumps`` arguments, the encoder made once."""
 
 
 def base_url(api_url: str) -> str:
