@@ -1,14 +1,16 @@
 """What the HTTP channels (Slack incoming webhook, JSON webhook, PagerDuty, Opsgenie) share:
-a lazily opened transport, one POST mapped to a Delivery, keeping the URL (a secret) out of
+a lazily opened sender, one POST mapped to a Delivery, keeping the URL (a secret) out of
 every detail, and reading a field of a JSON answer.
 
-The channels speak httpx's transport interface (one method, ``handle_async_request``). In
-production that is :class:`AiohttpTransport`, aiohttp behind that interface: about a
-fifteenth of the CPU of httpx's own client per request (benchmarks/README.md,
-``bench_delivery.py``). Tests hand the channel any httpx transport instead
-(``httpx.MockTransport``, or ``httpx.MockTransport(respx_router.handler)``). The channel calls
-the transport directly: the client layer above it (cookies, redirects, auth, URL merging) is
-work a POST to one configured URL never needs.
+A channel POSTs through a :class:`Sender` and judges the :class:`Answer`, the same code
+whichever sender it is. In production that is :class:`AiohttpSender`, aiohttp called directly:
+building httpx's ``Request`` and ``Response`` around it cost as much CPU as aiohttp's own
+request (benchmarks/README.md, "Delivering 10,000 pages"), so a delivered page has neither.
+Tests hand the channel any httpx transport instead (``httpx.MockTransport``, or
+``httpx.MockTransport(respx_router.handler)``), which :class:`HttpxSender` calls with the same
+body, headers and timeouts. An answer past its status (an error's text, ``Retry-After``, a JSON
+field) is read as httpx's ``Response`` (:meth:`Answer.response`), whichever sender it came
+from.
 """
 
 from __future__ import annotations
