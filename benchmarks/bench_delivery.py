@@ -26,7 +26,11 @@ and the ratio driftowner / Alertmanager. Absolute numbers are for orientation on
 2-core machine); the ratio is the result.
 
     .venv/bin/python benchmarks/bench_delivery.py [--pages N] [--slow-pages N]
-        [--max-in-flight K] [--only nginx|slow|outbox]
+        [--max-in-flight K] [--only nginx|slow|outbox|send]
+
+``--only send`` runs the HTTP path alone: ``--pages`` signed pages through
+``WebhookChannel.send`` to nginx, 16 at a time, beside the same bodies from a bare aiohttp
+session (the floor), CPU a page of each.
 
 ``--only outbox`` runs neither receiver nor Alertmanager: it measures the outbox's own cost
 (lease, send bookkeeping, group commit) with a channel that answers at once, at 2,000 pages,
@@ -49,7 +53,7 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -304,6 +308,72 @@ async def outbox_alone(counts: list[int], tmp: Path) -> None:
         )
 
 
+async def sends_alone(count: int, tmp: Path) -> None:
+    """The HTTP path's own cost per page, without the outbox: ``count`` pages through
+    ``WebhookChannel.send`` (signed, as a configured ``secret`` makes them) to nginx, 16 at a
+    time, beside the same bodies POSTed by a bare aiohttp session (the floor); CPU of every
+    thread, per page. Each is run twice, alternately, after a warm-up."""
+    import aiohttp
+    from pydantic import SecretStr
+
+    from driftowner.channels.webhook import WebhookChannel, build_payload
+
+    target = start_nginx(tmp)
+    url = f"http://127.0.0.1:{target.port}/send"
+    _, notes = pages(count, datetime.now(UTC))
+    bodies = [json.dumps(build_payload(n), separators=(",", ":")).encode() for n in notes]
+
+    async def sixteen_at_a_time(send: Any) -> tuple[float, float]:
+        queue = iter(range(count))
+
+        async def worker() -> None:
+            for index in queue:
+                await send(index)
+
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(16)))
+        return time.process_time() - cpu, time.perf_counter() - wall
+
+    async def through_channel() -> tuple[float, float]:
+        channel = WebhookChannel(
+            "hook", SecretStr(url), timeout=timedelta(seconds=10), secret=SecretStr("s3cret")
+        )
+
+        async def send(index: int) -> None:
+            delivery = await channel.send(notes[index])
+            assert delivery.ok, delivery
+
+        try:
+            return await sixteen_at_a_time(send)
+        finally:
+            await channel.aclose()
+
+    async def bare_aiohttp() -> tuple[float, float]:
+        async with aiohttp.ClientSession() as session:
+
+            async def send(index: int) -> None:
+                async with session.post(url, data=bodies[index]) as answer:
+                    await answer.read()
+                    assert answer.status == 200
+
+            return await sixteen_at_a_time(send)
+
+    try:
+        print(f"{count} sends to nginx, 16 at a time (ms CPU a page, pages/s):")
+        await through_channel()  # warm-up: imports, the first connections
+        runs = (("WebhookChannel.send", through_channel), ("bare aiohttp", bare_aiohttp))
+        for _ in range(2):
+            for name, run in runs:
+                cpu, wall = await run()
+                print(
+                    f"  {name:20} {cpu / count * 1000:.3f} ms CPU a page, "
+                    f"{count / wall:6.0f} pages/s"
+                )
+    finally:
+        target.process.terminate()
+        target.process.wait(10)
+
+
 # -- Alertmanager -----------------------------------------------------------------------------
 
 AM_CONF = """
@@ -467,12 +537,16 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=10_000)
     parser.add_argument("--slow-pages", type=int, default=10_000)
     parser.add_argument("--max-in-flight", type=int, default=None)
-    parser.add_argument("--only", choices=["nginx", "slow", "outbox"], default=None)
+    parser.add_argument("--only", choices=["nginx", "slow", "outbox", "send"], default=None)
     args = parser.parse_args()
     factory = loop_factory()
     if args.only == "outbox":
         with tempfile.TemporaryDirectory() as tmp, asyncio.Runner(loop_factory=factory) as loop:
             loop.run(outbox_alone([2_000, args.pages, 2 * args.pages], Path(tmp)))
+        return
+    if args.only == "send":
+        with tempfile.TemporaryDirectory() as tmp, asyncio.Runner(loop_factory=factory) as loop:
+            loop.run(sends_alone(args.pages, Path(tmp)))
         return
     for tool in ("/usr/sbin/nginx", "prometheus-alertmanager"):
         if shutil.which(tool) is None:

@@ -26,7 +26,7 @@ from pydantic import SecretStr, ValidationError
 
 from driftowner import escalation, render
 from driftowner.channels import build_channel
-from driftowner.channels.webhook import PAYLOAD_VERSION, WebhookChannel
+from driftowner.channels.webhook import PAYLOAD_VERSION, WebhookChannel, build_payload
 from driftowner.config import WebhookChannelConfig
 from driftowner.model import Delivery, Evidence, Notification
 from tests.unit import factories
@@ -534,3 +534,129 @@ async def test_a_test_message_reaches_a_webhook_with_a_summary(receiver: Receive
     message = json.loads(body)["message"]
     assert message["summary"] == "Test notification for Alice Chen: driftowner can reach you here."
     assert message["evidence"] == [] and message["purpose"] == "test"
+
+
+# -- the network sender and an httpx transport send the same request ------------------------
+
+
+async def test_the_network_and_an_httpx_transport_get_the_same_request_head_and_body() -> None:
+    """aiohttp, called directly, puts on the wire the head httpx's Request gave it before
+    (Host, Content-Type, User-Agent, Idempotency-Key, the timestamp and signature,
+    Content-Length, then aiohttp's Accept and Accept-Encoding, in that order) and the bytes a
+    test's httpx transport receives for the same send (the document as ``json.dumps`` with
+    compact separators writes it): one request, not two that drift."""
+    heads: list[bytes] = []
+    bodies: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        heads.append(head)
+        bodies.append(await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/hooks?token=a%20b"
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, text="ok")
+
+    made = [
+        WebhookChannel(
+            "hook",
+            SecretStr(url),
+            timeout=timedelta(seconds=5),
+            secret=SecretStr("s3cret"),
+            clock=lambda: 1_700_000_000.0,
+            transport=transport,
+        )
+        for transport in (None, httpx.MockTransport(handler))
+    ]
+    try:
+        for channel in made:
+            assert await channel.send(notification()) == Delivery.delivered()
+    finally:
+        for channel in made:
+            await channel.aclose()
+        listening.close()
+    lines = heads[0].decode().split("\r\n")
+    assert lines[0] == "POST /hooks?token=a%20b HTTP/1.1"
+    wire = [tuple(line.split(": ", 1)) for line in lines[1:] if line]
+    assert [name for name, _ in wire] == [
+        "Host",
+        "Content-Type",
+        "User-Agent",
+        "Idempotency-Key",
+        "X-Driftowner-Timestamp",
+        "X-Driftowner-Signature",
+        "Content-Length",
+        "Accept",
+        "Accept-Encoding",
+    ]
+    [request] = seen
+    assert bodies[0] == request.content
+    assert bodies[0] == json.dumps(build_payload(notification()), separators=(",", ":")).encode()
+    mock_headers = {name: value for name, value in request.headers.items()}
+    for name, value in wire[:-2]:
+        assert mock_headers[name.lower()] == value, name
+    assert dict(wire)["X-Driftowner-Timestamp"] == "1700000000"
+
+
+async def test_a_compressed_error_answer_is_read_decoded_with_its_retry_after() -> None:
+    """A 503 whose body is gzip-compressed, with ``Retry-After``, read through aiohttp (which
+    does not decompress): retried after the server's delay, the detail quoting the decoded
+    text, as when httpx read the answer."""
+    import gzip
+
+    text = b"overloaded, come back later"
+    packed = gzip.compress(text)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Encoding: gzip\r\n"
+            b"Retry-After: 42\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: " + str(len(packed)).encode() + b"\r\n"
+            b"Connection: close\r\n\r\n" + packed
+        )
+        await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    channel = WebhookChannel(
+        "hook", SecretStr(f"http://127.0.0.1:{port}/x"), timeout=timedelta(seconds=5)
+    )
+    try:
+        delivery = await channel.send(notification())
+    finally:
+        await channel.aclose()
+        listening.close()
+    assert delivery == Delivery.retry(
+        "webhook: HTTP 503 overloaded, come back later", retry_after=42.0
+    )
+
+
+async def test_a_url_that_is_not_http_gives_up_without_sending() -> None:
+    """An ``ftp://`` URL reaches aiohttp, whose refusal reads as httpx's
+    ``UnsupportedProtocol``: given up, the URL not shown; an unparseable one (a port that is
+    not a number) is refused while it is parsed, as ``InvalidURL``."""
+    for url, named in (
+        ("ftp://127.0.0.1/SECRETpath", "UnsupportedProtocol"),
+        ("http://127.0.0.1:notaport/SECRETpath", "InvalidURL"),
+    ):
+        channel = WebhookChannel("hook", SecretStr(url), timeout=timedelta(seconds=1))
+        try:
+            delivery = await channel.send(notification())
+        finally:
+            await channel.aclose()
+        assert delivery == Delivery.give_up(f"webhook: the URL is not usable ({named})"), url

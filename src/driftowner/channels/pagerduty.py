@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from driftowner import render
 from driftowner.channels import safe_detail
-from driftowner.channels.http import HttpPostChannel, answer_field, base_url
+from driftowner.channels.http import Answer, HttpPostChannel, answer_field, base_url
 from driftowner.clock import rfc3339
 from driftowner.model import Delivery, Message, Notification, Purpose
 
@@ -170,11 +170,11 @@ class PagerDutyChannel(HttpPostChannel):
             return Delivery.delivered(f"pagerduty: nothing to send for a {purpose} message")
         return await self._post(event)
 
-    def _judge(self, response: httpx.Response) -> Delivery:
-        delivery = super()._judge(response)
+    def _judge(self, answer: Answer) -> Delivery:
+        delivery = super()._judge(answer)
         if not delivery.ok:
             return delivery
-        dedup_key = answer_field(response, "dedup_key")
+        dedup_key = answer_field(answer, "dedup_key")
         if dedup_key is None:
             return delivery
         return Delivery.delivered(
