@@ -2,7 +2,7 @@
 real Prometheus beside the same PromQL sent alone, and the daemon's resident memory.
 
     .venv/bin/python -m benchmarks.bench_cost cycle [SYSTEMS]     # default 2000 (x 5 templates)
-    .venv/bin/python -m benchmarks.bench_cost memory [SYSTEMS]    # default 10000
+    .venv/bin/python -m benchmarks.bench_cost memory [SYSTEMS...] [--tracemalloc]  # 10000
 
 ``cycle``: SYSTEMS models' five signals (accuracy, latency, adoption, null rate, mean score)
 are loaded into a real Prometheus (Debian's, via promtool: 75 minutes at one sample a
@@ -18,7 +18,9 @@ machines.
 
 ``memory``: the real daemon (``driftowner run``) over SYSTEMS systems of one signal each (the
 default detector) on a file source holding 50 seconds of history, evaluated every second;
-its resident set (VmRSS) after 3 evaluations.
+its resident set (VmRSS) after 3 evaluations. Then the same start step by step in a fresh
+process (``benchmarks/memory_steps.py``): the imports, the config load, the first cycle; with
+``--tracemalloc`` also the config load's traced peak and what it leaves referenced.
 """
 
 from __future__ import annotations
@@ -210,43 +212,51 @@ def cycle_main(models: int) -> None:
     print(f"| cycle / (bare + JSON decoding), medians | {median:.2f} |")
 
 
-def memory_main(systems: int) -> None:
+def memory_fixture(root: Path, systems: int, port: int) -> Path:
+    """The memory benchmark's config in ``root`` (and the CSV history it reads): SYSTEMS
+    systems of one default-chart signal on a file source, listening on ``port``."""
+    now = datetime.now(UTC)
+    csv = root / "history.csv"
+    with csv.open("w") as out:
+        out.write("timestamp,series,value\n")
+        rng = random.Random(3)
+        for second in range(-40, 10):
+            at = int((now + timedelta(seconds=second)).timestamp())
+            for s in range(systems):
+                out.write(f"{at},s{s},{0.9 + 0.01 * rng.gauss(0, 1):.5f}\n")
+    signal = {"layer": "model", "source": "f", "bad": "down"}
+    document = {
+        "server": {"listen": f"127.0.0.1:{port}"},
+        "storage": {"url": f"sqlite:///{root / 'store.db'}"},
+        "evaluation": {"interval": "1s"},
+        "sources": {"f": {"type": "file", "path": str(csv)}},
+        "owners": {"alice": {"name": "Alice", "email": "alice@example.com"}},
+        "channels": {"console": {"type": "log"}},
+        "escalation_chains": {"std": {"steps": [{"notify": "owner", "via": ["console"]}]}},
+        "systems": {
+            f"system-{i}": {
+                "owner": "alice",
+                "escalation": "std",
+                "signals": {"accuracy": {**signal, "query": f"s{i}"}},
+            }
+            for i in range(systems)
+        },
+    }
+    path = root / "config.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def memory_main(systems: int, *, trace: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        now = datetime.now(UTC)
-        csv = root / "history.csv"
-        with csv.open("w") as out:
-            out.write("timestamp,series,value\n")
-            rng = random.Random(3)
-            for second in range(-40, 10):
-                at = int((now + timedelta(seconds=second)).timestamp())
-                for s in range(systems):
-                    out.write(f"{at},s{s},{0.9 + 0.01 * rng.gauss(0, 1):.5f}\n")
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        signal = {"layer": "model", "source": "f", "bad": "down"}
-        document = {
-            "server": {"listen": f"127.0.0.1:{port}"},
-            "storage": {"url": f"sqlite:///{root / 'store.db'}"},
-            "evaluation": {"interval": "1s"},
-            "sources": {"f": {"type": "file", "path": str(csv)}},
-            "owners": {"alice": {"name": "Alice", "email": "alice@example.com"}},
-            "channels": {"console": {"type": "log"}},
-            "escalation_chains": {"std": {"steps": [{"notify": "owner", "via": ["console"]}]}},
-            "systems": {
-                f"system-{i}": {
-                    "owner": "alice",
-                    "escalation": "std",
-                    "signals": {"accuracy": {**signal, "query": f"s{i}"}},
-                }
-                for i in range(systems)
-            },
-        }
-        (root / "config.yaml").write_text(yaml.safe_dump(document))
+        config = memory_fixture(root, systems, port)
         with (root / "daemon.log").open("w") as log:
             daemon = subprocess.Popen(
-                [sys.executable, "-m", "driftowner.cli", "run", "--config", "config.yaml"],
+                [sys.executable, "-m", "driftowner.cli", "run", "--config", config.name],
                 cwd=root,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -257,10 +267,34 @@ def memory_main(systems: int) -> None:
                 if time.monotonic() > deadline or daemon.poll() is not None:
                     raise SystemExit(f"the daemon did not evaluate 3 times: see {root}")
                 time.sleep(1)
-            print(f"| {systems} | {_rss_mb(daemon.pid):.0f} |")
+            rss = _rss_mb(daemon.pid)
         finally:
             daemon.terminate()
             daemon.wait(timeout=30)
+        # The same start, step by step, in a fresh process (see benchmarks/memory_steps.py).
+        command = [sys.executable, "-m", "benchmarks.memory_steps", str(config)]
+        output = subprocess.run(
+            [*command, "--tracemalloc"] if trace else command,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent.parent,
+        ).stdout
+        measured = dict(line.rsplit(" ", 1) for line in output.splitlines())
+        mb = {step: float(value) for step, value in measured.items()}
+        row = [
+            f"{systems}",
+            f"{rss:.0f}",
+            f"{mb['imports']:.0f}",
+            f"+{mb['config loaded'] - mb['imports']:.0f}",
+            f"+{mb['first cycle'] - mb['config loaded']:.0f}",
+        ]
+        if trace:
+            row += [
+                f"{mb['  traced: peak while loading']:.0f}",
+                f"{mb['  traced: still referenced']:.0f}",
+            ]
+        print(f"| {' | '.join(row)} |")
 
 
 def _evaluations(port: int) -> float:
@@ -286,8 +320,12 @@ if __name__ == "__main__":
     if what == "cycle":
         cycle_main(int(sys.argv[2]) if len(sys.argv) > 2 else 2000)
     elif what == "memory":
-        print("| systems | daemon RSS after 3 evaluations (MB) |\n|---:|---:|")
-        for size in sys.argv[2:] or ["10000"]:
-            memory_main(int(size))
+        trace = "--tracemalloc" in sys.argv[2:]
+        header = "| systems | daemon RSS after 3 evaluations | imports | config | first cycle |"
+        if trace:
+            header += " config: traced peak | traced after |"
+        print(header + "\n|" + "---:|" * header.count(" | ") + "---:|")
+        for size in [arg for arg in sys.argv[2:] if arg != "--tracemalloc"] or ["10000"]:
+            memory_main(int(size), trace=trace)
     else:
         raise SystemExit(f"unknown benchmark {what!r}: cycle or memory")

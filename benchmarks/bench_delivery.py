@@ -26,7 +26,15 @@ and the ratio driftowner / Alertmanager. Absolute numbers are for orientation on
 2-core machine); the ratio is the result.
 
     .venv/bin/python benchmarks/bench_delivery.py [--pages N] [--slow-pages N]
-        [--max-in-flight K] [--only nginx|slow]
+        [--max-in-flight K] [--only nginx|slow|outbox|send]
+
+``--only send`` runs the HTTP path alone: ``--pages`` signed pages through
+``WebhookChannel.send`` to nginx, 16 at a time, beside the same bodies from a bare aiohttp
+session (the floor), CPU a page of each.
+
+``--only outbox`` runs neither receiver nor Alertmanager: it measures the outbox's own cost
+(lease, send bookkeeping, group commit) with a channel that answers at once, at 2,000 pages,
+``--pages`` and twice that, so a cost that grows with the backlog shows.
 """
 
 from __future__ import annotations
@@ -45,17 +53,17 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from driftowner.channels import build_channel
+from driftowner.channels import Channel, build_channel
 from driftowner.config import Config
 from driftowner.daemon import loop_factory
-from driftowner.model import Incident, Message, Notification
+from driftowner.model import Delivery, Incident, Message, Notification
 from driftowner.outbox import Deliverer
 from driftowner.store import Changes, SqlStore
 
@@ -231,20 +239,41 @@ def pages(count: int, at: datetime) -> tuple[list[Incident], list[Notification]]
     return incidents, notes
 
 
+class Instant:
+    """A channel that answers every send at once, in this process (after yielding to the
+    loop once, as a send does): what a page costs then is the outbox's own work."""
+
+    name = "hook"
+
+    async def send(self, notification: Notification) -> Delivery:
+        await asyncio.sleep(0)
+        return Delivery.delivered()
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
 async def run_driftowner(
-    url: str, count: int, tmp: Path, max_in_flight: int | None
+    url: str,
+    count: int,
+    tmp: Path,
+    max_in_flight: int | None,
+    channels: dict[str, Channel] | None = None,
 ) -> tuple[float, float, int, int]:
-    """(t0, the time the last outcome was recorded, delivered, attempts) for ``count``
-    pages through the outbox to ``url``."""
+    """(t0, the time the last outcome was recorded, delivered, attempts, CPU seconds of
+    every thread from the first lease to the last outcome) for ``count`` pages through the
+    outbox to ``url`` (through ``channels`` instead, when given)."""
     config = driftowner_config(url, f"sqlite:///{tmp}/outbox.db", max_in_flight)
     store = SqlStore(config.storage.url)
     store.open()
     now = datetime.now(UTC)
     incidents, notes = pages(count, now)
     store.apply(Changes(opened=incidents))
-    channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
+    if channels is None:
+        channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
     store.apply(Changes(notifications=notes))  # committed: durable before anything is sent
     t0 = now.timestamp()
+    cpu = time.process_time()
     deliverer = Deliverer(store, channels, config, lambda: datetime.now(UTC))
     while store.outbox_pending():
         await deliverer.drain()
@@ -252,13 +281,97 @@ async def run_driftowner(
         if due is not None and store.outbox_pending():
             await asyncio.sleep(max((due - datetime.now(UTC)).total_seconds(), 0.0))
     recorded = time.time()
+    cpu = time.process_time() - cpu
     rows = [n for i in range(50) for n in store.notifications(f"inc-{i}")]
     delivered = sum(1 for row in rows if row.delivered_at is not None)
     attempts = sum(row.attempts for row in rows)
     for channel in channels.values():
         await channel.aclose()
     store.close()
-    return t0, recorded, delivered, attempts
+    return t0, recorded, delivered, attempts, cpu
+
+
+async def outbox_alone(counts: list[int], tmp: Path) -> None:
+    """The outbox's own cost per page, without an HTTP client: ``count`` pages through the
+    delivery loop to :class:`Instant`, each durable before and after its send as in the
+    nginx run; CPU of every thread (the store's included), per page, at each size."""
+    print("the outbox alone (a channel that answers at once):")
+    for count in counts:
+        with tempfile.TemporaryDirectory(dir=tmp) as own:
+            t0, recorded, delivered, _, cpu = await run_driftowner(
+                "http://127.0.0.1:1/unused", count, Path(own), None, {"hook": Instant()}
+            )
+        print(
+            f"  {count:6d} pages: {delivered} delivered in {recorded - t0:5.2f} s, "
+            f"{count / (recorded - t0):6.0f} pages/s, {cpu / count * 1000:.3f} ms CPU a page "
+            "(every thread, first lease to last outcome)"
+        )
+
+
+async def sends_alone(count: int, tmp: Path) -> None:
+    """The HTTP path's own cost per page, without the outbox: ``count`` pages through
+    ``WebhookChannel.send`` (signed, as a configured ``secret`` makes them) to nginx, 16 at a
+    time, beside the same bodies POSTed by a bare aiohttp session (the floor); CPU of every
+    thread, per page. Each is run twice, alternately, after a warm-up."""
+    import aiohttp
+    from pydantic import SecretStr
+
+    from driftowner.channels.webhook import WebhookChannel, build_payload
+
+    target = start_nginx(tmp)
+    url = f"http://127.0.0.1:{target.port}/send"
+    _, notes = pages(count, datetime.now(UTC))
+    bodies = [json.dumps(build_payload(n), separators=(",", ":")).encode() for n in notes]
+
+    async def sixteen_at_a_time(send: Any) -> tuple[float, float]:
+        queue = iter(range(count))
+
+        async def worker() -> None:
+            for index in queue:
+                await send(index)
+
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(16)))
+        return time.process_time() - cpu, time.perf_counter() - wall
+
+    async def through_channel() -> tuple[float, float]:
+        channel = WebhookChannel(
+            "hook", SecretStr(url), timeout=timedelta(seconds=10), secret=SecretStr("s3cret")
+        )
+
+        async def send(index: int) -> None:
+            delivery = await channel.send(notes[index])
+            assert delivery.ok, delivery
+
+        try:
+            return await sixteen_at_a_time(send)
+        finally:
+            await channel.aclose()
+
+    async def bare_aiohttp() -> tuple[float, float]:
+        async with aiohttp.ClientSession() as session:
+
+            async def send(index: int) -> None:
+                async with session.post(url, data=bodies[index]) as answer:
+                    await answer.read()
+                    assert answer.status == 200
+
+            return await sixteen_at_a_time(send)
+
+    try:
+        print(f"{count} sends to nginx, 16 at a time (ms CPU a page, pages/s):")
+        await through_channel()  # warm-up: imports, the first connections
+        runs = (("WebhookChannel.send", through_channel), ("bare aiohttp", bare_aiohttp))
+        for _ in range(2):
+            for name, run in runs:
+                cpu, wall = await run()
+                print(
+                    f"  {name:20} {cpu / count * 1000:.3f} ms CPU a page, "
+                    f"{count / wall:6.0f} pages/s"
+                )
+    finally:
+        target.process.terminate()
+        target.process.wait(10)
 
 
 # -- Alertmanager -----------------------------------------------------------------------------
@@ -372,7 +485,7 @@ async def against(
         target: Nginx | Slow = start_nginx(base) if receiver == "nginx" else start_slow()
         url = f"http://127.0.0.1:{target.port}"
         try:
-            t0, recorded, delivered, attempts = await run_driftowner(
+            t0, recorded, delivered, attempts, cpu = await run_driftowner(
                 f"{url}/driftowner", count, base, max_in_flight
             )
             times = wait_for(target.arrivals, "/driftowner", count, 5)
@@ -381,10 +494,12 @@ async def against(
                 delivered=delivered,
                 retries=attempts - count,
                 recorded_after=recorded - t0,
+                cpu_per_page=cpu / count,
             )
             print(
                 f"  {'':12} {delivered} recorded delivered in the store, {attempts - count} "
-                f"retries, last outcome recorded {recorded - t0:.2f} s after t0"
+                f"retries, last outcome recorded {recorded - t0:.2f} s after t0, "
+                f"{cpu / count * 1000:.3f} ms CPU a page"
             )
             am_t0, am = run_alertmanager(f"{url}/alertmanager", count, base)
             try:
@@ -422,13 +537,21 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=10_000)
     parser.add_argument("--slow-pages", type=int, default=10_000)
     parser.add_argument("--max-in-flight", type=int, default=None)
-    parser.add_argument("--only", choices=["nginx", "slow"], default=None)
+    parser.add_argument("--only", choices=["nginx", "slow", "outbox", "send"], default=None)
     args = parser.parse_args()
+    factory = loop_factory()
+    if args.only == "outbox":
+        with tempfile.TemporaryDirectory() as tmp, asyncio.Runner(loop_factory=factory) as loop:
+            loop.run(outbox_alone([2_000, args.pages, 2 * args.pages], Path(tmp)))
+        return
+    if args.only == "send":
+        with tempfile.TemporaryDirectory() as tmp, asyncio.Runner(loop_factory=factory) as loop:
+            loop.run(sends_alone(args.pages, Path(tmp)))
+        return
     for tool in ("/usr/sbin/nginx", "prometheus-alertmanager"):
         if shutil.which(tool) is None:
             sys.exit(f"needs {tool}: apt-get install -y nginx-light prometheus-alertmanager")
     # The daemon's event loop ($DRIFTOWNER_EVENT_LOOP: uvloop when installed, or asyncio).
-    factory = loop_factory()
     print(f"event loop: {'asyncio' if factory is None else 'uvloop'}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "nginx"):

@@ -71,7 +71,16 @@ schema violations and then, only if the schema holds and no key is duplicated, t
 cross-references of :func:`~driftowner.config.cross_check`, each as ``FILE: yaml.path:
 message``. A value that came from a variable or secret file names it:
 ``FILE: evaluation.interval (from DRIFTOWNER_EVALUATION__INTERVAL): invalid duration ...``.
-Plain mapping keys are read as the text written (an owner called ``no`` stays ``"no"``).
+Plain mapping keys are read as the text written (an owner called ``no`` stays ``"no"``). A
+value that does not fit its explicit YAML tag (``!!int 12ab``) is a YAML error at its line and
+column, the value not shown.
+
+Reading at scale: each file is parsed with libyaml when PyYAML has it, one top-level section
+and one system at a time (never the whole node tree of 10,000 systems at once), and where
+each key sits is found again only when a problem is to be reported. A document libyaml
+refuses, or one that holds what libyaml reads differently, is read whole by PyYAML's
+pure-Python loader, so YAML errors read exactly as that loader reports them (see
+``_parse_lean`` for the few documents libyaml accepts that the pure-Python loader refused).
 
 Error lines are always printable: a character a YAML file may not hold raw is written as a
 Python escape (``\\x00``) wherever it would appear, YAML paths included.
@@ -84,20 +93,25 @@ echoed by that field's error unless it matches those patterns.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
 import os
 import re
+import sys
 import types
-from collections.abc import Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, Discriminator, SecretStr, Tag, ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
+from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.resolver import Resolver
 
 from driftowner import backstage
 from driftowner.config import (
@@ -118,6 +132,8 @@ ENV_NESTED_DELIMITER = "__"
 """Joins the YAML path in an environment variable name."""
 
 YamlPath = tuple[str | int, ...]
+Positions = dict[YamlPath, tuple[int, int]]
+"""Where each key (or list item) of a document sits: YAML path -> (line, column), 1-based."""
 _MISSING: Any = object()
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _NON_PRINTABLE: re.Pattern[str] = yaml.reader.Reader.NON_PRINTABLE
@@ -301,12 +317,19 @@ def warning_lines(config: Config, name: str) -> list[str]:
     ]
 
 
-@dataclass(frozen=True)
+@dataclass
 class _File:
     """A file the config came from: the main file, or one in ``systems_dir``."""
 
     name: str
-    positions: dict[YamlPath, tuple[int, int]]
+    locate: Callable[[], Positions] = dict
+    """Where its keys sit, found when first asked (:attr:`positions`)."""
+
+    @functools.cached_property
+    def positions(self) -> Positions:
+        """Where each key of the file sits; found (by reading the file again) only when a
+        problem is to be located in it."""
+        return self.locate()
 
 
 def _config_error(
@@ -468,12 +491,27 @@ def _origin(path: YamlPath, provenance: Mapping[YamlPath, str]) -> str | None:
 
 
 def _parse_yaml(text: str, problems: list[_Problem], root: YamlPath = ()) -> _DocumentResult:
-    """Parse one YAML document with the safe loader, noting where every key sits and every
-    duplicate key (which ``yaml.safe_load`` would silently resolve to the last one).
+    """Parse one YAML document, noting every duplicate key (which ``yaml.safe_load`` would
+    silently resolve to the last one) and how to find where every key sits.
 
     ``root`` is the YAML path the document's top level stands for: ``("systems",)`` for a
     file in ``systems_dir``.
+
+    A document is read lean (:func:`_parse_lean`): with libyaml when it is there, one system
+    at a time, the key positions found again only if a problem must be located. One that
+    does not read that way (a syntax error, a duplicate key, an explicit tag, a merge key or
+    an anchor where systems are listed, ...) is read whole by the pure-Python loader
+    (:func:`_parse_exact`), so every error line is what that loader reports.
     """
+    lean = _parse_lean(text, root)
+    if lean is not None:
+        return lean
+    return _parse_exact(text, problems, root)
+
+
+def _parse_exact(text: str, problems: list[_Problem], root: YamlPath = ()) -> _DocumentResult:
+    """Parse one YAML document whole with the pure-Python safe loader, noting where every key
+    sits and every duplicate key (see :func:`_parse_yaml`)."""
     try:
         loader = _Loader(text)
     except yaml.reader.ReaderError as exc:
@@ -489,14 +527,14 @@ def _parse_yaml(text: str, problems: list[_Problem], root: YamlPath = ()) -> _Do
                 column=column,
             )
         )
-        return _DocumentResult(None, {}, True)
+        return _DocumentResult(None, dict, True)
     try:
         node = loader.get_single_node()
         if node is None:
-            return _DocumentResult(None, {}, False)
-        positions: dict[YamlPath, tuple[int, int]] = {}
+            return _DocumentResult(None, dict, False)
+        positions: Positions = {}
         _index_node(node, root, positions, problems, frozenset())
-        return _DocumentResult(loader.construct_document(node), positions, False)
+        return _DocumentResult(loader.construct_document(node), lambda: positions, False)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         message = exc.problem or exc.context or "invalid YAML"
@@ -508,34 +546,49 @@ def _parse_yaml(text: str, problems: list[_Problem], root: YamlPath = ()) -> _Do
             problems.append(_Problem((), message))
         else:
             problems.append(_Problem((), message, line=mark.line + 1, column=mark.column + 1))
-        return _DocumentResult(None, {}, True)
+        return _DocumentResult(None, dict, True)
     except yaml.YAMLError as exc:
         problems.append(_Problem((), f"invalid YAML: {exc}"))
-        return _DocumentResult(None, {}, True)
+        return _DocumentResult(None, dict, True)
     finally:
         loader.dispose()
+
+
+def _positions(text: str, root: YamlPath) -> Positions:
+    """Where every key of a document read lean sits, found by reading it again exactly."""
+    return _parse_exact(text, [], root).positions()
 
 
 @dataclass(frozen=True)
 class _DocumentResult:
     data: Any
-    positions: dict[YamlPath, tuple[int, int]]
+    positions: Callable[[], Positions]
+    """Where the document's keys sit; called only when a problem must be located."""
     syntax_error: bool
 
 
-class _Loader(yaml.SafeLoader):
-    """The safe loader, reading every plain mapping key as the text written.
+class _NotLean(Exception):
+    """The document is not one :func:`_parse_lean` reads: it is read exactly instead."""
+
+
+class _KeysAsWritten(SafeConstructor):
+    """The safe constructor, reading every plain mapping key as the text written.
 
     Config keys are names, and YAML 1.1 would turn an owner called ``no`` into ``False`` or a
-    team called ``1`` into an integer.
+    team called ``1`` into an integer. Keys and strings are interned: 10,000 systems name
+    the same owner, chain, layer and source (and use the same keys) without 10,000 copies.
     """
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
+        if not isinstance(node, MappingNode):  # a tag asking for a mapping on a list, say
+            raise yaml.constructor.ConstructorError(
+                None, None, f"expected a mapping node, but found {node.id}", node.start_mark
+            )
         self.flatten_mapping(node)
         mapping: dict[Hashable, Any] = {}
         for key_node, value_node in node.value:
             if isinstance(key_node, ScalarNode):
-                key: Any = key_node.value
+                key: Any = sys.intern(key_node.value)
             else:
                 key = self.construct_object(key_node, deep=deep)
                 if not isinstance(key, Hashable):
@@ -548,11 +601,205 @@ class _Loader(yaml.SafeLoader):
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
 
+    def construct_yaml_str(self, node: ScalarNode) -> str:
+        return sys.intern(self.construct_scalar(node))
+
+
+_Constructor = Callable[[Any, Node], Any]
+_WRONG_VALUE = (ArithmeticError, AttributeError, LookupError, TypeError, ValueError)
+"""What PyYAML's constructors raise for a value that does not fit its explicit tag
+(``!!bool x``: KeyError, ``!!int x``: ValueError, ``!!timestamp x``: AttributeError, ...)."""
+
+
+def _located(constructor: _Constructor) -> _Constructor:
+    """``constructor`` with a value that does not fit its tag reported as a YAML error at the
+    value (``line N, column M: not a valid !!int value``), not as a Python exception."""
+
+    def construct(loader: Any, node: Node) -> Any:
+        try:
+            made = constructor(loader, node)
+        except _WRONG_VALUE:
+            raise _not_valid(node) from None
+        if isinstance(made, types.GeneratorType):
+            return _located_steps(made, node)
+        return made
+
+    return construct
+
+
+def _located_steps(steps: Iterator[Any], node: Node) -> Iterator[Any]:
+    """The rest of a collection's construction (PyYAML fills a mapping or set after handing
+    it out), its failures located like :func:`_located`'s."""
+    try:
+        yield from steps
+    except _WRONG_VALUE:
+        raise _not_valid(node) from None
+
+
+def _not_valid(node: Node) -> yaml.constructor.ConstructorError:
+    tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+    # The value is not shown: it may be a secret.
+    return yaml.constructor.ConstructorError(
+        None, None, f"not a valid {tag} value", node.start_mark
+    )
+
+
+_KeysAsWritten.yaml_constructors = {
+    tag: _located(constructor)
+    for tag, constructor in {
+        **SafeConstructor.yaml_constructors,
+        "tag:yaml.org,2002:str": _KeysAsWritten.construct_yaml_str,
+    }.items()
+}
+
+
+class _Loader(_KeysAsWritten, yaml.SafeLoader):
+    """The pure-Python safe loader with :class:`_KeysAsWritten`: marks for every node."""
+
+
+class _PyEventParser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):
+    """The pure-Python parser, for when libyaml is not installed."""
+
+    def __init__(self, stream: str) -> None:
+        yaml.reader.Reader.__init__(self, stream)
+        yaml.scanner.Scanner.__init__(self)
+        yaml.parser.Parser.__init__(self)
+
+
+_EventParser: Any = _PyEventParser
+"""libyaml's parser when PyYAML was built with it (``yaml.__with_libyaml__``), else Python's."""
+with contextlib.suppress(ImportError):  # PyYAML built without libyaml: Python's parser
+    from yaml._yaml import CParser as _EventParser
+
+
+class _Lean(_KeysAsWritten, yaml.composer.Composer):
+    """Python's composer and constructor over a parser's events (:attr:`parser`): mappings
+    composed one entry at a time where :func:`_parse_lean` asks."""
+
+    parser: ClassVar[Any]
+    """The parser class this loader reads events from (a base of the concrete loader)."""
+
+    def __init__(self, stream: str) -> None:
+        self.parser.__init__(self, stream)
+        yaml.composer.Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)  # type: ignore[arg-type]  # a base of the concrete loader
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        """As Python's composer does, but only for untagged nodes: libyaml and Python's
+        parser read an explicit tag on an empty value differently (``a: !``)."""
+        if getattr(self.peek_event(), "tag", None) is not None:  # type: ignore[attr-defined]
+            raise _NotLean
+        return super().compose_node(parent, index)
+
+    def next_node(self) -> Node:
+        """The next node of the stream, composed whole."""
+        # No path resolvers are registered, so no parent or index is needed to resolve tags.
+        node = self.compose_node(None, None)  # type: ignore[arg-type]
+        if node is None:  # pragma: no cover - the parser yields a node's event here
+            raise _NotLean
+        return node
+
+
+class _LeanLoader(_Lean, _EventParser, Resolver):  # type: ignore[misc]
+    """:class:`_Lean` over libyaml's parser (Python's when PyYAML has no libyaml)."""
+
+    parser = _EventParser
+
+
+class _PyLeanLoader(_Lean, _PyEventParser, Resolver):
+    """:class:`_Lean` over Python's parser: what :class:`_LeanLoader` is without libyaml."""
+
+    parser = _PyEventParser
+
+
+def _parse_lean(
+    text: str, root: YamlPath, loader_class: type[_Lean] = _LeanLoader
+) -> _DocumentResult | None:
+    """One YAML document read without ever holding its whole node tree: each top-level
+    section composed, checked for duplicate keys and constructed on its own, and the systems
+    (under ``systems:`` in the main file, at the top of a ``systems_dir`` file) one by one.
+
+    libyaml reads every document Python's parser reads, and reads it the same, except for
+    an explicit tag on an empty value, a tab or a byte order mark inside the text: those
+    documents are read exactly. It also reads a few that Python's parser refuses (``? ``
+    inside a flow collection, a block scalar header followed by ``#`` without a space), as
+    the YAML specification allows.
+
+    Args:
+        text: The document.
+        root: The YAML path its top level stands for (see :func:`_parse_yaml`).
+        loader_class: The loader: over libyaml's parser when there is one (the default), or
+            over Python's.
+
+    Returns:
+        The document, its positions to be found again on demand; ``None`` when it must be
+        read exactly (:func:`_parse_exact`): it does not parse, holds a character YAML
+        forbids, a tab, a byte order mark past the start, an explicit tag, a duplicate key,
+        or, where it is read entry by entry, a merge key (``<<``), a non-scalar key or an
+        anchor on the mapping.
+    """
+    if "\t" in text or "\ufeff" in text[1:] or _NON_PRINTABLE.search(text) is not None:
+        # libyaml reads a tab inside a plain value, which Python's parser refuses, and a byte
+        # order mark after the start of the text as nothing, where Python's reads a character.
+        return None
+    inner = None if root else "systems"
+    loader: Any = loader_class(text)
+    try:
+        loader.get_event()  # stream start
+        data = None
+        if not loader.check_event(yaml.StreamEndEvent):
+            loader.get_event()  # document start
+            data = _compose_entries(loader, inner)
+            loader.get_event()  # document end
+        if not loader.check_event(yaml.StreamEndEvent):
+            return None  # a second document: the exact reading says where
+    except (yaml.YAMLError, _NotLean, RecursionError):
+        return None
+    finally:
+        loader.dispose()
+    return _DocumentResult(data, lambda: _positions(text, root), False)
+
+
+def _compose_entries(loader: Any, inner: str | None) -> Any:
+    """The node at hand constructed; when it is a plain mapping, one entry at a time (and the
+    value of key ``inner``, when a mapping, one entry at a time too)."""
+    if not loader.check_event(yaml.MappingStartEvent):
+        return _construct(loader, loader.next_node())
+    start = loader.peek_event()
+    if start.anchor is not None or start.tag is not None:
+        raise _NotLean  # an anchored mapping must be one node, for its aliases; a tag: see above
+    loader.get_event()
+    mapping: dict[Hashable, Any] = {}
+    while not loader.check_event(yaml.MappingEndEvent):
+        key_node = loader.next_node()
+        if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE_TAG:
+            raise _NotLean
+        key = sys.intern(key_node.value)
+        if key in mapping:
+            raise _NotLean  # a duplicate key: the exact reading reports it
+        if key == inner:
+            mapping[key] = _compose_entries(loader, None)
+        else:
+            mapping[key] = _construct(loader, loader.next_node())
+    loader.get_event()
+    return mapping
+
+
+def _construct(loader: _Lean, node: Node) -> Any:
+    """One composed node as data, once it holds no duplicate key; then only the anchors
+    still refer to nodes (``construct_document`` forgets what it constructed)."""
+    duplicates: list[_Problem] = []
+    _index_node(node, (), {}, duplicates, frozenset())
+    if duplicates:
+        raise _NotLean
+    return loader.construct_document(node)
+
 
 def _index_node(
     node: Node,
     path: YamlPath,
-    positions: dict[YamlPath, tuple[int, int]],
+    positions: Positions,
     problems: list[_Problem],
     ancestors: frozenset[int],
 ) -> None:
@@ -705,15 +952,15 @@ def _merge_systems_dir(
 
 def _read_systems_file(
     path: Path, index: int, problems: list[_Problem]
-) -> tuple[dict[Any, Any], bool | None, dict[YamlPath, tuple[int, int]]]:
+) -> tuple[dict[Any, Any], bool | None, Callable[[], Positions]]:
     """One file of ``systems_dir``: its systems, whether it was read cleanly (``None``: not
-    YAML at all) and where its keys sit (as paths under ``systems``)."""
+    YAML at all) and how to find where its keys sit (as paths under ``systems``)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         problems.append(_Problem((), f"cannot read: {reason}", file=index))
-        return {}, False, {}
+        return {}, False, dict
     found: list[_Problem] = []
     document = _parse_yaml(text, found, root=("systems",))
     problems.extend(replace(problem, file=index) for problem in found)
@@ -780,7 +1027,7 @@ def _apply_backstage(
         index = next((i for i, f in enumerate(files) if f.name == found.file), None)
         if index is None:
             index = len(files)
-            files.append(_File(found.file, {}))
+            files.append(_File(found.file))
         problems.append(_Problem((), found.message, line=found.line or 1, file=index))
     ownerless: dict[YamlPath, _Problem] = {}
     for name, system in systems.items():

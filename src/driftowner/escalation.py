@@ -34,12 +34,15 @@ from driftowner.model import (
     ChainStep,
     Event,
     EventKind,
+    Evidence,
     Incident,
     Message,
     Notification,
     Purpose,
     Silence,
     Slo,
+    SloBreach,
+    Upstream,
 )
 
 
@@ -117,11 +120,13 @@ NO_HOLDS = Paging()
 @dataclass(frozen=True, slots=True)
 class Hold:
     """Why an incident pages nobody now: a silence (``ref`` its id) or an open incident
-    upstream (``ref`` that incident's id)."""
+    upstream (``ref`` that incident's id, ``upstream`` its facts). ``detail`` is the event
+    log's account of it."""
 
     kind: Literal["silence", "upstream"]
     ref: str
     detail: str
+    upstream: Upstream | None = None
 
 
 def hold(config: Config, incident: Incident, paging: Paging, now: datetime) -> Hold | None:
@@ -148,6 +153,7 @@ def hold(config: Config, incident: Incident, paging: Paging, now: datetime) -> H
             f"probably caused by {upstream.id} on {upstream.system} (owner {upstream.owner}), "
             f"still {upstream.state}: {incident.owner} is informed, not paged; paging resumes "
             "if it resolves while this incident still holds",
+            Upstream(upstream.id, upstream.system, upstream.owner, upstream.state),
         )
     return None
 
@@ -168,9 +174,9 @@ def _held(
     if incident.held_by != reason.ref:
         kind: EventKind = "silenced" if reason.kind == "silence" else "inhibited"
         events.append(Event(incident.id, now, kind, AUTO, reason.detail))
-        if reason.kind == "upstream":
+        if reason.upstream is not None:
             notifications.extend(
-                _informed_owner(config, incident, reason.detail, now, new_id, links)
+                _informed_owner(config, incident, reason.upstream, now, new_id, links)
             )
         incident = replace(incident, held_by=reason.ref)
     return _with_breaches(
@@ -205,13 +211,13 @@ def _with_breaches(
 def _informed_owner(
     config: Config,
     incident: Incident,
-    note: str,
+    upstream: Upstream,
     now: datetime,
     new_id: Callable[[], str],
     links: Links,
 ) -> list[Notification]:
-    """The owner told of an incident without being paged: no acknowledge / resolve links,
-    the reason as the note."""
+    """The owner told of an incident without being paged: no acknowledge / resolve links;
+    the message names the ``upstream`` incident that holds its pages."""
     told = _to_owners(
         config,
         incident,
@@ -224,12 +230,7 @@ def _informed_owner(
         links,
         paged=False,
     )
-    return _noted(told, note)
-
-
-def _noted(notifications: Iterable[Notification], note: str) -> list[Notification]:
-    """Notifications whose messages carry ``note``, told by driftowner itself (``AUTO``)."""
-    return [replace(n, message=replace(n.message, note=note, actor=AUTO)) for n in notifications]
+    return [replace(n, message=replace(n.message, held_by=upstream)) for n in told]
 
 
 def _released(incident: Incident, now: datetime) -> tuple[Incident, Event]:
@@ -285,10 +286,11 @@ def slo_breaches(
             events.append(Event(incident.id, now, "slo_breached", AUTO, detail))
             continue
         state = "unacknowledged" if slo == "ack" else "unresolved"
+        breach = SloBreach(slo, within.total_seconds(), (now - deadline).total_seconds())
         told = (
             []
             if held_by is not None
-            else _breach_pages(config, incident, slo, name, now, new_id, links)
+            else _breach_pages(config, incident, breach, now, new_id, links)
         )
         who = ", ".join(sorted({n.recipient for n in told}))
         detail = f"{name} passed {state}: " + (
@@ -304,8 +306,7 @@ def slo_breaches(
 def _breach_pages(
     config: Config,
     incident: Incident,
-    slo: str,
-    name: str,
+    breach: SloBreach,
     now: datetime,
     new_id: Callable[[], str],
     links: Links,
@@ -313,7 +314,7 @@ def _breach_pages(
     """One page per recipient and channel: the owner through the first step's channels, the
     chain's next step's recipients through its channels (or ``on_breach`` through every
     channel the chain uses). An ack breach reads as an escalation, a resolve breach as a
-    reminder; the note names the SLO."""
+    reminder; each message carries the ``breach``."""
     chain = incident.chain
     steps = chain.steps
     targets: list[tuple[str, tuple[str, ...]]] = [(incident.owner, steps[0].via)]
@@ -329,15 +330,14 @@ def _breach_pages(
         done = incident.escalation_steps_done
         following = steps[done % len(steps)] if done < len(steps) * rounds(chain) else steps[-1]
         targets += [(who, following.via) for who in following.recipients]
-    purpose: Purpose = "escalated" if slo == "ack" else "reminder"
-    note = f"SLO breached: {name} passed with the incident {incident.state}"
+    purpose: Purpose = "escalated" if breach.slo == "ack" else "reminder"
     out: list[Notification] = []
     seen: set[tuple[str, str]] = set()
     for recipient, via in targets:
         fresh = tuple(c for c in via if (recipient, c) not in seen)
         seen.update((recipient, c) for c in fresh)
         told = _to_owners(config, incident, (recipient,), fresh, purpose, 0, now, new_id, links)
-        out.extend(_noted(told, note))
+        out.extend(replace(n, message=replace(n.message, breach=breach)) for n in told)
     return out
 
 
@@ -713,14 +713,15 @@ def test_notifications(
     message = Message(
         purpose="test",
         incident_id=f"test-{new_id()}",
-        system=", ".join(owned) or "(no system yet)",
+        system=", ".join(owned),
         owner=owner_key,
         owner_name=owner.name,
         kind="drift",
         rule="test",
         state="open",
         layers=(),
-        summary=f"Test notification for {owner.name}: driftowner can reach you here.",
+        # No prose here: render says what a test message is (render.summary).
+        summary="",
         evidence=(),
         opened_at=now,
         age_seconds=0.0,
@@ -769,9 +770,7 @@ def build_message(
         state=incident.state,
         layers=incident.layers,
         summary=incident.summary,
-        evidence=tuple(
-            f"{f.signal} ({f.layer}): {f.status} — {f.reason}" for f in incident.evidence
-        ),
+        evidence=tuple(Evidence.of(f) for f in incident.evidence),
         opened_at=incident.opened_at,
         age_seconds=incident.age(now).total_seconds(),
         step=step,

@@ -7,22 +7,44 @@ acknowledgements, resolutions) wait until ``group_interval`` after the group las
 and go together as the next update. Every notification keeps its own row, lifecycle and
 record: a group is only a way to deliver several rows as one message.
 
-The decisions are pure, the time passed in; :class:`Grouper` keeps each group's schedule in
-memory (a restart or another instance forgets it, and then sends what is due at once).
+A group also keeps a thread: once a group's message has gone out, its later messages reply
+under it (a Slack thread whose root is updated to list every member's current state; a mail
+thread) while the group stays active, and until every incident it lists is resolved.
+
+The decisions are pure, the time passed in (:func:`due_at`, :func:`formed`, :func:`sent`).
+What they decide is kept in the store (:class:`~driftowner.model.GroupState` per group), so a
+restart or a failover to another instance keeps ``group_wait``, ``group_interval`` and the
+thread; :class:`Grouper` is the leader's write-through copy of it.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from driftowner.config import Config, OpsgenieChannelConfig, PagerDutyChannelConfig
-from driftowner.model import Notification
+from driftowner.model import GroupKey, GroupState, GroupThread, Message, Notification
 
-GroupKey = tuple[str, str, str]
-"""What a group shares: (channel, recipient, address)."""
+__all__ = [
+    "GROUPS_KEPT",
+    "OFF",
+    "GroupKey",
+    "GroupPolicy",
+    "Grouper",
+    "due_at",
+    "formed",
+    "group_key",
+    "key_of",
+    "listing",
+    "policy_of",
+    "sent",
+]
+
+GROUPS_KEPT = timedelta(hours=1)
+"""A group idle this long starts afresh: its next member waits ``group_wait`` again, and its
+next message starts a new thread."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,60 +88,136 @@ def key_of(notification: Notification) -> GroupKey:
     return (notification.channel, notification.recipient, notification.address)
 
 
-@dataclass(slots=True)
-class _Schedule:
-    flush_at: datetime | None = None
-    """When the waiting members go out (None: nothing is waiting)."""
-    last_sent: datetime | None = None
-    """When the group last went out."""
+def _active(state: GroupState, now: datetime) -> bool:
+    """Whether a group went out within :data:`GROUPS_KEPT` of ``now``."""
+    return state.last_sent is not None and now - state.last_sent <= GROUPS_KEPT
+
+
+def due_at(
+    state: GroupState, notification: Notification, policy: GroupPolicy, now: datetime
+) -> tuple[datetime, GroupState]:
+    """When ``notification`` goes out, and its group's state after asking: ``now`` (with
+    whatever else of its group is due now), or later, when its group does.
+
+    As Alertmanager does it: a group's first member waits until ``group_wait`` after it was
+    made; once the group went out, every member it meets later waits until ``group_interval``
+    after that, and all of them go together as the group's next update, however long after
+    their making they reach the outbox (a storm written over many seconds by a loaded
+    machine is still one update, not one per lease). Only a retry goes at once: its backoff
+    spaced it already. A group idle for :data:`GROUPS_KEPT` counts as new.
+    """
+    if policy.off:
+        return now, state
+    if state.flush_at is not None:
+        return max(state.flush_at, now), state
+    last = state.last_sent if _active(state, now) else None
+    if last is None:
+        when = notification.created_at + policy.wait
+    elif notification.attempts > 0:
+        when = now
+    else:
+        when = last + policy.interval
+    if when > now:
+        return when, replace(state, flush_at=when)
+    return now, state
+
+
+def formed(state: GroupState, now: datetime) -> GroupState:
+    """The group's members due now are going out together at ``now``; a group idle for
+    :data:`GROUPS_KEPT` starts a new thread."""
+    thread = state.thread if _active(state, now) else GroupThread()
+    return GroupState(flush_at=None, last_sent=now, thread=thread)
+
+
+def listing(thread: GroupThread, messages: Sequence[Message]) -> GroupThread:
+    """The thread once ``messages`` go out in it: each incident already listed shows its
+    newest message in its place, new incidents are added at the end. A message that starts
+    the thread (no ``ref`` yet) is its root: every incident it lists counts in
+    ``root_size``."""
+    newest = {m.incident_id: m for m in messages}
+    listed = [newest.pop(m.incident_id, m) for m in thread.listed]
+    listed += newest.values()
+    root_size = thread.root_size if thread.ref is not None else len(listed)
+    return GroupThread(thread.ref, tuple(listed), root_size)
+
+
+def sent(state: GroupState, thread: GroupThread, ref: str | None) -> GroupState:
+    """The group's state once its message (listing ``thread``) was delivered as ``ref`` (the
+    root the channel answered, or None when it gives none). Once every incident it lists is
+    resolved the thread is over: the next message starts a new one."""
+    root = ref or thread.ref
+    if root is None or all(m.state == "resolved" for m in thread.listed):
+        return replace(state, thread=GroupThread())
+    return replace(state, thread=replace(thread, ref=root))
 
 
 class Grouper:
-    """When each group's members go out. Ask :meth:`due_at` for each notification as it is
-    leased; tell :meth:`formed` when a group's message is put together."""
+    """The leader's copy of its groups' states, written through to the store: :meth:`load`
+    what the store has (a restart, a failover), ask :meth:`due_at` for each notification as
+    it is leased, tell :meth:`formed` and :meth:`sent`; :meth:`changed` gives what to write."""
 
     def __init__(self) -> None:
-        self._schedules: dict[GroupKey, _Schedule] = {}
+        self._states: dict[GroupKey, GroupState] = {}
+        self._changed: set[GroupKey] = set()
+
+    def missing(self, keys: Iterable[GroupKey]) -> set[GroupKey]:
+        """The ``keys`` this copy does not hold (to read from the store)."""
+        return {key for key in keys if key not in self._states}
+
+    def load(self, keys: Iterable[GroupKey], states: Mapping[GroupKey, GroupState]) -> None:
+        """Take the store's states of groups this copy does not hold: ``states`` as read for
+        ``keys``; a key the store has nothing of is a new group (not read again)."""
+        for key in keys:
+            self._states.setdefault(key, states.get(key, GroupState()))
+
+    def state(self, key: GroupKey) -> GroupState:
+        """The state of the group ``key`` (a new group's when unknown)."""
+        return self._states.get(key, GroupState())
+
+    def _set(self, key: GroupKey, state: GroupState) -> GroupState:
+        if self._states.get(key) != state:
+            self._states[key] = state
+            self._changed.add(key)
+        return state
 
     def due_at(self, notification: Notification, policy: GroupPolicy, now: datetime) -> datetime:
-        """When ``notification`` goes out: ``now`` (with whatever else of its group is due
-        now), or later, when its group does.
+        """When ``notification`` goes out (see :func:`due_at`)."""
+        key = key_of(notification)
+        when, state = due_at(self.state(key), notification, policy, now)
+        self._set(key, state)
+        return when
 
-        A first member waits until ``group_wait`` after it was made; a member made after its
-        group last went out waits until ``group_interval`` after that; a member already
-        waiting when its group went out (a lease's limit split the group, a retry) goes at
-        once.
-        """
-        if policy.off:
-            return now
-        schedule = self._schedules.setdefault(key_of(notification), _Schedule())
-        if schedule.flush_at is not None:
-            return max(schedule.flush_at, now)
-        last = schedule.last_sent
-        if last is not None and notification.created_at > last:
-            when = last + policy.interval
-        elif last is not None:
-            when = now
-        else:
-            when = notification.created_at + policy.wait
-        if when > now:
-            schedule.flush_at = when
-            return when
-        return now
+    def formed(self, key: GroupKey, now: datetime) -> GroupState:
+        """The group's members due now go out together at ``now`` (see :func:`formed`)."""
+        return self._set(key, formed(self.state(key), now))
 
-    def formed(self, key: GroupKey, now: datetime) -> None:
-        """The group's members due now are going out together at ``now``."""
-        schedule = self._schedules.setdefault(key, _Schedule())
-        schedule.flush_at = None
-        schedule.last_sent = now
+    def sent(self, key: GroupKey, thread: GroupThread, ref: str | None) -> None:
+        """The group's message listing ``thread`` was delivered as ``ref`` (see :func:`sent`)."""
+        self._set(key, sent(self.state(key), thread, ref))
+
+    def changed(self) -> dict[GroupKey, GroupState]:
+        """The states changed and not yet :meth:`saved`: what to write to the store."""
+        return {key: self._states[key] for key in self._changed}
+
+    def saved(self, states: Mapping[GroupKey, GroupState]) -> None:
+        """``states`` are in the store; a group changed again since stays to write."""
+        self._changed -= {key for key, state in states.items() if self._states.get(key) == state}
+
+    def clear(self) -> None:
+        """Forget every state (another instance leads now: the store has the truth)."""
+        self._states.clear()
+        self._changed.clear()
 
     def forget(self, before: datetime) -> None:
-        """Drop the schedules of groups idle since before ``before`` (nothing waits in them);
-        keeps memory bounded by the groups active within an interval."""
+        """Drop the copies of groups idle since before ``before`` (nothing waits in them, and
+        nothing is left to write); the store keeps them. Bounds memory by the groups active
+        within an interval."""
         idle = [
             key
-            for key, s in self._schedules.items()
-            if s.flush_at is None and (s.last_sent is None or s.last_sent < before)
+            for key, s in self._states.items()
+            if s.flush_at is None
+            and key not in self._changed
+            and (s.last_sent is None or s.last_sent < before)
         ]
         for key in idle:
-            del self._schedules[key]
+            del self._states[key]

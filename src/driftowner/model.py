@@ -450,8 +450,60 @@ class Handover:
 
 
 @dataclass(frozen=True, slots=True)
+class Evidence:
+    """One signal's evidence as a message carries it: the facts of the finding behind the
+    incident, not their wording (render says them)."""
+
+    signal: str
+    layer: Layer
+    status: Status
+    reason: str = ""
+    """The detector's own one-line account of its verdict (``0.71 < min 0.90``)."""
+    value: float | None = None
+    reference: float | None = None
+    limit: float | None = None
+
+    @classmethod
+    def of(cls, finding: Finding) -> Evidence:
+        """What a message carries of ``finding``."""
+        return cls(
+            signal=finding.signal,
+            layer=finding.layer,
+            status=finding.status,
+            reason=finding.reason,
+            value=finding.value,
+            reference=finding.reference,
+            limit=finding.limit,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SloBreach:
+    """An incident SLO that passed, as a message tells it: which, its length, and how far past
+    its deadline the incident was when the message was made."""
+
+    slo: Slo
+    within_seconds: float
+    """The SLO's length (``ack_within`` / ``resolve_within``)."""
+    overdue_seconds: float
+    """How long after the deadline (opening + the SLO) the message was made."""
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """The open incident upstream (of a system this one ``depends_on``) that probably caused a
+    message's incident and holds its pages: its owner is informed, not paged."""
+
+    incident_id: str
+    system: str
+    owner: str
+    state: State
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
-    """What a notification says, channel-independent. Every field a human needs to act."""
+    """What a notification says, channel-independent: facts only, every one a human needs to
+    act. :mod:`driftowner.render` words them per channel."""
 
     purpose: Purpose
     incident_id: str
@@ -463,7 +515,8 @@ class Message:
     state: State
     layers: tuple[Layer, ...]
     summary: str
-    evidence: tuple[str, ...]
+    """The incident's own summary (its rule's); empty for a test message (render says it)."""
+    evidence: tuple[Evidence, ...]
     opened_at: datetime
     age_seconds: float
     step: int
@@ -481,6 +534,11 @@ class Message:
     upstreams: tuple[str, ...] = ()
     """The systems this one ``depends_on`` (what a group's summary names as the common
     cause: "12 systems fed by features-v3")."""
+    breach: SloBreach | None = None
+    """The SLO whose breach this message tells of, if it does."""
+    held_by: Upstream | None = None
+    """The upstream incident that holds this incident's pages, for an owner informed instead
+    of paged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,6 +564,36 @@ class Notification:
     channel, address) started, when one was delivered before: a Slack ``channel:ts``, a mail's
     ``Message-ID``. Filled by the outbox from the store just before sending; never stored with
     the notification."""
+
+
+GroupKey = tuple[str, str, str]
+"""What a group of notifications shares: (channel, recipient, address)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupThread:
+    """Where a group's message goes in its conversation: ``ref`` is the root message of the
+    group's thread (None: this message starts one), ``listed`` every incident the root lists
+    once this message is sent, each as its latest message says; the first ``root_size`` of
+    them are those the root listed when first sent (what the thread is about: a mail
+    thread's subject)."""
+
+    ref: str | None = None
+    listed: tuple[Message, ...] = ()
+    root_size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    """What the store keeps of one group (see ``driftowner.grouping``), so that a restart or
+    another instance keeps its timing and its thread."""
+
+    flush_at: datetime | None = None
+    """When the members waiting go out (None: nothing waits)."""
+    last_sent: datetime | None = None
+    """When the group's last message was put together."""
+    thread: GroupThread = GroupThread()
+    """The group's thread: its root message's reference and what the root lists."""
 
 
 @dataclass(frozen=True, slots=True)

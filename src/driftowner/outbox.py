@@ -11,7 +11,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -20,10 +20,10 @@ import structlog
 from driftowner.channels import Channel, GroupChannel
 from driftowner.config import Config, SlackChannelConfig
 from driftowner.escalation import fallback_of
-from driftowner.grouping import Grouper, GroupKey, key_of, policy_of
+from driftowner.grouping import GROUPS_KEPT, Grouper, GroupKey, key_of, listing, policy_of
 from driftowner.ids import new_notification_id
 from driftowner.metrics import Metrics
-from driftowner.model import AUTO, Delivery, Event, Notification, State
+from driftowner.model import AUTO, Delivery, Event, GroupThread, Notification, State
 from driftowner.store import Settled, Store, StoreUnavailable
 
 log = structlog.get_logger("driftowner.outbox")
@@ -215,7 +215,7 @@ async def deliver_due(
     threads = store.threads(leased)
     sendable = []
     for notification in sending_order(leased):
-        notification = dataclasses.replace(notification, thread=threads.get(notification.id))
+        notification = _threaded(notification, threads.get(notification.id))
         reason = superseded(notification, states.get(notification.incident_id))
         if reason is None:
             sendable.append(notification)
@@ -411,6 +411,14 @@ def _supersede(
         metrics.notifications.labels(notification.channel, "superseded").inc()
 
 
+def _threaded(notification: Notification, thread: str | None) -> Notification:
+    """``notification`` told the root message of its conversation (copied only when it has
+    one: most pages start no conversation, and a copy per page is a cost per page)."""
+    if thread == notification.thread:
+        return notification
+    return dataclasses.replace(notification, thread=thread)
+
+
 def _log(notification: Notification) -> Any:
     """The outbox logger bound to one notification's identity (never its text or address)."""
     return log.bind(
@@ -443,16 +451,20 @@ async def _send(
 
 
 async def _send_group(
-    channels: Mapping[str, Channel], members: tuple[Notification, ...], budget: timedelta
+    channels: Mapping[str, Channel],
+    members: tuple[Notification, ...],
+    thread: GroupThread,
+    budget: timedelta,
 ) -> Delivery:
-    """Send a group's members as one message within ``budget`` (see :func:`_send`)."""
+    """Send a group's members as one message in its ``thread`` within ``budget`` (see
+    :func:`_send`)."""
     name = members[0].channel
     channel = channels.get(name)
     if not isinstance(channel, GroupChannel):
         return Delivery.retry(f"channel {name!r} can no longer send groups")
     try:
         async with asyncio.timeout(budget.total_seconds()):
-            return await channel.send_group(members)
+            return await channel.send_group(members, thread)
     except TimeoutError:
         return Delivery.retry(f"{name}: no delivery within {budget.total_seconds():g}s")
     except Exception as error:  # a channel bug must not lose the notifications
@@ -511,7 +523,10 @@ class Throttle:
         self._lanes: dict[Destination, _Lane] = {}
 
     def _lane(self, destination: Destination) -> _Lane:
-        return self._lanes.setdefault(destination, _Lane())
+        lane = self._lanes.get(destination)
+        if lane is None:
+            lane = self._lanes[destination] = _Lane()
+        return lane
 
     def start_at(self, destination: Destination, now: datetime) -> datetime | None:
         """When the next send to ``destination`` may start: ``now`` or later (its rate, a
@@ -577,12 +592,23 @@ IDLE_POLL = timedelta(seconds=1)
 """With nothing due, the loop still looks this often (writes by the API, another instance's
 retries); an escalation that writes pages wakes it at once."""
 SEND_MARGIN = timedelta(seconds=5)
+"""A send must finish this long before its lease runs out."""
 FORMING_LIMIT = 5000
 """Group members held at most while the rest of their groups is leased; past this many the
 groups go out as they are."""
-GROUPS_KEPT = timedelta(hours=1)
-"""A group idle this long is forgotten (its next member waits ``group_wait`` again)."""
-"""A send must finish this long before its lease runs out."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    """One claim's result: the notifications leased at ``now`` until ``leased_until`` (up
+    to ``room``), their incidents' states and the roots of their conversations."""
+
+    now: datetime
+    leased_until: datetime
+    room: int
+    leased: list[Notification]
+    states: dict[str, State]
+    threads: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -592,6 +618,9 @@ class _Waiting:
     members: tuple[Notification, ...] = ()
     """A group's notifications (``notification`` is the first), sent as one message; empty
     for a notification sent on its own."""
+    thread: GroupThread = field(default_factory=GroupThread)
+    """A group's thread as it will be once this message is sent (see
+    :func:`~driftowner.grouping.listing`)."""
 
     def ids(self) -> list[str]:
         """The ids of the notifications this send delivers."""
@@ -636,13 +665,17 @@ class Deliverer:
         self._new_id = new_id
         self._lease_override = lease
         self.configure(config, channels)
-        self.throttle = Throttle(lambda d: pace_of(self.config, d[0]))
+        self.throttle = Throttle(lambda d: self._paces.get(d[0]) or pace_of(self.config, d[0]))
         self._queues: dict[Destination, list[_Waiting]] = {}
         self.grouper = Grouper()
         self._forming: dict[GroupKey, list[_Waiting]] = {}
         """Group members due now, held until every member due now is leased."""
+        self._group_writes = asyncio.Lock()
+        """One write of the groups' states at a time, so an older never lands after a newer."""
         self._commits = GroupCommit(store)
         self._sends: set[asyncio.Task[bool]] = set()
+        self._claiming: asyncio.Task[_Claimed] | None = None
+        """The claim under way, if any (see :meth:`drain`)."""
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self.delivered = 0
@@ -653,6 +686,8 @@ class Deliverer:
         self.config = config
         self.channels = channels
         self.lease = self._lease_override or lease_for(config)
+        # Read at every send's start and finish: worked out once per config.
+        self._paces = {name: pace_of(config, name) for name in config.channels}
 
     def wake(self) -> None:
         """Look for due notifications now (escalation or the API just wrote some)."""
@@ -696,6 +731,10 @@ class Deliverer:
     async def drain(self) -> int:
         """Deliver until nothing is due, in flight or waiting for its destination.
 
+        The next batch is claimed while the last is being sent: a claim waits for the
+        store (SQLite's write lock, held through a group commit's fsync, then its own
+        commit), and the destinations keep sending from their queues meanwhile.
+
         Returns:
             How many notifications were delivered.
         """
@@ -707,21 +746,24 @@ class Deliverer:
                 # Another instance leads now: what waits here is its to send.
                 await self._release_waiting()
                 more = False
+            if self._claiming is not None and self._claiming.done():
+                claiming, self._claiming = self._claiming, None
+                claimed = claiming.result()  # the store's trouble is raised here
+                more = len(claimed.leased) == claimed.room
+                await self._enqueue(claimed, complete=not more)
             waiting = sum(len(q) for q in self._queues.values())
             # Refill in chunks, not one lease per finished send.
-            if more and waiting <= self.batch // 2 and self.leading():
-                now = self.clock()
-                room = self.batch - waiting
-                leased = await asyncio.to_thread(self.store.lease_due, now, self.lease, room)
-                more = len(leased) == room
-                await self._enqueue(leased, now, complete=not more)
+            if more and self._claiming is None and waiting <= self.batch // 2 and self.leading():
+                self._claiming = asyncio.create_task(self._claim(self.batch - waiting))
+                self._claiming.add_done_callback(lambda _: self._changed.set())
             wake_at = await self._pump()
-            if not self._sends and not any(self._queues.values()):
+            if not self._sends and not any(self._queues.values()) and self._claiming is None:
                 if not more or not self.leading():
                     break
                 continue
-            if more and sum(len(q) for q in self._queues.values()) <= self.batch // 2:
-                continue
+            waiting = sum(len(q) for q in self._queues.values())
+            if more and self._claiming is None and waiting <= self.batch // 2:
+                continue  # the pump took the queue down: claim the next batch now
             timeout = None
             if wake_at is not None:
                 timeout = max((wake_at - self.pace_clock()).total_seconds(), 0.0)
@@ -730,15 +772,29 @@ class Deliverer:
             more = True
         return self.delivered - delivered_before
 
-    async def _enqueue(self, leased: list[Notification], now: datetime, complete: bool) -> None:
+    async def _claim(self, room: int) -> _Claimed:
+        """Lease up to ``room`` due notifications, with what deciding on them needs: their
+        incidents' states and their conversations' roots (store reads, in worker threads)."""
+        now, lease = self.clock(), self.lease
+        leased = await asyncio.to_thread(self.store.lease_due, now, lease, room)
+        if not leased:
+            return _Claimed(now, now + lease, room, [], {}, {})
+        states = await asyncio.to_thread(
+            self.store.incident_states, (n.incident_id for n in leased)
+        )
+        threads = await asyncio.to_thread(self.store.threads, leased)
+        return _Claimed(now, now + lease, room, leased, states, threads)
+
+    async def _enqueue(self, claimed: _Claimed, complete: bool) -> None:
         """Queue leased notifications by destination; finish the moot ones; hold a group's
         members until ``complete`` (nothing more is due: every member due now is leased);
         hand back what a destination cannot start within the lease."""
+        now = claimed.now
         later: dict[str, tuple[datetime, datetime]] = {}
-        sends = await self._sendable(leased, now, later) if leased else []
+        sends = await self._sendable(claimed, later) if claimed.leased else []
         forming = sum(len(members) for members in self._forming.values())
         if self._forming and (complete or forming >= FORMING_LIMIT):
-            sends += self._formed(now)
+            sends += await self._formed(now)
         paced_now = self.pace_clock()
         horizon = self.lease - SEND_MARGIN - self._send_budget_floor()
         for waiting in sends:
@@ -753,31 +809,25 @@ class Deliverer:
             await asyncio.to_thread(self.store.defer, later)
 
     async def _sendable(
-        self,
-        leased: list[Notification],
-        now: datetime,
-        later: dict[str, tuple[datetime, datetime]],
+        self, claimed: _Claimed, later: dict[str, tuple[datetime, datetime]]
     ) -> list[_Waiting]:
-        """The leased notifications to send on their own now; the moot ones finished, group
+        """The claimed notifications to send on their own now; the moot ones finished, group
         members held (see :meth:`_grouped`)."""
-        states = await asyncio.to_thread(
-            self.store.incident_states, (n.incident_id for n in leased)
-        )
+        now = claimed.now
         # Each notification learns the root message of its conversation, if one was delivered.
-        threads = await asyncio.to_thread(self.store.threads, leased)
-        leased = [dataclasses.replace(n, thread=threads.get(n.id)) for n in leased]
+        leased = [_threaded(n, claimed.threads.get(n.id)) for n in claimed.leased]
         sendable: list[Notification] = []
         for notification in sending_order(leased):
-            reason = superseded(notification, states.get(notification.incident_id))
+            reason = superseded(notification, claimed.states.get(notification.incident_id))
             if reason is not None:
                 await asyncio.to_thread(
                     _supersede, self.store, notification, reason, now, self.metrics
                 )
             else:
                 sendable.append(notification)
-        return self._grouped(sendable, now, later)
+        return await self._grouped(sendable, now, later)
 
-    def _grouped(
+    async def _grouped(
         self,
         notifications: list[Notification],
         now: datetime,
@@ -785,34 +835,74 @@ class Deliverer:
     ) -> list[_Waiting]:
         """The notifications (leased at ``now``) to send on their own now: their channel
         does not group. A group's member due now joins its group in ``_forming``, sent once
-        every member due now is leased; one due later goes into ``later``."""
+        every member due now is leased; one due later goes into ``later``. Each group's
+        timing comes from the store the first time this instance meets the group (a restart,
+        a failover), and what changed is written back before any member is handed back."""
         self.grouper.forget(now - GROUPS_KEPT)
         sends: list[_Waiting] = []
+        grouped: list[tuple[Notification, _Waiting]] = []
         for notification in notifications:
-            policy = policy_of(self.config, notification.channel)
             channel = self.channels.get(notification.channel)
             waiting = _Waiting(notification, now + self.lease)
-            if policy.off or not isinstance(channel, GroupChannel):
+            if policy_of(self.config, notification.channel).off or not isinstance(
+                channel, GroupChannel
+            ):
                 sends.append(waiting)
-                continue
+            else:
+                grouped.append((notification, waiting))
+        missing = self.grouper.missing(key_of(n) for n, _ in grouped)
+        if missing:
+            self.grouper.load(missing, await asyncio.to_thread(self.store.groups, missing))
+        for notification, waiting in grouped:
+            policy = policy_of(self.config, notification.channel)
             due = self.grouper.due_at(notification, policy, now)
             if due > now:
                 later[notification.id] = (due, waiting.leased_until)
             else:
                 self._forming.setdefault(key_of(notification), []).append(waiting)
+        await self._save_groups()
         return sends
 
-    def _formed(self, now: datetime) -> list[_Waiting]:
-        """Every group held in ``_forming``, going out now, as one send each (a group of one
-        is sent on its own); its lease is its members' earliest."""
+    async def _formed(self, now: datetime) -> list[_Waiting]:
+        """Every group held in ``_forming``, going out now, as one send each; its lease is
+        its members' earliest. A group of one is sent on its own, unless its group's thread
+        goes on (then it is the thread's next message)."""
         sends = []
         for key, held in self._forming.items():
-            self.grouper.formed(key, now)
+            thread = self.grouper.formed(key, now).thread
             members = tuple(w.notification for w in held)
             leased_until = min(w.leased_until for w in held)
-            sends.append(_Waiting(members[0], leased_until, members if len(members) > 1 else ()))
+            if len(members) > 1 or thread.ref is not None:
+                listed = listing(thread, [n.message for n in members])
+                sends.append(_Waiting(members[0], leased_until, members, listed))
+            else:
+                sends.append(_Waiting(members[0], leased_until))
+        await self._save_groups()
         self._forming.clear()
         return sends
+
+    async def _send_group(self, waiting: _Waiting, budget: timedelta) -> Delivery:
+        """Send a group's message in its thread; once delivered, the group's thread (the
+        root the channel answered, what it lists) is kept. The root is the group's, not any
+        member incident's: it starts no incident's conversation."""
+        delivery = await _send_group(self.channels, waiting.members, waiting.thread, budget)
+        if not delivery.ok:
+            return delivery
+        self.grouper.sent(key_of(waiting.notification), waiting.thread, delivery.ref)
+        try:
+            await self._save_groups()
+        except Exception:
+            # Delivered all the same; unkept, the group's next message starts a new thread.
+            _log(waiting.notification).exception("keeping the group's thread failed")
+        return dataclasses.replace(delivery, ref=None)
+
+    async def _save_groups(self) -> None:
+        """Write the groups' states changed since the last write."""
+        async with self._group_writes:
+            changed = self.grouper.changed()
+            if changed:
+                await asyncio.to_thread(self.store.save_groups, changed)
+                self.grouper.saved(changed)
 
     def _send_budget_floor(self) -> timedelta:
         """The least time a send is given: its channel's timeout, as :func:`lease_for` has it."""
@@ -842,7 +932,7 @@ class Deliverer:
                 self.throttle.start(destination, paced_now)
                 task = asyncio.create_task(self._send_one(destination, waiting, now, paced_now))
                 self._sends.add(task)
-                task.add_done_callback(self._sends.discard)
+                task.add_done_callback(self._finished)
         return wake_at
 
     async def _send_one(
@@ -852,7 +942,7 @@ class Deliverer:
         budget = max(waiting.leased_until - SEND_MARGIN - started, timedelta(seconds=1))
         try:
             if waiting.members:
-                delivery = await _send_group(self.channels, waiting.members, budget)
+                delivery = await self._send_group(waiting, budget)
             else:
                 delivery = await _send(self.channels, waiting.notification, budget)
             finished = self.pace_clock()
@@ -886,6 +976,12 @@ class Deliverer:
         finally:
             self._changed.set()
 
+    def _finished(self, task: asyncio.Task[bool]) -> None:
+        """A send's task is over: forget it, and wake :meth:`drain`, which may have looked
+        at the set of sends (this task still in it) after the send's own wake-up."""
+        self._sends.discard(task)
+        self._changed.set()
+
     async def stop(self, grace: float) -> None:
         """Start nothing more; let the sends in flight finish and record (within ``grace``
         seconds); hand back what waits, so another instance takes it at once."""
@@ -897,14 +993,23 @@ class Deliverer:
         await self._release_waiting()
 
     async def _release_waiting(self) -> None:
-        """Hand every notification waiting for its destination back to the store, due now
-        (best effort: unreleased, its lease runs out soon anyway)."""
+        """Hand every notification waiting for its destination back to the store, due now,
+        and those of a claim under way once it is made (best effort: unreleased, its lease
+        runs out soon anyway)."""
+        due: dict[str, tuple[datetime, datetime]] = {}
+        if self._claiming is not None:
+            claiming, self._claiming = self._claiming, None
+            with contextlib.suppress(Exception):
+                claimed = await claiming
+                due.update({n.id: (claimed.now, claimed.leased_until) for n in claimed.leased})
         now = self.clock()
         held = [w for q in self._queues.values() for w in q]
         held += [w for members in self._forming.values() for w in members]
-        due = {i: (now, w.leased_until) for w in held for i in w.ids()}
+        due.update({i: (now, w.leased_until) for w in held for i in w.ids()})
         self._queues.clear()
         self._forming.clear()
+        # What this instance knew of its groups may be stale by the next drain: read again.
+        self.grouper.clear()
         if due:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.store.defer, due)

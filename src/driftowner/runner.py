@@ -1,13 +1,15 @@
 """Runs the evaluation cycle against a store: reads through the store's view, applies what
-:mod:`driftowner.cycle` decides one transaction at a time, and logs what happened. The daemon
+:mod:`driftowner.cycle` decides (each system's changes whole, many systems to a transaction),
+and logs what happened. The daemon
 uses it on its database; ``replay`` applies the same cycle to a memory store (:func:`apply`,
 without logging or the escalation stage)."""
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 import structlog
 
@@ -17,24 +19,38 @@ from driftowner.cycle import Pager, Step
 from driftowner.escalation import Escalation
 from driftowner.metrics import Metrics
 from driftowner.model import Finding, Incident
-from driftowner.store import Changes, Conflict, Store
+from driftowner.store import Changes, Store
 
 log = structlog.get_logger("driftowner.cycle")
 
+_Item = TypeVar("_Item")
+
+
+STEPS_PER_TRANSACTION = 200
+"""Systems' (or incidents') changes written in one transaction, each under its own savepoint:
+a storm of 2,000 systems is 10 commits, not 2,000 (one fsync each), while no transaction holds
+the store's write lock for long."""
+
 
 def apply(store: Store, steps: list[Step]) -> list[Step]:
-    """Apply each step in its own transaction; returns the steps applied. A step refused with
-    a :class:`~driftowner.store.Conflict` (someone acted on an incident between our read and
-    write) is left out: the next cycle sees their change and decides again."""
+    """Apply each step whole or not at all, :data:`STEPS_PER_TRANSACTION` to a transaction;
+    returns the steps applied. A step refused with a :class:`~driftowner.store.Conflict`
+    (someone acted on an incident between our read and write) is left out: the next cycle
+    sees their change and decides again."""
     applied: list[Step] = []
-    for step in steps:
-        try:
-            store.apply(step.changes)
-        except Conflict as conflict:
-            log.info("evaluation deferred", system=step.system, reason=str(conflict))
-            continue
-        applied.append(step)
+    for chunk in _chunks(steps):
+        refused = store.apply_each([step.changes for step in chunk])
+        for step, conflict in zip(chunk, refused, strict=True):
+            if conflict is not None:
+                log.info("evaluation deferred", system=step.system, reason=str(conflict))
+                continue
+            applied.append(step)
     return applied
+
+
+def _chunks(items: Sequence[_Item]) -> Iterator[Sequence[_Item]]:
+    for start in range(0, len(items), STEPS_PER_TRANSACTION):
+        yield items[start : start + STEPS_PER_TRANSACTION]
 
 
 def evaluate(
@@ -45,9 +61,9 @@ def evaluate(
     new_incident_id: Callable[[], str],
     pager: Pager,
 ) -> list[Incident]:
-    """One evaluation (see :func:`driftowner.cycle.evaluate`) applied to ``store``, one
-    transaction per system (and per retired incident). Returns the incidents opened or
-    changed."""
+    """One evaluation (see :func:`driftowner.cycle.evaluate`) applied to ``store`` (each
+    system's and each retired incident's changes whole or not at all, see :func:`apply`).
+    Returns the incidents opened or changed."""
     steps = cycle.evaluate(config, findings, store, now, new_incident_id, pager)
     changed: list[Incident] = []
     for step in apply(store, steps):
@@ -123,22 +139,27 @@ def escalate(
     pager: Pager,
     metrics: Metrics | None = None,
 ) -> int:
-    """Fire every due escalation step, expired ack and reminder; one transaction per incident.
-    Returns the number of notifications queued."""
+    """Fire every due escalation step, expired ack and reminder, each incident's changes whole
+    or not at all (:data:`STEPS_PER_TRANSACTION` incidents to a transaction). Returns the
+    number of notifications queued."""
     queued = 0
-    for incident, outcome in cycle.due(config, store, now, pager):
-        try:
-            store.apply(
+    owed = list(cycle.due(config, store, now, pager))
+    for chunk in _chunks(owed):
+        refused = store.apply_each(
+            [
                 Changes(
                     updated=[outcome.incident],
                     events=outcome.events,
                     notifications=outcome.notifications,
                 )
-            )
-        except Conflict:
-            continue  # acknowledged or changed meanwhile: decide again next tick
-        queued += len(outcome.notifications)
-        _log_escalation(incident, outcome, metrics)
+                for _, outcome in chunk
+            ]
+        )
+        for (incident, outcome), conflict in zip(chunk, refused, strict=True):
+            if conflict is not None:
+                continue  # acknowledged or changed meanwhile: decide again next tick
+            queued += len(outcome.notifications)
+            _log_escalation(incident, outcome, metrics)
     return queued
 
 

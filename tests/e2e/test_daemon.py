@@ -56,9 +56,9 @@ owners:
   bob: {{name: Bob Diaz, email: bob@example.com, slack: U0BOB}}
   dana: {{name: Dana Ito, email: dana@example.com}}
 channels:
-  console: {{type: log}}
   # One message per notification: these tests follow one incident's lifecycle message by
   # message (tests/e2e/test_storm.py and tests/unit/test_grouping.py cover grouping).
+  console: {{type: log, group_wait: 0s}}
   slack: {{type: slack, webhook_url: "{slack}", group_wait: 0s}}
 escalation_chains:
   standard:

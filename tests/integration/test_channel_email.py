@@ -8,7 +8,7 @@ import email
 import email.policy
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -26,7 +26,9 @@ from driftowner.channels import build_channel
 from driftowner.channels.email import EmailChannel, message_id
 from driftowner.config import EmailChannelConfig
 from driftowner.configload import ConfigError, load_config_text
-from driftowner.model import Delivery, Notification
+from driftowner.model import Delivery, Evidence, GroupThread, Notification
+from driftowner.outbox import Deliverer
+from driftowner.store import Changes, MemoryStore
 from tests.unit import factories
 
 pytestmark = pytest.mark.integration
@@ -209,7 +211,10 @@ async def test_mail_over_starttls_names_every_required_field(mailbox: Server, tl
         state="open",
         layers=("model", "business"),
         summary="accuracy fine, adoption falling",
-        evidence=("accuracy 0.95 >= min 0.90", "adoption 0.41 < 0.53 (20% below 0.66)"),
+        evidence=(
+            Evidence("accuracy", "model", "ok", "0.95 >= min 0.90"),
+            Evidence("adoption", "business", "degraded", "0.41 < 0.53 (20% below 0.66)"),
+        ),
         age_seconds=252,
         step=1,
         runbook="https://wiki.example.com/fraud-scoring",
@@ -224,7 +229,8 @@ async def test_mail_over_starttls_names_every_required_field(mailbox: Server, tl
     assert mailbox.handler.envelopes == [(SENDER, ["alice@example.com"])]
     assert mail["To"] == "alice@example.com"
     assert mail["From"] == SENDER
-    assert mail["Subject"] == "[driftowner] fraud-scoring: accuracy fine, adoption falling (inc-42)"
+    # The thread's topic (its rule), not the summary a reopening rewrites.
+    assert mail["Subject"] == "[driftowner] fraud-scoring: accuracy fine adoption falling (inc-42)"
     assert mail.get_content_type() == "multipart/alternative"
     text, html = parts(mail)
     for body in (text, html):
@@ -232,7 +238,11 @@ async def test_mail_over_starttls_names_every_required_field(mailbox: Server, tl
             "fraud-scoring",
             "Alice Chen",
             "model, business",
-            "accuracy 0.95 &gt;= min 0.90" if body is html else "accuracy 0.95 >= min 0.90",
+            (
+                "accuracy (model): ok — 0.95 &gt;= min 0.90"
+                if body is html
+                else "accuracy (model): ok — 0.95 >= min 0.90"
+            ),
             "4m 12s",
             "step 1",
             "open",
@@ -275,7 +285,8 @@ async def test_later_mails_reply_to_the_first_mails_message_id(mailbox: Server, 
 async def test_a_group_is_one_mail_listing_each_incident(mailbox: Server, tls: Tls) -> None:
     """Three notifications to alice sent as a group arrive as one mail: the subject is the
     group's summary (the shared upstream, the tally), the text and HTML list each system with
-    its own acknowledge link, and the mail threads under no incident nor starts a thread."""
+    its own acknowledge link; it threads under no incident, and starts the group's own
+    thread: its Message-ID is the delivery's ref, which the group's next mail replies to."""
     members = [
         dataclasses.replace(
             notification(
@@ -288,15 +299,21 @@ async def test_a_group_is_one_mail_listing_each_incident(mailbox: Server, tls: T
         )
         for i in range(3)
     ]
-    delivery = await channel(mailbox.port, tls).send_group(members)
-    assert delivery.ok and delivery.ref is None
+    sender = channel(mailbox.port, tls)
+    delivery = await sender.send_group(members)
     [mail] = mailbox.handler.messages
+    assert delivery.ok and delivery.ref == mail["Message-ID"]
     assert mailbox.handler.envelopes == [(SENDER, ["alice@example.com"])]
     assert mail["Subject"].startswith("[driftowner] 3 systems fed by features-v3")
     assert mail["In-Reply-To"] is None and mail["X-Driftowner-Group"] == "3"
     for body in parts(mail):
         for i in range(3):
             assert f"model-{i}" in body and f"https://driftowner.example.com/a/ack-{i}" in body
+    update = await sender.send_group(members[:1], GroupThread(delivery.ref))
+    reply = mailbox.handler.messages[-1]
+    assert update.ok and update.ref is None
+    assert reply["In-Reply-To"] == reply["References"] == mail["Message-ID"]
+    assert reply["Subject"].startswith("Re: [driftowner] 1 system")
 
 
 async def test_a_templates_dir_overrides_the_packaged_templates(
@@ -469,3 +486,116 @@ def test_good_override_templates_load(tmp_path: Path) -> None:
     (tmp_path / "email_subject.txt").write_text("[ops] {{ m.system }} ({{ m.incident_id }})")
     config = load_config_text(_config_with_templates(tmp_path))
     assert config.channels["email"].templates_dir == tmp_path  # type: ignore[union-attr]
+
+
+# -- threads as mail clients see them: every mail of a thread through the delivery loop --------
+
+
+def _thread_loop(server: Server, tls: Tls) -> tuple[MemoryStore, Callable[[float], Any]]:
+    """The delivery loop over a memory store, its email channel sending to ``server``, on an
+    injected clock (grouping on: ``group_wait`` 3s, ``group_interval`` 30s); returns the store
+    and ``drain_at(minutes)``."""
+    store = MemoryStore()
+    now = [factories.T0]
+    deliverer = Deliverer(
+        store,
+        {"email": channel(server.port, tls)},
+        factories.make_config(),
+        lambda: now[0],
+        pace_clock=lambda: now[0],
+        jitter=lambda: 1.0,
+    )
+
+    async def drain_at(minutes: float) -> None:
+        now[0] = factories.at(minutes)
+        await deliverer.drain()
+
+    return store, drain_at
+
+
+def _mail(nid: str, incident_id: str, minutes: float, **changes: Any) -> Notification:
+    """A mail to alice about ``incident_id``, made at ``minutes``."""
+    return factories.notification(
+        nid,
+        channel="email",
+        address="alice@example.com",
+        created_at=factories.at(minutes),
+        message=factories.full_message(incident_id=incident_id, **changes),
+    )
+
+
+def _normalised(subject: str) -> str:
+    return subject.removeprefix("Re: ")
+
+
+def _one_thread(mails: list[EmailMessage]) -> None:
+    """The mails are one thread as Gmail and Outlook see it: the first is its root (no
+    In-Reply-To), every later one names the root's Message-ID in In-Reply-To and References
+    and carries the root's subject with ``Re:`` before it; Message-IDs are unique."""
+    root, *replies = mails
+    assert root["In-Reply-To"] is None and root["References"] is None
+    assert not root["Subject"].startswith("Re: ")
+    assert len({m["Message-ID"] for m in mails}) == len(mails)
+    for reply in replies:
+        assert reply["In-Reply-To"] == reply["References"] == root["Message-ID"]
+        assert reply["Subject"] == f"Re: {root['Subject']}", reply["Subject"]
+    assert {_normalised(m["Subject"]) for m in mails} == {root["Subject"]}
+
+
+async def test_a_lone_incidents_mails_are_one_thread_with_one_subject(
+    mailbox: Server, tls: Tls
+) -> None:
+    """One incident's first page, escalation, reopening (a new summary), acknowledgement and
+    resolution reach aiosmtpd through the delivery loop as one thread: one normalised
+    subject, every reply naming the first mail (a regression: the subject carried the
+    summary, which a reopening rewrites, so the thread split)."""
+    store, drain_at = _thread_loop(mailbox, tls)
+    store.apply(Changes(opened=[factories.incident(id="inc-1")]))
+    steps: list[tuple[float, dict[str, Any]]] = [
+        (0, {"purpose": "opened", "step": 1}),
+        (15, {"purpose": "escalated", "step": 2}),
+        (60, {"purpose": "reopened", "step": 1, "summary": "adoption falling: 0.38 < 0.53"}),
+        (70, {"purpose": "acknowledged", "state": "acknowledged", "actor": "alice"}),
+        (90, {"purpose": "resolved", "state": "resolved", "step": 0}),
+    ]
+    for k, (minutes, changes) in enumerate(steps):
+        store.apply(Changes(notifications=[_mail(f"n-{k}", "inc-1", minutes, **changes)]))
+        await drain_at(minutes)
+        await drain_at(minutes + 1)
+    mails = mailbox.handler.messages
+    assert [m["X-Driftowner-Purpose"] for m in mails] == [p["purpose"] for _, p in steps]
+    _one_thread(mails)
+    assert mails[0]["Subject"] == (
+        "[driftowner] fraud-scoring: accuracy fine adoption falling (inc-1)"
+    )
+    assert mails[0]["Thread-Topic"] == mails[-1]["Thread-Topic"] == mails[0]["Subject"]
+
+
+async def test_a_groups_mails_are_one_thread_with_one_subject(mailbox: Server, tls: Tls) -> None:
+    """Two incidents paged together (the group's root), escalated together, one
+    acknowledged, both resolved: four group mails to alice, one thread with one normalised
+    subject (what the root listed), whatever each update's summary says (a regression: the
+    subject was each update's summary, "2 ... 2 ESCALATED", "1 ... 1 ACKNOWLEDGED", ...)."""
+    store, drain_at = _thread_loop(mailbox, tls)
+    pair = ("inc-a", "inc-b")
+    store.apply(Changes(opened=[factories.incident(id=i, system=f"m-{i}") for i in pair]))
+    steps: list[tuple[float, tuple[str, ...], dict[str, Any]]] = [
+        (0, pair, {"purpose": "opened", "step": 1}),
+        (15, pair, {"purpose": "escalated", "step": 2}),
+        (20, pair[:1], {"purpose": "acknowledged", "state": "acknowledged", "actor": "alice"}),
+        (60, pair, {"purpose": "resolved", "state": "resolved", "step": 0}),
+    ]
+    for k, (minutes, incidents, changes) in enumerate(steps):
+        made = [
+            _mail(f"n-{k}-{i}", i, minutes, system=f"m-{i}", upstreams=("features-v3",), **changes)
+            for i in incidents
+        ]
+        store.apply(Changes(notifications=made))
+        await drain_at(minutes)
+        await drain_at(minutes + 1)
+    mails = mailbox.handler.messages
+    assert [m["X-Driftowner-Group"] for m in mails] == ["2", "2", "1", "2"]
+    _one_thread(mails)
+    assert mails[0]["Subject"] == "[driftowner] 2 systems fed by features-v3 (opened within 0s)"
+    firsts = [parts(m)[0].splitlines()[0] for m in mails]
+    assert firsts[2].endswith("1 ACKNOWLEDGED") and firsts[3].endswith("2 RESOLVED")

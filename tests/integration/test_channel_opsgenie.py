@@ -17,7 +17,7 @@ from pydantic import SecretStr, ValidationError
 from driftowner.channels import build_channel
 from driftowner.channels.opsgenie import OpsgenieChannel
 from driftowner.config import OpsgenieChannelConfig
-from driftowner.model import Notification
+from driftowner.model import Evidence, Notification
 from tests.fakes.jsonapi import Reply
 from tests.fakes.opsgenie import API_KEY, RATE_LIMITED, FakeOpsgenie
 from tests.unit import factories
@@ -111,7 +111,8 @@ async def test_long_text_is_cut_to_opsgenies_limits(opsgenie: FakeOpsgenie) -> N
     request (message ≤ 130, description ≤ 15,000): accepted."""
     channel = channel_for(opsgenie)
     try:
-        delivery = await channel.send(note(summary="s" * 500, evidence=("e" * 20_000,)))
+        long = (Evidence("accuracy", "model", "degraded", "e" * 20_000),)
+        delivery = await channel.send(note(summary="s" * 500, evidence=long))
     finally:
         await channel.aclose()
     assert delivery.ok, delivery.detail

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from driftowner.channels import build_channel
 from driftowner.channels.slack import SlackWebhookChannel, build_payload
 from driftowner.config import SlackChannelConfig
-from driftowner.model import Delivery
+from driftowner.model import Delivery, Evidence
 from tests.fakes.slack import (
     ACTION_PROHIBITED,
     CHANNEL_IS_ARCHIVED,
@@ -87,7 +87,10 @@ async def test_delivered_message_names_everything_and_carries_buttons(slack: Fak
         owner_name="Alice Chen",
         layers=("model", "business"),
         summary="accuracy fine, adoption falling",
-        evidence=("accuracy 0.95 >= min 0.90", "adoption 0.41, 38% below baseline 0.66"),
+        evidence=(
+            Evidence("accuracy", "model", "ok", "0.95 >= min 0.90"),
+            Evidence("adoption", "business", "degraded", "0.41, 38% below baseline 0.66"),
+        ),
         age_seconds=16 * 60 + 3,
         step=2,
         runbook="https://wiki.example.com/fraud-scoring",
@@ -107,8 +110,8 @@ async def test_delivered_message_names_everything_and_carries_buttons(slack: Fak
         "fraud-scoring",
         "Alice Chen",
         "model, business",
-        "accuracy 0.95 &gt;= min 0.90",
-        "adoption 0.41, 38% below baseline 0.66",
+        "accuracy (model): ok — 0.95 &gt;= min 0.90",
+        "adoption (business): degraded — 0.41, 38% below baseline 0.66",
         "step 2",
         "16m 3s",
         "accuracy fine, adoption falling",
@@ -222,7 +225,10 @@ async def test_hostile_text_cannot_ping_everyone_or_forge_links(slack: FakeSlack
     literal text."""
     channel = channel_for(slack)
     await channel.send(
-        notification(summary="<!channel> look", evidence=("<https://evil.example|click>",))
+        notification(
+            summary="<!channel> look",
+            evidence=(Evidence("accuracy", "model", "degraded", "<https://evil.example|click>"),),
+        )
     )
     await channel.aclose()
     text = all_text(slack.received[0])
@@ -238,7 +244,9 @@ async def test_oversized_content_is_clipped_to_block_kit_limits(slack: FakeSlack
         notification(
             system="s" * 400,
             summary="x" * 5000,
-            evidence=tuple(f"line {i} " + "y" * 100 for i in range(200)),
+            evidence=tuple(
+                Evidence(f"signal-{i}", "model", "degraded", "y" * 100) for i in range(200)
+            ),
         )
     )
     await channel.aclose()

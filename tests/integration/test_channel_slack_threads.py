@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,8 +15,8 @@ from pydantic import SecretStr
 
 from driftowner import service
 from driftowner.channels.slack import SlackWebApiChannel
-from driftowner.model import Delivery, Notification
-from driftowner.outbox import deliver_due
+from driftowner.model import Delivery, Evidence, Notification
+from driftowner.outbox import Deliverer, deliver_due
 from driftowner.store import Changes, SqlStore
 from tests.fakes.slack import FakeSlack, api_error, api_rate_limited
 from tests.unit import factories
@@ -155,7 +155,10 @@ async def test_ten_thousand_characters_of_evidence_are_cut_not_refused(slack: Fa
     """Evidence of 10,000 characters, a 300-character system name and note fit Slack's
     limits (section 3000, header 150): the fake, which refuses what Slack refuses, accepts
     the post and the root update, and the cut text ends with an ellipsis."""
-    long = {"evidence": ("x" * 10_000,), "system": "s" * 300}
+    long = {
+        "evidence": (Evidence("accuracy", "model", "degraded", "x" * 10_000),),
+        "system": "s" * 300,
+    }
     channel = api_channel(slack)
     try:
         first = await channel.send(factories.slack_notification(**long))
@@ -244,3 +247,127 @@ async def test_an_acknowledgement_posts_into_every_thread_the_incident_started(
     root = slack.message(root_channel, root_ts)
     assert root["blocks"][0]["text"]["text"].startswith("ACKNOWLEDGED")
     assert "on it" in str(root["blocks"])
+
+
+ALICE_BY_SLACK = ("slack", "alice", "U024BE7LH")
+
+
+def _to_alice(nid: str, system: str, at: float, purpose: str, state: str) -> Notification:
+    """A Slack notification to Alice's DM about ``system``'s incident (``inc-<system>``)."""
+    return factories.notification(
+        nid,
+        incident_id=f"inc-{system}",
+        channel="slack",
+        address="U024BE7LH",
+        created_at=factories.T0 + timedelta(seconds=at),
+        message=dataclasses.replace(
+            factories.message(f"inc-{system}", purpose), system=system, state=state
+        ),
+    )
+
+
+async def _deliver_at(deliverer: Deliverer, clock: FrozenClock, seconds: float) -> None:
+    clock.now = factories.T0 + timedelta(seconds=seconds)
+    await deliverer.drain()
+
+
+@dataclasses.dataclass
+class FrozenClock:
+    now: datetime = factories.T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _root_lines(slack: FakeSlack, ref: tuple[str, str]) -> list[str]:
+    """The incident lines of the group root as Slack now has it."""
+    blocks = slack.message(*ref)["blocks"]
+    return [
+        b["text"]["text"].split("\n")[0]
+        for b in blocks
+        if b["type"] == "section" and "text" in b and "`drift:" in b["text"]["text"]
+    ]
+
+
+async def test_a_group_is_one_thread_whose_root_follows_its_incidents_across_a_restart(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Two pages to Alice within group_wait post one root message; the daemon restarts; a
+    new member and an acknowledgement (within group_interval) go at 33 s as one reply in the
+    root's thread, and the root is updated with chat.update to list all three, the
+    acknowledged one as ACKNOWLEDGED; the resolutions of all three then reply in the same
+    thread and the root reads RESOLVED for each."""
+    config = factories.make_config(
+        {"channels": {"slack": {"type": "slack", "token": slack.token, "api_url": slack.api_url}}}
+    )
+    path = f"sqlite:///{tmp_path / 'driftowner.db'}"
+    clock = FrozenClock()
+
+    def daemon() -> tuple[SqlStore, SlackWebApiChannel, Deliverer]:
+        store, channel = SqlStore(path), api_channel(slack)
+        deliverer = Deliverer(store, {"slack": channel}, config, clock, pace_clock=clock)
+        return store, channel, deliverer
+
+    store, channel, deliverer = daemon()
+    opened = [factories.incident(id=f"inc-{s}", system=s) for s in ("alpha", "beta", "gamma")]
+    store.apply(Changes(opened=opened))
+    store.apply(
+        Changes(
+            notifications=[
+                _to_alice("a1", "alpha", 0, "opened", "open"),
+                _to_alice("b1", "beta", 1, "opened", "open"),
+            ]
+        )
+    )
+    await _deliver_at(deliverer, clock, 1)
+    await _deliver_at(deliverer, clock, 3)
+    kept = store.groups([ALICE_BY_SLACK])[ALICE_BY_SLACK].thread
+    await channel.aclose()
+    store.close()
+    (root,) = slack.posted
+    assert "thread_ts" not in root and slack.updated == []
+    assert kept.ref is not None and [m.system for m in kept.listed] == ["alpha", "beta"]
+    channel_id, ts = kept.ref.split(":")
+    ref = (channel_id, ts)
+    assert slack.message(*ref)["text"] == root["text"] and "2 systems" in root["text"]
+
+    # A restart: a new store connection, channel and delivery loop; nothing kept in memory.
+    store, channel, deliverer = daemon()
+    try:
+        store.apply(
+            Changes(
+                notifications=[
+                    _to_alice("c1", "gamma", 10, "opened", "open"),
+                    _to_alice("a2", "alpha", 12, "acknowledged", "acknowledged"),
+                ]
+            )
+        )
+        await _deliver_at(deliverer, clock, 12)
+        await _deliver_at(deliverer, clock, 15)
+        assert len(slack.posted) == 1, "the update waits for group_interval"
+        await _deliver_at(deliverer, clock, 33)
+        update = slack.posted[-1]
+        assert (update["channel"], update["thread_ts"]) == ref
+        assert [(u["channel"], u["ts"]) for u in slack.updated] == [ref]
+        assert [line.split(" ")[0] for line in _root_lines(slack, ref)] == [
+            "*ACKNOWLEDGED",
+            "*OPEN",
+            "*OPEN",
+        ]
+        store.apply(
+            Changes(
+                notifications=[
+                    _to_alice(f"{s[0]}9", s, 40, "resolved", "resolved")
+                    for s in ("alpha", "beta", "gamma")
+                ]
+            )
+        )
+        await _deliver_at(deliverer, clock, 40)
+        await _deliver_at(deliverer, clock, 63)
+    finally:
+        await channel.aclose()
+        store.close()
+    assert len(slack.posted) == 3 and slack.posted[-1]["thread_ts"] == ref[1]
+    assert len(slack.updated) == 2
+    assert [line.split(" ")[0] for line in _root_lines(slack, ref)] == ["*RESOLVED"] * 3
+    assert "3 RESOLVED" in slack.message(*ref)["blocks"][0]["text"]["text"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import socket
 import struct
@@ -23,10 +24,11 @@ import pytest
 import respx
 from pydantic import SecretStr, ValidationError
 
+from driftowner import escalation, render
 from driftowner.channels import build_channel
-from driftowner.channels.webhook import PAYLOAD_VERSION, WebhookChannel
+from driftowner.channels.webhook import PAYLOAD_VERSION, WebhookChannel, build_payload
 from driftowner.config import WebhookChannelConfig
-from driftowner.model import Delivery, Notification
+from driftowner.model import Delivery, Evidence, Notification
 from tests.unit import factories
 
 pytestmark = pytest.mark.integration
@@ -114,7 +116,7 @@ async def test_posts_the_versioned_document_with_an_idempotency_key(receiver: Re
         state="acknowledged",
         layers=("model",),
         summary="accuracy below 0.90",
-        evidence=("accuracy 0.71 < min 0.90",),
+        evidence=(Evidence("accuracy", "model", "degraded", "0.71 < min 0.90", 0.71, None, 0.9),),
         opened_at=datetime(2024, 5, 1, 11, 30, tzinfo=timezone(timedelta(hours=2))),
         age_seconds=90061.5,
         step=0,
@@ -150,7 +152,7 @@ async def test_posts_the_versioned_document_with_an_idempotency_key(receiver: Re
             "state": "acknowledged",
             "layers": ["model"],
             "summary": "accuracy below 0.90",
-            "evidence": ["accuracy 0.71 < min 0.90"],
+            "evidence": ["accuracy (model): degraded — 0.71 < min 0.90"],
             "opened_at": "2024-05-01T09:30:00Z",
             "age_seconds": 90061.5,
             "step": 0,
@@ -162,6 +164,19 @@ async def test_posts_the_versioned_document_with_an_idempotency_key(receiver: Re
             "note": "",
             "actor": "",
             "upstreams": [],
+            "findings": [
+                {
+                    "signal": "accuracy",
+                    "layer": "model",
+                    "status": "degraded",
+                    "reason": "0.71 < min 0.90",
+                    "value": 0.71,
+                    "reference": None,
+                    "limit": 0.9,
+                }
+            ],
+            "breach": None,
+            "held_by": None,
         },
     }
     assert "X-Driftowner-Signature" not in headers  # no secret, no signature
@@ -418,3 +433,230 @@ async def test_headers_go_out_as_written() -> None:
     assert "\r\nX-Driftowner-Timestamp: " in head
     assert "\r\nContent-Type: application/json\r\n" in head
     assert "\r\nUser-Agent: driftowner/" in head
+
+
+def documented_document(marker: str) -> Any:
+    """The JSON example docs/operations.md shows after ``marker``."""
+    text = (Path(__file__).parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
+    after = text.split(marker, 1)[1]
+    return json.loads(after.split("```json", 1)[1].split("```", 1)[0])
+
+
+def _shape(value: Any) -> Any:
+    """A JSON value's shape: objects by key, a list by its first item, leaves by type."""
+    if isinstance(value, dict):
+        return {key: _shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    if value is None:
+        return None
+    return {bool: "bool", int: "number", float: "number", str: "string"}[type(value)]
+
+
+def _same_shape(sent: Any, documented: Any, where: str = "$") -> None:
+    """``sent`` has every key ``documented`` has and no other, each of the documented type
+    (a null on either side matches anything: the example cannot show both)."""
+    if sent is None or documented is None:
+        return
+    if isinstance(documented, dict):
+        assert isinstance(sent, dict), where
+        assert sorted(sent) == sorted(documented), (where, sorted(sent), sorted(documented))
+        for key in documented:
+            _same_shape(sent[key], documented[key], f"{where}.{key}")
+    elif isinstance(documented, list):
+        assert isinstance(sent, list), where
+        if sent and documented:
+            _same_shape(sent[0], documented[0], f"{where}[0]")
+    else:
+        assert sent == documented or {sent, documented} == {"number"}, (where, sent, documented)
+
+
+def _escalated_breach() -> Notification:
+    """What escalation makes for bob when fraud-scoring's ack_within passes: the SLO breach
+    told to the chain's next step."""
+    config = factories.make_config(
+        {"channels": {"hook": {"type": "webhook", "url": "http://127.0.0.1:9/h"}}}
+    )
+    subject = factories.incident(config, escalation_steps_done=1)
+    made = escalation.slo_breaches(
+        config, subject, factories.at(31), factories.ids("n"), factories.links
+    ).notifications
+    told = next(n for n in made if n.recipient == "bob")
+    return dataclasses.replace(told, channel="hook", address="ops-bridge")
+
+
+async def test_what_a_webhook_receives_is_the_documented_json(receiver: Receiver) -> None:
+    """A page (an SLO breach told to bob, as escalation makes it) and a group of two reach a
+    real loopback receiver as the version 1 and version 2 documents docs/operations.md shows:
+    the same keys at every level, of the same types; ``summary``, ``evidence`` and ``note``
+    are render's words, the facts behind them are ``findings`` and ``breach``."""
+    channel = channel_for(receiver)
+    page = _escalated_breach()
+    members = [notification(f"n-{i}", incident_id=f"inc-{i}", system=f"m-{i}") for i in (1, 2)]
+    try:
+        assert (await channel.send(page)).ok
+        assert (await channel.send_group(members)).ok
+    finally:
+        await channel.aclose()
+    single, group = (json.loads(body) for _, _, body in receiver.requests)
+    v1 = documented_document("<!-- webhook-v1 -->")
+    v2 = documented_document("<!-- webhook-v2 -->")
+    _same_shape(_shape(single), _shape(v1))
+    _same_shape(_shape({**group, "group": []}), _shape({**v2, "group": []}))
+    for item, documented in zip(group["group"], v2["group"], strict=True):
+        _same_shape(_shape({**item, "message": None}), _shape({**documented, "message": None}))
+        _same_shape(_shape(item["message"]), _shape(v1["message"]))
+    message = single["message"]
+    assert message["summary"] == render.summary(page.message) != ""
+    assert message["evidence"] == list(render.evidence_lines(page.message))
+    assert message["note"] == render.note(page.message)
+    assert message["note"].startswith("ack_within 30m passed with the incident open")
+    assert message["breach"] == {"slo": "ack", "within_seconds": 1800.0, "overdue_seconds": 60.0}
+    assert message["findings"][0]["signal"] == "accuracy"
+    assert group["summary"] == render.group_summary([m.message for m in members])
+
+
+async def test_a_test_message_reaches_a_webhook_with_a_summary(receiver: Receiver) -> None:
+    """``notify-test`` through a webhook: escalation passes the facts (no summary of its own),
+    and the receiver still gets render's summary, which says it is a test (a regression: the
+    webhook sent the raw facts, an empty ``summary``)."""
+    config = factories.make_config(
+        {"channels": {"hook": {"type": "webhook", "url": "http://127.0.0.1:9/h"}}}
+    )
+    made = escalation.test_notifications(config, "alice", factories.T0, factories.ids("t"))
+    sent = next(n for n in made if n.channel == "hook")
+    channel = channel_for(receiver)
+    try:
+        assert (await channel.send(sent)).ok
+    finally:
+        await channel.aclose()
+    [(_, _, body)] = receiver.requests
+    message = json.loads(body)["message"]
+    assert message["summary"] == "Test notification for Alice Chen: driftowner can reach you here."
+    assert message["evidence"] == [] and message["purpose"] == "test"
+
+
+# -- the network sender and an httpx transport send the same request ------------------------
+
+
+async def test_the_network_and_an_httpx_transport_get_the_same_request_head_and_body() -> None:
+    """aiohttp, called directly, puts on the wire the head httpx's Request gave it before
+    (Host, Content-Type, User-Agent, Idempotency-Key, the timestamp and signature,
+    Content-Length, then aiohttp's Accept and Accept-Encoding, in that order) and the bytes a
+    test's httpx transport receives for the same send (the document as ``json.dumps`` with
+    compact separators writes it): one request, not two that drift."""
+    heads: list[bytes] = []
+    bodies: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        heads.append(head)
+        bodies.append(await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/hooks?token=a%20b"
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, text="ok")
+
+    made = [
+        WebhookChannel(
+            "hook",
+            SecretStr(url),
+            timeout=timedelta(seconds=5),
+            secret=SecretStr("s3cret"),
+            clock=lambda: 1_700_000_000.0,
+            transport=transport,
+        )
+        for transport in (None, httpx.MockTransport(handler))
+    ]
+    try:
+        for channel in made:
+            assert await channel.send(notification()) == Delivery.delivered()
+    finally:
+        for channel in made:
+            await channel.aclose()
+        listening.close()
+    lines = heads[0].decode().split("\r\n")
+    assert lines[0] == "POST /hooks?token=a%20b HTTP/1.1"
+    wire = [tuple(line.split(": ", 1)) for line in lines[1:] if line]
+    assert [name for name, _ in wire] == [
+        "Host",
+        "Content-Type",
+        "User-Agent",
+        "Idempotency-Key",
+        "X-Driftowner-Timestamp",
+        "X-Driftowner-Signature",
+        "Content-Length",
+        "Accept",
+        "Accept-Encoding",
+    ]
+    [request] = seen
+    assert bodies[0] == request.content
+    assert bodies[0] == json.dumps(build_payload(notification()), separators=(",", ":")).encode()
+    mock_headers = {name: value for name, value in request.headers.items()}
+    for name, value in wire[:-2]:
+        assert mock_headers[name.lower()] == value, name
+    assert dict(wire)["X-Driftowner-Timestamp"] == "1700000000"
+
+
+async def test_a_compressed_error_answer_is_read_decoded_with_its_retry_after() -> None:
+    """A 503 whose body is gzip-compressed, with ``Retry-After``, read through aiohttp (which
+    does not decompress): retried after the server's delay, the detail quoting the decoded
+    text, as when httpx read the answer."""
+    import gzip
+
+    text = b"overloaded, come back later"
+    packed = gzip.compress(text)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Encoding: gzip\r\n"
+            b"Retry-After: 42\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: " + str(len(packed)).encode() + b"\r\n"
+            b"Connection: close\r\n\r\n" + packed
+        )
+        await writer.drain()
+        writer.close()
+
+    listening = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    channel = WebhookChannel(
+        "hook", SecretStr(f"http://127.0.0.1:{port}/x"), timeout=timedelta(seconds=5)
+    )
+    try:
+        delivery = await channel.send(notification())
+    finally:
+        await channel.aclose()
+        listening.close()
+    assert delivery == Delivery.retry(
+        "webhook: HTTP 503 overloaded, come back later", retry_after=42.0
+    )
+
+
+async def test_a_url_that_is_not_http_gives_up_without_sending() -> None:
+    """An ``ftp://`` URL reaches aiohttp, whose refusal reads as httpx's
+    ``UnsupportedProtocol``: given up, the URL not shown; an unparseable one (a port that is
+    not a number) is refused while it is parsed, as ``InvalidURL``."""
+    for url, named in (
+        ("ftp://127.0.0.1/SECRETpath", "UnsupportedProtocol"),
+        ("http://127.0.0.1:notaport/SECRETpath", "InvalidURL"),
+    ):
+        channel = WebhookChannel("hook", SecretStr(url), timeout=timedelta(seconds=1))
+        try:
+            delivery = await channel.send(notification())
+        finally:
+            await channel.aclose()
+        assert delivery == Delivery.give_up(f"webhook: the URL is not usable ({named})"), url

@@ -6,12 +6,15 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from driftowner import runner
 from driftowner.cycle import Pager
 from driftowner.ids import new_incident_id
 from driftowner.model import AUTO
 from driftowner.store import Changes, SqlStore
-from tests.unit.factories import T0, ids, incident, make_config, notification
+from tests.unit.factories import T0, finding, ids, incident, links, make_config, notification
+from tests.unit.test_paging_policy import storm_config
 
 
 def test_incidents_of_a_removed_system_resolve_and_stop_escalating(tmp_path: Path) -> None:
@@ -36,4 +39,35 @@ def test_incidents_of_a_removed_system_resolve_and_stop_escalating(tmp_path: Pat
         n for n in store.notifications("inc-orphan") if n.message.purpose == "resolved"
     ]
     assert [(n.recipient, n.channel) for n in resolved_notices] == [("alice", "console")]
+    store.close()
+
+
+def test_a_storm_is_written_in_a_few_commits_not_one_per_system(tmp_path: Path) -> None:
+    """450 models fed by one pipeline break in the same cycle: the evaluation's 451 openings
+    and the escalation's 451 first steps each go to SQLite in ceil(451 / 200) = 3 commits (a
+    commit is an fsync; one per system made a storm's writes take tens of seconds under
+    load, and grouping split owners' pages), and every incident and notification is there."""
+    config = storm_config(450)
+    store = SqlStore(f"sqlite:///{tmp_path / 's.db'}")
+    store.open()
+    commits: list[int] = []
+    assert store._engine is not None
+
+    def count_writes(conn: sa.Connection) -> None:
+        if not conn.get_execution_options().get("driftowner_read_only"):
+            commits.append(1)
+
+    sa.event.listen(store._engine, "commit", count_writes)
+    pager = Pager(ids("n"), links)
+    degraded = {
+        name: {"nulls": finding("nulls", "degraded", system=name, layer="data")}
+        for name in config.systems
+    }
+    opened = runner.evaluate(store, config, degraded, T0, ids("inc"), pager)
+    assert len(opened) == 451
+    assert len(commits) == 3
+    commits.clear()
+    assert runner.escalate(store, config, T0, pager) == 451
+    assert len(commits) == 3
+    assert store.outbox_pending() == 451
     store.close()

@@ -46,7 +46,7 @@ owners:
   alice: {{name: Alice Chen, email: alice@example.com}}
   bob: {{name: Bob Diaz, email: bob@example.com}}
 channels:
-  console: {{type: log}}
+  console: {{type: log, group_wait: 0s}}  # each page on its own, as this test counts them
 escalation_chains:
   standard:
     steps:

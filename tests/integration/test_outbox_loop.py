@@ -162,6 +162,21 @@ async def test_a_destination_never_has_more_than_max_in_flight_sends(
     assert gate.sent == 40
 
 
+async def test_a_reloaded_pace_applies_from_the_next_send(store: Store) -> None:
+    """The loop works each channel's pace out once per config (not at every send): after
+    :meth:`Deliverer.configure` with a reloaded config, the new ``max_in_flight`` holds."""
+    gate = Gate("pipe")
+    _queue(store, 20, channel="pipe")
+    deliverer = Deliverer(store, {"pipe": gate}, _config(pipe={"max_in_flight": 1}), Clock(T0))
+    assert await deliverer.drain() == 20
+    assert gate.most == 1
+    gate.most = 0
+    _queue(store, 20, channel="pipe", prefix="m")
+    deliverer.configure(_config(pipe={"max_in_flight": 4}), {"pipe": gate})
+    assert await deliverer.drain() == 20
+    assert gate.most == 4
+
+
 async def test_a_429_on_one_destination_does_not_slow_another(store: Store) -> None:
     """``slow`` answers its first page 429 with Retry-After: 30; ``fast`` answers 200. In
     the same drain every fast page is delivered, while the slow destination's other pages
@@ -394,3 +409,95 @@ async def test_the_next_send_starts_while_an_outcome_is_being_committed(
     assert delivered == 2
     assert slow.outbox_pending() == 0
     slow.close()
+
+
+class SlowClaims(SqlStore):
+    """A real store whose claims after the first wait until ``release`` is set (a claim
+    queued behind another writer's commit)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.release = threading.Event()
+        self.claims = 0
+        self.answered = 0
+        self.waiting = threading.Event()
+        """Set once a claim waits for ``release``."""
+
+    def lease_due(self, now: datetime, lease: timedelta, limit: int = 100) -> list[Notification]:
+        self.claims += 1
+        if self.claims > 1:
+            self.waiting.set()
+            self.release.wait(60)
+        leased = super().lease_due(now, lease, limit)
+        self.answered += 1
+        return leased
+
+
+@pytest.fixture
+def slow_claims(store_url: str) -> Iterator[SlowClaims]:  # noqa: F811 (a fixture)
+    opened = SlowClaims(store_url)
+    opened.open()
+    opened.apply(Changes(opened=[incident()]))
+    yield opened
+    opened.release.set()
+    opened.close()
+
+
+async def test_a_batch_is_sent_while_the_next_one_is_being_claimed(
+    slow_claims: SlowClaims,
+) -> None:
+    """Batches of 10, one send at a time: when half the first batch is under way the next
+    claim starts, and while it waits for the store every page of the first batch still goes
+    out (a claim queued behind a commit's fsync used to leave the destination idle); then
+    the second batch is delivered too."""
+    _queue(slow_claims, 20)
+    channel = Counting("console", 10)
+    config = _config(console={"max_in_flight": 1})
+    clock = Clock(T0 + timedelta(seconds=1))
+    deliverer = Deliverer(slow_claims, {"console": channel}, config, clock, batch=10)
+    draining = asyncio.create_task(deliverer.drain())
+    try:
+        await asyncio.wait_for(channel.done.wait(), 20)
+        assert slow_claims.answered == 1  # the second claim has not come back
+        assert channel.sent == [f"n-{i:05d}" for i in range(10)]
+    finally:
+        slow_claims.release.set()
+        delivered = await asyncio.wait_for(draining, 60)
+    assert delivered == 20
+    assert slow_claims.outbox_pending() == 0
+
+
+async def test_stopping_hands_back_what_a_claim_under_way_leased(
+    slow_claims: SlowClaims,
+) -> None:
+    """An instance stopping while a claim waits for the store lets it finish, then hands
+    what it leased back at once (due now, no attempt counted): another instance takes it
+    without waiting for the lease to run out."""
+    _queue(slow_claims, 20)
+    gate = asyncio.Event()
+
+    class Held:
+        name = "console"
+
+        async def send(self, notification: Notification) -> Delivery:
+            await gate.wait()
+            return Delivery.delivered()
+
+        async def aclose(self) -> None:
+            """Nothing to release."""
+
+    clock = Clock(T0 + timedelta(seconds=1))
+    config = _config(console={"max_in_flight": 10})
+    deliverer = Deliverer(slow_claims, {"console": Held()}, config, clock, batch=10)
+    draining = asyncio.create_task(deliverer.drain())
+    await asyncio.wait_for(asyncio.to_thread(slow_claims.waiting.wait, 20), 30)
+    stopping = asyncio.create_task(deliverer.stop(5))
+    gate.set()
+    slow_claims.release.set()
+    await asyncio.wait_for(stopping, 30)
+    await asyncio.wait_for(draining, 30)
+    rows = {n.id: n for n in slow_claims.notifications("inc-1")}
+    assert sum(1 for n in rows.values() if n.delivered_at is not None) == 10
+    again = slow_claims.lease_due(clock(), timedelta(seconds=30), 100)
+    assert sorted(n.id for n in again) == [f"n-{i:05d}" for i in range(10, 20)]
+    assert all(n.attempts == 0 for n in again)

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from driftowner.config import UnsupportedStorageURL as UnsupportedURL
 from driftowner.config import parse_storage_url as parse_url
-from driftowner.model import Event, Handover, Pending, Silence
+from driftowner.model import Event, GroupState, GroupThread, Handover, Pending, Silence
 from driftowner.store import (
     Changes,
     Conflict,
@@ -43,7 +43,7 @@ from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
     store_url,
 )
 from tests.integration.test_full_disk import DiskLimit
-from tests.unit.factories import SYSTEM, T0, at, incident, minutes, notification
+from tests.unit.factories import SYSTEM, T0, at, incident, message, minutes, notification
 
 LEASE = timedelta(minutes=2)
 TTL = timedelta(seconds=30)
@@ -241,6 +241,63 @@ def test_a_second_unresolved_incident_for_a_fingerprint_is_a_conflict(store: Sto
         store.apply(Changes(opened=[incident(id="inc-2")]))
     assert "\n" not in str(caught.value)
     assert store.incident("inc-2") is None
+
+
+def test_apply_each_writes_every_set_of_changes_but_the_refused_ones(store: Store) -> None:
+    """Many systems' changes go in together (one transaction in a database), each whole or
+    not at all: a refused one (a second unresolved incident of a fingerprint) is answered
+    with its Conflict and leaves nothing, the ones before and after it are written."""
+    store.apply(Changes(opened=[incident()]))
+    current = store.incident("inc-1")
+    assert current is not None
+    refused = store.apply_each(
+        [
+            Changes(
+                opened=[incident(id="inc-2", rule="drift:latency")],
+                events=[_event("opened", 1, "inc-2")],
+            ),
+            Changes(
+                opened=[incident(id="inc-3")],
+                events=[_event("opened", 1, "inc-3")],
+                notifications=[notification("n-3", incident_id="inc-3")],
+            ),
+            Changes(
+                updated=[replace(current, state="acknowledged")],
+                events=[_event("acknowledged", 2)],
+                pending_system=SYSTEM,
+                pending=[Pending(SYSTEM, "drift:null_rate", T0, at(2))],
+            ),
+        ]
+    )
+    assert [type(outcome) for outcome in refused] == [type(None), Conflict, type(None)]
+    assert [e.kind for e in store.events("inc-2")] == ["opened"]
+    assert store.incident("inc-3") is None
+    assert store.events("inc-3") == [] and store.notifications("inc-3") == []
+    acked = store.incident("inc-1")
+    assert acked is not None and (acked.state, acked.version) == ("acknowledged", 1)
+    assert store.pending(SYSTEM) == {
+        (SYSTEM, "drift:null_rate"): Pending(SYSTEM, "drift:null_rate", T0, at(2))
+    }
+
+
+def test_apply_each_of_a_stale_update_refuses_it_alone(store: Store) -> None:
+    """An update from a stale read inside a batch is that entry's Conflict; the batch's other
+    changes are written."""
+    store.apply(Changes(opened=[incident()]))
+    stale = store.incident("inc-1")
+    assert stale is not None
+    store.apply(Changes(updated=[replace(stale, state="acknowledged")]))
+    refused = store.apply_each(
+        [
+            Changes(updated=[replace(stale, state="resolved", resolved_at=at(1))]),
+            Changes(opened=[incident(id="inc-2", rule="drift:latency")]),
+        ]
+    )
+    assert isinstance(refused[0], Conflict) and "inc-1" in str(refused[0])
+    assert refused[1] is None
+    stored = store.incident("inc-1")
+    assert stored is not None and stored.state == "acknowledged"
+    assert store.incident("inc-2") is not None
 
 
 def test_a_resolved_incident_frees_its_fingerprint(store: Store) -> None:
@@ -706,7 +763,52 @@ def test_a_version_2_store_gains_via_and_recovers_its_handovers(
         version = conn.execute(
             sa.text("SELECT value FROM driftowner_meta WHERE key = 'schema_version'")
         ).scalar_one()
-    assert int(version) == SCHEMA_VERSION == 3
+    assert int(version) == SCHEMA_VERSION
+
+
+def test_a_version_3_store_gains_kept_groups(sql_store: SqlStore, raw: sa.Engine) -> None:
+    """A store at schema 3 (no group kept) opens migrated to 4: it keeps the notifications
+    it had and keeps groups' timing and threads from then on."""
+    sql_store.apply(Changes(opened=[incident()], notifications=[notification()]))
+    with raw.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE notification_groups")
+    _set_version(raw, 3)
+    store = _reopen(sql_store)
+    try:
+        assert [n.id for n in store.notifications("inc-1")] == ["n-1"]
+        key = ("console", "alice", "alice")
+        assert store.groups([key]) == {}
+        kept = GroupState(last_sent=at(1), thread=GroupThread("C1:1.2", (message(),)))
+        store.save_groups({key: kept})
+        assert store.groups([key]) == {key: kept}
+    finally:
+        store.close()
+    with raw.connect() as conn:
+        version = conn.execute(
+            sa.text("SELECT value FROM driftowner_meta WHERE key = 'schema_version'")
+        ).scalar_one()
+    assert int(version) == SCHEMA_VERSION == 4
+
+
+def test_groups_keep_their_timing_and_thread(store: Store) -> None:
+    """A group's state reads back as saved (times to the microsecond, the root's ref, every
+    message listed); saving again replaces it; groups are told apart by channel, recipient
+    and address; a group never saved is left out."""
+    alice = ("slack", "alice", "U024BE7LH")
+    by_mail = ("email", "alice", "alice@example.com")
+    bob = ("slack", "bob", "U024BE7LH")
+    listed = (message("inc-1"), message("inc-2", "resolved"))
+    first = GroupState(flush_at=at(0.5) + timedelta(microseconds=7), last_sent=at(0))
+    store.save_groups({alice: first, by_mail: GroupState(last_sent=at(1))})
+    assert store.groups([alice, by_mail, bob]) == {
+        alice: first,
+        by_mail: GroupState(last_sent=at(1)),
+    }
+    later = GroupState(last_sent=at(2), thread=GroupThread("C1:1700000000.000100", listed))
+    store.save_groups({alice: later})
+    assert store.groups([alice]) == {alice: later}
+    assert store.groups([by_mail]) == {by_mail: GroupState(last_sent=at(1))}
+    assert store.groups([]) == {}
 
 
 def test_a_fresh_store_is_created_at_the_current_version(
@@ -720,6 +822,7 @@ def test_a_fresh_store_is_created_at_the_current_version(
     assert int(version) == SCHEMA_VERSION
     assert set(sa.inspect(raw).get_table_names()) >= {
         "driftowner_meta",
+        "notification_groups",
         "incidents",
         "events",
         "outbox",

@@ -13,6 +13,7 @@ from typing import Any
 from driftowner.config import Config, SignalConfig, cross_check
 from driftowner.incidents import snapshot_chain
 from driftowner.model import (
+    Evidence,
     Finding,
     Incident,
     Layer,
@@ -255,7 +256,10 @@ def full_message(**changes: Any) -> Message:
         state="open",
         layers=("model", "business"),
         summary="accuracy fine, adoption falling",
-        evidence=("accuracy 0.95 >= min 0.90", "adoption 0.41 is 38% below baseline 0.66"),
+        evidence=(
+            Evidence("accuracy", "model", "ok", "0.95 >= min 0.90", 0.95, None, 0.9),
+            Evidence("adoption", "business", "degraded", "0.41 is 38% below baseline 0.66", 0.41),
+        ),
         opened_at=datetime(2024, 5, 1, 9, 30, tzinfo=UTC),
         age_seconds=252,
         step=1,
@@ -277,7 +281,7 @@ def message(incident_id: str = "inc-1", purpose: Any = "opened") -> Message:
         rule=RULE,
         layers=("model",),
         summary="accuracy falling",
-        evidence=("accuracy (model): degraded — 0.71 < min 0.9",),
+        evidence=(Evidence("accuracy", "model", "degraded", "0.71 < min 0.9", 0.71, None, 0.9),),
         opened_at=T0,
         age_seconds=0.0,
         incident_url="http://driftowner.test/incidents/inc-1",

@@ -3,16 +3,17 @@ delivered."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 from structlog.testing import capture_logs
 
-from driftowner.channels import Channel, build_channel
+from driftowner.channels import Channel, GroupChannel, build_channel
 from driftowner.channels.log import LogChannel
 from driftowner.config import LogChannelConfig
-from driftowner.model import Delivery, Notification
+from driftowner.model import Delivery, Evidence, Notification
 
 from . import factories
 
@@ -41,7 +42,7 @@ async def test_log_channel_writes_one_event_with_every_field() -> None:
         rule="drift:accuracy",
         layers=("model",),
         summary="accuracy dropped\nbelow 0.90",
-        evidence=("accuracy 0.71 < min 0.90",),
+        evidence=(Evidence("accuracy", "model", "degraded", "0.71 < min 0.90"),),
         age_seconds=930,
         step=2,
         recipient_name="Bob Diaz",
@@ -67,7 +68,7 @@ async def test_log_channel_writes_one_event_with_every_field() -> None:
     assert event["summary"] == "accuracy dropped below 0.90"
     assert event["age"] == "15m 30s"
     assert event["incident_id"] == "inc-7"
-    assert event["evidence"] == ["accuracy 0.71 < min 0.90"]
+    assert event["evidence"] == ["accuracy (model): degraded — 0.71 < min 0.90"]
     assert event["ack_url"] == "http://127.0.0.1:9587/a/ack"
     assert event["incident_url"] == "http://127.0.0.1:9587/incidents/inc-7"
     assert event["runbook"] == "https://wiki/fraud"
@@ -113,3 +114,39 @@ async def test_build_channel_makes_a_log_channel_that_satisfies_the_protocol() -
     assert isinstance(channel, Channel)
     assert channel.name == "console"
     await channel.aclose()
+
+
+async def test_a_group_is_one_log_event_listing_each_incident() -> None:
+    """Three notifications to Bob sent as a group are one ``driftowner.notify`` event: the
+    group's subject, the count, and each incident with its tag, system, rule, evidence, age
+    and own links (absent links left out); the log channel is a group channel."""
+    members = [
+        dataclasses.replace(
+            notification(
+                incident_id=f"inc-{i}",
+                system=f"model-{i}",
+                upstreams=("features-v3",),
+                evidence=(Evidence("accuracy", "model", "degraded", f"0.7{i} < min 0.90"),),
+                ack_url=f"http://127.0.0.1:9587/a/ack-{i}",
+                resolve_url=None,
+            ),
+            id=f"n-{i}",
+        )
+        for i in range(3)
+    ]
+    channel = LogChannel("console")
+    assert isinstance(channel, GroupChannel)
+    with capture_logs() as logs:
+        delivery = await channel.send_group(members)
+    assert delivery == Delivery.delivered()
+    (event,) = logs
+    assert event["event"].startswith("[driftowner] 3 systems fed by features-v3")
+    assert event["event"].endswith(f"→ {members[0].message.recipient_name}")
+    assert event["count"] == 3 and event["notification_ids"] == ["n-0", "n-1", "n-2"]
+    assert [(i["system"], i["label"], i["evidence"]) for i in event["incidents"]] == [
+        (f"model-{i}", "OPEN", f"accuracy (model): degraded — 0.7{i} < min 0.90") for i in range(3)
+    ]
+    assert [i["ack_url"] for i in event["incidents"]] == [
+        f"http://127.0.0.1:9587/a/ack-{i}" for i in range(3)
+    ]
+    assert all("resolve_url" not in i for i in event["incidents"])

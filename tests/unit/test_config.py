@@ -492,6 +492,51 @@ def test_a_raw_control_character_is_a_yaml_error_with_its_line() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("!!bool maybe", "not a valid !!bool value"),
+        ("!!int 12ab", "not a valid !!int value"),
+        ("!!int 0x", "not a valid !!int value"),
+        ("!!float fast", "not a valid !!float value"),
+        ("!!timestamp tomorrow", "not a valid !!timestamp value"),
+        ("!!set [a, b]", "expected a mapping node, but found sequence"),
+        ("!!map [a, b]", "expected a mapping node, but found sequence"),
+    ],
+)
+def test_a_value_that_does_not_fit_its_yaml_tag_is_a_located_error(
+    value: str, message: str
+) -> None:
+    """An explicit YAML tag on a value of the wrong shape (``!!int 12ab``) is an error at
+    that value's line and column, not a KeyError or ValueError escaping the loader; the value
+    itself is not echoed (it may be a secret)."""
+    text = VALID.replace("    escalation: standard\n", f"    escalation: {value}\n", 1)
+    line = text.splitlines().index(f"    escalation: {value}") + 1
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, name="<doc>", environ={})
+    assert caught.value.errors == [f"<doc>: line {line}, column 17: {message}"]
+
+
+def test_anchors_aliases_and_merge_keys_among_systems_load_as_written_out() -> None:
+    """Systems shared through an anchor, a merge key (``<<``) in the systems mapping and an
+    anchored systems mapping all load like the same config written out in full (such
+    documents are read whole rather than one system at a time)."""
+    body = VALID.split("systems:\n", 1)[1]
+    system = body.split("  fraud-scoring:\n", 1)[1]
+    written_out = load_config_text(
+        VALID + "  ranking:\n" + system + "  search:\n" + system, environ={}
+    )
+    aliased = VALID.replace("  fraud-scoring:\n", "  fraud-scoring: &scoring\n")
+    shared = [
+        aliased + "  ranking: *scoring\n  search: *scoring\n",
+        aliased + "  <<: {ranking: *scoring}\n  search: *scoring\n",
+        aliased.replace("systems:\n", "systems: &all\n") + "  ranking: *scoring\n"
+        "  search: *scoring\n",
+    ]
+    for text in shared:
+        assert load_config_text(text, environ={}) == written_out
+
+
 def test_a_file_that_is_not_utf8_names_the_byte(tmp_path: Path) -> None:
     """Bytes that are not UTF-8 are a one-line error naming where they are."""
     path = tmp_path / "latin1.yaml"
@@ -1106,6 +1151,66 @@ def test_a_system_in_two_directory_files_names_both(tmp_path: Path) -> None:
     assert errors_of(path, environ={}) == [
         f"{directory / 'b.yaml'}: systems.scoring: system 'scoring' is also defined in "
         f"{directory / 'a.yaml'} (line 2); a system is defined once"
+    ]
+
+
+def test_errors_in_a_config_split_across_many_directory_files_are_located(
+    tmp_path: Path,
+) -> None:
+    """A config of 300 systems split across three ``systems_dir`` files, read one system at a
+    time: each mistake is still reported with its own file, YAML path and (for what has no
+    path) line, in file and line order, deep into each file."""
+
+    def systems(first: int, count: int) -> str:
+        return "".join(
+            DIR_SYSTEM.replace("scoring:", f"system-{i}:") for i in range(first, first + count)
+        )
+
+    lines_per_system = DIR_SYSTEM.count("\n")
+    files = {"a.yaml": systems(0, 100), "b.yaml": systems(100, 100), "c.yaml": systems(200, 100)}
+    files["b.yaml"] = files["b.yaml"].replace(
+        "system-180:\n  owner: alice\n", "system-180:\n  owner: alice\n  ack_within: soon\n"
+    )
+    files["c.yaml"] = files["c.yaml"].replace(
+        "system-299:\n  owner: alice\n  escalation: standard\n",
+        "system-299:\n  owner: alice\n  escalation: standard\n  runbook: [a]\n",
+    )
+    path = with_systems_dir(tmp_path, files)
+    directory = tmp_path / "systems.d"
+    assert errors_of(path, environ={}) == [
+        f"{directory / 'b.yaml'}: systems.system-180.ack_within: "
+        "invalid duration 'soon': expected e.g. 30s, 15m, 2h, 7d, 1w",
+        f"{directory / 'c.yaml'}: systems.system-299.runbook: must be a valid string",
+    ]
+    # Schema right: cross-references, in the file of each system.
+    files["b.yaml"] = systems(100, 100).replace(
+        "system-150:\n  owner: alice\n", "system-150:\n  owner: alicia\n"
+    )
+    files["c.yaml"] = systems(200, 100).replace(
+        "system-250:\n  owner: alice\n  escalation: standard\n",
+        "system-250:\n  owner: alice\n  escalation: standrd\n",
+    )
+    for name, text in files.items():
+        (directory / name).write_text(text, encoding="utf-8")
+    assert errors_of(path, environ={}) == [
+        f"{directory / 'b.yaml'}: systems.system-150.owner: "
+        "unknown owner 'alicia', did you mean 'alice'?",
+        f"{directory / 'c.yaml'}: systems.system-250.escalation: "
+        "unknown escalation chain 'standrd', did you mean 'standard'?",
+    ]
+    # A system defined again in a later file names the first file and the line it is on there;
+    # a key written twice inside one file is found by its line.
+    (directory / "b.yaml").write_text(systems(100, 100), encoding="utf-8")
+    (directory / "c.yaml").write_text(
+        systems(200, 100) + systems(142, 1) + systems(250, 1), encoding="utf-8"
+    )
+    line_142 = 42 * lines_per_system + 1
+    assert errors_of(path, environ={}) == [
+        f"{directory / 'c.yaml'}: systems.system-142: system 'system-142' is also defined in "
+        f"{directory / 'b.yaml'} (line {line_142}); a system is defined once",
+        f"{directory / 'c.yaml'}: line {101 * lines_per_system + 1}: "
+        f"duplicate key 'system-250' in systems (first at line {50 * lines_per_system + 1}); "
+        "only one of them would take effect",
     ]
 
 

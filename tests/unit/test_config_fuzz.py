@@ -15,12 +15,21 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from driftowner.config import MAX_DURATION, Config
-from driftowner.configload import ConfigError, format_yaml_path, load_config
+from driftowner.configload import (
+    ConfigError,
+    _LeanLoader,
+    _parse_exact,
+    _parse_lean,
+    _parse_yaml,
+    _PyLeanLoader,
+    format_yaml_path,
+    load_config,
+)
 from driftowner.escalation import step_due_at
 from driftowner.incidents import snapshot_chain
 
@@ -253,3 +262,76 @@ def test_random_environment_overrides_load_or_are_located_errors(
 def test_arbitrary_bytes_load_or_are_located_errors(workdir: Path, document: bytes) -> None:
     """Any bytes as the config file (not UTF-8, not YAML, NUL): a located ConfigError."""
     assert_loads_or_locates(write(workdir, document))
+
+
+# --- the lean reading against the exact one ---------------------------------------------------
+
+YAML_PIECES = st.sampled_from(
+    [
+        *("\t", " ", ":", ": ", "- ", "\n", "#", "&x ", "*x", "<<: ", "? ", "!!str ", "!!int "),
+        *("!x ", "%", "---\n", "...\n", "\\", '"', "'", "{", "}", "[", "]", ",", "|", ">"),
+        *("\ufeff", "\x85", "\r\n", "!", "%YAML 1.1\n", "x" * 1100),
+    ]
+)
+
+
+@st.composite
+def yaml_texts(draw: st.DrawFn) -> str:
+    """YAML for random data in a random style, with up to three random pieces of YAML syntax
+    inserted at random places (most of them then no longer parse, or parse differently)."""
+    text = yaml.dump(
+        draw(documents),
+        allow_unicode=draw(st.booleans()),
+        default_flow_style=draw(st.sampled_from([None, True, False])),
+        default_style=draw(st.sampled_from([None, '"', "'", "|", ">"])),
+    )
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(YAML_PIECES) + text[at:]
+    return text
+
+
+@FUZZ
+@given(
+    yaml_texts(),
+    st.sampled_from([(), ("systems",)]),
+    st.sampled_from([_LeanLoader, _PyLeanLoader]),
+)
+# Where libyaml and the pure-Python parser read the same text differently (read exactly):
+@example("a: !\nb: 1\n", (), _LeanLoader)  # an explicit tag on an empty value: '' or None
+@example("a: [x,\n\ufeffy]\n", (), _LeanLoader)  # a byte order mark after the start
+@example("a: b\tc\n", (), _LeanLoader)  # a tab inside a plain value: Python's parser refuses it
+# Duplicate keys where the lean reading goes entry by entry, and inside an entry:
+@example("a: 1\nsystems: {s: 1}\na: 2\n", (), _LeanLoader)
+@example("systems:\n  s: {owner: a}\n  s: {owner: b}\n", (), _LeanLoader)
+@example("s: {owner: a, owner: b}\n", ("systems",), _LeanLoader)
+@example("!!str {}\n", (), _PyLeanLoader)  # a tag on a mapping read entry by entry
+def test_the_lean_reading_gives_what_the_exact_reading_gives(
+    text: str, root: tuple[str, ...], loader_class: type[Any]
+) -> None:
+    """Reading a document one system at a time gives the same data and key positions as
+    reading it whole with the pure-Python loader whenever that loader accepts it; a document
+    it refuses gets the same located problems. Over Python's parser (PyYAML without libyaml)
+    the lean reading accepts only what the exact one accepts; over libyaml a few more (it is
+    more lenient in corners of YAML syntax, such as ``? `` inside a flow collection)."""
+    exact_problems: list[Any] = []
+    try:
+        exact = _parse_exact(text, exact_problems, root)
+    except RecursionError:
+        return  # nesting deeper than Python's stack: neither reading holds it
+    lean = _parse_lean(text, root, loader_class)
+    if loader_class is _PyLeanLoader:
+        assert lean is None or not exact_problems
+    if lean is not None:
+        assert lean.positions() == exact.positions()
+        assert not exact_problems or exact.syntax_error  # never past a duplicate key
+        if not exact_problems:
+            assert not lean.syntax_error
+            assert repr(lean.data) == repr(exact.data)  # repr: NaN is not equal to itself
+    if loader_class is _LeanLoader:
+        problems: list[Any] = []
+        read = _parse_yaml(text, problems, root)
+        assert read.positions() == exact.positions()
+        if lean is None:  # read exactly: the same problems, data and syntax verdict
+            assert (problems, read.syntax_error) == (exact_problems, exact.syntax_error)
+            assert repr(read.data) == repr(exact.data)

@@ -13,7 +13,7 @@ import pytest
 from driftowner.config import Config
 from driftowner.escalation import Escalation, cycle_length, on_resolved, step_due_at, tick
 from driftowner.incidents import acknowledge, reassign, resolve, snapshot_chain
-from driftowner.model import AUTO, ChainSnapshot, ChainStep, Incident, Notification
+from driftowner.model import AUTO, ChainSnapshot, ChainStep, Evidence, Incident, Notification
 
 from .factories import (
     SYSTEM,
@@ -164,7 +164,9 @@ def test_notifications_carry_what_a_human_needs_to_act() -> None:
     assert message.layers == ("model",)
     assert message.kind == "drift" and message.rule == "drift:accuracy"
     assert message.summary == "accuracy falling: 0.71 < min 0.9"
-    assert message.evidence == ("accuracy (model): degraded — 0.71 < min 0.9",)
+    assert message.evidence == (
+        Evidence("accuracy", "model", "degraded", "0.71 < min 0.9", 0.71, None, 0.9),
+    )
     assert message.age_seconds == 900.0
     assert message.opened_at == T0
     assert message.step == 2

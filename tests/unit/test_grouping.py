@@ -14,8 +14,8 @@ import pytest
 
 from driftowner import render
 from driftowner.config import Config
-from driftowner.grouping import Grouper, GroupPolicy, key_of, policy_of
-from driftowner.model import Delivery, Notification
+from driftowner.grouping import Grouper, GroupPolicy, key_of, listing, policy_of, sent
+from driftowner.model import Delivery, GroupState, GroupThread, Notification
 from driftowner.outbox import Deliverer
 from driftowner.store import Changes, MemoryStore
 from tests.unit.factories import (
@@ -52,8 +52,9 @@ def _at(seconds: float) -> datetime:
         ("later member", [(0, 0, 3), (3, 0, 3), "formed@3", (10, 10, 33), (20, 20, 33)]),
         # ... and at 33 everything due goes together.
         ("next update", [(0, 0, 3), "formed@3", (10, 10, 33), "formed@33", (40, 40, 63)]),
-        # A member made before its group went out (a lease's limit left it behind) goes now.
-        ("straggler", [(0, 0, 3), "formed@3", (3.2, 1, 3.2)]),
+        # A member made before its group went out but leased after (a storm a loaded machine
+        # writes over seconds) waits for the next update, as later members do.
+        ("straggler", [(0, 0, 3), "formed@3", (3.2, 1, 33), (20, 0, 33)]),
     ],
 )
 def test_grouper_schedule(name: str, steps: list[Any]) -> None:
@@ -206,6 +207,8 @@ class GroupFake:
     name: str
     script: list[Delivery] = field(default_factory=list)
     messages: list[list[str]] = field(default_factory=list)
+    threads: list[GroupThread | None] = field(default_factory=list)
+    """The thread each group message was sent in."""
 
     def _answer(self) -> Delivery:
         return self.script.pop(0) if self.script else Delivery.delivered(ref="msg")
@@ -214,8 +217,11 @@ class GroupFake:
         self.messages.append([notification.id])
         return self._answer()
 
-    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
+    async def send_group(
+        self, notifications: Sequence[Notification], thread: GroupThread | None = None
+    ) -> Delivery:
         self.messages.append([n.id for n in notifications])
+        self.threads.append(thread)
         return self._answer()
 
     async def aclose(self) -> None:
@@ -345,3 +351,205 @@ async def test_a_group_bigger_than_a_lease_batch_is_still_one_message() -> None:
     await _drain_at(deliverer, clock, 3)
     assert sorted(map(sorted, channel.messages)) == [nids[:7], nids[7:]]
     assert all(n.delivered_at is not None for n in _rows(store, nids))
+
+
+# -- what survives a restart or a failover: the group's timing and thread in the store ----------
+
+
+def _restarted(store: MemoryStore, channel: GroupFake, clock: Clock) -> Deliverer:
+    """A new delivery loop over the same store: the daemon restarted, or another instance
+    took over; nothing of the old loop's memory is left."""
+    return Deliverer(
+        store, {"hook": channel}, _config(), clock, pace_clock=clock, jitter=lambda: 1.0
+    )
+
+
+async def test_a_restart_keeps_group_interval_for_a_later_member() -> None:
+    """The group went out at 3; a page made at 10 and first leased after a restart still
+    waits for group_interval (33), not group_wait from its making (13), which a restarted
+    loop used to send at once because the group's timing lived only in memory."""
+    store, channel, clock, deliverer = _loop()
+    _page(store, "a", 0)
+    await _drain_at(deliverer, clock, 0)
+    await _drain_at(deliverer, clock, 3)
+    _page(store, "b", 10)
+    restarted = _restarted(store, channel, clock)
+    await _drain_at(restarted, clock, 10)
+    await _drain_at(restarted, clock, 13)
+    assert channel.messages == [["a"]] and store.next_due() == _at(33)
+    await _drain_at(restarted, clock, 33)
+    assert channel.messages == [["a"], ["b"]]
+
+
+async def test_a_failover_keeps_the_flush_time_of_a_waiting_group() -> None:
+    """One instance held a page made at 10 until the group's next update at 33; another
+    instance taking over leases a page made at 20: it joins the same update at 33 (the old
+    loop, knowing nothing, sent it at 23 on its own)."""
+    store, channel, clock, first = _loop()
+    _page(store, "a", 0)
+    await _drain_at(first, clock, 0)
+    await _drain_at(first, clock, 3)
+    _page(store, "b", 10)
+    await _drain_at(first, clock, 10)
+    _page(store, "c", 20)
+    other = _restarted(store, channel, clock)
+    await _drain_at(other, clock, 20)
+    await _drain_at(other, clock, 23)
+    assert channel.messages == [["a"]]
+    await _drain_at(other, clock, 33)
+    assert channel.messages == [["a"], ["b", "c"]]
+
+
+def _resolved(nid: str) -> Notification:
+    return notification(
+        f"r{nid}",
+        incident_id=f"inc-{nid}",
+        channel="hook",
+        message=dataclasses.replace(
+            message(f"inc-{nid}", "resolved"), state="resolved", system=f"model-{nid}"
+        ),
+    )
+
+
+async def test_a_groups_later_messages_reply_in_its_thread_after_a_restart() -> None:
+    """A group of two goes out at 3 as a thread's root (the channel answers ``root-1``);
+    after a restart, the resolution of one member (made at 10) goes at 33 as a reply in that
+    thread, the root listing both incidents with the resolved one's newest message. The
+    root is the group's: no member incident's own conversation starts from it."""
+    store, channel, clock, deliverer = _loop()
+    channel.script = [Delivery.delivered(ref="root-1")]
+    _page(store, "a", 0)
+    _page(store, "b", 0)
+    await _drain_at(deliverer, clock, 0)
+    await _drain_at(deliverer, clock, 3)
+    assert channel.threads == [GroupThread(None, tuple(n.message for n in _rows(store, "ab")), 2)]
+    resolution = dataclasses.replace(_resolved("a"), created_at=_at(10))
+    store.apply(Changes(notifications=[resolution]))
+    restarted = _restarted(store, channel, clock)
+    await _drain_at(restarted, clock, 10)
+    await _drain_at(restarted, clock, 33)
+    assert channel.messages == [["a", "b"], ["ra"]]
+    update = channel.threads[-1]
+    assert update is not None and update.ref == "root-1"
+    assert [(m.incident_id, m.state) for m in update.listed] == [
+        ("inc-a", "resolved"),
+        ("inc-b", "open"),
+    ]
+    assert store.conversations("inc-a") == [] and store.conversations("inc-b") == []
+
+
+async def test_a_thread_whose_incidents_are_all_resolved_is_over() -> None:
+    """Once the group's message lists every incident resolved, the next page to the same
+    recipient starts a new thread (no ``ref``), as a lone page on its own."""
+    store, channel, clock, deliverer = _loop()
+    channel.script = [Delivery.delivered(ref="root-1"), Delivery.delivered(ref="root-1")]
+    _page(store, "a", 0)
+    _page(store, "b", 0)
+    await _drain_at(deliverer, clock, 0)
+    await _drain_at(deliverer, clock, 3)
+    store.apply(
+        Changes(
+            notifications=[dataclasses.replace(_resolved(nid), created_at=_at(10)) for nid in "ab"]
+        )
+    )
+    await _drain_at(deliverer, clock, 10)
+    await _drain_at(deliverer, clock, 33)
+    _page(store, "c", 40)
+    await _drain_at(deliverer, clock, 40)
+    await _drain_at(deliverer, clock, 63)
+    assert channel.messages == [["a", "b"], ["ra", "rb"], ["c"]]
+    assert [t.ref if t else None for t in channel.threads] == [None, "root-1"]
+
+
+@pytest.mark.parametrize(
+    ("earlier", "now", "expected"),
+    [
+        # New incidents are added at the end, in the order they go out.
+        ([], ["a:open", "b:open"], ["a:open", "b:open"]),
+        # A listed incident shows its newest message in its place.
+        (["a:open", "b:open"], ["b:resolved", "c:open"], ["a:open", "b:resolved", "c:open"]),
+        # Two messages of one incident in one update: the later one counts.
+        (["a:open"], ["a:acknowledged", "a:resolved"], ["a:resolved"]),
+        (["a:open"], ["b:open", "b:acknowledged"], ["a:open", "b:acknowledged"]),
+    ],
+)
+def test_listing(earlier: list[str], now: list[str], expected: list[str]) -> None:
+    """What a group thread's root lists once a message goes out in it."""
+
+    def messages(specs: list[str]) -> list[Any]:
+        out = []
+        for spec in specs:
+            incident_id, state = spec.split(":")
+            out.append(dataclasses.replace(message(incident_id), state=state))
+        return out
+
+    thread = listing(GroupThread("root", tuple(messages(earlier))), messages(now))
+    assert thread.ref == "root"
+    assert [f"{m.incident_id}:{m.state}" for m in thread.listed] == expected
+
+
+@pytest.mark.parametrize(
+    ("ref_before", "answered", "states", "ref_after"),
+    [
+        (None, "root-1", ["open"], "root-1"),  # the first message becomes the root
+        ("root-1", None, ["open"], "root-1"),  # a reply keeps the root
+        ("root-1", "root-1", ["resolved", "open"], "root-1"),
+        ("root-1", "root-1", ["resolved", "resolved"], None),  # all resolved: over
+        (None, None, ["open"], None),  # a channel without threads keeps none
+    ],
+)
+def test_sent_keeps_the_root_until_every_incident_is_resolved(
+    ref_before: str | None, answered: str | None, states: list[str], ref_after: str | None
+) -> None:
+    """The thread a group keeps after its message was delivered."""
+    listed = tuple(
+        dataclasses.replace(message(f"inc-{i}"), state=state) for i, state in enumerate(states)
+    )
+    after = sent(GroupState(last_sent=T0), GroupThread(ref_before, listed), answered)
+    assert after.thread.ref == ref_after
+    assert after.last_sent == T0
+    assert after.thread.listed == (listed if ref_after else ())
+
+
+async def test_a_storm_written_slowly_is_at_most_two_messages_per_owner() -> None:
+    """A storm's pages are all made at one evaluation's ``now`` (0), but a loaded machine
+    commits them over 20 s: 3 of each owner's 12 every 5 s, leased 4 at a time, the loop
+    draining every second. Each owner still hears of all 12 in at most 2 messages: one at
+    group_wait (3) with those written by then, one at group_interval (33) with the rest (a
+    regression: a member made before its group went out but leased after was sent at once,
+    so each drain that leased some made another message per owner, 5 each here)."""
+    store, channel, clock, deliverer = _loop(batch=4)
+    owners = ("alice", "bob", "dana")
+    written: list[str] = []
+    for second in range(61):
+        if second % 5 == 0 and second <= 20:
+            for who in owners:
+                for k in range(3):
+                    nid = f"{who}-{second}-{k}"
+                    _page(store, nid, 0, recipient=who, address=who)
+                    written.append(nid)
+        await _drain_at(deliverer, clock, second)
+    by_owner: dict[str, list[list[str]]] = {}
+    for one in channel.messages:
+        by_owner.setdefault(one[0].split("-")[0], []).append(one)
+    assert sorted(by_owner) == sorted(owners)
+    for who, messages in by_owner.items():
+        assert len(messages) <= 2, (who, messages)
+        assert sorted(nid for m in messages for nid in m) == sorted(
+            nid for nid in written if nid.startswith(who)
+        )
+    delivered = [n.delivered_at for n in _rows(store, written)]
+    assert all(at is not None and at <= _at(33) for at in delivered)
+
+
+async def test_a_retried_member_goes_at_once_not_at_the_next_interval() -> None:
+    """A member that failed on its own and is retried after its group went out is sent when
+    its backoff ends, not held for group_interval: its backoff already spaced it."""
+    store, channel, clock, deliverer = _loop()
+    _page(store, "a", 0)
+    _page(store, "b", 0, attempts=1, next_attempt_at=_at(5))
+    await _drain_at(deliverer, clock, 0)
+    await _drain_at(deliverer, clock, 3)
+    assert channel.messages == [["a"]]
+    await _drain_at(deliverer, clock, 5)
+    assert channel.messages == [["a"], ["b"]]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from driftowner import cycle, runner
+from driftowner import cycle, render, runner
 from driftowner.config import Config, MaintenanceConfig
 from driftowner.cycle import Pager
 from driftowner.escalation import (
@@ -21,7 +21,7 @@ from driftowner.escalation import (
     tick,
     window_start,
 )
-from driftowner.model import Incident, Notification, Silence
+from driftowner.model import Incident, Notification, Silence, Upstream
 from driftowner.store import MemoryStore
 
 from .factories import SYSTEM, T0, at, base_config, finding, ids, incident, links, make_config
@@ -192,7 +192,10 @@ def test_an_incident_held_by_its_upstream_informs_its_owner_once_and_pages_after
         ("alice", "email", "informed"),
     ]
     assert all(n.message.ack_url is None for n in held.notifications)
-    assert "probably caused by inc-up on features" in held.notifications[0].message.note
+    told = held.notifications[0].message
+    # Facts, not words: the upstream incident as it stands; render says it.
+    assert told.held_by == Upstream("inc-up", "features", "dana", "open") and told.note == ""
+    assert render.note(told).startswith("Probably caused by inc-up on features (owner dana)")
     again = tick(config, held.incident, at(60), ids("n"), links, paging)
     assert (again.events, again.notifications) == ((), ())
     resumed = tick(config, held.incident, at(61), ids("n"), links, Paging())
@@ -284,11 +287,20 @@ def test_slo_breaches_are_recorded_once_and_told(
     next step (or ``on_breach``), once per SLO per incident; an ack that came in time is no
     breach, a late one is recorded without a page."""
     config = make_config({"systems": {SYSTEM: patch}})
-    outcome = slo_breaches(config, incident(config, **overrides), at(minute), ids("n"), links)
+    subject = incident(config, **overrides)
+    outcome = slo_breaches(config, subject, at(minute), ids("n"), links)
     assert [e.detail for e in outcome.events] == details
     assert all(e.kind == "slo_breached" for e in outcome.events)
     assert {n.recipient for n in outcome.notifications} == told
-    assert all("SLO breached" in n.message.note for n in outcome.notifications)
+    for sent in outcome.notifications:
+        # Facts, not words: which SLO, how long, how far past it; render says it.
+        breach = sent.message.breach
+        assert breach is not None and sent.message.note == ""
+        within = subject.ack_within if breach.slo == "ack" else subject.resolve_within
+        assert within is not None and breach.within_seconds == within.total_seconds()
+        overdue = at(minute) - (subject.opened_at + within)
+        assert breach.overdue_seconds == overdue.total_seconds()
+        assert render.note_title(sent.message) == "SLO breached"
     if details:
         again = slo_breaches(config, outcome.incident, at(minute + 1), ids("n"), links)
         assert again.events == ()

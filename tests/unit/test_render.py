@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from driftowner import render
-from driftowner.model import Message, Purpose
+from driftowner.model import Evidence, Message, Purpose
 
 from .factories import full_message
 
@@ -36,7 +36,10 @@ def message(**changes: Any) -> Message:
         state="open",
         layers=("model", "business"),
         summary="accuracy fine, adoption falling",
-        evidence=("accuracy 0.95 >= min 0.90 (ok)", "adoption 0.41 is 38% below baseline 0.66"),
+        evidence=(
+            Evidence("accuracy", "model", "ok", "0.95 >= min 0.90"),
+            Evidence("adoption", "business", "degraded", "0.41 is 38% below baseline 0.66"),
+        ),
         age_seconds=252,
         runbook="https://wiki.example.com/fraud-scoring",
         incident_url="https://driftowner.example.com/incidents/01HZXINCIDENT",
@@ -137,12 +140,13 @@ def test_bodies_name_every_required_field(
         "fraud-scoring",
         "Alice Chen",
         "model, business",
-        "accuracy 0.95 >= min 0.90 (ok)",
-        "adoption 0.41 is 38% below baseline 0.66",
+        "accuracy (model): ok — 0.95 >= min 0.90",
+        "adoption (business): degraded — 0.41 is 38% below baseline 0.66",
         "4m 12s",
         m.state,
         m.purpose,
-        "accuracy fine, adoption falling",
+        # render's summary: the incident's; a test message's own sentence.
+        "accuracy fine, adoption falling" if purpose != "test" else render.summary(m),
         "https://wiki.example.com/fraud-scoring",
         "https://driftowner.example.com/a/ack-token",
         "https://driftowner.example.com/a/resolve-token",
@@ -182,7 +186,7 @@ def test_html_escapes_hostile_summary_and_evidence() -> None:
     """Summary and evidence are data, not markup: scripts and tags come out escaped."""
     hostile = message(
         summary='<script>alert("x")</script> & <b>bold</b>',
-        evidence=('<img src=x onerror="steal()">',),
+        evidence=(Evidence("accuracy", "model", "degraded", '<img src=x onerror="steal()">'),),
         system="fraud<i>scoring</i>",
     )
     html = render.html(hostile)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -170,6 +171,65 @@ async def test_non_utf8_file_is_file_invalid(tmp_path: Path) -> None:
     assert result.error_reason == "file_invalid"
 
 
+async def test_a_bad_byte_deep_in_a_large_file_is_named_before_any_bad_row(
+    tmp_path: Path,
+) -> None:
+    """The file is read line by line, but the error is what reading it whole said: the
+    offset of the first byte that is not UTF-8 in the whole file (not within a chunk), and
+    it wins over a malformed row that comes before it."""
+    head = "timestamp,series,value\n1714564800,s,1\n1714564800,s,oops\n"
+    rows = "".join(f"{1714564800 + i},s,{i}\n" for i in range(2000))
+    data = (head + rows).encode() + b"1714564800,caf\xe9,1\n"
+    path = tmp_path / "large.csv"
+    path.write_bytes(data)
+    result = await FileSource("csv", path).read("s", T0, T0, MINUTE)
+    assert result.error == f"file source 'csv': {path} is not UTF-8 text (byte {len(data) - 4})"
+    assert result.error_reason == "file_invalid"
+
+
+async def test_rows_may_come_in_any_order_and_files_with_crlf_or_a_bom_read_the_same(
+    tmp_path: Path,
+) -> None:
+    """Rows out of time order are sorted, a repeated instant keeps the later row, and Windows
+    line ends or a byte order mark change nothing."""
+    text = (
+        "timestamp,series,value\n"
+        "2024-05-01T12:02:00Z,s,3\n"
+        "2024-05-01T12:00:00Z,s,1\n"
+        "2024-05-01T12:02:00Z,s,4\n"
+        "2024-05-01T12:01:00Z,s,2\n"
+    )
+    for name, raw in [
+        ("plain.csv", text.encode()),
+        ("crlf.csv", text.replace("\n", "\r\n").encode()),
+        ("bom.csv", b"\xef\xbb\xbf" + text.encode()),
+    ]:
+        path = tmp_path / name
+        path.write_bytes(raw)
+        result = await FileSource("csv", path).read("s", T0, T0 + 2 * MINUTE, MINUTE)
+        assert result.error is None, name
+        assert [(s.at, s.value) for s in result.samples] == [
+            (T0, 1.0),
+            (T0 + MINUTE, 2.0),
+            (T0 + 2 * MINUTE, 4.0),
+        ], name
+
+
+async def test_series_sampled_at_the_same_instants_share_them(tmp_path: Path) -> None:
+    """10,000 series sampled together hold one tuple of instants between them, not one each
+    (the parsed file stays small beside the daemon's other memory)."""
+    rows = "".join(f"{1714564800 + 60 * t},s{i},{t}\n" for t in range(3) for i in range(3))
+    path = write(tmp_path / "m.csv", "timestamp,series,value\n" + rows + "1714564800,odd,1\n")
+    source = FileSource("csv", path)
+    for name in ("s0", "s1", "s2"):
+        result = await source.read(name, T0, T0 + 2 * MINUTE, MINUTE)
+        assert [s.value for s in result.samples] == [0.0, 1.0, 2.0]
+    parsed = source._load()
+    assert isinstance(parsed, dict)
+    assert parsed["s0"].times is parsed["s1"].times is parsed["s2"].times
+    assert parsed["odd"].times == (T0,)
+
+
 async def test_nan_and_inf_are_dropped_and_only_nan_is_non_finite(tmp_path: Path) -> None:
     """NaN/Inf rows are skipped; when nothing finite remains the read says so (source up)."""
     path = write(
@@ -251,11 +311,11 @@ async def test_concurrent_reads_of_a_new_file_parse_it_once(
     parses = 0
     parse = source._parse
 
-    def slow_parse(text: str) -> object:
+    def slow_parse(lines: Iterable[str]) -> object:
         nonlocal parses
         parses += 1
         time.sleep(0.05)  # a large file: long enough for the other reads to arrive meanwhile
-        return parse(text)
+        return parse(lines)
 
     monkeypatch.setattr(source, "_parse", slow_parse)
     results = await asyncio.gather(

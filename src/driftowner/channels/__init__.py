@@ -23,7 +23,7 @@ from driftowner.config import (
     SlackChannelConfig,
     WebhookChannelConfig,
 )
-from driftowner.model import Delivery, Notification
+from driftowner.model import Delivery, GroupThread, Notification
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -66,9 +66,19 @@ class GroupChannel(Protocol):
     """A channel that can deliver several notifications to one recipient as one message
     (see :mod:`driftowner.grouping`); the others send each notification on its own."""
 
-    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
-        """Deliver ``notifications`` (two or more, one recipient and address) as one
-        message; the one ``Delivery`` is every member's outcome."""
+    async def send_group(
+        self, notifications: Sequence[Notification], thread: GroupThread | None = None
+    ) -> Delivery:
+        """Deliver ``notifications`` (one recipient and address) as one message; the one
+        ``Delivery`` is every member's outcome.
+
+        Args:
+            notifications: What goes out now.
+            thread: The group's thread: with a ``ref``, this message replies under that
+                root (and a channel that can updates the root to list ``thread.listed``);
+                without one (None, or no ``ref``), it starts the thread, and its ``ref`` in
+                the ``Delivery`` is the root later messages reply under.
+        """
         ...
 
 

@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from driftowner import render
 from driftowner.channels import safe_detail, timeout_seconds
 from driftowner.grouping import group_key
-from driftowner.model import Delivery, Message, Notification
+from driftowner.model import Delivery, Evidence, GroupThread, Message, Notification
 
 MESSAGE_ID_DOMAIN = "driftowner"
 # Python's header folder doubles the space before an encoded word it wraps onto a new line
@@ -91,6 +91,7 @@ class MailTemplates:
         """
         values = render.context(message)
         values["subject_summary"] = render.clipped_summary(message)
+        values["thread_topic"] = render.thread_topic(message)
         out = []
         for name in TEMPLATE_NAMES:
             try:
@@ -130,7 +131,10 @@ def sample_message() -> Message:
         state="open",
         layers=("model", "business"),
         summary="accuracy fine, adoption falling",
-        evidence=("accuracy 0.95 >= min 0.90", "adoption 0.41 < 0.53"),
+        evidence=(
+            Evidence("accuracy", "model", "ok", "0.95 >= min 0.90", 0.95, None, 0.9),
+            Evidence("adoption", "business", "degraded", "0.41 < 0.53", 0.41, 0.66, 0.53),
+        ),
         opened_at=datetime(2024, 5, 1, 9, 30, tzinfo=UTC),
         age_seconds=900.0,
         step=2,
@@ -185,22 +189,35 @@ def build_email(
 
 
 def build_group_email(
-    notifications: Sequence[Notification], sender: str, now: datetime
+    notifications: Sequence[Notification],
+    sender: str,
+    now: datetime,
+    thread: GroupThread | None = None,
 ) -> EmailMessage:
-    """One mail for a group of notifications to one address (see :mod:`driftowner.grouping`):
-    the group's summary as subject, each incident listed with its links. It threads under no
-    incident (it spans several) and becomes no thread's root.
+    """One mail for a group of notifications to one address (see :mod:`driftowner.grouping`),
+    each incident listed with its links, the group's summary (what changed) first. It threads
+    under no incident (it spans several): the group's first mail is its own thread's root,
+    and a later one names that root (``thread.ref``, its Message-ID) in ``In-Reply-To`` and
+    ``References``. Every mail of the thread has the same subject, the thread's topic (what
+    its root listed: :func:`driftowner.render.group_topic`), ``Re:`` before it on replies.
 
     Raises:
         ValueError: when an address or header value cannot be put into a mail.
     """
     messages = [n.message for n in notifications]
+    ref = thread.ref if thread is not None else None
+    root = thread.listed[: thread.root_size] if thread is not None else ()
+    subject = render.group_topic(root or messages)
     mail = EmailMessage()
-    mail["Subject"] = render.group_subject(messages)
+    mail["Subject"] = f"Re: {subject}" if ref else subject
+    mail["Thread-Topic"] = subject
     mail["From"] = sender
     mail["To"] = notifications[0].address
     mail["Date"] = format_datetime(now.astimezone(UTC))
     mail["Message-ID"] = message_id(group_key(notifications))
+    if ref:
+        mail["In-Reply-To"] = ref
+        mail["References"] = ref
     mail["Auto-Submitted"] = "auto-generated"
     mail["X-Driftowner-Group"] = str(len(notifications))
     mail.set_content(render.group_text(messages))
@@ -268,16 +285,20 @@ class EmailChannel:
         # A first mail's Message-ID is the root later mails of its conversation refer to.
         return await self._send_mail(mail, root=notification.thread is None)
 
-    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
+    async def send_group(
+        self, notifications: Sequence[Notification], thread: GroupThread | None = None
+    ) -> Delivery:
         """Send a group's mail (one for all its notifications); the outcome is every
-        member's."""
+        member's. The group's first mail's Message-ID comes back as the ``ref`` its later
+        mails reply to."""
+        ref = thread.ref if thread is not None else None
         try:
-            mail = build_group_email(notifications, self._sender, datetime.now(UTC))
+            mail = build_group_email(notifications, self._sender, datetime.now(UTC), thread)
         except (ValueError, TypeError, IndexError) as exc:
             return Delivery.give_up(
                 safe_detail(f"email: cannot build the mail: {exc}", self._secrets())
             )
-        return await self._send_mail(mail, root=False)
+        return await self._send_mail(mail, root=ref is None)
 
     async def _send_mail(self, mail: EmailMessage, root: bool) -> Delivery:
         """Send one built mail; ``root``: its Message-ID comes back as the delivery's ref."""

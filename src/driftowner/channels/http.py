@@ -1,25 +1,28 @@
 """What the HTTP channels (Slack incoming webhook, JSON webhook, PagerDuty, Opsgenie) share:
-a lazily opened transport, one POST mapped to a Delivery, keeping the URL (a secret) out of
+a lazily opened sender, one POST mapped to a Delivery, keeping the URL (a secret) out of
 every detail, and reading a field of a JSON answer.
 
-The channels speak httpx's transport interface (one method, ``handle_async_request``). In
-production that is :class:`AiohttpTransport`, aiohttp behind that interface: about a
-fifteenth of the CPU of httpx's own client per request (benchmarks/README.md,
-``bench_delivery.py``). Tests hand the channel any httpx transport instead
-(``httpx.MockTransport``, or ``httpx.MockTransport(respx_router.handler)``). The channel calls
-the transport directly: the client layer above it (cookies, redirects, auth, URL merging) is
-work a POST to one configured URL never needs.
+A channel POSTs through a :class:`Sender` and judges the :class:`Answer`, the same code
+whichever sender it is. In production that is :class:`AiohttpSender`, aiohttp called directly:
+building httpx's ``Request`` and ``Response`` around it cost as much CPU as aiohttp's own
+request (benchmarks/README.md, "Delivering 10,000 pages"), so a delivered page has neither.
+Tests hand the channel any httpx transport instead (``httpx.MockTransport``, or
+``httpx.MockTransport(respx_router.handler)``), which :class:`HttpxSender` calls with the same
+body, headers and timeouts. An answer past its status (an error's text, ``Retry-After``, a JSON
+field) is read as httpx's ``Response`` (:meth:`Answer.response`), whichever sender it came
+from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 from urllib.request import getproxies_environment, proxy_bypass
 
-import aiohttp
 import httpx
 from pydantic import SecretStr
 
@@ -27,65 +30,135 @@ from driftowner import __version__
 from driftowner.channels import parse_retry_after, safe_detail, timeout_seconds
 from driftowner.model import Delivery
 
+if TYPE_CHECKING:  # aiohttp is imported where a channel first sends (about 7 MB, 75 ms)
+    import aiohttp
+
 ERROR_LIMIT = 300
 """Characters of an error body kept in a Delivery detail."""
 
 USER_AGENT = f"driftowner/{__version__}"
 
+HEADERS = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+"""The headers of every POST, before a channel's own (which may replace them)."""
+
 LIMITS = httpx.Limits(max_connections=100, keepalive_expiry=5.0)
 """Connections a channel opens to its destination at most, and how long an idle one is kept:
 httpx's defaults, which the channels had before their transport moved to aiohttp."""
 
-_AIOHTTP_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
-    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-    (TimeoutError, httpx.TimeoutException),
-    (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
-    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-    (aiohttp.ClientConnectorError, httpx.ConnectError),
-    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
-    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
-    (aiohttp.ClientPayloadError, httpx.ReadError),
-    (aiohttp.ClientOSError, httpx.NetworkError),
-    (aiohttp.ClientError, httpx.TransportError),
-)
-"""aiohttp's errors as httpx's, the first match winning (the more specific come first)."""
+
+@cache
+def _aiohttp_errors() -> tuple[tuple[type[BaseException], type[httpx.TransportError]], ...]:
+    """aiohttp's errors as httpx's, the first match winning (the more specific come first)."""
+    import aiohttp
+
+    return (
+        (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
+        (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+        (TimeoutError, httpx.TimeoutException),
+        (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
+        (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
+        (aiohttp.ClientConnectorError, httpx.ConnectError),
+        (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+        (aiohttp.ClientResponseError, httpx.RemoteProtocolError),
+        (aiohttp.ClientPayloadError, httpx.ReadError),
+        (aiohttp.ClientOSError, httpx.NetworkError),
+        (aiohttp.ClientError, httpx.TransportError),
+    )
 
 
-def httpx_error(error: BaseException, request: httpx.Request) -> httpx.TransportError:
+def httpx_error(error: BaseException) -> httpx.TransportError:
     """The httpx error that an aiohttp error (or a bare timeout) stands for.
 
     Args:
-        error: What aiohttp raised while sending ``request`` or reading its answer.
-        request: The request.
+        error: What aiohttp raised while sending a request or reading its answer.
     """
-    for aiohttp_error, httpx_kind in _AIOHTTP_ERRORS:
+    for aiohttp_error, httpx_kind in _aiohttp_errors():
         if isinstance(error, aiohttp_error):
-            return httpx_kind(str(error) or type(error).__name__, request=request)
-    return httpx.TransportError(f"{type(error).__name__}: {error}", request=request)
+            return httpx_kind(str(error) or type(error).__name__)
+    return httpx.TransportError(f"{type(error).__name__}: {error}")
 
 
-class AiohttpTransport(httpx.AsyncBaseTransport):
-    """httpx's transport interface over an aiohttp session, as the channels had it under
-    httpx: the connection limits of :data:`LIMITS`; TLS verified with httpx's context
-    (certifi's CAs, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``); an HTTP proxy from the
-    environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``); redirects not
-    followed; each phase (waiting for a connection, connecting, reading) bounded by the
-    request's httpx timeout. Header names go out as written. The answer is read whole before
-    it is returned, and every failure is raised as the httpx error it is
+class Answer:
+    """A destination's answer as a sender read it: the status, and (read only when a channel
+    looks past the status) the answer as httpx's ``Response``, its body decoded by its
+    ``Content-Encoding`` and its text by its charset.
+
+    Args:
+        status: The HTTP status.
+        raw_headers: The answer's header lines, as they came.
+        body: The answer's body, as it came (not decompressed).
+        response: The answer already as httpx's ``Response`` (an httpx transport's), if it is.
+    """
+
+    __slots__ = ("_body", "_raw_headers", "_response", "status")
+
+    def __init__(
+        self,
+        status: int,
+        raw_headers: Sequence[tuple[bytes, bytes]] = (),
+        body: bytes = b"",
+        *,
+        response: httpx.Response | None = None,
+    ) -> None:
+        self.status = status
+        self._raw_headers = raw_headers
+        self._body = body
+        self._response = response
+
+    def response(self) -> httpx.Response:
+        """The answer as httpx's ``Response``, built on first use (a delivered page's never is:
+        it costs about as much as the rest of reading the answer)."""
+        if self._response is None:
+            self._response = httpx.Response(
+                self.status, headers=self._raw_headers, content=self._body
+            )
+        return self._response
+
+
+class Sender(Protocol):
+    """What a channel POSTs through: one request to one URL, its whole answer read."""
+
+    async def post(self, url: httpx.URL, body: bytes, headers: Mapping[str, str]) -> Answer:
+        """POST ``body`` with ``headers`` to ``url`` and read the whole answer.
+
+        Raises:
+            httpx.TransportError: The request could not be sent or its answer not read, as
+                the httpx error it is (``ConnectError``, ``ReadTimeout``, ...).
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the sender may be used again afterwards."""
+        ...
+
+
+class AiohttpSender:
+    """The network: an aiohttp session, as the channels had it under httpx: the connection
+    limits of :data:`LIMITS`; TLS verified with httpx's context (certifi's CAs, or
+    ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``); an HTTP proxy from the environment (``HTTP_PROXY``,
+    ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``); redirects not followed; each phase (waiting
+    for a connection, connecting, reading) bounded by ``timeout``. Header names go out as
+    written. The answer is read whole, and every failure is raised as the httpx error it is
     (:func:`httpx_error`).
 
-    The session opens on the first request (inside the running loop); after :meth:`aclose`
-    the next request opens a new one.
+    aiohttp is called directly, with no httpx ``Request`` or ``Response`` built around it:
+    those cost as much CPU as aiohttp's own request (benchmarks/README.md, "Delivering 10,000
+    pages"). The session opens on the first request (inside the running loop); after
+    :meth:`aclose` the next request opens a new one.
 
     ``httpx-aiohttp`` (the OpenAI SDK's) was tried first and left: its 0.2 reads every aiohttp
     connection error as ``ConnectTimeout`` (a refused connection or a reset would read "no
     answer within 10s"), lets a malformed answer's error through unmapped, and sends header
     names lower-cased.
+
+    Args:
+        timeout: Seconds each phase of a request may take.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float) -> None:
+        self._seconds = timeout
         self._session: aiohttp.ClientSession | None = None
+        self._timeout: aiohttp.ClientTimeout | None = None
         self._proxies: dict[tuple[str, str], str | None] = {}
 
     def _proxy(self, url: httpx.URL) -> str | None:
@@ -100,6 +173,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._proxies[key]
 
     def _open(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=LIMITS.max_connections or 0,
@@ -107,36 +182,33 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 ssl=httpx.create_ssl_context(verify=True, trust_env=True),
             )
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+            # httpx's Timeout(t): t to wait for a free connection, t to connect, t to read.
+            self._timeout = aiohttp.ClientTimeout(
+                total=None,
+                connect=self._seconds,
+                sock_connect=self._seconds,
+                sock_read=self._seconds,
+            )
         return self._session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` and read its whole answer; raises only httpx's errors."""
-        timeout = request.extensions.get("timeout", {})
-        headers = [
-            (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
-        ]
+    async def post(self, url: httpx.URL, body: bytes, headers: Mapping[str, str]) -> Answer:
+        """POST ``body`` and read the whole answer; raises only httpx's errors."""
+        import aiohttp
+
         try:
-            async with self._open().request(
-                request.method,
-                str(request.url),
+            async with self._open().post(
+                str(url),
                 headers=headers,
-                data=request.content or None,
+                data=body or None,
                 allow_redirects=False,
-                proxy=self._proxy(request.url),
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=timeout.get("pool"),
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
+                proxy=self._proxy(url),
+                timeout=self._timeout,
             ) as answer:
-                body = await answer.read()
+                content = await answer.read()
         except (aiohttp.ClientError, TimeoutError) as error:
-            raise httpx_error(error, request) from error
-        # Not decompressed by aiohttp: httpx decodes the body by its Content-Encoding.
-        return httpx.Response(
-            answer.status, headers=answer.raw_headers, content=body, request=request
-        )
+            raise httpx_error(error) from error
+        # Not decompressed by aiohttp: Answer.response() decodes it by its Content-Encoding.
+        return Answer(answer.status, answer.raw_headers, content)
 
     async def aclose(self) -> None:
         """Close the session; the next request opens a new one."""
@@ -145,19 +217,56 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await session.close()
 
 
+class HttpxSender:
+    """An httpx transport as a :class:`Sender` (tests: ``httpx.MockTransport``,
+    ``httpx.MockTransport(respx_router.handler)``): the request goes to the transport as
+    httpx's ``Request``, with the same body, headers and timeouts the network would get.
+
+    Args:
+        transport: The httpx transport.
+        timeout: Seconds each phase of a request may take (httpx's ``Timeout(timeout)``).
+    """
+
+    def __init__(self, transport: httpx.AsyncBaseTransport, timeout: float) -> None:
+        self._transport = transport
+        self._timeouts = httpx.Timeout(timeout).as_dict()
+
+    async def post(self, url: httpx.URL, body: bytes, headers: Mapping[str, str]) -> Answer:
+        """Hand the POST to the transport and read its whole answer."""
+        request = httpx.Request(
+            "POST", url, content=body, headers=headers, extensions={"timeout": self._timeouts}
+        )
+        response = await self._transport.handle_async_request(request)
+        await response.aread()
+        return Answer(response.status_code, response=response)
+
+    async def aclose(self) -> None:
+        """Close the transport."""
+        await self._transport.aclose()
+
+
+def json_body(document: Mapping[str, Any]) -> bytes:
+    """``document`` as compact UTF-8 JSON, byte for byte as httpx's ``json=`` wrote it."""
+    return _JSON.encode(document).encode()
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+"""httpx's ``json_dumps`` arguments, the encoder made once."""
+
+
 def base_url(api_url: str) -> str:
     """An API's base URL ending in ``/``, so that paths join onto it."""
     return api_url if api_url.endswith("/") else api_url + "/"
 
 
-def answer_field(response: httpx.Response, key: str) -> str | None:
+def answer_field(answer: Answer, key: str) -> str | None:
     """The string ``key`` of a JSON object answer, or None (no JSON, not an object, no such
     string)."""
     try:
-        answer = response.json()
+        document = answer.response().json()
     except ValueError:
-        answer = {}
-    value = answer.get(key) if isinstance(answer, dict) else None
+        document = {}
+    value = document.get(key) if isinstance(document, dict) else None
     return value if isinstance(value, str) else None
 
 
@@ -188,9 +297,8 @@ class HttpPostChannel:
         self.name = name
         self._url = url
         self._timeout = timeout
-        self._timeouts = httpx.Timeout(timeout_seconds(timeout)).as_dict()
         self._given = transport
-        self._http: httpx.AsyncBaseTransport | None = None
+        self._http: Sender | None = None
         self._parsed: httpx.URL | None = None
 
     def _target(self, path: str) -> httpx.URL:
@@ -201,10 +309,12 @@ class HttpPostChannel:
             self._parsed = httpx.URL(self._url.get_secret_value())
         return self._parsed
 
-    def _transport(self) -> httpx.AsyncBaseTransport:
-        """The transport, opened on first use (a closed one is replaced)."""
+    def _sender(self) -> Sender:
+        """The network (or the transport given), opened on first use."""
         if self._http is None:
-            self._http = self._given or AiohttpTransport()
+            seconds = timeout_seconds(self._timeout)
+            given = self._given
+            self._http = AiohttpSender(seconds) if given is None else HttpxSender(given, seconds)
         return self._http
 
     def _secrets(self) -> tuple[str, ...]:
@@ -229,21 +339,11 @@ class HttpPostChannel:
     ) -> Delivery:
         """POST ``payload`` as JSON to the URL (plus ``path``); bytes are sent as they are (a
         body already signed)."""
+        body = payload if isinstance(payload, bytes) else json_body(payload)
         try:
-            request = httpx.Request(
-                "POST",
-                self._target(path),
-                content=payload if isinstance(payload, bytes) else None,
-                json=None if isinstance(payload, bytes) else payload,
-                headers={
-                    "Content-Type": "application/json",
-                    "User-Agent": USER_AGENT,
-                    **(headers or {}),
-                },
-                extensions={"timeout": self._timeouts},
-            )
-            response = await self._transport().handle_async_request(request)
-            await response.aread()
+            # Content-Length last among the channel's headers, where httpx's Request put it.
+            every = {**HEADERS, **(headers or {}), "Content-Length": str(len(body))}
+            answer = await self._sender().post(self._target(path), body, every)
         except httpx.TimeoutException as exc:
             return Delivery.retry(
                 f"{self.label}: no answer within {timeout_seconds(self._timeout):g}s "
@@ -255,12 +355,13 @@ class HttpPostChannel:
             return Delivery.retry(
                 safe_detail(f"{self.label}: {type(exc).__name__}: {exc}", self._secrets())
             )
-        return self._judge(response)
+        return self._judge(answer)
 
-    def _judge(self, response: httpx.Response) -> Delivery:
-        status = response.status_code
+    def _judge(self, answer: Answer) -> Delivery:
+        status = answer.status
         if 200 <= status < 300:
             return Delivery.delivered()
+        response = answer.response()
         body = safe_detail(response.text[:ERROR_LIMIT], self._secrets())
         detail = f"{self.label}: HTTP {status}" + (f" {body}" if body else "")
         if status in (408, 429) or status >= 500:
@@ -270,7 +371,7 @@ class HttpPostChannel:
         return Delivery.give_up(detail)
 
     async def aclose(self) -> None:
-        """Close the transport; a later send opens a new one."""
+        """Close the sender; a later send opens a new one."""
         if self._http is not None:
-            transport, self._http = self._http, None
-            await transport.aclose()
+            sender, self._http = self._http, None
+            await sender.aclose()

@@ -22,7 +22,7 @@ import httpx
 from pydantic import SecretStr
 
 from driftowner import render
-from driftowner.channels.http import HttpPostChannel, answer_field, base_url
+from driftowner.channels.http import Answer, HttpPostChannel, answer_field, base_url
 from driftowner.model import Delivery, Message, Notification
 
 Priority = Literal["P1", "P2", "P3", "P4", "P5"]
@@ -58,9 +58,7 @@ def build_request(
     action = _ACTIONS.get(message.purpose)
     if action is None:
         return None
-    note = message.note
-    if message.purpose == "reassigned":
-        note = f"{render.intro(message)} {note}".strip()
+    note = render.action_note(message)
     body: dict[str, Any] = {"source": SOURCE, "user": _clip(message.actor or SOURCE, USER_LIMIT)}
     if note:
         body["note"] = _clip(note, NOTE_LIMIT)
@@ -69,7 +67,7 @@ def build_request(
 
 def _create(message: Message, alias: str, priority: Priority) -> dict[str, Any]:
     return {
-        "message": _clip(f"{message.system}: {render.one_line(message.summary)}", MESSAGE_LIMIT),
+        "message": _clip(render.alert_title(message), MESSAGE_LIMIT),
         "alias": alias,
         "description": _clip(render.text(message), DESCRIPTION_LIMIT),
         "tags": ["driftowner", message.kind, *message.layers],
@@ -132,11 +130,11 @@ class OpsgenieChannel(HttpPostChannel):
         headers = {"Authorization": f"GenieKey {self._api_key.get_secret_value()}"}
         return await self._post(body, headers=headers, path=path)
 
-    def _judge(self, response: httpx.Response) -> Delivery:
-        delivery = super()._judge(response)
+    def _judge(self, answer: Answer) -> Delivery:
+        delivery = super()._judge(answer)
         if not delivery.ok:
             return delivery
-        request_id = answer_field(response, "requestId")
+        request_id = answer_field(answer, "requestId")
         if request_id is None:
             return delivery
         return Delivery.delivered(f"opsgenie: requestId {request_id}")

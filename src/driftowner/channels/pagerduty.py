@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from driftowner import render
 from driftowner.channels import safe_detail
-from driftowner.channels.http import HttpPostChannel, answer_field, base_url
+from driftowner.channels.http import Answer, HttpPostChannel, answer_field, base_url
 from driftowner.clock import rfc3339
 from driftowner.model import Delivery, Message, Notification, Purpose
 
@@ -93,9 +93,9 @@ def build_event(
     links = [
         {"href": url, "text": text}
         for url, text in (
-            (message.incident_url, "Incident in driftowner"),
-            (message.runbook, "Runbook"),
-            (message.ack_url, "Acknowledge in driftowner"),
+            (message.incident_url, render.PROVIDER_LINK_LABELS["view"]),
+            (message.runbook, render.PROVIDER_LINK_LABELS["runbook"]),
+            (message.ack_url, render.PROVIDER_LINK_LABELS["ack"]),
         )
         if url
     ]
@@ -115,8 +115,8 @@ def _details(message: Message) -> dict[str, Any]:
         "rule": message.rule,
         "layers": list(message.layers),
         "age": render.format_age(message.age_seconds),
-        "summary": message.summary,
-        "evidence": list(message.evidence),
+        "summary": render.summary(message),
+        "evidence": list(render.evidence_lines(message)),
     }
 
 
@@ -170,11 +170,11 @@ class PagerDutyChannel(HttpPostChannel):
             return Delivery.delivered(f"pagerduty: nothing to send for a {purpose} message")
         return await self._post(event)
 
-    def _judge(self, response: httpx.Response) -> Delivery:
-        delivery = super()._judge(response)
+    def _judge(self, answer: Answer) -> Delivery:
+        delivery = super()._judge(answer)
         if not delivery.ok:
             return delivery
-        dedup_key = answer_field(response, "dedup_key")
+        dedup_key = answer_field(answer, "dedup_key")
         if dedup_key is None:
             return delivery
         return Delivery.delivered(

@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import httpx
 from pydantic import SecretStr
 from slack_sdk.errors import SlackApiError, SlackClientError, SlackObjectFormationError
@@ -38,9 +37,10 @@ from slack_sdk.models.blocks import (
 from driftowner import render
 from driftowner.channels import parse_retry_after, safe_detail, timeout_seconds
 from driftowner.channels.http import HttpPostChannel, base_url
-from driftowner.model import Delivery, Message, Notification
+from driftowner.model import Delivery, GroupThread, Message, Notification
 
 if TYPE_CHECKING:
+    import aiohttp
     from slack_sdk.web.async_client import AsyncWebClient
 
 _TS = re.compile(r"^[0-9]+\.[0-9]+$")
@@ -92,9 +92,10 @@ def _buttons(message: Message, interactive: bool) -> list[ButtonElement]:
     out: list[ButtonElement] = []
     # A team informed is not paged: it gets no Acknowledge / Resolve, interactive or not.
     paged = message.purpose != "informed"
+    labels = render.ACTION_LABELS
     for text, style, action, url, wanted in (
-        ("Acknowledge", "primary", ACK_ACTION, message.ack_url, message.state == "open"),
-        ("Resolve", None, RESOLVE_ACTION, message.resolve_url, message.state != "resolved"),
+        (labels["ack"], "primary", ACK_ACTION, message.ack_url, message.state == "open"),
+        (labels["resolve"], None, RESOLVE_ACTION, message.resolve_url, message.state != "resolved"),
     ):
         if (
             interactive
@@ -124,7 +125,7 @@ def _buttons(message: Message, interactive: bool) -> list[ButtonElement]:
     if url and len(url) <= _BUTTON_URL_LIMIT:
         out.append(
             ButtonElement(
-                text=PlainTextObject(text="Open incident"), action_id="driftowner_incident", url=url
+                text=PlainTextObject(text=labels["view"]), action_id="driftowner_incident", url=url
             )
         )
     return out
@@ -146,60 +147,40 @@ def build_blocks(
             header names the incident's current state (``ACKNOWLEDGED fraud-scoring``)
             rather than why this message was sent.
     """
+    said = render.card(message, root)
     who = mention(address)
     lead = f"{who} " if who else ""
-    headline = message.state.upper() if root else render.label(message)
     blocks: list[Block] = [
-        HeaderBlock(
-            text=PlainTextObject(text=_clip(f"{headline} {message.system}", _HEADER_LIMIT))
-        ),
+        HeaderBlock(text=PlainTextObject(text=_clip(said.headline, _HEADER_LIMIT))),
         SectionBlock(
             text=MarkdownTextObject(
-                text=_clip(
-                    f"{lead}*{escape(render.one_line(message.summary))}*\n"
-                    f"{escape(render.intro(message))}",
-                    _SECTION_LIMIT,
-                )
+                text=_clip(f"{lead}*{escape(said.summary)}*\n{escape(said.intro)}", _SECTION_LIMIT)
             )
         ),
     ]
     fields = [
-        f"*Accountable owner*\n{escape(message.owner_name)}",
-        f"*Layers*\n{escape(', '.join(message.layers) or '-')}",
-        f"*State*\n{escape(message.state)} ({escape(message.purpose)})",
-        f"*Age*\n{escape(render.age_phrase(message))}",
-        f"*Kind*\n{escape(message.kind)}: `{escape(message.rule)}`",
+        f"*{escape(f.title)}*\n" + (_link(f.url, f.value) if f.url is not None else escape(f.value))
+        for f in said.fields
     ]
-    if message.step > 0:
-        fields.append(f"*Escalation*\n{render.step_label(message)}")
-    if message.runbook:
-        fields.append(f"*Runbook*\n{_link(message.runbook, 'runbook')}")
     blocks.append(
         SectionBlock(fields=[MarkdownTextObject(text=_clip(f, _FIELD_LIMIT)) for f in fields])
     )
-    evidence = "\n".join(f"• {escape(line)}" for line in message.evidence) or "(none recorded)"
+    evidence = "\n".join(f"• {escape(line)}" for line in said.evidence)
     blocks.append(
-        SectionBlock(text=MarkdownTextObject(text=_clip(f"*Evidence*\n{evidence}", _SECTION_LIMIT)))
+        SectionBlock(
+            text=MarkdownTextObject(
+                text=_clip(f"*{escape(said.evidence_title)}*\n{evidence}", _SECTION_LIMIT)
+            )
+        )
     )
-    if message.note:
-        by = f" from {escape(message.actor)}" if message.actor else ""
-        note = f"*Note{by}*\n{escape(message.note)}"
+    if said.note_title is not None:
+        note = f"*{escape(said.note_title)}*\n{escape(said.note)}"
         blocks.append(SectionBlock(text=MarkdownTextObject(text=_clip(note, _SECTION_LIMIT))))
     buttons = _buttons(message, interactive)
     if buttons:
         blocks.append(ActionsBlock(elements=buttons))
     blocks.append(
-        ContextBlock(
-            elements=[
-                MarkdownTextObject(
-                    text=_clip(
-                        f"driftowner · incident `{escape(message.incident_id)}` · "
-                        f"recipient {escape(message.recipient_name)}",
-                        _FIELD_LIMIT,
-                    )
-                )
-            ]
-        )
+        ContextBlock(elements=[MarkdownTextObject(text=_clip(escape(said.footer), _FIELD_LIMIT))])
     )
     return blocks
 
@@ -237,15 +218,16 @@ GROUP_SHOWN = 40
 rest are counted, pointing to the status page."""
 
 
-def _group_line(message: Message) -> str:
+def _group_line(message: Message, root: bool) -> str:
     """One incident of a group: tag, system, rule, age, first evidence line, its links."""
-    entry = render.group_entry(message)
+    entry = render.group_entry(message, root)
+    labels = render.ACTION_LABELS
     links = " · ".join(
         _link(url, label)
         for url, label in (
-            (message.ack_url, "Acknowledge"),
-            (message.resolve_url, "Resolve"),
-            (message.incident_url, "Open incident"),
+            (message.ack_url, labels["ack"]),
+            (message.resolve_url, labels["resolve"]),
+            (message.incident_url, labels["view"]),
         )
         if url and len(url) <= _BUTTON_URL_LIMIT
     )
@@ -256,35 +238,40 @@ def _group_line(message: Message) -> str:
     )
 
 
-def build_group_payload(notifications: Sequence[Notification]) -> dict[str, Any]:
+def build_group_payload(
+    notifications: Sequence[Notification], *, listed: Sequence[Message] = ()
+) -> dict[str, Any]:
     """The message of a group of notifications to one address: the summary, then each
     incident (at most :data:`GROUP_SHOWN`, the rest counted) with its own links; within
     Slack's limits (50 blocks, 3,000 characters a section).
 
+    Args:
+        notifications: What goes out now, to one address.
+        listed: With messages, the group thread's root as updated with ``chat.update``:
+            these incidents, each tagged with its current state, instead.
+
     Raises:
         SlackObjectFormationError: when a block breaks Block Kit's rules.
     """
-    messages = [n.message for n in notifications]
-    context = render.group_context(messages, GROUP_SHOWN)
+    root = bool(listed)
+    messages = list(listed) if root else [n.message for n in notifications]
+    context = render.group_context(messages, GROUP_SHOWN, root)
     who = mention(notifications[0].address)
     lead = f"{who} " if who else ""
     blocks: list[Block] = [
         HeaderBlock(text=PlainTextObject(text=_clip(context["summary"], _HEADER_LIMIT))),
         SectionBlock(
             text=MarkdownTextObject(
-                text=_clip(
-                    f"{lead}*{len(messages)} incidents*; each keeps its own escalation.",
-                    _SECTION_LIMIT,
-                )
+                text=_clip(f"{lead}{escape(render.group_lead(len(messages)))}", _SECTION_LIMIT)
             )
         ),
     ]
     blocks += [
-        SectionBlock(text=MarkdownTextObject(text=_clip(_group_line(m), _SECTION_LIMIT)))
+        SectionBlock(text=MarkdownTextObject(text=_clip(_group_line(m, root), _SECTION_LIMIT)))
         for m in messages[:GROUP_SHOWN]
     ]
     if context["more"]:
-        more = f"… and {context['more']} more — see the status page."
+        more = escape(render.more_line(context["more"]))
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=more)]))
     fallback = escape(render.group_subject(messages))
     return {
@@ -327,8 +314,11 @@ class SlackWebhookChannel(HttpPostChannel):
             return Delivery.give_up(safe_detail(f"slack: cannot build the message: {exc}"))
         return await self._post(payload)
 
-    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
-        """Post a group of notifications as one message."""
+    async def send_group(
+        self, notifications: Sequence[Notification], thread: GroupThread | None = None
+    ) -> Delivery:
+        """Post a group of notifications as one message (an incoming webhook cannot thread:
+        each of a group's messages is posted on its own)."""
         try:
             payload = build_group_payload(notifications)
         except SlackObjectFormationError as exc:
@@ -399,6 +389,8 @@ class SlackWebApiChannel:
 
     def _client(self) -> AsyncWebClient:
         """The Web API client and its HTTP session, made on first use (inside the loop)."""
+        # Imported here: aiohttp (9 MB resident) is needed only once a Web API channel sends.
+        import aiohttp
         from slack_sdk.web.async_client import AsyncWebClient
 
         if self._web is None or self._session is None or self._session.closed:
@@ -450,24 +442,52 @@ class SlackWebApiChannel:
             return replied
         return Delivery.delivered(f"replied in thread {channel}:{ts}{note}")
 
-    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
-        """Post a group of notifications as one message to their conversation. It threads
-        under no incident and becomes no incident's thread root (its ref is not returned), so
-        an incident's later updates never rewrite the group's message."""
+    async def send_group(
+        self, notifications: Sequence[Notification], thread: GroupThread | None = None
+    ) -> Delivery:
+        """Post a group of notifications as one message to their conversation.
+
+        The group's first message (no ``thread.ref``) is posted on its own and its
+        ``channel:ts`` comes back as the delivery's ``ref``: the group thread's root. A later
+        one first updates that root with ``chat.update`` to list every incident of the
+        thread (``thread.listed``) with its current state, then posts as a reply in the
+        thread. A root Slack no longer has makes this message the root of a new thread."""
+        thread = thread or GroupThread()
         try:
             payload = build_group_payload(notifications)
+            root = build_group_payload(notifications, listed=thread.listed)
         except SlackObjectFormationError as exc:
             return Delivery.give_up(self._safe(f"slack: cannot build the message: {exc}"))
+        where = parse_thread(thread.ref)
+        if where is not None:
+            channel, ts = where
+            updated = await self._call("chat.update", channel=channel, ts=ts, **root)
+            if not updated.ok and updated.recoverable:
+                return updated
+            if updated.ok:
+                replied = await self._call(
+                    "chat.postMessage", channel=channel, thread_ts=ts, **payload
+                )
+                if not replied.ok:
+                    return replied
+                return Delivery.delivered(
+                    f"replied to group thread {channel}:{ts} with {len(notifications)}",
+                    ref=f"{channel}:{ts}",
+                )
         posted = await self._call(
             "chat.postMessage", channel=notifications[0].address.strip(), **payload
         )
         if not posted.ok:
             return posted
-        return Delivery.delivered(f"posted a group of {len(notifications)} as {posted.ref}")
+        return Delivery.delivered(
+            f"posted a group of {len(notifications)} as {posted.ref}", ref=posted.ref
+        )
 
     async def _call(self, method: str, **arguments: Any) -> Delivery:
         """One Web API call mapped to a Delivery; a posted message's ``channel:ts`` is its
         ``ref``."""
+        import aiohttp  # loaded by _client; see there
+
         client = self._client()
         call = client.chat_update if method == "chat.update" else client.chat_postMessage
         try:

@@ -13,6 +13,11 @@ Document (``version`` 1), one notification::
     {"version": 1, "notification_id": "...", "channel": "...", "recipient": "alice",
      "address": "...", "message": {every Message field; datetimes RFC 3339 UTC}}
 
+In ``message``, ``summary``, ``evidence`` and ``note`` are what render says (the summary line,
+one line per signal, the note: a person's, an SLO breach's, an upstream hold's); the facts
+behind them are ``findings`` (one object per signal), ``breach`` and ``held_by`` (objects, or
+null).
+
 Group document (``version`` 2), several notifications to one recipient sent as one (see
 :mod:`driftowner.grouping`); each ``group`` item is a version 1 document without its
 ``version``::
@@ -30,6 +35,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import httpx
@@ -39,31 +45,71 @@ from driftowner import render
 from driftowner.channels.http import HttpPostChannel
 from driftowner.clock import rfc3339
 from driftowner.grouping import group_key
-from driftowner.model import Delivery, Message, Notification
+from driftowner.model import Delivery, GroupThread, Message, Notification
 
 PAYLOAD_VERSION = 1
 GROUP_PAYLOAD_VERSION = 2
 SIGNATURE_HEADER = "X-Driftowner-Signature"
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+"""``json.dumps(..., separators=(",", ":"))``, its encoder made once, not once a page."""
 TIMESTAMP_HEADER = "X-Driftowner-Timestamp"
 
 
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:
     """``v1=`` and the hex HMAC-SHA256 of ``timestamp.body`` keyed by ``secret``."""
-    digest = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return f"v1={digest}"
+    mac = hmac.new(secret, timestamp.encode() + b".", hashlib.sha256)
+    mac.update(body)  # not concatenated: a page's body is not copied to be signed
+    return f"v1={mac.hexdigest()}"
 
 
 def message_document(message: Message) -> dict[str, Any]:
-    """Every field of ``message`` as JSON-ready values: tuples as lists, datetimes RFC 3339."""
-    document: dict[str, Any] = {}
-    for field in dataclasses.fields(message):
-        value = getattr(message, field.name)
-        if isinstance(value, datetime):
-            value = rfc3339(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        document[field.name] = value
+    """Every field of ``message`` as JSON-ready values (tuples as lists, datetimes RFC 3339,
+    facts as objects), with render's words where a reader wants them: ``summary``,
+    ``evidence`` (lines) and ``note``; the evidence's facts go as ``findings``."""
+    document = {name: _json_ready(getattr(message, name)) for name in _field_names(Message)}
+    document["findings"] = document["evidence"]
+    document["summary"] = render.summary(message)
+    document["evidence"] = list(render.evidence_lines(message))
+    document["note"] = render.note(message)
     return document
+
+
+@cache
+def _field_names(kind: type[Any]) -> tuple[str, ...]:
+    """The field names of a dataclass, in order (``dataclasses.fields`` is slow per page)."""
+    return tuple(field.name for field in dataclasses.fields(kind))
+
+
+def _json_ready(value: Any) -> Any:
+    """A message field as JSON: a datetime RFC 3339, a tuple a list, a fact an object (as
+    ``dataclasses.asdict`` makes it, without its deep copy of every value)."""
+    if value is None or type(value) in _PLAIN:
+        return value
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, tuple):
+        return [_json_ready(item) for item in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: _fact_value(getattr(value, name)) for name in _field_names(type(value))}
+    return value
+
+
+def _fact_value(value: Any) -> Any:
+    """A fact's field as ``dataclasses.asdict`` has it, for JSON: a nested fact an object, a
+    tuple or list a list, a dict a dict; anything else as it is."""
+    if value is None or type(value) in _PLAIN:
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {name: _fact_value(getattr(value, name)) for name in _field_names(type(value))}
+    if isinstance(value, (tuple, list)):
+        return [_fact_value(item) for item in value]
+    if isinstance(value, dict):
+        return {_fact_value(key): _fact_value(item) for key, item in value.items()}
+    return value
+
+
+_PLAIN = frozenset({str, int, float, bool})
+"""Types that are their own JSON (no subclass: an enum's value may differ from itself)."""
 
 
 def build_payload(notification: Notification) -> dict[str, Any]:
@@ -123,6 +169,7 @@ class WebhookChannel(HttpPostChannel):
     ) -> None:
         super().__init__(name, url, timeout=timeout, transport=transport)
         self._secret = secret
+        self._key = secret.get_secret_value().encode() if secret is not None else None
         self._clock = clock
 
     def _secrets(self) -> tuple[str, ...]:
@@ -133,19 +180,21 @@ class WebhookChannel(HttpPostChannel):
         """POST one notification; every outcome comes back as a Delivery."""
         return await self._post_document(build_payload(notification), notification.id)
 
-    async def send_group(self, notifications: Sequence[Notification]) -> Delivery:
-        """POST a group of notifications as one version 2 document."""
+    async def send_group(
+        self, notifications: Sequence[Notification], thread: GroupThread | None = None
+    ) -> Delivery:
+        """POST a group of notifications as one version 2 document (a webhook has no
+        thread: ``thread`` is not used)."""
         return await self._post_document(
             build_group_payload(notifications), group_key(notifications)
         )
 
     async def _post_document(self, document: dict[str, Any], key: str) -> Delivery:
         """POST ``document`` as compact JSON, signed when the channel has a secret."""
-        body = json.dumps(document, separators=(",", ":")).encode()
+        body = _COMPACT.encode(document).encode()
         headers = {"Idempotency-Key": key}
-        if self._secret is not None:
+        if self._key is not None:
             timestamp = str(int(self._clock()))
-            secret = self._secret.get_secret_value().encode()
             headers[TIMESTAMP_HEADER] = timestamp
-            headers[SIGNATURE_HEADER] = signature(secret, timestamp, body)
+            headers[SIGNATURE_HEADER] = signature(self._key, timestamp, body)
         return await self._post(body, headers=headers)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import io
 import re
 import threading
+from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 from driftowner.model import Sample, SourceResult
@@ -30,7 +32,9 @@ class _Series:
     """One series of the file, sorted by time, one value per instant."""
 
     times: tuple[datetime, ...]
-    values: tuple[float, ...]
+    """Shared by every series sampled at the same instants."""
+    values: array[float]
+    """8 bytes a value (a tuple of floats takes 32)."""
 
 
 _Parsed = dict[str, _Series] | SourceResult
@@ -105,24 +109,36 @@ class FileSource:
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         try:
-            text = self._path.read_text(encoding="utf-8-sig")
+            # Streamed line by line: a large file is never held whole (nor as a UCS-4 copy).
+            with self._path.open(encoding="utf-8-sig") as lines:
+                parsed = self._parse(lines)
+                for _ in lines:  # a bad row stopped the parse; a bad byte is still reported first
+                    pass
         except FileNotFoundError:
             return self._fail(f"{self._path} does not exist", "file_missing")
-        except UnicodeDecodeError as exc:
-            parsed: _Parsed = self._fail(
-                f"{self._path} is not UTF-8 text (byte {exc.start})", "file_invalid"
-            )
+        except UnicodeDecodeError:
+            parsed = self._not_utf8()
         except OSError as exc:
             return self._fail(f"cannot read {self._path}: {exc.strerror or exc}", "file_invalid")
-        else:
-            parsed = self._parse(text)
         self._cache = (key, parsed)
         return parsed
 
-    def _parse(self, text: str) -> _Parsed:
-        reader = csv.reader(io.StringIO(text, newline=""))
+    def _not_utf8(self) -> SourceResult:
+        """The file is not UTF-8: the error names the first bad byte, found by decoding the
+        whole file (a streamed decoder knows only its offset within a chunk)."""
+        where = ""
+        try:
+            self._path.read_bytes().decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            where = f" (byte {exc.start})"
+        except OSError:
+            pass  # gone or rewritten since: the next read parses it again
+        return self._fail(f"{self._path} is not UTF-8 text{where}", "file_invalid")
+
+    def _parse(self, lines: Iterable[str]) -> _Parsed:
+        reader = csv.reader(lines)
         columns: dict[str, int] | None = None
-        collected: dict[str, dict[datetime, float]] = {}
+        collected: dict[str, tuple[list[datetime], array[float]]] = {}
         # Series sampled together share their timestamps: one datetime per distinct text
         # (10,000 series of 50 samples held 500,000 equal datetimes otherwise).
         times: dict[str, datetime | None] = {}
@@ -165,18 +181,15 @@ class FileSource:
                     return self._invalid(
                         line, f"invalid value {one_line(raw_value, 40)!r}: expected a number"
                     )
-                # A later row for the same instant replaces an earlier one.
-                collected.setdefault(series, {})[at] = value
+                points = collected.get(series)
+                if points is None:
+                    points = collected[series] = ([], array("d"))
+                points[0].append(at)
+                points[1].append(value)
         except csv.Error as exc:
             return self._invalid(reader.line_num, f"not valid CSV: {exc}")
         # An empty file (just created, or truncated by its writer) has no series yet.
-        return {
-            name: _Series(
-                times=tuple(sorted(points)),
-                values=tuple(points[at] for at in sorted(points)),
-            )
-            for name, points in collected.items()
-        }
+        return _series(collected)
 
     def _invalid(self, line: int, detail: str) -> SourceResult:
         return self._fail(f"{self._path} line {line}: {detail}", "file_invalid")
@@ -185,6 +198,22 @@ class FileSource:
         return SourceResult(
             error=one_line(f"{self._label}: {detail}", 400), error_reason=reason, source_up=False
         )
+
+
+def _series(collected: Mapping[str, tuple[list[datetime], array[float]]]) -> dict[str, _Series]:
+    """Each series' rows (in file order) sorted by time, the last row for an instant kept;
+    series with the same instants share one tuple of them."""
+    timelines: dict[tuple[datetime, ...], tuple[datetime, ...]] = {}
+    parsed: dict[str, _Series] = {}
+    for name, (times, values) in collected.items():
+        if any(later <= earlier for earlier, later in pairwise(times)):
+            # Out of order, or an instant written twice: a later row replaces an earlier one.
+            latest = dict(zip(times, values, strict=True))
+            times = sorted(latest)
+            values = array("d", (latest[at] for at in times))
+        timeline = tuple(times)
+        parsed[name] = _Series(timelines.setdefault(timeline, timeline), values)
+    return parsed
 
 
 def parse_timestamp(text: str) -> datetime | None:

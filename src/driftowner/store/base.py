@@ -12,6 +12,8 @@ from typing import Literal, Protocol
 from driftowner.model import (
     Accepted,
     Event,
+    GroupKey,
+    GroupState,
     Handover,
     Incident,
     Notification,
@@ -210,6 +212,16 @@ class Store(StoreView, Protocol):
         """
         ...
 
+    def apply_each(self, batch: Sequence[Changes]) -> list[Conflict | None]:
+        """Write each of ``batch`` whole or not at all, together (one transaction where the
+        store has them): the entry of one refused is its :class:`Conflict`, and the others
+        are written all the same; ``None`` for each written.
+
+        Raises:
+            StoreUnavailable: the store cannot be written now; nothing was written.
+        """
+        ...
+
     def lease_due(self, now: datetime, lease: timedelta, limit: int = 100) -> list[Notification]:
         """Claim notifications due for a delivery attempt for ``lease``, oldest first; no two
         callers claim one notification within a lease."""
@@ -244,6 +256,19 @@ class Store(StoreView, Protocol):
         """Hand leased notifications back, due again, without counting an attempt: id →
         (due again at, the end of the caller's lease); one whose lease is no longer the
         caller's is left alone."""
+        ...
+
+    def groups(self, keys: Iterable[GroupKey]) -> dict[GroupKey, GroupState]:
+        """The kept state of each named group (channel, recipient, address); groups never
+        kept are left out."""
+        ...
+
+    def save_groups(self, states: Mapping[GroupKey, GroupState]) -> None:
+        """Keep each group's state, replacing what was kept, in one transaction.
+
+        Raises:
+            StoreUnavailable: the store cannot be written now; nothing was written.
+        """
         ...
 
     def outbox_oldest(self, now: datetime) -> float:

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from driftowner.model import ChainSnapshot, ChainStep, Finding, Incident, Message
+from driftowner.model import (
+    ChainSnapshot,
+    ChainStep,
+    Evidence,
+    Finding,
+    GroupThread,
+    Incident,
+    Message,
+    SloBreach,
+    Upstream,
+)
 
 
 def ts(value: datetime | None) -> float | None:
@@ -134,24 +145,79 @@ def incident_from_json(text: str, version: int) -> Incident:
     return Incident(**d, version=version)
 
 
+_STRUCTURED = ("opened_at", "layers", "evidence", "upstreams", "breach", "held_by")
+
+
 def message_to_json(message: Message) -> str:
     d = {
         name: getattr(message, name)
         for name in Message.__dataclass_fields__
-        if name not in ("opened_at", "layers", "evidence", "upstreams")
+        if name not in _STRUCTURED
     }
     d["opened_at"] = ts(message.opened_at)
     d["layers"] = list(message.layers)
-    d["evidence"] = list(message.evidence)
+    d["evidence"] = [_fields(e) for e in message.evidence]
     if message.upstreams:
         d["upstreams"] = list(message.upstreams)
+    if message.breach is not None:
+        d["breach"] = _fields(message.breach)
+    if message.held_by is not None:
+        d["held_by"] = _fields(message.held_by)
     return json.dumps(d, sort_keys=True)
+
+
+def _fields(value: Evidence | SloBreach | Upstream) -> dict[str, Any]:
+    return {name: getattr(value, name) for name in type(value).__dataclass_fields__}
 
 
 def message_from_json(text: str) -> Message:
     d = json.loads(text)
     d["opened_at"] = from_ts(d["opened_at"])
     d["layers"] = tuple(d["layers"])
-    d["evidence"] = tuple(d["evidence"])
-    d["upstreams"] = tuple(d.get("upstreams", ()))
+    d["evidence"] = tuple(_evidence_from(e) for e in d["evidence"])
+    d["upstreams"] = tuple(d.get("upstreams", ()))  # absent from older bodies, as are these:
+    d["breach"] = SloBreach(**d["breach"]) if d.get("breach") else None
+    d["held_by"] = Upstream(**d["held_by"]) if d.get("held_by") else None
     return Message(**d)
+
+
+_EVIDENCE_LINE = re.compile(
+    r"^(?P<signal>.+?) \((?P<layer>data|model|engineering|business)\): "
+    r"(?P<status>ok|degraded|no_data)(?: — (?P<reason>.*))?$",
+    re.DOTALL,
+)
+
+
+def _evidence_from(value: dict[str, Any] | str) -> Evidence:
+    """One evidence item of a stored message. A body written before messages carried facts
+    holds the line escalation worded (``accuracy (model): degraded — 0.71 < min 0.9``): its
+    facts are read back from it; a line of any other shape keeps only its words, as the
+    reason of an unnamed signal."""
+    if isinstance(value, dict):
+        return Evidence(**value)
+    line = _EVIDENCE_LINE.match(value)
+    if line is None:
+        return Evidence(signal="", layer="data", status="degraded", reason=value)
+    return Evidence(
+        signal=line["signal"],
+        layer=line["layer"],  # type: ignore[arg-type]  # the pattern allows layers only
+        status=line["status"],  # type: ignore[arg-type]  # and statuses only
+        reason=line["reason"] or "",
+    )
+
+
+def thread_to_json(thread: GroupThread) -> str:
+    """What a group's thread lists (its messages) and how many of them its root listed when
+    first sent, as JSON text; its ``ref`` is kept apart."""
+    listed = [json.loads(message_to_json(m)) for m in thread.listed]
+    return json.dumps({"listed": listed, "root_size": thread.root_size}, sort_keys=True)
+
+
+def thread_from_json(ref: str | None, text: str) -> GroupThread:
+    """The inverse of :func:`thread_to_json`, with the thread's ``ref``. Text kept before
+    the root's size was (a bare list of messages) reads as a root of unknown size (0)."""
+    kept = json.loads(text)
+    if isinstance(kept, list):
+        kept = {"listed": kept, "root_size": 0}
+    listed = tuple(message_from_json(json.dumps(d)) for d in kept["listed"])
+    return GroupThread(ref, listed, int(kept["root_size"]))

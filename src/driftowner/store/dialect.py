@@ -126,6 +126,20 @@ def claim(query: _Query) -> _Query:
     return query.with_for_update(skip_locked=True)
 
 
+def walk_in_order(conn: Connection) -> None:
+    """Make this transaction's ``ORDER BY ... LIMIT`` queries walk an index in that order and
+    stop at the limit, rather than fetch every match and sort it.
+
+    PostgreSQL: ``SET LOCAL enable_sort = off``. Its planner picks by estimates, and while the
+    statistics lag a storm (thousands of pages written since the last ANALYZE) it takes the
+    owed rows for a few, then reads and sorts all of them at each claim. A query no index
+    orders is still sorted (the setting only makes a sort look dear). SQLite: nothing, its
+    planner already walks the claim's index.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL enable_sort = off")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Take transaction control from the driver (it would not begin before DDL, so a schema
     # migration could half-apply); SQLAlchemy's "begin" event issues BEGIN IMMEDIATE instead.

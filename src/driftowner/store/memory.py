@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 from driftowner.model import (
     Accepted,
     Event,
+    GroupKey,
+    GroupState,
     Handover,
     Incident,
     Notification,
@@ -73,6 +75,7 @@ class MemoryStore:
         self._leases: dict[str, tuple[str, datetime]] = {}
         self._silences: dict[str, Silence] = {}
         self._alerts: dict[str, dict[tuple[str, datetime], ReceivedAlert]] = {}
+        self._groups: dict[GroupKey, GroupState] = {}
         """Source → (fingerprint, start) → the episode as last reported."""
 
     # -- lifecycle: nothing to connect to ---------------------------------------------------
@@ -298,6 +301,17 @@ class MemoryStore:
                     (p.system, p.rule): p for p in changes.pending
                 }
 
+    def apply_each(self, batch: Sequence[Changes]) -> list[Conflict | None]:
+        refused: list[Conflict | None] = []
+        for changes in batch:
+            try:
+                self.apply(changes)
+            except Conflict as conflict:
+                refused.append(conflict)
+            else:
+                refused.append(None)
+        return refused
+
     def _refuse_conflicts(self, changes: Changes) -> None:
         """Raise :class:`Conflict` for what a database would refuse, before anything is
         written: a stale update, a taken id, a second unresolved incident of a fingerprint,
@@ -448,6 +462,14 @@ class MemoryStore:
                 if row is not None and row.unfinished and row.leased_until == held:
                     row.leased_until = None
                     row.notification = replace(row.notification, next_attempt_at=until)
+
+    def groups(self, keys: Iterable[GroupKey]) -> dict[GroupKey, GroupState]:
+        with self._lock:
+            return {key: self._groups[key] for key in set(keys) if key in self._groups}
+
+    def save_groups(self, states: Mapping[GroupKey, GroupState]) -> None:
+        with self._lock:
+            self._groups.update(states)
 
     def outbox_oldest(self, now: datetime) -> float:
         with self._lock:

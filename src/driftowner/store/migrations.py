@@ -11,7 +11,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _to_2(conn: Connection) -> None:
@@ -93,7 +93,17 @@ def _to_3(conn: Connection) -> None:
         )
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _to_2, 2: _to_3}
+def _to_4(conn: Connection) -> None:
+    """Each notification group's timing and thread are kept (``notification_groups``), so a
+    restart or a failover keeps ``group_wait`` and ``group_interval``, and a group's later
+    messages thread under its first. A store coming from version 3 has no group kept: the
+    next member of each group waits ``group_wait``, as after a group's idle hour."""
+    from driftowner.store.sql import groups
+
+    groups.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _to_2, 2: _to_3, 3: _to_4}
 """version → the function that takes a store at that version to the next."""
 
 

@@ -21,6 +21,8 @@ from driftowner.config import UnsupportedStorageURL, parse_storage_url
 from driftowner.model import (
     Accepted,
     Event,
+    GroupKey,
+    GroupState,
     Handover,
     Incident,
     Notification,
@@ -38,6 +40,8 @@ from driftowner.store.codec import (
     incident_to_json,
     message_from_json,
     message_to_json,
+    thread_from_json,
+    thread_to_json,
     ts,
 )
 from driftowner.store.migrations import SCHEMA_VERSION, migrate
@@ -120,6 +124,12 @@ handovers = sa.Table(
     sa.Index("handovers_by_incident", "incident_id", "seq"),
 )
 
+_OWED = "coalesce(delivered_at, failed_at, superseded_at) IS NULL"
+"""Outbox rows still owed: neither delivered, nor given up on, nor superseded. One expression,
+written alike in the partial index ``outbox_owed`` and in every query of owed rows
+(:func:`_unfinished`), so both databases match the query to that index (three ``IS NULL``
+terms would let SQLite's planner pick ``outbox_due`` and sort every owed row)."""
+
 outbox = sa.Table(
     "outbox",
     metadata,
@@ -139,6 +149,19 @@ outbox = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Index("outbox_due", "delivered_at", "failed_at", "next_attempt_at"),
     sa.Index("outbox_by_incident", "incident_id"),
+    # The claim's path: the owed notifications in the order a lease hands them out, with the
+    # two columns that say whether one is due now, so a claim reads the index up to its limit
+    # (skipping the leased and the not yet due in the index alone) instead of reading and
+    # sorting every owed row. Created at open on older stores (see SqlStore.open).
+    sa.Index(
+        "outbox_owed",
+        "created_at",
+        "id",
+        "next_attempt_at",
+        "leased_until",
+        sqlite_where=sa.text(_OWED),
+        postgresql_where=sa.text(_OWED),
+    ),
 )
 
 pending = sa.Table(
@@ -209,8 +232,45 @@ received_alerts = sa.Table(
     sa.Index("received_alerts_by_end", "source", "ends_at"),
 )
 
+groups = sa.Table(
+    "notification_groups",
+    metadata,
+    # Each group's timing and thread (see driftowner.grouping), so a restart or another
+    # instance keeps group_wait, group_interval and the group's thread. Schema version 4.
+    sa.Column("channel", Name, primary_key=True),
+    sa.Column("recipient", Name, primary_key=True),
+    sa.Column("address", Name, primary_key=True),
+    sa.Column("flush_at", sa.Float),
+    sa.Column("last_sent", sa.Float),
+    sa.Column("ref", sa.Text),
+    sa.Column("listed", sa.Text, nullable=False),
+)
+
 LEADERSHIP = "daemon"
 """The name of the lease whose holder evaluates and escalates."""
+
+
+def _settle_statement(**outcome: Any) -> sa.Update:
+    """The ``UPDATE`` recording one kind of outcome, its values bound per row (see
+    :func:`_settled_row`): built once, compiled once, run as one ``executemany``."""
+    return (
+        sa.update(outbox)
+        .where(outbox.c.id == sa.bindparam("settled_id"))
+        .values(
+            attempts=outbox.c.attempts + 1,
+            leased_until=None,
+            last_error=sa.bindparam("settled_error"),
+            **outcome,
+        )
+    )
+
+
+_SETTLE = {
+    "delivered": _settle_statement(delivered_at=sa.bindparam("settled_at")),
+    "failed": _settle_statement(failed_at=sa.bindparam("settled_at")),
+    "retry": _settle_statement(next_attempt_at=sa.bindparam("settled_next")),
+}
+"""Each kind of outcome's ``UPDATE`` (every attempt counts; the lease ends)."""
 
 
 class _Writes:
@@ -633,6 +693,46 @@ class SqlStore:
                 ).scalar_one()
             )
 
+    def groups(self, keys: Iterable[GroupKey]) -> dict[GroupKey, GroupState]:
+        """The kept state of each named group; groups never kept are left out."""
+        wanted = set(keys)
+        if not wanted:
+            return {}
+        with self._tx(read_only=True) as conn:
+            rows = conn.execute(
+                sa.select(groups).where(
+                    groups.c.channel.in_(sorted({key[0] for key in wanted})),
+                    groups.c.recipient.in_(sorted({key[1] for key in wanted})),
+                )
+            ).all()
+        found = {(row.channel, row.recipient, row.address): _group(row) for row in rows}
+        return {key: state for key, state in found.items() if key in wanted}
+
+    def save_groups(self, states: Mapping[GroupKey, GroupState]) -> None:
+        """Keep each group's state, replacing the kept one, in one transaction (a delete and
+        an insert: the same SQL on both databases)."""
+        if not states:
+            return
+        with self._tx(work="outbox") as conn:
+            for (channel, recipient, address), state in states.items():
+                key = (
+                    groups.c.channel == channel,
+                    groups.c.recipient == recipient,
+                    groups.c.address == address,
+                )
+                conn.execute(sa.delete(groups).where(*key))
+                conn.execute(
+                    sa.insert(groups).values(
+                        channel=channel,
+                        recipient=recipient,
+                        address=address,
+                        flush_at=ts(state.flush_at),
+                        last_sent=ts(state.last_sent),
+                        ref=state.thread.ref,
+                        listed=thread_to_json(state.thread),
+                    )
+                )
+
     def outbox_oldest(self, now: datetime) -> float:
         """Seconds the longest-waiting notification still owed has waited since it was made
         (0 when none is owed): the outbox's delay, which a count of pending ones hides."""
@@ -671,53 +771,44 @@ class SqlStore:
         if changes.pending_system is not None:
             self._unsaved.pop(changes.pending_system, None)
 
+    def apply_each(self, batch: Sequence[Changes]) -> list[Conflict | None]:
+        """Write each of ``batch`` whole or not at all, all of them in one transaction (one
+        commit, one fsync, for many systems' changes). If one is refused (someone acted on an
+        incident between the caller's read and this write: rare), the batch is written again
+        one set of changes to a transaction, so only the refused are left out (their entry is
+        the :class:`Conflict`). No savepoints: SQLite may roll a whole transaction back on a
+        full disk, which a savepoint's rollback would then fail to find.
+
+        Raises:
+            StoreUnavailable: the store cannot be written now; nothing was written.
+        """
+        try:
+            with self._tx(work="incidents") as conn:
+                for changes in batch:
+                    _write(conn, changes)
+        except (Conflict, sa.exc.IntegrityError):
+            return [self._refusal(changes) for changes in batch]
+        except StoreUnavailable:
+            for changes in batch:
+                if changes.pending_system is not None:
+                    self._unsaved[changes.pending_system] = _seen(changes)
+            raise
+        for changes in batch:
+            if changes.pending_system is not None:
+                self._unsaved.pop(changes.pending_system, None)
+        return [None] * len(batch)
+
+    def _refusal(self, changes: Changes) -> Conflict | None:
+        """``changes`` applied alone: the Conflict that refused them, or None once written."""
+        try:
+            self.apply(changes)
+        except Conflict as conflict:
+            return conflict
+        return None
+
     def _apply(self, changes: Changes) -> None:
         with self._tx(work="incidents") as conn:
-            for incident in changes.opened:
-                conn.execute(sa.insert(incidents).values(**_incident_row(incident, 0)))
-            for incident in changes.updated:
-                result = conn.execute(
-                    sa.update(incidents)
-                    .where(incidents.c.id == incident.id, incidents.c.version == incident.version)
-                    .values(**_incident_row(incident, incident.version + 1))
-                )
-                if result.rowcount != 1:
-                    raise Conflict(f"incident {incident.id} changed since it was read")
-            if changes.events:
-                conn.execute(sa.insert(events), [_event_row(e) for e in changes.events])
-            if changes.handovers:
-                conn.execute(
-                    sa.insert(handovers),
-                    [
-                        {
-                            "incident_id": h.incident_id,
-                            "at": ts(h.at),
-                            "from_owner": h.from_owner,
-                            "to_owner": h.to_owner,
-                            "by": h.by,
-                            "via": h.via,
-                            "reason": h.reason,
-                        }
-                        for h in changes.handovers
-                    ],
-                )
-            if changes.notifications:
-                conn.execute(sa.insert(outbox), [_outbox_row(n) for n in changes.notifications])
-            if changes.pending_system is not None:
-                conn.execute(sa.delete(pending).where(pending.c.system == changes.pending_system))
-                if changes.pending:
-                    conn.execute(
-                        sa.insert(pending),
-                        [
-                            {
-                                "system": p.system,
-                                "rule": p.rule,
-                                "since": ts(p.since),
-                                "last_seen_at": ts(p.last_seen_at),
-                            }
-                            for p in changes.pending
-                        ],
-                    )
+            _write(conn, changes)
 
     # -- outbox ------------------------------------------------------------------------------
 
@@ -728,17 +819,20 @@ class SqlStore:
         Concurrent workers, in one process or many, never claim the same notification twice
         within a lease: the rows are locked as they are read (see :func:`dialect.claim`).
         """
+        due = now.timestamp()
         with self._tx(work="outbox") as conn:
+            dialect.walk_in_order(conn)
             rows = conn.execute(
                 dialect.claim(
                     sa.select(outbox)
                     .where(
                         *_unfinished(),
-                        sa.or_(
-                            outbox.c.next_attempt_at.is_(None),
-                            outbox.c.next_attempt_at <= ts(now),
-                        ),
-                        sa.or_(outbox.c.leased_until.is_(None), outbox.c.leased_until <= ts(now)),
+                        # Checked on each entry of outbox_owed, walked in the order of the
+                        # claim, never used to search it: a search by due time (PostgreSQL's
+                        # choice while its statistics lag a storm) reads and sorts every owed
+                        # row, where the walk stops at the limit.
+                        sa.func.coalesce(outbox.c.next_attempt_at, 0.0) <= due,
+                        sa.func.coalesce(outbox.c.leased_until, 0.0) <= due,
                     )
                     .order_by(outbox.c.created_at, outbox.c.id)
                     .limit(limit)
@@ -766,21 +860,18 @@ class SqlStore:
     def mark_superseded(self, notification_id: str, at: datetime, reason: str) -> None:
         """Finish a notification without sending it: the incident moved on (acknowledged,
         resolved) and the message would now be wrong."""
-        self._finish(
-            notification_id,
-            attempted=False,
-            superseded_at=ts(at),
-            leased_until=None,
-            last_error=reason,
-        )
+        with self._tx(work="outbox") as conn:
+            conn.execute(
+                sa.update(outbox)
+                .where(outbox.c.id == notification_id)
+                .values(superseded_at=ts(at), leased_until=None, last_error=reason)
+            )
 
     def mark_delivered(self, notification_id: str, at: datetime, ref: str | None = None) -> None:
         """Record a delivery. ``ref``, the reference of the message it created, becomes the
         root of its conversation (incident, channel, address) in the same transaction, unless
         that conversation already has one: the first delivered message stays the root."""
-        self._finish(
-            notification_id, delivered_at=ts(at), leased_until=None, last_error=None, ref=ref
-        )
+        self.settle([Settled(notification_id, at, "delivered", ref=ref)])
 
     def threads(self, notifications: Iterable[Notification]) -> dict[str, str]:
         """Notification id → the root reference of its conversation, for those whose
@@ -811,12 +902,7 @@ class SqlStore:
     def mark_retry(
         self, notification_id: str, at: datetime, error: str, next_attempt_at: datetime
     ) -> None:
-        self._finish(
-            notification_id,
-            next_attempt_at=ts(next_attempt_at),
-            leased_until=None,
-            last_error=error,
-        )
+        self.settle([Settled(notification_id, at, "retry", error, next_attempt_at)])
 
     def mark_failed(
         self,
@@ -829,44 +915,36 @@ class SqlStore:
         """Give up on a notification; ``event`` (the incident's record of it) and
         ``fallback`` (the page through the fallback channel that takes over) are written in
         the same transaction, so a give-up is never committed without its successor."""
-        self._finish(
-            notification_id,
-            event,
-            fallback,
-            failed_at=ts(at),
-            leased_until=None,
-            last_error=error,
-        )
+        self.settle([Settled(notification_id, at, "failed", error, None, event, fallback)])
 
     def settle(self, outcomes: Sequence[Settled]) -> None:
         """Record several sends' outcomes in one transaction (a group commit: what finished
-        while the previous commit was being written goes in the next one together)."""
+        while the previous commit was being written goes in the next one together).
+
+        Each kind of write is one statement for the whole batch (an ``executemany`` of one
+        prepared ``UPDATE`` per kind of outcome, one insert of the events, one of the
+        fallbacks), so a commit of 300 outcomes costs the round trips of one of 3."""
         if not outcomes:
             return
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for outcome in outcomes:
+            by_kind.setdefault(outcome.kind, []).append(_settled_row(outcome))
+        gave_up = [_event_row(o.event) for o in outcomes if o.event is not None]
+        fallbacks = [_outbox_row(o.fallback) for o in outcomes if o.fallback is not None]
+        roots = [
+            (o.notification_id, o.ref, o.at.timestamp())
+            for o in outcomes
+            if o.kind == "delivered" and o.ref is not None
+        ]
         with self._tx(work="outbox") as conn:
-            for outcome in outcomes:
-                values: dict[str, Any] = {
-                    "attempts": outbox.c.attempts + 1,
-                    "leased_until": None,
-                    "last_error": outcome.error,
-                }
-                if outcome.kind == "delivered":
-                    values["delivered_at"] = ts(outcome.at)
-                elif outcome.kind == "failed":
-                    values["failed_at"] = ts(outcome.at)
-                else:
-                    values["next_attempt_at"] = ts(outcome.next_attempt_at)
-                conn.execute(
-                    sa.update(outbox).where(outbox.c.id == outcome.notification_id).values(**values)
-                )
-                if outcome.event is not None:
-                    conn.execute(sa.insert(events).values(**_event_row(outcome.event)))
-                if outcome.fallback is not None:
-                    conn.execute(sa.insert(outbox).values(**_outbox_row(outcome.fallback)))
-                if outcome.kind == "delivered" and outcome.ref is not None:
-                    _start_conversation(
-                        conn, outcome.notification_id, outcome.ref, values["delivered_at"]
-                    )
+            for kind, rows in by_kind.items():
+                conn.execute(_SETTLE[kind], rows)
+            if gave_up:
+                conn.execute(sa.insert(events), gave_up)
+            if fallbacks:
+                conn.execute(sa.insert(outbox), fallbacks)
+            if roots:
+                _start_conversations(conn, roots)
 
     def defer(self, due: Mapping[str, tuple[datetime, datetime]]) -> None:
         """Hand leased notifications back without counting an attempt: ``due`` maps each id
@@ -890,27 +968,6 @@ class SqlStore:
                     for key, (at, held) in due.items()
                 ],
             )
-
-    def _finish(
-        self,
-        notification_id: str,
-        event: Event | None = None,
-        fallback: Notification | None = None,
-        *,
-        attempted: bool = True,
-        ref: str | None = None,
-        **values: Any,
-    ) -> None:
-        if attempted:
-            values["attempts"] = outbox.c.attempts + 1
-        with self._tx(work="outbox") as conn:
-            conn.execute(sa.update(outbox).where(outbox.c.id == notification_id).values(**values))
-            if event is not None:
-                conn.execute(sa.insert(events).values(**_event_row(event)))
-            if fallback is not None:
-                conn.execute(sa.insert(outbox).values(**_outbox_row(fallback)))
-            if ref is not None:
-                _start_conversation(conn, notification_id, ref, values["delivered_at"])
 
     # -- leadership --------------------------------------------------------------------------
 
@@ -1088,23 +1145,104 @@ def _received_alert(row: Any) -> ReceivedAlert:
     )
 
 
-def _start_conversation(conn: Connection, notification_id: str, ref: str, at: float) -> None:
-    """Make ``ref`` the root of the notification's conversation unless it has one already.
-    A plain select-then-insert: the outbox never sends two notifications of one conversation
-    at once to different workers for long, and the primary key keeps the first root."""
-    row = conn.execute(
-        sa.select(outbox.c.incident_id, outbox.c.channel, outbox.c.address).where(
-            outbox.c.id == notification_id
+def _start_conversations(conn: Connection, roots: Sequence[tuple[str, str, float]]) -> None:
+    """Make each delivered notification's ``ref`` the root of its conversation (incident,
+    channel, address) unless that conversation has one already; ``roots`` holds
+    (notification id, ref, delivered at) in the order the deliveries are recorded, so of two
+    in one batch the first stays the root. A plain select-then-insert: the outbox never sends
+    two notifications of one conversation at once to different workers for long, and the
+    primary key keeps the first root."""
+    rows = conn.execute(
+        sa.select(outbox.c.id, outbox.c.incident_id, outbox.c.channel, outbox.c.address).where(
+            outbox.c.id.in_(sorted({nid for nid, _, _ in roots}))
         )
-    ).first()
-    if row is None:
-        return
-    key = {"incident_id": row.incident_id, "channel": row.channel, "address": row.address}
-    held = conn.execute(
-        sa.select(conversations.c.ref).where(*(conversations.c[k] == v for k, v in key.items()))
-    ).first()
-    if held is None:
-        conn.execute(sa.insert(conversations).values(**key, ref=ref, created_at=at))
+    ).all()
+    key_of = {row.id: (row.incident_id, row.channel, row.address) for row in rows}
+    started = conn.execute(
+        sa.select(
+            conversations.c.incident_id, conversations.c.channel, conversations.c.address
+        ).where(conversations.c.incident_id.in_(sorted({k[0] for k in key_of.values()})))
+    ).all()
+    held = {tuple(row) for row in started}
+    new = []
+    for nid, ref, at in roots:
+        key = key_of.get(nid)
+        if key is None or key in held:
+            continue
+        held.add(key)
+        incident_id, channel, address = key
+        new.append(
+            {
+                "incident_id": incident_id,
+                "channel": channel,
+                "address": address,
+                "ref": ref,
+                "created_at": at,
+            }
+        )
+    if new:
+        conn.execute(sa.insert(conversations), new)
+
+
+def _group(row: Any) -> GroupState:
+    return GroupState(
+        flush_at=from_ts(row.flush_at),
+        last_sent=from_ts(row.last_sent),
+        thread=thread_from_json(row.ref, row.listed),
+    )
+
+
+def _write(conn: Connection, changes: Changes) -> None:
+    """Write ``changes`` in ``conn``'s transaction (see :meth:`SqlStore.apply`).
+
+    Raises:
+        Conflict: an updated incident changed since it was read.
+    """
+    for incident in changes.opened:
+        conn.execute(sa.insert(incidents).values(**_incident_row(incident, 0)))
+    for incident in changes.updated:
+        result = conn.execute(
+            sa.update(incidents)
+            .where(incidents.c.id == incident.id, incidents.c.version == incident.version)
+            .values(**_incident_row(incident, incident.version + 1))
+        )
+        if result.rowcount != 1:
+            raise Conflict(f"incident {incident.id} changed since it was read")
+    if changes.events:
+        conn.execute(sa.insert(events), [_event_row(e) for e in changes.events])
+    if changes.handovers:
+        conn.execute(
+            sa.insert(handovers),
+            [
+                {
+                    "incident_id": h.incident_id,
+                    "at": ts(h.at),
+                    "from_owner": h.from_owner,
+                    "to_owner": h.to_owner,
+                    "by": h.by,
+                    "via": h.via,
+                    "reason": h.reason,
+                }
+                for h in changes.handovers
+            ],
+        )
+    if changes.notifications:
+        conn.execute(sa.insert(outbox), [_outbox_row(n) for n in changes.notifications])
+    if changes.pending_system is not None:
+        conn.execute(sa.delete(pending).where(pending.c.system == changes.pending_system))
+        if changes.pending:
+            conn.execute(
+                sa.insert(pending),
+                [
+                    {
+                        "system": p.system,
+                        "rule": p.rule,
+                        "since": ts(p.since),
+                        "last_seen_at": ts(p.last_seen_at),
+                    }
+                    for p in changes.pending
+                ],
+            )
 
 
 def _seen(changes: Changes) -> tuple[Pending, ...]:
@@ -1122,11 +1260,12 @@ def _seen(changes: Changes) -> tuple[Pending, ...]:
 
 
 def _unfinished() -> tuple[sa.ColumnElement[bool], ...]:
-    """Outbox rows still owed: neither delivered, nor given up on, nor superseded."""
+    """Outbox rows still owed: neither delivered, nor given up on, nor superseded (the
+    condition of the ``outbox_owed`` index, :data:`_OWED`)."""
     return (
-        outbox.c.delivered_at.is_(None),
-        outbox.c.failed_at.is_(None),
-        outbox.c.superseded_at.is_(None),
+        sa.func.coalesce(outbox.c.delivered_at, outbox.c.failed_at, outbox.c.superseded_at).is_(
+            None
+        ),
     )
 
 
@@ -1197,6 +1336,16 @@ def _silence(row: Any) -> Silence:
         expired_at=from_ts(row.expired_at),
         expired_by=row.expired_by,
     )
+
+
+def _settled_row(outcome: Settled) -> dict[str, Any]:
+    """The bound values of ``outcome``'s statement in :data:`_SETTLE`."""
+    row: dict[str, Any] = {"settled_id": outcome.notification_id, "settled_error": outcome.error}
+    if outcome.kind == "retry":
+        row["settled_next"] = ts(outcome.next_attempt_at)
+    else:
+        row["settled_at"] = outcome.at.timestamp()
+    return row
 
 
 def _event_row(e: Event) -> dict[str, Any]:
