@@ -537,3 +537,36 @@ async def test_build_source_wires_prometheus_config() -> None:
     assert isinstance(source, PrometheusSource)
     assert source.name == "prom"
     await source.aclose()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"status": "success", "data": {"resultType": "vector", "result": []}}',
+        b'{"a": NaN, "b": -Infinity}',  # bare tokens: orjson refuses them, json reads them
+        b'{"s": "\\ud800"}',  # a lone surrogate escaped: the same
+        b'{"k": 1, "k": 2}',
+        b"\xef\xbb\xbf{}",  # a byte order mark
+        b"not json",
+        b"",
+    ],
+)
+def test_an_answer_is_read_as_the_json_module_reads_it(body: bytes) -> None:
+    """The fast JSON reader changes nothing: every body gives what :func:`json.loads` gives
+    (``None`` where it refuses the body), NaN compared as NaN."""
+    from driftowner.sources.prometheus import _json_or_none
+
+    try:
+        expected = json.loads(body)
+    except ValueError:
+        expected = None
+    assert json.dumps(_json_or_none(httpx.Response(200, content=body))) == json.dumps(expected)
+
+
+def test_an_integer_past_64_bits_is_read_as_a_float() -> None:
+    """The one difference from :func:`json.loads`: orjson reads an integer past 64 bits as
+    a float. Prometheus sends none (sample values and errors are strings, times floats)."""
+    from driftowner.sources.prometheus import _json_or_none
+
+    body = b'{"big": 123456789012345678901234567890}'
+    assert _json_or_none(httpx.Response(200, content=body)) == {"big": 1.2345678901234568e29}
