@@ -676,6 +676,11 @@ class Deliverer:
         self._sends: set[asyncio.Task[bool]] = set()
         self._claiming: asyncio.Task[_Claimed] | None = None
         """The claim under way, if any (see :meth:`drain`)."""
+        self._sends_over = 0
+        """Sends whose outcome is committed, counted; compared with :attr:`_claim_mark`."""
+        self._claim_mark = 0
+        """:attr:`_sends_over` when the last claim began: a send settled after it (a fallback
+        queued, a retry due at once) may have written what that claim could not see."""
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self.delivered = 0
@@ -754,10 +759,14 @@ class Deliverer:
             waiting = sum(len(q) for q in self._queues.values())
             # Refill in chunks, not one lease per finished send.
             if more and self._claiming is None and waiting <= self.batch // 2 and self.leading():
+                self._claim_mark = self._sends_over
                 self._claiming = asyncio.create_task(self._claim(self.batch - waiting))
                 self._claiming.add_done_callback(lambda _: self._changed.set())
             wake_at = await self._pump()
             if not self._sends and not any(self._queues.values()) and self._claiming is None:
+                if self._sends_over != self._claim_mark and self.leading():
+                    more = True  # claim once more: see what the last outcomes wrote
+                    continue
                 if not more or not self.leading():
                     break
                 continue
@@ -980,6 +989,7 @@ class Deliverer:
         """A send's task is over: forget it, and wake :meth:`drain`, which may have looked
         at the set of sends (this task still in it) after the send's own wake-up."""
         self._sends.discard(task)
+        self._sends_over += 1
         self._changed.set()
 
     async def stop(self, grace: float) -> None:

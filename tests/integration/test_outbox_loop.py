@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -254,6 +255,83 @@ async def test_a_page_that_fails_for_good_falls_back_to_email(
     [event] = [e for e in store.events("inc-1") if "falling back" in e.detail]
     assert event.detail.startswith("page to alice via hook failed for good (")
     assert "404" in event.detail and event.detail.endswith("; falling back to email")
+
+
+class SettlesDuringTheNextClaim(SqlStore):
+    """A real store where the delivery loop's second claim reads the outbox (finding
+    nothing), then the outcome of the first send is committed (its fallback page with it),
+    and only then does that claim return: the order a slow fsync and a slow claim can give,
+    made certain."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.claims = 0
+        self.claim_read = threading.Event()
+        self.settled = threading.Event()
+
+    def lease_due(self, now: datetime, lease: timedelta, limit: int = 100) -> list[Notification]:
+        leased = super().lease_due(now, lease, limit)
+        self.claims += 1
+        if self.claims == 2:
+            self.claim_read.set()
+            self.settled.wait(timeout=5)
+            time.sleep(0.2)  # the loop sees the send's task end before this claim returns
+        return leased
+
+    def settle(self, outcomes: Sequence[Settled]) -> None:
+        self.claim_read.wait(timeout=5)
+        super().settle(outcomes)
+        self.settled.set()
+
+
+async def test_a_fallback_written_after_the_last_claim_is_still_sent_in_the_same_drain(
+    store_url: str,  # noqa: F811 (a fixture)
+) -> None:
+    """The give-up's commit (with its fallback page) lands while the loop's next claim is
+    under way, after that claim read nothing: the drain claims once more before it ends, so
+    the fallback goes out in the same drain (it ended with the fallback unsent: the flake of
+    the test above on PostgreSQL)."""
+    store = SettlesDuringTheNextClaim(store_url)
+    store.open()
+    store.apply(Changes(opened=[incident()]))
+    config = make_config(
+        {
+            "channels": {
+                # Both answered by fakes: only their names and paces matter here.
+                "hook": {"type": "webhook", "url": "http://127.0.0.1:9/hook"},
+                "email": {
+                    "type": "email",
+                    "host": "127.0.0.1",
+                    "from": "driftowner@example.com",
+                    "group_wait": "0s",
+                },
+            },
+            "escalation_chains": {
+                "standard": {
+                    "steps": [
+                        {"notify": "owner", "via": [{"channel": "hook", "fallback": "email"}]},
+                        {"after": "15m", "notify": ["bob"], "via": ["email"]},
+                    ]
+                }
+            },
+        }
+    )
+    hook = FakeChannel("hook", [Delivery.give_up("HTTP 404 no such hook")])
+    email = FakeChannel("email")
+    store.apply(Changes(notifications=[notification("page-1", channel="hook")]))
+    deliverer = Deliverer(
+        store,
+        {"hook": hook, "email": email},
+        config,
+        Clock(T0 + timedelta(seconds=5)),
+        new_id=ids("fb"),
+    )
+    try:
+        assert await deliverer.drain() == 1
+    finally:
+        store.close()
+    assert [n.id for n in hook.sent] == ["page-1"]
+    assert [n.id for n in email.sent] == ["fb-1"]
 
 
 async def test_a_give_up_is_not_committed_without_its_fallback(store: Store) -> None:
