@@ -38,6 +38,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from driftowner.store import MemoryStore, SqlStore, Store
+
 START_TIMEOUT = 30
 """Seconds ``pg_ctl`` waits for the server to accept connections (and to stop)."""
 
@@ -206,6 +208,29 @@ def _disconnect(admin: psycopg.Connection[tuple[object, ...]]) -> None:
         "WHERE datname = %s AND pid <> pg_backend_pid()",
         (TEST_DATABASE,),
     )
+
+
+BACKENDS = ("memory", "sqlite", "postgresql")
+"""The backends the store's contract suite runs on."""
+
+
+@contextlib.contextmanager
+def contract_store(request: pytest.FixtureRequest, sqlite_path: Path) -> Iterator[Store]:
+    """An empty, opened store on the backend ``request.param`` names (one of
+    :data:`BACKENDS`): a memory store, a SQLite file at ``sqlite_path``, or a fresh
+    PostgreSQL database; closed on exit."""
+    opened: Store
+    if request.param == "memory":
+        opened = MemoryStore()
+    elif request.param == "sqlite":
+        opened = SqlStore(f"sqlite:///{sqlite_path}")
+    else:
+        opened = SqlStore(request.getfixturevalue("postgres_database_url"))
+    opened.open()
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -26,7 +26,6 @@ from driftowner.model import Event, GroupState, GroupThread, Handover, Pending, 
 from driftowner.store import (
     Changes,
     Conflict,
-    MemoryStore,
     Settled,
     SqlStore,
     Store,
@@ -36,8 +35,10 @@ from driftowner.store import (
 from driftowner.store.dialect import create_engine
 from driftowner.store.migrations import SCHEMA_VERSION
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
+    BACKENDS,
     PASSWORD_ROLE,
     _free_port,
+    contract_store,
     postgres_database_url,
     postgres_url,
     store_url,
@@ -60,19 +61,11 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "driftowner.db"
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, db_path: Path) -> Iterator[Store]:
     """An empty store on each backend of the contract suite."""
-    opened: Store
-    if request.param == "memory":
-        opened = MemoryStore()
-    elif request.param == "sqlite":
-        opened = SqlStore(f"sqlite:///{db_path}")
-    else:
-        opened = SqlStore(request.getfixturevalue("postgres_database_url"))
-    opened.open()
-    yield opened
-    opened.close()
+    with contract_store(request, db_path) as opened:
+        yield opened
 
 
 @pytest.fixture

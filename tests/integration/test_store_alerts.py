@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from driftowner.model import ReceivedAlert
-from driftowner.store import MemoryStore, SqlStore, Store
+from driftowner.store import SqlStore, Store
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
+    BACKENDS,
+    contract_store,
     postgres_database_url,
     postgres_url,
     store_url,
@@ -26,19 +28,11 @@ SOURCE = "am"
 FAR = at(60 * 24 * 365)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """An empty store on each backend of the contract suite."""
-    opened: Store
-    if request.param == "memory":
-        opened = MemoryStore()
-    elif request.param == "sqlite":
-        opened = SqlStore(f"sqlite:///{tmp_path / 'state' / 'driftowner.db'}")
-    else:
-        opened = SqlStore(request.getfixturevalue("postgres_database_url"))
-    opened.open()
-    yield opened
-    opened.close()
+    with contract_store(request, tmp_path / "state" / "driftowner.db") as opened:
+        yield opened
 
 
 def alert(

@@ -17,8 +17,10 @@ import sqlalchemy as sa
 
 from driftowner.config import parse_storage_url
 from driftowner.model import Event, Notification
-from driftowner.store import Changes, MemoryStore, Settled, SqlStore, Store
+from driftowner.store import Changes, Settled, SqlStore, Store
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
+    BACKENDS,
+    contract_store,
     postgres_database_url,
     postgres_url,
     store_url,
@@ -28,19 +30,11 @@ from tests.unit.factories import T0, at, incident, notification
 LEASE = timedelta(minutes=2)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgresql"])
+@pytest.fixture(params=BACKENDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """An empty store on each backend of the contract suite."""
-    opened: Store
-    if request.param == "memory":
-        opened = MemoryStore()
-    elif request.param == "sqlite":
-        opened = SqlStore(f"sqlite:///{tmp_path / 'state' / 'driftowner.db'}")
-    else:
-        opened = SqlStore(request.getfixturevalue("postgres_database_url"))
-    opened.open()
-    yield opened
-    opened.close()
+    with contract_store(request, tmp_path / "state" / "driftowner.db") as opened:
+        yield opened
 
 
 @pytest.fixture
