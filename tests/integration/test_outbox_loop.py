@@ -197,6 +197,34 @@ async def test_a_429_on_one_destination_does_not_slow_another(store: Store) -> N
     assert store.next_due() == T0 + timedelta(seconds=30)
 
 
+def _falling_back_to_email(hook_url: str, smtp_port: int) -> Config:
+    """alice is paged through the webhook ``hook`` with her email as its fallback; bob by
+    email 15 minutes on. Email pages go in the drain that queues them (``group_wait: 0s``)."""
+    return make_config(
+        {
+            "channels": {
+                "hook": {"type": "webhook", "url": hook_url},
+                "email": {
+                    "type": "email",
+                    "host": "127.0.0.1",
+                    "port": smtp_port,
+                    "starttls": False,
+                    "from": "driftowner@example.com",
+                    "group_wait": "0s",
+                },
+            },
+            "escalation_chains": {
+                "standard": {
+                    "steps": [
+                        {"notify": "owner", "via": [{"channel": "hook", "fallback": "email"}]},
+                        {"after": "15m", "notify": ["bob"], "via": ["email"]},
+                    ]
+                }
+            },
+        }
+    )
+
+
 async def test_a_page_that_fails_for_good_falls_back_to_email(
     store: Store,
     receiver: Receiver,  # noqa: F811 (a fixture)
@@ -206,30 +234,7 @@ async def test_a_page_that_fails_for_good_falls_back_to_email(
     drain sends that through a real SMTP server. The incident records the fallback."""
     receiver.script.append((404, {}, "no such hook"))
     with running_smtp() as (mailbox, port):
-        config = make_config(
-            {
-                "channels": {
-                    "hook": {"type": "webhook", "url": receiver.url},
-                    "email": {
-                        "type": "email",
-                        "host": "127.0.0.1",
-                        "port": port,
-                        "starttls": False,
-                        "from": "driftowner@example.com",
-                        # Sent in the same drain, not held for a group.
-                        "group_wait": "0s",
-                    },
-                },
-                "escalation_chains": {
-                    "standard": {
-                        "steps": [
-                            {"notify": "owner", "via": [{"channel": "hook", "fallback": "email"}]},
-                            {"after": "15m", "notify": ["bob"], "via": ["email"]},
-                        ]
-                    }
-                },
-            }
-        )
+        config = _falling_back_to_email(receiver.url, port)
         channels: dict[str, Channel] = {
             name: build_channel(name, spec) for name, spec in config.channels.items()
         }
@@ -294,28 +299,7 @@ async def test_a_fallback_written_after_the_last_claim_is_still_sent_in_the_same
     store = SettlesDuringTheNextClaim(store_url)
     store.open()
     store.apply(Changes(opened=[incident()]))
-    config = make_config(
-        {
-            "channels": {
-                # Both answered by fakes: only their names and paces matter here.
-                "hook": {"type": "webhook", "url": "http://127.0.0.1:9/hook"},
-                "email": {
-                    "type": "email",
-                    "host": "127.0.0.1",
-                    "from": "driftowner@example.com",
-                    "group_wait": "0s",
-                },
-            },
-            "escalation_chains": {
-                "standard": {
-                    "steps": [
-                        {"notify": "owner", "via": [{"channel": "hook", "fallback": "email"}]},
-                        {"after": "15m", "notify": ["bob"], "via": ["email"]},
-                    ]
-                }
-            },
-        }
-    )
+    config = _falling_back_to_email("http://127.0.0.1:9/hook", 25)  # both answered by fakes
     hook = FakeChannel("hook", [Delivery.give_up("HTTP 404 no such hook")])
     email = FakeChannel("email")
     store.apply(Changes(notifications=[notification("page-1", channel="hook")]))
