@@ -346,8 +346,9 @@ def due(
     config: Config, view: StoreView, now: datetime, pager: Pager
 ) -> list[tuple[Incident, Escalation]]:
     """Every unresolved incident whose escalation owes something at ``now`` (a due step, an
-    expired ack, a reminder), with what it owes: one transaction each. An incident of a
-    system no longer configured escalates no further (the next evaluation retires it)."""
+    expired ack, a reminder), with what it owes: each written whole or not at all. An
+    incident of a system no longer configured escalates no further (the next evaluation
+    retires it)."""
     owed: list[tuple[Incident, Escalation]] = []
     unresolved = view.incidents(unresolved=True)
     paging = paging_at(config, view, unresolved, now)
@@ -369,7 +370,7 @@ def paging_at(
     return Paging(silences, {incident.id: incident for incident in unresolved})
 
 
-# --- evaluate: findings → conditions → reconcile, as one transaction per system --------------
+# --- evaluate: findings → conditions → reconcile, one set of changes per system -------------
 
 
 @dataclass(frozen=True, slots=True)

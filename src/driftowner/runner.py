@@ -27,9 +27,9 @@ _Item = TypeVar("_Item")
 
 
 STEPS_PER_TRANSACTION = 200
-"""Systems' (or incidents') changes written in one transaction, each under its own savepoint:
-a storm of 2,000 systems is 10 commits, not 2,000 (one fsync each), while no transaction holds
-the store's write lock for long."""
+"""Systems' (or incidents') changes written in one transaction (a refused one makes the store
+write that batch again one set at a time, see ``Store.apply_each``): a storm of 2,000 systems
+is 10 commits, not 2,000 (one fsync each), while no transaction holds the write lock long."""
 
 
 def apply(store: Store, steps: list[Step]) -> list[Step]:
