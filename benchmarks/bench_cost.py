@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from tests.integration.prometheus_server import Family, openmetrics, running_pro
 from tests.unit.factories import templated_document
 
 from driftowner import poll, runner
+from driftowner.channels.http import AiohttpSender, Answer
 from driftowner.config import Config
 from driftowner.cycle import Pager
 from driftowner.detect.bank import Bank
@@ -101,25 +103,33 @@ def config(models: int, url: str, db: Path) -> Config:
     return Config.model_validate(document)
 
 
-class Recording(httpx.AsyncBaseTransport):
-    """The network, remembering every request URL sent through it."""
+class Recording:
+    """The source's own network (its aiohttp sender), remembering every request URL sent
+    through it."""
 
     def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
         self.urls: list[httpx.URL] = []
+        self.inner: AiohttpSender | None = None
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.urls.append(request.url)
-        return await self.inner.handle_async_request(request)
+    def open(self, timeout: float) -> Recording:
+        """The source's getter: the sender the source would make, wrapped."""
+        self.inner = AiohttpSender(timeout)
+        return self
+
+    async def get(self, url: httpx.URL, headers: Mapping[str, str]) -> Answer:
+        assert self.inner is not None
+        self.urls.append(url)
+        return await self.inner.get(url, headers)
 
     async def aclose(self) -> None:
-        await self.inner.aclose()
+        if self.inner is not None:
+            await self.inner.aclose()
 
 
 async def measure_cycle(models: int, url: str, at: datetime, db: Path) -> dict[str, float]:
     cfg = config(models, url, db)
     transport = Recording()
-    source = PrometheusSource("prom", url, timeout=timedelta(seconds=60), transport=transport)
+    source = PrometheusSource("prom", url, timeout=timedelta(seconds=60), getter=transport.open)
     store = SqlStore(cfg.storage.url)
     pager = Pager(new_notification_id, lambda _i, _a, _r=None: None)
     store.open()

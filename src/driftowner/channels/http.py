@@ -10,7 +10,7 @@ Tests hand the channel any httpx transport instead (``httpx.MockTransport``, or
 ``httpx.MockTransport(respx_router.handler)``), which :class:`HttpxSender` calls with the same
 body, headers and timeouts. An answer past its status (an error's text, ``Retry-After``, a JSON
 field) is read as httpx's ``Response`` (:meth:`Answer.response`), whichever sender it came
-from.
+from. The Prometheus source sends its queries through the same senders (``get``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from driftowner.model import Delivery
 
 if TYPE_CHECKING:  # aiohttp is imported where a channel first sends (about 7 MB, 75 ms)
     import aiohttp
+    import yarl
 
 ERROR_LIMIT = 300
 """Characters of an error body kept in a Delivery detail."""
@@ -193,11 +194,31 @@ class AiohttpSender:
 
     async def post(self, url: httpx.URL, body: bytes, headers: Mapping[str, str]) -> Answer:
         """POST ``body`` and read the whole answer; raises only httpx's errors."""
+        return await self._send("POST", url, str(url), headers, body)
+
+    async def get(self, url: httpx.URL, headers: Mapping[str, str]) -> Answer:
+        """GET ``url``, its query sent byte for byte as httpx encoded it, and read the whole
+        answer; raises only httpx's errors."""
+        import yarl
+
+        return await self._send("GET", url, yarl.URL(str(url), encoded=True), headers)
+
+    async def _send(
+        self,
+        method: str,
+        url: httpx.URL,
+        target: str | yarl.URL,
+        headers: Mapping[str, str],
+        body: bytes = b"",
+    ) -> Answer:
+        """Send one request to ``target`` (``url`` as aiohttp takes it) and read the whole
+        answer; raises only httpx's errors."""
         import aiohttp
 
         try:
-            async with self._open().post(
-                str(url),
+            async with self._open().request(
+                method,
+                target,
                 headers=headers,
                 data=body or None,
                 allow_redirects=False,
@@ -233,9 +254,14 @@ class HttpxSender:
 
     async def post(self, url: httpx.URL, body: bytes, headers: Mapping[str, str]) -> Answer:
         """Hand the POST to the transport and read its whole answer."""
-        request = httpx.Request(
-            "POST", url, content=body, headers=headers, extensions={"timeout": self._timeouts}
-        )
+        return await self._send(httpx.Request("POST", url, content=body, headers=headers))
+
+    async def get(self, url: httpx.URL, headers: Mapping[str, str]) -> Answer:
+        """Hand the GET to the transport and read its whole answer."""
+        return await self._send(httpx.Request("GET", url, headers=headers))
+
+    async def _send(self, request: httpx.Request) -> Answer:
+        request.extensions["timeout"] = self._timeouts
         response = await self._transport.handle_async_request(request)
         await response.aread()
         return Answer(response.status_code, response=response)

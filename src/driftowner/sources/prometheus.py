@@ -5,6 +5,14 @@
 
 Every way the server or the network can fail becomes a :class:`SourceResult` error whose text
 names the source and never contains a password or token.
+
+The requests go out through the HTTP channels' senders (:mod:`driftowner.channels.http`): in
+production aiohttp called directly (:class:`~driftowner.channels.http.AiohttpSender`), which
+costs about 40% of the CPU time httpx's client took for the same five answers of 2,000 series
+(benchmarks/README.md, "Cost at scale"); with a transport given (tests: ``httpx.MockTransport``,
+respx), that transport, through :class:`~driftowner.channels.http.HttpxSender`. Either way the
+request is the one httpx's client sent (URL and query encoded by httpx, the same headers,
+auth and timeouts) and the answer is read as httpx's ``Response``.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -23,6 +31,8 @@ import orjson
 from pydantic import SecretStr
 
 from driftowner import __version__
+from driftowner.channels import timeout_seconds
+from driftowner.channels.http import AiohttpSender, Answer, HttpxSender
 from driftowner.model import Sample, SourceResult
 from driftowner.sources import (
     LabelledResult,
@@ -38,6 +48,27 @@ _MAX_DETAIL = 200
 """Characters of a server's error text kept in an error message."""
 
 _Parsed = TypeVar("_Parsed")
+
+_ACCEPT_ENCODING = "gzip, deflate"
+"""What httpx's client asked for: the encodings httpx decodes without optional packages."""
+
+
+class Getter(Protocol):
+    """What the source sends its GETs through: :class:`~driftowner.channels.http.AiohttpSender`
+    (the network), :class:`~driftowner.channels.http.HttpxSender` (a transport), or a wrapper
+    around one."""
+
+    async def get(self, url: httpx.URL, headers: Mapping[str, str]) -> Answer:
+        """GET ``url`` with ``headers`` and read the whole answer.
+
+        Raises:
+            httpx.TransportError: The request could not be sent or its answer not read.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the getter may be used again afterwards."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +96,16 @@ class PrometheusSource:
         password: Basic auth password.
         bearer_token: Sent as ``Authorization: Bearer ...``; exclusive with basic auth.
         transport: The HTTP transport to use instead of the network (tests).
+        getter: Makes what sends the requests, given the timeout in seconds, instead of the
+            network's :class:`~driftowner.channels.http.AiohttpSender` (the cost benchmark
+            wraps that one to record the requests a cycle sends); exclusive with
+            ``transport``.
 
-    Nothing is opened at construction: the HTTP client is created on the first read and
+    Nothing is opened at construction: the HTTP session is created on the first read and
     closed by :meth:`aclose`.
+
+    Raises:
+        ValueError: Both ``transport`` and ``getter`` are given.
     """
 
     def __init__(
@@ -80,7 +118,10 @@ class PrometheusSource:
         password: SecretStr | None = None,
         bearer_token: SecretStr | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        getter: Callable[[float], Getter] | None = None,
     ) -> None:
+        if transport is not None and getter is not None:
+            raise ValueError("give a transport or a getter, not both")
         self.name = name
         self._url = url.rstrip("/")
         self._shown_url = _without_userinfo(self._url)
@@ -89,7 +130,9 @@ class PrometheusSource:
         self._password = password
         self._bearer_token = bearer_token
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._getter = getter
+        self._http: Getter | None = None
+        self._headers: dict[str, str] | None = None
         self._secrets = _secret_texts(url, password, bearer_token)
         self._label = f"prometheus source {name!r}"
 
@@ -148,27 +191,42 @@ class PrometheusSource:
         return outcome
 
     async def aclose(self) -> None:
-        """Close the HTTP client, if one was opened; a later read opens a new one."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        """Close the HTTP session, if one was opened; a later read opens a new one."""
+        http, self._http = self._http, None
+        if http is not None:
+            await http.aclose()
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            headers = {"User-Agent": f"driftowner/{__version__}", "Accept": "application/json"}
-            auth: httpx.Auth | None = None
+    def _sender(self) -> Getter:
+        """The network (or the transport, or the getter, given), opened on first use."""
+        if self._http is None:
+            seconds = timeout_seconds(self._timeout)
+            if self._transport is not None:
+                self._http = HttpxSender(self._transport, seconds)
+            elif self._getter is not None:
+                self._http = self._getter(seconds)
+            else:
+                self._http = AiohttpSender(seconds)
+        return self._http
+
+    def _request_headers(self) -> dict[str, str]:
+        """The headers of every request, made once: httpx's client's, with the auth it added
+        (basic auth given, else the URL's own ``user:password@``, else the bearer token)."""
+        if self._headers is None:
+            headers = {
+                "Accept": "application/json",
+                "Accept-Encoding": _ACCEPT_ENCODING,
+                "User-Agent": f"driftowner/{__version__}",
+            }
             if self._bearer_token is not None:
                 headers["Authorization"] = f"Bearer {self._bearer_token.get_secret_value()}"
-            elif self._username is not None and self._password is not None:
-                auth = httpx.BasicAuth(self._username, self._password.get_secret_value())
-            self._client = httpx.AsyncClient(
-                base_url=self._url,
-                headers=headers,
-                auth=auth,
-                timeout=httpx.Timeout(self._timeout.total_seconds()),
-                transport=self._transport,
-            )
-        return self._client
+            if self._username is not None and self._password is not None:
+                headers["Authorization"] = _basic(self._username, self._password.get_secret_value())
+            else:
+                own = _userinfo(self._url)
+                if own is not None:
+                    headers["Authorization"] = _basic(*own)
+            self._headers = headers
+        return self._headers
 
     async def _evaluate(
         self,
@@ -200,9 +258,12 @@ class PrometheusSource:
                 "step": _seconds(clamp_step(start, end, step)),
             }
         try:
-            # httpx's timeout bounds each phase; this bounds the whole request (slow drips too).
+            # The sender's timeout bounds each phase; this bounds the whole request (slow drips
+            # too). The URL carries no user:password@: that is the Authorization header.
             async with asyncio.timeout(self._timeout.total_seconds()):
-                response = await self._http().get(path, params=params)
+                url = httpx.URL(self._shown_url + path, params=params)
+                answer = await self._sender().get(url, self._request_headers())
+                response = answer.response()  # the body decoded by its Content-Encoding
         except (httpx.TimeoutException, TimeoutError):
             return self._error(
                 f"no answer from {self._shown_url} within {_seconds(self._timeout)}s",
@@ -420,6 +481,25 @@ def _without_userinfo(url: str) -> str:
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port is not None else host
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _userinfo(url: str) -> tuple[str, str] | None:
+    """The ``user:password@`` of ``url`` decoded, as httpx's client took it for basic auth, or
+    None when it has none."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return None
+    if not parsed.username and not parsed.password:
+        return None
+    return parsed.username, parsed.password
+
+
+def _basic(username: str, password: str) -> str:
+    """The ``Authorization`` value of HTTP basic auth, made by httpx's ``BasicAuth``."""
+    request = httpx.Request("GET", "http://prometheus")
+    next(httpx.BasicAuth(username, password).sync_auth_flow(request))
+    return request.headers["Authorization"]
 
 
 def _json_or_none(response: httpx.Response) -> Any:
