@@ -46,11 +46,10 @@ from tests.unit.factories import templated_document
 from driftowner import poll, runner
 from driftowner.channels.http import AiohttpSender, Answer
 from driftowner.config import Config
-from driftowner.cycle import Pager
+from driftowner.cycle import Pager, Recorded
 from driftowner.detect.bank import Bank
 from driftowner.ids import new_incident_id, new_notification_id
 from driftowner.metrics import Metrics
-from driftowner.model import Status
 from driftowner.sources.prometheus import PrometheusSource
 from driftowner.store import SqlStore
 
@@ -146,7 +145,7 @@ async def measure_cycle(models: int, url: str, at: datetime, db: Path) -> dict[s
         bare: list[float] = []
         decoded: list[float] = []
         metrics = Metrics(store, lambda: at)
-        recorded: dict[tuple[str, str], Status] = {}
+        recorded = Recorded()
         metrics.record_findings(findings.moved(recorded))
         heap = runner.Heap()
         heap.settle(cfg)  # as the daemon does after a config's first evaluation

@@ -32,7 +32,6 @@ from driftowner.detect.bank import Bank
 from driftowner.ids import new_incident_id, new_notification_id
 from driftowner.links import LinkSigner
 from driftowner.metrics import Metrics
-from driftowner.model import Status
 from driftowner.sources import Source, build_source
 from driftowner.store import SqlStore, Store, StoreError, StoreUnavailable
 
@@ -182,7 +181,7 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         self.last_cycle_at: float = time.monotonic()
         self._failing: dict[tuple[str, str], str] = {}
-        self._recorded: dict[tuple[str, str], Status] = {}
+        self._recorded = cycle.Recorded()
         """(system, signal) → the status ``driftowner_signal_status`` last got."""
         self.bank = Bank()
         """Every signal's detector state between evaluations: change-point charts (warm-started

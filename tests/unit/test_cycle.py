@@ -211,6 +211,22 @@ def test_a_system_s_settled_follows_every_change_to_its_findings() -> None:
     assert [status for _, status in held.statuses()] == ["ok", "degraded"]
 
 
+def test_the_unsettled_systems_are_those_settled_says_no_for() -> None:
+    """``Findings.unsettled`` (what the reconcile asks instead of ``settled`` per system)
+    names exactly the systems with a finding not ``ok``, as findings come and go."""
+    findings = cycle.Findings([SYSTEM, "other", "third"])
+    assert findings.unsettled() == set()
+    findings[SYSTEM]["accuracy"] = finding("accuracy", "degraded")
+    findings["other"]["accuracy"] = finding("accuracy", "ok", system="other")
+    assert findings.unsettled() == {SYSTEM}
+    findings["other"]["adoption"] = finding("adoption", "no_data", system="other")
+    assert findings.unsettled() == {SYSTEM, "other"}
+    findings[SYSTEM]["accuracy"] = finding("accuracy", "ok")
+    del findings["other"]["adoption"]
+    assert findings.unsettled() == set()
+    assert all(findings.settled(system) for system in findings)
+
+
 def test_a_quiet_system_is_neither_ordered_nor_reconciled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

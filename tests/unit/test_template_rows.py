@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driftowner.config import Config
-from driftowner.cycle import Findings
+from driftowner.cycle import Findings, Recorded
 from driftowner.detect.bank import Bank
 from driftowner.model import Finding, Sample, SourceResult
 from driftowner.poll import poll
@@ -133,6 +133,7 @@ def _table(
     odd=st.sampled_from([0.0, 0.1]),
     accept_at=st.integers(0, 60),
     seed=st.integers(0, 10_000),
+    arrays=st.booleans(),
 )
 async def test_a_template_judged_as_rows_gives_the_findings_of_one_by_one(
     shifts: list[tuple[int, float]],
@@ -141,20 +142,23 @@ async def test_a_template_judged_as_rows_gives_the_findings_of_one_by_one(
     odd: float,
     accept_at: int,
     seed: int,
+    arrays: bool,
 ) -> None:
     """Property: over a warm start and 60 cycles of a template of five systems, judging its
     answers as rows of arrays gives, cycle after cycle, exactly the settled systems, the
-    statuses that moved since the last cycle, the findings (status, value, reference,
+    statuses that moved since the last cycle (recorded in a plain mapping, or in a
+    ``Recorded`` that compares the rows as arrays), the findings (status, value, reference,
     statistic, limit, change start, evidence line, confirmed changes) and, at the end, the
-    watches of judging every signal alone: with shifts (alarms, recoveries), constant
-    series, NaN and infinite values, missing series, an owner's accept midway, both ``bad``
-    directions and every chart (EWMA stays on the per-signal path)."""
+    watches of judging every signal alone (and the unsettled systems are those ``settled``
+    says no for): with shifts (alarms, recoveries), constant series, NaN and infinite
+    values, missing series, an owner's accept midway, both ``bad`` directions and every
+    chart (EWMA stays on the per-signal path)."""
     cycles, systems = 60, 5
     config = _config(systems, bad, detect)
     table = _table(systems, cycles, shifts, odd, seed)
     rows, alone = Bank(), Bank()
     most_held = 0
-    recorded: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
+    recorded: tuple[dict[Any, Any], dict[Any, Any]] = (Recorded() if arrays else {}, {})
     for minute in range(cycles):
         now = T0 + minute * MINUTE
         if minute == accept_at:
@@ -166,6 +170,7 @@ async def test_a_template_judged_as_rows_gives_the_findings_of_one_by_one(
         # Read as the daemon reads a cycle: which systems are settled, the statuses that
         # moved (for /metrics), then the statuses, then every finding built.
         assert {s: got.settled(s) for s in got} == {s: expected.settled(s) for s in expected}
+        assert got.unsettled() == expected.unsettled() == {s for s in got if not got.settled(s)}
         moved = sorted((f.system, f.signal, f.status) for f in got.moved(recorded[0]))
         assert moved == sorted((f.system, f.signal, f.status) for f in expected.moved(recorded[1]))
         assert recorded[0] == recorded[1]

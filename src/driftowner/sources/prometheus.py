@@ -22,6 +22,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -564,38 +566,44 @@ def _vector_values(answer: _Answer, label: str, index: Mapping[str, int]) -> Lab
     """A vector answer's series as :class:`~driftowner.sources.LabelledValues`, or None when
     it is anything else (then :meth:`PrometheusSource._by_label` parses it and names what is
     wrong): every series must carry a non-empty string ``label``, no two the same, and one
-    ``[time, "value"]`` point each."""
+    ``[time, "value"]`` point each.
+
+    Each pass over the series is one ``map`` (itemgetter, a type, a length): a loop written in
+    Python took about twice as long for an answer of 2,000 series."""
     series = answer.series
     if answer.matrix or not series:
         return None
+    count = len(series)
     try:
-        names = [one["metric"][label] for one in series]
-        points = [one["value"] for one in series]
-        known = index.get
-        rows = [known(name, -1) for name in names]
-    except (KeyError, TypeError):
+        names = list(map(itemgetter(label), map(_METRIC, series)))
+        points = list(map(_VALUE, series))
+        placed = np.fromiter(map(index.get, names, repeat(-1)), dtype=np.int64, count=count)
+    except (KeyError, TypeError):  # a series or its metric not an object; no label; unhashable
         return None
-    if any(type(point) is not list or len(point) != 2 for point in points):
+    if set(map(type, points)) != {list} or set(map(len, points)) != {2}:
         return None
-    times = [point[0] for point in points]
-    texts = [point[1] for point in points]
-    if not {type(t) for t in times} <= {int, float} or {type(t) for t in texts} != {str}:
+    times = list(map(_FIRST, points))
+    texts = list(map(_SECOND, points))
+    if not set(map(type, times)) <= {int, float} or set(map(type, texts)) != {str}:
         return None
-    others = [name for name, row in zip(names, rows, strict=True) if row < 0]
+    others = [names[row] for row in np.flatnonzero(placed < 0).tolist()]
     if any(type(name) is not str or not name for name in others) or len(set(others)) < len(others):
         return None
-    placed = np.fromiter(rows, dtype=np.int64, count=len(rows))
     mine = placed >= 0
     found = placed[mine]
     if found.size and np.bincount(found).max() > 1:
         return None
     try:
         # float() reads the API's "NaN", "+Inf" and "-Inf" spellings, as _sample does.
-        values = np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
+        values = np.fromiter(map(float, texts), dtype=np.float64, count=count)
     except ValueError:
         return None
-    stamps = np.fromiter(times, dtype=np.float64, count=len(times))
+    stamps = np.fromiter(times, dtype=np.float64, count=count)
     return LabelledValues(found, values[mine], stamps[mine], tuple(sorted(others)))
+
+
+_METRIC, _VALUE = itemgetter("metric"), itemgetter("value")
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
 def _metric(series: Any) -> dict[str, Any]:
