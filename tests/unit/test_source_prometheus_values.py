@@ -4,6 +4,7 @@ other answer is ``read_by_label``'s own result, errors included."""
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -170,3 +171,86 @@ def test_only_the_prometheus_source_reads_values(tmp_path: Path) -> None:
         )
     )
     assert not supports_values(object())
+
+
+LABEL_VALUES = st.one_of(st.sampled_from(["a", "b", "c", "d", "zz", "yy", ""]), st.integers(0, 3))
+POINTS = st.one_of(
+    st.tuples(
+        st.one_of(st.floats(1e9, 2e9), st.integers(0, 2**40)),
+        st.sampled_from(["0.5", "1e-300", "NaN", "+Inf", "-Inf", "abc", "", "0x1p-2"]),
+    ).map(list),
+    st.sampled_from([[1.5], [1.5, "1", "2"], [True, "1"], [1.5, 2.0], "1.5", None]),
+)
+CLEAN_SERIES = st.fixed_dictionaries(
+    {
+        "metric": st.fixed_dictionaries(
+            {"model": st.sampled_from(["a", "b", "c", "d", "zz", "yy"])},
+            optional={"job": st.just("x")},
+        ),
+        "value": st.tuples(
+            st.one_of(st.floats(1e9, 2e9), st.integers(0, 2**40)),
+            st.sampled_from(["0.5", "1e-300", "-2", "NaN", "+Inf", "-Inf"]),
+        ).map(list),
+    }
+)
+ODD_SERIES = st.fixed_dictionaries(
+    {"metric": st.dictionaries(st.sampled_from(["model", "job"]), LABEL_VALUES)},
+    optional={"value": POINTS, "histogram": st.just([1, {}])},
+)
+SERIES = st.one_of(CLEAN_SERIES, CLEAN_SERIES, CLEAN_SERIES, ODD_SERIES)
+"""Mostly series as Prometheus sends them (so that whole answers are often clean), some
+odd."""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    status=st.sampled_from(["success", "success", "error"]),
+    result_type=st.sampled_from(["vector", "vector", "vector", "matrix", "scalar"]),
+    result=st.lists(SERIES, max_size=6),
+)
+def test_an_answer_read_straight_from_its_bytes_gives_what_its_parsed_objects_give(
+    status: str, result_type: str, result: list[dict[str, Any]]
+) -> None:
+    """Property: whatever the answer (an error, a matrix, a series without the label, with
+    an empty, unknown, shared or non-string value, a point of the wrong shape or type, a
+    value that is no number, a native histogram), the arrays read straight from its bytes
+    (msgspec) are exactly those made from it parsed into objects (orjson), and an answer the
+    parsed reading declines is declined from the bytes too (then it is read in full)."""
+    from driftowner.sources.prometheus import _Answer, _clean_vector, _vector_values
+
+    document = {"status": status, "data": {"resultType": result_type, "result": result}}
+    body = json.dumps(document).encode()
+    straight = _clean_vector(body, "model", INDEX)
+    matrix = result_type == "matrix"
+    parsed = (
+        _vector_values(_Answer(result, matrix=matrix, instant=True, end=NOW), "model", INDEX)
+        if status == "success" and result_type in ("vector", "matrix")
+        else None
+    )
+    if straight is None:
+        return
+    assert parsed is not None
+    for got, expected in zip(
+        (straight.rows, straight.values, straight.stamps),
+        (parsed.rows, parsed.values, parsed.stamps),
+        strict=True,
+    ):
+        assert got.dtype == expected.dtype
+        assert got.tobytes() == expected.tobytes()
+    assert straight.others == parsed.others
+
+
+def test_a_steady_answer_is_read_straight_from_its_bytes() -> None:
+    """The answer a template reads every cycle (each series its label and a point) takes the
+    path straight from the bytes, NaN and infinities included, unknown values named."""
+    from driftowner.sources.prometheus import _clean_vector
+
+    result = [
+        {"metric": {"model": name, "job": "x"}, "value": [NOW.timestamp(), text]}
+        for name, text in [("b", "0.8"), ("a", "NaN"), ("c", "+Inf"), ("zz", "1")]
+    ]
+    body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
+    found = _clean_vector(body.encode(), "model", INDEX)
+    assert found is not None
+    assert as_series(found, INDEX) == {"a": [], "b": [0.8], "c": []}
+    assert found.others == ("zz",)

@@ -22,12 +22,14 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from itertools import repeat
-from operator import itemgetter
-from typing import Any, Protocol, TypeVar
+from operator import attrgetter, itemgetter
+from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import msgspec
 import numpy as np
 import orjson
 from pydantic import SecretStr
@@ -187,6 +189,7 @@ class PrometheusSource:
             at,
             timedelta(seconds=1),
             lambda answer: self._values_by_label(answer, label, index),
+            lambda body: _clean_vector(body, label, index),
         )
         if isinstance(outcome, SourceResult):
             return LabelledResult.failed(outcome)
@@ -237,9 +240,12 @@ class PrometheusSource:
         end: datetime,
         step: timedelta,
         parse: Callable[[_Answer], _Parsed | SourceResult],
+        clean: Callable[[bytes], _Parsed | None] | None = None,
     ) -> _Parsed | SourceResult:
         """Send ``query`` (instant when ``start == end``, else a range) and ``parse`` a
-        successful answer; every failure on the way is the :class:`SourceResult` error."""
+        successful answer; every failure on the way is the :class:`SourceResult` error.
+        ``clean`` reads an answer of HTTP 200 from its bytes first, if it can (None: it
+        cannot, and the answer is read in full); it must give what ``parse`` would."""
         start, end = as_utc(start), as_utc(end)
         if end < start:
             return self._error(
@@ -277,6 +283,10 @@ class PrometheusSource:
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             detail = str(exc) or type(exc).__name__
             return self._error(f"cannot reach {self._shown_url}: {detail}", "unreachable", up=False)
+        if clean is not None and response.status_code == 200:
+            read = clean(response.content)
+            if read is not None:
+                return read
         return self._interpret(response, parse, instant=instant, end=end)
 
     def _interpret(
@@ -573,18 +583,65 @@ def _vector_values(answer: _Answer, label: str, index: Mapping[str, int]) -> Lab
     series = answer.series
     if answer.matrix or not series:
         return None
-    count = len(series)
     try:
         names = list(map(itemgetter(label), map(_METRIC, series)))
         points = list(map(_VALUE, series))
-        placed = np.fromiter(map(index.get, names, repeat(-1)), dtype=np.int64, count=count)
-    except (KeyError, TypeError):  # a series or its metric not an object; no label; unhashable
+    except (KeyError, TypeError):  # a series or its metric not an object; no label
         return None
     if set(map(type, points)) != {list} or set(map(len, points)) != {2}:
         return None
     times = list(map(_FIRST, points))
     texts = list(map(_SECOND, points))
     if not set(map(type, times)) <= {int, float} or set(map(type, texts)) != {str}:
+        return None
+    return _columns(names, times, texts, index)
+
+
+def _clean_vector(body: bytes, label: str, index: Mapping[str, int]) -> LabelledValues | None:
+    """What :func:`_vector_values` makes of a clean vector answer, read straight from its
+    bytes: msgspec decodes only each series' ``label`` and its point, into typed structs (no
+    dict or list per series), checking the answer's shape as it goes; None for any other
+    answer (an error, a matrix, a series without the label or with a native histogram, a
+    value NaN spelled as a bare token), which is then read in full.
+
+    For the five answers of 2,000 series of a cycle this takes about two thirds of the time
+    of orjson's objects turned into arrays (benchmarks/README.md, "Cost at scale")."""
+    try:
+        series = _vector_decoder(label).decode(body).data.result
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    if not series:
+        return None
+    names = list(map(_NAME, series))
+    points = list(map(_POINT, series))
+    return _columns(names, list(map(_FIRST, points)), list(map(_SECOND, points)), index)
+
+
+@cache
+def _vector_decoder(label: str) -> msgspec.json.Decoder[Any]:
+    """Decodes a ``status: success`` vector answer keeping, of each series, its value of
+    ``label`` (which must be a string) and its ``[time, "value"]`` point; every other field
+    is skipped unread."""
+    metric = msgspec.defstruct("Metric", [("name", str)], rename={"name": label})
+    series = msgspec.defstruct("Series", [("metric", metric), ("value", tuple[float, str])])
+    data = msgspec.defstruct(
+        "Data",
+        [("resultType", Literal["vector"]), ("result", list[series])],  # type: ignore[valid-type]
+    )
+    answer = msgspec.defstruct("Answer", [("status", Literal["success"]), ("data", data)])
+    return msgspec.json.Decoder(answer)
+
+
+def _columns(
+    names: list[Any], times: list[float], texts: list[str], index: Mapping[str, int]
+) -> LabelledValues | None:
+    """Each series' row in ``index`` (by its label value in ``names``), value (``texts``
+    read as floats) and time, or None when a label value the index does not know is not a
+    non-empty string, two series share one, or a value is not a number."""
+    count = len(names)
+    try:
+        placed = np.fromiter(map(index.get, names, repeat(-1)), dtype=np.int64, count=count)
+    except TypeError:  # a label value that is not even hashable
         return None
     others = [names[row] for row in np.flatnonzero(placed < 0).tolist()]
     if any(type(name) is not str or not name for name in others) or len(set(others)) < len(others):
@@ -604,6 +661,7 @@ def _vector_values(answer: _Answer, label: str, index: Mapping[str, int]) -> Lab
 
 _METRIC, _VALUE = itemgetter("metric"), itemgetter("value")
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
+_NAME, _POINT = attrgetter("metric.name"), attrgetter("value")
 
 
 def _metric(series: Any) -> dict[str, Any]:
