@@ -207,20 +207,36 @@ odd."""
     status=st.sampled_from(["success", "success", "error"]),
     result_type=st.sampled_from(["vector", "vector", "vector", "matrix", "scalar"]),
     result=st.lists(SERIES, max_size=6),
+    before=st.lists(CLEAN_SERIES, max_size=6),
 )
 def test_an_answer_read_straight_from_its_bytes_gives_what_its_parsed_objects_give(
-    status: str, result_type: str, result: list[dict[str, Any]]
+    status: str, result_type: str, result: list[dict[str, Any]], before: list[dict[str, Any]]
 ) -> None:
     """Property: whatever the answer (an error, a matrix, a series without the label, with
     an empty, unknown, shared or non-string value, a point of the wrong shape or type, a
     value that is no number, a native histogram), the arrays read straight from its bytes
     (msgspec) are exactly those made from it parsed into objects (orjson), and an answer the
-    parsed reading declines is declined from the bytes too (then it is read in full)."""
+    parsed reading declines is declined from the bytes too (then it is read in full); and
+    reading it after another answer (the placement of that one's series at hand, reused
+    when its label values come in the same order) gives the same as reading it alone."""
     from driftowner.sources.prometheus import _Answer, _clean_vector, _vector_values
 
-    document = {"status": status, "data": {"resultType": result_type, "result": result}}
-    body = json.dumps(document).encode()
-    straight = _clean_vector(body, "model", INDEX)
+    def body_of(status: str, result_type: str, result: list[dict[str, Any]]) -> bytes:
+        document = {"status": status, "data": {"resultType": result_type, "result": result}}
+        return json.dumps(document).encode()
+
+    body = body_of(status, result_type, result)
+    alone = _clean_vector(body, "model", INDEX)
+    earlier = _clean_vector(body_of("success", "vector", before), "model", INDEX)
+    again = _clean_vector(body, "model", INDEX, earlier[1] if earlier else None)
+    assert (alone is None) == (again is None)
+    if alone is not None and again is not None:
+        assert _same(alone[0], again[0])
+    repeated = _clean_vector(body, "model", INDEX, alone[1] if alone else None)
+    if alone is not None and repeated is not None:
+        assert repeated[1] is alone[1]  # the same values in the same order: placed as before
+        assert _same(alone[0], repeated[0])
+    straight = alone[0] if alone is not None else None
     matrix = result_type == "matrix"
     parsed = (
         _vector_values(_Answer(result, matrix=matrix, instant=True, end=NOW), "model", INDEX)
@@ -230,14 +246,19 @@ def test_an_answer_read_straight_from_its_bytes_gives_what_its_parsed_objects_gi
     if straight is None:
         return
     assert parsed is not None
-    for got, expected in zip(
-        (straight.rows, straight.values, straight.stamps),
-        (parsed.rows, parsed.values, parsed.stamps),
-        strict=True,
-    ):
-        assert got.dtype == expected.dtype
-        assert got.tobytes() == expected.tobytes()
-    assert straight.others == parsed.others
+    assert _same(straight, parsed)
+
+
+def _same(got: LabelledValues, expected: LabelledValues) -> bool:
+    """The same arrays bit for bit (NaN included), the same other values."""
+    return got.others == expected.others and all(
+        mine.dtype == theirs.dtype and mine.tobytes() == theirs.tobytes()
+        for mine, theirs in zip(
+            (got.rows, got.values, got.stamps),
+            (expected.rows, expected.values, expected.stamps),
+            strict=True,
+        )
+    )
 
 
 def test_a_steady_answer_is_read_straight_from_its_bytes() -> None:
@@ -250,7 +271,33 @@ def test_a_steady_answer_is_read_straight_from_its_bytes() -> None:
         for name, text in [("b", "0.8"), ("a", "NaN"), ("c", "+Inf"), ("zz", "1")]
     ]
     body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": result}})
-    found = _clean_vector(body.encode(), "model", INDEX)
-    assert found is not None
+    read = _clean_vector(body.encode(), "model", INDEX)
+    assert read is not None
+    found = read[0]
     assert as_series(found, INDEX) == {"a": [], "b": [0.8], "c": []}
     assert found.others == ("zz",)
+
+
+async def test_a_template_whose_series_change_is_placed_afresh(
+    router: respx.Router, make_source: SourceFactory
+) -> None:
+    """A source reuses the placement of a template's last answer only while its label values
+    come in the same order: a series added, gone or moved is placed anew, cycle after
+    cycle, as a fresh source places it."""
+    answers = [
+        [("a", "1"), ("b", "2"), ("zz", "3")],
+        [("a", "4"), ("b", "5"), ("zz", "6")],  # the same series: the placement reused
+        [("b", "7"), ("a", "8")],  # reordered, one gone
+        [("b", "9"), ("a", "10"), ("c", "11"), ("yy", "12")],  # one known, one unknown added
+    ]
+    source = make_source()
+    for pairs in answers:
+        router.routes.clear()
+        body = [series({"model": name}, text) for name, text in pairs]
+        router.get("/api/v1/query").mock(return_value=success("vector", body))
+        found = await source.read_values_by_label("q", NOW, "model", INDEX)
+        assert isinstance(found, LabelledValues)
+        assert as_series(found, INDEX) == {
+            name: [float(text)] for name, text in pairs if name in INDEX
+        }
+        assert found.others == tuple(sorted(name for name, _ in pairs if name not in INDEX))
