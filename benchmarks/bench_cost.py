@@ -11,8 +11,9 @@ detector, a chart per system and signal) split by ``model``. The first cycle war
 chart from the first hour; the steady cycle (read, judge every chart, and the daemon's
 reconcile into SQLite) is then measured 15 times, a minute apart in the data (each reads the
 next sample), each followed at once (same run, same server, same load) by the baseline:
-exactly the requests that cycle sent (recorded from its transport) sent with a bare
-``httpx.AsyncClient``, concurrently, each body read (and, for "+ JSON decoding", decoded).
+exactly the requests that cycle sent (recorded around the source's own aiohttp sender) sent
+with a bare ``httpx.AsyncClient``, concurrently, each body read (and, for "+ JSON decoding",
+decoded).
 Best and median of each are printed; the ratio cycle / bare is the number to compare across
 machines.
 
