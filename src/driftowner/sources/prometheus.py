@@ -12,7 +12,9 @@ costs about 40% of the CPU time httpx's client took for the same five answers of
 (benchmarks/README.md, "Cost at scale"); with a transport given (tests: ``httpx.MockTransport``,
 respx), that transport, through :class:`~driftowner.channels.http.HttpxSender`. Either way the
 request is the one httpx's client sent (URL and query encoded by httpx, the same headers,
-auth and timeouts) and the answer is read as httpx's ``Response``.
+auth and timeouts) and the answer is read as httpx's ``Response``. A signal template's steady
+answer (:meth:`PrometheusSource.read_values_by_label` of a clean vector) is read straight from
+its bytes into arrays (:func:`_clean_vector`, msgspec); every other answer is parsed whole.
 """
 
 from __future__ import annotations
