@@ -220,11 +220,11 @@ class Findings(Mapping[str, SystemFindings]):
             for system in before:
                 for row, name in layout.get(system, ()):
                     codes[row] = STATUS_CODES.get(recorded.get((system, name)), 0)
-            now = judged.degraded.astype(np.int8) + STATUS_CODES["ok"]
-            for row in np.flatnonzero(judged.quiet & (codes != now)).tolist():
+            current = judged.degraded.astype(np.int8) + STATUS_CODES["ok"]
+            for row in np.flatnonzero(judged.quiet & (codes != current)).tolist():
                 key = judged.keys[row]
                 recorded[key] = judged.status(row)
-                codes[row] = now[row]
+                codes[row] = current[row]
                 yield key
         recorded.keep(judged.keys for judged, _ in self._blocks)
 
