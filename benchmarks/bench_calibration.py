@@ -14,6 +14,17 @@ delays and per-sample cost.
    budget's limit, over runs with no false alarm before the shift.
 4. Cost: per-sample update time of each detector over the ratio to a bare Python loop that
    adds the same samples, measured in the same run.
+5. Early in a chart's life (``early``): many charts, each learning its reference from a warm-up
+   of m samples (m = 30, the default warm-up; 60; 120; 300, the default's longest warm-up on
+   autocorrelated input; 480), then judged in control on white and AR(1) (phi=0.9) input: the
+   share of charts confirming a change within their first 30 and 1,000 judged samples and
+   within 43,200, against what the budget allows (a chart with ARL 43,200 alarms within its
+   first K samples with probability ``1 - (1 - 1/43,200)^K``), and the delay to confirm a 1-
+   and 2-sigma shift that starts at the first judged sample. The judged samples go through
+   :func:`driftowner.detect.charts.advance` (the scalar update's arithmetic on numpy rows, bit
+   for bit), so tens of thousands of charts take seconds.
+
+    .venv/bin/python -m benchmarks.bench_calibration early [CHARTS]   # section 5 alone
 """
 
 from __future__ import annotations
@@ -27,10 +38,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+
+from driftowner.detect import charts
 from driftowner.detect.changepoint import (
+    MAX_PHI,
+    MAX_WARMUP_FACTOR,
+    ChartState,
     Cusum,
     Detector,
     Ewma,
+    PageHinkley,
     budget_run_length,
     cusum_limit,
     default_detector,
@@ -205,7 +223,167 @@ def cost(samples: int = 200_000) -> None:
         print(f"| {label} | {spent / samples * 1e6:.2f} | {spent / base:.0f} |")
 
 
+# --- 5. early in a chart's life ---------------------------------------------------------
+
+REFERENCE_SIZES = (30, 60, 120, 300, 480)
+"""Warm-ups studied: 30 is the default (its shortest reference), 300 its longest (10 x 30 on
+autocorrelated input)."""
+EARLY = (30, 1000)
+"""The first judged samples whose alarms are counted against the budget."""
+
+
+def series(rng: np.random.Generator, phi: float, rows: int, length: int) -> np.ndarray:
+    """``rows`` independent in-control series of unit marginal variance: AR(1) with ``phi``
+    (0: white noise)."""
+    noise = rng.standard_normal((rows, length))
+    if phi == 0.0:
+        return noise
+    out = np.empty_like(noise)
+    x = rng.standard_normal(rows)
+    for t in range(length):
+        x = phi * x + math.sqrt(1 - phi * phi) * noise[:, t]
+        out[:, t] = x
+    return out
+
+
+def warmup_length(values: np.ndarray, warmup: int) -> int:
+    """The samples a chart's warm-up takes on ``values``: the first count, at least
+    ``warmup``, that reaches ``MAX_WARMUP_FACTOR * warmup`` or holds ``warmup`` effectively
+    independent samples (the rule of ``_Chart._learned``, computed for every prefix at once;
+    the chart itself then learns the reference, so a rounding difference only moves where the
+    search starts)."""
+    n = np.arange(1, len(values) + 1, dtype=np.float64)
+    sums = np.cumsum(values)
+    mean = sums / n
+    total = np.cumsum(values * values) - n * mean * mean
+    products = np.concatenate(([0.0], np.cumsum(values[:-1] * values[1:])))
+    before = np.concatenate(([0.0], sums[:-1]))  # sum of the first k-1 values
+    lagged = products - mean * (before + sums - values[0]) + (n - 1) * mean * mean
+    with np.errstate(invalid="ignore", divide="ignore"):
+        raw = np.where(total > 0, lagged / total, 0.0)
+    phi = np.clip(np.where(total > 0, raw + (1 + 3 * raw) / n, 0.0), 0.0, MAX_PHI)
+    enough = (n >= MAX_WARMUP_FACTOR * warmup) | (n * (1 - phi) / (1 + phi) >= warmup)
+    enough[: warmup - 1] = False
+    return int(np.argmax(enough)) + 1
+
+
+def learned(detector: Detector, values: np.ndarray) -> tuple[ChartState, int]:
+    """The chart's state once it has learned its reference from the start of ``values`` (one
+    sample a minute from 0), and the samples its warm-up took."""
+    count = warmup_length(values, detector.warmup)
+    window = tuple(values[: count - 1].tolist())
+    state = ChartState(warmup=window, warmup_since=0.0, last_at=60.0 * (count - 2))
+    while state.reference is None:
+        at = datetime.fromtimestamp(60.0 * (count - 1), UTC)
+        state, _ = detector.update(state, float(values[count - 1]), at)
+        count += 1
+    return state, count - 1
+
+
+def first_alarms(
+    detector: Detector,
+    rng: np.random.Generator,
+    phi: float,
+    rows: int,
+    horizon: int,
+    shift: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` charts learn their reference, then judge ``horizon`` samples (shifted by
+    ``shift`` from the first): per chart, the judged sample that confirmed a change (1-based;
+    0 when none did), and the samples its warm-up took."""
+    first, _, taken = judged_fleet(detector, rng, phi, rows, horizon, shift)
+    return first, taken
+
+
+def judged_fleet(
+    detector: Detector,
+    rng: np.random.Generator,
+    phi: float,
+    rows: int,
+    horizon: int,
+    shift: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`first_alarms`, with each chart's limit as the middle array."""
+    warmup = series(rng, phi, rows, MAX_WARMUP_FACTOR * detector.warmup)
+    states, lengths = zip(*(learned(detector, warmup[r]) for r in range(rows)), strict=True)
+    taken = np.asarray(lengths)
+    state = charts.hold(charts.empty(rows, detector.warmup), list(range(rows)), states)
+    x = warmup[np.arange(rows), taken - 1]  # an AR(1) series goes on from its last value
+    last = 60.0 * (taken - 1)
+    first = np.zeros(rows, dtype=np.int64)
+    active = np.arange(rows)
+    for judged in range(1, horizon + 1):
+        noise = rng.standard_normal(len(active))
+        x[active] = phi * x[active] + math.sqrt(1 - phi * phi) * noise
+        step = charts.advance(
+            detector, state, active, x[active] + shift, last[active] + 60.0 * judged
+        )
+        state = step.rows
+        if step.moved.any():
+            first[active[step.moved]] = judged
+            active = active[~step.moved]
+            if not active.size:
+                break
+    return first, state.limit.copy(), taken
+
+
+def allowed(samples: int, target: float) -> float:
+    """The share of charts the budget lets alarm within their first ``samples``: that of a
+    chart whose in-control run length is geometric with mean ``target``."""
+    return 1 - (1 - 1 / target) ** samples
+
+
+def early(count: int) -> None:
+    """Section 5: early false alarms and delays, per input and reference size."""
+    target = budget_run_length(BUDGET, STEP)
+    rng = np.random.default_rng(5)
+    long_run = max(count // 20, 50)
+    print(
+        f"\nEarly life: {count:,} charts per row judged for {EARLY[-1]:,} samples, "
+        f"{long_run:,} of them for {target:,.0f}."
+    )
+    print(
+        "| detector | input | m | reference (mean samples) | mean limit | first 30 | "
+        "first 1,000 | within 43,200 (of the long runs) | ARL (censored MLE, 95% CI) |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    expected = " / ".join(f"{allowed(k, target):.3%}" for k in (*EARLY, int(target)))
+    for label, make in (("default", PageHinkley), ("CUSUM", Cusum)):
+        for name, phi in (("white", 0.0), ("AR(1) phi=0.9", 0.9)):
+            for m in REFERENCE_SIZES:
+                detector = make(warmup=m)  # type: ignore[operator]
+                first, limits, taken = judged_fleet(detector, rng, phi, count, EARLY[-1])
+                runs, _ = first_alarms(detector, rng, phi, long_run, int(target))
+                shares = [_share(first, k) for k in EARLY]
+                alarms = int(np.count_nonzero(runs))
+                exposure = float(np.where(runs > 0, runs, target).sum())
+                print(
+                    f"| {label} | {name} | {m} | {taken.mean():.0f} | "
+                    f"{limits.mean():.1f} | {' | '.join(shares)} | "
+                    f"{alarms} of {long_run} | {_arl(exposure, alarms)} |"
+                )
+    print(f"\nThe budget allows (first 30 / first 1,000 / within 43,200): {expected}.")
+
+
+def _share(first: np.ndarray, samples: int) -> str:
+    hits = int(np.count_nonzero((first > 0) & (first <= samples)))
+    return f"{hits} ({hits / len(first):.3%})"
+
+
+def _arl(exposure: float, alarms: int) -> str:
+    """The in-control ARL as total judged samples over alarms (exponential run lengths,
+    censored at the horizon), with an approximate 95% interval from the Poisson count."""
+    if alarms == 0:
+        return f"> {exposure / 3:,.0f} (no alarm)"
+    low = exposure / (alarms + 1.96 * math.sqrt(alarms) + 1)
+    high = exposure / max(alarms - 1.96 * math.sqrt(alarms), 0.5)
+    return f"{exposure / alarms:,.0f} ({low:,.0f}-{high:,.0f})"
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["early"]:
+        early(int(argv[1]) if len(argv) > 1 else 20_000)
+        return
     runs = int(argv[0]) if argv else 4000
     textbook(runs)
     budget(max(runs // 80, 20))
