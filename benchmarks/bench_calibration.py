@@ -16,7 +16,7 @@ delays and per-sample cost.
    adds the same samples, measured in the same run.
 5. Early in a chart's life (``early``): many charts, each learning its reference from a warm-up
    of m samples (m = 30, the default warm-up; 60; 120; 300, the default's longest warm-up on
-   autocorrelated input; 480), then judged in control on white and AR(1) (phi=0.9) input: the
+   autocorrelated input; 480), then judged in control on white and AR(1) (phi=0.5, 0.9) input: the
    share of charts confirming a change within their first 30 and 1,000 judged samples and
    within 43,200, against what the budget allows (a chart with ARL 43,200 alarms within its
    first K samples with probability ``1 - (1 - 1/43,200)^K``), and the delay to confirm a 1-
