@@ -15,14 +15,14 @@ delays and per-sample cost.
 4. Cost: per-sample update time of each detector over the ratio to a bare Python loop that
    adds the same samples, measured in the same run.
 5. Early in a chart's life (``early``): many charts, each learning its reference from a warm-up
-   of m samples (m = 30, the default warm-up; 60; 120; 300, the default's longest warm-up on
-   autocorrelated input; 480), then judged in control on white and AR(1) (phi=0.5, 0.9) input: the
-   share of charts confirming a change within their first 30 and 1,000 judged samples and
-   within 43,200, against what the budget allows (a chart with ARL 43,200 alarms within its
-   first K samples with probability ``1 - (1 - 1/43,200)^K``), and the delay to confirm a 1-
-   and 2-sigma shift that starts at the first judged sample. The judged samples go through
-   :func:`driftowner.detect.charts.advance` (the scalar update's arithmetic on numpy rows, bit
-   for bit), so tens of thousands of charts take seconds.
+   of m samples (m = 30, the default warm-up; 60; 120), then judged in control on white and
+   AR(1) (phi=0.3, 0.5, 0.9) input: the share of charts confirming a change within their first
+   30 and 1,000 judged samples and within 43,200, against what the budget allows (a chart with
+   ARL 43,200 alarms within its first K samples with probability ``1 - (1 - 1/43,200)^K``);
+   then the delay to confirm a 1- and 2-sigma shift that begins at a given sample of a chart's
+   life (60, 100, 200: early, possibly inside the warm-up; 3,000: at steady state). The judged
+   samples go through :func:`driftowner.detect.charts.advance` (the scalar update's arithmetic
+   on numpy rows, bit for bit), so tens of thousands of charts take seconds.
 
     .venv/bin/python -m benchmarks.bench_calibration early [CHARTS]   # section 5 alone
 """
@@ -44,6 +44,7 @@ from driftowner.detect import charts
 from driftowner.detect.changepoint import (
     MAX_PHI,
     MAX_WARMUP_FACTOR,
+    WARMUP_PHI_MARGIN,
     ChartState,
     Cusum,
     Detector,
@@ -225,9 +226,8 @@ def cost(samples: int = 200_000) -> None:
 
 # --- 5. early in a chart's life ---------------------------------------------------------
 
-REFERENCE_SIZES = (30, 60, 120, 300, 480)
-"""Warm-ups studied: 30 is the default (its shortest reference), 300 its longest (10 x 30 on
-autocorrelated input)."""
+REFERENCE_SIZES = (30, 60, 120)
+"""Warm-ups studied: 30 is the default; 60 and 120 what a signal may set instead."""
 EARLY = (30, 1000)
 """The first judged samples whose alarms are counted against the budget."""
 
@@ -249,7 +249,8 @@ def series(rng: np.random.Generator, phi: float, rows: int, length: int) -> np.n
 def warmup_length(values: np.ndarray, warmup: int) -> int:
     """The samples a chart's warm-up takes on ``values``: the first count, at least
     ``warmup``, that reaches ``MAX_WARMUP_FACTOR * warmup`` or holds ``warmup`` effectively
-    independent samples (the rule of ``_Chart._learned``, computed for every prefix at once;
+    independent samples counted with phi widened by ``WARMUP_PHI_MARGIN`` standard errors (the
+    rule of ``_Chart._learned``, computed for every prefix at once;
     the chart itself then learns the reference, so a rounding difference only moves where the
     search starts)."""
     n = np.arange(1, len(values) + 1, dtype=np.float64)
@@ -261,7 +262,8 @@ def warmup_length(values: np.ndarray, warmup: int) -> int:
     lagged = products - mean * (before + sums - values[0]) + (n - 1) * mean * mean
     with np.errstate(invalid="ignore", divide="ignore"):
         raw = np.where(total > 0, lagged / total, 0.0)
-    phi = np.clip(np.where(total > 0, raw + (1 + 3 * raw) / n, 0.0), 0.0, MAX_PHI)
+    point = np.clip(np.where(total > 0, raw + (1 + 3 * raw) / n, 0.0), 0.0, MAX_PHI)
+    phi = np.minimum(point + WARMUP_PHI_MARGIN * np.sqrt((1 - point * point) / n), MAX_PHI)
     enough = (n >= MAX_WARMUP_FACTOR * warmup) | (n * (1 - phi) / (1 + phi) >= warmup)
     enough[: warmup - 1] = False
     return int(np.argmax(enough)) + 1
@@ -286,12 +288,11 @@ def first_alarms(
     phi: float,
     rows: int,
     horizon: int,
-    shift: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``rows`` charts learn their reference, then judge ``horizon`` samples (shifted by
-    ``shift`` from the first): per chart, the judged sample that confirmed a change (1-based;
-    0 when none did), and the samples its warm-up took."""
-    first, _, taken = judged_fleet(detector, rng, phi, rows, horizon, shift)
+    """``rows`` charts learn their reference, then judge ``horizon`` in-control samples: per
+    chart, the judged sample that confirmed a change (1-based; 0 when none did), and the
+    samples its warm-up took."""
+    first, _, taken = judged_fleet(detector, rng, phi, rows, horizon)
     return first, taken
 
 
@@ -302,21 +303,27 @@ def judged_fleet(
     rows: int,
     horizon: int,
     shift: float = 0.0,
+    shift_at: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`first_alarms`, with each chart's limit as the middle array."""
-    warmup = series(rng, phi, rows, MAX_WARMUP_FACTOR * detector.warmup)
+    """:func:`first_alarms`, with each chart's limit as the middle array, and the input's mean
+    moved by ``shift`` from the chart's sample ``shift_at`` on (0-based, counted from its
+    first warm-up sample; a shift inside the warm-up is learned with it)."""
+    clean = series(rng, phi, rows, MAX_WARMUP_FACTOR * detector.warmup)
+    warmup = clean.copy()
+    warmup[:, shift_at:] += shift
     states, lengths = zip(*(learned(detector, warmup[r]) for r in range(rows)), strict=True)
     taken = np.asarray(lengths)
     state = charts.hold(charts.empty(rows, detector.warmup), list(range(rows)), states)
-    x = warmup[np.arange(rows), taken - 1]  # an AR(1) series goes on from its last value
+    x = clean[np.arange(rows), taken - 1]  # an AR(1) series goes on from its last value
     last = 60.0 * (taken - 1)
     first = np.zeros(rows, dtype=np.int64)
     active = np.arange(rows)
     for judged in range(1, horizon + 1):
         noise = rng.standard_normal(len(active))
         x[active] = phi * x[active] + math.sqrt(1 - phi * phi) * noise
+        moved_by = np.where(taken[active] - 1 + judged >= shift_at, shift, 0.0)
         step = charts.advance(
-            detector, state, active, x[active] + shift, last[active] + 60.0 * judged
+            detector, state, active, x[active] + moved_by, last[active] + 60.0 * judged
         )
         state = step.rows
         if step.moved.any():
@@ -333,7 +340,7 @@ def allowed(samples: int, target: float) -> float:
     return 1 - (1 - 1 / target) ** samples
 
 
-INPUTS = (("white", 0.0), ("AR(1) phi=0.5", 0.5), ("AR(1) phi=0.9", 0.9))
+INPUTS = (("white", 0.0), ("AR(1) phi=0.3", 0.3), ("AR(1) phi=0.5", 0.5), ("AR(1) phi=0.9", 0.9))
 
 
 def early(count: int) -> None:
@@ -367,17 +374,43 @@ def early(count: int) -> None:
             )
     allowances = " / ".join(f"{allowed(k, target):.3%}" for k in (*EARLY, int(target)))
     print(f"\nThe budget allows (first 30 / first 1,000 / within 43,200): {allowances}.")
-    print("\n| detector | input | shift | charts | mean delay | median | unconfirmed in 3,000 |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "\nDelay to confirm a shift that begins at sample `at` of a chart's life (its warm-up "
+        "included; 3,000: long after any warm-up), over the charts with no alarm before it:"
+    )
+    print(
+        "| detector | input | shift | at | charts | mean delay | median | false alarm before "
+        "| unconfirmed in 3,000 |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, phi in INPUTS:
         for shift in (1.0, 2.0):
-            rows = max(count // 10, 200)
-            first, _ = first_alarms(PageHinkley(), rng, phi, rows, 3000, shift)
-            found = first[first > 0]
-            print(
-                f"| default | {name} | {shift:g} sigma | {rows:,} | {found.mean():.1f} "
-                f"| {np.median(found):.0f} | {rows - len(found)} |"
-            )
+            for at in SHIFT_AT:
+                rows = max(count // 10, 200)
+                found, before, missed = shift_delays(PageHinkley(), rng, phi, rows, shift, at)
+                print(
+                    f"| default | {name} | {shift:g} sigma | {at} | {rows:,} "
+                    f"| {found.mean():.1f} | {np.median(found):.0f} | {before} | {missed} |"
+                )
+
+
+SHIFT_AT = (60, 100, 200, 3000)
+"""Samples of a chart's life at which the delay table's shifts begin."""
+
+
+def shift_delays(
+    detector: Detector, rng: np.random.Generator, phi: float, rows: int, shift: float, at: int
+) -> tuple[np.ndarray, int, int]:
+    """Charts whose input moves by ``shift`` from their sample ``at``: the delays (samples from
+    the shift to the confirming one, within 3,000) of those with no alarm before it, how many
+    alarmed before it, and how many confirmed nothing within 3,000 samples of it (a shift
+    inside the warm-up is mostly learned as normal)."""
+    first, _, taken = judged_fleet(detector, rng, phi, rows, at + 3000, shift, at)
+    alarmed = first > 0
+    delay = taken + first - at  # the confirming sample is number taken - 1 + first
+    before = int(np.count_nonzero(alarmed & (delay <= 0)))
+    found = delay[alarmed & (delay > 0) & (delay <= 3000)]
+    return found, before, rows - before - len(found)
 
 
 def _share(first: np.ndarray, samples: int) -> str:

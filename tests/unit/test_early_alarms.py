@@ -79,16 +79,16 @@ def test_the_default_chart_stays_within_the_budget_in_its_first_samples(phi: flo
     assert _early_alarms(phi, seed=11) <= _allowed()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, not fixed: on moderately autocorrelated input a short warm-up can "
-    "underestimate the long-run scale (low phi), and those charts alarm early "
-    "(benchmarks/README.md, calibration, 2026-11-30)",
-)
-def test_the_default_chart_stays_within_the_budget_on_moderate_autocorrelation() -> None:
-    """On AR(1) input with phi=0.5 the default charts confirm more changes in their first 1,000
-    samples than the budget allows (~5% of them against ~2.3%): the open defect, kept visible."""
-    assert _early_alarms(0.5, seed=12) <= _allowed()
+@pytest.mark.parametrize(("phi", "seed"), [(0.3, 12), (0.5, 14)])
+def test_the_default_chart_stays_within_the_budget_on_moderate_autocorrelation(
+    phi: float, seed: int
+) -> None:
+    """On moderately autocorrelated AR(1) input (phi=0.3, 0.5) default charts stay within the
+    budget in their first 1,000 judged samples too. Their warm-up counts its effective samples
+    with phi widened by two standard errors: stopping on the point estimate chose windows
+    whose phi looked low, underestimated the long-run scale, and ~4-5% of charts alarmed
+    (about twice the ~2.3% allowed; this test fails on that rule)."""
+    assert _early_alarms(phi, seed=seed) <= _allowed()
 
 
 def test_a_chart_with_a_textbook_limit_exceeds_the_bound() -> None:
