@@ -388,9 +388,12 @@ def early(count: int) -> None:
             for at in SHIFT_AT:
                 rows = max(count // 10, 200)
                 found, before, missed = shift_delays(PageHinkley(), rng, phi, rows, shift, at)
+                mean, median = (
+                    (f"{found.mean():.1f}", f"{np.median(found):.0f}") if found.size else ("-", "-")
+                )
                 print(
                     f"| default | {name} | {shift:g} sigma | {at} | {rows:,} "
-                    f"| {found.mean():.1f} | {np.median(found):.0f} | {before} | {missed} |"
+                    f"| {mean} | {median} | {before} | {missed} |"
                 )
 
 
