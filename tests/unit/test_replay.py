@@ -465,19 +465,19 @@ async def test_a_silence_between_two_verdicts_is_no_change() -> None:
 
 
 async def test_a_chart_reports_a_further_shift_and_the_recovery_inside_one_incident() -> None:
-    """Accuracy under the default change-point chart falls (80 minutes in), falls further (140)
-    and comes back (200): one drift incident, and three changes, the second and third while
-    it is open, each from the level the chart had learned to the new one, each dated
-    (``began_at``) within a minute of when it began."""
+    """Accuracy under the default change-point chart falls (80 minutes in), falls further (160)
+    and comes back (240), each level held long enough to re-learn: one drift incident, and
+    three changes, the second and third while it is open, each from the level the chart had
+    learned to the new one, each dated (``began_at``) within a minute of when it began."""
 
     def accuracy(moment: datetime) -> float:
         minute = (moment - at(0)).total_seconds() / 60
-        level = 0.8 if 80 <= minute < 140 else 0.65 if 140 <= minute < 200 else 0.95
+        level = 0.8 if 80 <= minute < 160 else 0.65 if 160 <= minute < 240 else 0.95
         return level + 0.004 * ((int(minute) * 7) % 5 - 2)
 
     charted = config(systems={SYSTEM: {"signals": {"accuracy": {"detect": None}}}})
     source = ScriptedSource({"model_accuracy": accuracy})
-    result = await replay(charted, {"prom": source}, at(0), at(210))
+    result = await replay(charted, {"prom": source}, at(0), at(250))
     incident = only(result.incidents)
     assert (incident.rule, incident.opened_at, incident.resolved_at) == (
         "drift:accuracy",
@@ -486,10 +486,10 @@ async def test_a_chart_reports_a_further_shift_and_the_recovery_inside_one_incid
     )
     assert [(c.at, c.direction) for c in result.changes] == [
         (at(80), "down"),
-        (at(140), "down"),
-        (at(200), "up"),
+        (at(160), "down"),
+        (at(240), "up"),
     ]
-    for change, shift in zip(result.changes, (80, 140, 200), strict=True):
+    for change, shift in zip(result.changes, (80, 160, 240), strict=True):
         assert change.began_at is not None
         assert at(shift - 1) <= change.began_at <= min(change.at, at(shift))
     fall, further, back = result.changes

@@ -21,7 +21,8 @@ detector:
   autocorrelation ``phi``; values are standardised by the *long-run* deviation
   ``spread * sqrt((1 + phi) / (1 - phi))``, the deviation of a sum of autocorrelated samples, so
   a chart on a polled (autocorrelated) series keeps its in-control run length;
-- widens ``phi`` by one standard error of its estimate, and solves its limit allowing for the
+- counts the warm-up's effective samples with ``phi`` widened by two standard errors of its
+  estimate and standardises with ``phi`` widened by 1.5, and solves its limit allowing for the
   centre's standard error (a reference learned from 30 samples is uncertain, and an error in
   it is what makes a chart page a healthy model);
 - derives its limit from the false-alarm budget: ``false_alarm_every / interval`` samples is the
@@ -68,6 +69,15 @@ MAX_EWMA_WIDTH = 12.0
 MAX_WARMUP_FACTOR = 10
 """A warm-up on autocorrelated samples goes on until it holds ``warmup`` effectively
 independent samples, but never beyond this many times ``warmup``."""
+REFERENCE_PHI_MARGIN = 1.5
+"""Standard errors (``sqrt((1 - phi^2) / n)``) of phi's estimate added before it standardises:
+the long-run scale errs on the wide side, since an underestimated one makes a chart page a
+healthy model early (measured with the warm-up's margin below: benchmarks/README.md,
+calibration, section 5)."""
+WARMUP_PHI_MARGIN = 2.0
+"""Standard errors of phi's estimate added before a warm-up counts its effective samples: a
+warm-up that stops as soon as its point estimate allows stops on the windows whose
+autocorrelation happens to look low, and underestimates the long-run scale."""
 _SIEGMUND_OFFSET = 1.166
 """Siegmund's correction for the overshoot of a normal CUSUM over its limit."""
 
@@ -252,8 +262,8 @@ class Reference:
     spread: float
     """The standard deviation of the window's values within 3 MADs of the median."""
     phi: float
-    """The lag-1 autocorrelation, bias-corrected and widened by one standard error, in
-    [0, MAX_PHI]: the one used to standardise."""
+    """The lag-1 autocorrelation, bias-corrected and widened by REFERENCE_PHI_MARGIN standard
+    errors, in [0, MAX_PHI]: the one used to standardise."""
     scale: float
     """The long-run deviation that standardises a value: ``spread * sqrt((1+phi)/(1-phi))``."""
     since: float
@@ -294,7 +304,7 @@ def learn_reference(values: Sequence[float], since: float, until: float) -> Refe
     kept = [v for v in values if abs(v - centre) <= 3 * mad] if mad > 0 else list(values)
     spread = statistics.pstdev(kept) if len(kept) >= 2 else 0.0
     point = effective_phi(values)
-    widened = point + math.sqrt(max(1 - point * point, 0.0) / count)
+    widened = point + REFERENCE_PHI_MARGIN * math.sqrt(max(1 - point * point, 0.0) / count)
     phi = min(widened, MAX_PHI)
     floor = 1e-9 * max(abs(centre), 1e-12)
     scale = max(spread * math.sqrt((1 + phi) / (1 - phi)), floor)
@@ -302,9 +312,24 @@ def learn_reference(values: Sequence[float], since: float, until: float) -> Refe
     return Reference(centre, spread, phi, scale, since, until, effective)
 
 
-def _effective_count(values: Sequence[float]) -> float:
-    phi = effective_phi(values)
-    return len(values) * (1 - phi) / (1 + phi)
+def warmup_effective_count(values: Sequence[float]) -> float:
+    """The effective number of independent samples a warm-up holds, counted pessimistically:
+    ``n (1 - phi) / (1 + phi)`` with ``phi`` widened by ``WARMUP_PHI_MARGIN`` standard errors
+    (``sqrt((1 - phi^2) / n)``), at most MAX_PHI.
+
+    The warm-up is sequential: it stops at the first sample where this reaches ``warmup``. With
+    the point estimate it stopped on the windows whose phi happened to look low (on AR(1)
+    phi=0.5, 30 samples wanted, the stopping windows' phi averaged 0.29), so the long-run scale
+    was underestimated and those charts alarmed early; the margin makes a low-looking phi
+    need more samples before it is believed.
+    """
+    count = len(values)
+    if _autocorrelation(values) is None:
+        return float(count)  # a constant window: no autocorrelation to be wrong about
+    point = effective_phi(values)
+    upper = point + WARMUP_PHI_MARGIN * math.sqrt(max(1 - point * point, 0.0) / count)
+    phi = min(upper, MAX_PHI)
+    return count * (1 - phi) / (1 + phi)
 
 
 def effective_phi(values: Sequence[float]) -> float:
@@ -581,10 +606,11 @@ class _Chart:
     def _learned(self, window: tuple[float, ...], since: float, until: float) -> ChartState:
         """A state judging against the reference ``window`` gives, or still learning when the
         window is too short: under ``warmup`` samples, or under ``warmup`` effectively
-        independent ones (at most ``MAX_WARMUP_FACTOR * warmup`` samples)."""
+        independent ones, counted with phi widened (:func:`warmup_effective_count`; at most
+        ``MAX_WARMUP_FACTOR * warmup`` samples)."""
         enough = len(window) >= self.warmup and (
             len(window) >= self.warmup * MAX_WARMUP_FACTOR
-            or _effective_count(window) >= self.warmup
+            or warmup_effective_count(window) >= self.warmup
         )
         if not enough:
             return ChartState(warmup=window, warmup_since=since, last_at=until)
