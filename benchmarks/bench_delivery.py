@@ -26,11 +26,16 @@ and the ratio driftowner / Alertmanager. Absolute numbers are for orientation on
 2-core machine); the ratio is the result.
 
     .venv/bin/python benchmarks/bench_delivery.py [--pages N] [--slow-pages N]
-        [--max-in-flight K] [--only nginx|slow|outbox|send]
+        [--max-in-flight K] [--only nginx|slow|outbox|send|processes] [--processes 1,2,3]
 
 ``--only send`` runs the HTTP path alone: ``--pages`` signed pages through
 ``WebhookChannel.send`` to nginx, 16 at a time, beside the same bodies from a bare aiohttp
 session (the floor), CPU a page of each.
+
+``--only processes`` is a prototype, not the daemon: ``--pages`` pages to nginx delivered by
+1, 2, 3 (``--processes``) processes at once, each running :class:`Deliverer` over the same
+SQLite outbox (each leasing from it, as instances over one store do), to see whether delivery
+in several processes would use this machine's second core. No Alertmanager.
 
 ``--only outbox`` runs neither receiver nor Alertmanager: it measures the outbox's own cost
 (lease, send bookkeeping, group commit) with a channel that answers at once, at 2,000 pages,
@@ -291,6 +296,101 @@ async def run_driftowner(
     return t0, recorded, delivered, attempts, cpu
 
 
+def _delivery_process(
+    url: str, store_url: str, max_in_flight: int | None, start: Any, results: Any
+) -> None:
+    """One delivery process of the prototype (:func:`run_processes`): the existing delivery
+    loop over the shared SQLite outbox, draining until no page is owed; puts (delivered, CPU
+    seconds of this process from the start to its last drain) on ``results``."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    config = driftowner_config(url, store_url, max_in_flight)
+
+    async def drain_shared() -> tuple[int, float]:
+        store = SqlStore(store_url)
+        store.open()
+        channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
+        deliverer = Deliverer(store, channels, config, lambda: datetime.now(UTC))
+        await asyncio.to_thread(start.wait)
+        cpu = time.process_time()
+        # Another process's leased pages are owed but not due here: look again shortly.
+        while store.outbox_pending():
+            if not await deliverer.drain():
+                await asyncio.sleep(0.005)
+        cpu = time.process_time() - cpu
+        for channel in channels.values():
+            await channel.aclose()
+        store.close()
+        return deliverer.delivered, cpu
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        results.put(runner.run(drain_shared()))
+
+
+def run_processes(
+    url: str, count: int, tmp: Path, max_in_flight: int | None, processes: int
+) -> tuple[float, float, int, float]:
+    """The prototype of delivery in several processes: ``processes`` processes, started
+    (and their imports done) beforehand, each running :class:`Deliverer` over the same
+    SQLite outbox, leasing from it as instances over one store do. ``count`` pages are
+    committed at ``t0`` and the processes told to start. Returns (t0, when the last process
+    finished, delivered as the processes counted them, CPU seconds of every process)."""
+    context = multiprocessing.get_context("spawn")
+    store_url = f"sqlite:///{tmp}/outbox.db"
+    store = SqlStore(store_url)
+    store.open()
+    now = datetime.now(UTC)
+    incidents, notes = pages(count, now)
+    store.apply(Changes(opened=incidents))
+    start, results = context.Event(), context.Queue()
+    workers = [
+        context.Process(
+            target=_delivery_process, args=(url, store_url, max_in_flight, start, results)
+        )
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    time.sleep(2.0)  # each has imported, opened the store and waits
+    now = datetime.now(UTC)
+    _, notes = pages(count, now)
+    t0 = now.timestamp()
+    store.apply(Changes(notifications=notes))
+    start.set()
+    counted = [results.get(timeout=300) for _ in workers]
+    finished = time.time()
+    for worker in workers:
+        worker.join(10)
+    store.close()
+    return t0, finished, sum(d for d, _ in counted), sum(c for _, c in counted)
+
+
+def processes_against_nginx(
+    count: int, max_in_flight: int | None, processes: list[int], tmp: Path
+) -> None:
+    """The prototype's numbers: for each number of processes, ``count`` pages to nginx."""
+    print(f"{count} pages to nginx, delivered by several processes over one SQLite outbox:")
+    for n in processes:
+        with tempfile.TemporaryDirectory(dir=tmp) as own:
+            base = Path(own)
+            target = start_nginx(base)
+            path = f"/processes-{n}"
+            try:
+                t0, finished, delivered, cpu = run_processes(
+                    f"http://127.0.0.1:{target.port}{path}", count, base, max_in_flight, n
+                )
+                times = wait_for(target.arrivals, path, count, 5)
+                summary(f"{n} process{'es' if n > 1 else ''}", t0, times, count)
+                busy = cpu / (n * (finished - t0))
+                print(
+                    f"  {'':12} {delivered} delivered, {len(times) - count} duplicates, "
+                    f"{cpu / count * 1000:.3f} ms CPU a page (every process), each process "
+                    f"busy {busy:.0%} of the time from t0"
+                )
+            finally:
+                target.process.terminate()
+                target.process.wait(10)
+
+
 async def outbox_alone(counts: list[int], tmp: Path) -> None:
     """The outbox's own cost per page, without an HTTP client: ``count`` pages through the
     delivery loop to :class:`Instant`, each durable before and after its send as in the
@@ -537,9 +637,17 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=10_000)
     parser.add_argument("--slow-pages", type=int, default=10_000)
     parser.add_argument("--max-in-flight", type=int, default=None)
-    parser.add_argument("--only", choices=["nginx", "slow", "outbox", "send"], default=None)
+    parser.add_argument(
+        "--only", choices=["nginx", "slow", "outbox", "send", "processes"], default=None
+    )
+    parser.add_argument("--processes", default="1,2,3")
     args = parser.parse_args()
     factory = loop_factory()
+    if args.only == "processes":
+        with tempfile.TemporaryDirectory() as tmp:
+            counts = [int(n) for n in args.processes.split(",")]
+            processes_against_nginx(args.pages, args.max_in_flight, counts, Path(tmp))
+        return
     if args.only == "outbox":
         with tempfile.TemporaryDirectory() as tmp, asyncio.Runner(loop_factory=factory) as loop:
             loop.run(outbox_alone([2_000, args.pages, 2 * args.pages], Path(tmp)))
