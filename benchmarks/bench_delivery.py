@@ -57,6 +57,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -70,7 +71,7 @@ from driftowner.config import Config
 from driftowner.daemon import loop_factory
 from driftowner.model import Delivery, Incident, Message, Notification
 from driftowner.outbox import Deliverer
-from driftowner.store import Changes, SqlStore
+from driftowner.store import Changes, Settled, SqlStore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -314,17 +315,52 @@ async def run_driftowner(
     return t0, recorded, delivered, attempts, spent
 
 
+class TimedStore(SqlStore):
+    """The SQLite store, timing its claims and group commits (wall time, in the worker
+    threads that make them): with several processes over one file, how long each waits for
+    the one write lock shows there."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.claims: list[float] = []
+        self.commits: list[float] = []
+
+    def lease_due(self, now: datetime, lease: timedelta, limit: int = 100) -> list[Notification]:
+        began = time.perf_counter()
+        try:
+            return super().lease_due(now, lease, limit)
+        finally:
+            self.claims.append(time.perf_counter() - began)
+
+    def settle(self, outcomes: Sequence[Settled]) -> None:
+        began = time.perf_counter()
+        try:
+            super().settle(outcomes)
+        finally:
+            self.commits.append(time.perf_counter() - began)
+
+
+@dataclass(frozen=True)
+class ProcessRun:
+    """What one delivery process of the prototype did."""
+
+    delivered: int
+    cpu: float
+    claims: list[float]
+    commits: list[float]
+
+
 def _delivery_process(
     url: str, store_url: str, max_in_flight: int | None, start: Any, results: Any
 ) -> None:
     """One delivery process of the prototype (:func:`run_processes`): the existing delivery
-    loop over the shared SQLite outbox, draining until no page is owed; puts (delivered, CPU
-    seconds of this process from the start to its last drain) on ``results``."""
+    loop over the shared SQLite outbox, draining until no page is owed; puts a
+    :class:`ProcessRun` (CPU from the start to its last drain) on ``results``."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
     config = driftowner_config(url, store_url, max_in_flight)
 
-    async def drain_shared() -> tuple[int, float]:
-        store = SqlStore(store_url)
+    async def drain_shared() -> ProcessRun:
+        store = TimedStore(store_url)
         store.open()
         channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
         deliverer = Deliverer(store, channels, config, lambda: datetime.now(UTC))
@@ -338,7 +374,7 @@ def _delivery_process(
         for channel in channels.values():
             await channel.aclose()
         store.close()
-        return deliverer.delivered, cpu
+        return ProcessRun(deliverer.delivered, cpu, store.claims, store.commits)
 
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         results.put(runner.run(drain_shared()))
@@ -346,18 +382,17 @@ def _delivery_process(
 
 def run_processes(
     url: str, count: int, tmp: Path, max_in_flight: int | None, processes: int
-) -> tuple[float, float, int, float]:
+) -> tuple[float, float, list[ProcessRun]]:
     """The prototype of delivery in several processes: ``processes`` processes, started
     (and their imports done) beforehand, each running :class:`Deliverer` over the same
     SQLite outbox, leasing from it as instances over one store do. ``count`` pages are
     committed at ``t0`` and the processes told to start. Returns (t0, when the last process
-    finished, delivered as the processes counted them, CPU seconds of every process)."""
+    finished, what each process did)."""
     context = multiprocessing.get_context("spawn")
     store_url = f"sqlite:///{tmp}/outbox.db"
     store = SqlStore(store_url)
     store.open()
-    now = datetime.now(UTC)
-    incidents, notes = pages(count, now)
+    incidents, _ = pages(0, datetime.now(UTC))
     store.apply(Changes(opened=incidents))
     start, results = context.Event(), context.Queue()
     workers = [
@@ -374,12 +409,35 @@ def run_processes(
     t0 = now.timestamp()
     store.apply(Changes(notifications=notes))
     start.set()
-    counted = [results.get(timeout=300) for _ in workers]
+    runs = [results.get(timeout=300) for _ in workers]
     finished = time.time()
     for worker in workers:
         worker.join(10)
     store.close()
-    return t0, finished, sum(d for d, _ in counted), sum(c for _, c in counted)
+    return t0, finished, runs
+
+
+def _spin(seconds: float, results: Any) -> None:
+    """Keep one core busy for ``seconds``; put the CPU seconds it got on ``results``."""
+    began, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() - began < seconds:
+        pass
+    results.put(time.process_time() - cpu)
+
+
+def cores_free(processes: int = 2, seconds: float = 1.0) -> float:
+    """How many cores ``processes`` busy processes get at once now (CPU seconds per second of
+    all of them together): on a machine shared with other work, the most several delivery
+    processes could use."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    spinners = [context.Process(target=_spin, args=(seconds, results)) for _ in range(processes)]
+    for spinner in spinners:
+        spinner.start()
+    got = sum(results.get(timeout=60) for _ in spinners)
+    for spinner in spinners:
+        spinner.join(10)
+    return float(got) / seconds
 
 
 def processes_against_nginx(
@@ -388,21 +446,29 @@ def processes_against_nginx(
     """The prototype's numbers: for each number of processes, ``count`` pages to nginx."""
     print(f"{count} pages to nginx, delivered by several processes over one SQLite outbox:")
     for n in processes:
+        print(f"  two busy processes get {cores_free():.2f} cores now (2.00: both are free)")
         with tempfile.TemporaryDirectory(dir=tmp) as own:
             base = Path(own)
             target = start_nginx(base)
             path = f"/processes-{n}"
             try:
-                t0, finished, delivered, cpu = run_processes(
+                t0, finished, runs = run_processes(
                     f"http://127.0.0.1:{target.port}{path}", count, base, max_in_flight, n
                 )
                 times = wait_for(target.arrivals, path, count, 5)
                 summary(f"{n} process{'es' if n > 1 else ''}", t0, times, count)
-                busy = cpu / (n * (finished - t0))
+                cpu = sum(run.cpu for run in runs)
+                claims = [seconds for run in runs for seconds in run.claims]
+                commits = [seconds for run in runs for seconds in run.commits]
                 print(
-                    f"  {'':12} {delivered} delivered, {len(times) - count} duplicates, "
-                    f"{cpu / count * 1000:.3f} ms CPU a page (every process), each process "
-                    f"busy {busy:.0%} of the time from t0"
+                    f"  {'':12} {sum(run.delivered for run in runs)} delivered "
+                    f"({', '.join(str(run.delivered) for run in runs)}), "
+                    f"{len(times) - count} duplicates, {cpu / count * 1000:.3f} ms CPU a page "
+                    f"(every process), each process busy {cpu / (n * (finished - t0)):.0%} "
+                    f"of the time from t0;\n  {'':12} {len(claims)} claims, "
+                    f"{statistics.median(claims) * 1000:.1f} ms each (median), "
+                    f"{len(commits)} group commits, "
+                    f"{statistics.median(commits) * 1000:.1f} ms each (median)"
                 )
             finally:
                 target.process.terminate()
