@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import multiprocessing
@@ -68,7 +69,7 @@ import structlog
 
 from driftowner.channels import Channel, build_channel
 from driftowner.config import Config
-from driftowner.daemon import loop_factory
+from driftowner.daemon import freeze_start_up_heap, loop_factory
 from driftowner.model import Delivery, Incident, Message, Notification
 from driftowner.outbox import Deliverer
 from driftowner.store import Changes, Settled, SqlStore
@@ -261,19 +262,44 @@ class Instant:
 
 @dataclass(frozen=True)
 class Spent:
-    """CPU seconds a run spent: in every thread of the process, and in the event loop's
-    thread alone (the rest is the store's calls, run in worker threads)."""
+    """CPU seconds a run spent: in every thread of the process, in the event loop's thread
+    alone (the rest is the store's calls, run in worker threads), and in the garbage
+    collector's collections (in whichever thread they ran)."""
 
     every: float
     loop: float
+    collecting: float
 
     def per_page(self, count: int) -> str:
         """Milliseconds of CPU a page: all of it, and how it splits between the threads."""
         return (
             f"{self.every / count * 1000:.3f} ms CPU a page (the event loop's thread "
             f"{self.loop / count * 1000:.3f}, the store's worker threads "
-            f"{(self.every - self.loop) / count * 1000:.3f})"
+            f"{(self.every - self.loop) / count * 1000:.3f}; garbage collection "
+            f"{self.collecting / count * 1000:.3f})"
         )
+
+
+class Collections:
+    """CPU seconds spent in the garbage collector's collections while it is in effect (a
+    ``with`` block), each timed in the thread that ran it."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._began = 0.0
+
+    def _observe(self, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._began
+
+    def __enter__(self) -> Collections:
+        gc.callbacks.append(self._observe)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self._observe)
 
 
 async def run_driftowner(
@@ -289,6 +315,7 @@ async def run_driftowner(
     config = driftowner_config(url, f"sqlite:///{tmp}/outbox.db", max_in_flight)
     store = SqlStore(config.storage.url)
     store.open()
+    freeze_start_up_heap()  # as the daemon does once started, before it delivers
     now = datetime.now(UTC)
     incidents, notes = pages(count, now)
     store.apply(Changes(opened=incidents))
@@ -299,13 +326,14 @@ async def run_driftowner(
     # This coroutine runs on the event loop's thread: its thread_time is that thread's CPU.
     cpu, loop_cpu = time.process_time(), time.thread_time()
     deliverer = Deliverer(store, channels, config, lambda: datetime.now(UTC))
-    while store.outbox_pending():
-        await deliverer.drain()
-        due = store.next_due()
-        if due is not None and store.outbox_pending():
-            await asyncio.sleep(max((due - datetime.now(UTC)).total_seconds(), 0.0))
+    with Collections() as collections:
+        while store.outbox_pending():
+            await deliverer.drain()
+            due = store.next_due()
+            if due is not None and store.outbox_pending():
+                await asyncio.sleep(max((due - datetime.now(UTC)).total_seconds(), 0.0))
     recorded = time.time()
-    spent = Spent(time.process_time() - cpu, time.thread_time() - loop_cpu)
+    spent = Spent(time.process_time() - cpu, time.thread_time() - loop_cpu, collections.seconds)
     rows = [n for i in range(50) for n in store.notifications(f"inc-{i}")]
     delivered = sum(1 for row in rows if row.delivered_at is not None)
     attempts = sum(row.attempts for row in rows)
@@ -364,6 +392,7 @@ def _delivery_process(
         store.open()
         channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
         deliverer = Deliverer(store, channels, config, lambda: datetime.now(UTC))
+        freeze_start_up_heap()
         await asyncio.to_thread(start.wait)
         cpu = time.process_time()
         # Another process's leased pages are owed but not due here: look again shortly.
