@@ -69,9 +69,10 @@ import structlog
 
 from driftowner.channels import Channel, build_channel
 from driftowner.config import Config
-from driftowner.daemon import freeze_start_up_heap, loop_factory
+from driftowner.daemon import collect_garbage_less_often, loop_factory
 from driftowner.model import Delivery, Incident, Message, Notification
 from driftowner.outbox import Deliverer
+from driftowner.runner import Heap
 from driftowner.store import Changes, Settled, SqlStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -302,6 +303,14 @@ class Collections:
         gc.callbacks.remove(self._observe)
 
 
+def as_in_the_daemon(config: Config) -> None:
+    """The garbage collector as the daemon has it while it delivers: its long-lived state
+    frozen after the config's first evaluation (:class:`driftowner.runner.Heap`), young
+    collections less often once delivery starts."""
+    Heap().settle(config)
+    collect_garbage_less_often()
+
+
 async def run_driftowner(
     url: str,
     count: int,
@@ -315,7 +324,7 @@ async def run_driftowner(
     config = driftowner_config(url, f"sqlite:///{tmp}/outbox.db", max_in_flight)
     store = SqlStore(config.storage.url)
     store.open()
-    freeze_start_up_heap()  # as the daemon does once started, before it delivers
+    as_in_the_daemon(config)
     now = datetime.now(UTC)
     incidents, notes = pages(count, now)
     store.apply(Changes(opened=incidents))
@@ -392,7 +401,7 @@ def _delivery_process(
         store.open()
         channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
         deliverer = Deliverer(store, channels, config, lambda: datetime.now(UTC))
-        freeze_start_up_heap()
+        as_in_the_daemon(config)
         await asyncio.to_thread(start.wait)
         cpu = time.process_time()
         # Another process's leased pages are owed but not due here: look again shortly.

@@ -114,20 +114,16 @@ containers (its row, message, document, request), so at 700 the collector ran ev
 pages."""
 
 
-def freeze_start_up_heap() -> None:
-    """Keep the cyclic garbage collector off what start-up built, and let it run less often.
+def collect_garbage_less_often() -> None:
+    """Collect the youngest generation after :data:`YOUNGEST_COLLECTION_AFTER` new
+    containers, not Python's 700 (a larger threshold already set is kept).
 
-    What the daemon imports and builds before it delivers (modules, the config, the store's
-    schema, the channels) lives as long as the process, yet every full collection walked all
-    of it again, and the young collections ran every few pages: about 0.06 ms of CPU a page
-    of the ~0.25 ms a webhook page cost (``benchmarks/README.md``). Collected once, then
-    frozen (``gc.freeze``), it is never walked again; the youngest generation is collected
-    after :data:`YOUNGEST_COLLECTION_AFTER` new containers (a larger threshold already set is
-    kept). Reference counting still frees what is not in a cycle at once; a cycle among the
-    frozen objects is kept for the life of the process.
+    Each young collection is cheap, but at 700 they came every few pages, and each tenth one
+    walks the middle generation too: about 0.02 ms of CPU a webhook page of ~0.2 ms
+    (``benchmarks/README.md``). Reference counting still frees at once whatever is not in a
+    cycle; a cycle waits a little longer. (The long-lived state is kept out of the walks by
+    :class:`driftowner.runner.Heap`.)
     """
-    gc.collect()
-    gc.freeze()
     youngest, middle, oldest = gc.get_threshold()
     gc.set_threshold(max(youngest, YOUNGEST_COLLECTION_AFTER), middle, oldest)
 
@@ -535,7 +531,7 @@ class Daemon:
             loop.add_signal_handler(signum, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._sd_reload()))
         self.scheduler.start()
-        freeze_start_up_heap()
+        collect_garbage_less_often()
         self._delivering = asyncio.create_task(self.deliverer().run())
         serving = asyncio.create_task(server.serve(sockets=[sock]))
         supervised = asyncio.create_task(sdnotify.supervise(lambda: server.started, self.healthy))
