@@ -27,6 +27,7 @@ and the ratio driftowner / Alertmanager. Absolute numbers are for orientation on
 
     .venv/bin/python benchmarks/bench_delivery.py [--pages N] [--slow-pages N]
         [--max-in-flight K] [--only nginx|slow|outbox|send|processes] [--processes 1,2,3]
+        [--collector daemon|frozen|python]
 
 ``--only send`` runs the HTTP path alone: ``--pages`` signed pages through
 ``WebhookChannel.send`` to nginx, 16 at a time, beside the same bodies from a bare aiohttp
@@ -36,6 +37,10 @@ session (the floor), CPU a page of each.
 1, 2, 3 (``--processes``) processes at once, each running :class:`Deliverer` over the same
 SQLite outbox (each leasing from it, as instances over one store do), to see whether delivery
 in several processes would use this machine's second core. No Alertmanager.
+
+``--collector daemon|frozen|python`` sets the garbage collector of the runs in this process
+(not those of ``--only processes``): as the daemon has it while it delivers (the default),
+frozen long-lived state only, or Python's defaults (see :data:`COLLECTORS`).
 
 ``--only outbox`` runs neither receiver nor Alertmanager: it measures the outbox's own cost
 (lease, send bookkeeping, group commit) with a channel that answers at once, at 2,000 pages,
@@ -303,12 +308,22 @@ class Collections:
         gc.callbacks.remove(self._observe)
 
 
+COLLECTORS = ("daemon", "frozen", "python")
+"""``--collector``: the garbage collector as the daemon has it while it delivers (``daemon``);
+with the long-lived state frozen but Python's thresholds (``frozen``: the daemon before young
+collections were made rarer); or Python's defaults, nothing frozen (``python``: how this
+benchmark ran the delivery loop before 2026-11-30's issue 7 entry)."""
+collector = "daemon"
+
+
 def as_in_the_daemon(config: Config) -> None:
-    """The garbage collector as the daemon has it while it delivers: its long-lived state
-    frozen after the config's first evaluation (:class:`driftowner.runner.Heap`), young
-    collections less often once delivery starts."""
-    Heap().settle(config)
-    collect_garbage_less_often()
+    """The garbage collector as the daemon has it while it delivers (as ``--collector``
+    says): its long-lived state frozen after the config's first evaluation
+    (:class:`driftowner.runner.Heap`), young collections less often once delivery starts."""
+    if collector in ("daemon", "frozen"):
+        Heap().settle(config)
+    if collector == "daemon":
+        collect_garbage_less_often()
 
 
 async def run_driftowner(
@@ -762,7 +777,10 @@ def main() -> None:
         "--only", choices=["nginx", "slow", "outbox", "send", "processes"], default=None
     )
     parser.add_argument("--processes", default="1,2,3")
+    parser.add_argument("--collector", choices=COLLECTORS, default="daemon")
     args = parser.parse_args()
+    global collector
+    collector = args.collector
     factory = loop_factory()
     if args.only == "processes":
         with tempfile.TemporaryDirectory() as tmp:
