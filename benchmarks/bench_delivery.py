@@ -470,8 +470,10 @@ def run_processes(
     return t0, finished, runs
 
 
-def _spin(seconds: float, results: Any) -> None:
-    """Keep one core busy for ``seconds``; put the CPU seconds it got on ``results``."""
+def _spin(seconds: float, start: Any, results: Any) -> None:
+    """Once ``start`` is set, keep one core busy for ``seconds``; put the CPU seconds it got
+    on ``results``."""
+    start.wait(60)
     began, cpu = time.perf_counter(), time.process_time()
     while time.perf_counter() - began < seconds:
         pass
@@ -483,10 +485,14 @@ def cores_free(processes: int = 2, seconds: float = 1.0) -> float:
     all of them together): on a machine shared with other work, the most several delivery
     processes could use."""
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    spinners = [context.Process(target=_spin, args=(seconds, results)) for _ in range(processes)]
+    start, results = context.Event(), context.Queue()
+    spinners = [
+        context.Process(target=_spin, args=(seconds, start, results)) for _ in range(processes)
+    ]
     for spinner in spinners:
         spinner.start()
+    time.sleep(2.0)  # each has started (imported this module) and waits
+    start.set()
     got = sum(results.get(timeout=60) for _ in spinners)
     for spinner in spinners:
         spinner.join(10)
