@@ -26,11 +26,21 @@ and the ratio driftowner / Alertmanager. Absolute numbers are for orientation on
 2-core machine); the ratio is the result.
 
     .venv/bin/python benchmarks/bench_delivery.py [--pages N] [--slow-pages N]
-        [--max-in-flight K] [--only nginx|slow|outbox|send]
+        [--max-in-flight K] [--only nginx|slow|outbox|send|processes] [--processes 1,2,3]
+        [--collector daemon|frozen|python]
 
 ``--only send`` runs the HTTP path alone: ``--pages`` signed pages through
 ``WebhookChannel.send`` to nginx, 16 at a time, beside the same bodies from a bare aiohttp
 session (the floor), CPU a page of each.
+
+``--only processes`` is a prototype, not the daemon: ``--pages`` pages to nginx delivered by
+1, 2, 3 (``--processes``) processes at once, each running :class:`Deliverer` over the same
+SQLite outbox (each leasing from it, as instances over one store do), to see whether delivery
+in several processes would use this machine's second core. No Alertmanager.
+
+``--collector daemon|frozen|python`` sets the garbage collector of the runs in this process
+(not those of ``--only processes``): as the daemon has it while it delivers (the default),
+frozen long-lived state only, or Python's defaults (see :data:`COLLECTORS`).
 
 ``--only outbox`` runs neither receiver nor Alertmanager: it measures the outbox's own cost
 (lease, send bookkeeping, group commit) with a channel that answers at once, at 2,000 pages,
@@ -41,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import multiprocessing
@@ -52,6 +63,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -62,10 +74,11 @@ import structlog
 
 from driftowner.channels import Channel, build_channel
 from driftowner.config import Config
-from driftowner.daemon import loop_factory
+from driftowner.daemon import collect_garbage_less_often, loop_factory
 from driftowner.model import Delivery, Incident, Message, Notification
 from driftowner.outbox import Deliverer
-from driftowner.store import Changes, SqlStore
+from driftowner.runner import Heap
+from driftowner.store import Changes, Settled, SqlStore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -253,19 +266,80 @@ class Instant:
         """Nothing to release."""
 
 
+@dataclass(frozen=True)
+class Spent:
+    """CPU seconds a run spent: in every thread of the process, in the event loop's thread
+    alone (the rest is the store's calls, run in worker threads), and in the garbage
+    collector's collections (in whichever thread they ran)."""
+
+    every: float
+    loop: float
+    collecting: float
+
+    def per_page(self, count: int) -> str:
+        """Milliseconds of CPU a page: all of it, and how it splits between the threads."""
+        return (
+            f"{self.every / count * 1000:.3f} ms CPU a page (the event loop's thread "
+            f"{self.loop / count * 1000:.3f}, the store's worker threads "
+            f"{(self.every - self.loop) / count * 1000:.3f}; garbage collection "
+            f"{self.collecting / count * 1000:.3f})"
+        )
+
+
+class Collections:
+    """CPU seconds spent in the garbage collector's collections while it is in effect (a
+    ``with`` block), each timed in the thread that ran it."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._began = 0.0
+
+    def _observe(self, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._began = time.thread_time()
+        else:
+            self.seconds += time.thread_time() - self._began
+
+    def __enter__(self) -> Collections:
+        gc.callbacks.append(self._observe)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self._observe)
+
+
+COLLECTORS = ("daemon", "frozen", "python")
+"""``--collector``: the garbage collector as the daemon has it while it delivers (``daemon``);
+with the long-lived state frozen but Python's thresholds (``frozen``: the daemon before young
+collections were made rarer); or Python's defaults, nothing frozen (``python``: how this
+benchmark ran the delivery loop before 2026-11-30's issue 7 entry)."""
+collector = "daemon"
+
+
+def as_in_the_daemon(config: Config) -> None:
+    """The garbage collector as the daemon has it while it delivers (as ``--collector``
+    says): its long-lived state frozen after the config's first evaluation
+    (:class:`driftowner.runner.Heap`), young collections less often once delivery starts."""
+    if collector in ("daemon", "frozen"):
+        Heap().settle(config)
+    if collector == "daemon":
+        collect_garbage_less_often()
+
+
 async def run_driftowner(
     url: str,
     count: int,
     tmp: Path,
     max_in_flight: int | None,
     channels: dict[str, Channel] | None = None,
-) -> tuple[float, float, int, int]:
-    """(t0, the time the last outcome was recorded, delivered, attempts, CPU seconds of
-    every thread from the first lease to the last outcome) for ``count`` pages through the
-    outbox to ``url`` (through ``channels`` instead, when given)."""
+) -> tuple[float, float, int, int, Spent]:
+    """(t0, the time the last outcome was recorded, delivered, attempts, the CPU spent from
+    the first lease to the last outcome) for ``count`` pages through the outbox to ``url``
+    (through ``channels`` instead, when given)."""
     config = driftowner_config(url, f"sqlite:///{tmp}/outbox.db", max_in_flight)
     store = SqlStore(config.storage.url)
     store.open()
+    as_in_the_daemon(config)
     now = datetime.now(UTC)
     incidents, notes = pages(count, now)
     store.apply(Changes(opened=incidents))
@@ -273,22 +347,191 @@ async def run_driftowner(
         channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
     store.apply(Changes(notifications=notes))  # committed: durable before anything is sent
     t0 = now.timestamp()
-    cpu = time.process_time()
+    # This coroutine runs on the event loop's thread: its thread_time is that thread's CPU.
+    cpu, loop_cpu = time.process_time(), time.thread_time()
     deliverer = Deliverer(store, channels, config, lambda: datetime.now(UTC))
-    while store.outbox_pending():
-        await deliverer.drain()
-        due = store.next_due()
-        if due is not None and store.outbox_pending():
-            await asyncio.sleep(max((due - datetime.now(UTC)).total_seconds(), 0.0))
+    with Collections() as collections:
+        while store.outbox_pending():
+            await deliverer.drain()
+            due = store.next_due()
+            if due is not None and store.outbox_pending():
+                await asyncio.sleep(max((due - datetime.now(UTC)).total_seconds(), 0.0))
     recorded = time.time()
-    cpu = time.process_time() - cpu
+    spent = Spent(time.process_time() - cpu, time.thread_time() - loop_cpu, collections.seconds)
     rows = [n for i in range(50) for n in store.notifications(f"inc-{i}")]
     delivered = sum(1 for row in rows if row.delivered_at is not None)
     attempts = sum(row.attempts for row in rows)
     for channel in channels.values():
         await channel.aclose()
     store.close()
-    return t0, recorded, delivered, attempts, cpu
+    return t0, recorded, delivered, attempts, spent
+
+
+class TimedStore(SqlStore):
+    """The SQLite store, timing its claims and group commits (wall time, in the worker
+    threads that make them): with several processes over one file, how long each waits for
+    the one write lock shows there."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.claims: list[float] = []
+        self.commits: list[float] = []
+
+    def lease_due(self, now: datetime, lease: timedelta, limit: int = 100) -> list[Notification]:
+        began = time.perf_counter()
+        try:
+            return super().lease_due(now, lease, limit)
+        finally:
+            self.claims.append(time.perf_counter() - began)
+
+    def settle(self, outcomes: Sequence[Settled]) -> None:
+        began = time.perf_counter()
+        try:
+            super().settle(outcomes)
+        finally:
+            self.commits.append(time.perf_counter() - began)
+
+
+@dataclass(frozen=True)
+class ProcessRun:
+    """What one delivery process of the prototype did."""
+
+    delivered: int
+    cpu: float
+    claims: list[float]
+    commits: list[float]
+
+
+def _delivery_process(
+    url: str, store_url: str, max_in_flight: int | None, start: Any, results: Any
+) -> None:
+    """One delivery process of the prototype (:func:`run_processes`): the existing delivery
+    loop over the shared SQLite outbox, draining until no page is owed; puts a
+    :class:`ProcessRun` (CPU from the start to its last drain) on ``results``."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    config = driftowner_config(url, store_url, max_in_flight)
+
+    async def drain_shared() -> ProcessRun:
+        store = TimedStore(store_url)
+        store.open()
+        channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
+        deliverer = Deliverer(store, channels, config, lambda: datetime.now(UTC))
+        as_in_the_daemon(config)
+        await asyncio.to_thread(start.wait)
+        cpu = time.process_time()
+        # Another process's leased pages are owed but not due here: look again shortly.
+        while store.outbox_pending():
+            if not await deliverer.drain():
+                await asyncio.sleep(0.005)
+        cpu = time.process_time() - cpu
+        for channel in channels.values():
+            await channel.aclose()
+        store.close()
+        return ProcessRun(deliverer.delivered, cpu, store.claims, store.commits)
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        results.put(runner.run(drain_shared()))
+
+
+def run_processes(
+    url: str, count: int, tmp: Path, max_in_flight: int | None, processes: int
+) -> tuple[float, float, list[ProcessRun]]:
+    """The prototype of delivery in several processes: ``processes`` processes, started
+    (and their imports done) beforehand, each running :class:`Deliverer` over the same
+    SQLite outbox, leasing from it as instances over one store do. ``count`` pages are
+    committed at ``t0`` and the processes told to start. Returns (t0, when the last process
+    finished, what each process did)."""
+    context = multiprocessing.get_context("spawn")
+    store_url = f"sqlite:///{tmp}/outbox.db"
+    store = SqlStore(store_url)
+    store.open()
+    incidents, _ = pages(0, datetime.now(UTC))
+    store.apply(Changes(opened=incidents))
+    start, results = context.Event(), context.Queue()
+    workers = [
+        context.Process(
+            target=_delivery_process, args=(url, store_url, max_in_flight, start, results)
+        )
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    time.sleep(2.0)  # each has imported, opened the store and waits
+    now = datetime.now(UTC)
+    _, notes = pages(count, now)
+    t0 = now.timestamp()
+    store.apply(Changes(notifications=notes))
+    start.set()
+    runs = [results.get(timeout=300) for _ in workers]
+    finished = time.time()
+    for worker in workers:
+        worker.join(10)
+    store.close()
+    return t0, finished, runs
+
+
+def _spin(seconds: float, start: Any, results: Any) -> None:
+    """Once ``start`` is set, keep one core busy for ``seconds``; put the CPU seconds it got
+    on ``results``."""
+    start.wait(60)
+    began, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() - began < seconds:
+        pass
+    results.put(time.process_time() - cpu)
+
+
+def cores_free(processes: int = 2, seconds: float = 1.0) -> float:
+    """How many cores ``processes`` busy processes get at once now (CPU seconds per second of
+    all of them together): on a machine shared with other work, the most several delivery
+    processes could use."""
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Event(), context.Queue()
+    spinners = [
+        context.Process(target=_spin, args=(seconds, start, results)) for _ in range(processes)
+    ]
+    for spinner in spinners:
+        spinner.start()
+    time.sleep(2.0)  # each has started (imported this module) and waits
+    start.set()
+    got = sum(results.get(timeout=60) for _ in spinners)
+    for spinner in spinners:
+        spinner.join(10)
+    return float(got) / seconds
+
+
+def processes_against_nginx(
+    count: int, max_in_flight: int | None, processes: list[int], tmp: Path
+) -> None:
+    """The prototype's numbers: for each number of processes, ``count`` pages to nginx."""
+    print(f"{count} pages to nginx, delivered by several processes over one SQLite outbox:")
+    for n in processes:
+        print(f"  two busy processes get {cores_free():.2f} cores now (2.00: both are free)")
+        with tempfile.TemporaryDirectory(dir=tmp) as own:
+            base = Path(own)
+            target = start_nginx(base)
+            path = f"/processes-{n}"
+            try:
+                t0, finished, runs = run_processes(
+                    f"http://127.0.0.1:{target.port}{path}", count, base, max_in_flight, n
+                )
+                times = wait_for(target.arrivals, path, count, 5)
+                summary(f"{n} process{'es' if n > 1 else ''}", t0, times, count)
+                cpu = sum(run.cpu for run in runs)
+                claims = [seconds for run in runs for seconds in run.claims]
+                commits = [seconds for run in runs for seconds in run.commits]
+                print(
+                    f"  {'':12} {sum(run.delivered for run in runs)} delivered "
+                    f"({', '.join(str(run.delivered) for run in runs)}), "
+                    f"{len(times) - count} duplicates, {cpu / count * 1000:.3f} ms CPU a page "
+                    f"(every process), each process busy {cpu / (n * (finished - t0)):.0%} "
+                    f"of the time from t0;\n  {'':12} {len(claims)} claims, "
+                    f"{statistics.median(claims) * 1000:.1f} ms each (median), "
+                    f"{len(commits)} group commits, "
+                    f"{statistics.median(commits) * 1000:.1f} ms each (median)"
+                )
+            finally:
+                target.process.terminate()
+                target.process.wait(10)
 
 
 async def outbox_alone(counts: list[int], tmp: Path) -> None:
@@ -298,13 +541,12 @@ async def outbox_alone(counts: list[int], tmp: Path) -> None:
     print("the outbox alone (a channel that answers at once):")
     for count in counts:
         with tempfile.TemporaryDirectory(dir=tmp) as own:
-            t0, recorded, delivered, _, cpu = await run_driftowner(
+            t0, recorded, delivered, _, spent = await run_driftowner(
                 "http://127.0.0.1:1/unused", count, Path(own), None, {"hook": Instant()}
             )
         print(
             f"  {count:6d} pages: {delivered} delivered in {recorded - t0:5.2f} s, "
-            f"{count / (recorded - t0):6.0f} pages/s, {cpu / count * 1000:.3f} ms CPU a page "
-            "(every thread, first lease to last outcome)"
+            f"{count / (recorded - t0):6.0f} pages/s, {spent.per_page(count)}"
         )
 
 
@@ -485,7 +727,7 @@ async def against(
         target: Nginx | Slow = start_nginx(base) if receiver == "nginx" else start_slow()
         url = f"http://127.0.0.1:{target.port}"
         try:
-            t0, recorded, delivered, attempts, cpu = await run_driftowner(
+            t0, recorded, delivered, attempts, spent = await run_driftowner(
                 f"{url}/driftowner", count, base, max_in_flight
             )
             times = wait_for(target.arrivals, "/driftowner", count, 5)
@@ -494,12 +736,12 @@ async def against(
                 delivered=delivered,
                 retries=attempts - count,
                 recorded_after=recorded - t0,
-                cpu_per_page=cpu / count,
+                cpu_per_page=spent.every / count,
             )
             print(
                 f"  {'':12} {delivered} recorded delivered in the store, {attempts - count} "
-                f"retries, last outcome recorded {recorded - t0:.2f} s after t0, "
-                f"{cpu / count * 1000:.3f} ms CPU a page"
+                f"retries, last outcome recorded {recorded - t0:.2f} s after t0,\n"
+                f"  {'':12} {spent.per_page(count)}"
             )
             am_t0, am = run_alertmanager(f"{url}/alertmanager", count, base)
             try:
@@ -537,9 +779,20 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=10_000)
     parser.add_argument("--slow-pages", type=int, default=10_000)
     parser.add_argument("--max-in-flight", type=int, default=None)
-    parser.add_argument("--only", choices=["nginx", "slow", "outbox", "send"], default=None)
+    parser.add_argument(
+        "--only", choices=["nginx", "slow", "outbox", "send", "processes"], default=None
+    )
+    parser.add_argument("--processes", default="1,2,3")
+    parser.add_argument("--collector", choices=COLLECTORS, default="daemon")
     args = parser.parse_args()
+    global collector
+    collector = args.collector
     factory = loop_factory()
+    if args.only == "processes":
+        with tempfile.TemporaryDirectory() as tmp:
+            counts = [int(n) for n in args.processes.split(",")]
+            processes_against_nginx(args.pages, args.max_in_flight, counts, Path(tmp))
+        return
     if args.only == "outbox":
         with tempfile.TemporaryDirectory() as tmp, asyncio.Runner(loop_factory=factory) as loop:
             loop.run(outbox_alone([2_000, args.pages, 2 * args.pages], Path(tmp)))
