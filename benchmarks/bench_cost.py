@@ -4,16 +4,17 @@ real Prometheus beside the same PromQL sent alone, and the daemon's resident mem
     .venv/bin/python -m benchmarks.bench_cost cycle [SYSTEMS]     # default 2000 (x 5 templates)
     .venv/bin/python -m benchmarks.bench_cost memory [SYSTEMS...] [--tracemalloc]  # 10000
 
-``cycle``: SYSTEMS models' five signals (accuracy, latency, adoption, null rate, mean score)
-are loaded into a real Prometheus (Debian's, via promtool: 75 minutes at one sample a
-minute, white noise). The config has five signal templates with no ``detect`` (the default
-detector, a chart per system and signal) split by ``model``. The first cycle warm-starts every
-chart from the first hour; the steady cycle (read, judge every chart, and the daemon's
-reconcile into SQLite) is then measured 15 times, a minute apart in the data (each reads the
-next sample), each followed at once (same run, same server, same load) by the baseline:
-exactly the requests that cycle sent (recorded around the source's own aiohttp sender) sent
-with a bare ``httpx.AsyncClient``, concurrently, each body read (and, for "+ JSON decoding",
-decoded).
+``cycle``: SYSTEMS models' five signals (accuracy, latency, adoption, null rate, mean score) are
+loaded into a real Prometheus (Debian's, via promtool: 195 minutes at one sample a minute, white
+noise). The config has five signal templates with no ``detect`` (the default detector, a chart
+per system and signal) split by ``model``. The first cycle warm-starts every chart from the
+first three hours (enough for every chart to finish its warm-up: the default chart's warm-up on
+white noise takes ~58 samples, some windows over 120); the steady cycle (read, judge every
+chart, and the daemon's reconcile into SQLite) is then measured 15 times, a minute apart in the
+data (each reads the next sample), each followed at once (same run, same server, same load) by
+the baseline: exactly the requests that cycle sent (recorded around the source's own aiohttp
+sender) sent with a bare ``httpx.AsyncClient``, concurrently, each body read (and, for "+ JSON
+decoding", decoded).
 Best and median of each are printed; the ratio cycle / bare is the number to compare across
 machines.
 
@@ -59,8 +60,8 @@ REPEATS = 15
 """Steady cycles measured, each followed at once by a bare round of the requests it sent: the
 best of each is kept, and the median (the bare queries take tens of milliseconds on a shared
 machine, so one slow round says little; interleaved, both see the same load)."""
-MINUTES = 60 + REPEATS
-"""History: an hour before the warm start, then a minute for each steady cycle."""
+MINUTES = 180 + REPEATS
+"""History: three hours before the warm start, then a minute for each steady cycle."""
 
 
 def history(models: int, now: float) -> str:
