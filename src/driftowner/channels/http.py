@@ -16,7 +16,7 @@ from. The Prometheus source sends its queries through the same senders (``get``)
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,6 +42,13 @@ USER_AGENT = f"driftowner/{__version__}"
 HEADERS = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
 """The headers of every POST, before a channel's own (which may replace them)."""
 
+GET_LIMIT = 64 * 1024 * 1024
+"""Bytes of a GET's answer read at most, after its ``Content-Encoding`` is undone (64 MiB;
+a Prometheus answer of 100,000 series with a few labels each is about 15 MB): a larger
+answer, or a compressed one that would inflate past it, is refused with
+:class:`AnswerTooLarge` before more of it is held in memory. Neither aiohttp's client nor
+httpx's bounds what it reads, and both undo a ``Content-Encoding`` whole."""
+
 LIMITS = httpx.Limits(max_connections=100, keepalive_expiry=5.0)
 """Connections a channel opens to its destination at most, and how long an idle one is kept:
 httpx's defaults, which the channels had before their transport moved to aiohttp."""
@@ -65,6 +72,35 @@ def _aiohttp_errors() -> tuple[tuple[type[BaseException], type[httpx.TransportEr
         (aiohttp.ClientOSError, httpx.NetworkError),
         (aiohttp.ClientError, httpx.TransportError),
     )
+
+
+class AnswerTooLarge(httpx.TransportError):
+    """A GET's answer (decoded) is larger than the limit it was read with."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the answer is larger than {limit:,} bytes (the most read)")
+        self.limit = limit
+
+
+def _decoded_headers(raw: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``raw`` header lines without ``Content-Encoding``: the body was decoded as it was read
+    (bounded), and :meth:`Answer.response` must not decode it again (unbounded). An encoding
+    the reader did not know (aiohttp: other than gzip, deflate, br, zstd; httpx: the same,
+    br and zstd only with their packages) leaves the body as it came, as httpx leaves it."""
+    return [(name, value) for name, value in raw if name.lower() != b"content-encoding"]
+
+
+def _undecodable(error: BaseException) -> str:
+    """What aiohttp said when it could not undo an answer's ``Content-Encoding`` (a corrupt
+    body, or an encoding whose package is not installed), else the empty string: httpx read
+    that as ``DecodingError``, not as a failure of the network."""
+    from aiohttp.http_exceptions import ContentEncodingError
+
+    cause = error.__cause__
+    if isinstance(cause, ContentEncodingError):
+        return str(cause.message)
+    message = str(getattr(error, "message", ""))
+    return message if message.startswith("Can not decode content-encoding") else ""
 
 
 def httpx_error(error: BaseException) -> httpx.TransportError:
@@ -199,9 +235,24 @@ class AiohttpSender:
     async def get(self, url: httpx.URL, headers: Mapping[str, str]) -> Answer:
         """GET ``url``, its query sent byte for byte as httpx encoded it, and read the whole
         answer; raises only httpx's errors."""
+        import aiohttp
         import yarl
 
-        return await self._send("GET", url, yarl.URL(str(url), encoded=True), headers)
+        try:
+            async with self._open().get(
+                yarl.URL(str(url), encoded=True),
+                headers=headers,
+                allow_redirects=False,
+                proxy=self._proxy(url),
+                timeout=self._timeout,
+                auto_decompress=True,  # in bounded steps, which the limit then counts
+            ) as answer:
+                content = await _bounded(answer.content.iter_any(), GET_LIMIT)
+                return Answer(answer.status, _decoded_headers(answer.raw_headers), content)
+        except (aiohttp.ClientError, TimeoutError) as error:
+            if _undecodable(error):
+                raise httpx.DecodingError(_undecodable(error)) from error
+            raise httpx_error(error) from error
 
     async def _send(
         self,
@@ -257,8 +308,16 @@ class HttpxSender:
         return await self._send(httpx.Request("POST", url, content=body, headers=headers))
 
     async def get(self, url: httpx.URL, headers: Mapping[str, str]) -> Answer:
-        """Hand the GET to the transport and read its whole answer."""
-        return await self._send(httpx.Request("GET", url, headers=headers))
+        """Hand the GET to the transport and read its whole answer, decoded, up to
+        :data:`GET_LIMIT` bytes (each of the transport's chunks is decoded whole)."""
+        request = httpx.Request("GET", url, headers=headers)
+        request.extensions["timeout"] = self._timeouts
+        response = await self._transport.handle_async_request(request)
+        try:
+            content = await _bounded(response.aiter_bytes(), GET_LIMIT)
+        finally:
+            await response.aclose()
+        return Answer(response.status_code, _decoded_headers(response.headers.raw), content)
 
     async def _send(self, request: httpx.Request) -> Answer:
         request.extensions["timeout"] = self._timeouts
@@ -269,6 +328,20 @@ class HttpxSender:
     async def aclose(self) -> None:
         """Close the transport."""
         await self._transport.aclose()
+
+
+async def _bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The ``chunks`` joined.
+
+    Raises:
+        AnswerTooLarge: They come to more than ``limit`` bytes (no more is read).
+    """
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise AnswerTooLarge(limit)
+    return bytes(body)
 
 
 def json_body(document: Mapping[str, Any]) -> bytes:

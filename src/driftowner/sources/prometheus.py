@@ -39,7 +39,7 @@ from pydantic import SecretStr
 
 from driftowner import __version__
 from driftowner.channels import timeout_seconds
-from driftowner.channels.http import AiohttpSender, Answer, HttpxSender
+from driftowner.channels.http import GET_LIMIT, AiohttpSender, Answer, AnswerTooLarge, HttpxSender
 from driftowner.model import Sample, SourceResult
 from driftowner.sources import (
     LabelledResult,
@@ -307,6 +307,13 @@ class PrometheusSource:
             )
         except httpx.DecodingError as exc:
             return self._error(f"cannot decode the answer: {exc}", "bad_response", up=False)
+        except AnswerTooLarge:
+            return self._error(
+                f"the answer to {one_line(query, 80)!r} is larger than {GET_LIMIT // 2**20} MiB "
+                "(the most read); not read further: narrow the query",
+                "bad_response",
+                up=False,
+            )
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             detail = str(exc) or type(exc).__name__
             return self._error(f"cannot reach {self._shown_url}: {detail}", "unreachable", up=False)
@@ -555,7 +562,7 @@ def _json_or_none(response: httpx.Response) -> Any:
         pass
     try:
         return json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
         return None
 
 
@@ -641,8 +648,8 @@ def _clean_vector(
     of orjson's objects turned into arrays (benchmarks/README.md, "Cost at scale")."""
     try:
         series = _vector_decoder(label).decode(body).data.result
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return None
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        return None  # RecursionError: a skipped field nested deeper than msgspec goes
     if not series:
         return None
     names = list(map(_NAME, series))
@@ -661,7 +668,14 @@ def _vector_decoder(label: str) -> msgspec.json.Decoder[Any]:
     strings and floats): 2,000 series decoded as tracked objects triggered a collection of
     the young generation every 700, and promoted them to the older ones."""
     metric = msgspec.defstruct("Metric", [("name", str)], rename={"name": label}, gc=False)
-    point = msgspec.defstruct("Point", [("at", float), ("text", str)], array_like=True, gc=False)
+    # forbid_unknown_fields: a point of three elements is refused, as _sample refuses it.
+    point = msgspec.defstruct(
+        "Point",
+        [("at", float), ("text", str)],
+        array_like=True,
+        forbid_unknown_fields=True,
+        gc=False,
+    )
     series = msgspec.defstruct("Series", [("metric", metric), ("value", point)], gc=False)
     data = msgspec.defstruct(
         "Data",
@@ -701,13 +715,16 @@ def _place(names: list[Any], index: Mapping[str, int]) -> _Placement | None:
 
 def _columns(placement: _Placement, times: list[float], texts: list[str]) -> LabelledValues | None:
     """The placed series' values (``texts`` read as floats) and times, or None when a value
-    is not a number."""
+    is not a number or a time is not one :func:`_sample` reads (NaN, infinite, outside the
+    years 1 to 9999: each time becomes a datetime downstream)."""
     try:
         # float() reads the API's "NaN", "+Inf" and "-Inf" spellings, as _sample does.
         values = np.fromiter(map(float, texts), dtype=np.float64, count=len(texts))
-    except ValueError:
+        stamps = np.fromiter(times, dtype=np.float64, count=len(times))
+        for stamp in np.unique(stamps).tolist():  # an answer's series share a time or a few
+            datetime.fromtimestamp(stamp, tz=UTC)
+    except (ValueError, OverflowError, OSError):
         return None
-    stamps = np.fromiter(times, dtype=np.float64, count=len(times))
     mine = placement.mine
     return LabelledValues(placement.rows, values[mine], stamps[mine], placement.others)
 
