@@ -20,7 +20,7 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from driftowner.channels.http import GET_LIMIT
+from driftowner.channels import http as channels_http
 from driftowner.config import Config
 from driftowner.detect.bank import Bank
 from driftowner.poll import poll
@@ -72,15 +72,26 @@ def answering(*answers: bytes) -> Serve:
     return serve
 
 
+LIMIT = 8 << 20
+"""The answer limit the size tests read with (the real one, 256 MiB, would make each of them
+move and inflate a quarter of a gigabyte)."""
+
+
+SENT_WHOLE: list[bool] = []
+"""Whether :func:`enormous` got its whole body out, per connection."""
+
+
 async def enormous(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A 200 OK announcing, and sending, a megabyte more than the limit."""
+    """A 200 OK announcing, and trying to send, four times the limit."""
     await reader.readuntil(b"\r\n\r\n")
-    size = GET_LIMIT + (1 << 20)
+    size = 4 * LIMIT
     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
     chunk = b" " * (1 << 20)
+    SENT_WHOLE.append(False)
     for _ in range(size >> 20):
         writer.write(chunk)
         await writer.drain()
+    SENT_WHOLE[-1] = True
 
 
 def holding(first: bytes) -> Serve:
@@ -155,29 +166,41 @@ def failed(read: LabelledValues | LabelledResult) -> tuple[str | None, bool, str
     return read.error_reason, read.source_up, read.error
 
 
-TOO_LARGE = f"the answer to 'model_accuracy' is larger than {GET_LIMIT >> 20} MiB"
+TOO_LARGE = "the answer to 'model_accuracy' is larger than 8 MiB"
 
 
 @pytest.mark.parametrize("sender", SENDERS)
 @pytest.mark.parametrize(
     "serve",
     [
-        answering(http(b"200 OK", bomb(GET_LIMIT + (16 << 20)), b"Content-Encoding: gzip")),
+        answering(http(b"200 OK", bomb(LIMIT + (16 << 20)), b"Content-Encoding: gzip")),
         enormous,
     ],
     ids=["gzip bomb", "enormous body"],
 )
 async def test_an_answer_past_the_limit_is_refused_before_it_is_held(
-    serve: Serve, sender: str
+    serve: Serve, sender: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A gzip body that inflates past the limit, or a plain body past it, is one
     ``bad_response`` naming the query and the limit, the source down; it is not read (or
-    inflated) further. The old paths read both whole (a 400 MB bomb took 1.3 GB of memory)
-    and then said 'not JSON'."""
+    inflated) further: a body four times the limit is never sent whole. The old paths read
+    both whole (a 400 MB bomb took 1.3 GB of memory) and then said 'not JSON'."""
+    monkeypatch.setattr(channels_http, "GET_LIMIT", LIMIT)
+    SENT_WHOLE.clear()
     async with loopback(serve) as (url, _):
         reason, up, error = failed(await read_values(url, sender))
     assert (reason, up) == ("bad_response", False)
     assert TOO_LARGE in error and "narrow the query" in error
+    assert True not in SENT_WHOLE
+
+
+def test_the_answer_limit_admits_a_large_template_s_warm_start() -> None:
+    """The real limit is above a template's warm start over 10,000 systems at a 1-minute
+    interval (300 points each, as Prometheus writes them), so that no legitimate answer of
+    the scale the daemon is measured at is refused."""
+    point = b'[1714564800,"0.50123"],'
+    series = b'{"metric":{"model":"m-10000"},"values":[' + point * 300 + b"]},"
+    assert len(series) * 10_000 < channels_http.GET_LIMIT
 
 
 @pytest.mark.parametrize("sender", SENDERS)

@@ -42,12 +42,14 @@ USER_AGENT = f"driftowner/{__version__}"
 HEADERS = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
 """The headers of every POST, before a channel's own (which may replace them)."""
 
-GET_LIMIT = 64 * 1024 * 1024
-"""Bytes of a GET's answer read at most, after its ``Content-Encoding`` is undone (64 MiB;
-a Prometheus answer of 100,000 series with a few labels each is about 15 MB): a larger
-answer, or a compressed one that would inflate past it, is refused with
-:class:`AnswerTooLarge` before more of it is held in memory. Neither aiohttp's client nor
-httpx's bounds what it reads, and both undo a ``Content-Encoding`` whole."""
+GET_LIMIT = 256 * 1024 * 1024
+"""Bytes of a GET's answer read at most, after its ``Content-Encoding`` is undone (256 MiB).
+A Prometheus source's largest answers are a template's warm start (a range read of every
+member's history: about 75 MB for 10,000 systems at a 1-minute interval) and an instant
+vector of 100,000 series (about 15 MB with a few labels each). A larger answer, or a
+compressed one that would inflate past it, is refused with :class:`AnswerTooLarge` before
+more of it is held in memory: neither aiohttp's client nor httpx's bounds what it reads, and
+both undo a ``Content-Encoding`` whole."""
 
 LIMITS = httpx.Limits(max_connections=100, keepalive_expiry=5.0)
 """Connections a channel opens to its destination at most, and how long an idle one is kept:

@@ -39,7 +39,7 @@ from pydantic import SecretStr
 
 from driftowner import __version__
 from driftowner.channels import timeout_seconds
-from driftowner.channels.http import GET_LIMIT, AiohttpSender, Answer, AnswerTooLarge, HttpxSender
+from driftowner.channels.http import AiohttpSender, Answer, AnswerTooLarge, HttpxSender
 from driftowner.model import Sample, SourceResult
 from driftowner.sources import (
     LabelledResult,
@@ -307,9 +307,9 @@ class PrometheusSource:
             )
         except httpx.DecodingError as exc:
             return self._error(f"cannot decode the answer: {exc}", "bad_response", up=False)
-        except AnswerTooLarge:
+        except AnswerTooLarge as exc:
             return self._error(
-                f"the answer to {one_line(query, 80)!r} is larger than {GET_LIMIT // 2**20} MiB "
+                f"the answer to {one_line(query, 80)!r} is larger than {exc.limit / 2**20:g} MiB "
                 "(the most read); not read further: narrow the query",
                 "bad_response",
                 up=False,
