@@ -404,3 +404,32 @@ async def test_odd_series_leave_the_other_systems_values_across_cycles() -> None
                         assert finding.value == value, (cycle, model, finding)
         finally:
             await source.aclose()
+
+
+async def test_a_broken_query_s_reason_quoting_hostile_labels_can_be_stored_and_shown() -> None:
+    """Through poll: a template answer whose series all lack the label, one carrying a lone
+    surrogate and a terminal escape in another label, is a broken query (``query_error``, the
+    source up: it becomes a stale incident whose summary quotes the reason). The reason each
+    system gets is printable and encodes as UTF-8 (SQLite refuses a lone surrogate: the
+    incident could not have been stored)."""
+    metric = {"job": "\ud800\x1b[31mred"}
+    document = {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [{"metric": metric, "value": [NOW.timestamp(), "1"]}],
+        },
+    }
+    async with loopback(range_or([json.dumps(document).encode()])) as (url, _):
+        config = config_for(url)
+        source = build_source("prom", config.sources["prom"], clock=lambda: NOW)
+        try:
+            findings, stats = await poll(config, {"prom": source}, NOW, Bank())
+        finally:
+            await source.aclose()
+    assert stats.up == {"prom": True} and stats.errors == {("prom", "query_error"): 1}
+    for model in MODELS:
+        finding = findings[f"{model}-system"]["accuracy"]
+        assert finding.error_reason == "query_error" and finding.reason is not None
+        assert finding.reason.isprintable() and "\\ud800\\x1b[31mred" in finding.reason
+        finding.reason.encode("utf-8")

@@ -234,3 +234,27 @@ def test_reusing_the_last_placement_never_puts_a_value_on_the_wrong_system(
         assert said[1] == "multiple_series" and expected == {}
         return
     assert {name: got for name, got in said.items() if name in unique} == expected
+
+
+UNPRINTABLE = {
+    "a label value with a lone surrogate and a terminal escape": vector(
+        {"metric": {"job": "\ud800\x1b[31mred"}, "value": [AT, "1"]}
+    ),
+    "an error page with NUL and escapes": b"<h1>\x00\x1b]0;owned\x07 proxy error</h1>",
+    "an API error with control characters": json.dumps(
+        {"status": "error", "errorType": "bad_data", "error": "parse error \x1b[2J\ud800"}
+    ).encode(),
+}
+
+
+@pytest.mark.parametrize("body", UNPRINTABLE.values(), ids=UNPRINTABLE.keys())
+async def test_an_error_quoting_the_answer_is_printable_and_encodable(body: bytes) -> None:
+    """An error that quotes the server (its body, a label value, its API error) carries no
+    control character and no lone surrogate, each escaped as Python writes it: the text goes
+    to logs (where a terminal escape would act), findings and an incident's evidence (where
+    UTF-8, the store's and a page's, refuses a lone surrogate). Old code quoted them raw."""
+    values = await source_answering(body).read_values_by_label("q", NOW, "model", INDEX)
+    assert isinstance(values, LabelledResult) and values.error is not None
+    assert values.error.isprintable()
+    values.error.encode("utf-8")
+    assert "\\x1b" in values.error or "\\x00" in values.error or "\\ud800" in values.error

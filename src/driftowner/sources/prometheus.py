@@ -490,7 +490,7 @@ class PrometheusSource:
 
     def _error(self, detail: str, reason: str, *, up: bool) -> SourceResult:
         return SourceResult(
-            error=self._scrub(one_line(f"{self._label}: {detail}", 400)),
+            error=_printable(self._scrub(one_line(f"{self._label}: {detail}", 400))),
             error_reason=reason,
             source_up=up,
         )
@@ -499,6 +499,16 @@ class PrometheusSource:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+
+def _printable(text: str) -> str:
+    """``text`` with each character that is not printable escaped as Python writes it
+    (``\\x1b``, ``\\x00``, ``\\ud800``): an error quotes the server's answer and label
+    values, and goes on to logs, findings and an incident's evidence, where a terminal escape
+    would act and a lone surrogate cannot be encoded (UTF-8 refuses it: the store, a page)."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def _secret_texts(url: str, *secrets: SecretStr | None) -> list[str]:
