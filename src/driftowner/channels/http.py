@@ -252,8 +252,9 @@ class AiohttpSender:
                 content = await _bounded(answer.content.iter_any(), GET_LIMIT)
                 return Answer(answer.status, _decoded_headers(answer.raw_headers), content)
         except (aiohttp.ClientError, TimeoutError) as error:
-            if _undecodable(error):
-                raise httpx.DecodingError(_undecodable(error)) from error
+            undecodable = _undecodable(error)
+            if undecodable:
+                raise httpx.DecodingError(undecodable) from error
             raise httpx_error(error) from error
 
     async def _send(
