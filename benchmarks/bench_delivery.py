@@ -55,15 +55,17 @@ import gc
 import json
 import logging
 import multiprocessing
+import pickle
 import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -616,6 +618,229 @@ async def sends_alone(count: int, tmp: Path) -> None:
         target.process.wait(10)
 
 
+# -- a split (prototype): one process owns the outbox, sender processes only do HTTP ----------
+
+_FRAME = struct.Struct("!I")
+"""A frame on a sender's socket: its length (4 bytes, network order), then a pickle: a batch
+of requests (owner to sender), a batch of outcomes (sender to owner), or a control word."""
+
+
+def _write_frame(writer: asyncio.StreamWriter, item: Any) -> None:
+    data = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+    writer.writelines((_FRAME.pack(len(data)), data))
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> Any:
+    (size,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
+    return pickle.loads(await reader.readexactly(size))
+
+
+def _sender_process(path: str, index: int, in_flight: int) -> None:
+    """One sender process of the split: connects to the owner's socket at ``path``, POSTs each
+    request of each batch it receives with the channels' own :class:`AiohttpSender` (at most
+    ``in_flight`` at once), and sends back, batched per turn of its loop, each outcome as it
+    completes: ``(id, status, None, None)`` for a 2xx, ``(id, status, headers, body)`` for
+    any other answer (the owner's channel judges it: Retry-After, the error's text), or
+    ``(id, 0, error class, message)`` for transport trouble. On ``None`` it answers
+    ``("stats", CPU seconds since it connected, requests sent)`` and exits."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    import httpx
+
+    from driftowner.channels.http import AiohttpSender
+
+    async def serve() -> None:
+        reader, writer = await asyncio.open_unix_connection(path)
+        _write_frame(writer, ("hello", index))
+        loop = asyncio.get_running_loop()
+        sender = AiohttpSender(10.0)
+        urls: dict[str, httpx.URL] = {}
+        limit = asyncio.Semaphore(in_flight)
+        done: list[tuple[int, int, Any, Any]] = []
+        tasks: set[asyncio.Task[None]] = set()
+
+        def flush() -> None:
+            batch = done[:]
+            done.clear()
+            _write_frame(writer, batch)
+
+        def finished(item: tuple[int, int, Any, Any]) -> None:
+            if not done:
+                loop.call_soon(flush)
+            done.append(item)
+
+        async def one(rid: int, url: str, headers: dict[str, str], body: bytes) -> None:
+            async with limit:
+                try:
+                    answer = await sender.post(urls[url], body, headers)
+                except httpx.TransportError as error:
+                    finished((rid, 0, type(error).__name__, str(error)))
+                    return
+            if 200 <= answer.status < 300:
+                finished((rid, answer.status, None, None))
+            else:
+                finished((rid, answer.status, list(answer._raw_headers), answer._body))
+
+        cpu, sent = time.process_time(), 0
+        while (batch := await _read_frame(reader)) is not None:
+            for rid, url, headers, body in batch:
+                if url not in urls:
+                    urls[url] = httpx.URL(url)
+                task = loop.create_task(one(rid, url, headers, body))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            sent += len(batch)
+        await asyncio.gather(*tasks)
+        await sender.aclose()
+        _write_frame(writer, ("stats", time.process_time() - cpu, sent))
+        await writer.drain()
+        writer.close()
+
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(serve())
+
+
+class SenderPool:
+    """The owner's side of the split: ``count`` sender processes (spawned, their imports done,
+    before ``t0``), each on its own Unix socket connection. :meth:`post` queues a request
+    and returns its answer; the requests queued in one turn of the owner's loop go out as one
+    frame per sender (round robin, request by request). A sender whose connection closes
+    fails its requests in flight as ``httpx.ReadError`` (the channel then retries them: the
+    same ``Idempotency-Key``)."""
+
+    def __init__(self, count: int, tmp: Path, in_flight: int = 64) -> None:
+        self.count = count
+        self._path = str(tmp / "senders.sock")
+        self._in_flight = in_flight
+        self._writers: list[asyncio.StreamWriter] = []
+        self._owed: list[set[int]] = [set() for _ in range(count)]
+        self._futures: dict[int, asyncio.Future[Any]] = {}
+        self._queued: list[list[tuple[int, str, Mapping[str, str], bytes]]] = [
+            [] for _ in range(count)
+        ]
+        self._next_id = 0
+        self._turn = 0
+        self._flushing = False
+        self._names: dict[int, tuple[Any, str]] = {}
+        self._stats: dict[int, asyncio.Future[tuple[float, int]]] = {}
+        self._processes: list[Any] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        connected: dict[int, asyncio.Future[asyncio.StreamWriter]] = {
+            i: loop.create_future() for i in range(self.count)
+        }
+        self._stats = {i: loop.create_future() for i in range(self.count)}
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            _, index = await _read_frame(reader)
+            connected[index].set_result(writer)
+            await self._read(index, reader)
+
+        self._server = await asyncio.start_unix_server(accept, self._path)
+        context = multiprocessing.get_context("spawn")
+        for index in range(self.count):
+            process = context.Process(
+                target=_sender_process, args=(self._path, index, self._in_flight), daemon=True
+            )
+            process.start()
+            self._processes.append(process)
+        self._writers = [await asyncio.wait_for(connected[i], 60) for i in range(self.count)]
+
+    async def _read(self, index: int, reader: asyncio.StreamReader) -> None:
+        import httpx
+
+        from driftowner.channels import http
+
+        futures, owed = self._futures, self._owed[index]
+        try:
+            while True:
+                frame = await _read_frame(reader)
+                if isinstance(frame, tuple):
+                    self._stats[index].set_result((frame[1], frame[2]))
+                    return
+                for rid, status, headers, body in frame:
+                    owed.discard(rid)
+                    future = futures.pop(rid)
+                    if status:
+                        future.set_result(http.Answer(status, headers or (), body or b""))
+                    else:
+                        kind = getattr(httpx, headers, None) or getattr(http, headers)
+                        future.set_exception(kind(body))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            for rid in owed:
+                futures.pop(rid).set_exception(httpx.ReadError("the sender process is gone"))
+            owed.clear()
+
+    def post(self, url: Any, body: bytes, headers: Mapping[str, str]) -> asyncio.Future[Any]:
+        named = self._names.get(id(url))
+        if named is None:
+            named = self._names[id(url)] = (url, str(url))  # keeps url, so its id stays
+        rid = self._next_id = self._next_id + 1
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._futures[rid] = future
+        turn = self._turn = (self._turn + 1) % self.count
+        self._queued[turn].append((rid, named[1], headers, body))
+        self._owed[turn].add(rid)
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return future
+
+    def _flush(self) -> None:
+        self._flushing = False
+        for index, queued in enumerate(self._queued):
+            if queued:
+                _write_frame(self._writers[index], queued)
+                self._queued[index] = []
+
+    async def stop(self) -> list[tuple[float, int]]:
+        """Tell each sender to finish; (CPU seconds, requests sent) of each."""
+        for writer in self._writers:
+            _write_frame(writer, None)
+        stats = [await asyncio.wait_for(self._stats[i], 60) for i in range(self.count)]
+        for writer in self._writers:
+            writer.close()
+        for process in self._processes:
+            await asyncio.to_thread(process.join, 10)
+        if self._server is not None:
+            self._server.close()
+        return stats
+
+
+class RemoteSender:
+    """A :class:`driftowner.channels.http.Sender` that hands each request, already built by
+    the channel (URL, headers, body bytes), to a sender process of ``pool`` and returns its
+    answer: the channel's own code builds, signs and judges; only the POST moves."""
+
+    def __init__(self, pool: SenderPool) -> None:
+        self._pool = pool
+
+    async def post(self, url: Any, body: bytes, headers: Mapping[str, str]) -> Any:
+        return await self._pool.post(url, body, headers)
+
+    async def aclose(self) -> None:
+        """The pool is the run's to stop."""
+
+
+async def run_split(
+    url: str, count: int, tmp: Path, max_in_flight: int | None, senders: int
+) -> tuple[tuple[float, float, int, int, Spent], list[tuple[float, int]]]:
+    """:func:`run_driftowner` with the webhook channel's POSTs moved to ``senders`` sender
+    processes (started before ``t0``); also (CPU seconds, requests) of each sender."""
+    config = driftowner_config(url, f"sqlite:///{tmp}/outbox.db", max_in_flight)
+    pool = SenderPool(senders, tmp)
+    await pool.start()
+    channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
+    for channel in channels.values():
+        channel._http = RemoteSender(pool)  # type: ignore[attr-defined]
+    try:
+        outcome = await run_driftowner(url, count, tmp, max_in_flight, channels)
+    finally:
+        stats = await pool.stop()
+    return outcome, stats
+
+
 # -- Alertmanager -----------------------------------------------------------------------------
 
 AM_CONF = """
@@ -718,18 +943,27 @@ def summary(name: str, t0: float, times: list[float], count: int) -> dict[str, f
 
 
 async def against(
-    receiver: str, count: int, max_in_flight: int | None, tmp: Path
+    receiver: str, count: int, max_in_flight: int | None, tmp: Path, senders: int = 0
 ) -> dict[str, Any]:
-    print(f"{count} pages to {receiver}:")
+    """driftowner then Alertmanager, ``count`` pages each, to one ``receiver``; with
+    ``senders``, driftowner as the split prototype (:func:`run_split`)."""
+    how = f", split: the owner and {senders} sender process(es)" if senders else ""
+    print(f"{count} pages to {receiver}{how}:")
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=tmp) as own:
         base = Path(own)
         target: Nginx | Slow = start_nginx(base) if receiver == "nginx" else start_slow()
         url = f"http://127.0.0.1:{target.port}"
         try:
-            t0, recorded, delivered, attempts, spent = await run_driftowner(
-                f"{url}/driftowner", count, base, max_in_flight
-            )
+            stats: list[tuple[float, int]] = []
+            if senders:
+                (t0, recorded, delivered, attempts, spent), stats = await run_split(
+                    f"{url}/driftowner", count, base, max_in_flight, senders
+                )
+            else:
+                t0, recorded, delivered, attempts, spent = await run_driftowner(
+                    f"{url}/driftowner", count, base, max_in_flight
+                )
             times = wait_for(target.arrivals, "/driftowner", count, 5)
             results["driftowner"] = summary("driftowner", t0, times, count)
             results["driftowner"].update(
@@ -743,6 +977,19 @@ async def against(
                 f"retries, last outcome recorded {recorded - t0:.2f} s after t0,\n"
                 f"  {'':12} {spent.per_page(count)}"
             )
+            if stats:
+                cpu = sum(seconds for seconds, _ in stats)
+                results["driftowner"].update(
+                    owner_cpu_per_page=spent.every / count,
+                    sender_cpu_per_page=cpu / count,
+                    cpu_per_page=(spent.every + cpu) / count,
+                )
+                print(
+                    f"  {'':12} (the owner's), the senders' "
+                    f"{cpu / count * 1000:.3f} ms CPU a page ("
+                    + ", ".join(f"{s / max(n, 1) * 1000:.3f} ms x {n}" for s, n in stats)
+                    + f"); every process {(spent.every + cpu) / count * 1000:.3f}"
+                )
             am_t0, am = run_alertmanager(f"{url}/alertmanager", count, base)
             try:
                 wait = 60.0 if receiver == "nginx" else 600.0
@@ -772,6 +1019,32 @@ async def against(
     return results
 
 
+async def split_against_nginx(
+    count: int, max_in_flight: int | None, senders: list[int], rounds: int, tmp: Path
+) -> None:
+    """The split prototype's numbers: ``rounds`` rounds, each running the single process
+    (``0``) and the split with each number of ``senders``, in an order rotated round by
+    round, each beside Alertmanager to the same nginx; the free cores before each round."""
+    modes = [0, *senders]
+    rows: list[tuple[int, dict[str, Any]]] = []
+    for round_ in range(rounds):
+        free = cores_free()
+        print(f"round {round_ + 1}: two busy processes get {free:.2f} cores now (2.00: free)")
+        shift = round_ % len(modes)
+        for mode in modes[shift:] + modes[:shift]:
+            rows.append((mode, await against("nginx", count, max_in_flight, tmp, mode)))
+    print("summary (pages/s, p99 s, ms CPU a page of every driftowner process, ratio):")
+    for mode in modes:
+        for result in (r for m, r in rows if m == mode):
+            d, a = result["driftowner"], result["alertmanager"]
+            print(
+                f"  {'single' if not mode else f'split {mode}':9} {d['per_second']:6.0f} "
+                f"p99 {d['p99']:.2f}  cpu {d['cpu_per_page'] * 1000:.3f}  "
+                f"AM {a['per_second']:6.0f} p99 {a['p99']:.2f}  "
+                f"ratio {d['per_second'] / a['per_second']:.2f}"
+            )
+
+
 def main() -> None:
     # Retries are counted from the store; a line per retry would drown the report.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
@@ -780,9 +1053,11 @@ def main() -> None:
     parser.add_argument("--slow-pages", type=int, default=10_000)
     parser.add_argument("--max-in-flight", type=int, default=None)
     parser.add_argument(
-        "--only", choices=["nginx", "slow", "outbox", "send", "processes"], default=None
+        "--only", choices=["nginx", "slow", "outbox", "send", "processes", "split"], default=None
     )
     parser.add_argument("--processes", default="1,2,3")
+    parser.add_argument("--senders", default="1,2")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--collector", choices=COLLECTORS, default="daemon")
     args = parser.parse_args()
     global collector
@@ -807,6 +1082,15 @@ def main() -> None:
     # The daemon's event loop ($DRIFTOWNER_EVENT_LOOP: uvloop when installed, or asyncio).
     print(f"event loop: {'asyncio' if factory is None else 'uvloop'}")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.only == "split":
+            senders = [int(n) for n in args.senders.split(",")]
+            with asyncio.Runner(loop_factory=factory) as loop:
+                loop.run(
+                    split_against_nginx(
+                        args.pages, args.max_in_flight, senders, args.rounds, Path(tmp)
+                    )
+                )
+            return
         if args.only in (None, "nginx"):
             with asyncio.Runner(loop_factory=factory) as loop:
                 loop.run(against("nginx", args.pages, args.max_in_flight, Path(tmp)))
