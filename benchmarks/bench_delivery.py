@@ -26,8 +26,8 @@ and the ratio driftowner / Alertmanager. Absolute numbers are for orientation on
 2-core machine); the ratio is the result.
 
     .venv/bin/python benchmarks/bench_delivery.py [--pages N] [--slow-pages N]
-        [--max-in-flight K] [--only nginx|slow|outbox|send|processes] [--processes 1,2,3]
-        [--collector daemon|frozen|python]
+        [--max-in-flight K] [--only nginx|slow|outbox|send|processes|split] [--processes 1,2,3]
+        [--senders 1,2] [--rounds 3] [--collector daemon|frozen|python]
 
 ``--only send`` runs the HTTP path alone: ``--pages`` signed pages through
 ``WebhookChannel.send`` to nginx, 16 at a time, beside the same bodies from a bare aiohttp
@@ -37,6 +37,15 @@ session (the floor), CPU a page of each.
 1, 2, 3 (``--processes``) processes at once, each running :class:`Deliverer` over the same
 SQLite outbox (each leasing from it, as instances over one store do), to see whether delivery
 in several processes would use this machine's second core. No Alertmanager.
+
+``--only split`` is a prototype, not the daemon: one process owns the SQLite outbox and runs
+:class:`Deliverer` and the webhook channel as in the nginx run (every page committed before it
+is sent, every outcome committed as it completes), but the channel's POSTs go, as built and
+batched per turn of the loop, over a Unix socket to 1, 2 (``--senders``) sender processes
+that only POST them with the channels' ``AiohttpSender`` and send back each outcome. Each
+round (``--rounds``) runs the single process and each split, the order rotated, each beside
+Alertmanager to the same nginx, after measuring the free cores; every run also prints how many
+of the machine's cores were idle from ``t0`` to the last outcome.
 
 ``--collector daemon|frozen|python`` sets the garbage collector of the runs in this process
 (not those of ``--only processes``): as the daemon has it while it delivers (the default),
@@ -55,6 +64,7 @@ import gc
 import json
 import logging
 import multiprocessing
+import os
 import pickle
 import shutil
 import socket
@@ -277,6 +287,9 @@ class Spent:
     every: float
     loop: float
     collecting: float
+    idle: float = float("nan")
+    """The machine's cores idle (every process's, not only this one's), on average, from
+    ``t0`` to the last outcome."""
 
     def per_page(self, count: int) -> str:
         """Milliseconds of CPU a page: all of it, and how it splits between the threads."""
@@ -345,6 +358,7 @@ async def run_driftowner(
     now = datetime.now(UTC)
     incidents, notes = pages(count, now)
     store.apply(Changes(opened=incidents))
+    ticks = machine_ticks()
     if channels is None:
         channels = {name: build_channel(name, spec) for name, spec in config.channels.items()}
     store.apply(Changes(notifications=notes))  # committed: durable before anything is sent
@@ -359,7 +373,12 @@ async def run_driftowner(
             if due is not None and store.outbox_pending():
                 await asyncio.sleep(max((due - datetime.now(UTC)).total_seconds(), 0.0))
     recorded = time.time()
-    spent = Spent(time.process_time() - cpu, time.thread_time() - loop_cpu, collections.seconds)
+    spent = Spent(
+        time.process_time() - cpu,
+        time.thread_time() - loop_cpu,
+        collections.seconds,
+        cores_idle(ticks, machine_ticks()),
+    )
     rows = [n for i in range(50) for n in store.notifications(f"inc-{i}")]
     delivered = sum(1 for row in rows if row.delivered_at is not None)
     attempts = sum(row.attempts for row in rows)
@@ -921,6 +940,19 @@ def wait_for(arrivals: Any, path: str, count: int, timeout: float) -> list[float
     return seen
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(idle, all) clock ticks of every core since boot (``/proc/stat``)."""
+    with open("/proc/stat") as stat:
+        fields = [int(field) for field in stat.readline().split()[1:9]]
+    return fields[3] + fields[4], sum(fields)
+
+
+def cores_idle(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """How many of the machine's cores were idle between two :func:`machine_ticks`."""
+    idle, every = after[0] - before[0], after[1] - before[1]
+    return (os.cpu_count() or 1) * idle / every if every else float("nan")
+
+
 def summary(name: str, t0: float, times: list[float], count: int) -> dict[str, float]:
     latencies = sorted(at - t0 for at in times)
     last = latencies[-1] if latencies else float("nan")
@@ -932,6 +964,7 @@ def summary(name: str, t0: float, times: list[float], count: int) -> dict[str, f
         "per_second": min(len(times), count) / last if latencies else 0.0,
         "p50": statistics.median(latencies) if latencies else float("nan"),
         "p99": p99,
+        "first": latencies[0] if latencies else float("nan"),
     }
     if len(times) < count:
         print(f"  {name:12} ONLY {len(times)} of {count} pages arrived within the wait")
@@ -964,8 +997,10 @@ async def against(
                 t0, recorded, delivered, attempts, spent = await run_driftowner(
                     f"{url}/driftowner", count, base, max_in_flight
                 )
+            idle = spent.idle
             times = wait_for(target.arrivals, "/driftowner", count, 5)
             results["driftowner"] = summary("driftowner", t0, times, count)
+            results["driftowner"]["idle"] = idle
             results["driftowner"].update(
                 delivered=delivered,
                 retries=attempts - count,
@@ -976,6 +1011,10 @@ async def against(
                 f"  {'':12} {delivered} recorded delivered in the store, {attempts - count} "
                 f"retries, last outcome recorded {recorded - t0:.2f} s after t0,\n"
                 f"  {'':12} {spent.per_page(count)}"
+            )
+            print(
+                f"  {'':12} the machine's cores idle from t0 to the last outcome: {idle:.2f}; "
+                f"the first page arrived {results['driftowner']['first']:.2f} s after t0"
             )
             if stats:
                 cpu = sum(seconds for seconds, _ in stats)
@@ -1040,6 +1079,8 @@ async def split_against_nginx(
             print(
                 f"  {'single' if not mode else f'split {mode}':9} {d['per_second']:6.0f} "
                 f"p99 {d['p99']:.2f}  cpu {d['cpu_per_page'] * 1000:.3f}  "
+                f"owner {d.get('owner_cpu_per_page', d['cpu_per_page']) * 1000:.3f}  "
+                f"idle {d['idle']:.2f}  first {d['first']:.2f}  "
                 f"AM {a['per_second']:6.0f} p99 {a['p99']:.2f}  "
                 f"ratio {d['per_second'] / a['per_second']:.2f}"
             )
