@@ -323,7 +323,8 @@ def incident_json(incident: Incident, now: datetime) -> dict[str, Any]:
 
 
 def finding_json(finding: Finding) -> dict[str, Any]:
-    """The public JSON shape of a finding (incident evidence, ``evaluate --json``)."""
+    """The public JSON shape of a finding (incident evidence, ``evaluate --json``): its
+    evidence (value, reference, statistic, limit, when the change began: RFC 3339 or null)."""
     return {
         "system": finding.system,
         "signal": finding.signal,
@@ -331,7 +332,9 @@ def finding_json(finding: Finding) -> dict[str, Any]:
         "status": finding.status,
         "value": finding.value,
         "reference": finding.reference,
+        "statistic": finding.statistic,
         "limit": finding.limit,
+        "began_at": rfc3339(finding.began_at) if finding.began_at is not None else None,
         "detector": finding.detector,
         "reason": finding.reason,
     }

@@ -120,6 +120,48 @@ def test_signed_link_get_only_confirms_and_post_acts(api: tuple[TestClient, Runt
     assert runtime.store.events(incident_id)[-1].detail == "on it"
 
 
+@pytest.mark.parametrize("accept", [True, False])
+def test_a_resolve_link_can_accept_the_new_level(
+    api: tuple[TestClient, Runtime, str], accept: bool
+) -> None:
+    """Issue 6: the owner can accept a new level as normal from the link as from the CLI and
+    the API: the resolve link's form offers it, and ticking it logs the ``accepted`` event
+    the detector bank re-learns from; left unticked, a plain resolve logs none. An ack link
+    does not offer it."""
+    client, runtime, incident_id = api
+    ack = runtime.links(incident_id, "ack", "alice")
+    assert ack is not None
+    assert 'name="accept"' not in client.get(ack.removeprefix("https://driftowner.test")).text
+    url = runtime.links(incident_id, "resolve", "alice")
+    assert url is not None
+    path = url.removeprefix("https://driftowner.test")
+    page = client.get(path)
+    assert page.status_code == 200
+    assert 'name="accept"' in page.text
+    form = {"note": "new normal", **({"accept": "on"} if accept else {})}
+    done = client.post(path, data=form)
+    assert done.status_code == 200, done.text
+    assert ("re-learn" in done.text) is accept
+    resolved = runtime.store.incident(incident_id)
+    assert resolved is not None and resolved.state == "resolved"
+    kinds = [event.kind for event in runtime.store.events(incident_id)]
+    assert ("accepted" in kinds) is accept
+
+
+def test_a_resolve_link_refuses_an_accept_box_it_cannot_read(
+    api: tuple[TestClient, Runtime, str],
+) -> None:
+    """An ``accept`` value that is neither on nor off is a 422 naming the field; nothing
+    changes."""
+    client, runtime, incident_id = api
+    url = runtime.links(incident_id, "resolve", "alice")
+    assert url is not None
+    answer = client.post(url.removeprefix("https://driftowner.test"), data={"accept": "maybe"})
+    assert answer.status_code == 422
+    assert "accept: expected on or off" in answer.text
+    assert runtime.store.incident(incident_id).state == "open"  # type: ignore[union-attr]
+
+
 def test_forged_and_expired_links_are_refused(api: tuple[TestClient, Runtime, str]) -> None:
     """A tampered token, a token signed with another secret, and an expired one: 403, and the
     incident stays as it was."""

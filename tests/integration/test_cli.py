@@ -121,6 +121,50 @@ def test_evaluate_prints_findings_and_changes_nothing(
     assert not (tmp_path / "never.db").exists()
 
 
+ONE_SIGNAL = """
+storage: {url: "sqlite:///%(db)s"}
+sources: {csv: {type: file, path: "%(csv)s"}}
+owners: {alice: {name: Alice Chen, email: alice@example.com}}
+channels: {console: {type: log}}
+escalation_chains: {std: {steps: [{notify: owner, via: [console]}]}}
+systems:
+  fraud-scoring:
+    owner: alice
+    escalation: std
+    signals:
+      adoption: {layer: business, source: csv, query: adoption, bad: down}
+"""
+
+
+def test_evaluate_shows_a_drifting_findings_statistic_and_when_it_began(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 6, point 7: a finding carries value, reference, statistic, limit and when the
+    change began. A signal with no ``detect`` on a file source whose level fell an hour ago:
+    ``evaluate --json`` warm-starts its chart from the file and shows all five."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    rows = ["timestamp,series,value"]
+    for minutes in range(600, -1, -1):
+        level = 0.41 if minutes > 60 else 0.31
+        wobble = 0.01 * ((minutes * 7919) % 13 - 6) / 6
+        at = (now - timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        rows.append(f"{at},adoption,{level + wobble:.4f}")
+    csv = tmp_path / "adoption.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    config = tmp_path / "driftowner.yaml"
+    config.write_text(ONE_SIGNAL % {"db": tmp_path / "never.db", "csv": csv})
+    code, out, _ = run(capsys, "evaluate", "--config", str(config), "--json")
+    assert code == 0
+    (finding,) = json.loads(out)["findings"]
+    assert finding["status"] == "degraded", finding
+    assert finding["reference"] == pytest.approx(0.41, abs=0.01)
+    assert finding["statistic"] > finding["limit"] > 0
+    began = datetime.fromisoformat(finding["began_at"].replace("Z", "+00:00"))
+    assert abs(began - (now - timedelta(minutes=60))) <= timedelta(minutes=5)
+    assert "fell" in finding["reason"]
+    assert finding["reason"].endswith("(1 false alarm expected per 30 days)")
+
+
 @pytest.fixture
 def deployed(tmp_path: Path) -> tuple[Path, str]:
     """The demo config over a store in tmp_path holding one open incident."""

@@ -183,6 +183,40 @@ def test_describe_reads_as_one_line() -> None:
 
 
 @pytest.mark.parametrize(
+    ("span", "spoken"),
+    [
+        (timedelta(days=7), "7-day"),
+        (timedelta(minutes=3461), "2-day"),  # 2 days 9 h 41 min: a chart's span at any minute
+        (timedelta(days=7, minutes=1), "7-day"),
+        (timedelta(hours=36), "36-hour"),
+        (timedelta(hours=5, minutes=7), "5-hour"),
+        (timedelta(minutes=90), "90-minute"),
+        (timedelta(minutes=29, seconds=50), "30-minute"),
+    ],
+)
+def test_the_evidence_line_rounds_the_reference_span_as_a_person_would(
+    span: timedelta, spoken: str
+) -> None:
+    """A reference learned over 2 days 9 hours 41 minutes reads "its 2-day level", not "its
+    3461-minute level": a chart's span ends at its latest sample, so it is rarely a whole
+    number of days or hours."""
+    detection = Detection(
+        detector="page_hinkley",
+        at=T0 + timedelta(minutes=50),
+        began_at=T0 + timedelta(minutes=40),
+        direction="down",
+        bad=True,
+        value=0.31,
+        reference=0.41,
+        reference_span=span,
+        level=0.3,
+        statistic=12.0,
+        limit=9.5,
+    )
+    assert f" below its {spoken} level 0.41 " in describe(detection, "adoption", timedelta(days=30))
+
+
+@pytest.mark.parametrize(
     ("span", "noun", "adjective"),
     [
         (timedelta(days=30), "30 days", "30-day"),

@@ -146,6 +146,7 @@ def links_router(runtime: Runtime) -> APIRouter:
             incident=incident,
             confirm=verb,
             acting_as=owner_name(runtime.config, link.recipient),
+            offer_accept=link.action == "resolve",
         )
 
     @r.post(
@@ -161,18 +162,22 @@ def links_router(runtime: Runtime) -> APIRouter:
         try:
             by = _form_field(form, "by")
             note = _form_field(form, "note") or ""
+            accept = _form_flag(form, "accept")
         except service.BadRequest as error:
             return page(runtime, "Not done", error=str(error), status=422)
         # The store is synchronous: act in the threadpool, as the plain-def routes do, so a
         # busy store never stalls the event loop.
-        return await run_in_threadpool(act_on_link, runtime, token, by, note)
+        return await run_in_threadpool(act_on_link, runtime, token, by, note, accept)
 
     return r
 
 
-def act_on_link(runtime: Runtime, token: str, form_by: str | None, note: str) -> HTMLResponse:
+def act_on_link(
+    runtime: Runtime, token: str, form_by: str | None, note: str, accept: bool = False
+) -> HTMLResponse:
     """Act as the link's recipient; a form naming anyone else is refused (the audit trail
-    records who was paged, never who a form claims to be)."""
+    records who was paged, never who a form claims to be). ``accept`` (a resolve link's
+    box): the signals' new levels are normal, their detectors re-learn them."""
 
     try:
         link = runtime.links.verify(token)
@@ -194,6 +199,7 @@ def act_on_link(runtime: Runtime, token: str, form_by: str | None, note: str) ->
             note,
             runtime.clock(),
             "link",
+            accept=accept and action == "resolve",
         )
     except service.REFUSALS as error:
         refused = refusal(error)
@@ -202,8 +208,24 @@ def act_on_link(runtime: Runtime, token: str, form_by: str | None, note: str) ->
         f"Acknowledged by {name}. Escalation has stopped."
         if action == "ack"
         else f"Resolved by {name}. Everyone who was notified will hear of it."
+        + (" The new level is accepted as normal: the detectors re-learn it." if accept else "")
     )
     return page(runtime, "Done", incident=incident, message=done)
+
+
+def _form_flag(form: dict[str, list[str]], name: str) -> bool:
+    """A checkbox: ticked (``on``, as browsers send it, or ``true``/``1``) or not (absent,
+    empty, ``off``, ``false``, ``0``).
+
+    Raises:
+        service.BadRequest: any other value, or not UTF-8.
+    """
+    value = (_form_field(form, name) or "").strip().lower()
+    if value in ("on", "true", "1"):
+        return True
+    if value in ("", "off", "false", "0"):
+        return False
+    raise service.BadRequest(name, f"{name}: expected on or off, got {value[:20]!r}")
 
 
 def _form_field(form: dict[str, list[str]], name: str) -> str | None:

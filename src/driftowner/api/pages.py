@@ -43,9 +43,11 @@ def page(
     message: str = "",
     confirm: str = "",
     acting_as: str = "",
+    offer_accept: bool = False,
     status: int = 200,
 ) -> HTMLResponse:
-    """A signed link's page: the incident, who acts, and the outcome or the question."""
+    """A signed link's page: the incident, who acts, and the outcome or the question (a
+    resolve link's with the box that accepts the new level, ``offer_accept``)."""
     html = (
         templates()
         .get_template("action.html")
@@ -58,6 +60,7 @@ def page(
             message=message,
             confirm=confirm,
             acting_as=acting_as,
+            offer_accept=offer_accept,
         )
     )
     return HTMLResponse(html, status_code=status)

@@ -191,23 +191,45 @@ def observe(watch: Watch, samples: Iterable[Sample]) -> tuple[Watch, list[Detect
     for sample in samples:
         if watch.relearn_from is not None and sample.at <= watch.relearn_from:
             continue
+        before = state
         state, detection = watch.detector.update(state, sample.value, sample.at)
         if detection is not None:
             watch = _after(replace(watch, state=state), detection)
             confirmed.append(detection)
+        elif _back_on_relearning(watch, before, state):
+            watch = replace(watch, left=None, went_to=None, began_at=None)
     return replace(watch, state=state), confirmed
+
+
+def _back_on_relearning(watch: Watch, before: ChartState, after: ChartState) -> bool:
+    """A degraded watch whose chart has just learned its new reference (after a confirmed
+    change) at a level no longer away from the level it left: the signal is back.
+
+    A confirmed change's level is the mean since its estimated start, and a large shift is
+    confirmed within a few samples, so one sample from before the change (or an estimated
+    start some samples early) moves that level a third of the way back or more: a full
+    recovery could still read as "away", and its incident never resolved. The re-learned
+    reference (the median of a whole warm-up at the new level) settles it."""
+    return (
+        watch.left is not None
+        and watch.went_to is not None
+        and before.reference is None
+        and after.reference is not None
+        and not away(after.reference.centre, watch.left, watch.went_to, watch.detector.bad)
+    )
 
 
 def _quiet(watch: Watch, samples: tuple[Sample, ...]) -> ChartState | None:
     """The steady path: one new sample that confirms no change moves the watch's state in
     place, and the state after it is returned; None (nothing moved) for anything else (several
-    samples, a change confirmed, samples before an accept), which :func:`observe` takes."""
+    samples, a change confirmed, a degraded chart back at its level once it re-learned,
+    samples before an accept), which :func:`observe` takes."""
     if len(samples) != 1 or watch.relearn_from is not None:
         return None
     sample = samples[0]
     state, detection = watch.detector.update(watch.state, sample.value, sample.at)
-    if detection is not None:
-        return None
+    if detection is not None or _back_on_relearning(watch, watch.state, state):
+        return None  # the watch itself changes: a new one, as observe gives it
     watch.state = state
     return state
 

@@ -393,7 +393,7 @@ def describe(detection: Detection, signal: str, false_alarm_every: timedelta | N
     change = _relative_change(detection.value, detection.reference)
     verb = "rose" if detection.direction == "up" else "fell"
     side = "above" if detection.direction == "up" else "below"
-    span = spoken_duration(_whole_minutes(detection.reference_span), adjective=True)
+    span = spoken_duration(_rounded_span(detection.reference_span), adjective=True)
     amount = _percent(abs(change), signed=False)
     line = (
         f"{signal} {_fmt(detection.value)} {verb} {amount} {side} its {span} level "
@@ -417,8 +417,16 @@ def spoken_duration(span: timedelta, *, adjective: bool = False) -> str:
     raise AssertionError("unreachable")
 
 
-def _whole_minutes(span: timedelta) -> timedelta:
-    return timedelta(minutes=max(1, round(span.total_seconds() / 60)))
+def _rounded_span(span: timedelta) -> timedelta:
+    """A reference's span as a person rounds it: whole days from 2 days on, whole hours from
+    2 hours on, else whole minutes (at least one). A chart's span ends at its latest sample,
+    so it is rarely a whole number of days: 2 days 9 hours 41 minutes reads "2-day", not
+    "3461-minute"."""
+    minutes = max(1, round(span.total_seconds() / 60))
+    for size in (1440, 60):
+        if minutes >= 2 * size:
+            return timedelta(minutes=round(minutes / size) * size)
+    return timedelta(minutes=minutes)
 
 
 # --- the state every chart keeps --------------------------------------------------------------
