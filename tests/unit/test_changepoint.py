@@ -152,6 +152,22 @@ def test_bad_direction_decides_what_pages(make: Callable[..., Detector]) -> None
         assert detection.bad is expected
 
 
+@pytest.mark.parametrize("shift", [3.0, 10.0])
+def test_page_hinkley_sees_a_shift_that_starts_at_its_first_judged_sample(shift: float) -> None:
+    """Page-Hinkley compares each value with the running mean since its reference; that mean
+    used to start at the first judged value, so a shift beginning there was absorbed into it
+    and never confirmed (a recovery at the first sample after a re-learning left its incident
+    open). The reference's centre now counts in the mean: the shift is confirmed, up, dated
+    at the first judged sample."""
+    values = [shift + x for x in noise(200, seed=11)]
+    found = run(PageHinkley(centre=0.0, spread=1.0), values)
+    assert found, "the shift from the first judged sample was not found"
+    index, detection = found[0]
+    assert index < 30
+    assert detection.direction == "up"
+    assert detection.began_at == T0
+
+
 def test_textbook_limits_alarm_more_often_than_the_budget() -> None:
     """On the same healthy series an explicit h=4 pages where the 30-day budget does not."""
     values = noise(3000, seed=11)

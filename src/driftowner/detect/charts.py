@@ -22,7 +22,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from driftowner.detect.changepoint import ChartState, Cusum, Detector, PageHinkley, Reference
+from driftowner.detect.changepoint import (
+    ChartState,
+    Cusum,
+    Detector,
+    PageHinkley,
+    Reference,
+    prior_weight,
+)
 
 Floats = NDArray[np.float64]
 Ints = NDArray[np.int64]
@@ -50,6 +57,8 @@ class Rows:
     references: tuple[Reference | None, ...]
     centre: Floats
     scale: Floats
+    prior: Floats
+    """Page-Hinkley's weight of the reference's centre in its running mean."""
     limit: Floats
     upper: Floats
     lower: Floats
@@ -72,6 +81,7 @@ def empty(size: int, keep: int) -> Rows:
         references=(None,) * size,
         centre=zeros,
         scale=np.ones(size),
+        prior=zeros,
         limit=zeros,
         upper=zeros,
         lower=zeros,
@@ -116,6 +126,7 @@ def hold(rows: Rows, index: Sequence[int], states: Sequence[ChartState]) -> Rows
         references=tuple(references),
         centre=column([_reference(s).centre for s in states], rows.centre),
         scale=column([_reference(s).scale for s in states], rows.scale),
+        prior=column([prior_weight(_reference(s)) for s in states], rows.prior),
         limit=column([s.limit for s in states], rows.limit),
         upper=column([s.upper for s in states], rows.upper),
         lower=column([s.lower for s in states], rows.lower),
@@ -197,7 +208,7 @@ def advance(detector: Detector, rows: Rows, index: Ints, values: Floats, stamps:
     z = (value - rows.centre[at]) / rows.scale[at]
     if isinstance(detector, PageHinkley):
         old_mean = rows.mean[at]
-        mean = old_mean + (z - old_mean) / (rows.count[at] + 1)
+        mean = old_mean + (z - old_mean) / (rows.count[at] + 1 + rows.prior[at])
         upper = _positive(old_upper + z - mean - detector.delta)
         lower = _positive(old_lower - (z - mean) - detector.delta)
     elif isinstance(detector, Cusum):
