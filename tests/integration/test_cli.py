@@ -4,11 +4,13 @@ commands acting through the same service functions as the HTTP API."""
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -163,6 +165,66 @@ def test_evaluate_shows_a_drifting_findings_statistic_and_when_it_began(
     assert abs(began - (now - timedelta(minutes=60))) <= timedelta(minutes=5)
     assert "fell" in finding["reason"]
     assert finding["reason"].endswith("(1 false alarm expected per 30 days)")
+
+
+def _replay_levels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], segments: list[tuple[int, float]], bad: str
+) -> list[dict[str, Any]]:
+    """``driftowner replay --json`` over a one-signal file config (no ``detect``) whose series
+    is ``(count, level)`` segments one a minute, noise sd 0.01 from ``random.Random(2)``:
+    the incidents replayed."""
+    rng = random.Random(2)
+    begin = datetime(2026, 11, 20, tzinfo=UTC)
+    rows = ["timestamp,series,value"]
+    minute = 0
+    for count, level in segments:
+        for _ in range(count):
+            at = (begin + timedelta(minutes=minute)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            rows.append(f"{at},adoption,{level + rng.gauss(0, 0.01):.6f}")
+            minute += 1
+    csv = tmp_path / "adoption.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    config = tmp_path / "driftowner.yaml"
+    text = ONE_SIGNAL % {"db": tmp_path / "never.db", "csv": csv}
+    config.write_text(text.replace("bad: down", f"bad: {bad}"))
+    end = begin + timedelta(minutes=minute - 1)
+    code, out, err = run(
+        capsys,
+        "replay",
+        "--config",
+        str(config),
+        "--from",
+        begin.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "--to",
+        end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "--json",
+    )
+    assert code == 0, err
+    incidents: list[dict[str, Any]] = json.loads(out)["incidents"]
+    return incidents
+
+
+def test_replay_resolves_a_dip_whose_recovery_follows_the_relearning_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 6, point 4: 2,000 samples at 0.41, 120 at 0.31, 700 at 0.41 (seed 2). The
+    default chart's re-learning after the dip stopped on the recovery's first sample, and
+    Page-Hinkley never saw a shift from its first judged sample: the incident stayed open.
+    Now the one incident resolves."""
+    segments = [(2000, 0.41), (120, 0.31), (700, 0.41)]
+    (incident,) = _replay_levels(tmp_path, capsys, segments, "down")
+    assert incident["state"] == "resolved", incident
+
+
+@pytest.mark.parametrize(("bad", "away"), [("up", -0.1), ("down", 0.1)])
+def test_replay_opens_nothing_for_a_harmless_excursion_and_its_return(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str, away: float
+) -> None:
+    """Issue 6, point 4: with ``bad: up`` a dip (``down``: a rise) is harmless; the chart
+    re-learned its level, and the return read as a bad shift against it, opening an incident
+    on a healthy model that never resolved. A return to the level held before opens nothing."""
+    segments = [(2000, 0.41), (120, 0.41 + away), (700, 0.41)]
+    assert _replay_levels(tmp_path, capsys, segments, bad) == []
 
 
 @pytest.fixture

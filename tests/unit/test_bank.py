@@ -109,6 +109,76 @@ def test_a_recovery_dated_too_early_still_clears_once_the_chart_relearns(seed: i
     assert found[-1].reason.startswith("back near its level")
 
 
+def test_a_recovery_at_the_first_sample_after_the_relearning_resolves() -> None:
+    """Issue 6, point 4. After the drop, the chart re-learns its reference; here (seed 2) the
+    re-learning stops exactly at the recovery's first sample (one far-off value hides the
+    window's autocorrelation, which is what lets it stop), and Page-Hinkley's running mean
+    absorbed a shift from its first judged sample: the recovery was never confirmed and the
+    signal stayed degraded for the 700 samples back at 0.41. Now the recovery is confirmed
+    and the finding is ok."""
+    samples = series((2000, 0.41), (120, 0.31), (700, 0.41), seed=2)
+    detector = PageHinkley(bad="down")
+    watch, _ = observe(start(detector), samples[:2000])
+    judged_from = None
+    for sample in samples[2000:]:
+        learning = watch.state.reference is None
+        watch, _ = observe(watch, [sample])
+        if learning and watch.state.reference is not None and judged_from is None:
+            judged_from = sample.at
+    assert judged_from == samples[2120].at  # the re-learning ends on the recovery's first
+    assert not watch.degraded
+    bank = Bank()
+    found = run(bank, samples)
+    assert statuses(found) == ["no_data", "ok", "degraded", "ok"]
+
+
+GOOD_AND_BAD = [
+    (kind, bad) for kind in ("default", "cusum", "ewma", "page_hinkley") for bad in ("up", "down")
+]
+
+
+def _signal(kind: str, bad: str) -> Any:
+    """A signal on a chart kind ("default": with no ``detect`` section)."""
+    return signal(bad=bad) if kind == "default" else signal(bad=bad, detect={kind: {}})
+
+
+def _excursion(bad: str, *levels: float) -> list[Sample]:
+    """2,000 samples at 0.41, then 120 samples at each of ``levels`` but the last (700), in
+    units of 10 sd on the good side (negative) or the bad side (positive) of 0.41."""
+    sign = 1.0 if bad == "up" else -1.0
+    counts = [120] * (len(levels) - 1) + [700]
+    segments = [(2000, 0.41)] + [
+        (count, 0.41 + sign * 0.1 * level) for count, level in zip(counts, levels, strict=True)
+    ]
+    return series(*segments, seed=5)
+
+
+@pytest.mark.parametrize(("kind", "bad"), GOOD_AND_BAD)
+@pytest.mark.parametrize(
+    ("story", "levels", "expected"),
+    [
+        ("a good-direction excursion and its return", (-1.0, 0.0), ["no_data", "ok"]),
+        ("a good-direction excursion, then beyond", (-1.0, 1.0), ["no_data", "ok", "degraded"]),
+        ("a plain shift in the bad direction", (1.0,), ["no_data", "ok", "degraded"]),
+    ],
+)
+def test_a_return_from_a_good_direction_excursion_is_not_drift(
+    kind: str, bad: str, story: str, levels: tuple[float, ...], expected: list[str]
+) -> None:
+    """Issue 6, point 4, for ``bad: up|down`` and every chart: a 10-sd move in the good
+    direction, then back, opens nothing (the chart had re-learned the good level, so the
+    return used to read as a bad shift against it, paging a healthy model for good); going
+    10 sd beyond the level held before it still degrades, on that level; so does a plain
+    shift in the bad direction."""
+    spec = _signal(kind, bad)
+    samples = _excursion(bad, *levels)
+    bank = Bank()
+    found = [bank.judge(*KEY, spec, SourceResult(samples=(s,)), s.at, MINUTE) for s in samples]
+    assert statuses(found) == expected, story
+    if expected[-1] == "degraded":
+        assert found[-1].reference == pytest.approx(0.41, abs=0.01)
+
+
 def test_a_further_shift_keeps_the_incident_on_the_level_it_left() -> None:
     """After a first fall, a further fall is its own change; the signal stays degraded and
     keeps the start and the level of the first change."""

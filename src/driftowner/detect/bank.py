@@ -9,6 +9,8 @@ A chart confirms *changes*; a finding needs a *status*. The bank turns one into 
 - later changes (recoveries, further shifts) move the signal's current level; the signal stays
   ``degraded`` while its current level is still away from the level it left, in the bad
   direction, by more than half of that first change; it is ``ok`` once it comes back;
+- for ``bad: up|down``, a change in the good direction records the level it left, and a move
+  back towards that level is not drift (only one beyond it degrades);
 - an owner who resolves with ``--accept`` says the new level is normal: the chart starts over
   and learns its reference from the samples after the accept (:meth:`Bank.accept`);
 - a warm start replays history through the same updates (:func:`observe`), so the state after
@@ -157,6 +159,12 @@ class Watch:
     """The latest confirmed change, the evidence for the finding."""
     relearn_from: datetime | None = None
     """Samples at or before this time are ignored: an owner accepted the level then."""
+    eased_from: float | None = None
+    """For ``bad: up|down``, the level before a change in the good direction that the signal
+    has not yet come back from (None otherwise): a later move back towards it is a return,
+    not drift, unless it goes beyond it (:func:`_after`)."""
+    eased_to: float | None = None
+    """The level that good-direction change went to."""
 
     @property
     def degraded(self) -> bool:
@@ -196,27 +204,52 @@ def observe(watch: Watch, samples: Iterable[Sample]) -> tuple[Watch, list[Detect
         if detection is not None:
             watch = _after(replace(watch, state=state), detection)
             confirmed.append(detection)
-        elif _back_on_relearning(watch, before, state):
-            watch = replace(watch, left=None, went_to=None, began_at=None)
+        else:
+            watch = _on_relearning(watch, before, state) or watch
     return replace(watch, state=state), confirmed
 
 
-def _back_on_relearning(watch: Watch, before: ChartState, after: ChartState) -> bool:
-    """A degraded watch whose chart has just learned its new reference (after a confirmed
-    change) at a level no longer away from the level it left: the signal is back.
+def _on_relearning(watch: Watch, before: ChartState, after: ChartState) -> Watch | None:
+    """The watch once its chart has just learned its new reference (after a confirmed change),
+    when that settles what the change's own level could not; None when nothing changes.
 
     A confirmed change's level is the mean since its estimated start, and a large shift is
-    confirmed within a few samples, so one sample from before the change (or an estimated
-    start some samples early) moves that level a third of the way back or more: a full
-    recovery could still read as "away", and its incident never resolved. The re-learned
-    reference (the median of a whole warm-up at the new level) settles it."""
-    return (
-        watch.left is not None
-        and watch.went_to is not None
-        and before.reference is None
-        and after.reference is not None
-        and not away(after.reference.centre, watch.left, watch.went_to, watch.detector.bad)
-    )
+    confirmed within a few samples, so one sample from before it (or an estimated start some
+    samples early) moves that level a third of the way back or more. The re-learned reference
+    (the median of a whole warm-up at the new level) settles it:
+
+    - a degraded watch whose new reference is no longer away from the level it left is back
+      (a full recovery could still read as "away", and its incident never resolved);
+    - a watch after a good-direction change (``eased_from``) is degraded if its new
+      reference is beyond the level held before that change, in the bad direction (an
+      overshoot the change's level understated, or one inside a re-learning window that
+      spans both moves), and is done with that change once a move back in the bad direction
+      has re-learned near that level."""
+    if before.reference is not None or after.reference is None:
+        return None
+    centre, bad = after.reference.centre, watch.detector.bad
+    if watch.left is not None and watch.went_to is not None:
+        if away(centre, watch.left, watch.went_to, bad):
+            return None
+        return replace(watch, left=None, went_to=None, began_at=None)
+    latest = watch.latest
+    if watch.eased_from is None or watch.eased_to is None or latest is None:
+        return None
+    if away(centre, watch.eased_from, watch.eased_to, bad):
+        return replace(
+            watch,
+            left=watch.eased_from,
+            went_to=centre,
+            began_at=latest.began_at,
+            eased_from=None,
+            eased_to=None,
+        )
+    if latest.direction != bad or away(centre, watch.eased_from, watch.eased_to, _GOOD[bad]):
+        return None  # still on the good side of the level held before
+    return replace(watch, eased_from=None, eased_to=None)
+
+
+_GOOD: dict[BadDirection, BadDirection] = {"up": "down", "down": "up", "both": "both"}
 
 
 def _quiet(watch: Watch, samples: tuple[Sample, ...]) -> ChartState | None:
@@ -228,7 +261,7 @@ def _quiet(watch: Watch, samples: tuple[Sample, ...]) -> ChartState | None:
         return None
     sample = samples[0]
     state, detection = watch.detector.update(watch.state, sample.value, sample.at)
-    if detection is not None or _back_on_relearning(watch, watch.state, state):
+    if detection is not None or _on_relearning(watch, watch.state, state) is not None:
         return None  # the watch itself changes: a new one, as observe gives it
     watch.state = state
     return state
@@ -236,12 +269,32 @@ def _quiet(watch: Watch, samples: tuple[Sample, ...]) -> ChartState | None:
 
 def _after(watch: Watch, detection: Detection) -> Watch:
     """The watch after a confirmed change: a first bad one records the level it left; any
-    later one moves the current level, and a return to the level left clears it."""
+    later one moves the current level, and a return to the level left clears it.
+
+    For ``bad: up|down`` a change in the good direction records the level it left
+    (``eased_from``), and a later change in the bad direction is judged against that level,
+    not against the chart's reference (re-learned at the good-direction level): coming back
+    is not drift; going beyond it by more than half of the good change is, and that level is
+    the one it left."""
     bad = watch.detector.bad
     moved = replace(watch, level=detection.level, latest=detection)
     if watch.left is None or watch.went_to is None:
+        eased, eased_to = watch.eased_from, watch.eased_to
         if not detection.bad:
-            return moved
+            if bad == "both" or eased is not None:
+                return moved
+            return replace(moved, eased_from=detection.reference, eased_to=detection.level)
+        if eased is not None and eased_to is not None:
+            if not away(detection.level, eased, eased_to, bad):
+                return moved  # a return: its re-learned reference settles it (_on_relearning)
+            return replace(
+                moved,
+                left=eased,
+                went_to=detection.level,
+                began_at=detection.began_at,
+                eased_from=None,
+                eased_to=None,
+            )
         return replace(
             moved, left=detection.reference, went_to=detection.level, began_at=detection.began_at
         )
