@@ -1,39 +1,78 @@
-"""Do incidents resolve when a signal comes back? A dip in the ``bad: down`` direction, then a
-full recovery to the level it left, judged through the detector bank (``bank.observe``, the
-daemon's and replay's own path): the share of charts still degraded at the end (their incident
-would never auto-resolve), with the bank's re-learning rule (``bank._back_on_relearning``) and
-without it (the same code with the rule switched off).
+"""Do incidents resolve when a signal comes back, and does a return from a harmless excursion
+stay quiet? Judged through the detector bank (``bank.observe``, the daemon's and replay's own
+path), with one fixed seed per run.
 
     .venv/bin/python -m benchmarks.bench_recovery [RUNS]      # default 200 runs per row
 
-Each run: 2,000 samples at 0.41, a dip to ``0.41 - shift * 0.01`` for ``length`` samples, then
-700 at 0.41 again; Gaussian noise of sd 0.01; one sample a minute; fixed seeds 0..RUNS-1.
+1. Recovery: a ``bad: down`` signal, 2,000 samples at 0.41, a dip to ``0.41 - shift * 0.01``
+   for ``length`` samples, then 700 at 0.41 again; Gaussian noise of sd 0.01; one sample a
+   minute. Counted: charts still degraded at the end (their incident would never
+   auto-resolve) on main before issue 6 point 4 (``before``: neither the bank's re-learning
+   rule ``bank._on_relearning`` nor Page-Hinkley's prior, ``changepoint.PRIOR_WEIGHT``),
+   with the re-learning rule only (``rule``, main after d31ad3e) and with both (``now``).
+2. A good-direction excursion: the same series judged as ``bad: up`` (the dip is harmless)
+   and as ``bad: up`` with the return overshooting to ``0.41 + shift * 0.01``. Counted: runs
+   ever degraded (a return must not page: 0 is right) and runs degraded at the end (an
+   overshoot must: ``RUNS`` is right), ``before`` (the bank without ``eased_from``: every
+   bad-direction change judged against the chart's reference) and ``now``.
 """
 
 from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from driftowner.detect import bank
-from driftowner.detect.changepoint import Cusum, Detector, Ewma, PageHinkley
+from driftowner.detect import bank, changepoint
+from driftowner.detect.changepoint import Cusum, Detection, Detector, Ewma, PageHinkley
 from driftowner.model import Sample
 
 T0 = datetime(2026, 11, 20, tzinfo=UTC)
 DIP_AT = 2000
+MAKERS: tuple[Callable[..., Detector], ...] = (PageHinkley, Cusum, Ewma)
 
 
-def series(seed: int, shift: float, length: int) -> list[Sample]:
+def series(seed: int, shift: float, length: int, back: float = 0.0) -> list[Sample]:
+    """The dip of ``shift`` sd for ``length`` samples; the 700 after it ``back`` sd above."""
     rng = random.Random(seed)
     return [
         Sample(
             T0 + timedelta(minutes=i),
-            (0.41 - shift * 0.01 if DIP_AT <= i < DIP_AT + length else 0.41) + rng.gauss(0, 0.01),
+            (
+                0.41 - shift * 0.01
+                if DIP_AT <= i < DIP_AT + length
+                else 0.41 + back * 0.01
+                if i >= DIP_AT + length
+                else 0.41
+            )
+            + rng.gauss(0, 0.01),
         )
         for i in range(DIP_AT + length + 700)
     ]
+
+
+@contextmanager
+def switched(rule: bool = True, prior: bool = True, eased: bool = True) -> Iterator[None]:
+    """The bank and chart with the named parts of the fix switched off, for this block."""
+    saved = bank._on_relearning, changepoint.PRIOR_WEIGHT, bank._after
+    if not rule:
+        bank._on_relearning = lambda *_: None  # type: ignore[assignment]
+    if not prior:
+        changepoint.PRIOR_WEIGHT = 0.0
+    if not eased:
+        after = bank._after
+
+        def plain(watch: bank.Watch, detection: Detection) -> bank.Watch:
+            return replace(after(watch, detection), eased_from=None, eased_to=None)
+
+        bank._after = plain  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        bank._on_relearning, changepoint.PRIOR_WEIGHT, bank._after = saved
 
 
 def stuck(make: Callable[..., Detector], shift: float, length: int, runs: int) -> int:
@@ -44,22 +83,47 @@ def stuck(make: Callable[..., Detector], shift: float, length: int, runs: int) -
     )
 
 
+def paged(make: Callable[..., Detector], shift: float, back: float, runs: int) -> tuple[int, int]:
+    """``bad: up`` runs ever degraded, and degraded at the end, over a dip then ``back``."""
+    ever = end = 0
+    for seed in range(runs):
+        watch = bank.start(make(bad="up"))
+        seen = False
+        for sample in series(seed, shift, 120, back):
+            watch, _ = bank.observe(watch, [sample])
+            seen = seen or watch.degraded
+        ever += seen
+        end += watch.degraded
+    return ever, end
+
+
 def main(argv: list[str]) -> None:
     runs = int(argv[0]) if argv else 200
-    rule = bank._back_on_relearning
-    print(f"Still degraded 700 samples after a full recovery, of {runs} runs:\n")
-    print("| detector | dip (sd) | dip length | without the rule | with it |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"1. Still degraded 700 samples after a full recovery, of {runs} runs:\n")
+    print("| detector | dip (sd) | dip length | before | rule | now |")
+    print("|---|---:|---:|---:|---:|---:|")
     for shift in (2.0, 4.0, 10.0):
         for length in (120, 320):
-            for make in (PageHinkley, Cusum, Ewma):
-                bank._back_on_relearning = lambda *_: False  # type: ignore[assignment]
-                try:
+            for make in MAKERS:
+                with switched(rule=False, prior=False):
                     before = stuck(make, shift, length, runs)
-                finally:
-                    bank._back_on_relearning = rule
-                after = stuck(make, shift, length, runs)
-                print(f"| {make.__name__} | {shift:g} | {length} | {before} | {after} |")
+                with switched(prior=False):
+                    rule = stuck(make, shift, length, runs)
+                now = stuck(make, shift, length, runs)
+                print(f"| {make.__name__} | {shift:g} | {length} | {before} | {rule} | {now} |")
+    print(f"\n2. bad: up, a dip of 120 samples, then back or beyond; of {runs} runs:\n")
+    print("| detector | dip (sd) | then | ever degraded before | now | at the end before | now |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for shift in (4.0, 10.0):
+        for back, then in ((0.0, "back"), (shift, f"{shift:g} sd above")):
+            for make in MAKERS:
+                with switched(eased=False):
+                    ever_before, end_before = paged(make, shift, back, runs)
+                ever, end = paged(make, shift, back, runs)
+                print(
+                    f"| {make.__name__} | {shift:g} | {then} | {ever_before} | {ever} "
+                    f"| {end_before} | {end} |"
+                )
 
 
 if __name__ == "__main__":
