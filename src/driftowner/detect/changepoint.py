@@ -43,7 +43,7 @@ import itertools
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal, Protocol
@@ -749,7 +749,12 @@ class Cusum(_Chart):
 class Ewma(_Chart):
     """EWMA chart (Roberts, 1959) on standardised values: ``E = (1 - lam) E + lam z`` against
     the time-varying limits ``L * sqrt(lam / (2 - lam) * (1 - (1 - lam)^(2t)))``, exact for the
-    t-th sample after the reference; the change began when E last crossed the centre.
+    t-th sample after the reference. The change began at the most likely start of a shift
+    (:func:`shift_start`) among the samples since E last crossed the centre (the latest
+    ``warmup`` of them are held; when it is their first, the crossing is kept):
+    E can sit on the changed side for tens of samples before the change, so the crossing
+    itself dates it too early (issue 6). The new reference is re-learned from the samples
+    since the start.
 
     Defaults: ``lam = 0.2`` (Lucas and Saccucci's choice for shifts near 1 sigma) and ``L`` from
     the false-alarm budget by Brook and Evans' Markov chain (2.962 gives ARL 500).
@@ -780,6 +785,83 @@ class Ewma(_Chart):
     def _limits(self, state: ChartState) -> float:
         decay = 1 - (1 - self.lam) ** (2 * state.count)
         return state.limit * math.sqrt(self.lam / (2 - self.lam) * decay)
+
+    def _confirm(
+        self, state: ChartState, value: float, at: datetime
+    ) -> tuple[ChartState, Detection | None]:
+        """As every chart confirms (when, and in which direction, are unchanged), but dated
+        from the mean-shift split of the excursion rather than from E's crossing."""
+        confirmed, detection = _Chart._confirm(self, state, value, at)
+        if detection is None:
+            return confirmed, detection
+        return _Chart._confirm(self, self._dated(state, detection.direction), value, at)
+
+    def _dated(self, state: ChartState, direction: Direction) -> ChartState:
+        """``state`` with the ``direction`` excursion cut to the samples since the shift began."""
+        up = direction == "up"
+        since = state.upper_since if up else state.lower_since
+        values = state.upper_values if up else state.lower_values
+        if since is None or state.last_at is None:
+            return state
+        assert state.reference is not None  # a confirmed change was judged against one
+        centre, scale = state.reference.centre, state.reference.scale
+        split = shift_start([(v - centre) / scale for v in values], 1.0 if up else -1.0)
+        if split == 0:
+            return state
+        # Held samples are consecutive; their times are not kept. All of the excursion is held
+        # when fewer than ``warmup`` are: spread them evenly over its span. Otherwise count back
+        # one evaluation interval per sample (a gap after the start makes it late by the gap).
+        n = len(values)
+        if n < self.warmup:
+            began = since + split * (state.last_at - since) / (n - 1)
+        else:
+            began = max(since, state.last_at - (n - 1 - split) * self.interval.total_seconds())
+        kept = values[split:]
+        if up:
+            return replace(state, upper_since=began, upper_values=kept)
+        return replace(state, lower_since=began, lower_values=kept)
+
+
+def shift_start(values: Sequence[float], sign: float) -> int:
+    """Where a shift in the direction ``sign`` (+1 up, -1 down) most likely began in ``values``
+    (standardised: the reference level is 0, unit variance), by the Bayesian information
+    criterion over three explanations, in one pass over the cumulative sums:
+
+    - every value shifted (the start is the first): gain ``S^2 / n`` in twice the
+      log-likelihood over "no shift";
+    - the values from ``j`` shifted, those before at the reference level: ``T_j^2 / (n - j)``,
+      less ``ln n`` for the start;
+    - the values from ``j`` shifted further from a level of their own before it (a reference
+      slightly off, a slow drift before the step): ``H_j^2 / j + T_j^2 / (n - j)``, less
+      ``2 ln n`` for the start and that level;
+
+    where ``S``, ``H_j`` and ``T_j`` are the sums of all the values, of those before ``j`` and
+    of those from ``j``. Without the penalties a split inside pure post-change noise always
+    looks better than none, and a change that began at the first value would be dated late.
+
+    Returns:
+        The index of the start: 0 when no later start explains the values better.
+    """
+    n = len(values)
+    total = math.fsum(values)
+    if n < 2 or not sign * total > 0:
+        return 0
+    log_n = math.log(n)
+    best, start = total * total / n, 0
+    head = 0.0
+    for j in range(1, n):
+        head += values[j - 1]
+        tail = total - head
+        if not sign * tail > 0:
+            continue
+        from_reference = tail * tail / (n - j) - log_n
+        if from_reference > best:
+            best, start = from_reference, j
+        if sign * (tail / (n - j) - head / j) > 0:
+            from_own_level = head * head / j + tail * tail / (n - j) - 2 * log_n
+            if from_own_level > best:
+                best, start = from_own_level, j
+    return start
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,8 @@ def judge(
         return found
     base = Finding(system=system, signal=signal_name, layer=signal.layer, status="no_data", at=now)
     latest = result.samples[-1]
+    if not math.isfinite(latest.value):  # neither within nor beyond any limit
+        return replace(base, reason=f"the newest value is not a finite number ({latest.value})")
     if signal.alerts:
         return alerting(base, signal.query, latest)
     detect = signal.detect
@@ -130,9 +132,13 @@ def baseline(
     base: Finding, spec: BaselineConfig, bad: BadDirection, samples: tuple[Sample, ...]
 ) -> Finding:
     """Degraded when the newest value moved more than ``max_change`` from the mean of the
-    reference window (the samples before it) in the ``bad`` direction."""
+    reference window (the finite samples before it) in the ``bad`` direction."""
     latest = samples[-1]
-    history = [s.value for s in samples[:-1] if s.at >= latest.at - spec.reference]
+    history = [
+        s.value
+        for s in samples[:-1]
+        if s.at >= latest.at - spec.reference and math.isfinite(s.value)
+    ]
     found = replace(base, value=latest.value, detector="baseline", limit=spec.max_change)
     if len(history) < spec.min_samples:
         return replace(

@@ -92,7 +92,8 @@ def shares(cumulative: Mapping[float, float]) -> tuple[tuple[float, ...], tuple[
         The upper bounds in ascending order, and each bin's smoothed share (summing to 1).
 
     Raises:
-        ValueError: no ``+Inf`` bucket, or the counts decrease with ``le``.
+        ValueError: no ``+Inf`` bucket, a count that is not a finite non-negative number, or
+            the counts decrease with ``le``.
     """
     bounds = tuple(sorted(cumulative))
     if not bounds or bounds[-1] != math.inf:
@@ -101,6 +102,7 @@ def shares(cumulative: Mapping[float, float]) -> tuple[tuple[float, ...], tuple[
     below = 0.0
     for le in bounds:
         total = cumulative[le]
+        _check_count(le, total)
         if total < below:
             raise ValueError(f"le={le:g}: cumulative count {total:g} is below the previous")
         counts.append(total - below)
