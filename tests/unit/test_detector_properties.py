@@ -89,6 +89,14 @@ def test_nan_and_infinities_never_crash_and_are_never_judged(values: list[float]
                 assert math.isfinite(found.reference)
 
 
+def test_a_baseline_of_values_too_large_to_add_still_has_a_mean() -> None:
+    """Finite values whose sum overflows a float (hypothesis found them) give the reference's
+    mean, not an OverflowError out of the cycle."""
+    found = _verdicts(_baseline("both"), [1.7e308] * 40)[-1]
+    assert found.reference == pytest.approx(1.7e308)
+    assert found.status == "ok"
+
+
 def _shifted(noise: Sequence[float], shift: float, start: int) -> list[float]:
     return [x + (shift if i >= start else 0.0) for i, x in enumerate(noise)]
 

@@ -147,7 +147,7 @@ def baseline(
             detector="baseline",
             reason=f"{len(history)} reference samples, baseline needs {spec.min_samples}",
         )
-    reference = fmean(history)
+    reference = _mean(history)
     change = _relative_change(latest.value, reference)
     breached = {
         "down": change < -spec.max_change,
@@ -167,6 +167,15 @@ def baseline(
         statistic=change,
         reason=reason,
     )
+
+
+def _mean(values: list[float]) -> float:
+    """The mean of finite values, also when their sum overflows a float (each is divided by
+    the count before adding, so the total stays within the largest of them)."""
+    try:
+        return fmean(values)
+    except OverflowError:
+        return math.fsum(v / len(values) for v in values)
 
 
 def _relative_change(value: float, reference: float) -> float:
