@@ -175,10 +175,9 @@ def test_textbook_limits_alarm_more_often_than_the_budget() -> None:
     assert not run(Cusum(centre=0.0, spread=1.0), values)
 
 
-def test_describe_reads_as_one_line() -> None:
-    """The evidence line names the signal, value, change, reference level and span, when the
-    change began, and the budget; or the statistic and limit when the limit was explicit."""
-    detection = Detection(
+def _adoption_fell(span: timedelta) -> Detection:
+    """Adoption confirmed down at 09:50 from its level 0.41 over ``span``, begun at 09:40."""
+    return Detection(
         detector="page_hinkley",
         at=T0 + timedelta(minutes=50),
         began_at=T0 + timedelta(minutes=40),
@@ -186,11 +185,17 @@ def test_describe_reads_as_one_line() -> None:
         bad=True,
         value=0.31,
         reference=0.41,
-        reference_span=timedelta(days=7),
+        reference_span=span,
         level=0.3,
         statistic=12.0,
         limit=9.5,
     )
+
+
+def test_describe_reads_as_one_line() -> None:
+    """The evidence line names the signal, value, change, reference level and span, when the
+    change began, and the budget; or the statistic and limit when the limit was explicit."""
+    detection = _adoption_fell(timedelta(days=7))
     assert describe(detection, "adoption", timedelta(days=30)) == (
         "adoption 0.31 fell 24.4% below its 7-day level 0.41 around 09:40 "
         "(1 false alarm expected per 30 days)"
@@ -216,19 +221,7 @@ def test_the_evidence_line_rounds_the_reference_span_as_a_person_would(
     """A reference learned over 2 days 9 hours 41 minutes reads "its 2-day level", not "its
     3461-minute level": a chart's span ends at its latest sample, so it is rarely a whole
     number of days or hours."""
-    detection = Detection(
-        detector="page_hinkley",
-        at=T0 + timedelta(minutes=50),
-        began_at=T0 + timedelta(minutes=40),
-        direction="down",
-        bad=True,
-        value=0.31,
-        reference=0.41,
-        reference_span=span,
-        level=0.3,
-        statistic=12.0,
-        limit=9.5,
-    )
+    detection = _adoption_fell(span)
     assert f" below its {spoken} level 0.41 " in describe(detection, "adoption", timedelta(days=30))
 
 

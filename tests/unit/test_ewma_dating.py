@@ -4,28 +4,15 @@ the samples since E last crossed the centre, not at the crossing itself."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from driftowner.detect.changepoint import ChartState, Detection, Direction, Ewma, shift_start
+from driftowner.detect.changepoint import ChartState, Direction, Ewma, shift_start
 
-T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
-MINUTE = timedelta(minutes=1)
+from .test_changepoint import MINUTE, T0, run
+
 STEP_AT = 300
-
-
-def run(detector: Ewma, values: Sequence[float]) -> list[tuple[int, Detection]]:
-    """Feed ``values`` one a minute; the index of each confirming sample with its detection."""
-    state = detector.start()
-    found = []
-    for index, value in enumerate(values):
-        state, detection = detector.update(state, value, T0 + index * MINUTE)
-        if detection is not None:
-            found.append((index, detection))
-    return found
 
 
 def drift_then_step(seed: int, sign: float) -> list[float]:
