@@ -132,6 +132,54 @@ def test_a_recovery_at_the_first_sample_after_the_relearning_resolves() -> None:
     assert statuses(found) == ["no_data", "ok", "degraded", "ok"]
 
 
+@pytest.mark.parametrize(
+    ("make", "seed"),
+    [(PageHinkley, 90), (PageHinkley, 119), (Cusum, 119), (Cusum, 142), (Cusum, 174)],
+)
+def test_a_full_recovery_clears_even_when_the_first_change_was_dated_early(
+    make: Any, seed: int
+) -> None:
+    """Issue 6, point 4 (``bench_recovery``): a 10-sigma dip of 120 samples, then 700 samples
+    back at 0.41. Here the change start is dated well before the change, the re-learning
+    window spans the dip and the recovery (a very wide scale: nothing more is confirmed), and
+    the first change's level, which sets the half-way tolerance, is wrong: the signal stayed
+    degraded to the end. The median of the latest warm-up's values, back within half a
+    deviation of the level left (in that reference's scale) for a warm-up's worth of samples,
+    clears it, through the daemon's per-sample path and through ``observe`` alike."""
+    samples = series((2000, 0.41), (120, 0.41 - 10 * 0.01), (700, 0.41), seed=seed)
+    watch, _ = observe(start(make(bad="down")), samples)
+    assert not watch.degraded
+    found = [
+        Bank().judge(*KEY, signal(bad="down"), SourceResult(samples=tuple(samples)), T0, MINUTE)
+    ]
+    assert found[-1].status == "ok"
+    assert found[-1].reason.startswith("back near its level")
+
+
+@pytest.mark.parametrize("make", [PageHinkley, Cusum, Ewma])
+@pytest.mark.parametrize(
+    ("dip", "then"), [(0.02, 0.39), (0.02, 0.395), (0.10, 0.31), (0.10, 0.335)]
+)
+@pytest.mark.parametrize("seed", [90, 119])
+def test_a_signal_still_away_or_a_quarter_of_the_way_back_stays_degraded(
+    make: Any, dip: float, then: float, seed: int, request: pytest.FixtureRequest
+) -> None:
+    """A dip that stays, or comes only a quarter of the way back, keeps its incident open: the
+    return window counts only a median within half a deviation of the level left. (Half the
+    way back is the half-way tolerance's own boundary, which the chart's changes decide.)"""
+    if (make, dip, then, seed) == (Ewma, 0.02, 0.395, 90):
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="the half-way tolerance, not the return window: the first change's "
+                "level 0.386 puts a confirmed rise to 0.399 within half of it of 0.409",
+            )
+        )
+    samples = series((2000, 0.41), (120, 0.41 - dip), (1500, then), seed=seed)
+    watch, _ = observe(start(make(bad="down")), samples)
+    assert watch.degraded
+
+
 GOOD_AND_BAD = [
     (kind, bad) for kind in ("default", "cusum", "ewma", "page_hinkley") for bad in ("up", "down")
 ]
