@@ -204,7 +204,8 @@ samples in a row, is back (:func:`_returned`): the allowance inside which the de
 RETURN_RUNS = 3
 """How many warm-ups' worth of samples in a row that median must be back: with 1, a return
 only half the way from a 2-sigma dip (1 sigma away) cleared in 14 to 22 more of 200 runs per
-chart than without the window (``bench_recovery``, 2 sd, half back); with 3, in 0 to 2."""
+chart than without the window (``bench_recovery``, 2 sd, half back); with 3, in none by the
+window itself."""
 
 
 def start(detector: Detector, relearn_from: datetime | None = None) -> Watch:
