@@ -42,6 +42,23 @@ scrape_configs: []
 """
 
 
+CONFIG_HEAD = """\
+evaluation: {interval: 1m}
+sources:
+  prom: {type: prometheus, url: "%(url)s", timeout: 10s}
+owners:
+  alice: {name: Alice Chen, email: alice@example.com}
+channels:
+  console: {type: log}
+escalation_chains:
+  standard:
+    steps: [{notify: owner, via: [console]}]
+"""
+"""A driftowner config's head for tests over this Prometheus: one ``prom`` source (its URL a
+``%(url)s`` placeholder), owner ``alice``, a ``console`` log channel and a one-step
+``standard`` chain; a test adds its ``systems`` (and templates)."""
+
+
 @dataclass(frozen=True)
 class Family:
     """One metric family of OpenMetrics history.

@@ -24,7 +24,12 @@ from driftowner.ids import new_incident_id
 from driftowner.replay import replay
 from driftowner.sources import Source, build_source
 from driftowner.store import SqlStore
-from tests.integration.prometheus_server import Family, openmetrics, running_prometheus
+from tests.integration.prometheus_server import (
+    CONFIG_HEAD,
+    Family,
+    openmetrics,
+    running_prometheus,
+)
 from tests.unit.factories import ids
 
 pytestmark = pytest.mark.integration
@@ -35,17 +40,9 @@ SHIFT_BEGINS = 210
 BOUNDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, math.inf)
 SCORES_PER_MINUTE = 200
 
-CONFIG = """\
-evaluation: {interval: 1m}
-sources:
-  prom: {type: prometheus, url: "%(url)s", timeout: 10s}
-owners:
-  alice: {name: Alice Chen, email: alice@example.com}
-channels:
-  console: {type: log}
-escalation_chains:
-  standard:
-    steps: [{notify: owner, via: [console]}]
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 systems:
   fraud-scoring:
     owner: alice
@@ -68,6 +65,7 @@ systems:
         bad: both
         detect: {%(metric)s: {reference: 2h, recent: 20m}}
 """
+)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,12 @@ from driftowner.config import Config
 from driftowner.configload import load_config_text
 from driftowner.replay import replay, replay_json
 from driftowner.sources import Source, build_source
-from tests.integration.prometheus_server import Family, openmetrics, running_prometheus
+from tests.integration.prometheus_server import (
+    CONFIG_HEAD,
+    Family,
+    openmetrics,
+    running_prometheus,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -27,17 +32,9 @@ DROP_BEGINS = 45
 DROP_ENDS = 75
 """... and when it is back."""
 
-CONFIG = """\
-evaluation: {interval: 1m}
-sources:
-  prom: {type: prometheus, url: "%(url)s", timeout: 10s}
-owners:
-  alice: {name: Alice Chen, email: alice@example.com}
-channels:
-  console: {type: log}
-escalation_chains:
-  standard:
-    steps: [{notify: owner, via: [console]}]
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 systems:
   fraud-scoring:
     owner: alice
@@ -62,6 +59,7 @@ systems:
         degraded: [adoption]
         for: 10m
 """
+)
 
 
 @dataclass(frozen=True)

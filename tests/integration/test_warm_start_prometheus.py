@@ -24,7 +24,12 @@ from driftowner.configload import load_config_text
 from driftowner.detect.bank import Bank
 from driftowner.poll import poll
 from driftowner.sources import build_source
-from tests.integration.prometheus_server import Family, openmetrics, running_prometheus
+from tests.integration.prometheus_server import (
+    CONFIG_HEAD,
+    Family,
+    openmetrics,
+    running_prometheus,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,17 +38,9 @@ FELL_MINUTES_AGO = 40
 STEADY = ("m-0", "m-1", "m-2")
 FALLING = "m-3"
 
-CONFIG = """\
-evaluation: {interval: 1m}
-sources:
-  prom: {type: prometheus, url: "%(url)s", timeout: 10s}
-owners:
-  alice: {name: Alice Chen, email: alice@example.com}
-channels:
-  console: {type: log}
-escalation_chains:
-  standard:
-    steps: [{notify: owner, via: [console]}]
+CONFIG = (
+    CONFIG_HEAD
+    + """\
 signal_templates:
   adoption:
     layer: business
@@ -54,6 +51,7 @@ signal_templates:
 systems:
 %(systems)s
 """
+)
 
 
 def noise(series: str, index: int) -> float:
