@@ -20,6 +20,7 @@ from driftowner.model import (
     Message,
     Notification,
     Sample,
+    SourceResult,
     Status,
 )
 
@@ -375,3 +376,19 @@ def slack_notification(address: str = "U024BE7LH", **changes: Any) -> Notificati
         created_at=datetime(2024, 5, 1, 9, 46, tzinfo=UTC),
         message=full_message(incident_id="inc-42", **changes),
     )
+
+
+class TemplateOnlySource:
+    """Base of the Prometheus stand-ins for signal templates: a subclass answers
+    ``read_by_label``; a plain read fails the test (a template's systems must never be read
+    one by one)."""
+
+    name = "prom"
+
+    async def read(
+        self, query: str, start: datetime, end: datetime, step: timedelta
+    ) -> SourceResult:
+        raise AssertionError("a templated signal was read per system")
+
+    async def aclose(self) -> None:
+        return None

@@ -29,7 +29,7 @@ from driftowner.detect.bank import (
 from driftowner.detect.changepoint import Cusum, Ewma, PageHinkley
 from driftowner.model import Change, Finding, Sample, SourceResult
 from driftowner.sources import LabelledResult, history
-from tests.unit.factories import T0, incident, signal, templated_document
+from tests.unit.factories import T0, TemplateOnlySource, incident, signal, templated_document
 
 MINUTE = timedelta(minutes=1)
 KEY = ("fraud-scoring", "adoption")
@@ -419,20 +419,13 @@ def test_a_warm_start_from_before_the_drift_keeps_it_degraded_with_its_start() -
     assert not recent.degraded
 
 
-class _RangeFake:
+class _RangeFake(TemplateOnlySource):
     """A Prometheus stand-in answering a template's range read from a table, counting reads;
     refuses plain reads (a template's systems must never be read one by one)."""
-
-    name = "prom"
 
     def __init__(self, series: dict[str, tuple[Sample, ...]]) -> None:
         self.series = series
         self.calls: list[tuple[str, datetime, datetime]] = []
-
-    async def read(
-        self, query: str, start: datetime, end: datetime, step: timedelta
-    ) -> SourceResult:
-        raise AssertionError("a templated signal was read per system")
 
     async def read_by_label(
         self, query: str, start: datetime, end: datetime, step: timedelta, label: str
@@ -443,9 +436,6 @@ class _RangeFake:
             for value, samples in self.series.items()
         }
         return LabelledResult(series=kept)
-
-    async def aclose(self) -> None:
-        return None
 
 
 async def test_a_warm_start_reads_a_template_once_for_all_its_systems() -> None:

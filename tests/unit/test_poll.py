@@ -12,7 +12,7 @@ from driftowner.model import Sample, SourceResult
 from driftowner.poll import poll
 from driftowner.sources import LabelledResult
 
-from .factories import T0, base_config, templated_document
+from .factories import T0, TemplateOnlySource, base_config, templated_document
 
 
 class CountingSource:
@@ -72,29 +72,19 @@ async def test_one_prometheus_never_sees_more_than_its_concurrency_limit() -> No
     assert stats.up == {"prom": True}
 
 
-class LabelledFake:
+class LabelledFake(TemplateOnlySource):
     """A Prometheus stand-in for templates: answers read_by_label from a table, counting
     calls; refuses plain reads (a template must never be read per system)."""
-
-    name = "prom"
 
     def __init__(self, result: LabelledResult) -> None:
         self.result = result
         self.calls: list[tuple[str, str]] = []
-
-    async def read(
-        self, query: str, start: datetime, end: datetime, step: timedelta
-    ) -> SourceResult:
-        raise AssertionError("a templated signal was read per system")
 
     async def read_by_label(
         self, query: str, start: datetime, end: datetime, step: timedelta, label: str
     ) -> LabelledResult:
         self.calls.append((query, label))
         return self.result
-
-    async def aclose(self) -> None:
-        return None
 
 
 def _templated(count: int) -> Config:

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 from driftowner.config import Config
 from driftowner.cycle import Findings, Recorded
 from driftowner.detect.bank import Bank
-from driftowner.model import Finding, Sample, SourceResult
+from driftowner.model import Finding, Sample
 from driftowner.poll import poll
 from driftowner.sources import LabelledResult, LabelledValues, finite_samples
 
-from .factories import T0, templated_document
+from .factories import T0, TemplateOnlySource, templated_document
 
 MINUTE = timedelta(minutes=1)
 HISTORY = 60
@@ -30,18 +30,11 @@ Table = dict[str, dict[datetime, float | None]]
 """Label value → minute → value (None: no series that minute)."""
 
 
-class SeriesFake:
+class SeriesFake(TemplateOnlySource):
     """A Prometheus stand-in answering a template's reads from a table, series by series."""
-
-    name = "prom"
 
     def __init__(self, table: Table) -> None:
         self.table = table
-
-    async def read(
-        self, query: str, start: datetime, end: datetime, step: timedelta
-    ) -> SourceResult:
-        raise AssertionError("a templated signal was read per system")
 
     async def read_by_label(
         self, query: str, start: datetime, end: datetime, step: timedelta, label: str
@@ -56,9 +49,6 @@ class SeriesFake:
             if samples:
                 found[name] = finite_samples(samples)
         return LabelledResult(series=found)
-
-    async def aclose(self) -> None:
-        return None
 
 
 class ArraysFake(SeriesFake):
