@@ -419,6 +419,16 @@ def test_a_warm_start_from_before_the_drift_keeps_it_degraded_with_its_start() -
     assert not recent.degraded
 
 
+def _default_template_document(systems: int) -> dict[str, Any]:
+    """A config document: ``systems`` systems ``model-0``... on one accuracy template with
+    the default chart."""
+    document, system = templated_document("http://127.0.0.1:9")
+    document["signal_templates"]["accuracy"].pop("detect")
+    for index in range(systems):
+        document["systems"][f"model-{index}"] = system
+    return document
+
+
 class _RangeFake(TemplateOnlySource):
     """A Prometheus stand-in answering a template's range read from a table, counting reads;
     refuses plain reads (a template's systems must never be read one by one)."""
@@ -442,11 +452,7 @@ async def test_a_warm_start_reads_a_template_once_for_all_its_systems() -> None:
     """Forty systems on one template (the default detector) warm-start from one range read of
     the template's query, from the earliest start any of them needs (one reaches back before
     its open incident), and each chart equals a warm start from its own window alone."""
-    document, system = templated_document("http://127.0.0.1:9")
-    document["signal_templates"]["accuracy"].pop("detect")
-    for index in range(40):
-        document["systems"][f"model-{index}"] = system
-    config = Config.model_validate(document)
+    config = Config.model_validate(_default_template_document(40))
     now = T0 + timedelta(days=1)
     fake = _RangeFake(
         {
@@ -555,11 +561,7 @@ async def test_a_config_s_signals_are_walked_once_not_at_every_cycle(
     a cycle), and nothing is read again for charts that have state."""
     from driftowner.detect import bank as bank_module
 
-    document, system = templated_document("http://127.0.0.1:9")
-    document["signal_templates"]["accuracy"].pop("detect")
-    for index in range(5):
-        document["systems"][f"model-{index}"] = system
-    config = Config.model_validate(document)
+    config = Config.model_validate(_default_template_document(5))
     now = T0 + timedelta(days=1)
     fake = _RangeFake(
         {
@@ -588,10 +590,7 @@ async def test_a_reload_that_changes_a_chart_warm_starts_it_again() -> None:
     """A new config giving a signal another chart drops its watch at the new config's first
     cycle and warm-starts the new chart from history; a signal removed from the config is
     forgotten."""
-    document, system = templated_document("http://127.0.0.1:9")
-    document["signal_templates"]["accuracy"].pop("detect")
-    for index in range(3):
-        document["systems"][f"model-{index}"] = system
+    document = _default_template_document(3)
     config = Config.model_validate(document)
     now = T0 + timedelta(days=1)
     fake = _RangeFake(
