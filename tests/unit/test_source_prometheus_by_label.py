@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 import tests.unit.test_source_prometheus_transport as transport
 from driftowner.model import Sample, SourceResult
-from driftowner.sources import LabelledResult, LabelledSource, supports_labels
+from driftowner.sources import LabelledResult, LabelledSource, supports_labels, supports_values
 from driftowner.sources.demo import DemoSource
 from driftowner.sources.file import FileSource
 from driftowner.sources.prometheus import PrometheusSource
@@ -452,20 +452,21 @@ async def test_secrets_never_appear_in_error_strings(
 
 
 async def test_supports_labels_tells_which_sources_can_split_by_label(tmp_path: Path) -> None:
-    """Prometheus implements the optional LabelledSource capability; the file and demo sources
-    and unrelated objects do not."""
+    """Prometheus implements the optional LabelledSource capability and the array read the
+    poll uses for templates (``supports_values``); the file and demo sources and unrelated
+    objects implement neither."""
     prometheus = PrometheusSource("prom", BASE, timeout=timedelta(seconds=1))
     assert supports_labels(prometheus)
+    assert supports_values(prometheus)
     assert isinstance(prometheus, LabelledSource)
-    assert not supports_labels(FileSource("file", tmp_path / "x.csv"))
-    assert not supports_labels(
-        DemoSource(
-            "demo",
-            seed=1,
-            started_at=datetime(2024, 1, 1, tzinfo=UTC),
-            drift_starts_after=timedelta(hours=1),
-            drift_lasts=timedelta(hours=1),
-        )
+    demo = DemoSource(
+        "demo",
+        seed=1,
+        started_at=datetime(2024, 1, 1, tzinfo=UTC),
+        drift_starts_after=timedelta(hours=1),
+        drift_lasts=timedelta(hours=1),
     )
-    assert not supports_labels(object())
+    for other in (FileSource("file", tmp_path / "x.csv"), demo, object()):
+        assert not supports_labels(other)
+        assert not supports_values(other)
     await prometheus.aclose()

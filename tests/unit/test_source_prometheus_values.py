@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,11 +15,8 @@ from hypothesis import strategies as st
 
 import tests.unit.test_source_prometheus_transport as transport
 from driftowner.sources import LabelledResult, LabelledValues, supports_values
-from driftowner.sources.demo import DemoSource
-from driftowner.sources.file import FileSource
-from driftowner.sources.prometheus import PrometheusSource
 from tests.unit.test_source_prometheus_by_label import answer, series
-from tests.unit.test_source_prometheus_transport import BASE, NOW, STEP, SourceFactory, success
+from tests.unit.test_source_prometheus_transport import NOW, STEP, SourceFactory, success
 
 router = transport.router
 make_source = transport.make_source
@@ -154,23 +149,6 @@ async def test_arrays_agree_with_read_by_label_on_any_clean_vector(
         k: [s.value for s in v] for k, v in by_label.series.items() if k in INDEX
     }
     assert found.others == tuple(sorted(k for k in by_label.series if k not in INDEX))
-
-
-def test_only_the_prometheus_source_reads_values(tmp_path: Path) -> None:
-    """Prometheus offers the optional array read (the poll uses it for templates); the file
-    and demo sources and unrelated objects do not."""
-    assert supports_values(PrometheusSource("prom", BASE, timeout=timedelta(seconds=1)))
-    assert not supports_values(FileSource("file", tmp_path / "x.csv"))
-    assert not supports_values(
-        DemoSource(
-            "demo",
-            seed=1,
-            started_at=datetime(2024, 1, 1, tzinfo=UTC),
-            drift_starts_after=timedelta(hours=1),
-            drift_lasts=timedelta(hours=1),
-        )
-    )
-    assert not supports_values(object())
 
 
 LABEL_VALUES = st.one_of(st.sampled_from(["a", "b", "c", "d", "zz", "yy", ""]), st.integers(0, 3))
