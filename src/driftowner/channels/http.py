@@ -32,7 +32,6 @@ from driftowner.model import Delivery
 
 if TYPE_CHECKING:  # aiohttp is imported where a channel first sends (about 7 MB, 75 ms)
     import aiohttp
-    import yarl
 
 ERROR_LIMIT = 300
 """Characters of an error body kept in a Delivery detail."""
@@ -232,7 +231,22 @@ class AiohttpSender:
 
     async def post(self, url: httpx.URL, body: bytes, headers: Mapping[str, str]) -> Answer:
         """POST ``body`` and read the whole answer; raises only httpx's errors."""
-        return await self._send("POST", url, str(url), headers, body)
+        import aiohttp
+
+        try:
+            async with self._open().post(
+                str(url),
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                proxy=self._proxy(url),
+                timeout=self._timeout,
+            ) as answer:
+                content = await answer.read()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise httpx_error(error) from error
+        # Not decompressed by aiohttp: Answer.response() decodes it by its Content-Encoding.
+        return Answer(answer.status, answer.raw_headers, content)
 
     async def get(self, url: httpx.URL, headers: Mapping[str, str]) -> Answer:
         """GET ``url``, its query sent byte for byte as httpx encoded it, and read the whole
@@ -257,34 +271,6 @@ class AiohttpSender:
                 raise httpx.DecodingError(undecodable) from error
             raise httpx_error(error) from error
 
-    async def _send(
-        self,
-        method: str,
-        url: httpx.URL,
-        target: str | yarl.URL,
-        headers: Mapping[str, str],
-        body: bytes = b"",
-    ) -> Answer:
-        """Send one request to ``target`` (``url`` as aiohttp takes it) and read the whole
-        answer; raises only httpx's errors."""
-        import aiohttp
-
-        try:
-            async with self._open().request(
-                method,
-                target,
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-                proxy=self._proxy(url),
-                timeout=self._timeout,
-            ) as answer:
-                content = await answer.read()
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise httpx_error(error) from error
-        # Not decompressed by aiohttp: Answer.response() decodes it by its Content-Encoding.
-        return Answer(answer.status, answer.raw_headers, content)
-
     async def aclose(self) -> None:
         """Close the session; the next request opens a new one."""
         session, self._session = self._session, None
@@ -308,7 +294,11 @@ class HttpxSender:
 
     async def post(self, url: httpx.URL, body: bytes, headers: Mapping[str, str]) -> Answer:
         """Hand the POST to the transport and read its whole answer."""
-        return await self._send(httpx.Request("POST", url, content=body, headers=headers))
+        request = httpx.Request("POST", url, content=body, headers=headers)
+        request.extensions["timeout"] = self._timeouts
+        response = await self._transport.handle_async_request(request)
+        await response.aread()
+        return Answer(response.status_code, response=response)
 
     async def get(self, url: httpx.URL, headers: Mapping[str, str]) -> Answer:
         """Hand the GET to the transport and read its whole answer, decoded, up to
@@ -321,12 +311,6 @@ class HttpxSender:
         finally:
             await response.aclose()
         return Answer(response.status_code, _decoded_headers(response.headers.raw), content)
-
-    async def _send(self, request: httpx.Request) -> Answer:
-        request.extensions["timeout"] = self._timeouts
-        response = await self._transport.handle_async_request(request)
-        await response.aread()
-        return Answer(response.status_code, response=response)
 
     async def aclose(self) -> None:
         """Close the transport."""
