@@ -25,7 +25,7 @@ from driftowner.channels import Channel, build_channel
 from driftowner.config import Config
 from driftowner.metrics import Metrics
 from driftowner.model import Delivery, Notification
-from driftowner.outbox import Deliverer
+from driftowner.outbox import MAX_AGE, Deliverer
 from driftowner.store import Changes, Settled, SqlStore, Store
 from tests.fakes.mailbox import running_smtp
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
@@ -260,6 +260,37 @@ async def test_a_page_that_fails_for_good_falls_back_to_email(
     [event] = [e for e in store.events("inc-1") if "falling back" in e.detail]
     assert event.detail.startswith("page to alice via hook failed for good (")
     assert "404" in event.detail and event.detail.endswith("; falling back to email")
+
+
+async def test_a_page_still_failing_at_its_maximum_age_falls_back_to_email(
+    store: Store,
+    receiver: Receiver,  # noqa: F811 (a fixture)
+) -> None:
+    """A page whose webhook still answers 503 (worth a retry) when the page reaches
+    ``MAX_AGE`` gives up there and falls back, as a permanent failure does: the delivery loop
+    queues alice's email page in the give-up's transaction and sends it through a real SMTP
+    server; the incident records why."""
+    receiver.script.append((503, {}, "busy"))
+    with running_smtp() as (mailbox, port):
+        config = _falling_back_to_email(receiver.url, port)
+        channels: dict[str, Channel] = {
+            name: build_channel(name, spec) for name, spec in config.channels.items()
+        }
+        store.apply(Changes(notifications=[notification("page-1", channel="hook", attempts=3)]))
+        clock = Clock(T0 + MAX_AGE)
+        deliverer = Deliverer(store, channels, config, clock, new_id=ids("fb"))
+        try:
+            assert await deliverer.drain() == 1
+        finally:
+            for channel in channels.values():
+                await channel.aclose()
+        assert len(mailbox.to("alice@example.com")) == 1
+    page, fallback = store.notifications("inc-1")
+    assert (page.failed_at, page.delivered_at, fallback.channel) == (clock.now, None, "email")
+    assert page.last_error is not None and "undelivered for 24h" in page.last_error
+    assert fallback.delivered_at == clock.now
+    [event] = [e for e in store.events("inc-1") if "falling back" in e.detail]
+    assert "503" in event.detail and "undelivered for 24h" in event.detail
 
 
 class SettlesDuringTheNextClaim(SqlStore):
