@@ -581,8 +581,9 @@ class EmailChannelConfig(Paced):
     """Extra CA bundle to trust (a private relay's certificate)."""
     templates_dir: Path | None = None
     """A directory of Jinja2 templates overriding the packaged ones by name
-    (``email_subject.txt``, ``message.txt``, ``message.html``); relative to the working
-    directory. Checked at load by rendering a sample message."""
+    (``email_subject.txt``, ``message.txt``, ``message.html``; a group's mail:
+    ``group_subject.txt``, ``group.txt``, ``group.html``); relative to the working
+    directory. Checked at load by rendering a sample message and a sample group."""
 
     @field_validator("templates_dir")
     @classmethod

@@ -13,6 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -36,16 +37,32 @@ _SUBJECT_SUMMARY_LIMIT = 160
 _WHITESPACE = re.compile(r"\s+")
 
 
-@functools.cache
-def _environment() -> jinja2.Environment:
+def template_environment(directory: Path | None = None) -> jinja2.Environment:
+    """The Jinja2 environment every notification template renders in: a template of
+    ``directory`` (a channel's ``templates_dir``) by its name, else the packaged one of that
+    name. HTML templates are autoescaped; an unknown variable is an error.
+
+    Args:
+        directory: Templates overriding the packaged ones by name, if any.
+    """
+    loaders: list[jinja2.BaseLoader] = []
+    if directory is not None:
+        loaders.append(jinja2.FileSystemLoader(str(directory)))
+    loaders.append(jinja2.PackageLoader("driftowner", "templates"))
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("driftowner", "templates"),
+        loader=jinja2.ChoiceLoader(loaders),
         autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """The packaged templates' environment, built on first use."""
+    return template_environment()
 
 
 def format_age(seconds: float) -> str:
@@ -435,9 +452,10 @@ def group_subject(messages: Sequence[Message]) -> str:
 def group_topic(root: Sequence[Message]) -> str:
     """What a group's thread is about, from the incidents its root listed when first sent,
     in words that never change while the thread lasts (no tally of states):
-    ``[driftowner] 12 systems fed by features-v3 (opened within 45s)``. Every mail of one
-    group thread carries it in its subject, so no mail client splits the thread."""
-    return one_line(f"[driftowner] {_group_head(root)}")
+    ``12 systems fed by features-v3 (opened within 45s)``. Every mail of one group thread
+    carries it in its subject (the ``group_subject.txt`` template's ``thread_topic``), so no
+    mail client splits the thread."""
+    return one_line(_group_head(root))
 
 
 def group_log_line(messages: Sequence[Message]) -> str:

@@ -161,6 +161,7 @@ def channel(
     username: str | None = None,
     password: str | None = None,
     timeout: float = 5,
+    templates_dir: Path | None = None,
 ) -> EmailChannel:
     return EmailChannel(
         "email",
@@ -173,7 +174,27 @@ def channel(
         sender=SENDER,
         timeout=timedelta(seconds=timeout),
         ca_file=tls.ca_file if tls else None,
+        templates_dir=templates_dir,
     )
+
+
+def group_members(count: int, **changes: Any) -> list[Notification]:
+    """``count`` notifications to alice about model-0, model-1, ... fed by features-v3,
+    each with its own acknowledge link, as a group sends them; ``changes`` replace fields
+    of each message."""
+    return [
+        dataclasses.replace(
+            notification(
+                f"notif-{i}",
+                system=f"model-{i}",
+                upstreams=("features-v3",),
+                ack_url=f"https://driftowner.example.com/a/ack-{i}",
+                **changes,
+            ),
+            thread="<notification-old@driftowner>",
+        )
+        for i in range(count)
+    ]
 
 
 async def send_to(
@@ -287,18 +308,7 @@ async def test_a_group_is_one_mail_listing_each_incident(mailbox: Server, tls: T
     group's summary (the shared upstream, the tally), the text and HTML list each system with
     its own acknowledge link; it threads under no incident, and starts the group's own
     thread: its Message-ID is the delivery's ref, which the group's next mail replies to."""
-    members = [
-        dataclasses.replace(
-            notification(
-                f"notif-{i}",
-                system=f"model-{i}",
-                upstreams=("features-v3",),
-                ack_url=f"https://driftowner.example.com/a/ack-{i}",
-            ),
-            thread="<notification-old@driftowner>",
-        )
-        for i in range(3)
-    ]
+    members = group_members(3)
     sender = channel(mailbox.port, tls)
     delivery = await sender.send_group(members)
     [mail] = mailbox.handler.messages
@@ -339,6 +349,59 @@ async def test_a_templates_dir_overrides_the_packaged_templates(
     text, html = parts(mail)
     assert text.rstrip() == "Custom: fraud-scoring owned by Alice Chen"
     assert "<h2" in html and mail["Subject"].startswith("[driftowner] fraud-scoring")
+
+
+GROUP_OVERRIDES = {
+    "group_subject.txt": "[ops] {{ count }} for {{ recipient }}: {{ thread_topic }}",
+    "group.txt": "Custom group: {% for e in entries %}{{ e.m.system }} {% endfor %}\n",
+    "group.html": "<p>Custom group: {% for e in entries %}{{ e.m.system }} {% endfor %}</p>\n",
+}
+
+
+async def test_a_templates_dir_overrides_the_group_templates(
+    mailbox: Server, tls: Tls, tmp_path: Path
+) -> None:
+    """A group's mail (most mail in a storm, grouping being on by default) takes its subject,
+    text and HTML from ``group_subject.txt``, ``group.txt`` and ``group.html`` in
+    ``templates_dir``, as single mails take theirs; the HTML part stays autoescaped, and a
+    reply keeps the overriding subject with ``Re:`` before it."""
+    for name, template in GROUP_OVERRIDES.items():
+        (tmp_path / name).write_text(template)
+    members = group_members(2)
+    members[1] = dataclasses.replace(
+        members[1], message=dataclasses.replace(members[1].message, system="model-<b>1</b>")
+    )
+    sender = channel(mailbox.port, tls, templates_dir=tmp_path)
+    delivery = await sender.send_group(members)
+    [mail] = mailbox.handler.messages
+    assert delivery.ok, delivery.detail
+    topic = "2 systems fed by features-v3 (opened within 0s)"
+    assert mail["Subject"] == mail["Thread-Topic"] == f"[ops] 2 for Alice Chen: {topic}"
+    text, html = parts(mail)
+    assert text.rstrip() == "Custom group: model-0 model-<b>1</b>"
+    assert html.rstrip() == "<p>Custom group: model-0 model-&lt;b&gt;1&lt;/b&gt; </p>"
+    await sender.send_group(
+        members[:1], GroupThread(delivery.ref, tuple(m.message for m in members), 2)
+    )
+    reply = mailbox.handler.messages[-1]
+    assert reply["Subject"] == f"Re: [ops] 1 for Alice Chen: {topic}"
+
+
+async def test_a_templates_dir_without_group_templates_keeps_the_packaged_ones(
+    mailbox: Server, tls: Tls, tmp_path: Path
+) -> None:
+    """A directory overriding only the single mail's templates leaves a group's mail as the
+    packaged group templates write it: the same subject and parts as with no directory."""
+    (tmp_path / "message.txt").write_text("Custom: {{ m.system }}\n")
+    (tmp_path / "email_subject.txt").write_text("[ops] {{ thread_topic }}")
+    members = group_members(3)
+    await channel(mailbox.port, tls, templates_dir=tmp_path).send_group(members)
+    await channel(mailbox.port, tls).send_group(members)
+    overridden, packaged = mailbox.handler.messages
+    assert overridden["Subject"] == packaged["Subject"]
+    assert overridden["Subject"].startswith("[driftowner] 3 systems fed by features-v3")
+    assert parts(overridden) == parts(packaged)
+    assert "model-2" in parts(overridden)[0] and "Custom" not in parts(overridden)[0]
 
 
 async def test_authenticated_submission_over_tls(tls: Tls) -> None:
@@ -467,6 +530,29 @@ def test_a_broken_template_is_a_located_config_error_at_load(
     loading with an error at ``channels.email.templates_dir`` naming the file (and the line
     of a syntax error); no traceback."""
     (tmp_path / "message.txt").write_text(template)
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(_config_with_templates(tmp_path), name="d.yaml")
+    (line,) = [e for e in caught.value.errors if "templates_dir" in e]
+    assert line.startswith("d.yaml:") and "channels.email.templates_dir" in line
+    assert expected in line and "Traceback" not in line
+
+
+@pytest.mark.parametrize(
+    ("name", "template", "expected"),
+    [
+        ("group.txt", "{% for e in entries %}unclosed", "group.txt, line 1"),
+        ("group.html", "{{ entries[0].m.no_such_field }}", "group.html"),
+        ("group_subject.txt", "{{ no_such_name }}", "group_subject.txt"),
+    ],
+    ids=["syntax-error", "unknown-field", "unknown-name"],
+)
+def test_a_broken_group_template_is_a_located_config_error_at_load(
+    tmp_path: Path, name: str, template: str, expected: str
+) -> None:
+    """A group template that does not parse, or fails on a sample group, stops the config
+    from loading (and so a reload from taking it) with an error at
+    ``channels.email.templates_dir`` naming the file, as a single mail's template does."""
+    (tmp_path / name).write_text(template)
     with pytest.raises(ConfigError) as caught:
         load_config_text(_config_with_templates(tmp_path), name="d.yaml")
     (line,) = [e for e in caught.value.errors if "templates_dir" in e]

@@ -6,8 +6,9 @@ Threads: the first mail of an incident to an address is the thread's root; its
 names it in ``In-Reply-To`` and ``References``. Every mail of the incident has the same
 subject (``Re:`` before it on replies) and a ``Thread-Topic``, so Gmail (which also groups by
 subject) and Outlook (by topic) keep one conversation. Subject, text and HTML come from Jinja2
-templates: the packaged ones, or those of a ``templates_dir`` that overrides them by name
-(``email_subject.txt``, ``message.txt``, ``message.html``).
+templates, a group's mail as a single one's: the packaged ones, or those of a ``templates_dir``
+that overrides them by name (``email_subject.txt``, ``message.txt``, ``message.html``;
+``group_subject.txt``, ``group.txt``, ``group.html``).
 
 SMTP says whether a failure is temporary: 4xx replies (greylisting, mailbox busy, ``451``)
 are worth retrying, 5xx replies (unknown recipient, ``535`` bad credentials) are not.
@@ -16,6 +17,7 @@ Connection trouble and timeouts are retried; TLS verification failures are not.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import ssl
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import jinja2
@@ -52,7 +55,10 @@ def message_id(notification_id: str) -> str:
 
 
 TEMPLATE_NAMES = ("email_subject.txt", "message.txt", "message.html")
-"""The templates a ``templates_dir`` may override; any it lacks come from the package."""
+"""A single mail's subject, text and HTML templates."""
+GROUP_TEMPLATE_NAMES = ("group_subject.txt", "group.txt", "group.html")
+"""A group's mail's subject, text and HTML templates. A ``templates_dir`` may override any of
+these and :data:`TEMPLATE_NAMES`; those it lacks come from the package."""
 
 
 class TemplateProblem(ValueError):
@@ -61,26 +67,15 @@ class TemplateProblem(ValueError):
 
 
 class MailTemplates:
-    """The subject, text and HTML templates of the email channel.
+    """The subject, text and HTML templates of the email channel, for single and group mails.
 
     Args:
         directory: Templates that override the packaged ones by name, if any.
     """
 
     def __init__(self, directory: Path | None = None) -> None:
-        loaders: list[jinja2.BaseLoader] = []
-        if directory is not None:
-            loaders.append(jinja2.FileSystemLoader(str(directory)))
-        loaders.append(jinja2.PackageLoader("driftowner", "templates"))
         self._directory = directory
-        self._env = jinja2.Environment(
-            loader=jinja2.ChoiceLoader(loaders),
-            autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
-            undefined=jinja2.StrictUndefined,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-        )
+        self._env = render.template_environment(directory)
 
     def render(self, message: Message) -> tuple[str, str, str]:
         """``(subject, text, html)`` of one message.
@@ -92,8 +87,27 @@ class MailTemplates:
         values = render.context(message)
         values["subject_summary"] = render.clipped_summary(message)
         values["thread_topic"] = render.thread_topic(message)
+        return self._render(TEMPLATE_NAMES, values)
+
+    def render_group(
+        self, messages: Sequence[Message], root: Sequence[Message] = ()
+    ) -> tuple[str, str, str]:
+        """``(subject, text, html)`` of a group's mail: the templates see what
+        :func:`driftowner.render.group_context` gives, and ``thread_topic``, what the group's
+        thread is about (:func:`driftowner.render.group_topic` of ``root``, the incidents its
+        first mail listed; of ``messages`` when empty).
+
+        Raises:
+            TemplateProblem: as for :meth:`render`.
+        """
+        values = render.group_context(messages)
+        values["thread_topic"] = render.group_topic(root or messages)
+        return self._render(GROUP_TEMPLATE_NAMES, values)
+
+    def _render(self, names: tuple[str, str, str], values: dict[str, Any]) -> tuple[str, str, str]:
+        """The subject (on one line), text and HTML templates ``names`` over ``values``."""
         out = []
-        for name in TEMPLATE_NAMES:
+        for name in names:
             try:
                 out.append(self._env.get_template(name).render(values))
             except jinja2.TemplateSyntaxError as exc:
@@ -109,13 +123,18 @@ class MailTemplates:
         return name
 
     def check(self) -> None:
-        """Render a sample message with every field set, so that a broken template is an
-        error when the config loads, not when the first page is sent.
+        """Render a sample message with every field set, and a sample group of two, so that a
+        broken template is an error when the config loads, not when the first page is sent.
 
         Raises:
             TemplateProblem: as for :meth:`render`.
         """
-        self.render(sample_message())
+        sample = sample_message()
+        self.render(sample)
+        other = dataclasses.replace(
+            sample, incident_id="inc-9876543210", system="churn-model", purpose="resolved"
+        )
+        self.render_group([sample, other])
 
 
 def sample_message() -> Message:
@@ -193,6 +212,7 @@ def build_group_email(
     sender: str,
     now: datetime,
     thread: GroupThread | None = None,
+    templates: MailTemplates | None = None,
 ) -> EmailMessage:
     """One mail for a group of notifications to one address (see :mod:`driftowner.grouping`),
     each incident listed with its links, the group's summary (what changed) first. It threads
@@ -200,14 +220,16 @@ def build_group_email(
     and a later one names that root (``thread.ref``, its Message-ID) in ``In-Reply-To`` and
     ``References``. Every mail of the thread has the same subject, the thread's topic (what
     its root listed: :func:`driftowner.render.group_topic`), ``Re:`` before it on replies.
+    Subject, text and HTML are the ``group_*`` templates (default: the packaged ones).
 
     Raises:
         ValueError: when an address or header value cannot be put into a mail.
+        TemplateProblem: when a template fails.
     """
     messages = [n.message for n in notifications]
     ref = thread.ref if thread is not None else None
     root = thread.listed[: thread.root_size] if thread is not None else ()
-    subject = render.group_topic(root or messages)
+    subject, text, html = (templates or MailTemplates()).render_group(messages, root)
     mail = EmailMessage()
     mail["Subject"] = f"Re: {subject}" if ref else subject
     mail["Thread-Topic"] = subject
@@ -220,8 +242,8 @@ def build_group_email(
         mail["References"] = ref
     mail["Auto-Submitted"] = "auto-generated"
     mail["X-Driftowner-Group"] = str(len(notifications))
-    mail.set_content(render.group_text(messages))
-    mail.add_alternative(render.group_html(messages), subtype="html")
+    mail.set_content(text)
+    mail.add_alternative(html, subtype="html")
     return mail
 
 
@@ -293,7 +315,11 @@ class EmailChannel:
         mails reply to."""
         ref = thread.ref if thread is not None else None
         try:
-            mail = build_group_email(notifications, self._sender, datetime.now(UTC), thread)
+            mail = build_group_email(
+                notifications, self._sender, datetime.now(UTC), thread, self._templates
+            )
+        except TemplateProblem as exc:
+            return Delivery.give_up(safe_detail(f"email: a template failed: {exc}"))
         except (ValueError, TypeError, IndexError) as exc:
             return Delivery.give_up(
                 safe_detail(f"email: cannot build the mail: {exc}", self._secrets())
