@@ -710,3 +710,23 @@ async def test_a_lone_incident_waits_group_wait_even_after_an_earlier_page() -> 
     assert store.next_due() == _at(43)
     await _drain_at(deliverer, clock, 43)
     assert channel.messages == [["a"], ["ra"], ["c"]]
+
+
+async def test_a_member_the_store_has_resolved_leaves_its_group() -> None:
+    """a went out at 3 and was then resolved without its resolution ever reaching this
+    group (it gave up, or went to another address): the store's record takes a out, so c
+    made at 40 is lone and goes at 43, not at group_interval after the group's last
+    message (and not held for ever by a member that will never be seen resolved)."""
+    store, channel, clock, deliverer = _loop()
+    channel.script = [Delivery.delivered(ref=None)]
+    _page(store, "a", 0)
+    await _drain_at(deliverer, clock, 0)
+    await _drain_at(deliverer, clock, 3)
+    (opened,) = store.incidents(system="model-a")
+    done = dataclasses.replace(opened, state="resolved", resolved_at=_at(20))
+    store.apply(Changes(updated=[done]))
+    _page(store, "c", 25)
+    await _drain_at(deliverer, clock, 25)
+    assert store.next_due() == _at(28)
+    await _drain_at(deliverer, clock, 28)
+    assert channel.messages == [["a"], ["c"]]
