@@ -866,7 +866,8 @@ class Deliverer:
                     ended.append(notification)
             else:
                 grouped.append((notification, waiting))
-        await self._load_groups({key_of(n) for n, _ in grouped} | {key_of(n) for n in ended})
+        keys = {key_of(n) for n, _ in grouped} | {key_of(n) for n in ended}
+        await self._load_groups(keys, {n.incident_id for n, _ in grouped})
         for notification in ended:
             self.grouper.resolved(key_of(notification), [notification.incident_id])
         for notification, waiting in grouped:
@@ -879,14 +880,16 @@ class Deliverer:
         await self._save_groups()
         return sends
 
-    async def _load_groups(self, keys: set[GroupKey]) -> None:
+    async def _load_groups(self, keys: set[GroupKey], going: set[str]) -> None:
         """Know the states of the groups ``keys``: those this instance does not hold read
         from the store; then every member the store has as resolved taken out (its
-        resolution may have gone elsewhere, or never been delivered here)."""
+        resolution went elsewhere, or was never delivered here), but for the incidents
+        ``going`` out in their groups now: they leave when their resolution goes out, so
+        that a resolution follows ``group_interval`` as any update does."""
         missing = self.grouper.missing(keys)
         if missing:
             self.grouper.load(missing, await asyncio.to_thread(self.store.groups, missing))
-        members = self.grouper.members(keys)
+        members = self.grouper.members(keys) - going
         if not members:
             return
         states = await asyncio.to_thread(self.store.incident_states, members)

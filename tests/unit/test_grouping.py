@@ -643,7 +643,12 @@ async def test_a_groups_thread_goes_on_however_long_it_was_idle() -> None:
         ("inc-b", "open"),
     ]
     resolutions = [_follow_up(f"r{x}", x, "resolved", 4 * 3600) for x in "ab"]
-    store.apply(Changes(notifications=resolutions))
+    done = [
+        dataclasses.replace(i, state="resolved", resolved_at=_at(4 * 3600))
+        for x in "ab"
+        for i in store.incidents(system=f"model-{x}")
+    ]
+    store.apply(Changes(updated=done, notifications=resolutions))
     await _drain_at(deliverer, clock, 4 * 3600)
     assert [t.ref if t else None for t in channel.threads] == [None, "root-1", "root-1"]
     assert deliverer.grouper.state(key_of(_rows(store, "a")[0])).thread == GroupThread()
@@ -691,16 +696,19 @@ async def test_an_incident_with_its_own_thread_resolved_ends_the_group() -> None
 
 
 async def test_a_lone_incident_waits_group_wait_even_after_an_earlier_page() -> None:
-    """a went out at 3 and its resolution at 33 (group_interval: a was still the group's);
-    with nothing of the recipient's unresolved, c made at 40 is lone: it goes at 43,
-    group_wait after its making (a regression: it waited for group_interval after the
-    group's last message, until 63, while the docs promised group_wait at most)."""
+    """a went out at 3 and its resolution at 33 (group_interval: a was the group's until
+    its resolution went out, though the store has it resolved from 10); with nothing of
+    the recipient's unresolved, c made at 40 is lone: it goes at 43, group_wait after its
+    making (a regression: it waited for group_interval after the group's last message,
+    until 63, while the docs promised group_wait at most)."""
     store, channel, clock, deliverer = _loop()
     channel.script = [Delivery.delivered(ref=None), Delivery.delivered(ref=None)]
     _page(store, "a", 0)
     await _drain_at(deliverer, clock, 0)
     await _drain_at(deliverer, clock, 3)
-    store.apply(Changes(notifications=[_follow_up("ra", "a", "resolved", 10)]))
+    (opened,) = store.incidents(system="model-a")
+    done = dataclasses.replace(opened, state="resolved", resolved_at=_at(10))
+    store.apply(Changes(updated=[done], notifications=[_follow_up("ra", "a", "resolved", 10)]))
     await _drain_at(deliverer, clock, 10)
     assert store.next_due() == _at(33)
     await _drain_at(deliverer, clock, 33)
