@@ -4,7 +4,8 @@ window go out as one message, the way Alertmanager groups alerts.
 A group (channel, recipient, address) exists while it has members: the incidents it has
 paged (in a group message, or alone through the grouper) that are not yet resolved. An
 incident leaves its group when the delivery loop sees its resolution (in the group's next
-message, or sent in the incident's own thread), or when the store says it is resolved.
+message, or sent in the incident's own thread), or when the store says it is resolved and
+none of its messages is on the way to the group.
 
 - **Lone**: a notification for a group without members waits until ``group_wait`` after it
   was made, no more; whatever else of its group falls due by then goes with it.
