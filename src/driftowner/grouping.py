@@ -1,20 +1,36 @@
 """Grouping: pages that reach the same recipient through the same channel within a short
 window go out as one message, the way Alertmanager groups alerts.
 
-The first notification of a group waits ``group_wait`` (from when it was made) for others to
-join; everything due for the group by then goes out together. Later changes (new members,
-acknowledgements, resolutions) wait until ``group_interval`` after the group last went out,
-and go together as the next update. Every notification keeps its own row, lifecycle and
-record: a group is only a way to deliver several rows as one message.
+A group (channel, recipient, address) exists while it has members: the incidents it has
+paged (in a group message, or alone through the grouper) that are not yet resolved. An
+incident leaves its group when the delivery loop sees its resolution (in the group's next
+message, or sent in the incident's own thread), or when the store says it is resolved and
+none of its messages is on the way to the group.
 
-A group also keeps a thread: once a group's message has gone out, its later messages reply
-under it (a Slack thread whose root is updated to list every member's current state; a mail
-thread) while the group stays active, and until every incident it lists is resolved.
+- **Lone**: a notification for a group without members waits until ``group_wait`` after it
+  was made, no more; whatever else of its group falls due by then goes with it.
+- **New member or update**: a notification for a group with members (a new incident, an
+  ack, a reminder or a resolution of a member) waits until ``group_interval`` after the
+  group last went out, and everything due by then goes together as the group's next
+  update. Only a retry goes at once: its backoff spaced it already.
 
-The decisions are pure, the time passed in (:func:`due_at`, :func:`formed`, :func:`sent`).
-What they decide is kept in the store (:class:`~driftowner.model.GroupState` per group), so a
-restart or a failover to another instance keeps ``group_wait``, ``group_interval`` and the
-thread; :class:`Grouper` is the leader's write-through copy of it.
+Every notification keeps its own row, lifecycle and record: a group is only a way to
+deliver several rows as one message.
+
+**Threads.** A group's message of several incidents is the root of the group's thread; its
+later messages reply under it (a Slack thread whose root is updated to list every incident's
+current state; a mail thread), however long the group was idle, until a message leaves every
+incident the thread lists resolved: then the thread is over, and the group's next message
+starts a new one. A lone page sent on its own is the root of its incident's own
+conversation instead; **an incident with its own root bypasses grouping**: its later messages
+(acks, reminders, escalations, its resolution) go at once, on their own, as replies under its
+root, never into a group message.
+
+The decisions are pure, the time passed in (:func:`due_at`, :func:`formed`, :func:`sent`,
+:func:`resolved`). What they decide is kept in the store (:class:`~driftowner.model.GroupState`
+per group), so a restart or a failover to another instance keeps ``group_wait``,
+``group_interval``, the members and the thread; :class:`Grouper` is the leader's
+write-through copy of it.
 """
 
 from __future__ import annotations
@@ -38,13 +54,16 @@ __all__ = [
     "group_key",
     "key_of",
     "listing",
+    "paged",
     "policy_of",
+    "resolved",
     "sent",
 ]
 
 GROUPS_KEPT = timedelta(hours=1)
-"""A group idle this long starts afresh: its next member waits ``group_wait`` again, and its
-next message starts a new thread."""
+"""A group idle this long leaves the :class:`Grouper`'s memory (bounding it by the groups
+active within the hour); the store keeps its state, read again when the group is next met.
+It ends neither the group nor its thread."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,29 +107,25 @@ def key_of(notification: Notification) -> GroupKey:
     return (notification.channel, notification.recipient, notification.address)
 
 
-def _active(state: GroupState, now: datetime) -> bool:
-    """Whether a group went out within :data:`GROUPS_KEPT` of ``now``."""
-    return state.last_sent is not None and now - state.last_sent <= GROUPS_KEPT
-
-
 def due_at(
     state: GroupState, notification: Notification, policy: GroupPolicy, now: datetime
 ) -> tuple[datetime, GroupState]:
     """When ``notification`` goes out, and its group's state after asking: ``now`` (with
     whatever else of its group is due now), or later, when its group does.
 
-    As Alertmanager does it: a group's first member waits until ``group_wait`` after it was
-    made; once the group went out, every member it meets later waits until ``group_interval``
-    after that, and all of them go together as the group's next update, however long after
-    their making they reach the outbox (a storm written over many seconds by a loaded
-    machine is still one update, not one per lease). Only a retry goes at once: its backoff
-    spaced it already. A group idle for :data:`GROUPS_KEPT` counts as new.
+    As Alertmanager does it: a notification for a group without members (a lone incident)
+    waits until ``group_wait`` after it was made; while the group has members (incidents it
+    paged, unresolved), every notification it meets waits until ``group_interval`` after
+    the group last went out, and all of them go together as the group's next update,
+    however long after their making they reach the outbox (a storm written over many
+    seconds by a loaded machine is still one update, not one per lease). Only a retry goes
+    at once: its backoff spaced it already.
     """
     if policy.off:
         return now, state
     if state.flush_at is not None:
         return max(state.flush_at, now), state
-    last = state.last_sent if _active(state, now) else None
+    last = state.last_sent if state.members else None
     if last is None:
         when = notification.created_at + policy.wait
     elif notification.attempts > 0:
@@ -122,11 +137,28 @@ def due_at(
     return now, state
 
 
-def formed(state: GroupState, now: datetime) -> GroupState:
-    """The group's members due now are going out together at ``now``; a group idle for
-    :data:`GROUPS_KEPT` starts a new thread."""
-    thread = state.thread if _active(state, now) else GroupThread()
-    return GroupState(flush_at=None, last_sent=now, thread=thread)
+def formed(state: GroupState, messages: Sequence[Message], now: datetime) -> GroupState:
+    """The group's ``messages`` due now are going out together at ``now``: the group's
+    members count their incidents (see :func:`paged`); its thread goes on."""
+    return replace(state, flush_at=None, last_sent=now, members=paged(state.members, messages))
+
+
+def paged(members: frozenset[str], messages: Sequence[Message]) -> frozenset[str]:
+    """A group's ``members`` (incident ids) once ``messages`` went out in it: an incident
+    whose newest message there is resolved leaves, any other incident is (or stays) in."""
+    newest = {m.incident_id: m for m in messages}
+    return frozenset(
+        incident
+        for incident in members | newest.keys()
+        if incident not in newest or newest[incident].state != "resolved"
+    )
+
+
+def resolved(state: GroupState, incident_ids: Iterable[str]) -> GroupState:
+    """The group's state once ``incident_ids`` are known resolved elsewhere (a resolution
+    sent in the incident's own thread, the store's record): they are no longer members."""
+    members = state.members.difference(incident_ids)
+    return state if members == state.members else replace(state, members=members)
 
 
 def listing(thread: GroupThread, messages: Sequence[Message]) -> GroupThread:
@@ -187,9 +219,17 @@ class Grouper:
         self._set(key, state)
         return when
 
-    def formed(self, key: GroupKey, now: datetime) -> GroupState:
-        """The group's members due now go out together at ``now`` (see :func:`formed`)."""
-        return self._set(key, formed(self.state(key), now))
+    def formed(self, key: GroupKey, messages: Sequence[Message], now: datetime) -> GroupState:
+        """The group's ``messages`` due now go out together at ``now`` (see :func:`formed`)."""
+        return self._set(key, formed(self.state(key), messages, now))
+
+    def resolved(self, key: GroupKey, incident_ids: Iterable[str]) -> None:
+        """``incident_ids`` are resolved: no longer members of ``key`` (see :func:`resolved`)."""
+        self._set(key, resolved(self.state(key), incident_ids))
+
+    def members(self, keys: Iterable[GroupKey]) -> set[str]:
+        """The incidents the groups ``keys`` count as members, together."""
+        return {incident for key in keys for incident in self.state(key).members}
 
     def sent(self, key: GroupKey, thread: GroupThread, ref: str | None) -> None:
         """The group's message listing ``thread`` was delivered as ``ref`` (see :func:`sent`)."""
@@ -210,8 +250,8 @@ class Grouper:
 
     def forget(self, before: datetime) -> None:
         """Drop the copies of groups idle since before ``before`` (nothing waits in them, and
-        nothing is left to write); the store keeps them. Bounds memory by the groups active
-        within an interval."""
+        nothing is left to write); the store keeps them, and they are read again when next
+        met (:meth:`missing`). Bounds memory by the groups active within :data:`GROUPS_KEPT`."""
         idle = [
             key
             for key, s in self._states.items()

@@ -594,6 +594,9 @@ class GroupState:
     """When the group's last message was put together."""
     thread: GroupThread = GroupThread()
     """The group's thread: its root message's reference and what the root lists."""
+    members: frozenset[str] = frozenset()
+    """The incidents (ids) the group has paged that are not yet resolved: while there are
+    any, what the group meets waits for ``group_interval``; without, a page is lone."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -843,13 +843,16 @@ class Deliverer:
         later: dict[str, tuple[datetime, datetime]],
     ) -> list[_Waiting]:
         """The notifications (leased at ``now``) to send on their own now: their channel
-        does not group. A group's member due now joins its group in ``_forming``, sent once
-        every member due now is leased; one due later goes into ``later``. Each group's
-        timing comes from the store the first time this instance meets the group (a restart,
-        a failover), and what changed is written back before any member is handed back."""
+        does not group, or their incident's conversation has its own root (a reply under it,
+        at once; a resolution there takes the incident out of its group). A group's member
+        due now joins its group in ``_forming``, sent once every member due now is leased;
+        one due later goes into ``later``. Each group's state comes from the store the first
+        time this instance meets the group (a restart, a failover); members the store knows
+        resolved leave it; what changed is written back before any member is handed back."""
         self.grouper.forget(now - GROUPS_KEPT)
         sends: list[_Waiting] = []
         grouped: list[tuple[Notification, _Waiting]] = []
+        ended: list[Notification] = []
         for notification in notifications:
             channel = self.channels.get(notification.channel)
             waiting = _Waiting(notification, now + self.lease)
@@ -857,11 +860,16 @@ class Deliverer:
                 channel, GroupChannel
             ):
                 sends.append(waiting)
+            elif notification.thread is not None:
+                sends.append(waiting)
+                if notification.message.state == "resolved":
+                    ended.append(notification)
             else:
                 grouped.append((notification, waiting))
-        missing = self.grouper.missing(key_of(n) for n, _ in grouped)
-        if missing:
-            self.grouper.load(missing, await asyncio.to_thread(self.store.groups, missing))
+        keys = {key_of(n) for n, _ in grouped} | {key_of(n) for n in ended}
+        await self._load_groups(keys, {n.incident_id for n, _ in grouped})
+        for notification in ended:
+            self.grouper.resolved(key_of(notification), [notification.incident_id])
         for notification, waiting in grouped:
             policy = policy_of(self.config, notification.channel)
             due = self.grouper.due_at(notification, policy, now)
@@ -872,14 +880,33 @@ class Deliverer:
         await self._save_groups()
         return sends
 
+    async def _load_groups(self, keys: set[GroupKey], going: set[str]) -> None:
+        """Know the states of the groups ``keys``: those this instance does not hold read
+        from the store; then every member the store has as resolved taken out (its
+        resolution went elsewhere, or was never delivered here), but for the incidents
+        ``going`` out in their groups now: they leave when their resolution goes out, so
+        that a resolution follows ``group_interval`` as any update does."""
+        missing = self.grouper.missing(keys)
+        if missing:
+            self.grouper.load(missing, await asyncio.to_thread(self.store.groups, missing))
+        members = self.grouper.members(keys) - going
+        if not members:
+            return
+        states = await asyncio.to_thread(self.store.incident_states, members)
+        over = {incident for incident, state in states.items() if state == "resolved"}
+        if over:
+            for key in keys:
+                self.grouper.resolved(key, over)
+
     async def _formed(self, now: datetime) -> list[_Waiting]:
         """Every group held in ``_forming``, going out now, as one send each; its lease is
-        its members' earliest. A group of one is sent on its own, unless its group's thread
-        goes on (then it is the thread's next message)."""
+        its members' earliest. A group of one is sent on its own (the root of its incident's
+        own conversation), unless its group's thread goes on (then it is the thread's next
+        message)."""
         sends = []
         for key, held in self._forming.items():
-            thread = self.grouper.formed(key, now).thread
             members = tuple(w.notification for w in held)
+            thread = self.grouper.formed(key, [n.message for n in members], now).thread
             leased_until = min(w.leased_until for w in held)
             if len(members) > 1 or thread.ref is not None:
                 listed = listing(thread, [n.message for n in members])

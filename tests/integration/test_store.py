@@ -785,8 +785,8 @@ def test_a_version_3_store_gains_kept_groups(sql_store: SqlStore, raw: sa.Engine
 
 def test_groups_keep_their_timing_and_thread(store: Store) -> None:
     """A group's state reads back as saved (times to the microsecond, the root's ref, every
-    message listed); saving again replaces it; groups are told apart by channel, recipient
-    and address; a group never saved is left out."""
+    message listed, its members); saving again replaces it; groups are told apart by
+    channel, recipient and address; a group never saved is left out."""
     alice = ("slack", "alice", "U024BE7LH")
     by_mail = ("email", "alice", "alice@example.com")
     bob = ("slack", "bob", "U024BE7LH")
@@ -797,7 +797,11 @@ def test_groups_keep_their_timing_and_thread(store: Store) -> None:
         alice: first,
         by_mail: GroupState(last_sent=at(1)),
     }
-    later = GroupState(last_sent=at(2), thread=GroupThread("C1:1700000000.000100", listed))
+    later = GroupState(
+        last_sent=at(2),
+        thread=GroupThread("C1:1700000000.000100", listed),
+        members=frozenset({"inc-1", "inc-3"}),
+    )
     store.save_groups({alice: later})
     assert store.groups([alice]) == {alice: later}
     assert store.groups([by_mail]) == {by_mail: GroupState(last_sent=at(1))}

@@ -10,6 +10,7 @@ import json
 from driftowner import render
 from driftowner.model import Evidence, GroupThread, SloBreach, Upstream
 from driftowner.store.codec import (
+    members_from_json,
     message_from_json,
     message_to_json,
     thread_from_json,
@@ -52,3 +53,23 @@ def test_a_group_thread_keeps_its_root_size_and_an_old_one_reads() -> None:
     assert thread_from_json(thread.ref, thread_to_json(thread)) == thread
     old = json.dumps([json.loads(message_to_json(m)) for m in listed])
     assert thread_from_json("<root@driftowner>", old) == GroupThread("<root@driftowner>", listed)
+
+
+def test_a_groups_members_are_kept_with_its_thread_and_old_text_reads() -> None:
+    """The members round-trip beside the thread (an empty thread too); text kept before
+    members were counts the incidents its thread lists unresolved."""
+    listed = (
+        full_message(incident_id="inc-1"),
+        full_message(incident_id="inc-2", purpose="resolved", state="resolved"),
+    )
+    thread = GroupThread("C1:1.1", listed, 2)
+    members = frozenset({"inc-1", "inc-9"})
+    text = thread_to_json(thread, members)
+    assert members_from_json(text, thread_from_json(thread.ref, text)) == members
+    assert members_from_json(thread_to_json(GroupThread()), GroupThread()) == frozenset()
+    before = json.dumps(
+        {"listed": [json.loads(message_to_json(m)) for m in listed], "root_size": 2}
+    )
+    assert members_from_json(before, thread_from_json("C1:1.1", before)) == {"inc-1"}
+    bare = json.dumps([json.loads(message_to_json(m)) for m in listed])
+    assert members_from_json(bare, thread_from_json("C1:1.1", bare)) == {"inc-1"}

@@ -14,7 +14,7 @@ import pytest
 
 from driftowner import render
 from driftowner.config import Config
-from driftowner.grouping import Grouper, GroupPolicy, key_of, listing, policy_of, sent
+from driftowner.grouping import Grouper, GroupPolicy, key_of, listing, paged, policy_of, sent
 from driftowner.model import Delivery, GroupState, GroupThread, Notification
 from driftowner.outbox import Deliverer
 from driftowner.store import Changes, MemoryStore
@@ -48,27 +48,70 @@ def _at(seconds: float) -> datetime:
         ("burst", [(0, 0, 3), (1, 1, 3), (2.5, 2.5, 3), (3, 0, 3), (3, 1, 3), (3, 2.5, 3)]),
         # A member leased late (the daemon was busy) and overdue goes at once.
         ("overdue", [(10, 0, 10)]),
-        # After the group went out at 3, a new member waits for group_interval (33).
-        ("later member", [(0, 0, 3), (3, 0, 3), "formed@3", (10, 10, 33), (20, 20, 33)]),
+        # After the group went out at 3 (paging a), a new member waits for group_interval.
+        ("later member", [(0, 0, 3), (3, 0, 3), "formed@3:a", (10, 10, 33), (20, 20, 33)]),
         # ... and at 33 everything due goes together.
-        ("next update", [(0, 0, 3), "formed@3", (10, 10, 33), "formed@33", (40, 40, 63)]),
+        ("next update", [(0, 0, 3), "formed@3:a", (10, 10, 33), "formed@33:b", (40, 40, 63)]),
         # A member made before its group went out but leased after (a storm a loaded machine
         # writes over seconds) waits for the next update, as later members do.
-        ("straggler", [(0, 0, 3), "formed@3", (3.2, 1, 33), (20, 0, 33)]),
+        ("straggler", [(0, 0, 3), "formed@3:a", (3.2, 1, 33), (20, 0, 33)]),
+        # An update of a member hours later (a reminder, an ack): its interval is long over.
+        ("update hours later", [(0, 0, 3), "formed@3:a", (7200, 7200, 7200)]),
+        # a's resolution went out at 33: nothing is unresolved, so the next one is lone.
+        ("lone again", [(0, 0, 3), "formed@3:a", "formed@33:-a", (40, 40, 43)]),
+        # ... unless another member is still unresolved.
+        ("one left", [(0, 0, 3), "formed@3:a,b", "formed@33:-a", (40, 40, 63)]),
+        # a was resolved in its own thread (bypassing the group): lone again at once.
+        ("resolved elsewhere", [(0, 0, 3), "formed@3:a", "resolved:a", (10, 10, 13)]),
+        # A group never sent has no members: a page is lone whenever it comes.
+        ("never sent", [(7200, 7200, 7203)]),
     ],
 )
 def test_grouper_schedule(name: str, steps: list[Any]) -> None:
     """Each step leases a notification (made at ``made``) at ``now`` and expects it due at
-    ``due``; ``formed@t`` is the group going out at t."""
+    ``due``; ``formed@t:a,-b`` is the group going out at t with a message of incident a
+    (open) and one of b (resolved); ``resolved:a`` is a's resolution seen outside the group."""
     grouper = Grouper()
     key = key_of(notification())
     for step in steps:
         if isinstance(step, str):
-            grouper.formed(key, _at(float(step.split("@")[1])))
+            what, _, incidents = step.partition(":")
+            if what == "resolved":
+                grouper.resolved(key, [incidents])
+                continue
+            messages = [
+                dataclasses.replace(
+                    message(one.lstrip("-")), state="resolved" if one[0] == "-" else "open"
+                )
+                for one in incidents.split(",")
+            ]
+            grouper.formed(key, messages, _at(float(what.split("@")[1])))
             continue
         now, made, due = step
         member = notification(created_at=_at(made))
         assert grouper.due_at(member, POLICY, _at(now)) == _at(due), (name, step)
+
+
+@pytest.mark.parametrize(
+    ("members", "messages", "after"),
+    [
+        ([], ["a:open", "b:acknowledged"], ["a", "b"]),
+        (["a", "b"], ["a:resolved"], ["b"]),
+        (["a"], ["a:resolved", "a:open"], ["a"]),  # reopened in the same update: the newest
+        (["a"], ["a:open", "a:resolved"], []),
+        (["a"], ["c:resolved"], ["a"]),  # resolved before it was ever paged here
+    ],
+)
+def test_paged_counts_the_unresolved_incidents(
+    members: list[str], messages: list[str], after: list[str]
+) -> None:
+    """A group's members once a message goes out in it: each incident by its newest
+    message there, resolved ones out."""
+    sent_now = [
+        dataclasses.replace(message(spec.split(":")[0]), state=spec.split(":")[1])
+        for spec in messages
+    ]
+    assert paged(frozenset(members), sent_now) == frozenset(after)
 
 
 def test_grouping_off_never_waits() -> None:
@@ -79,17 +122,16 @@ def test_grouping_off_never_waits() -> None:
 
 
 def test_forget_drops_idle_groups_only() -> None:
-    """A group idle for long is forgotten: its next member waits group_wait again, where a
-    remembered group would send it at once (its interval long over). A group with a member
-    waiting is kept: its overdue flush sends the next member at once."""
+    """A group idle for long leaves the grouper's memory (to be read from the store when
+    next met); a group with a member waiting is kept, its flush time with it."""
     grouper = Grouper()
     idle, waiting = notification(recipient="bob"), notification(recipient="alice")
-    grouper.formed(key_of(idle), T0)
+    grouper.formed(key_of(idle), [idle.message], T0)
+    grouper.saved(grouper.changed())
     assert grouper.due_at(waiting, POLICY, T0) == _at(3)
     grouper.forget(_at(3600))
-    later = _at(4000)
-    assert grouper.due_at(dataclasses.replace(idle, created_at=later), POLICY, later) == _at(4003)
-    assert grouper.due_at(dataclasses.replace(waiting, created_at=later), POLICY, later) == later
+    assert grouper.missing([key_of(idle), key_of(waiting)]) == {key_of(idle)}
+    assert grouper.due_at(waiting, POLICY, _at(4000)) == _at(4000)
 
 
 # -- the policy per channel ----------------------------------------------------------------------
@@ -209,12 +251,16 @@ class GroupFake:
     messages: list[list[str]] = field(default_factory=list)
     threads: list[GroupThread | None] = field(default_factory=list)
     """The thread each group message was sent in."""
+    replies: list[tuple[str, str | None]] = field(default_factory=list)
+    """Each notification sent on its own, with the root of its own conversation it replies
+    under (None: it starts one)."""
 
     def _answer(self) -> Delivery:
         return self.script.pop(0) if self.script else Delivery.delivered(ref="msg")
 
     async def send(self, notification: Notification) -> Delivery:
         self.messages.append([notification.id])
+        self.replies.append((notification.id, notification.thread))
         return self._answer()
 
     async def send_group(
@@ -553,3 +599,142 @@ async def test_a_retried_member_goes_at_once_not_at_the_next_interval() -> None:
     assert channel.messages == [["a"]]
     await _drain_at(deliverer, clock, 5)
     assert channel.messages == [["a"], ["b"]]
+
+
+# -- how long a thread lasts, whose thread a message goes in, and what waits --------------------
+
+
+def _follow_up(nid: str, incident: str, state: str, at: float, **fields: Any) -> Notification:
+    """A later message of ``inc-<incident>`` (an ack, a reminder, its resolution) to alice
+    through the grouping channel, made at ``at``."""
+    purpose = {"acknowledged": "acknowledged", "resolved": "resolved"}.get(state, "reminder")
+    return notification(
+        nid,
+        incident_id=f"inc-{incident}",
+        channel="hook",
+        created_at=_at(at),
+        message=dataclasses.replace(
+            message(f"inc-{incident}", purpose), state=state, system=f"model-{incident}"
+        ),
+        **fields,
+    )
+
+
+async def test_a_groups_thread_goes_on_however_long_it_was_idle() -> None:
+    """A group of two goes out at 3 as root ``root-1``; an ack of one member made two hours
+    later (a reminder's interval; drift incidents last hours) goes at once as a reply in
+    that thread, the root listing it acknowledged; the resolutions, hours later still, go
+    in it too, and only then is the thread over (a regression: a group idle for an hour
+    was forgotten, so the ack went out as a new top-level message and the root showed the
+    incident open for ever)."""
+    store, channel, clock, deliverer = _loop()
+    channel.script = [Delivery.delivered(ref="root-1")] * 3  # a reply answers its root
+    _page(store, "a", 0)
+    _page(store, "b", 0.5)
+    await _drain_at(deliverer, clock, 0.5)
+    await _drain_at(deliverer, clock, 3)
+    store.apply(Changes(notifications=[_follow_up("ack-a", "a", "acknowledged", 7200)]))
+    await _drain_at(deliverer, clock, 7200)
+    assert channel.messages[-1] == ["ack-a"]
+    ack = channel.threads[-1]
+    assert ack is not None and ack.ref == "root-1"
+    assert [(m.incident_id, m.state) for m in ack.listed] == [
+        ("inc-a", "acknowledged"),
+        ("inc-b", "open"),
+    ]
+    resolutions = [_follow_up(f"r{x}", x, "resolved", 4 * 3600) for x in "ab"]
+    done = [
+        dataclasses.replace(i, state="resolved", resolved_at=_at(4 * 3600))
+        for x in "ab"
+        for i in store.incidents(system=f"model-{x}")
+    ]
+    store.apply(Changes(updated=done, notifications=resolutions))
+    await _drain_at(deliverer, clock, 4 * 3600)
+    assert [t.ref if t else None for t in channel.threads] == [None, "root-1", "root-1"]
+    assert deliverer.grouper.state(key_of(_rows(store, "a")[0])).thread == GroupThread()
+
+
+async def test_an_incident_paged_alone_keeps_its_own_thread() -> None:
+    """a and b are paged alone, ten minutes apart: each page is the root of its incident's
+    own conversation. Their acks, made together later, go at once, each on its own as a
+    reply under its own root, never as one new group message (a regression: they went out
+    as a new group message, leaving both incidents' threads without their ack)."""
+    store, channel, clock, deliverer = _loop()
+    channel.script = [Delivery.delivered(ref="C1:1.1"), Delivery.delivered(ref="C1:2.2")]
+    _page(store, "a", 0)
+    await _drain_at(deliverer, clock, 0)
+    await _drain_at(deliverer, clock, 3)
+    _page(store, "b", 600)
+    await _drain_at(deliverer, clock, 600)
+    await _drain_at(deliverer, clock, 603)
+    assert channel.messages == [["a"], ["b"]] and channel.threads == []
+    acks = [_follow_up(f"ack-{x}", x, "acknowledged", 610) for x in "ab"]
+    store.apply(Changes(notifications=acks))
+    await _drain_at(deliverer, clock, 610)
+    assert channel.threads == []
+    assert sorted(channel.replies[2:]) == [("ack-a", "C1:1.1"), ("ack-b", "C1:2.2")]
+    assert all(n.delivered_at == _at(610) for n in store.notifications("inc-a")[1:])
+
+
+async def test_an_incident_with_its_own_thread_resolved_ends_the_group() -> None:
+    """a, paged alone with its own root, is resolved: the resolution replies under a's
+    root at once, and takes a out of its group, so the next incident, c, is lone again
+    and waits group_wait from its making, no more."""
+    store, channel, clock, deliverer = _loop()
+    channel.script = [Delivery.delivered(ref="C1:1.1")]
+    _page(store, "a", 0)
+    await _drain_at(deliverer, clock, 0)
+    await _drain_at(deliverer, clock, 3)
+    store.apply(Changes(notifications=[_follow_up("ra", "a", "resolved", 5)]))
+    await _drain_at(deliverer, clock, 5)
+    assert channel.replies == [("a", None), ("ra", "C1:1.1")]
+    _page(store, "c", 6)
+    await _drain_at(deliverer, clock, 6)
+    assert store.next_due() == _at(9)
+    await _drain_at(deliverer, clock, 9)
+    assert channel.messages == [["a"], ["ra"], ["c"]]
+
+
+async def test_a_lone_incident_waits_group_wait_even_after_an_earlier_page() -> None:
+    """a went out at 3 and its resolution at 33 (group_interval: a was the group's until
+    its resolution went out, though the store has it resolved from 10); with nothing of
+    the recipient's unresolved, c made at 40 is lone: it goes at 43, group_wait after its
+    making (a regression: it waited for group_interval after the group's last message,
+    until 63, while the docs promised group_wait at most)."""
+    store, channel, clock, deliverer = _loop()
+    channel.script = [Delivery.delivered(ref=None), Delivery.delivered(ref=None)]
+    _page(store, "a", 0)
+    await _drain_at(deliverer, clock, 0)
+    await _drain_at(deliverer, clock, 3)
+    (opened,) = store.incidents(system="model-a")
+    done = dataclasses.replace(opened, state="resolved", resolved_at=_at(10))
+    store.apply(Changes(updated=[done], notifications=[_follow_up("ra", "a", "resolved", 10)]))
+    await _drain_at(deliverer, clock, 10)
+    assert store.next_due() == _at(33)
+    await _drain_at(deliverer, clock, 33)
+    assert channel.messages == [["a"], ["ra"]]
+    _page(store, "c", 40)
+    await _drain_at(deliverer, clock, 40)
+    assert store.next_due() == _at(43)
+    await _drain_at(deliverer, clock, 43)
+    assert channel.messages == [["a"], ["ra"], ["c"]]
+
+
+async def test_a_member_the_store_has_resolved_leaves_its_group() -> None:
+    """a went out at 3 and was then resolved without its resolution ever reaching this
+    group (it gave up, or went to another address): the store's record takes a out, so c
+    made at 40 is lone and goes at 43, not at group_interval after the group's last
+    message (and not held for ever by a member that will never be seen resolved)."""
+    store, channel, clock, deliverer = _loop()
+    channel.script = [Delivery.delivered(ref=None)]
+    _page(store, "a", 0)
+    await _drain_at(deliverer, clock, 0)
+    await _drain_at(deliverer, clock, 3)
+    (opened,) = store.incidents(system="model-a")
+    done = dataclasses.replace(opened, state="resolved", resolved_at=_at(20))
+    store.apply(Changes(updated=[done]))
+    _page(store, "c", 25)
+    await _drain_at(deliverer, clock, 25)
+    assert store.next_due() == _at(28)
+    await _drain_at(deliverer, clock, 28)
+    assert channel.messages == [["a"], ["c"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -206,18 +207,35 @@ def _evidence_from(value: dict[str, Any] | str) -> Evidence:
     )
 
 
-def thread_to_json(thread: GroupThread) -> str:
-    """What a group's thread lists (its messages) and how many of them its root listed when
-    first sent, as JSON text; its ``ref`` is kept apart."""
+def thread_to_json(thread: GroupThread, members: Iterable[str] = ()) -> str:
+    """What a group's thread lists (its messages), how many of them its root listed when
+    first sent, and the group's ``members`` (incident ids), as JSON text; the thread's
+    ``ref`` is kept apart."""
     listed = [json.loads(message_to_json(m)) for m in thread.listed]
-    return json.dumps({"listed": listed, "root_size": thread.root_size}, sort_keys=True)
+    kept = {"listed": listed, "root_size": thread.root_size, "members": sorted(members)}
+    return json.dumps(kept, sort_keys=True)
 
 
 def thread_from_json(ref: str | None, text: str) -> GroupThread:
     """The inverse of :func:`thread_to_json`, with the thread's ``ref``. Text kept before
     the root's size was (a bare list of messages) reads as a root of unknown size (0)."""
-    kept = json.loads(text)
-    if isinstance(kept, list):
-        kept = {"listed": kept, "root_size": 0}
+    kept = _kept_thread(text)
     listed = tuple(message_from_json(json.dumps(d)) for d in kept["listed"])
     return GroupThread(ref, listed, int(kept["root_size"]))
+
+
+def members_from_json(text: str, thread: GroupThread) -> frozenset[str]:
+    """The group's members kept by :func:`thread_to_json` with ``thread`` (as read from the
+    same text). Text kept before members were reads as the incidents ``thread`` lists
+    unresolved: those a thread of the time went on for."""
+    kept = _kept_thread(text)
+    if "members" not in kept:
+        return frozenset(m.incident_id for m in thread.listed if m.state != "resolved")
+    return frozenset(str(incident) for incident in kept["members"])
+
+
+def _kept_thread(text: str) -> dict[str, Any]:
+    kept = json.loads(text)
+    if isinstance(kept, list):
+        return {"listed": kept, "root_size": 0}
+    return dict(kept)

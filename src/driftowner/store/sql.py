@@ -38,6 +38,7 @@ from driftowner.store.codec import (
     from_ts,
     incident_from_json,
     incident_to_json,
+    members_from_json,
     message_from_json,
     message_to_json,
     thread_from_json,
@@ -235,8 +236,9 @@ received_alerts = sa.Table(
 groups = sa.Table(
     "notification_groups",
     metadata,
-    # Each group's timing and thread (see driftowner.grouping), so a restart or another
-    # instance keeps group_wait, group_interval and the group's thread. Schema version 4.
+    # Each group's timing, members and thread (see driftowner.grouping), so a restart or
+    # another instance keeps group_wait, group_interval, the members and the group's thread.
+    # Schema version 4; ``listed`` (JSON) carries the thread's messages and the members.
     sa.Column("channel", Name, primary_key=True),
     sa.Column("recipient", Name, primary_key=True),
     sa.Column("address", Name, primary_key=True),
@@ -729,7 +731,7 @@ class SqlStore:
                         flush_at=ts(state.flush_at),
                         last_sent=ts(state.last_sent),
                         ref=state.thread.ref,
-                        listed=thread_to_json(state.thread),
+                        listed=thread_to_json(state.thread, state.members),
                     )
                 )
 
@@ -1185,10 +1187,12 @@ def _start_conversations(conn: Connection, roots: Sequence[tuple[str, str, float
 
 
 def _group(row: Any) -> GroupState:
+    thread = thread_from_json(row.ref, row.listed)
     return GroupState(
         flush_at=from_ts(row.flush_at),
         last_sent=from_ts(row.last_sent),
-        thread=thread_from_json(row.ref, row.listed),
+        thread=thread,
+        members=members_from_json(row.listed, thread),
     )
 
 
