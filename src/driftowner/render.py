@@ -487,13 +487,3 @@ def group_context(
         "more": len(messages) - len(listed),
         "count": len(messages),
     }
-
-
-def group_text(messages: Sequence[Message], shown: int | None = None) -> str:
-    """The plain-text body of a group: the summary, then each incident with its links."""
-    return _environment().get_template("group.txt").render(group_context(messages, shown))
-
-
-def group_html(messages: Sequence[Message], shown: int | None = None) -> str:
-    """The HTML body of a group (the email alternative); every field is escaped."""
-    return _environment().get_template("group.html").render(group_context(messages, shown))

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from driftowner import render
+from driftowner.channels.email import MailTemplates
 from driftowner.config import Config
 from driftowner.grouping import Grouper, GroupPolicy, key_of, listing, paged, policy_of, sent
 from driftowner.model import Delivery, GroupState, GroupThread, Notification
@@ -215,19 +216,18 @@ def test_group_summary_falls_back_to_rule_then_layer() -> None:
     assert "in the data layer" in render.group_summary(same_layer)
 
 
-def test_group_text_lists_each_incident_with_its_links_and_clips() -> None:
-    """Each listed incident has its system, evidence and own links; past ``shown`` the rest
-    is counted, pointing to the status page."""
+def test_a_group_mail_lists_each_incident_with_its_evidence_and_own_links() -> None:
+    """The packaged group templates list every incident of a group mail, in the text and
+    the HTML part alike: its system, its evidence line and its own action links."""
     messages = [
         dataclasses.replace(message(f"inc-{i}"), system=f"model-{i}", ack_url=f"http://a/{i}")
         for i in range(5)
     ]
-    text = render.group_text(messages, shown=3)
-    for i in range(3):
-        assert f"model-{i}" in text and f"http://a/{i}" in text
-    assert "model-4" not in text
-    assert "and 2 more — see the status page" in text
-    assert "accuracy (model): degraded" in text
+    _subject, text, html = MailTemplates().render_group(messages)
+    for part in (text, html):
+        for i in range(5):
+            assert f"model-{i}" in part and f"http://a/{i}" in part
+        assert "accuracy (model): degraded" in part
 
 
 # -- the delivery loop -----------------------------------------------------------------------------
