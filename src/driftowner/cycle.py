@@ -419,7 +419,11 @@ def due(
     """Every unresolved incident whose escalation owes something at ``now`` (a due step, an
     expired ack, a reminder), with what it owes: each written whole or not at all. An
     incident of a system no longer configured escalates no further (the next evaluation
-    retires it)."""
+    retires it).
+
+    A tick that fires an escalation step also tells every conversation the incident started
+    (:func:`escalation.tell_escalation`): only then is the incident's record of who was
+    notified read, so a tick that escalates nothing reads no more than before."""
     owed: list[tuple[Incident, Escalation]] = []
     unresolved = view.incidents(unresolved=True)
     paging = paging_at(config, view, unresolved, now)
@@ -427,6 +431,11 @@ def due(
         if incident.system not in config.systems:
             continue
         outcome = escalation.tick(config, incident, now, pager.new_id, pager.links, paging)
+        if escalation.escalated_step(outcome) is not None:
+            notified = view.notifications(incident.id)
+            outcome = escalation.tell_escalation(
+                config, outcome, notified, now, pager.new_id, pager.links
+            )
         if outcome.events:
             owed.append((incident, outcome))
     return owed

@@ -659,6 +659,47 @@ def on_resolved(
     )
 
 
+def escalated_step(outcome: Escalation) -> int | None:
+    """The step (1-based) escalation stands at after a tick that fired an escalation step (a
+    later step, a later round, the restart after an expired ack or a hold), or None when the
+    tick fired none (nothing due, the opening or reopening page, a reminder, an SLO breach
+    alone). Only then are the conversations the incident started told (see
+    :func:`tell_escalation`), so a quiet tick costs the cycle no read of who was notified."""
+    if not outcome.steps_fired or not any(e.kind == "escalated" for e in outcome.events):
+        return None
+    return outcome.steps_fired[-1]
+
+
+def tell_escalation(
+    config: Config,
+    outcome: Escalation,
+    notified: Iterable[Notification],
+    now: datetime,
+    new_id: Callable[[], str],
+    links: Links,
+) -> Escalation:
+    """A tick's ``outcome`` with the escalation it fired told to every conversation the
+    incident started before: ``notified`` is who was notified of it (the store's record, read
+    before this tick's notifications are written).
+
+    Each earlier conversation gets one ``stepped_up`` follow-up (see :func:`follow_ups`: once
+    per channel, recipient and address; informed teams and test messages aside) naming the
+    step escalation stands at now, the latest when several fired at once; so a Slack thread
+    gets a reply and its root shows the step, a mail thread a reply. A conversation this tick
+    pages (same channel and address) gets its page instead. An outcome that fired no
+    escalation step (:func:`escalated_step`) is returned as it is.
+    """
+    step = escalated_step(outcome)
+    if step is None:
+        return outcome
+    paged = {(n.channel, n.address) for n in outcome.notifications}
+    earlier = [n for n in notified if (n.channel, n.address) not in paged]
+    told = follow_ups(
+        config, outcome.incident, earlier, "stepped_up", now, new_id, links, actor=AUTO, step=step
+    )
+    return replace(outcome, notifications=(*outcome.notifications, *told))
+
+
 def follow_ups(
     config: Config,
     incident: Incident,
@@ -669,12 +710,14 @@ def follow_ups(
     links: Links,
     note: str = "",
     actor: str | None = None,
+    step: int = 0,
 ) -> tuple[Notification, ...]:
-    """What happened to an incident (``acknowledged``, ``reassigned``, ``resolved``), told to
-    every conversation it started: once per channel, recipient and address that was notified
-    of it (test messages aside), so each Slack thread and mail thread shows it. Contributor
-    teams, informed only at opening and resolution, hear only of the resolution; a person
-    paged gets the links still useful (resolve, after an acknowledgement)."""
+    """What happened to an incident (``acknowledged``, ``reassigned``, ``stepped_up``,
+    ``resolved``), told to every conversation it started: once per channel, recipient and
+    address that was notified of it (test messages aside), so each Slack thread and mail
+    thread shows it. Contributor teams, informed only at opening and resolution, hear only of
+    the resolution; a person paged gets the links still useful (resolve, after an
+    acknowledgement). ``step`` is the escalation step the messages name (0: none)."""
     seen: set[tuple[str, str, str]] = set()
     out: list[Notification] = []
     for earlier in notified:
@@ -687,7 +730,7 @@ def follow_ups(
         seen.add(key)
         name = _name(config, earlier.recipient)
         paged = None if informed or purpose == "resolved" else earlier.recipient
-        message = build_message(config, incident, purpose, 0, name, now, links, paged=paged)
+        message = build_message(config, incident, purpose, step, name, now, links, paged=paged)
         message = replace(message, note=note, actor=actor or "")
         out.append(
             _notification(

@@ -46,13 +46,15 @@ Purpose = Literal[
     "reminder",
     "acknowledged",
     "reassigned",
+    "stepped_up",
     "resolved",
     "informed",
     "test",
 ]
-"""Why a notification is sent. ``acknowledged`` and ``reassigned`` go only to the
+"""Why a notification is sent. ``acknowledged``, ``reassigned`` and ``stepped_up`` (escalation
+reached a later step, whose own recipients are paged with ``escalated``) go only to the
 conversations an incident already started (its Slack threads, mail threads, paging services),
-so that they show who acts on it now."""
+so that they show who acts on it now and how far escalation went."""
 
 AUTO = "auto"
 """The actor that stands for driftowner itself (auto-resolve, escalation)."""

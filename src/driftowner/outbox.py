@@ -113,13 +113,16 @@ def give_up_at(notification: Notification) -> datetime:
 
 def superseded(notification: Notification, state: State | None) -> str | None:
     """Why a notification must not be sent any more, or None. A page to act on an open
-    incident is moot once it is acknowledged or resolved, and a reminder once the incident is
-    no longer acknowledged; resolutions and contributor notices always go out."""
+    incident is moot once it is acknowledged or resolved, as is the news of an escalation step
+    (``stepped_up``), and a reminder once the incident is no longer acknowledged; resolutions
+    and contributor notices always go out."""
     purpose = notification.message.purpose
     if state is None:
         return None
     if purpose in ("opened", "reopened", "escalated") and state != "open":
         return f"incident {state} before the page was delivered"
+    if purpose == "stepped_up" and state != "open":
+        return f"incident {state} before the escalation's news was delivered"
     if purpose == "reminder" and state != "acknowledged":
         return f"incident {state} before the reminder was delivered"
     return None

@@ -28,6 +28,7 @@ _PURPOSE_LABEL: dict[Purpose, str] = {
     "reminder": "REMINDER",
     "acknowledged": "ACKNOWLEDGED",
     "reassigned": "REASSIGNED",
+    "stepped_up": "ESCALATED",
     "resolved": "RESOLVED",
     "informed": "FYI",
     "test": "TEST",
@@ -129,6 +130,12 @@ def intro(message: Message) -> str:
         return (
             f"Escalated to {message.recipient_name}: nobody has acknowledged this incident "
             f"in {age}. {owner} is the accountable owner."
+        )
+    if message.purpose == "stepped_up":
+        return (
+            f"Escalated to step {message.step}: nobody has acknowledged this incident in "
+            f"{age}, so step {message.step}'s recipients are paged now. {owner} is the "
+            "accountable owner."
         )
     if message.purpose == "reminder":
         return f"Reminder: this incident is {message.state} and still unresolved after {age}."
@@ -293,10 +300,10 @@ def alert_title(message: Message) -> str:
 
 
 def action_note(message: Message) -> str:
-    """The note an incident tool records with an acknowledgement, reassignment or
-    resolution: what the person wrote, after, for a reassignment, the sentence naming the
-    new owner."""
-    if message.purpose == "reassigned":
+    """The note an incident tool records with an acknowledgement, reassignment, escalation
+    step or resolution: what the person wrote, after, for a reassignment or an escalation
+    step, the sentence naming the new owner or the step."""
+    if message.purpose in ("reassigned", "stepped_up"):
         return f"{intro(message)} {note(message)}".strip()
     return note(message)
 

@@ -22,12 +22,15 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
 
+from driftowner import runner
 from driftowner.channels import build_channel
 from driftowner.channels.email import EmailChannel, message_id
+from driftowner.channels.log import LogChannel
 from driftowner.config import EmailChannelConfig
 from driftowner.configload import ConfigError, load_config_text
+from driftowner.cycle import Pager
 from driftowner.model import Delivery, Evidence, GroupThread, Notification
-from driftowner.outbox import Deliverer
+from driftowner.outbox import Deliverer, deliver_due
 from driftowner.store import Changes, MemoryStore
 from tests.unit import factories
 
@@ -685,3 +688,41 @@ async def test_a_groups_mails_are_one_thread_with_one_subject(mailbox: Server, t
     assert mails[0]["Subject"] == "[driftowner] 2 systems fed by features-v3 (opened within 0s)"
     firsts = [parts(m)[0].splitlines()[0] for m in mails]
     assert firsts[2].endswith("1 ACKNOWLEDGED") and firsts[3].endswith("2 RESOLVED")
+
+
+async def test_an_escalation_past_the_owner_replies_in_the_owners_mail_thread(
+    mailbox: Server, tls: Tls
+) -> None:
+    """Step 1 mails Alice; at 15m step 2 pages bob on the console. Through the escalation
+    stage and the outbox, Alice's mail thread gets a reply telling of step 2: In-Reply-To
+    and References name her first mail, the subject is the thread's with ``Re:``, and the
+    text says the step (a regression: the owner's thread heard nothing of the escalation)."""
+    config = factories.make_config(
+        {
+            "escalation_chains": {
+                "standard": {
+                    "steps": [
+                        {"notify": "owner", "via": ["email"]},
+                        {"after": "15m", "notify": ["bob"], "via": ["console"]},
+                    ]
+                }
+            },
+        }
+    )
+    store = MemoryStore()
+    channels = {"email": channel(mailbox.port, tls), "console": LogChannel("console")}
+    pager = Pager(factories.ids("n"), factories.links)
+    store.apply(Changes(opened=[factories.incident(config, ack_within=None, resolve_within=None)]))
+    runner.escalate(store, config, factories.T0, pager)
+    await deliver_due(store, channels, lambda: factories.at(1))
+    runner.escalate(store, config, factories.at(15), pager)
+    await deliver_due(store, channels, lambda: factories.at(16))
+    to_alice = [
+        mail
+        for mail, (_, to) in zip(mailbox.handler.messages, mailbox.handler.envelopes, strict=True)
+        if to == ["alice@example.com"]
+    ]
+    assert [m["X-Driftowner-Purpose"] for m in to_alice] == ["opened", "stepped_up"]
+    _one_thread(to_alice)
+    text, _ = parts(to_alice[1])
+    assert "step 2" in text

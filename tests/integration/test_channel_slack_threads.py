@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from driftowner import service
+from driftowner import runner, service
+from driftowner.channels.log import LogChannel
 from driftowner.channels.slack import SlackWebApiChannel
+from driftowner.cycle import Pager
 from driftowner.model import Delivery, Evidence, Notification
 from driftowner.outbox import Deliverer, deliver_due
 from driftowner.store import Changes, SqlStore
@@ -371,3 +373,53 @@ async def test_a_group_is_one_thread_whose_root_follows_its_incidents_across_a_r
     assert len(slack.updated) == 2
     assert [line.split(" ")[0] for line in _root_lines(slack, ref)] == ["*RESOLVED"] * 3
     assert "3 RESOLVED" in slack.message(*ref)["blocks"][0]["text"]["text"]
+
+
+async def test_step_two_replies_in_the_owners_thread_and_the_root_shows_step_two(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Step 1 pages Alice by Slack DM (her thread's root) and informs ml-fraud; at 15m
+    step 2 pages bob on the console. Through the escalation stage, a real store and the
+    outbox, Alice's thread gets a reply telling of step 2 and her root is updated with
+    chat.update to show step 2; the informed team's thread hears nothing (a regression: the
+    owner's root kept showing step 1 until an ack or resolution reached it)."""
+    config = factories.make_config(
+        {
+            "channels": {
+                "slack": {"type": "slack", "token": slack.token, "api_url": slack.api_url}
+            },
+            "escalation_chains": {
+                "standard": {
+                    "steps": [
+                        {"notify": "owner", "via": ["slack"]},
+                        {"after": "15m", "notify": ["bob"], "via": ["console"]},
+                    ]
+                }
+            },
+        }
+    )
+    store = SqlStore(f"sqlite:///{tmp_path / 'driftowner.db'}")
+    channels = {"slack": api_channel(slack), "console": LogChannel("console")}
+    pager = Pager(factories.ids("n"), factories.links)
+    opened = factories.incident(config, ack_within=None, resolve_within=None)
+    try:
+        store.apply(Changes(opened=[opened]))
+        assert runner.escalate(store, config, factories.T0, pager) == 2
+        assert await deliver_due(store, channels, lambda: factories.at(1)) == 2
+        assert runner.escalate(store, config, factories.at(15), pager) == 2
+        assert await deliver_due(store, channels, lambda: factories.at(16)) == 2
+        roots = {address: ref for _, address, ref in store.conversations("inc-1")}
+    finally:
+        await channels["slack"].aclose()
+        store.close()
+    root_channel, root_ts = roots["U024BE7LH"].split(":")
+    assert len(slack.posted) == 3, "Alice's root, ml-fraud's root, Alice's reply"
+    reply = slack.posted[-1]
+    assert (reply["channel"], reply["thread_ts"]) == (root_channel, root_ts)
+    assert "step 2" in str(reply["blocks"])
+    (update,) = slack.updated
+    assert (update["channel"], update["ts"]) == (root_channel, root_ts)
+    root = slack.message(root_channel, root_ts)
+    assert root["blocks"][0]["text"]["text"].startswith("OPEN ")
+    fields = [f["text"] for b in root["blocks"] for f in b.get("fields", [])]
+    assert "*Escalation*\nstep 2" in fields

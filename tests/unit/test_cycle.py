@@ -11,7 +11,7 @@ import pytest
 from driftowner import cycle, runner
 from driftowner.cycle import Pager
 from driftowner.detect.bank import Bank
-from driftowner.model import AUTO, Change, Sample, SourceResult, Status
+from driftowner.model import AUTO, Change, Notification, Sample, SourceResult, Status
 from driftowner.store import Changes, MemoryStore
 
 from .factories import (
@@ -118,6 +118,38 @@ def test_evaluation_opens_without_paging_and_the_escalation_stage_pages() -> Non
     ((owed_incident, owed),) = cycle.due(config, store, T0, pager())
     assert owed_incident.id == opened.id
     assert {n.recipient for n in owed.notifications} == {"alice", "ml-fraud"}
+
+
+def test_an_escalation_step_tells_the_conversations_the_incident_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At 15m step 2 pages bob; ``due`` reads the incident's notifications (then only: the
+    opening and a quiet tick read none) and owes a ``stepped_up`` follow-up at step 2 to each
+    conversation the opening started with the owner, none to the informed team or to bob,
+    written with the step's changes."""
+    config = make_config()
+    store = MemoryStore()
+    store.apply(Changes(opened=[incident(config, ack_within=None, resolve_within=None)]))
+    reads: list[str] = []
+    notifications = store.notifications
+
+    def counted(incident_id: str) -> list[Notification]:
+        reads.append(incident_id)
+        return notifications(incident_id)
+
+    monkeypatch.setattr(store, "notifications", counted)
+    runner.escalate(store, config, T0, pager())
+    assert cycle.due(config, store, at(5), pager()) == []
+    assert reads == []
+    ((_, owed),) = cycle.due(config, store, at(15), pager())
+    assert reads == ["inc-1"]
+    assert [
+        (n.recipient, n.channel, n.message.purpose, n.message.step) for n in owed.notifications
+    ] == [
+        ("bob", "email", "escalated", 2),
+        ("alice", "console", "stepped_up", 2),
+        ("alice", "email", "stepped_up", 2),
+    ]
 
 
 def _resolving(store: MemoryStore) -> None:

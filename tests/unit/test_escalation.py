@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 
 from driftowner.config import Config
-from driftowner.escalation import Escalation, cycle_length, on_resolved, step_due_at, tick
+from driftowner.escalation import (
+    Escalation,
+    cycle_length,
+    escalated_step,
+    on_resolved,
+    step_due_at,
+    tell_escalation,
+    tick,
+)
 from driftowner.incidents import acknowledge, reassign, resolve, snapshot_chain
 from driftowner.model import AUTO, ChainSnapshot, ChainStep, Evidence, Incident, Notification
 
@@ -149,6 +157,90 @@ def test_later_steps_are_escalations_naming_the_step() -> None:
         ("alice", "escalated", 1)
     }
     assert [e.kind for e in again.events] == ["escalated"]
+
+
+def _told(esc: Escalator, minute: float) -> Escalation:
+    """A tick at ``minute`` as the cycle runs it: with a fired escalation step, every
+    conversation the incident started before (what the escalator sent so far) is told."""
+    before = list(esc.sent)
+    outcome = esc.at(minute)
+    if escalated_step(outcome) is None:
+        return outcome
+    told = tell_escalation(esc.config, outcome, before, at(minute), esc.new_id, links)
+    esc.sent.extend(told.notifications[len(outcome.notifications) :])
+    return told
+
+
+def _follow_ups(outcome: Escalation) -> list[tuple[str, str, str, int]]:
+    return [
+        (n.recipient, n.channel, n.address, n.message.step)
+        for n in outcome.notifications
+        if n.message.purpose == "stepped_up"
+    ]
+
+
+def test_a_step_two_escalation_tells_the_owners_conversations_and_pages_bob_only() -> None:
+    """When step 2 pages bob, the conversations step 1 started with the owner (console, mail)
+    are each told once, ``stepped_up`` at step 2, so a thread's root can show the step; the
+    contributor team informed at opening is not (it hears of the resolution only), and bob,
+    paged by the step, gets his page and no follow-up. The owner keeps her acknowledge
+    link: she may still take it."""
+    esc = escalator()
+    assert escalated_step(esc.at(0)) is None
+    step2 = _told(esc, 15)
+    assert _who(step2)[0] == ("bob", "email", "bob@example.com", "escalated", 2)
+    assert _follow_ups(step2) == [
+        ("alice", "console", "alice", 2),
+        ("alice", "email", "alice@example.com", 2),
+    ]
+    told = step2.notifications[-1]
+    assert told.message.state == "open" and told.message.actor == AUTO
+    assert told.message.ack_url == links("inc-1", "ack", "alice")
+    assert told.created_at == at(15)
+    assert [e.kind for e in step2.events] == ["escalated"]
+
+
+def test_a_later_step_tells_each_earlier_conversation_once_but_not_those_it_pages() -> None:
+    """Step 3 tells the owner's and bob's conversations (once each, though the owner's was
+    told of step 2 too); the repeat's step 1 pages the owner again, so only bob's and dana's
+    conversations are told, of step 1."""
+    esc = escalator()
+    esc.at(0)
+    _told(esc, 15)
+    assert _follow_ups(_told(esc, 45)) == [
+        ("alice", "console", "alice", 3),
+        ("alice", "email", "alice@example.com", 3),
+        ("bob", "email", "bob@example.com", 3),
+    ]
+    assert _follow_ups(_told(esc, 75)) == [
+        ("bob", "email", "bob@example.com", 1),
+        ("dana", "email", "dana@example.com", 1),
+    ]
+
+
+def test_a_collapsed_tick_tells_each_earlier_conversation_once_of_the_latest_step() -> None:
+    """Steps 2 and 3 due at once (downtime) page bob and dana once each; the owner's
+    conversations are told once, of step 3, the step escalation stands at now."""
+    esc = escalator()
+    esc.at(0)
+    outcome = _told(esc, 50)
+    assert outcome.steps_fired == (2, 3)
+    assert _follow_ups(outcome) == [
+        ("alice", "console", "alice", 3),
+        ("alice", "email", "alice@example.com", 3),
+    ]
+
+
+def test_an_opening_a_reminder_or_a_quiet_tick_tells_nobody() -> None:
+    """Only a fired escalation step is told: the opening, a tick with nothing due and a
+    reminder are not escalations."""
+    esc = escalator()
+    assert escalated_step(esc.at(0)) is None
+    assert escalated_step(esc.at(5)) is None
+    esc.incident = acknowledge(esc.incident, "alice", at(6)).incident
+    reminder = esc.at(6 + 120)
+    assert [n.message.purpose for n in reminder.notifications] == ["reminder", "reminder"]
+    assert escalated_step(reminder) is None
 
 
 def test_notifications_carry_what_a_human_needs_to_act() -> None:

@@ -3,7 +3,8 @@ incident id, authenticated by an API integration's key (``Authorization: GenieKe
 
 A page (opened, reopened, escalated, reminder, test) creates the alert (``POST /v2/alerts``;
 Opsgenie folds a create with the alias of an open alert into it); an acknowledgement
-acknowledges it, a resolution closes it, and a reassignment adds a note
+acknowledges it, a resolution closes it, and a reassignment or an escalation step told to
+the alert's conversation (``stepped_up``: never a second create) adds a note
 (``POST /v2/alerts/{alias}/acknowledge|close|notes?identifierType=alias``). A contributor
 team informed sends nothing. Opsgenie routes the alert to the team of the API integration.
 
@@ -34,7 +35,12 @@ USER_LIMIT = 100
 SOURCE = "driftowner"
 
 _PAGES = frozenset({"opened", "reopened", "escalated", "reminder", "test"})
-_ACTIONS = {"acknowledged": "acknowledge", "resolved": "close", "reassigned": "notes"}
+_ACTIONS = {
+    "acknowledged": "acknowledge",
+    "resolved": "close",
+    "reassigned": "notes",
+    "stepped_up": "notes",
+}
 
 
 def _clip(text: str, limit: int) -> str:

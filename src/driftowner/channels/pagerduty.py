@@ -4,7 +4,9 @@ incident and routing key, deduplicated by the incident id.
 A page (opened, reopened, escalated, reminder, test) is a ``trigger`` event: PagerDuty folds
 repeated triggers of one ``dedup_key`` into the alert already open. An acknowledgement is an
 ``acknowledge`` event, a resolution a ``resolve`` event. Messages that page nobody (a
-contributor team informed, a reassignment) send nothing: PagerDuty has no such event.
+contributor team informed, a reassignment, an escalation step told to a conversation the
+incident started: ``stepped_up``, never a second trigger) send nothing: PagerDuty has no such
+event.
 
 Routing: each event goes to the routing key (an Events API v2 integration key) configured for
 its recipient, an owner or team key, under ``routing_keys``; else to the channel's
