@@ -106,6 +106,28 @@ async def test_a_reassignment_adds_a_note_and_a_team_informed_sends_nothing(
     assert len(opsgenie.requests) == 2
 
 
+async def test_news_of_an_escalation_step_is_a_note_not_a_second_alert(
+    opsgenie: FakeOpsgenie,
+) -> None:
+    """An escalation step told to the alert's conversation (``stepped_up``) adds a note
+    naming the step, by alias, as driftowner itself; no second create."""
+    channel = channel_for(opsgenie)
+    try:
+        await channel.send(note("opened"))
+        told = await channel.send(note("stepped_up", step=2, actor="auto"))
+    finally:
+        await channel.aclose()
+    assert told.ok, told.detail
+    assert [r.path.split("?")[0] for r in opsgenie.requests] == [
+        "/v2/alerts",
+        "/v2/alerts/inc-42/notes",
+    ]
+    jsonschema.Draft202012Validator(ACTION).validate(opsgenie.requests[1].body)
+    alert = opsgenie.alerts["inc-42"]
+    (added,) = alert.notes
+    assert "Escalated to step 2" in added and alert.count == 1
+
+
 async def test_long_text_is_cut_to_opsgenies_limits(opsgenie: FakeOpsgenie) -> None:
     """A 500-character summary and 20,000 characters of evidence still make a valid create
     request (message ≤ 130, description ≤ 15,000): accepted."""

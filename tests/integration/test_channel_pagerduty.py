@@ -116,6 +116,19 @@ async def test_an_informed_team_sends_nothing(pagerduty: JsonService) -> None:
     assert pagerduty.requests == []
 
 
+async def test_news_of_an_escalation_step_sends_no_second_trigger(pagerduty: JsonService) -> None:
+    """An escalation step told to the conversation the incident started (``stepped_up``)
+    pages nobody: PagerDuty has no note event, so nothing is sent (a trigger would page the
+    alert's on-call again); it counts as delivered."""
+    channel = channel_for(pagerduty)
+    try:
+        delivery = await channel.send(note("stepped_up", step=2, actor="auto"))
+    finally:
+        await channel.aclose()
+    assert delivery.ok and "nothing to send" in delivery.detail
+    assert pagerduty.requests == []
+
+
 async def test_long_text_is_cut_to_pagerdutys_limits(pagerduty: JsonService) -> None:
     """A 2,000-character system name and a 300-character incident id still make a valid event
     (summary ≤ 1024, dedup_key ≤ 255): accepted, not refused."""

@@ -260,6 +260,9 @@ async def test_each_notification_gets_its_own_outcome(store: Store) -> None:
         ("acknowledged", "reminder", True),
         ("resolved", "reminder", False),
         ("resolved", "resolved", True),
+        ("acknowledged", "stepped_up", False),
+        ("resolved", "stepped_up", False),
+        ("open", "stepped_up", True),
     ],
 )
 async def test_a_page_made_moot_by_an_ack_is_superseded_not_sent(
