@@ -217,6 +217,23 @@ def test_intro_names_the_recipient_of_an_escalation() -> None:
     assert "Escalated to Dana Ito" in text
 
 
+def test_news_of_an_escalation_step_names_the_step_not_its_recipient() -> None:
+    """A ``stepped_up`` message tells a conversation the incident started (the owner's
+    thread) how far escalation went: tagged ESCALATED, naming the step in its intro, its
+    subject and its card's Escalation field, without saying it was escalated to its own
+    recipient; an incident tool's note says the same."""
+    told = message(purpose="stepped_up", step=2, recipient_name="Alice Chen", age_seconds=900)
+    assert render.label(told) == "ESCALATED"
+    assert render.intro(told).startswith(
+        "Escalated to step 2: nobody has acknowledged this incident in 15m 0s, so step 2's "
+        "recipients are paged now."
+    )
+    assert "Escalated to Alice Chen" not in render.text(told)
+    assert render.subject(told).endswith("(step 2)")
+    assert render.Field("Escalation", "step 2") in render.card(told, root=True).fields
+    assert render.action_note(told).startswith(render.intro(told))
+
+
 def test_rendering_does_not_touch_the_environment_at_import() -> None:
     """Importing render builds no Jinja environment; the first render does, once."""
     render._environment.cache_clear()

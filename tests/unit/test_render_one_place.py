@@ -19,7 +19,7 @@ from driftowner.channels.log import LogChannel
 from driftowner.channels.opsgenie import build_request
 from driftowner.channels.pagerduty import build_event
 from driftowner.channels.slack import build_payload, escape
-from driftowner.model import Evidence, Incident, Message, Notification, Purpose, Upstream
+from driftowner.model import AUTO, Evidence, Incident, Message, Notification, Purpose, Upstream
 
 from .factories import T0, at, full_message, ids, incident, links, make_config, notification
 
@@ -132,8 +132,8 @@ def _made_by_escalation() -> tuple[list[Notification], set[str], Incident, Incid
     """Notifications escalation makes on every path, with every string a fact may be: the
     opening (owner paged, teams informed), a step, a reminder, both SLO breaches, the owner
     informed while an upstream incident holds the pages, the follow-ups of an ack (with its
-    person's note) and a resolution, and ``notify-test`` (an owner with systems, and one
-    without)."""
+    person's note), of an escalation step and of a resolution, and ``notify-test`` (an owner
+    with systems, and one without)."""
     config = make_config()
     new_id = ids("n")
     subject = incident(config)
@@ -159,7 +159,11 @@ def _made_by_escalation() -> tuple[list[Notification], set[str], Incident, Incid
         config, acked, opening, "acknowledged", at(20), new_id, links, "on it", "alice"
     )
     made += escalation.on_resolved(config, subject, opening, at(90), new_id, links)
-    facts = {"", "on it", "alice", "test", "fraud-scoring"}
+    step2 = escalation.tick(
+        config, escalation.tick(config, subject, T0, new_id, links).incident, at(15), new_id, links
+    )
+    made += escalation.tell_escalation(config, step2, opening, at(15), new_id, links).notifications
+    facts = {"", "on it", "alice", "test", "fraud-scoring", AUTO}
     for one in (subject, held, upstream, acked):
         facts |= {one.id, one.system, one.owner, one.kind, one.rule, one.state, one.summary}
         facts |= {f.reason for f in one.evidence} | set(one.layers) | set(one.signals)
@@ -186,7 +190,15 @@ def test_every_string_escalation_puts_in_a_message_is_a_fact() -> None:
     findings, the SLO breached and by how much, the upstream incident."""
     made, facts, subject, upstream = _made_by_escalation()
     purposes = {note.message.purpose for note in made}
-    assert purposes >= {"opened", "escalated", "reminder", "informed", "test", "acknowledged"}
+    assert purposes >= {
+        "opened",
+        "escalated",
+        "stepped_up",
+        "reminder",
+        "informed",
+        "test",
+        "acknowledged",
+    }
     for note in made:
         for text in _strings(note.message):
             assert text in facts, (note.message.purpose, text)
