@@ -164,7 +164,9 @@ def escalate(
 
 
 def _log_escalation(incident: Incident, outcome: Escalation, metrics: Metrics | None) -> None:
-    if outcome.steps_fired and not outcome.notifications:
+    # The news of a step told to earlier conversations pages nobody: not counted as reached.
+    paged = [n for n in outcome.notifications if n.message.purpose != "stepped_up"]
+    if outcome.steps_fired and not paged:
         log.warning(
             "escalation reached nobody",
             incident=incident.id,

@@ -4,9 +4,11 @@ resolves and retires incidents as Changes; only the escalation stage makes pages
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
+from structlog.testing import capture_logs
 
 from driftowner import cycle, runner
 from driftowner.cycle import Pager
@@ -149,6 +151,28 @@ def test_an_escalation_step_tells_the_conversations_the_incident_started(
         ("bob", "email", "escalated", 2),
         ("alice", "console", "stepped_up", 2),
         ("alice", "email", "stepped_up", 2),
+    ]
+
+
+def test_a_step_that_pages_nobody_still_warns_though_the_owner_is_told() -> None:
+    """Step 2 of the incident's chain names bob through a channel no longer configured: it
+    pages nobody, so the warning ``escalation reached nobody`` is logged, though the owner's
+    conversations are told of the step (that news pages nobody)."""
+    config = make_config()
+    opened = incident(config, ack_within=None, resolve_within=None)
+    first, second, *rest = opened.chain.steps
+    chain = dataclasses.replace(
+        opened.chain, steps=(first, dataclasses.replace(second, via=("gone",)), *rest)
+    )
+    store = MemoryStore()
+    store.apply(Changes(opened=[dataclasses.replace(opened, chain=chain)]))
+    notices = pager()
+    runner.escalate(store, config, T0, notices)
+    with capture_logs() as logs:
+        assert runner.escalate(store, config, at(15), notices) == 2
+    assert [n.message.purpose for n in store.notifications("inc-1")][-2:] == ["stepped_up"] * 2
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "escalation reached nobody"
     ]
 
 
