@@ -218,8 +218,12 @@ def test_incident_goes_from_opened_through_escalation_and_ack_to_auto_resolution
     assert "fraud-scoring" in json.dumps(first)
 
     wait_for(lambda: "escalated" in events_of(deployment, incident["id"]), "step 2", 15)
-    second = deployment.slack.wait_for(2, timeout=10)[1]
-    assert "<@U0BOB>" in json.dumps(second)
+    # Step 2 pages bob, and alice's conversation is told of it (an incoming webhook cannot
+    # thread: a message of its own), in either order.
+    step2 = [json.dumps(p) for p in deployment.slack.wait_for(3, timeout=10)[1:]]
+    assert sum("<@U0BOB>" in m for m in step2) == 1
+    (told,) = [m for m in step2 if "<@U0ALICE>" in m]
+    assert "Escalated to step 2" in told
 
     refused = httpx.post(
         f"{deployment.url}/api/v1/incidents/{incident['id']}/ack", json={"by": "alice"}, timeout=5
@@ -249,7 +253,7 @@ def test_incident_goes_from_opened_through_escalation_and_ack_to_auto_resolution
     assert detail["time_to_resolve_seconds"] > detail["time_to_acknowledge_seconds"]
     # Everyone who was told of the incident is told it was acknowledged, then resolved:
     # alice and bob on Slack.
-    payloads = deployment.slack.wait_for(6, timeout=10)
+    payloads = deployment.slack.wait_for(7, timeout=10)
     headers = [p["blocks"][0]["text"]["text"].split()[0] for p in payloads]
     assert (headers.count("ACKNOWLEDGED"), headers.count("RESOLVED")) == (2, 2), headers
 
@@ -271,7 +275,7 @@ def test_incident_goes_from_opened_through_escalation_and_ack_to_auto_resolution
     )
     assert metrics['driftowner_incident_time_to_acknowledge_seconds_count{owner="alice"}'] == 1
     assert metrics['driftowner_source_up{source="history"}'] == 1
-    assert metrics['driftowner_notifications_total{channel="slack",outcome="delivered"}'] == 6
+    assert metrics['driftowner_notifications_total{channel="slack",outcome="delivered"}'] == 7
     assert TOKEN not in deployment.log()
     assert "fakeSecretToken" not in deployment.log()
 
@@ -284,8 +288,8 @@ def test_incident_goes_from_opened_through_escalation_and_ack_to_auto_resolution
 
 def test_kill_9_after_opening_loses_nothing_and_sends_no_step_twice(tmp_path: Path) -> None:
     """SIGKILL right after the owner was notified, then a restart on the same store: the
-    incident and its events are all there, escalation resumes at step 2, and no step's
-    message is sent twice."""
+    incident and its events are all there, escalation resumes at step 2 (bob paged, alice
+    told of it), and no step's message is sent twice."""
     with FakeSlack() as slack:
         deployment = _deployment(tmp_path, slack, drop_at=3, recover_at=90, step2="8s")
         deployment.start()
@@ -301,7 +305,7 @@ def test_kill_9_after_opening_loses_nothing_and_sends_no_step_twice(tmp_path: Pa
 
         deployment.start()
         wait_for(lambda: "escalated" in events_of(deployment, incident["id"]), "step 2", 20)
-        slack.wait_for(2, timeout=10)
+        slack.wait_for(3, timeout=10)
         time.sleep(2)  # several more evaluation and escalation ticks after the restart
         after = deployment.show(incident["id"])
         assert after["id"] == before["id"]
@@ -313,7 +317,8 @@ def test_kill_9_after_opening_loses_nothing_and_sends_no_step_twice(tmp_path: Pa
         assert kinds.count("escalated") == 1
         assert len(deployment.incidents()) == 1
         mentions = [json.dumps(p) for p in slack.received]
-        assert sum("<@U0ALICE>" in m for m in mentions) == 1
+        assert sum("<@U0ALICE>" in m for m in mentions) == 2
+        assert sum("<@U0ALICE>" in m and "Escalated to step 2" in m for m in mentions) == 1
         assert sum("<@U0BOB>" in m for m in mentions) == 1
         deployment.stop()
 
