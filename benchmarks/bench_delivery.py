@@ -27,7 +27,7 @@ and the ratio driftowner / Alertmanager. Absolute numbers are for orientation on
 
     .venv/bin/python benchmarks/bench_delivery.py [--pages N] [--slow-pages N]
         [--max-in-flight K] [--only nginx|slow|outbox|send|processes|split] [--processes 1,2,3]
-        [--senders 1,2] [--rounds 3] [--collector daemon|frozen|python]
+        [--senders 1,2] [--rounds 3] [--collector daemon|frozen|python] [--store sqlite|memory]
 
 ``--only send`` runs the HTTP path alone: ``--pages`` signed pages through
 ``WebhookChannel.send`` to nginx, 16 at a time, beside the same bodies from a bare aiohttp
@@ -50,6 +50,11 @@ of the machine's cores were idle from ``t0`` to the last outcome.
 ``--collector daemon|frozen|python`` sets the garbage collector of the runs in this process
 (not those of ``--only processes``): as the daemon has it while it delivers (the default),
 frozen long-lived state only, or Python's defaults (see :data:`COLLECTORS`).
+
+``--store memory`` runs the nginx and slow runs' driftowner over the in-memory store instead
+of SQLite: nothing is durable (no commit, no fsync), the delivery loop, channel and HTTP client
+unchanged. Not the daemon's configuration: it measures what durability costs a page, and what
+the delivery path does without it.
 
 ``--only outbox`` runs neither receiver nor Alertmanager: it measures the outbox's own cost
 (lease, send bookkeeping, group commit) with a channel that answers at once, at 2,000 pages,
@@ -90,7 +95,7 @@ from driftowner.daemon import collect_garbage_less_often, loop_factory
 from driftowner.model import Delivery, Incident, Message, Notification
 from driftowner.outbox import Deliverer
 from driftowner.runner import Heap
-from driftowner.store import Changes, Settled, SqlStore
+from driftowner.store import Changes, MemoryStore, Settled, SqlStore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -329,6 +334,8 @@ with the long-lived state frozen but Python's thresholds (``frozen``: the daemon
 collections were made rarer); or Python's defaults, nothing frozen (``python``: how this
 benchmark ran the delivery loop before 2026-11-30's issue 7 entry)."""
 collector = "daemon"
+store_kind = "sqlite"
+"""``--store``: the store of driftowner's nginx and slow runs (``memory``: nothing durable)."""
 
 
 def as_in_the_daemon(config: Config) -> None:
@@ -352,7 +359,9 @@ async def run_driftowner(
     the first lease to the last outcome) for ``count`` pages through the outbox to ``url``
     (through ``channels`` instead, when given)."""
     config = driftowner_config(url, f"sqlite:///{tmp}/outbox.db", max_in_flight)
-    store = SqlStore(config.storage.url)
+    store: SqlStore | MemoryStore = (
+        MemoryStore() if store_kind == "memory" else SqlStore(config.storage.url)
+    )
     store.open()
     as_in_the_daemon(config)
     now = datetime.now(UTC)
@@ -1100,9 +1109,11 @@ def main() -> None:
     parser.add_argument("--senders", default="1,2")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--collector", choices=COLLECTORS, default="daemon")
+    parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
     args = parser.parse_args()
-    global collector
+    global collector, store_kind
     collector = args.collector
+    store_kind = args.store
     factory = loop_factory()
     if args.only == "processes":
         with tempfile.TemporaryDirectory() as tmp:
