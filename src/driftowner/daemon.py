@@ -324,7 +324,14 @@ class Daemon:
             # Store work runs in a worker thread: a large evaluation (a transaction per
             # system) never stalls /healthz, /metrics or signal handling.
             await asyncio.to_thread(
-                runner.evaluate, store, config, findings, now, new_incident_id, self.pager
+                runner.evaluate,
+                store,
+                config,
+                findings,
+                now,
+                new_incident_id,
+                self.pager,
+                self._wake_delivery(),
             )
             metrics.evaluation_duration.observe(time.perf_counter() - started)
             self.heap.settle(config)
@@ -343,7 +350,13 @@ class Daemon:
         assert self.config and self.store and self.metrics
         try:
             await asyncio.to_thread(
-                runner.escalate, self.store, self.config, self.clock(), self.pager, self.metrics
+                runner.escalate,
+                self.store,
+                self.config,
+                self.clock(),
+                self.pager,
+                self.metrics,
+                self._wake_delivery(),
             )
             self.store_failures.pop("escalate", None)
         except StoreUnavailable as error:
@@ -355,6 +368,20 @@ class Daemon:
             deliverer.wake()
         else:
             await deliverer.deliver_now()
+
+    def _wake_delivery(self) -> runner.Queued | None:
+        """What a store job in a worker thread calls after each commit that queued
+        notifications: the running delivery loop is woken at once (so a storm's first pages
+        go while the rest is still being written), from that thread, safely. None when no
+        delivery loop runs (jobs run by hand deliver once they are done)."""
+        if self._delivering is None:
+            return None
+        loop, deliverer = asyncio.get_running_loop(), self.deliverer()
+
+        def queued() -> None:
+            loop.call_soon_threadsafe(deliverer.wake)
+
+        return queued
 
     def deliverer(self) -> outbox.Deliverer:
         """The outbox's delivery loop over this daemon's store, channels and config."""

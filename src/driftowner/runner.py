@@ -32,19 +32,30 @@ write that batch again one set at a time, see ``Store.apply_each``): a storm of 
 is 10 commits, not 2,000 (one fsync each), while no transaction holds the write lock long."""
 
 
-def apply(store: Store, steps: list[Step]) -> list[Step]:
+Queued = Callable[[], None]
+"""Told, from the thread writing them, each time a transaction that queued notifications is
+committed: the daemon wakes its delivery loop, so a storm's first pages go out while the rest
+of it is still being written, not after the last commit."""
+
+
+def apply(store: Store, steps: list[Step], queued: Queued | None = None) -> list[Step]:
     """Apply each step whole or not at all, :data:`STEPS_PER_TRANSACTION` to a transaction;
     returns the steps applied. A step refused with a :class:`~driftowner.store.Conflict`
     (someone acted on an incident between our read and write) is left out: the next cycle
-    sees their change and decides again."""
+    sees their change and decides again. ``queued`` is told after each commit that queued
+    notifications."""
     applied: list[Step] = []
     for chunk in _chunks(steps):
         refused = store.apply_each([step.changes for step in chunk])
+        written = False
         for step, conflict in zip(chunk, refused, strict=True):
             if conflict is not None:
                 log.info("evaluation deferred", system=step.system, reason=str(conflict))
                 continue
             applied.append(step)
+            written = written or bool(step.changes.notifications)
+        if written and queued is not None:
+            queued()
     return applied
 
 
@@ -60,13 +71,14 @@ def evaluate(
     now: datetime,
     new_incident_id: Callable[[], str],
     pager: Pager,
+    queued: Queued | None = None,
 ) -> list[Incident]:
     """One evaluation (see :func:`driftowner.cycle.evaluate`) applied to ``store`` (each
-    system's and each retired incident's changes whole or not at all, see :func:`apply`).
-    Returns the incidents opened or changed."""
+    system's and each retired incident's changes whole or not at all, see :func:`apply`;
+    ``queued`` as there). Returns the incidents opened or changed."""
     steps = cycle.evaluate(config, findings, store, now, new_incident_id, pager)
     changed: list[Incident] = []
-    for step in apply(store, steps):
+    for step in apply(store, steps, queued):
         _log(step)
         changed.extend([*step.changes.opened, *step.changes.updated])
     return changed
@@ -138,11 +150,13 @@ def escalate(
     now: datetime,
     pager: Pager,
     metrics: Metrics | None = None,
+    queued: Queued | None = None,
 ) -> int:
     """Fire every due escalation step, expired ack and reminder, each incident's changes whole
-    or not at all (:data:`STEPS_PER_TRANSACTION` incidents to a transaction). Returns the
-    number of notifications queued."""
-    queued = 0
+    or not at all (:data:`STEPS_PER_TRANSACTION` incidents to a transaction; ``queued`` is
+    told after each commit that queued notifications). Returns the number of notifications
+    queued."""
+    count = 0
     owed = list(cycle.due(config, store, now, pager))
     for chunk in _chunks(owed):
         refused = store.apply_each(
@@ -155,12 +169,15 @@ def escalate(
                 for _, outcome in chunk
             ]
         )
+        before = count
         for (incident, outcome), conflict in zip(chunk, refused, strict=True):
             if conflict is not None:
                 continue  # acknowledged or changed meanwhile: decide again next tick
-            queued += len(outcome.notifications)
+            count += len(outcome.notifications)
             _log_escalation(incident, outcome, metrics)
-    return queued
+        if count > before and queued is not None:
+            queued()
+    return count
 
 
 def _log_escalation(incident: Incident, outcome: Escalation, metrics: Metrics | None) -> None:

@@ -71,3 +71,28 @@ def test_a_storm_is_written_in_a_few_commits_not_one_per_system(tmp_path: Path) 
     assert len(commits) == 3
     assert store.outbox_pending() == 451
     store.close()
+
+
+def test_each_commit_that_queues_pages_is_told_as_it_lands(tmp_path: Path) -> None:
+    """The same storm: the escalation's three commits each tell the daemon's delivery loop
+    that pages were queued, once each, as each lands (its pages already readable: 200, 400,
+    451 owed), so the first pages go out while the rest is still being written. The
+    evaluation queued no page (openings page through escalation) and tells nothing."""
+    config = storm_config(450)
+    store = SqlStore(f"sqlite:///{tmp_path / 's.db'}")
+    store.open()
+    pager = Pager(ids("n"), links)
+    degraded = {
+        name: {"nulls": finding("nulls", "degraded", system=name, layer="data")}
+        for name in config.systems
+    }
+    owed_when_told: list[int] = []
+
+    def queued() -> None:
+        owed_when_told.append(store.outbox_pending())
+
+    runner.evaluate(store, config, degraded, T0, ids("inc"), pager, queued)
+    assert owed_when_told == []
+    assert runner.escalate(store, config, T0, pager, None, queued) == 451
+    assert owed_when_told == [200, 400, 451]
+    store.close()

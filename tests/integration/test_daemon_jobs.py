@@ -344,3 +344,36 @@ async def test_one_escalation_tick_delivers_a_backlog_larger_than_a_batch(daemon
     held = [n for n in rows if n.delivered_at is None]
     assert not {n.id for n in held} & backlog
     assert daemon.store.outbox_pending() <= len(held)  # some of them superseded
+
+
+class WakeCounter:
+    """Stands in for the running delivery loop: counts the times it is woken."""
+
+    def __init__(self) -> None:
+        self.wakes = 0
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+
+async def test_a_commit_that_queues_pages_wakes_the_running_delivery_loop_at_once(
+    daemon: Daemon,
+) -> None:
+    """While the delivery loop runs, the escalation job (in a worker thread) wakes it as each
+    commit that queued pages lands, not only once the whole job is done: a storm's first pages
+    go out while the rest is still being written. One commit here: woken by it, then once
+    more when the job ends."""
+    assert daemon.store is not None and daemon.config is not None
+    daemon.store.apply(Changes(opened=[incident(system="fraud-scoring", owner="alice")]))
+    await daemon.lead()
+    counter = WakeCounter()
+    daemon._deliverer = counter  # type: ignore[assignment]
+    daemon._delivering = asyncio.create_task(asyncio.sleep(3600))  # "a loop runs"
+    try:
+        await daemon.escalate_and_deliver()
+        await asyncio.sleep(0)  # the thread's wake-up is handed to the loop
+    finally:
+        daemon._delivering.cancel()
+        daemon._delivering = None
+    assert daemon.store.notifications("inc-1")  # the job queued pages, in one commit
+    assert counter.wakes == 2
