@@ -8,11 +8,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from structlog.testing import capture_logs
 
 from driftowner import runner, service
 from driftowner.cycle import Pager
-from driftowner.model import Notification
-from driftowner.store import Changes, MemoryStore
+from driftowner.model import Incident, Notification
+from driftowner.store import Changes, Conflict, MemoryStore
 
 from .factories import T0, at, ids, incident, links, make_config, notification
 
@@ -48,12 +49,14 @@ def test_a_note_is_one_event_and_a_follow_up_per_conversation() -> None:
     """The note is recorded as one ``note`` event (actor, via, the text its detail) and told
     once to each (channel, recipient, address) the incident reached, the informed team's
     too, never to a test message's address, all in one transaction; the incident itself is
-    unchanged."""
+    unchanged, and the text is never logged."""
     config = make_config()
     store, _ = _store_with_an_opened_incident()
     before = store.notifications("inc-1")
     incident_before = store.incident("inc-1")
-    noted, event = service.add_note(store, config, "inc-1", "alice", NOTE, at(5), "cli", links)
+    with capture_logs() as logged:
+        noted, event = service.add_note(store, config, "inc-1", "alice", NOTE, at(5), "cli", links)
+    assert NOTE not in repr(logged)
     assert (event.kind, event.actor, event.via, event.detail, event.at) == (
         "note",
         "alice",
@@ -116,3 +119,34 @@ def test_a_refused_note_names_its_field_and_changes_nothing(
     if field is not None:
         assert isinstance(raised.value, service.BadRequest) and raised.value.field == field
     assert (store.events("inc-1"), store.notifications("inc-1")) == (events, queued)
+
+
+class AckedMeanwhile(CountingStore):
+    """A store where Alice acknowledges inc-1 right after it is next read: the reader holds
+    the incident as it was."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.race = False
+
+    def incident(self, incident_id: str) -> Incident | None:
+        read = super().incident(incident_id)
+        if self.race and read is not None:
+            self.race = False
+            service.acknowledge(self, make_config(), incident_id, "alice", "", at(4), "slack")
+        return read
+
+
+def test_a_note_raced_by_an_ack_is_refused_not_told_with_a_stale_state() -> None:
+    """An ack landing between the note's read and its write: the note is refused
+    (:class:`Conflict`, a 409 to retry), so no conversation is told the incident is open
+    after it was acknowledged; the ack stands, no note is recorded."""
+    config = make_config()
+    store = AckedMeanwhile()
+    store.apply(Changes(opened=[incident(config, ack_within=None, resolve_within=None)]))
+    runner.escalate(store, config, T0, Pager(ids("n"), links))
+    store.race = True
+    with pytest.raises(Conflict):
+        service.add_note(store, config, "inc-1", "bob", NOTE, at(5), "api", links)
+    assert [e.kind for e in store.events("inc-1")][-1] == "acknowledged"
+    assert not [n for n in store.notifications("inc-1") if n.message.purpose == "noted"]
