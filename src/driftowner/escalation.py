@@ -724,8 +724,9 @@ def follow_ups(
     ``noted``, ``resolved``), told to every conversation it started: once per channel,
     recipient and address that was notified of it (test messages aside), so each Slack thread
     and mail thread shows it. Contributor teams, informed only at opening and resolution, hear
-    only of the resolution and of what a person wrote (``noted``); a person paged gets the
-    links still useful (resolve, after an acknowledgement). ``step`` is the escalation step
+    only of the resolution (not of a note: an open incident's card would offer them actions
+    they are not paged for); a person paged gets the links still useful (resolve, after an
+    acknowledgement). ``step`` is the escalation step
     the messages name (0: none; see :func:`standing_step`)."""
     seen: set[tuple[str, str, str]] = set()
     out: list[Notification] = []
@@ -734,7 +735,7 @@ def follow_ups(
         informed = earlier.message.purpose == "informed"
         if earlier.message.purpose == "test" or key in seen:
             continue
-        if informed and purpose not in ("resolved", "noted"):
+        if informed and purpose != "resolved":
             continue
         seen.add(key)
         name = _name(config, earlier.recipient)

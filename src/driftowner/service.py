@@ -156,10 +156,11 @@ def add_note(
 ) -> tuple[Incident, Event]:
     """Add ``by``'s note to an incident, in any state, without changing it: a ``note`` event
     (the text its detail) and, with ``links``, a ``noted`` notification to every conversation
-    the incident started (its Slack threads and mail threads, informed teams included), in the
-    same transaction. The incident is written back unchanged, so a note raced by an ack or a
-    resolution is refused (:class:`~driftowner.store.Conflict`) rather than telling the
-    conversations a state that no longer holds.
+    the incident started (its Slack threads and mail threads; contributor teams, informed only
+    at opening and resolution, aside), in the same transaction. The incident is written back
+    unchanged, so a note raced by an ack or a resolution is refused
+    (:class:`~driftowner.store.Conflict`) rather than telling the conversations a state that
+    no longer holds.
 
     Returns:
         The incident and the note's event.
