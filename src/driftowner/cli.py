@@ -415,6 +415,26 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_note(args: argparse.Namespace) -> int:
+    # The text is checked here so that an error names this command's option (--text), not
+    # the HTTP body's field (note).
+    problem = service.text_problem(args.text, service.MAX_TEXT_CHARS)
+    if problem is None and not args.text.strip():
+        problem = "a note needs text"
+    if problem is not None:
+        raise Failure(f"--text: {problem}")
+    config = _load(_config_path(args.config))
+    store = _store(config)
+    incident, _ = service.add_note(
+        store, config, args.id, args.by, args.text, utcnow(), "cli", _links_for(config, store)
+    )
+    print(
+        f"{incident.id}: note by {args.by} added (incident {incident.state}); "
+        "told to every conversation it started"
+    )
+    return 0
+
+
 def cmd_resolve(args: argparse.Namespace) -> int:
     config = _load(_config_path(args.config))
     store = _store(config)
@@ -548,7 +568,7 @@ def config_arg(c: argparse.ArgumentParser) -> None:
 
 
 def _incident_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """incidents, show, ack, resolve, reassign, report: the commands over the store."""
+    """incidents, show, ack, resolve, note, reassign, report: the commands over the store."""
     c = sub.add_parser("incidents", help="list incidents")
     config_arg(c)
     c.add_argument("--state", choices=STATES)
@@ -579,6 +599,15 @@ def _incident_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
                 help="the new level is normal: the signals' detectors re-learn their reference",
             )
         c.set_defaults(func=func)
+
+    c = sub.add_parser(
+        "note", help="add a note to an incident, told to every conversation it started"
+    )
+    config_arg(c)
+    c.add_argument("id")
+    c.add_argument("--by", required=True, help="owner key of the person writing")
+    c.add_argument("--text", required=True, help="the note (at most 2000 characters)")
+    c.set_defaults(func=cmd_note)
 
     c = sub.add_parser("reassign", help="make another owner accountable for an incident")
     config_arg(c)

@@ -700,6 +700,14 @@ def tell_escalation(
     return replace(outcome, notifications=(*outcome.notifications, *told))
 
 
+def standing_step(incident: Incident) -> int:
+    """The step (1-based, within the chain) escalation stands at: the last step fired in the
+    current round, or 0 before any fired. A follow-up naming it keeps a thread's root showing
+    the step."""
+    done = incident.escalation_steps_done
+    return 0 if done < 1 or not incident.chain.steps else (done - 1) % len(incident.chain.steps) + 1
+
+
 def follow_ups(
     config: Config,
     incident: Incident,
@@ -713,11 +721,13 @@ def follow_ups(
     step: int = 0,
 ) -> tuple[Notification, ...]:
     """What happened to an incident (``acknowledged``, ``reassigned``, ``stepped_up``,
-    ``resolved``), told to every conversation it started: once per channel, recipient and
-    address that was notified of it (test messages aside), so each Slack thread and mail
-    thread shows it. Contributor teams, informed only at opening and resolution, hear only of
-    the resolution; a person paged gets the links still useful (resolve, after an
-    acknowledgement). ``step`` is the escalation step the messages name (0: none)."""
+    ``noted``, ``resolved``), told to every conversation it started: once per channel,
+    recipient and address that was notified of it (test messages aside), so each Slack thread
+    and mail thread shows it. Contributor teams, informed only at opening and resolution, hear
+    only of the resolution (not of a note: an open incident's card would offer them actions
+    they are not paged for); a person paged gets the links still useful (resolve, after an
+    acknowledgement). ``step`` is the escalation step
+    the messages name (0: none; see :func:`standing_step`)."""
     seen: set[tuple[str, str, str]] = set()
     out: list[Notification] = []
     for earlier in notified:

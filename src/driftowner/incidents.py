@@ -265,6 +265,13 @@ def resolve(incident: Incident, by: str, at: datetime, note: str = "") -> Transi
     return Transition(done, (Event(incident.id, at, "resolved", by, note),))
 
 
+def add_note(incident: Incident, by: str, at: datetime, text: str) -> Transition:
+    """A person's note on the incident, in any state (a resolved incident takes notes too:
+    what the cause was, what was rolled back). The incident itself is unchanged: a note stops
+    no escalation and changes no owner."""
+    return Transition(incident, (Event(incident.id, at, "note", by, text),))
+
+
 def reassign(
     incident: Incident, to: str, reason: str, at: datetime, by: str, chain: ChainSnapshot
 ) -> Transition:

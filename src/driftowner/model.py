@@ -47,14 +47,16 @@ Purpose = Literal[
     "acknowledged",
     "reassigned",
     "stepped_up",
+    "noted",
     "resolved",
     "informed",
     "test",
 ]
-"""Why a notification is sent. ``acknowledged``, ``reassigned`` and ``stepped_up`` (escalation
-reached a later step, whose own recipients are paged with ``escalated``) go only to the
-conversations an incident already started (its Slack threads, mail threads, paging services),
-so that they show who acts on it now and how far escalation went."""
+"""Why a notification is sent. ``acknowledged``, ``reassigned``, ``stepped_up`` (escalation
+reached a later step, whose own recipients are paged with ``escalated``) and ``noted`` (a
+person added a note to the incident) go only to the conversations an incident already started
+(its Slack threads, mail threads, paging services), so that they show who acts on it now, how
+far escalation went and what was said."""
 
 AUTO = "auto"
 """The actor that stands for driftowner itself (auto-resolve, escalation)."""

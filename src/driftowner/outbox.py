@@ -114,8 +114,9 @@ def give_up_at(notification: Notification) -> datetime:
 def superseded(notification: Notification, state: State | None) -> str | None:
     """Why a notification must not be sent any more, or None. A page to act on an open
     incident is moot once it is acknowledged or resolved, as is the news of an escalation step
-    (``stepped_up``), and a reminder once the incident is no longer acknowledged; resolutions
-    and contributor notices always go out."""
+    (``stepped_up``), and a reminder once the incident is no longer acknowledged; resolutions,
+    a person's notes (``noted``: news whatever the state) and contributor notices always go
+    out."""
     purpose = notification.message.purpose
     if state is None:
         return None

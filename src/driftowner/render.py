@@ -29,6 +29,7 @@ _PURPOSE_LABEL: dict[Purpose, str] = {
     "acknowledged": "ACKNOWLEDGED",
     "reassigned": "REASSIGNED",
     "stepped_up": "ESCALATED",
+    "noted": "NOTE",
     "resolved": "RESOLVED",
     "informed": "FYI",
     "test": "TEST",
@@ -144,6 +145,10 @@ def intro(message: Message) -> str:
         return f"Acknowledged by {by} after {age}: escalation stops. {owner} is accountable."
     if message.purpose == "reassigned":
         return f"Reassigned by {by}: {owner} is now the accountable owner."
+    if message.purpose == "noted":
+        return (
+            f"{by} added a note; the incident is {message.state}. {owner} is the accountable owner."
+        )
     if message.purpose == "resolved":
         return f"Resolved after {age}. {owner} was the accountable owner."
     if message.purpose == "informed" and message.held_by is not None:
@@ -472,12 +477,17 @@ def group_log_line(messages: Sequence[Message]) -> str:
 
 def group_entry(message: Message, root: bool = False) -> dict[str, Any]:
     """What a group lists of one incident: its tag (its state in a thread's ``root``),
-    system, rule, first evidence line, age and its own links."""
+    system, rule, first evidence line (a note told to the group: the note, headed with who
+    wrote it), age and its own links."""
+    if message.purpose == "noted" and not root:
+        line = f"{note_title(message)}: {one_line(note(message))}"
+    else:
+        line = evidence_line(message.evidence[0]) if message.evidence else summary(message)
     return {
         "m": message,
         "label": state_label(message) if root else label(message),
         "age_phrase": age_phrase(message),
-        "evidence": evidence_line(message.evidence[0]) if message.evidence else summary(message),
+        "evidence": line,
     }
 
 

@@ -1,7 +1,7 @@
 """Incident commands shared by the CLI, the HTTP API, signed links and Slack: acknowledge,
-resolve, reassign, each recording who acted and through what; and the incidents' public JSON
-views. Each command reads, decides with the pure core, and writes in one transaction. The
-report lives in :mod:`driftowner.report`."""
+resolve, reassign, add a note, each recording who acted and through what; and the incidents'
+public JSON views. Each command reads, decides with the pure core, and writes in one
+transaction. The report lives in :mod:`driftowner.report`."""
 
 from __future__ import annotations
 
@@ -144,6 +144,57 @@ def acknowledge(
     return transition.incident
 
 
+def add_note(
+    store: Store,
+    config: Config,
+    incident_id: str,
+    by: str,
+    text: str,
+    now: datetime,
+    via: Via,
+    links: Links | None = None,
+) -> tuple[Incident, Event]:
+    """Add ``by``'s note to an incident, in any state, without changing it: a ``note`` event
+    (the text its detail) and, with ``links``, a ``noted`` notification to every conversation
+    the incident started (its Slack threads and mail threads; contributor teams, informed only
+    at opening and resolution, aside), in the same transaction. The incident is written back
+    unchanged, so a note raced by an ack or a resolution is refused
+    (:class:`~driftowner.store.Conflict`) rather than telling the conversations a state that
+    no longer holds.
+
+    Returns:
+        The incident and the note's event.
+
+    Raises:
+        NotFound, BadRequest, store.Conflict.
+    """
+    _valid_text("note", text, MAX_TEXT_CHARS)
+    if not text.strip():
+        raise BadRequest("note", "a note needs text")
+    _known_owner(config, "by", by)
+    incident = get(store, incident_id)
+    transition = incidents.add_note(incident, by, now, text)
+    events = _through(transition.events, via)
+    store.apply(
+        Changes(
+            updated=[incident],
+            events=events,
+            notifications=_follow_ups(
+                store,
+                config,
+                incident,
+                "noted",
+                text,
+                by,
+                now,
+                links,
+                step=escalation.standing_step(incident),
+            ),
+        )
+    )
+    return incident, events[0]
+
+
 def _follow_ups(
     store: Store,
     config: Config,
@@ -153,9 +204,10 @@ def _follow_ups(
     by: str,
     now: datetime,
     links: Links | None,
+    step: int = 0,
 ) -> tuple[Notification, ...]:
-    """What an acknowledgement or reassignment tells the conversations the incident started
-    (without ``links``, the messages carry no links)."""
+    """What an acknowledgement, reassignment or note tells the conversations the incident
+    started (without ``links``, the messages carry no links; ``step``: the step they name)."""
     return escalation.follow_ups(
         config,
         incident,
@@ -166,6 +218,7 @@ def _follow_ups(
         links or _no_links,
         note,
         by,
+        step,
     )
 
 

@@ -97,6 +97,81 @@ def test_bad_request_bodies_name_the_field(api: tuple[TestClient, Runtime, str])
     assert extra.json()["detail"][0]["loc"] == ["body", "byy"]
 
 
+def test_a_note_is_added_with_the_token_and_shown_as_an_event(
+    api: tuple[TestClient, Runtime, str],
+) -> None:
+    """POST note without the token is 401 and records nothing; with it, 200 answering the
+    ``note`` event (actor, via ``api``, the text) and the incident, unchanged, whose events
+    then list the note; an owner's note on a resolved incident is taken too."""
+    client, runtime, incident_id = api
+    url = f"/api/v1/incidents/{incident_id}/note"
+    body = {"by": "alice", "note": "rolled back features-v3, watching"}
+    assert client.post(url, json=body).status_code == 401
+    assert runtime.store.events(incident_id) == []
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    ok = client.post(url, json=body, headers=auth)
+    assert ok.status_code == 200, ok.text
+    answer = ok.json()
+    assert answer["event"] == {
+        "at": "2026-11-27T12:00:00Z",
+        "kind": "note",
+        "actor": "alice",
+        "via": "api",
+        "detail": "rolled back features-v3, watching",
+    }
+    assert (answer["incident"]["id"], answer["incident"]["state"]) == (incident_id, "open")
+    shown = client.get(f"/api/v1/incidents/{incident_id}").json()["events"]
+    assert [(e["kind"], e["actor"], e["detail"]) for e in shown] == [
+        ("note", "alice", "rolled back features-v3, watching")
+    ]
+    resolved = client.post(
+        f"/api/v1/incidents/{incident_id}/resolve", json={"by": "alice"}, headers=auth
+    )
+    assert resolved.status_code == 200
+    later = client.post(url, json={"by": "bob", "note": "cause: schema change"}, headers=auth)
+    assert later.status_code == 200 and later.json()["incident"]["state"] == "resolved"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"by": "alice"}, "note"),
+        ({"by": "alice", "note": ""}, "note"),
+        ({"by": "alice", "note": "   "}, "note"),
+        ({"by": "alice", "note": "n" * 2001}, "note"),
+        ({"note": "on it"}, "by"),
+        ({"by": "zed", "note": "on it"}, "by"),
+        ({"by": "alice", "note": "on it", "text": "x"}, "text"),
+    ],
+)
+def test_a_bad_note_is_a_422_naming_the_field(
+    api: tuple[TestClient, Runtime, str], body: dict[str, str], field: str
+) -> None:
+    """A missing, empty, blank or over-long note, a missing or unknown ``by``, an unknown
+    field: 422 naming that body field; nothing recorded."""
+    client, runtime, incident_id = api
+    answer = client.post(
+        f"/api/v1/incidents/{incident_id}/note",
+        json=body,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["loc"] == ["body", field]
+    assert runtime.store.events(incident_id) == []
+
+
+def test_a_note_on_an_unknown_incident_is_a_404(api: tuple[TestClient, Runtime, str]) -> None:
+    """A note on an incident that does not exist: 404 naming it."""
+    client, _, _ = api
+    answer = client.post(
+        "/api/v1/incidents/nope/note",
+        json={"by": "alice", "note": "on it"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert answer.status_code == 404
+    assert "nope" in answer.json()["detail"]
+
+
 def test_signed_link_get_only_confirms_and_post_acts(api: tuple[TestClient, Runtime, str]) -> None:
     """Opening a signed ack link changes nothing (mail scanners follow links); confirming it
     acknowledges as the link's recipient; the link only works for its own incident and
@@ -291,7 +366,7 @@ def test_the_token_is_checked_before_the_body_is_parsed(
 ) -> None:
     """Invalid JSON without a token is 401, not a 422 that reveals the body was parsed."""
     client, _, incident_id = api
-    for route in ("ack", "resolve", "reassign"):
+    for route in ("ack", "resolve", "reassign", "note"):
         answer = client.post(
             f"/api/v1/incidents/{incident_id}/{route}",
             content=b"{not json",
@@ -376,6 +451,11 @@ def test_every_route_limits_its_body(api: tuple[TestClient, Runtime, str]) -> No
     """A JSON action body over the limit is 413 before the token or JSON is looked at."""
     client, _, incident_id = api
     big = b"{" + b" " * (1 << 20) + b"}"
-    for path in (f"/api/v1/incidents/{incident_id}/ack", "/-/reload", "/api/v1/incidents"):
+    for path in (
+        f"/api/v1/incidents/{incident_id}/ack",
+        f"/api/v1/incidents/{incident_id}/note",
+        "/-/reload",
+        "/api/v1/incidents",
+    ):
         answer = client.post(path, content=big, headers={"Content-Type": "application/json"})
         assert answer.status_code == 413, (path, answer.status_code)

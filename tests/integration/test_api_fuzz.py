@@ -87,6 +87,7 @@ def test_without_the_token_no_answer_breaks_the_schema(
     content types and bodies."""
     fuzzed = fuzz(api_schema, {})
     assert "POST /api/v1/incidents/{incident_id}/ack" in fuzzed
+    assert "POST /api/v1/incidents/{incident_id}/note" in fuzzed
     assert "POST /slack/interactions" in fuzzed
 
 
@@ -95,4 +96,5 @@ def test_with_the_token_no_answer_breaks_the_schema(api_schema: schemathesis.Bas
     5xx, only declared status codes, content types and bodies."""
     fuzzed = fuzz(api_schema, {"Authorization": f"Bearer {TOKEN}"})
     assert "POST /api/v1/incidents/{incident_id}/reassign" in fuzzed
+    assert "POST /api/v1/incidents/{incident_id}/note" in fuzzed
     assert "POST /api/v1/alertmanager" in fuzzed

@@ -22,7 +22,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
 
-from driftowner import runner
+from driftowner import runner, service
 from driftowner.channels import build_channel
 from driftowner.channels.email import EmailChannel, message_id
 from driftowner.channels.log import LogChannel
@@ -726,3 +726,45 @@ async def test_an_escalation_past_the_owner_replies_in_the_owners_mail_thread(
     _one_thread(to_alice)
     text, _ = parts(to_alice[1])
     assert "step 2" in text
+
+
+async def test_a_note_replies_in_the_owners_mail_thread(mailbox: Server, tls: Tls) -> None:
+    """Step 1 mails Alice; then Alice's note (``service.add_note``, from the command line)
+    goes, through the store and the outbox, as a reply in her mail thread: In-Reply-To and
+    References name her first mail, the subject is the thread's with ``Re:``, and the text
+    carries the note under ``Note from alice`` (a regression: a note outside an ack or a
+    resolution never reached the thread)."""
+    config = factories.make_config(
+        {
+            "escalation_chains": {
+                "standard": {"steps": [{"notify": "owner", "via": ["email"]}], "repeat": 0}
+            }
+        }
+    )
+    store = MemoryStore()
+    channels = {"email": channel(mailbox.port, tls)}
+    pager = Pager(factories.ids("n"), factories.links)
+    store.apply(Changes(opened=[factories.incident(config, ack_within=None, resolve_within=None)]))
+    runner.escalate(store, config, factories.T0, pager)
+    await deliver_due(store, channels, lambda: factories.at(1))
+    service.add_note(
+        store,
+        config,
+        "inc-1",
+        "alice",
+        "rolled back features-v3, watching",
+        factories.at(5),
+        "cli",
+        factories.links,
+    )
+    await deliver_due(store, channels, lambda: factories.at(6))
+    to_alice = [
+        mail
+        for mail, (_, to) in zip(mailbox.handler.messages, mailbox.handler.envelopes, strict=True)
+        if to == ["alice@example.com"]
+    ]
+    assert [m["X-Driftowner-Purpose"] for m in to_alice] == ["opened", "noted"]
+    _one_thread(to_alice)
+    text, html = parts(to_alice[1])
+    assert "Note from alice:\n  rolled back features-v3, watching" in text.replace("\r\n", "\n")
+    assert "rolled back features-v3, watching" in html

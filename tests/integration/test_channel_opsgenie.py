@@ -128,6 +128,26 @@ async def test_news_of_an_escalation_step_is_a_note_not_a_second_alert(
     assert "Escalated to step 2" in added and alert.count == 1
 
 
+async def test_a_persons_note_is_a_note_on_the_alert_by_them(opsgenie: FakeOpsgenie) -> None:
+    """A person's note told to the alert's conversation (``noted``) adds their words as a
+    note on the alert, by alias, with the person as its ``user``; no second create."""
+    channel = channel_for(opsgenie)
+    try:
+        await channel.send(note("opened"))
+        told = await channel.send(note("noted", actor="bob", note="rolled back features-v3"))
+    finally:
+        await channel.aclose()
+    assert told.ok, told.detail
+    assert [r.path.split("?")[0] for r in opsgenie.requests] == [
+        "/v2/alerts",
+        "/v2/alerts/inc-42/notes",
+    ]
+    body = opsgenie.requests[1].body
+    jsonschema.Draft202012Validator(ACTION).validate(body)
+    assert (body["user"], body["note"]) == ("bob", "rolled back features-v3")
+    assert opsgenie.alerts["inc-42"].notes == ["rolled back features-v3"]
+
+
 async def test_long_text_is_cut_to_opsgenies_limits(opsgenie: FakeOpsgenie) -> None:
     """A 500-character summary and 20,000 characters of evidence still make a valid create
     request (message ≤ 130, description ≤ 15,000): accepted."""

@@ -129,6 +129,18 @@ async def test_news_of_an_escalation_step_sends_no_second_trigger(pagerduty: Jso
     assert pagerduty.requests == []
 
 
+async def test_a_persons_note_sends_nothing(pagerduty: JsonService) -> None:
+    """A person's note (``noted``) has no Events API event: nothing is sent (a trigger would
+    page the on-call again); it counts as delivered."""
+    channel = channel_for(pagerduty)
+    try:
+        delivery = await channel.send(note("noted", actor="bob", note="rolled back"))
+    finally:
+        await channel.aclose()
+    assert delivery.ok and "nothing to send" in delivery.detail
+    assert pagerduty.requests == []
+
+
 async def test_long_text_is_cut_to_pagerdutys_limits(pagerduty: JsonService) -> None:
     """A 2,000-character system name and a 300-character incident id still make a valid event
     (summary ≤ 1024, dedup_key ≤ 255): accepted, not refused."""

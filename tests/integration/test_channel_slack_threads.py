@@ -423,3 +423,61 @@ async def test_step_two_replies_in_the_owners_thread_and_the_root_shows_step_two
     assert root["blocks"][0]["text"]["text"].startswith("OPEN ")
     fields = [f["text"] for b in root["blocks"] for f in b.get("fields", [])]
     assert "*Escalation*\nstep 2" in fields
+
+
+async def test_a_note_replies_in_the_owners_thread_and_the_root_keeps_the_step(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Step 1 pages Alice by Slack DM and informs ml-fraud; step 2 pages bob on the console.
+    Bob's note (``service.add_note``, through the API) is posted, through a real store and the
+    outbox, as a reply in Alice's thread, her root updated with chat.update and still showing
+    OPEN, the accountable owner and step 2; the informed team's thread hears nothing, as of
+    an ack (a regression: a note outside an ack or a resolution never reached the
+    thread)."""
+    config = factories.make_config(
+        {
+            "channels": {
+                "slack": {"type": "slack", "token": slack.token, "api_url": slack.api_url}
+            },
+            "escalation_chains": {
+                "standard": {
+                    "steps": [
+                        {"notify": "owner", "via": ["slack"]},
+                        {"after": "15m", "notify": ["bob"], "via": ["console"]},
+                    ]
+                }
+            },
+        }
+    )
+    store = SqlStore(f"sqlite:///{tmp_path / 'driftowner.db'}")
+    console = LogChannel("console")
+    channels = {"slack": api_channel(slack), "console": console}
+    pager = Pager(factories.ids("n"), factories.links)
+    note = "rolled back features-v3, watching"
+    try:
+        store.apply(
+            Changes(opened=[factories.incident(config, ack_within=None, resolve_within=None)])
+        )
+        runner.escalate(store, config, factories.T0, pager)
+        await deliver_due(store, channels, lambda: factories.at(1))
+        runner.escalate(store, config, factories.at(15), pager)
+        await deliver_due(store, channels, lambda: factories.at(16))
+        before = len(slack.posted)
+        service.add_note(
+            store, config, "inc-1", "bob", note, factories.at(20), "api", factories.links
+        )
+        assert await deliver_due(store, channels, lambda: factories.at(21)) == 2
+        roots = {address: ref for _, address, ref in store.conversations("inc-1")}
+    finally:
+        await channels["slack"].aclose()
+        store.close()
+    (reply,) = slack.posted[before:]
+    root_channel, root_ts = roots["U024BE7LH"].split(":")
+    assert (reply["channel"], reply["thread_ts"]) == (root_channel, root_ts)
+    assert note in str(reply["blocks"]) and "Note from bob" in str(reply["blocks"])
+    assert [(u["channel"], u["ts"]) for u in slack.updated][-1] == (root_channel, root_ts)
+    root = slack.message(root_channel, root_ts)
+    assert root["blocks"][0]["text"]["text"].startswith("OPEN ")
+    fields = [f["text"] for b in root["blocks"] for f in b.get("fields", [])]
+    assert "*Escalation*\nstep 2" in fields
+    assert "*Accountable owner*\nAlice Chen" in fields

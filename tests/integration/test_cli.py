@@ -21,6 +21,7 @@ from driftowner.model import Incident
 from driftowner.store import Changes, SqlStore
 from tests.fakes.mailbox import running_smtp
 from tests.fakes.slack import NO_SERVICE, FakeSlack
+from tests.unit.factories import notification
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -319,6 +320,58 @@ def test_incident_commands_ack_resolve_and_report(
         "driftowner report: --since: duration '99999999999999999999d' is longer than the "
         "maximum 10y (3650d)",
     )
+
+
+def test_note_adds_a_note_told_to_the_incidents_conversations(
+    deployed: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``note ID --by WHO --text TEXT`` exits 0 saying what it did; the timeline shows the
+    ``note`` event (actor, via ``cli``, the text) and the owner's console conversation gets a
+    ``noted`` follow-up. Refusals are one located line and exit 1: an unknown incident, an
+    unknown ``--by``, an empty or over-long ``--text``; a missing ``--text`` is argparse's
+    usage error (exit 2)."""
+    config, incident_id = deployed
+    store = SqlStore(load_config(config).storage.url)
+    store.apply(Changes(notifications=[notification("n-open", incident_id=incident_id)]))
+    store.close()
+    argv = ("note", incident_id)
+    code, out, err = run(
+        capsys, *argv, "--by", "alice", "--text", "rolled back features-v3", "--config", str(config)
+    )
+    assert (code, err) == (0, "")
+    assert out.strip() == (
+        f"{incident_id}: note by alice added (incident open); told to every conversation it started"
+    )
+    code, out, _ = run(capsys, "show", incident_id, "--config", str(config), "--json")
+    (event,) = json.loads(out)["events"]
+    assert (event["kind"], event["actor"], event["via"], event["detail"]) == (
+        "note",
+        "alice",
+        "cli",
+        "rolled back features-v3",
+    )
+    store = SqlStore(load_config(config).storage.url)
+    told = [n for n in store.notifications(incident_id) if n.message.purpose == "noted"]
+    store.close()
+    assert [(n.channel, n.address, n.message.note) for n in told] == [
+        ("console", "alice", "rolled back features-v3")
+    ]
+    for args, line in (
+        (("note", "inc-nope", "--by", "alice", "--text", "x"), "no incident 'inc-nope'"),
+        ((*argv, "--by", "zed", "--text", "x"), "driftowner note: --by: unknown owner 'zed'"),
+        ((*argv, "--by", "alice", "--text", " "), "driftowner note: --text: a note needs text"),
+        (
+            (*argv, "--by", "alice", "--text", "n" * 2001),
+            "driftowner note: --text: at most 2000 characters (got 2001)",
+        ),
+    ):
+        code, out, err = run(capsys, *args, "--config", str(config))
+        assert (code, out) == (1, ""), args
+        assert line in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit) as usage:
+        main([*argv, "--by", "alice", "--config", str(config)])
+    assert usage.value.code == 2
+    assert "--text" in capsys.readouterr().err
 
 
 def test_show_of_an_unknown_incident_exits_1(

@@ -263,6 +263,8 @@ async def test_each_notification_gets_its_own_outcome(store: Store) -> None:
         ("acknowledged", "stepped_up", False),
         ("resolved", "stepped_up", False),
         ("open", "stepped_up", True),
+        ("acknowledged", "noted", True),
+        ("resolved", "noted", True),
     ],
 )
 async def test_a_page_made_moot_by_an_ack_is_superseded_not_sent(

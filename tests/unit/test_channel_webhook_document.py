@@ -67,6 +67,21 @@ def test_the_document_is_byte_for_byte_what_asdict_made(message: Message) -> Non
     )
 
 
+def test_a_note_is_a_noted_document_carrying_the_persons_words() -> None:
+    """A person's note told to a webhook: ``purpose`` ``noted``, the note in ``note``, its
+    writer in ``actor``, the step escalation stands at in ``step``."""
+    noted = factories.full_message(
+        purpose="noted", actor="bob", note="rolled back features-v3", step=2
+    )
+    document = message_document(noted)
+    assert (document["purpose"], document["note"], document["actor"], document["step"]) == (
+        "noted",
+        "rolled back features-v3",
+        "bob",
+        2,
+    )
+
+
 def test_the_signature_is_the_hmac_of_timestamp_dot_body() -> None:
     """``v1=`` and the hex HMAC-SHA256 of ``timestamp.body``, the body signed without being
     copied into one string first."""

@@ -15,7 +15,9 @@ from driftowner.escalation import (
     Escalation,
     cycle_length,
     escalated_step,
+    follow_ups,
     on_resolved,
+    standing_step,
     step_due_at,
     tell_escalation,
     tick,
@@ -620,6 +622,50 @@ def test_on_resolved_after_a_full_escalation_reaches_every_recipient() -> None:
     out = on_resolved(esc.config, done, esc.sent, at(50), ids("r"), links)
     assert {n.recipient for n in out} == {"alice", "ml-fraud", "bob", "dana"}
     assert len(out) == len({(n.channel, n.recipient, n.address) for n in esc.sent})
+
+
+def test_a_note_is_told_to_every_conversation_the_incident_started() -> None:
+    """A person's note (``noted``) goes once to each conversation the incident started
+    with a person paged, never to an informed team (informed at opening and resolution
+    only, as for an ack) nor to a test message's address; each names
+    the step escalation stands at (so a thread's root keeps showing it), carries the note
+    and its writer, and gives each person paged their links."""
+    esc = escalator()
+    esc.at(0)
+    esc.at(15)
+    test = notification("t", channel="email", recipient="dana", address="x@example.com")
+    test = replace(test, message=replace(test.message, purpose="test"))
+    out = follow_ups(
+        esc.config,
+        esc.incident,
+        [*esc.sent, test],
+        "noted",
+        at(20),
+        ids("m"),
+        links,
+        "rolled back features-v3, watching",
+        "alice",
+        standing_step(esc.incident),
+    )
+    assert [(n.recipient, n.channel) for n in out] == [
+        ("alice", "console"),
+        ("alice", "email"),
+        ("bob", "email"),
+    ]
+    for told in out:
+        message = told.message
+        assert (message.purpose, message.step, message.state) == ("noted", 2, "open")
+        assert (message.note, message.actor) == ("rolled back features-v3, watching", "alice")
+    bob = out[-1].message
+    assert bob.ack_url == links("inc-1", "ack", "bob")
+
+
+@pytest.mark.parametrize(("done", "step"), [(0, 0), (1, 1), (2, 2), (3, 3), (4, 1), (6, 3)])
+def test_standing_step_is_the_last_step_fired_within_the_chain(done: int, step: int) -> None:
+    """The step escalation stands at: none before the first, then the last fired, counted
+    within the chain across repeats."""
+    config = make_config()
+    assert standing_step(replace(incident(config), escalation_steps_done=done)) == step
 
 
 CYCLE_CASES = [

@@ -234,6 +234,38 @@ def test_news_of_an_escalation_step_names_the_step_not_its_recipient() -> None:
     assert render.action_note(told).startswith(render.intro(told))
 
 
+def test_a_note_reads_as_the_persons_words_in_the_incidents_conversation() -> None:
+    """A ``noted`` message tells a conversation the incident started what a person wrote:
+    tagged NOTE, its intro naming who wrote and the incident's state, the note under ``Note
+    from`` in the text, the HTML and the card; the root keeps the step; an incident tool's
+    note is the person's words alone; a group lists the note instead of the evidence line."""
+    noted = message(
+        purpose="noted",
+        state="acknowledged",
+        step=2,
+        actor="alice",
+        note="rolled back features-v3, watching",
+    )
+    assert render.label(noted) == "NOTE"
+    assert render.intro(noted) == (
+        "alice added a note; the incident is acknowledged. Alice Chen is the accountable owner."
+    )
+    assert (render.note_title(noted), render.note(noted)) == (
+        "Note from alice",
+        "rolled back features-v3, watching",
+    )
+    for body in (render.text(noted), htmllib.unescape(render.html(noted))):
+        assert "Note from alice" in body and "rolled back features-v3, watching" in body
+    root = render.card(noted, root=True)
+    assert root.headline == "ACKNOWLEDGED fraud-scoring"
+    assert render.Field("Escalation", "step 2") in root.fields
+    assert render.action_note(noted) == "rolled back features-v3, watching"
+    assert render.group_entry(noted)["evidence"] == (
+        "Note from alice: rolled back features-v3, watching"
+    )
+    assert render.group_entry(noted, root=True)["evidence"].startswith("accuracy (model)")
+
+
 def test_rendering_does_not_touch_the_environment_at_import() -> None:
     """Importing render builds no Jinja environment; the first render does, once."""
     render._environment.cache_clear()

@@ -132,8 +132,8 @@ def _made_by_escalation() -> tuple[list[Notification], set[str], Incident, Incid
     """Notifications escalation makes on every path, with every string a fact may be: the
     opening (owner paged, teams informed), a step, a reminder, both SLO breaches, the owner
     informed while an upstream incident holds the pages, the follow-ups of an ack (with its
-    person's note), of an escalation step and of a resolution, and ``notify-test`` (an owner
-    with systems, and one without)."""
+    person's note), of a note, of an escalation step and of a resolution, and
+    ``notify-test`` (an owner with systems, and one without)."""
     config = make_config()
     new_id = ids("n")
     subject = incident(config)
@@ -157,6 +157,9 @@ def _made_by_escalation() -> tuple[list[Notification], set[str], Incident, Incid
     opening = escalation.tick(config, subject, T0, new_id, links).notifications
     made += escalation.follow_ups(
         config, acked, opening, "acknowledged", at(20), new_id, links, "on it", "alice"
+    )
+    made += escalation.follow_ups(
+        config, acked, opening, "noted", at(25), new_id, links, "on it", "alice", 1
     )
     made += escalation.on_resolved(config, subject, opening, at(90), new_id, links)
     step2 = escalation.tick(
@@ -198,6 +201,7 @@ def test_every_string_escalation_puts_in_a_message_is_a_fact() -> None:
         "informed",
         "test",
         "acknowledged",
+        "noted",
     }
     for note in made:
         for text in _strings(note.message):

@@ -1,5 +1,5 @@
-"""Acting on incidents over HTTP: the bearer-token JSON actions (ack, resolve, reassign) and
-the signed one-click links. Each action is one service call; each refusal goes through
+"""Acting on incidents over HTTP: the bearer-token JSON actions (ack, resolve, reassign,
+note) and the signed one-click links. Each action is one service call; each refusal goes through
 :func:`driftowner.api.errors.refusal`."""
 
 from __future__ import annotations
@@ -67,8 +67,17 @@ class ReassignBody(BaseModel):
     by: Name | None = None
 
 
+class NoteBody(BaseModel):
+    """A note added to an incident, in any state; ``by`` as for :class:`ActionBody`."""
+
+    model_config = ConfigDict(extra="forbid")
+    note: Annotated[Text, Field(min_length=1)]
+    by: Name | None = None
+
+
 def router(runtime: Runtime) -> APIRouter:
-    """``POST /api/v1/incidents/{id}/ack|resolve|reassign``: the token is checked first."""
+    """``POST /api/v1/incidents/{id}/ack|resolve|reassign|note``: the token is checked
+    first."""
     r = APIRouter(route_class=token_checked(lambda: runtime.config))
 
     def act(
@@ -114,6 +123,20 @@ def router(runtime: Runtime) -> APIRouter:
             runtime.links,
         )
         return service.incident_json(incident, now)
+
+    @r.post("/api/v1/incidents/{incident_id}/note", responses=ACTION_ERRORS)
+    def note(incident_id: str, body: NoteBody, request: Request) -> dict[str, Any]:
+        """Add a note: recorded as a ``note`` event and told to every conversation the
+        incident started; the answer is the event and the incident (unchanged)."""
+        by = caller_of(request).acting_as(body.by)
+        now = runtime.clock()
+        incident, event = service.add_note(
+            runtime.store, runtime.config, incident_id, by, body.note, now, "api", runtime.links
+        )
+        return {
+            "event": service.event_json(event),
+            "incident": service.incident_json(incident, now),
+        }
 
     return r
 

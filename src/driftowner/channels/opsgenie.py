@@ -3,8 +3,9 @@ incident id, authenticated by an API integration's key (``Authorization: GenieKe
 
 A page (opened, reopened, escalated, reminder, test) creates the alert (``POST /v2/alerts``;
 Opsgenie folds a create with the alias of an open alert into it); an acknowledgement
-acknowledges it, a resolution closes it, and a reassignment or an escalation step told to
-the alert's conversation (``stepped_up``: never a second create) adds a note
+acknowledges it, a resolution closes it, and a reassignment, an escalation step told to
+the alert's conversation (``stepped_up``: never a second create) or a person's note
+(``noted``: its text, the person as the note's ``user``) adds a note
 (``POST /v2/alerts/{alias}/acknowledge|close|notes?identifierType=alias``). A contributor
 team informed sends nothing. Opsgenie routes the alert to the team of the API integration.
 
@@ -40,6 +41,7 @@ _ACTIONS = {
     "resolved": "close",
     "reassigned": "notes",
     "stepped_up": "notes",
+    "noted": "notes",
 }
 
 

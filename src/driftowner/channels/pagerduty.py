@@ -5,8 +5,8 @@ A page (opened, reopened, escalated, reminder, test) is a ``trigger`` event: Pag
 repeated triggers of one ``dedup_key`` into the alert already open. An acknowledgement is an
 ``acknowledge`` event, a resolution a ``resolve`` event. Messages that page nobody (a
 contributor team informed, a reassignment, an escalation step told to a conversation the
-incident started: ``stepped_up``, never a second trigger) send nothing: PagerDuty has no such
-event.
+incident started: ``stepped_up``, never a second trigger; a person's note, ``noted``: the
+Events API has no notes) send nothing: PagerDuty has no such event.
 
 Routing: each event goes to the routing key (an Events API v2 integration key) configured for
 its recipient, an owner or team key, under ``routing_keys``; else to the channel's
