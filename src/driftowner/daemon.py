@@ -379,7 +379,9 @@ class Daemon:
         loop, deliverer = asyncio.get_running_loop(), self.deliverer()
 
         def queued() -> None:
-            loop.call_soon_threadsafe(deliverer.wake)
+            # A loop closed meanwhile (the daemon stopping) has nobody left to wake.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(deliverer.wake)
 
         return queued
 
