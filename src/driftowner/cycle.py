@@ -421,20 +421,28 @@ def due(
     incident of a system no longer configured escalates no further (the next evaluation
     retires it).
 
-    A tick that fires an escalation step also tells every conversation the incident started
+    A tick that steps escalation up also tells every conversation the incident started
     (:func:`escalation.tell_escalation`): only then is the incident's record of who was
-    notified read, so a tick that escalates nothing reads no more than before."""
-    owed: list[tuple[Incident, Escalation]] = []
+    notified read, for every incident stepped up in one read (a storm's step 2s fall due
+    together), so a tick that escalates nothing reads no more than before."""
     unresolved = view.incidents(unresolved=True)
     paging = paging_at(config, view, unresolved, now)
-    for incident in unresolved:
-        if incident.system not in config.systems:
-            continue
-        outcome = escalation.tick(config, incident, now, pager.new_id, pager.links, paging)
-        if escalation.escalated_step(outcome) is not None:
-            notified = view.notifications(incident.id)
+    ticked = [
+        (incident, escalation.tick(config, incident, now, pager.new_id, pager.links, paging))
+        for incident in unresolved
+        if incident.system in config.systems
+    ]
+    stepped_up = [
+        incident.id
+        for incident, outcome in ticked
+        if escalation.escalated_step(outcome) is not None
+    ]
+    notified = view.notifications_of(stepped_up) if stepped_up else {}
+    owed: list[tuple[Incident, Escalation]] = []
+    for incident, outcome in ticked:
+        if incident.id in notified:
             outcome = escalation.tell_escalation(
-                config, outcome, notified, now, pager.new_id, pager.links
+                config, outcome, notified[incident.id], now, pager.new_id, pager.links
             )
         if outcome.events:
             owed.append((incident, outcome))

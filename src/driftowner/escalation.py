@@ -660,12 +660,16 @@ def on_resolved(
 
 
 def escalated_step(outcome: Escalation) -> int | None:
-    """The step (1-based) escalation stands at after a tick that fired an escalation step (a
-    later step, a later round, the restart after an expired ack or a hold), or None when the
-    tick fired none (nothing due, the opening or reopening page, a reminder, an SLO breach
-    alone). Only then are the conversations the incident started told (see
-    :func:`tell_escalation`), so a quiet tick costs the cycle no read of who was notified."""
-    if not outcome.steps_fired or not any(e.kind == "escalated" for e in outcome.events):
+    """The step (1-based) escalation stands at after a tick that stepped up: fired a step
+    after the first of the current epoch (step 2 or later, or a later round of the chain),
+    or None when it did not (nothing due, a reminder, an SLO breach alone, or a step 1:
+    the opening or reopening page, and the restart of the chain after a reassignment, an
+    expired ack or the end of a hold). Only a step up is told to the conversations the
+    incident started (see :func:`tell_escalation`): a reassignment is told by its own
+    follow-up, and an expired ack or a released hold pages step 1's recipients again, so
+    "nobody has acknowledged" would be false news to them. So a tick that steps nothing up
+    costs the cycle no read of who was notified."""
+    if not outcome.steps_fired or outcome.incident.escalation_steps_done < 2:
         return None
     return outcome.steps_fired[-1]
 
@@ -686,8 +690,8 @@ def tell_escalation(
     per channel, recipient and address; informed teams and test messages aside) naming the
     step escalation stands at now, the latest when several fired at once; so a Slack thread
     gets a reply and its root shows the step, a mail thread a reply. A conversation this tick
-    pages (same channel and address) gets its page instead. An outcome that fired no
-    escalation step (:func:`escalated_step`) is returned as it is.
+    pages (same channel and address) gets its page instead. An outcome that did not step up
+    (:func:`escalated_step`: a step 1 is never told as one) is returned as it is.
     """
     step = escalated_step(outcome)
     if step is None:

@@ -96,3 +96,42 @@ def test_each_commit_that_queues_pages_is_told_as_it_lands(tmp_path: Path) -> No
     assert runner.escalate(store, config, T0, pager, None, queued) == 451
     assert owed_when_told == [200, 400, 451]
     store.close()
+
+
+def test_a_storm_of_step_twos_reads_who_was_notified_once_not_once_per_incident(
+    tmp_path: Path,
+) -> None:
+    """450 incidents opened together reach step 2 on the same tick: the escalation stage
+    makes three read transactions (the unresolved incidents, the silences, and who was
+    notified of all 450 at once; it read once per incident: 452, each a round trip on
+    PostgreSQL), and every owner conversation is still told of the step, 900
+    ``stepped_up`` (console and mail), beside bob's 450 pages."""
+    config = make_config()
+    store = SqlStore(f"sqlite:///{tmp_path / 's.db'}")
+    store.open()
+    store.apply(
+        Changes(
+            opened=[
+                incident(
+                    config, id=f"inc-{i}", rule=f"drift:r{i}", ack_within=None, resolve_within=None
+                )
+                for i in range(450)
+            ]
+        )
+    )
+    pager = Pager(ids("n"), links)
+    runner.escalate(store, config, T0, pager)
+    reads: list[int] = []
+    assert store._engine is not None
+
+    def count_reads(conn: sa.Connection) -> None:
+        if conn.get_execution_options().get("driftowner_read_only"):
+            reads.append(1)
+
+    sa.event.listen(store._engine, "begin", count_reads)
+    assert runner.escalate(store, config, T0 + timedelta(minutes=15), pager) == 450 + 900
+    assert len(reads) == 3
+    told = [n for i in range(450) for n in store.notifications(f"inc-{i}")]
+    assert sum(n.message.purpose == "stepped_up" for n in told) == 900
+    assert sum(n.recipient == "bob" for n in told) == 450
+    store.close()

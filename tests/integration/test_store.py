@@ -460,6 +460,30 @@ def test_handovers_and_acknowledgements_read_back_per_incident(store: Store) -> 
     }
 
 
+def test_notifications_of_many_incidents_read_back_in_one_call(store: Store) -> None:
+    """``notifications_of`` gives each asked incident's notifications as ``notifications``
+    does (oldest first), an empty list for one with none or unknown, and stays whole when
+    more ids are asked than one statement binds (1,002 here: the SQL store reads them in
+    chunks of 500)."""
+    store.apply(
+        Changes(
+            opened=[incident(), incident(id="inc-2", rule="drift:x")],
+            notifications=[
+                notification("n-2", created_at=at(2)),
+                notification("n-1", created_at=at(1)),
+                notification("n-3", incident_id="inc-2"),
+            ],
+        )
+    )
+    absent = [f"absent-{i:04}" for i in range(1000)]
+    found = store.notifications_of(["inc-2", "inc-1", *absent])
+    assert found["inc-1"] == store.notifications("inc-1")
+    assert [n.id for n in found["inc-1"]] == ["n-1", "n-2"]
+    assert [n.id for n in found["inc-2"]] == ["n-3"]
+    assert len(found) == 1002 and all(found[i] == [] for i in absent)
+    assert store.notifications_of([]) == {}
+
+
 def test_accepted_events_are_read_after_a_position_with_their_incidents_signals(
     store: Store,
 ) -> None:

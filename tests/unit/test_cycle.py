@@ -5,6 +5,7 @@ resolves and retires incidents as Changes; only the escalation stage makes pages
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from datetime import timedelta
 
 import pytest
@@ -132,19 +133,19 @@ def test_an_escalation_step_tells_the_conversations_the_incident_started(
     config = make_config()
     store = MemoryStore()
     store.apply(Changes(opened=[incident(config, ack_within=None, resolve_within=None)]))
-    reads: list[str] = []
-    notifications = store.notifications
+    reads: list[list[str]] = []
+    notifications_of = store.notifications_of
 
-    def counted(incident_id: str) -> list[Notification]:
-        reads.append(incident_id)
-        return notifications(incident_id)
+    def counted(incident_ids: Iterable[str]) -> dict[str, list[Notification]]:
+        reads.append(list(incident_ids))
+        return notifications_of(reads[-1])
 
-    monkeypatch.setattr(store, "notifications", counted)
+    monkeypatch.setattr(store, "notifications_of", counted)
     runner.escalate(store, config, T0, pager())
     assert cycle.due(config, store, at(5), pager()) == []
     assert reads == []
     ((_, owed),) = cycle.due(config, store, at(15), pager())
-    assert reads == ["inc-1"]
+    assert reads == [["inc-1"]]
     assert [
         (n.recipient, n.channel, n.message.purpose, n.message.step) for n in owed.notifications
     ] == [

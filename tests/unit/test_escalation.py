@@ -245,6 +245,56 @@ def test_an_opening_a_reminder_or_a_quiet_tick_tells_nobody() -> None:
     assert escalated_step(reminder) is None
 
 
+def test_a_reassignment_restart_is_not_told_as_a_step_up() -> None:
+    """After a reassignment (told by its own follow-up), the new owner's step 1 pages bob
+    and tells alice's earlier conversations nothing: no ``stepped_up`` saying "nobody has
+    acknowledged" (alice did). Step 2 of the restarted chain is a step up, told again."""
+    esc = escalator()
+    esc.at(0)
+    esc.incident = acknowledge(esc.incident, "alice", at(2)).incident
+    chain = snapshot_chain(esc.config, esc.config.systems[SYSTEM], owner="bob")
+    esc.incident = reassign(esc.incident, "bob", "on call", at(5), "alice", chain).incident
+    reassigned = _told(esc, 5)
+    assert (escalated_step(reassigned), _follow_ups(reassigned)) == (None, [])
+    assert {(n.recipient, n.message.purpose) for n in reassigned.notifications} == {
+        ("bob", "escalated")
+    }
+    assert _follow_ups(_told(esc, 20)) == [
+        ("alice", "console", "alice", 2),
+        ("alice", "email", "alice@example.com", 2),
+        ("bob", "console", "bob", 2),
+    ]
+
+
+def test_an_expired_ack_restart_is_not_told_as_a_step_up() -> None:
+    """An ack that expires restarts the chain: step 1 pages the owner again and the earlier
+    conversations (bob's, from step 2) are told nothing; someone did acknowledge."""
+    esc = escalator()
+    esc.at(0)
+    _told(esc, 15)
+    esc.incident = acknowledge(esc.incident, "alice", at(16)).incident
+    expired = _told(esc, 16 + 8 * 60)
+    assert expired.steps_fired == (1,)
+    assert (escalated_step(expired), _follow_ups(expired)) == (None, [])
+
+
+def test_a_released_hold_restart_is_not_told_as_a_step_up() -> None:
+    """A hold that ends (here a silence) restarts the chain at step 1, told to nobody as a
+    step up; the restarted chain's step 2 is, to the owner's conversations (bob, paged by
+    it, gets his page)."""
+    esc = escalator()
+    esc.at(0)
+    _told(esc, 15)
+    esc.incident = replace(esc.incident, held_by="sil-1")
+    released = _told(esc, 20)
+    assert [e.kind for e in released.events] == ["released", "escalated"]
+    assert (escalated_step(released), _follow_ups(released)) == (None, [])
+    assert _follow_ups(_told(esc, 35)) == [
+        ("alice", "console", "alice", 2),
+        ("alice", "email", "alice@example.com", 2),
+    ]
+
+
 def test_notifications_carry_what_a_human_needs_to_act() -> None:
     """Every notification names the system, the accountable owner, the layers, the evidence,
     the age, the step, the recipient, the runbook and the links."""

@@ -107,6 +107,12 @@ class StoreView(Protocol):
         """An incident's notifications, oldest first (by creation, then id)."""
         ...
 
+    def notifications_of(self, incident_ids: Iterable[str]) -> dict[str, list[Notification]]:
+        """Each named incident's notifications, as :meth:`notifications` gives them, in one
+        read (an incident with none has an empty list): what the escalation stage reads for
+        every incident a storm's tick steps up, rather than one read each."""
+        ...
+
     def events(self, incident_id: str) -> list[Event]:
         """An incident's events in the order they were appended."""
         ...

@@ -177,6 +177,16 @@ class MemoryStore:
             ]
         return sorted(found, key=lambda n: (n.created_at, n.id))
 
+    def notifications_of(self, incident_ids: Iterable[str]) -> dict[str, list[Notification]]:
+        found: dict[str, list[Notification]] = {i: [] for i in sorted(set(incident_ids))}
+        with self._lock:
+            for row in self._outbox.values():
+                if (kept := found.get(row.notification.incident_id)) is not None:
+                    kept.append(row.notification)
+        for kept in found.values():
+            kept.sort(key=lambda n: (n.created_at, n.id))
+        return found
+
     def outbox_pending(self) -> int:
         with self._lock:
             return sum(row.unfinished for row in self._outbox.values())

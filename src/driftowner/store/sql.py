@@ -251,6 +251,11 @@ groups = sa.Table(
 LEADERSHIP = "daemon"
 """The name of the lease whose holder evaluates and escalates."""
 
+IN_CHUNK = 500
+"""Ids bound in one ``IN (...)`` of a bulk read: SQLite before 3.32 allows 999 bound
+parameters, PostgreSQL 65,535; a longer list is read in several statements of one
+transaction."""
+
 
 def _settle_statement(**outcome: Any) -> sa.Update:
     """The ``UPDATE`` recording one kind of outcome, its values bound per row (see
@@ -685,6 +690,23 @@ class SqlStore:
                 .order_by(outbox.c.created_at, outbox.c.id)
             ).all()
         return [_notification(row) for row in rows]
+
+    def notifications_of(self, incident_ids: Iterable[str]) -> dict[str, list[Notification]]:
+        """Each named incident's notifications, oldest first, in one read transaction: one
+        statement per :data:`IN_CHUNK` ids, so a storm's list stays within every database's
+        limit on bound parameters."""
+        ids = sorted(set(incident_ids))
+        found: dict[str, list[Notification]] = {i: [] for i in ids}
+        with self._tx(read_only=True) as conn:
+            for start in range(0, len(ids), IN_CHUNK):
+                rows = conn.execute(
+                    sa.select(outbox)
+                    .where(outbox.c.incident_id.in_(ids[start : start + IN_CHUNK]))
+                    .order_by(outbox.c.created_at, outbox.c.id)
+                )
+                for row in rows:
+                    found[row.incident_id].append(_notification(row))
+        return found
 
     def outbox_pending(self) -> int:
         """Notifications neither delivered nor given up on."""
