@@ -625,6 +625,9 @@ class _Waiting:
     thread: GroupThread = field(default_factory=GroupThread)
     """A group's thread as it will be once this message is sent (see
     :func:`~driftowner.grouping.listing`)."""
+    ticket: int | None = None
+    """A group message's ticket while it is in flight (see
+    :meth:`~driftowner.grouping.Grouper.sending`)."""
 
     def ids(self) -> list[str]:
         """The ids of the notifications this send delivers."""
@@ -816,6 +819,7 @@ class Deliverer:
             starts_in = self.throttle.clears_at(destination, len(queue), paced_now) - paced_now
             if starts_in > horizon:
                 later.update({i: (now + starts_in, waiting.leased_until) for i in waiting.ids()})
+                self._unsent(waiting)
             else:
                 queue.append(waiting)
         if later:
@@ -906,15 +910,18 @@ class Deliverer:
         """Every group held in ``_forming``, going out now, as one send each; its lease is
         its members' earliest. A group of one is sent on its own (the root of its incident's
         own conversation), unless its group's thread goes on (then it is the thread's next
-        message)."""
+        message; see :func:`~driftowner.grouping.formed`)."""
         sends = []
         for key, held in self._forming.items():
             members = tuple(w.notification for w in held)
-            thread = self.grouper.formed(key, [n.message for n in members], now).thread
+            messages = [n.message for n in members]
+            retried = all(n.attempts > 0 for n in members)
+            thread = self.grouper.formed(key, messages, now, retried=retried).thread
             leased_until = min(w.leased_until for w in held)
             if len(members) > 1 or thread.ref is not None:
-                listed = listing(thread, [n.message for n in members])
-                sends.append(_Waiting(members[0], leased_until, members, listed))
+                listed = listing(thread, messages)
+                ticket = self.grouper.sending(key)
+                sends.append(_Waiting(members[0], leased_until, members, listed, ticket))
             else:
                 sends.append(_Waiting(members[0], leased_until))
         await self._save_groups()
@@ -923,18 +930,33 @@ class Deliverer:
 
     async def _send_group(self, waiting: _Waiting, budget: timedelta) -> Delivery:
         """Send a group's message in its thread; once delivered, the group's thread (the
-        root the channel answered, what it lists) is kept. The root is the group's, not any
-        member incident's: it starts no incident's conversation."""
-        delivery = await _send_group(self.channels, waiting.members, waiting.thread, budget)
+        root the channel answered, what it lists) is kept, unless this instance's copy of its
+        groups was cleared since it went out (it lost the lead, or the store failed): then
+        the group's state in the store stands. The root is the group's, not any member
+        incident's: it starts no incident's conversation."""
+        delivery = Delivery.retry("the group's send was interrupted")
+        try:
+            delivery = await _send_group(self.channels, waiting.members, waiting.thread, budget)
+        finally:
+            if not delivery.ok:
+                self._unsent(waiting)
         if not delivery.ok:
             return delivery
-        self.grouper.sent(key_of(waiting.notification), waiting.thread, delivery.ref)
+        if waiting.ticket is not None:
+            key = key_of(waiting.notification)
+            self.grouper.sent(key, waiting.ticket, waiting.thread, delivery.ref)
         try:
             await self._save_groups()
         except Exception:
             # Delivered all the same; unkept, the group's next message starts a new thread.
             _log(waiting.notification).exception("keeping the group's thread failed")
         return dataclasses.replace(delivery, ref=None)
+
+    def _unsent(self, waiting: _Waiting) -> None:
+        """A group message is no longer in flight: its ticket goes (see
+        :meth:`~driftowner.grouping.Grouper.unsent`)."""
+        if waiting.ticket is not None:
+            self.grouper.unsent(key_of(waiting.notification), waiting.ticket)
 
     async def _save_groups(self) -> None:
         """Write the groups' states changed since the last write."""
@@ -963,6 +985,8 @@ class Deliverer:
                     starts = now + (at - paced_now)
                     if starts + self._send_budget_floor() > queue[0].leased_until - SEND_MARGIN:
                         due = {i: (starts, w.leased_until) for w in queue for i in w.ids()}
+                        for w in queue:
+                            self._unsent(w)
                         queue.clear()
                         await asyncio.to_thread(self.store.defer, due)
                     else:
