@@ -13,24 +13,46 @@ none of its messages is on the way to the group.
   ack, a reminder or a resolution of a member) waits until ``group_interval`` after the
   group last went out, and everything due by then goes together as the group's next
   update. Only a retry goes at once: its backoff spaced it already.
+- **Flush time**: what waits goes at the group's flush time (``flush_at``), and so does
+  whatever the group meets in the round its flush time comes (a page made while the loop
+  was late). A flush time that passed before a notification was made is stale (everything
+  that waited for it was superseded, an acknowledgement before the group went, so nothing
+  went out and nothing cleared it): the notification is decided afresh, as if there were
+  none, and :meth:`Grouper.forget` drops such a group like an idle one.
 
 Every notification keeps its own row, lifecycle and record: a group is only a way to
 deliver several rows as one message.
 
 **Threads.** A group's message of several incidents is the root of the group's thread; its
-later messages reply under it (a Slack thread whose root is updated to list every incident's
-current state; a mail thread), however long the group was idle, until a message leaves every
-incident the thread lists resolved: then the thread is over, and the group's next message
-starts a new one. A lone page sent on its own is the root of its incident's own
-conversation instead; **an incident with its own root bypasses grouping**: its later messages
-(acks, reminders, escalations, its resolution) go at once, on their own, as replies under its
-root, never into a group message.
+later messages reply under it (a Slack thread whose root is updated to list the thread's
+incidents with their current state; a mail thread), however long the group was idle, while
+the group has members. The thread is over, and the group's next message starts a new one
+(a lone page on its own), once a message in it leaves every incident it lists resolved, or
+once the group has no member left: its last members resolved in the group's message (even
+if that message then fails for good) or known resolved elsewhere (the store's record, a
+resolution in the incident's own thread), so no message of the thread may ever show them
+resolved. Only a retry of the thread's own last message (its notifications retried, its
+incidents listed in the thread) goes again where it first went. A reply delivered in a
+thread already over changes nothing.
+
+What a thread lists (:func:`listing`) stays bounded however long it lasts: the root's own
+incidents (the first ``root_size``, what the thread is about: its mail subject), the
+incidents still unresolved, and those the message going out resolves; an incident whose
+resolution an earlier message of the thread showed is no longer listed.
+
+A lone page sent on its own is the root of its incident's own conversation instead; **an
+incident with its own root bypasses grouping**: its later messages (acks, reminders,
+escalations, its resolution) go at once, on their own, as replies under its root, never
+into a group message.
 
 The decisions are pure, the time passed in (:func:`due_at`, :func:`formed`, :func:`sent`,
 :func:`resolved`). What they decide is kept in the store (:class:`~driftowner.model.GroupState`
 per group), so a restart or a failover to another instance keeps ``group_wait``,
 ``group_interval``, the members and the thread; :class:`Grouper` is the leader's
-write-through copy of it.
+write-through copy of it. A group message delivered after that copy was cleared (the
+instance lost the lead, or the store failed) writes nothing: the store's state stands,
+another instance's to change; a group with a message in flight is never dropped from the
+copy as idle.
 """
 
 from __future__ import annotations
