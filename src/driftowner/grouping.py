@@ -5,7 +5,8 @@ A group (channel, recipient, address) exists while it has members: the incidents
 paged (in a group message, or alone through the grouper) that are not yet resolved. An
 incident leaves its group when the delivery loop sees its resolution (in the group's next
 message, or sent in the incident's own thread), or when the store says it is resolved and
-none of its messages is on the way to the group.
+none of its messages is on the way to the group (being put into it now, or waiting for the
+group's flush time).
 
 - **Lone**: a notification for a group without members waits until ``group_wait`` after it
   was made, no more; whatever else of its group falls due by then goes with it.

@@ -875,7 +875,9 @@ class Deliverer:
             else:
                 grouped.append((notification, waiting))
         keys = {key_of(n) for n, _ in grouped} | {key_of(n) for n in ended}
-        await self._load_groups(keys, {n.incident_id for n, _ in grouped})
+        held = (w.notification for members in self._forming.values() for w in members)
+        going = {n.incident_id for n, _ in grouped} | {n.incident_id for n in held}
+        await self._load_groups(keys, going, now)
         for notification in ended:
             self.grouper.resolved(key_of(notification), [notification.incident_id])
         for notification, waiting in grouped:
@@ -888,22 +890,30 @@ class Deliverer:
         await self._save_groups()
         return sends
 
-    async def _load_groups(self, keys: set[GroupKey], going: set[str]) -> None:
+    async def _load_groups(self, keys: set[GroupKey], going: set[str], now: datetime) -> None:
         """Know the states of the groups ``keys``: those this instance does not hold read
         from the store; then every member the store has as resolved taken out (its
         resolution went elsewhere, or was never delivered here), but for the incidents
-        ``going`` out in their groups now: they leave when their resolution goes out, so
-        that a resolution follows ``group_interval`` as any update does."""
+        ``going`` out in their groups now (leased, or held from an earlier batch), and not
+        while a group's flush time is ahead (what waits for it may be their resolutions):
+        they leave when their resolution goes out, so that a resolution follows
+        ``group_interval`` as any update does, in the group's thread. A group left without
+        members has no thread (see :func:`~driftowner.grouping.resolved`)."""
         missing = self.grouper.missing(keys)
         if missing:
             self.grouper.load(missing, await asyncio.to_thread(self.store.groups, missing))
-        members = self.grouper.members(keys) - going
+        settled = {
+            key
+            for key in keys
+            if (flush_at := self.grouper.state(key).flush_at) is None or flush_at <= now
+        }
+        members = self.grouper.members(settled) - going
         if not members:
             return
         states = await asyncio.to_thread(self.store.incident_states, members)
         over = {incident for incident, state in states.items() if state == "resolved"}
         if over:
-            for key in keys:
+            for key in settled:
                 self.grouper.resolved(key, over)
 
     async def _formed(self, now: datetime) -> list[_Waiting]:

@@ -1006,3 +1006,47 @@ def test_forget_drops_a_group_whose_flush_time_is_stale() -> None:
     grouper.saved(grouper.changed())
     grouper.forget(_at(3600))
     assert grouper.missing([key_of(waiting)]) == {key_of(waiting)}
+
+
+async def test_resolutions_waiting_for_the_groups_update_reply_in_its_thread() -> None:
+    """a and b go out as root ``root-1``; both are resolved at 10 (the store has them
+    resolved; their resolutions wait for group_interval, until 33); c, paged at 20, is
+    leased meanwhile. The store's record does not take a and b out while their resolutions
+    wait: at 33 the resolutions and c go as one reply in root-1, not as a new root."""
+    store, channel, clock, deliverer = _loop()
+    channel.script = [Delivery.delivered(ref="root-1")] * 2
+    _page(store, "a", 0)
+    _page(store, "b", 0.5)
+    await _drain_at(deliverer, clock, 0.5)
+    await _drain_at(deliverer, clock, 3)
+    for nid in "ab":
+        _resolve_in_store(store, nid, 10)
+    store.apply(Changes(notifications=[_follow_up(f"r{x}", x, "resolved", 10) for x in "ab"]))
+    await _drain_at(deliverer, clock, 10)
+    _page(store, "c", 20)
+    await _drain_at(deliverer, clock, 20)
+    await _drain_at(deliverer, clock, 33)
+    assert channel.messages == [["a", "b"], ["ra", "rb", "c"]]
+    update = channel.threads[-1]
+    assert update is not None and update.ref == "root-1"
+    assert deliverer.grouper.state(key_of(_rows(store, "c")[0])).members == {"inc-c"}
+
+
+async def test_resolutions_leased_in_several_batches_reply_in_their_thread() -> None:
+    """Four incidents went out as root ``root-1`` and are all resolved; their resolutions
+    are leased two at a time at 33. Those held from the first batch are on their way to the
+    group, so the second batch's look at the store does not take them out: the four go as
+    one reply in root-1, which ends the thread."""
+    store, channel, clock, deliverer = _loop(batch=2)
+    channel.script = [Delivery.delivered(ref="root-1")] * 2
+    for nid in "abcd":
+        _page(store, nid, 0)
+    await _drain_at(deliverer, clock, 3)
+    for nid in "abcd":
+        _resolve_in_store(store, nid, 10)
+    store.apply(Changes(notifications=[_follow_up(f"r{x}", x, "resolved", 10) for x in "abcd"]))
+    await _drain_at(deliverer, clock, 10)
+    await _drain_at(deliverer, clock, 33)
+    assert [sorted(m) for m in channel.messages] == [list("abcd"), ["ra", "rb", "rc", "rd"]]
+    assert [t.ref if t else None for t in channel.threads] == [None, "root-1"]
+    assert deliverer.grouper.state(key_of(_rows(store, "a")[0])).thread == GroupThread()
