@@ -625,6 +625,9 @@ class _Waiting:
     thread: GroupThread = field(default_factory=GroupThread)
     """A group's thread as it will be once this message is sent (see
     :func:`~driftowner.grouping.listing`)."""
+    ticket: int | None = None
+    """A group message's ticket while it is in flight (see
+    :meth:`~driftowner.grouping.Grouper.sending`)."""
 
     def ids(self) -> list[str]:
         """The ids of the notifications this send delivers."""
@@ -816,6 +819,7 @@ class Deliverer:
             starts_in = self.throttle.clears_at(destination, len(queue), paced_now) - paced_now
             if starts_in > horizon:
                 later.update({i: (now + starts_in, waiting.leased_until) for i in waiting.ids()})
+                self._unsent(waiting)
             else:
                 queue.append(waiting)
         if later:
@@ -871,7 +875,9 @@ class Deliverer:
             else:
                 grouped.append((notification, waiting))
         keys = {key_of(n) for n, _ in grouped} | {key_of(n) for n in ended}
-        await self._load_groups(keys, {n.incident_id for n, _ in grouped})
+        held = (w.notification for members in self._forming.values() for w in members)
+        going = {n.incident_id for n, _ in grouped} | {n.incident_id for n in held}
+        await self._load_groups(keys, going, now)
         for notification in ended:
             self.grouper.resolved(key_of(notification), [notification.incident_id])
         for notification, waiting in grouped:
@@ -884,37 +890,48 @@ class Deliverer:
         await self._save_groups()
         return sends
 
-    async def _load_groups(self, keys: set[GroupKey], going: set[str]) -> None:
+    async def _load_groups(self, keys: set[GroupKey], going: set[str], now: datetime) -> None:
         """Know the states of the groups ``keys``: those this instance does not hold read
         from the store; then every member the store has as resolved taken out (its
         resolution went elsewhere, or was never delivered here), but for the incidents
-        ``going`` out in their groups now: they leave when their resolution goes out, so
-        that a resolution follows ``group_interval`` as any update does."""
+        ``going`` out in their groups now (leased, or held from an earlier batch), and not
+        while a group's flush time is ahead (what waits for it may be their resolutions):
+        they leave when their resolution goes out, so that a resolution follows
+        ``group_interval`` as any update does, in the group's thread. A group left without
+        members has no thread (see :func:`~driftowner.grouping.resolved`)."""
         missing = self.grouper.missing(keys)
         if missing:
             self.grouper.load(missing, await asyncio.to_thread(self.store.groups, missing))
-        members = self.grouper.members(keys) - going
+        settled = {
+            key
+            for key in keys
+            if (flush_at := self.grouper.state(key).flush_at) is None or flush_at <= now
+        }
+        members = self.grouper.members(settled) - going
         if not members:
             return
         states = await asyncio.to_thread(self.store.incident_states, members)
         over = {incident for incident, state in states.items() if state == "resolved"}
         if over:
-            for key in keys:
+            for key in settled:
                 self.grouper.resolved(key, over)
 
     async def _formed(self, now: datetime) -> list[_Waiting]:
         """Every group held in ``_forming``, going out now, as one send each; its lease is
         its members' earliest. A group of one is sent on its own (the root of its incident's
         own conversation), unless its group's thread goes on (then it is the thread's next
-        message)."""
+        message; see :func:`~driftowner.grouping.formed`)."""
         sends = []
         for key, held in self._forming.items():
             members = tuple(w.notification for w in held)
-            thread = self.grouper.formed(key, [n.message for n in members], now).thread
+            messages = [n.message for n in members]
+            retried = all(n.attempts > 0 for n in members)
+            thread = self.grouper.formed(key, messages, now, retried=retried).thread
             leased_until = min(w.leased_until for w in held)
             if len(members) > 1 or thread.ref is not None:
-                listed = listing(thread, [n.message for n in members])
-                sends.append(_Waiting(members[0], leased_until, members, listed))
+                listed = listing(thread, messages)
+                ticket = self.grouper.sending(key)
+                sends.append(_Waiting(members[0], leased_until, members, listed, ticket))
             else:
                 sends.append(_Waiting(members[0], leased_until))
         await self._save_groups()
@@ -923,18 +940,33 @@ class Deliverer:
 
     async def _send_group(self, waiting: _Waiting, budget: timedelta) -> Delivery:
         """Send a group's message in its thread; once delivered, the group's thread (the
-        root the channel answered, what it lists) is kept. The root is the group's, not any
-        member incident's: it starts no incident's conversation."""
-        delivery = await _send_group(self.channels, waiting.members, waiting.thread, budget)
+        root the channel answered, what it lists) is kept, unless this instance's copy of its
+        groups was cleared since it went out (it lost the lead, or the store failed): then
+        the group's state in the store stands. The root is the group's, not any member
+        incident's: it starts no incident's conversation."""
+        delivery = Delivery.retry("the group's send was interrupted")
+        try:
+            delivery = await _send_group(self.channels, waiting.members, waiting.thread, budget)
+        finally:
+            if not delivery.ok:
+                self._unsent(waiting)
         if not delivery.ok:
             return delivery
-        self.grouper.sent(key_of(waiting.notification), waiting.thread, delivery.ref)
+        if waiting.ticket is not None:
+            key = key_of(waiting.notification)
+            self.grouper.sent(key, waiting.ticket, waiting.thread, delivery.ref)
         try:
             await self._save_groups()
         except Exception:
             # Delivered all the same; unkept, the group's next message starts a new thread.
             _log(waiting.notification).exception("keeping the group's thread failed")
         return dataclasses.replace(delivery, ref=None)
+
+    def _unsent(self, waiting: _Waiting) -> None:
+        """A group message is no longer in flight: its ticket goes (see
+        :meth:`~driftowner.grouping.Grouper.unsent`)."""
+        if waiting.ticket is not None:
+            self.grouper.unsent(key_of(waiting.notification), waiting.ticket)
 
     async def _save_groups(self) -> None:
         """Write the groups' states changed since the last write."""
@@ -963,6 +995,8 @@ class Deliverer:
                     starts = now + (at - paced_now)
                     if starts + self._send_budget_floor() > queue[0].leased_until - SEND_MARGIN:
                         due = {i: (starts, w.leased_until) for w in queue for i in w.ids()}
+                        for w in queue:
+                            self._unsent(w)
                         queue.clear()
                         await asyncio.to_thread(self.store.defer, due)
                     else:

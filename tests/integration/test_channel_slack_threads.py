@@ -375,6 +375,56 @@ async def test_a_group_is_one_thread_whose_root_follows_its_incidents_across_a_r
     assert "3 RESOLVED" in slack.message(*ref)["blocks"][0]["text"]["text"]
 
 
+async def test_a_group_root_drops_an_incident_once_a_reply_showed_it_resolved(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    """alpha and beta post the group's root; gamma joins, then its resolution replies and
+    the root shows it RESOLVED; once delta joins later, the root updated with chat.update
+    lists alpha and beta (what the thread is about), and delta, no longer gamma: a thread
+    one incident keeps going for weeks lists what is going on, not every incident it ever
+    had."""
+    config = factories.make_config(
+        {"channels": {"slack": {"type": "slack", "token": slack.token, "api_url": slack.api_url}}}
+    )
+    store, channel, clock = (
+        SqlStore(f"sqlite:///{tmp_path / 'd.db'}"),
+        api_channel(slack),
+        FrozenClock(),
+    )
+    deliverer = Deliverer(store, {"slack": channel}, config, clock, pace_clock=clock)
+    systems = ("alpha", "beta", "gamma", "delta")
+    try:
+        store.apply(Changes(opened=[factories.incident(id=f"inc-{s}", system=s) for s in systems]))
+        steps = [
+            (0, [_to_alice("a1", "alpha", 0, "opened", "open")]),
+            (1, [_to_alice("b1", "beta", 1, "opened", "open")]),
+            (3, []),
+            (10, [_to_alice("c1", "gamma", 10, "opened", "open")]),
+            (33, []),
+            (40, [_to_alice("c9", "gamma", 40, "resolved", "resolved")]),
+            (63, []),
+        ]
+        for seconds, notifications in steps:
+            store.apply(Changes(notifications=notifications))
+            await _deliver_at(deliverer, clock, seconds)
+        (ref,) = {(u["channel"], u["ts"]) for u in slack.updated}
+        assert [line.split(" ")[0] for line in _root_lines(slack, ref)] == [
+            "*OPEN",
+            "*OPEN",
+            "*RESOLVED",
+        ]
+        store.apply(Changes(notifications=[_to_alice("d1", "delta", 70, "opened", "open")]))
+        await _deliver_at(deliverer, clock, 70)
+        await _deliver_at(deliverer, clock, 93)
+    finally:
+        await channel.aclose()
+        store.close()
+    assert len(slack.posted) == 4 and slack.posted[-1]["thread_ts"] == ref[1]
+    root = str(slack.message(*ref)["blocks"])
+    assert "alpha" in root and "beta" in root and "delta" in root and "gamma" not in root
+    assert len(_root_lines(slack, ref)) == 3
+
+
 async def test_step_two_replies_in_the_owners_thread_and_the_root_shows_step_two(
     slack: FakeSlack, tmp_path: Path
 ) -> None:

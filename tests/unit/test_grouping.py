@@ -4,6 +4,7 @@ MemoryStore; no sleeps, no wall clock in any assertion)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -66,6 +67,12 @@ def _at(seconds: float) -> datetime:
         ("resolved elsewhere", [(0, 0, 3), "formed@3:a", "resolved:a", (10, 10, 13)]),
         # A group never sent has no members: a page is lone whenever it comes.
         ("never sent", [(7200, 7200, 7203)]),
+        # The group's flush time came (3) and it goes late (3.5): a page made meanwhile goes
+        # with it.
+        ("late flush", [(0, 0, 3), (3.5, 0, 3.5), (3.5, 3.2, 3.5)]),
+        # The page held until 3 was superseded and never asked again: the flush time is
+        # stale for a page made later, lone, which waits group_wait.
+        ("superseded", [(0, 0, 3), (1000, 1000, 1003), (1000.5, 1000.5, 1003)]),
     ],
 )
 def test_grouper_schedule(name: str, steps: list[Any]) -> None:
@@ -535,26 +542,74 @@ def test_listing(earlier: list[str], now: list[str], expected: list[str]) -> Non
 
 
 @pytest.mark.parametrize(
-    ("ref_before", "answered", "states", "ref_after"),
+    ("earlier", "now", "expected"),
     [
-        (None, "root-1", ["open"], "root-1"),  # the first message becomes the root
-        ("root-1", None, ["open"], "root-1"),  # a reply keeps the root
-        ("root-1", "root-1", ["resolved", "open"], "root-1"),
-        ("root-1", "root-1", ["resolved", "resolved"], None),  # all resolved: over
-        (None, None, ["open"], None),  # a channel without threads keeps none
+        # c's resolution was shown by an earlier message: no longer listed; the root's stay.
+        (["a:open", "b:resolved", "c:resolved", "d:open"], ["e:open"], ["a", "b", "d", "e"]),
+        # An incident this message resolves is listed, resolved, this once.
+        (["a:open", "b:open", "d:open"], ["d:resolved"], ["a", "b", "d"]),
+        # A resolved incident that reopens in this message stays in its place.
+        (["a:open", "b:open", "c:resolved"], ["c:open"], ["a", "b", "c"]),
+    ],
+)
+def test_listing_drops_what_an_earlier_message_showed_resolved(
+    earlier: list[str], now: list[str], expected: list[str]
+) -> None:
+    """A thread rooted in a and b (``root_size`` 2) lists the root's incidents, the
+    unresolved ones and those resolved by this message; not one shown resolved before."""
+
+    def messages(specs: list[str]) -> list[Any]:
+        return [
+            dataclasses.replace(message(spec.split(":")[0]), state=spec.split(":")[1])
+            for spec in specs
+        ]
+
+    thread = listing(GroupThread("root", tuple(messages(earlier)), 2), messages(now))
+    assert [m.incident_id for m in thread.listed] == expected
+    assert thread.root_size == 2
+
+
+@pytest.mark.parametrize(
+    ("ref_before", "answered", "states", "members", "ref_after"),
+    [
+        (None, "root-1", ["open"], [0], "root-1"),  # the first message becomes the root
+        ("root-1", None, ["open"], [0], "root-1"),  # a reply keeps the root
+        ("root-1", "root-1", ["resolved", "open"], [1], "root-1"),
+        ("root-1", "root-1", ["resolved", "resolved"], [], None),  # all resolved: over
+        (None, None, ["open"], [0], None),  # a channel without threads keeps none
+        # No member left (the store had them resolved): over, though listed open.
+        ("root-1", "root-1", ["open", "open"], [], None),
     ],
 )
 def test_sent_keeps_the_root_until_every_incident_is_resolved(
-    ref_before: str | None, answered: str | None, states: list[str], ref_after: str | None
+    ref_before: str | None,
+    answered: str | None,
+    states: list[str],
+    members: list[int],
+    ref_after: str | None,
 ) -> None:
-    """The thread a group keeps after its message was delivered."""
+    """The thread a group keeps after its message was delivered: the root, while the
+    message leaves an incident unresolved and the group has members."""
     listed = tuple(
         dataclasses.replace(message(f"inc-{i}"), state=state) for i, state in enumerate(states)
     )
-    after = sent(GroupState(last_sent=T0), GroupThread(ref_before, listed), answered)
+    before = GroupState(
+        last_sent=T0,
+        thread=GroupThread(ref_before, listed[:-1], 1),
+        members=frozenset(f"inc-{i}" for i in members),
+    )
+    after = sent(before, GroupThread(ref_before, listed), answered)
     assert after.thread.ref == ref_after
     assert after.last_sent == T0
     assert after.thread.listed == (listed if ref_after else ())
+
+
+def test_a_reply_in_a_thread_already_over_changes_nothing() -> None:
+    """A reply delivered in ``root-1`` after the group's members all left (its thread is
+    over, a new one may have begun) keeps the group's thread as it is."""
+    listed = (message("inc-a"),)
+    now = GroupState(last_sent=T0, thread=GroupThread("root-2", listed, 1), members=frozenset())
+    assert sent(now, GroupThread("root-1", listed, 1), "root-1") == now
 
 
 async def test_a_storm_written_slowly_is_at_most_two_messages_per_owner() -> None:
@@ -738,3 +793,260 @@ async def test_a_member_the_store_has_resolved_leaves_its_group() -> None:
     assert store.next_due() == _at(28)
     await _drain_at(deliverer, clock, 28)
     assert channel.messages == [["a"], ["c"]]
+
+
+# -- a thread ends with its group's members; its listing stays bounded ---------------------------
+
+
+def _resolve_in_store(store: MemoryStore, nid: str, at: float) -> None:
+    """The store records ``inc-<nid>`` resolved at ``at`` (whatever reached its group)."""
+    (opened,) = store.incidents(system=f"model-{nid}")
+    store.apply(
+        Changes(updated=[dataclasses.replace(opened, state="resolved", resolved_at=_at(at))])
+    )
+
+
+async def test_a_thread_whose_resolutions_failed_for_good_is_over_for_a_lone_page() -> None:
+    """a and b go out together as root ``root-1``; their resolutions, in one group message,
+    fail for good, so no message of the thread ever lists them resolved. The group has no
+    members left, so its thread is over: c, paged much later, goes alone as its own root (a
+    regression: c went into root-1, whose root was updated to show a and b open with live
+    buttons)."""
+    store, channel, clock, deliverer = _loop()
+    channel.script = [Delivery.delivered(ref="root-1"), Delivery.give_up("400 invalid_blocks")]
+    _page(store, "a", 0)
+    _page(store, "b", 0.5)
+    await _drain_at(deliverer, clock, 0.5)
+    await _drain_at(deliverer, clock, 3)
+    for nid in "ab":
+        _resolve_in_store(store, nid, 10)
+    store.apply(Changes(notifications=[_follow_up(f"r{x}", x, "resolved", 10) for x in "ab"]))
+    await _drain_at(deliverer, clock, 10)
+    await _drain_at(deliverer, clock, 33)
+    assert channel.messages == [["a", "b"], ["ra", "rb"]]
+    _page(store, "c", 4000)
+    await _drain_at(deliverer, clock, 4000)
+    await _drain_at(deliverer, clock, 4003)
+    assert channel.messages[-1] == ["c"]
+    assert channel.replies == [("c", None)]
+    assert [t.ref if t else None for t in channel.threads] == [None, "root-1"]
+
+
+async def test_a_thread_whose_members_the_store_resolved_is_over() -> None:
+    """a and b go out together as root ``root-1``, then the store has both resolved without
+    their resolutions reaching the group (they went elsewhere): the group has no members,
+    its thread is over, and c goes alone as its own root at group_wait (a regression: c
+    replied in root-1, whose root was updated to list a and b open)."""
+    store, channel, clock, deliverer = _loop()
+    channel.script = [Delivery.delivered(ref="root-1")]
+    _page(store, "a", 0)
+    _page(store, "b", 0.5)
+    await _drain_at(deliverer, clock, 0.5)
+    await _drain_at(deliverer, clock, 3)
+    for nid in "ab":
+        _resolve_in_store(store, nid, 20)
+    _page(store, "c", 25)
+    await _drain_at(deliverer, clock, 25)
+    await _drain_at(deliverer, clock, 28)
+    assert channel.messages == [["a", "b"], ["c"]]
+    assert channel.replies == [("c", None)]
+    assert deliverer.grouper.state(key_of(_rows(store, "c")[0])).members == {"inc-c"}
+
+
+async def test_a_retried_resolution_goes_again_in_its_thread() -> None:
+    """The resolutions of a and b (the group's last members) are answered 503: their retry
+    is the same message, so it goes again in the thread ``root-1`` (ending it), not as a new
+    root, though the group counted no member once the resolutions were first put out."""
+    store, channel, clock, deliverer = _loop()
+    channel.script = [Delivery.delivered(ref="root-1"), Delivery.retry("503")]
+    _page(store, "a", 0)
+    _page(store, "b", 0.5)
+    await _drain_at(deliverer, clock, 0.5)
+    await _drain_at(deliverer, clock, 3)
+    store.apply(Changes(notifications=[_follow_up(f"r{x}", x, "resolved", 10) for x in "ab"]))
+    await _drain_at(deliverer, clock, 10)
+    await _drain_at(deliverer, clock, 33)
+    (when,) = {n.next_attempt_at for n in _rows(store, "ab") if n.id.startswith("r")}
+    assert when is not None
+    await _drain_at(deliverer, clock, (when - T0).total_seconds())
+    assert channel.messages == [["a", "b"], ["ra", "rb"], ["ra", "rb"]]
+    assert [t.ref if t else None for t in channel.threads] == [None, "root-1", "root-1"]
+    assert deliverer.grouper.state(key_of(_rows(store, "a")[0])).thread == GroupThread()
+
+
+def test_a_threads_listing_keeps_its_root_and_what_is_unresolved() -> None:
+    """One incident acknowledged for weeks keeps its group's thread going while 500 more
+    incidents are paged and resolved in it: the thread lists the root's own incidents, and
+    each later one only until a message of the thread has shown it resolved (a regression:
+    every incident stayed listed for good, 501 here, each save rewriting them all)."""
+    old = dataclasses.replace(message("inc-old"), state="acknowledged")
+    members = frozenset({"inc-old", "inc-0"})
+    state = sent(GroupState(members=members), listing(GroupThread(), [old, message("inc-0")]), "r")
+    for i in range(1, 500):
+        new = message(f"inc-{i}")
+        state = sent(state, listing(state.thread, [new]), None)
+        shown = listing(state.thread, [dataclasses.replace(new, state="resolved")])
+        assert [m.incident_id for m in shown.listed] == ["inc-old", "inc-0", f"inc-{i}"]
+        state = sent(state, shown, None)
+    assert state.thread.ref == "r" and state.thread.root_size == 2
+    last = listing(state.thread, [dataclasses.replace(old, state="open")])
+    assert [m.incident_id for m in last.listed] == ["inc-old", "inc-0"]
+
+
+# -- what a group's state keeps when a send outlives the lead, or its waiting members -----------
+
+
+@dataclass
+class HeldFake(GroupFake):
+    """A grouping channel whose group sends wait until ``gate`` opens (``started`` is set
+    as one begins): a send in flight while the test changes the loop's state."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send_group(
+        self, notifications: Sequence[Notification], thread: GroupThread | None = None
+    ) -> Delivery:
+        self.started.set()
+        await self.gate.wait()
+        return await super().send_group(notifications, thread)
+
+
+class WatchedGrouper(Grouper):
+    """A :class:`Grouper` that tells when it was cleared."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cleared = asyncio.Event()
+
+    def clear(self) -> None:
+        super().clear()
+        self.cleared.set()
+
+
+async def test_a_group_delivered_after_the_lead_was_lost_writes_nothing() -> None:
+    """a and b's group message is in flight when this instance loses the lead (its groups'
+    copy is cleared); once delivered, it writes nothing to the group's state: the store
+    keeps the members and the time the group went out (a regression: a default, empty state
+    was written over them, from an instance that no longer led)."""
+    store, clock = MemoryStore(), Clock()
+    channel = HeldFake("hook", script=[Delivery.delivered(ref="root-1")])
+    leading = [True]
+    deliverer = Deliverer(
+        store,
+        {"hook": channel},
+        _config(),
+        clock,
+        pace_clock=clock,
+        jitter=lambda: 1.0,
+        leading=lambda: leading[0],
+    )
+    grouper = deliverer.grouper = WatchedGrouper()
+    _page(store, "a", 0)
+    _page(store, "b", 0.5)
+    await _drain_at(deliverer, clock, 0.5)
+    clock.now = _at(3)
+    draining = asyncio.create_task(deliverer.drain())
+    await channel.started.wait()
+    key = key_of(_rows(store, "a")[0])
+    before = store.groups([key])[key]
+    assert before.members == {"inc-a", "inc-b"} and before.last_sent == _at(3)
+    leading[0] = False
+    deliverer._changed.set()  # what a finished send or a claim does: the loop looks again
+    await grouper.cleared.wait()
+    channel.gate.set()
+    await draining
+    assert channel.messages == [["a", "b"]]
+    assert all(n.delivered_at == _at(3) for n in _rows(store, "ab"))
+    assert store.groups([key])[key] == before
+
+
+def test_forget_keeps_a_group_with_a_send_in_flight() -> None:
+    """A group whose message is being sent stays in memory however long ago it went out (a
+    clock jump, a channel timeout of hours), so its delivery keeps the root it answers."""
+    grouper = Grouper()
+    key = key_of(notification())
+    grouper.formed(key, [message("inc-a"), message("inc-b")], T0)
+    ticket = grouper.sending(key)
+    grouper.saved(grouper.changed())
+    grouper.forget(_at(7200))
+    assert grouper.missing([key]) == set()
+    grouper.sent(key, ticket, GroupThread(None, (message("inc-a"), message("inc-b")), 2), "r")
+    assert grouper.state(key).thread.ref == "r"
+
+
+async def test_a_flush_time_whose_members_were_superseded_is_stale() -> None:
+    """a is held until 3, then acknowledged: at 3 it is superseded and nothing goes out, so
+    its group's flush time (3) stays. c, a lone page made at 1000, still waits group_wait
+    (1003), and d, made at 1000.5, goes with it (a regression: the stale flush time sent c
+    at once and held d for group_interval)."""
+    store, channel, clock, deliverer = _loop()
+    _page(store, "a", 0)
+    await _drain_at(deliverer, clock, 0)
+    (opened,) = store.incidents(system="model-a")
+    acked = dataclasses.replace(opened, state="acknowledged", acknowledged_at=_at(1))
+    store.apply(Changes(updated=[acked]))
+    await _drain_at(deliverer, clock, 3)
+    assert deliverer.grouper.state(key_of(_rows(store, "a")[0])).flush_at == _at(3)
+    _page(store, "c", 1000)
+    await _drain_at(deliverer, clock, 1000)
+    _page(store, "d", 1000.5)
+    await _drain_at(deliverer, clock, 1000.5)
+    assert channel.messages == [] and store.next_due() == _at(1003)
+    await _drain_at(deliverer, clock, 1003)
+    assert channel.messages == [["c", "d"]]
+
+
+def test_forget_drops_a_group_whose_flush_time_is_stale() -> None:
+    """A group whose flush time passed an hour ago with nothing sent (its members were
+    superseded) leaves the grouper's memory like any idle group."""
+    grouper = Grouper()
+    waiting = notification()
+    assert grouper.due_at(waiting, POLICY, T0) == _at(3)
+    grouper.saved(grouper.changed())
+    grouper.forget(_at(3600))
+    assert grouper.missing([key_of(waiting)]) == {key_of(waiting)}
+
+
+async def test_resolutions_waiting_for_the_groups_update_reply_in_its_thread() -> None:
+    """a and b go out as root ``root-1``; both are resolved at 10 (the store has them
+    resolved; their resolutions wait for group_interval, until 33); c, paged at 20, is
+    leased meanwhile. The store's record does not take a and b out while their resolutions
+    wait: at 33 the resolutions and c go as one reply in root-1, not as a new root."""
+    store, channel, clock, deliverer = _loop()
+    channel.script = [Delivery.delivered(ref="root-1")] * 2
+    _page(store, "a", 0)
+    _page(store, "b", 0.5)
+    await _drain_at(deliverer, clock, 0.5)
+    await _drain_at(deliverer, clock, 3)
+    for nid in "ab":
+        _resolve_in_store(store, nid, 10)
+    store.apply(Changes(notifications=[_follow_up(f"r{x}", x, "resolved", 10) for x in "ab"]))
+    await _drain_at(deliverer, clock, 10)
+    _page(store, "c", 20)
+    await _drain_at(deliverer, clock, 20)
+    await _drain_at(deliverer, clock, 33)
+    assert channel.messages == [["a", "b"], ["ra", "rb", "c"]]
+    update = channel.threads[-1]
+    assert update is not None and update.ref == "root-1"
+    assert deliverer.grouper.state(key_of(_rows(store, "c")[0])).members == {"inc-c"}
+
+
+async def test_resolutions_leased_in_several_batches_reply_in_their_thread() -> None:
+    """Four incidents went out as root ``root-1`` and are all resolved; their resolutions
+    are leased two at a time at 33. Those held from the first batch are on their way to the
+    group, so the second batch's look at the store does not take them out: the four go as
+    one reply in root-1, which ends the thread."""
+    store, channel, clock, deliverer = _loop(batch=2)
+    channel.script = [Delivery.delivered(ref="root-1")] * 2
+    for nid in "abcd":
+        _page(store, nid, 0)
+    await _drain_at(deliverer, clock, 3)
+    for nid in "abcd":
+        _resolve_in_store(store, nid, 10)
+    store.apply(Changes(notifications=[_follow_up(f"r{x}", x, "resolved", 10) for x in "abcd"]))
+    await _drain_at(deliverer, clock, 10)
+    await _drain_at(deliverer, clock, 33)
+    assert [sorted(m) for m in channel.messages] == [list("abcd"), ["ra", "rb", "rc", "rd"]]
+    assert [t.ref if t else None for t in channel.threads] == [None, "root-1"]
+    assert deliverer.grouper.state(key_of(_rows(store, "a")[0])).thread == GroupThread()
