@@ -225,6 +225,26 @@ def _falling_back_to_email(hook_url: str, smtp_port: int) -> Config:
     )
 
 
+async def _drain_falling_back(
+    store: Store, hook: Receiver, page: Notification, now: datetime
+) -> int:
+    """One drain at ``now`` of ``page`` (through the webhook ``hook``, falling back to
+    email) against ``hook`` and a real SMTP server; returns how many mails alice got."""
+    with running_smtp() as (mailbox, port):
+        config = _falling_back_to_email(hook.url, port)
+        channels: dict[str, Channel] = {
+            name: build_channel(name, spec) for name, spec in config.channels.items()
+        }
+        store.apply(Changes(notifications=[page]))
+        deliverer = Deliverer(store, channels, config, Clock(now), new_id=ids("fb"))
+        try:
+            assert await deliverer.drain() == 1
+        finally:
+            for channel in channels.values():
+                await channel.aclose()
+        return len(mailbox.to("alice@example.com"))
+
+
 async def test_a_page_that_fails_for_good_falls_back_to_email(
     store: Store,
     receiver: Receiver,  # noqa: F811 (a fixture)
@@ -233,30 +253,19 @@ async def test_a_page_that_fails_for_good_falls_back_to_email(
     gives up on it and, in the same transaction, queues the page to alice's email; the same
     drain sends that through a real SMTP server. The incident records the fallback."""
     receiver.script.append((404, {}, "no such hook"))
-    with running_smtp() as (mailbox, port):
-        config = _falling_back_to_email(receiver.url, port)
-        channels: dict[str, Channel] = {
-            name: build_channel(name, spec) for name, spec in config.channels.items()
-        }
-        store.apply(Changes(notifications=[notification("page-1", channel="hook")]))
-        # Past the webhook's group_wait (3s): the lone page is sent, not held for a group.
-        clock = Clock(T0 + timedelta(seconds=5))
-        deliverer = Deliverer(store, channels, config, clock, new_id=ids("fb"))
-        try:
-            assert await deliverer.drain() == 1
-        finally:
-            for channel in channels.values():
-                await channel.aclose()
-        assert len(mailbox.to("alice@example.com")) == 1
+    # Past the webhook's group_wait (3s): the lone page is sent, not held for a group.
+    now = T0 + timedelta(seconds=5)
+    mailed = await _drain_falling_back(store, receiver, notification("page-1", channel="hook"), now)
+    assert mailed == 1
     assert len(receiver.requests) == 1
     page, fallback = store.notifications("inc-1")
     assert (page.id, page.failed_at, fallback.id, fallback.channel) == (
         "page-1",
-        clock.now,
+        now,
         "fb-1",
         "email",
     )
-    assert fallback.delivered_at == clock.now and fallback.address == "alice@example.com"
+    assert fallback.delivered_at == now and fallback.address == "alice@example.com"
     [event] = [e for e in store.events("inc-1") if "falling back" in e.detail]
     assert event.detail.startswith("page to alice via hook failed for good (")
     assert "404" in event.detail and event.detail.endswith("; falling back to email")
@@ -271,24 +280,13 @@ async def test_a_page_still_failing_at_its_maximum_age_falls_back_to_email(
     queues alice's email page in the give-up's transaction and sends it through a real SMTP
     server; the incident records why."""
     receiver.script.append((503, {}, "busy"))
-    with running_smtp() as (mailbox, port):
-        config = _falling_back_to_email(receiver.url, port)
-        channels: dict[str, Channel] = {
-            name: build_channel(name, spec) for name, spec in config.channels.items()
-        }
-        store.apply(Changes(notifications=[notification("page-1", channel="hook", attempts=3)]))
-        clock = Clock(T0 + MAX_AGE)
-        deliverer = Deliverer(store, channels, config, clock, new_id=ids("fb"))
-        try:
-            assert await deliverer.drain() == 1
-        finally:
-            for channel in channels.values():
-                await channel.aclose()
-        assert len(mailbox.to("alice@example.com")) == 1
+    now = T0 + MAX_AGE
+    old = notification("page-1", channel="hook", attempts=3)
+    assert await _drain_falling_back(store, receiver, old, now) == 1
     page, fallback = store.notifications("inc-1")
-    assert (page.failed_at, page.delivered_at, fallback.channel) == (clock.now, None, "email")
+    assert (page.failed_at, page.delivered_at, fallback.channel) == (now, None, "email")
     assert page.last_error is not None and "undelivered for 24h" in page.last_error
-    assert fallback.delivered_at == clock.now
+    assert fallback.delivered_at == now
     [event] = [e for e in store.events("inc-1") if "falling back" in e.detail]
     assert "503" in event.detail and "undelivered for 24h" in event.detail
 
