@@ -6,7 +6,7 @@ store."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -14,8 +14,10 @@ import pytest
 from pydantic import SecretStr
 
 from driftowner import runner, service
+from driftowner.channels import Channel
 from driftowner.channels.log import LogChannel
 from driftowner.channels.slack import SlackWebApiChannel
+from driftowner.config import Config
 from driftowner.cycle import Pager
 from driftowner.model import Delivery, Evidence, Notification
 from driftowner.outbox import Deliverer, deliver_due
@@ -425,15 +427,10 @@ async def test_a_group_root_drops_an_incident_once_a_reply_showed_it_resolved(
     assert len(_root_lines(slack, ref)) == 3
 
 
-async def test_step_two_replies_in_the_owners_thread_and_the_root_shows_step_two(
-    slack: FakeSlack, tmp_path: Path
-) -> None:
-    """Step 1 pages Alice by Slack DM (her thread's root) and informs ml-fraud; at 15m
-    step 2 pages bob on the console. Through the escalation stage, a real store and the
-    outbox, Alice's thread gets a reply telling of step 2 and her root is updated with
-    chat.update to show step 2; the informed team's thread hears nothing (a regression: the
-    owner's root kept showing step 1 until an ack or resolution reached it)."""
-    config = factories.make_config(
+def _alice_by_slack_then_bob(slack: FakeSlack) -> Config:
+    """Step 1 pages the owner (Alice) by Slack and informs ml-fraud; at 15m step 2 pages
+    bob on the console."""
+    return factories.make_config(
         {
             "channels": {
                 "slack": {"type": "slack", "token": slack.token, "api_url": slack.api_url}
@@ -448,16 +445,35 @@ async def test_step_two_replies_in_the_owners_thread_and_the_root_shows_step_two
             },
         }
     )
+
+
+async def _through_step_two(
+    store: SqlStore, config: Config, channels: Mapping[str, Channel], pager: Pager
+) -> tuple[int, int]:
+    """Open inc-1, escalate and deliver its step 1 (at 0, delivered at 1m) and its step 2 (at
+    15m, delivered at 16m); returns how many notifications each escalation queued."""
+    store.apply(Changes(opened=[factories.incident(config, ack_within=None, resolve_within=None)]))
+    first = runner.escalate(store, config, factories.T0, pager)
+    assert await deliver_due(store, channels, lambda: factories.at(1)) == first
+    second = runner.escalate(store, config, factories.at(15), pager)
+    assert await deliver_due(store, channels, lambda: factories.at(16)) == second
+    return first, second
+
+
+async def test_step_two_replies_in_the_owners_thread_and_the_root_shows_step_two(
+    slack: FakeSlack, tmp_path: Path
+) -> None:
+    """Step 1 pages Alice by Slack DM (her thread's root) and informs ml-fraud; at 15m
+    step 2 pages bob on the console. Through the escalation stage, a real store and the
+    outbox, Alice's thread gets a reply telling of step 2 and her root is updated with
+    chat.update to show step 2; the informed team's thread hears nothing (a regression: the
+    owner's root kept showing step 1 until an ack or resolution reached it)."""
+    config = _alice_by_slack_then_bob(slack)
     store = SqlStore(f"sqlite:///{tmp_path / 'driftowner.db'}")
-    channels = {"slack": api_channel(slack), "console": LogChannel("console")}
+    channels: dict[str, Channel] = {"slack": api_channel(slack), "console": LogChannel("console")}
     pager = Pager(factories.ids("n"), factories.links)
-    opened = factories.incident(config, ack_within=None, resolve_within=None)
     try:
-        store.apply(Changes(opened=[opened]))
-        assert runner.escalate(store, config, factories.T0, pager) == 2
-        assert await deliver_due(store, channels, lambda: factories.at(1)) == 2
-        assert runner.escalate(store, config, factories.at(15), pager) == 2
-        assert await deliver_due(store, channels, lambda: factories.at(16)) == 2
+        assert await _through_step_two(store, config, channels, pager) == (2, 2)
         roots = {address: ref for _, address, ref in store.conversations("inc-1")}
     finally:
         await channels["slack"].aclose()
@@ -484,34 +500,14 @@ async def test_a_note_replies_in_the_owners_thread_and_the_root_keeps_the_step(
     OPEN, the accountable owner and step 2; the informed team's thread hears nothing, as of
     an ack (a regression: a note outside an ack or a resolution never reached the
     thread)."""
-    config = factories.make_config(
-        {
-            "channels": {
-                "slack": {"type": "slack", "token": slack.token, "api_url": slack.api_url}
-            },
-            "escalation_chains": {
-                "standard": {
-                    "steps": [
-                        {"notify": "owner", "via": ["slack"]},
-                        {"after": "15m", "notify": ["bob"], "via": ["console"]},
-                    ]
-                }
-            },
-        }
-    )
+    config = _alice_by_slack_then_bob(slack)
     store = SqlStore(f"sqlite:///{tmp_path / 'driftowner.db'}")
     console = LogChannel("console")
-    channels = {"slack": api_channel(slack), "console": console}
+    channels: dict[str, Channel] = {"slack": api_channel(slack), "console": console}
     pager = Pager(factories.ids("n"), factories.links)
     note = "rolled back features-v3, watching"
     try:
-        store.apply(
-            Changes(opened=[factories.incident(config, ack_within=None, resolve_within=None)])
-        )
-        runner.escalate(store, config, factories.T0, pager)
-        await deliver_due(store, channels, lambda: factories.at(1))
-        runner.escalate(store, config, factories.at(15), pager)
-        await deliver_due(store, channels, lambda: factories.at(16))
+        await _through_step_two(store, config, channels, pager)
         before = len(slack.posted)
         service.add_note(
             store, config, "inc-1", "bob", note, factories.at(20), "api", factories.links
