@@ -660,6 +660,15 @@ async def test_a_lone_incidents_mails_are_one_thread_with_one_subject(
     assert mails[0]["Thread-Topic"] == mails[-1]["Thread-Topic"] == mails[0]["Subject"]
 
 
+def _mails_to(mailbox: Server, address: str) -> list[EmailMessage]:
+    """The mails the server received for ``address`` alone, in the order they came."""
+    return [
+        mail
+        for mail, (_, to) in zip(mailbox.handler.messages, mailbox.handler.envelopes, strict=True)
+        if to == [address]
+    ]
+
+
 async def test_a_groups_mails_are_one_thread_with_one_subject(mailbox: Server, tls: Tls) -> None:
     """Two incidents paged together (the group's root), escalated together, one
     acknowledged, both resolved: four group mails to alice, one thread with one normalised
@@ -717,11 +726,7 @@ async def test_an_escalation_past_the_owner_replies_in_the_owners_mail_thread(
     await deliver_due(store, channels, lambda: factories.at(1))
     runner.escalate(store, config, factories.at(15), pager)
     await deliver_due(store, channels, lambda: factories.at(16))
-    to_alice = [
-        mail
-        for mail, (_, to) in zip(mailbox.handler.messages, mailbox.handler.envelopes, strict=True)
-        if to == ["alice@example.com"]
-    ]
+    to_alice = _mails_to(mailbox, "alice@example.com")
     assert [m["X-Driftowner-Purpose"] for m in to_alice] == ["opened", "stepped_up"]
     _one_thread(to_alice)
     text, _ = parts(to_alice[1])
@@ -758,11 +763,7 @@ async def test_a_note_replies_in_the_owners_mail_thread(mailbox: Server, tls: Tl
         factories.links,
     )
     await deliver_due(store, channels, lambda: factories.at(6))
-    to_alice = [
-        mail
-        for mail, (_, to) in zip(mailbox.handler.messages, mailbox.handler.envelopes, strict=True)
-        if to == ["alice@example.com"]
-    ]
+    to_alice = _mails_to(mailbox, "alice@example.com")
     assert [m["X-Driftowner-Purpose"] for m in to_alice] == ["opened", "noted"]
     _one_thread(to_alice)
     text, html = parts(to_alice[1])
