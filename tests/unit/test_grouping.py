@@ -659,6 +659,14 @@ async def test_a_retried_member_goes_at_once_not_at_the_next_interval() -> None:
 # -- how long a thread lasts, whose thread a message goes in, and what waits --------------------
 
 
+def _resolve(store: MemoryStore, name: str, seconds: float, *told: Notification) -> None:
+    """The store records incident ``name`` resolved at ``seconds``, with the notifications
+    ``told`` of it (none: its resolution reaches no group)."""
+    (opened,) = store.incidents(system=f"model-{name}")
+    done = dataclasses.replace(opened, state="resolved", resolved_at=_at(seconds))
+    store.apply(Changes(updated=[done], notifications=list(told)))
+
+
 def _follow_up(nid: str, incident: str, state: str, at: float, **fields: Any) -> Notification:
     """A later message of ``inc-<incident>`` (an ack, a reminder, its resolution) to alice
     through the grouping channel, made at ``at``."""
@@ -761,9 +769,7 @@ async def test_a_lone_incident_waits_group_wait_even_after_an_earlier_page() -> 
     _page(store, "a", 0)
     await _drain_at(deliverer, clock, 0)
     await _drain_at(deliverer, clock, 3)
-    (opened,) = store.incidents(system="model-a")
-    done = dataclasses.replace(opened, state="resolved", resolved_at=_at(10))
-    store.apply(Changes(updated=[done], notifications=[_follow_up("ra", "a", "resolved", 10)]))
+    _resolve(store, "a", 10, _follow_up("ra", "a", "resolved", 10))
     await _drain_at(deliverer, clock, 10)
     assert store.next_due() == _at(33)
     await _drain_at(deliverer, clock, 33)
@@ -785,9 +791,7 @@ async def test_a_member_the_store_has_resolved_leaves_its_group() -> None:
     _page(store, "a", 0)
     await _drain_at(deliverer, clock, 0)
     await _drain_at(deliverer, clock, 3)
-    (opened,) = store.incidents(system="model-a")
-    done = dataclasses.replace(opened, state="resolved", resolved_at=_at(20))
-    store.apply(Changes(updated=[done]))
+    _resolve(store, "a", 20)
     _page(store, "c", 25)
     await _drain_at(deliverer, clock, 25)
     assert store.next_due() == _at(28)
