@@ -22,7 +22,15 @@ import sqlalchemy as sa
 
 from driftowner.config import UnsupportedStorageURL as UnsupportedURL
 from driftowner.config import parse_storage_url as parse_url
-from driftowner.model import Event, GroupState, GroupThread, Handover, Pending, Silence
+from driftowner.model import (
+    Event,
+    GroupState,
+    GroupThread,
+    Handover,
+    Incident,
+    Pending,
+    Silence,
+)
 from driftowner.store import (
     Changes,
     Conflict,
@@ -32,6 +40,7 @@ from driftowner.store import (
     StoreError,
     StoreUnavailable,
 )
+from driftowner.store import sql as sql_module
 from driftowner.store.dialect import create_engine
 from driftowner.store.migrations import SCHEMA_VERSION
 from tests.integration.postgres_server import (  # noqa: F401 (fixtures)
@@ -1435,3 +1444,41 @@ def test_pending_by_system_is_every_systems_pending_in_one_read(store: Store) ->
         SYSTEM: store.pending(SYSTEM),
         "churn": store.pending("churn"),
     }
+
+
+def test_unresolved_incidents_are_decoded_again_only_when_their_version_moved(
+    sql_store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every evaluation and escalation tick reads every unresolved incident: a body is
+    decoded once per version, not once per read. Another instance's update (a new version)
+    is read as written, a resolution leaves the read, and nothing else is decoded again."""
+    decoded: list[str] = []
+    decode = sql_module.incident_from_json
+
+    def counting(body: str, version: int) -> Incident:
+        found = decode(body, version)
+        decoded.append(found.id)
+        return found
+
+    monkeypatch.setattr(sql_module, "incident_from_json", counting)
+    a, b = incident(id="inc-a", system="sys-a"), incident(id="inc-b", system="sys-b")
+    sql_store.apply(Changes(opened=[a, b]))
+    assert [i.id for i in sql_store.incidents(unresolved=True)] == ["inc-a", "inc-b"]
+    assert [i.id for i in sql_store.incidents(unresolved=True)] == ["inc-a", "inc-b"]
+    assert decoded == ["inc-a", "inc-b"]
+    other = SqlStore(sql_store.url)  # another instance writes
+    other.open()
+    try:
+        other.apply(Changes(updated=[replace(a, state="acknowledged", acknowledged_by="alice")]))
+        other.apply(Changes(updated=[replace(b, state="resolved", resolved_at=at(5))]))
+    finally:
+        other.close()
+    decoded.clear()
+    (seen,) = sql_store.incidents(unresolved=True)
+    assert (seen.id, seen.state, seen.acknowledged_by, seen.version) == (
+        "inc-a",
+        "acknowledged",
+        "alice",
+        1,
+    )
+    assert decoded == ["inc-a"]
