@@ -352,9 +352,7 @@ async def test_later_members_acks_and_resolutions_join_the_next_update() -> None
     """After the group went out at 3, a new page (10s) and a resolution of a member (20s)
     wait for group_interval and go together at 33, as one update."""
     store, channel, clock, deliverer = _loop()
-    _page(store, "a", 0)
-    await _drain_at(deliverer, clock, 0)
-    await _drain_at(deliverer, clock, 3)
+    await _lone(store, deliverer, clock, "a", 0)
     _page(store, "b", 10)
     await _drain_at(deliverer, clock, 10)
     _page(store, "r", 20, purpose="resolved")
@@ -370,9 +368,7 @@ async def test_a_failed_group_retries_as_a_group() -> None:
     store, channel, clock, deliverer = _loop()
     channel.script = [Delivery.retry("503")]
     _page(store, "a", 0)
-    _page(store, "b", 0)
-    await _drain_at(deliverer, clock, 0)
-    await _drain_at(deliverer, clock, 3)
+    await _lone(store, deliverer, clock, "b", 0)
     retries = {n.next_attempt_at for n in _rows(store, "ab")}
     assert len(retries) == 1 and all(n.attempts == 1 for n in _rows(store, "ab"))
     (when,) = retries
@@ -422,9 +418,7 @@ async def test_a_restart_keeps_group_interval_for_a_later_member() -> None:
     waits for group_interval (33), not group_wait from its making (13), which a restarted
     loop used to send at once because the group's timing lived only in memory."""
     store, channel, clock, deliverer = _loop()
-    _page(store, "a", 0)
-    await _drain_at(deliverer, clock, 0)
-    await _drain_at(deliverer, clock, 3)
+    await _lone(store, deliverer, clock, "a", 0)
     _page(store, "b", 10)
     restarted = _restarted(store, channel, clock)
     await _drain_at(restarted, clock, 10)
@@ -472,9 +466,7 @@ async def test_a_groups_later_messages_reply_in_its_thread_after_a_restart() -> 
     store, channel, clock, deliverer = _loop()
     channel.script = [Delivery.delivered(ref="root-1")]
     _page(store, "a", 0)
-    _page(store, "b", 0)
-    await _drain_at(deliverer, clock, 0)
-    await _drain_at(deliverer, clock, 3)
+    await _lone(store, deliverer, clock, "b", 0)
     assert channel.threads == [GroupThread(None, tuple(n.message for n in _rows(store, "ab")), 2)]
     resolution = dataclasses.replace(_resolved("a"), created_at=_at(10))
     store.apply(Changes(notifications=[resolution]))
@@ -497,9 +489,7 @@ async def test_a_thread_whose_incidents_are_all_resolved_is_over() -> None:
     store, channel, clock, deliverer = _loop()
     channel.script = [Delivery.delivered(ref="root-1"), Delivery.delivered(ref="root-1")]
     _page(store, "a", 0)
-    _page(store, "b", 0)
-    await _drain_at(deliverer, clock, 0)
-    await _drain_at(deliverer, clock, 3)
+    await _lone(store, deliverer, clock, "b", 0)
     store.apply(
         Changes(
             notifications=[dataclasses.replace(_resolved(nid), created_at=_at(10)) for nid in "ab"]
@@ -659,6 +649,17 @@ async def test_a_retried_member_goes_at_once_not_at_the_next_interval() -> None:
 # -- how long a thread lasts, whose thread a message goes in, and what waits --------------------
 
 
+async def _lone(
+    store: MemoryStore, deliverer: Deliverer, clock: Clock, name: str, seconds: float
+) -> None:
+    """Page ``name`` made at ``seconds`` to a group without members: it waits group_wait
+    (3 s) from its making, no more, and goes then."""
+    _page(store, name, seconds)
+    await _drain_at(deliverer, clock, seconds)
+    assert store.next_due() == _at(seconds + 3)
+    await _drain_at(deliverer, clock, seconds + 3)
+
+
 def _resolve(store: MemoryStore, name: str, seconds: float, *told: Notification) -> None:
     """The store records incident ``name`` resolved at ``seconds``, with the notifications
     ``told`` of it (none: its resolution reaches no group)."""
@@ -724,10 +725,8 @@ async def test_an_incident_paged_alone_keeps_its_own_thread() -> None:
     as a new group message, leaving both incidents' threads without their ack)."""
     store, channel, clock, deliverer = _loop()
     channel.script = [Delivery.delivered(ref="C1:1.1"), Delivery.delivered(ref="C1:2.2")]
-    _page(store, "a", 0)
-    await _drain_at(deliverer, clock, 0)
-    await _drain_at(deliverer, clock, 3)
-    _page(store, "b", 600)
+    await _lone(store, deliverer, clock, "a", 0)
+    _page(store, "b", 600)  # a new member: group_interval after a went out is long past
     await _drain_at(deliverer, clock, 600)
     await _drain_at(deliverer, clock, 603)
     assert channel.messages == [["a"], ["b"]] and channel.threads == []
@@ -745,16 +744,11 @@ async def test_an_incident_with_its_own_thread_resolved_ends_the_group() -> None
     and waits group_wait from its making, no more."""
     store, channel, clock, deliverer = _loop()
     channel.script = [Delivery.delivered(ref="C1:1.1")]
-    _page(store, "a", 0)
-    await _drain_at(deliverer, clock, 0)
-    await _drain_at(deliverer, clock, 3)
+    await _lone(store, deliverer, clock, "a", 0)
     store.apply(Changes(notifications=[_follow_up("ra", "a", "resolved", 5)]))
     await _drain_at(deliverer, clock, 5)
     assert channel.replies == [("a", None), ("ra", "C1:1.1")]
-    _page(store, "c", 6)
-    await _drain_at(deliverer, clock, 6)
-    assert store.next_due() == _at(9)
-    await _drain_at(deliverer, clock, 9)
+    await _lone(store, deliverer, clock, "c", 6)
     assert channel.messages == [["a"], ["ra"], ["c"]]
 
 
@@ -766,18 +760,13 @@ async def test_a_lone_incident_waits_group_wait_even_after_an_earlier_page() -> 
     until 63, while the docs promised group_wait at most)."""
     store, channel, clock, deliverer = _loop()
     channel.script = [Delivery.delivered(ref=None), Delivery.delivered(ref=None)]
-    _page(store, "a", 0)
-    await _drain_at(deliverer, clock, 0)
-    await _drain_at(deliverer, clock, 3)
+    await _lone(store, deliverer, clock, "a", 0)
     _resolve(store, "a", 10, _follow_up("ra", "a", "resolved", 10))
     await _drain_at(deliverer, clock, 10)
     assert store.next_due() == _at(33)
     await _drain_at(deliverer, clock, 33)
     assert channel.messages == [["a"], ["ra"]]
-    _page(store, "c", 40)
-    await _drain_at(deliverer, clock, 40)
-    assert store.next_due() == _at(43)
-    await _drain_at(deliverer, clock, 43)
+    await _lone(store, deliverer, clock, "c", 40)
     assert channel.messages == [["a"], ["ra"], ["c"]]
 
 
@@ -788,14 +777,9 @@ async def test_a_member_the_store_has_resolved_leaves_its_group() -> None:
     message (and not held for ever by a member that will never be seen resolved)."""
     store, channel, clock, deliverer = _loop()
     channel.script = [Delivery.delivered(ref=None)]
-    _page(store, "a", 0)
-    await _drain_at(deliverer, clock, 0)
-    await _drain_at(deliverer, clock, 3)
+    await _lone(store, deliverer, clock, "a", 0)
     _resolve(store, "a", 20)
-    _page(store, "c", 25)
-    await _drain_at(deliverer, clock, 25)
-    assert store.next_due() == _at(28)
-    await _drain_at(deliverer, clock, 28)
+    await _lone(store, deliverer, clock, "c", 25)
     assert channel.messages == [["a"], ["c"]]
 
 
@@ -828,9 +812,7 @@ async def test_a_thread_whose_resolutions_failed_for_good_is_over_for_a_lone_pag
     await _drain_at(deliverer, clock, 10)
     await _drain_at(deliverer, clock, 33)
     assert channel.messages == [["a", "b"], ["ra", "rb"]]
-    _page(store, "c", 4000)
-    await _drain_at(deliverer, clock, 4000)
-    await _drain_at(deliverer, clock, 4003)
+    await _lone(store, deliverer, clock, "c", 4000)
     assert channel.messages[-1] == ["c"]
     assert channel.replies == [("c", None)]
     assert [t.ref if t else None for t in channel.threads] == [None, "root-1"]
@@ -849,9 +831,7 @@ async def test_a_thread_whose_members_the_store_resolved_is_over() -> None:
     await _drain_at(deliverer, clock, 3)
     for nid in "ab":
         _resolve_in_store(store, nid, 20)
-    _page(store, "c", 25)
-    await _drain_at(deliverer, clock, 25)
-    await _drain_at(deliverer, clock, 28)
+    await _lone(store, deliverer, clock, "c", 25)
     assert channel.messages == [["a", "b"], ["c"]]
     assert channel.replies == [("c", None)]
     assert deliverer.grouper.state(key_of(_rows(store, "c")[0])).members == {"inc-c"}
