@@ -786,12 +786,17 @@ async def test_a_member_the_store_has_resolved_leaves_its_group() -> None:
 # -- a thread ends with its group's members; its listing stays bounded ---------------------------
 
 
-def _resolve_in_store(store: MemoryStore, nid: str, at: float) -> None:
-    """The store records ``inc-<nid>`` resolved at ``at`` (whatever reached its group)."""
-    (opened,) = store.incidents(system=f"model-{nid}")
-    store.apply(
-        Changes(updated=[dataclasses.replace(opened, state="resolved", resolved_at=_at(at))])
-    )
+async def _both_out_then_resolved(store: MemoryStore, deliverer: Deliverer, clock: Clock) -> None:
+    """a (made at 0) and b (at 0.5) go out as one group message at 3; at 10 the store has
+    both resolved and their resolutions are queued (they wait for group_interval, till 33)."""
+    _page(store, "a", 0)
+    _page(store, "b", 0.5)
+    await _drain_at(deliverer, clock, 0.5)
+    await _drain_at(deliverer, clock, 3)
+    for nid in "ab":
+        _resolve(store, nid, 10)
+    store.apply(Changes(notifications=[_follow_up(f"r{x}", x, "resolved", 10) for x in "ab"]))
+    await _drain_at(deliverer, clock, 10)
 
 
 async def test_a_thread_whose_resolutions_failed_for_good_is_over_for_a_lone_page() -> None:
@@ -802,14 +807,7 @@ async def test_a_thread_whose_resolutions_failed_for_good_is_over_for_a_lone_pag
     buttons)."""
     store, channel, clock, deliverer = _loop()
     channel.script = [Delivery.delivered(ref="root-1"), Delivery.give_up("400 invalid_blocks")]
-    _page(store, "a", 0)
-    _page(store, "b", 0.5)
-    await _drain_at(deliverer, clock, 0.5)
-    await _drain_at(deliverer, clock, 3)
-    for nid in "ab":
-        _resolve_in_store(store, nid, 10)
-    store.apply(Changes(notifications=[_follow_up(f"r{x}", x, "resolved", 10) for x in "ab"]))
-    await _drain_at(deliverer, clock, 10)
+    await _both_out_then_resolved(store, deliverer, clock)
     await _drain_at(deliverer, clock, 33)
     assert channel.messages == [["a", "b"], ["ra", "rb"]]
     await _lone(store, deliverer, clock, "c", 4000)
@@ -830,7 +828,7 @@ async def test_a_thread_whose_members_the_store_resolved_is_over() -> None:
     await _drain_at(deliverer, clock, 0.5)
     await _drain_at(deliverer, clock, 3)
     for nid in "ab":
-        _resolve_in_store(store, nid, 20)
+        _resolve(store, nid, 20)
     await _lone(store, deliverer, clock, "c", 25)
     assert channel.messages == [["a", "b"], ["c"]]
     assert channel.replies == [("c", None)]
@@ -999,14 +997,7 @@ async def test_resolutions_waiting_for_the_groups_update_reply_in_its_thread() -
     wait: at 33 the resolutions and c go as one reply in root-1, not as a new root."""
     store, channel, clock, deliverer = _loop()
     channel.script = [Delivery.delivered(ref="root-1")] * 2
-    _page(store, "a", 0)
-    _page(store, "b", 0.5)
-    await _drain_at(deliverer, clock, 0.5)
-    await _drain_at(deliverer, clock, 3)
-    for nid in "ab":
-        _resolve_in_store(store, nid, 10)
-    store.apply(Changes(notifications=[_follow_up(f"r{x}", x, "resolved", 10) for x in "ab"]))
-    await _drain_at(deliverer, clock, 10)
+    await _both_out_then_resolved(store, deliverer, clock)
     _page(store, "c", 20)
     await _drain_at(deliverer, clock, 20)
     await _drain_at(deliverer, clock, 33)
@@ -1027,7 +1018,7 @@ async def test_resolutions_leased_in_several_batches_reply_in_their_thread() -> 
         _page(store, nid, 0)
     await _drain_at(deliverer, clock, 3)
     for nid in "abcd":
-        _resolve_in_store(store, nid, 10)
+        _resolve(store, nid, 10)
     store.apply(Changes(notifications=[_follow_up(f"r{x}", x, "resolved", 10) for x in "abcd"]))
     await _drain_at(deliverer, clock, 10)
     await _drain_at(deliverer, clock, 33)
