@@ -106,35 +106,14 @@ async def test_a_reassignment_adds_a_note_and_a_team_informed_sends_nothing(
     assert len(opsgenie.requests) == 2
 
 
-async def test_news_of_an_escalation_step_is_a_note_not_a_second_alert(
-    opsgenie: FakeOpsgenie,
-) -> None:
-    """An escalation step told to the alert's conversation (``stepped_up``) adds a note
-    naming the step, by alias, as driftowner itself; no second create."""
+async def _opened_then_noted(opsgenie: FakeOpsgenie, follow_up: Notification) -> Any:
+    """Open inc-42's alert, then send ``follow_up``: it must be delivered as one note on
+    the alert, by alias (an action body as Opsgenie documents it), never a second create.
+    Returns the note's request body."""
     channel = channel_for(opsgenie)
     try:
         await channel.send(note("opened"))
-        told = await channel.send(note("stepped_up", step=2, actor="auto"))
-    finally:
-        await channel.aclose()
-    assert told.ok, told.detail
-    assert [r.path.split("?")[0] for r in opsgenie.requests] == [
-        "/v2/alerts",
-        "/v2/alerts/inc-42/notes",
-    ]
-    jsonschema.Draft202012Validator(ACTION).validate(opsgenie.requests[1].body)
-    alert = opsgenie.alerts["inc-42"]
-    (added,) = alert.notes
-    assert "Escalated to step 2" in added and alert.count == 1
-
-
-async def test_a_persons_note_is_a_note_on_the_alert_by_them(opsgenie: FakeOpsgenie) -> None:
-    """A person's note told to the alert's conversation (``noted``) adds their words as a
-    note on the alert, by alias, with the person as its ``user``; no second create."""
-    channel = channel_for(opsgenie)
-    try:
-        await channel.send(note("opened"))
-        told = await channel.send(note("noted", actor="bob", note="rolled back features-v3"))
+        told = await channel.send(follow_up)
     finally:
         await channel.aclose()
     assert told.ok, told.detail
@@ -144,6 +123,26 @@ async def test_a_persons_note_is_a_note_on_the_alert_by_them(opsgenie: FakeOpsge
     ]
     body = opsgenie.requests[1].body
     jsonschema.Draft202012Validator(ACTION).validate(body)
+    return body
+
+
+async def test_news_of_an_escalation_step_is_a_note_not_a_second_alert(
+    opsgenie: FakeOpsgenie,
+) -> None:
+    """An escalation step told to the alert's conversation (``stepped_up``) adds a note
+    naming the step, by alias, as driftowner itself; no second create."""
+    await _opened_then_noted(opsgenie, note("stepped_up", step=2, actor="auto"))
+    alert = opsgenie.alerts["inc-42"]
+    (added,) = alert.notes
+    assert "Escalated to step 2" in added and alert.count == 1
+
+
+async def test_a_persons_note_is_a_note_on_the_alert_by_them(opsgenie: FakeOpsgenie) -> None:
+    """A person's note told to the alert's conversation (``noted``) adds their words as a
+    note on the alert, by alias, with the person as its ``user``; no second create."""
+    body = await _opened_then_noted(
+        opsgenie, note("noted", actor="bob", note="rolled back features-v3")
+    )
     assert (body["user"], body["note"]) == ("bob", "rolled back features-v3")
     assert opsgenie.alerts["inc-42"].notes == ["rolled back features-v3"]
 
