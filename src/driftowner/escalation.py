@@ -671,7 +671,7 @@ def escalated_step(outcome: Escalation) -> int | None:
     costs the cycle no read of who was notified."""
     if not outcome.steps_fired or outcome.incident.escalation_steps_done < 2:
         return None
-    return outcome.steps_fired[-1]
+    return standing_step(outcome.incident)
 
 
 def tell_escalation(
