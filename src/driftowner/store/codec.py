@@ -150,6 +150,11 @@ _STRUCTURED = ("opened_at", "layers", "evidence", "upstreams", "breach", "held_b
 
 
 def message_to_json(message: Message) -> str:
+    return json.dumps(_message_fields(message), sort_keys=True)
+
+
+def _message_fields(message: Message) -> dict[str, Any]:
+    """``message`` as the JSON-ready object the store keeps (alone, or in a thread's list)."""
     d = {
         name: getattr(message, name)
         for name in Message.__dataclass_fields__
@@ -164,7 +169,7 @@ def message_to_json(message: Message) -> str:
         d["breach"] = _fields(message.breach)
     if message.held_by is not None:
         d["held_by"] = _fields(message.held_by)
-    return json.dumps(d, sort_keys=True)
+    return d
 
 
 def _fields(value: Evidence | SloBreach | Upstream) -> dict[str, Any]:
@@ -172,7 +177,11 @@ def _fields(value: Evidence | SloBreach | Upstream) -> dict[str, Any]:
 
 
 def message_from_json(text: str) -> Message:
-    d = json.loads(text)
+    return _message_from(json.loads(text))
+
+
+def _message_from(d: dict[str, Any]) -> Message:
+    """The message a kept object (see :func:`_message_fields`) stands for."""
     d["opened_at"] = from_ts(d["opened_at"])
     d["layers"] = tuple(d["layers"])
     d["evidence"] = tuple(_evidence_from(e) for e in d["evidence"])
@@ -211,7 +220,7 @@ def thread_to_json(thread: GroupThread, members: Iterable[str] = ()) -> str:
     """What a group's thread lists (its messages), how many of them its root listed when
     first sent, and the group's ``members`` (incident ids), as JSON text; the thread's
     ``ref`` is kept apart."""
-    listed = [json.loads(message_to_json(m)) for m in thread.listed]
+    listed = [_message_fields(m) for m in thread.listed]
     kept = {"listed": listed, "root_size": thread.root_size, "members": sorted(members)}
     return json.dumps(kept, sort_keys=True)
 
@@ -220,7 +229,7 @@ def thread_from_json(ref: str | None, text: str) -> GroupThread:
     """The inverse of :func:`thread_to_json`, with the thread's ``ref``. Text kept before
     the root's size was (a bare list of messages) reads as a root of unknown size (0)."""
     kept = _kept_thread(text)
-    listed = tuple(message_from_json(json.dumps(d)) for d in kept["listed"])
+    listed = tuple(_message_from(d) for d in kept["listed"])
     return GroupThread(ref, listed, int(kept["root_size"]))
 
 
