@@ -169,13 +169,7 @@ class MemoryStore:
             return {system: dict(held) for system, held in self._pending.items() if held}
 
     def notifications(self, incident_id: str) -> list[Notification]:
-        with self._lock:
-            found = [
-                row.notification
-                for row in self._outbox.values()
-                if row.notification.incident_id == incident_id
-            ]
-        return sorted(found, key=lambda n: (n.created_at, n.id))
+        return self.notifications_of([incident_id])[incident_id]
 
     def notifications_of(self, incident_ids: Iterable[str]) -> dict[str, list[Notification]]:
         found: dict[str, list[Notification]] = {i: [] for i in sorted(set(incident_ids))}

@@ -705,13 +705,7 @@ class SqlStore:
         return found
 
     def notifications(self, incident_id: str) -> list[Notification]:
-        with self._tx(read_only=True) as conn:
-            rows = conn.execute(
-                sa.select(outbox)
-                .where(outbox.c.incident_id == incident_id)
-                .order_by(outbox.c.created_at, outbox.c.id)
-            ).all()
-        return [_notification(row) for row in rows]
+        return self.notifications_of([incident_id])[incident_id]
 
     def notifications_of(self, incident_ids: Iterable[str]) -> dict[str, list[Notification]]:
         """Each named incident's notifications, oldest first, in one read transaction: one
