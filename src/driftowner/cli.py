@@ -418,9 +418,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
 def cmd_note(args: argparse.Namespace) -> int:
     # The text is checked here so that an error names this command's option (--text), not
     # the HTTP body's field (note).
-    problem = service.text_problem(args.text, service.MAX_TEXT_CHARS)
-    if problem is None and not args.text.strip():
-        problem = "a note needs text"
+    problem = service.text_problem(args.text, service.MAX_TEXT_CHARS, required=True)
     if problem is not None:
         raise Failure(f"--text: {problem}")
     config = _load(_config_path(args.config))

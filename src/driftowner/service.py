@@ -46,10 +46,13 @@ MAX_TEXT_CHARS = 2000
 """Longest free text a request may give (``note``, ``reason``)."""
 
 
-def text_problem(value: str, limit: int) -> str | None:
+def text_problem(value: str, limit: int, *, required: bool = False) -> str | None:
     """Why ``value`` is not acceptable request text, or None: longer than ``limit``
-    characters, not encodable as UTF-8 (a lone surrogate), or holding a control character
-    other than tab and newline (NUL cannot be stored)."""
+    characters, not encodable as UTF-8 (a lone surrogate), holding a control character
+    other than tab and newline (NUL cannot be stored), or, when ``required`` (a note on its
+    own), blank."""
+    if required and not value.strip():
+        return "a note needs text"
     if len(value) > limit:
         return f"at most {limit} characters (got {len(value)})"
     try:
@@ -62,9 +65,9 @@ def text_problem(value: str, limit: int) -> str | None:
     return None
 
 
-def _valid_text(field: str, value: str, limit: int) -> None:
+def _valid_text(field: str, value: str, limit: int, *, required: bool = False) -> None:
     """Raises BadRequest naming ``field`` when ``value`` is not acceptable text."""
-    problem = text_problem(value, limit)
+    problem = text_problem(value, limit, required=required)
     if problem is not None:
         raise BadRequest(field, f"{field}: {problem}")
 
@@ -168,9 +171,7 @@ def add_note(
     Raises:
         NotFound, BadRequest, store.Conflict.
     """
-    _valid_text("note", text, MAX_TEXT_CHARS)
-    if not text.strip():
-        raise BadRequest("note", "a note needs text")
+    _valid_text("note", text, MAX_TEXT_CHARS, required=True)
     _known_owner(config, "by", by)
     incident = get(store, incident_id)
     transition = incidents.add_note(incident, by, now, text)
